@@ -1,0 +1,127 @@
+//! The `Backend` trait: the handful of ops the forward graph needs. The graph (`model::graph`)
+//! is written once against it; `cpu` is the scalar reference (the oracle) and `gpu` implements
+//! the same ops as WGSL kernels. Activations are row-major f32 matrices `[rows, cols]`, one row
+//! per token; a batch holds whole sequences of `seq_len` tokens (positions `row % seq_len`).
+
+pub mod cpu;
+
+use crate::gguf::{GgmlType, GgufFile, TensorInfo};
+use std::sync::Arc;
+
+/// Where a weight matrix's bytes live: a slice of a memory-mapped GGUF (one expert's slice for a
+/// 3-D expert tensor). Backends read it in place (cpu) or upload it (gpu).
+#[derive(Clone)]
+pub struct WeightSource {
+    pub file: Arc<GgufFile>,
+    /// Tensor name (for errors and statistics).
+    pub name: String,
+    pub ggml_type: GgmlType,
+    /// Row length (input features).
+    pub ne0: usize,
+    /// Number of rows (output features).
+    pub ne1: usize,
+    /// Byte range inside the file.
+    pub byte_offset: usize,
+    pub n_bytes: usize,
+}
+
+impl WeightSource {
+    /// The whole 1-D/2-D tensor, or expert `expert` of a 3-D tensor.
+    pub fn from_tensor(file: &Arc<GgufFile>, t: &TensorInfo, expert: Option<usize>) -> WeightSource {
+        let ne0 = t.ne(0) as usize;
+        let ne1 = t.ne(1) as usize;
+        let per = t.ggml_type.row_bytes(ne0 as u64).unwrap_or(0) as usize * ne1;
+        let base = (file.header.data_offset + t.offset) as usize;
+        let (off, n) = match expert {
+            None => (base, t.n_bytes as usize),
+            Some(e) => (base + e * per, per),
+        };
+        WeightSource {
+            file: file.clone(),
+            name: t.name.clone(),
+            ggml_type: t.ggml_type,
+            ne0,
+            ne1,
+            byte_offset: off,
+            n_bytes: n,
+        }
+    }
+
+    pub fn bytes(&self) -> &[u8] {
+        &self.file.bytes()[self.byte_offset..self.byte_offset + self.n_bytes]
+    }
+
+    pub fn row_bytes(&self) -> usize {
+        self.ggml_type.row_bytes(self.ne0 as u64).unwrap_or(0) as usize
+    }
+}
+
+/// Activation statistics of one weight matrix (one expert) read back to the host.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct StatsHost {
+    /// Σx² per input column.
+    pub sum2: Vec<f32>,
+    /// Σx per input column.
+    pub sum: Vec<f32>,
+    /// Number of activation rows (tokens) accumulated.
+    pub count: u64,
+}
+
+/// RoPE parameters (NORM mode rotates adjacent pairs; NEOX rotates halves).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct RopeParams {
+    pub n_rot: usize,
+    pub freq_base: f32,
+    pub freq_scale: f32,
+    pub neox: bool,
+}
+
+/// Attention shape: `n_head` query heads share `n_head_kv` key/value heads (GQA).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct AttnParams {
+    pub n_head: usize,
+    pub n_head_kv: usize,
+    pub head_dim: usize,
+    /// Tokens per sequence; the causal mask stays inside each sequence.
+    pub seq_len: usize,
+    pub scale: f32,
+}
+
+pub trait Backend {
+    /// An activation matrix on the device.
+    type Tensor;
+    /// A weight matrix (or norm vector) prepared for this device.
+    type Weight;
+    /// Per-matrix statistics accumulator (Σx², Σx, count) on the device.
+    type Stats;
+
+    fn name(&self) -> String;
+
+    fn weight(&self, src: &WeightSource) -> anyhow::Result<Self::Weight>;
+    fn upload(&self, data: &[f32], rows: usize, cols: usize) -> Self::Tensor;
+    fn download(&self, t: &Self::Tensor) -> Vec<f32>;
+    fn shape(&self, t: &Self::Tensor) -> (usize, usize);
+
+    /// Rows `ids` of an embedding matrix, dequantized: `[ids.len(), ne0]`.
+    fn get_rows(&self, w: &Self::Weight, ids: &[u32]) -> Self::Tensor;
+    /// y = x / sqrt(mean(x²) + eps) · w  (row-wise; w is F32 `[cols]`).
+    fn rms_norm(&self, x: &Self::Tensor, w: &Self::Weight, eps: f32) -> Self::Tensor;
+    /// y = x·Wᵀ: `[rows, ne0] → [rows, ne1]`. When `stats` is given, also accumulate Σx², Σx
+    /// per column of x and the row count, in row order.
+    fn matmul(&self, x: &Self::Tensor, w: &Self::Weight, stats: Option<&mut Self::Stats>) -> Self::Tensor;
+    /// Rotate each head of `x` (`[rows, n_head·head_dim]`) in place by position `row % seq_len`.
+    fn rope(&self, x: &mut Self::Tensor, n_head: usize, head_dim: usize, seq_len: usize, p: &RopeParams);
+    /// Causal softmax attention per sequence: q `[rows, n_head·hd]`, k/v `[rows, n_head_kv·hd]`.
+    fn attention(&self, q: &Self::Tensor, k: &Self::Tensor, v: &Self::Tensor, p: &AttnParams) -> Self::Tensor;
+    /// silu(g)·u element-wise.
+    fn silu_mul(&self, g: &Self::Tensor, u: &Self::Tensor) -> Self::Tensor;
+    /// a += b element-wise.
+    fn add_assign(&self, a: &mut Self::Tensor, b: &Self::Tensor);
+    /// Rows `idx` of x (MoE dispatch).
+    fn gather_rows(&self, x: &Self::Tensor, idx: &[u32]) -> Self::Tensor;
+    /// dst[idx[i]] += scale[i]·src[i] for each row i, in i order (MoE combine).
+    fn scatter_add_scaled(&self, dst: &mut Self::Tensor, src: &Self::Tensor, idx: &[u32], scale: &[f32]);
+
+    fn stats_new(&self, n_cols: usize) -> Self::Stats;
+    fn stats_read(&self, s: &Self::Stats) -> StatsHost;
+}

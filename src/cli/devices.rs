@@ -1,0 +1,8 @@
+//! `wquant devices`.
+
+#[derive(clap::Args, Debug)]
+pub struct Args {}
+
+pub fn run(_g: &super::GlobalArgs, _a: Args) -> anyhow::Result<()> {
+    anyhow::bail!("wquant devices is not built yet")
+}

@@ -1,0 +1,56 @@
+//! Command-line interface: one file per command, each with its clap args and a `run()`.
+
+use clap::{Parser, Subcommand};
+
+pub mod common;
+pub mod convert;
+pub mod devices;
+pub mod inspect;
+
+/// Global options shared by every command.
+#[derive(clap::Args, Debug, Clone)]
+pub struct GlobalArgs {
+    /// Compute device: auto (first hardware GPU, else lavapipe), cpu, gpu or gpu:N.
+    #[arg(long, global = true, default_value = "auto")]
+    pub device: String,
+    /// Cap on GPU memory used for weights and activations (e.g. 6GiB).
+    #[arg(long, global = true)]
+    pub vram_budget: Option<String>,
+    /// CPU threads (default: all cores). Results do not depend on it.
+    #[arg(long, global = true)]
+    pub threads: Option<usize>,
+    /// Less output on stderr (no progress bars).
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+}
+
+#[derive(Parser, Debug)]
+#[command(name = "wquant", version, about = "Importance-matrix LLM quantization on any GPU")]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Show a GGUF file's metadata and tensors.
+    Inspect(inspect::Args),
+    /// Dequantize every tensor to F32, F16 or BF16.
+    Convert(convert::Args),
+    /// List compute adapters and their limits.
+    Devices(devices::Args),
+}
+
+pub fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    if let Some(n) = cli.global.threads {
+        rayon::ThreadPoolBuilder::new().num_threads(n.max(1)).build_global().ok();
+    }
+    match cli.command {
+        Command::Inspect(a) => inspect::run(&cli.global, a),
+        Command::Convert(a) => convert::run(&cli.global, a),
+        Command::Devices(a) => devices::run(&cli.global, a),
+    }
+}

@@ -1,0 +1,31 @@
+//! Small shared helpers.
+
+use std::path::{Path, PathBuf};
+
+/// `NAME.tmp` beside `path`, for atomic writes.
+pub fn tmp_path(path: &Path) -> PathBuf {
+    crate::gguf::writer::tmp_path(path)
+}
+
+/// Write `bytes` to `path` atomically: `NAME.tmp`, fsync, rename.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let tmp = tmp_path(path);
+    let res = (|| {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if res.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    res
+}
+
+/// sha256 of bytes as lowercase hex.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    let h = sha2::Sha256::digest(bytes);
+    h.iter().map(|b| format!("{b:02x}")).collect()
+}
