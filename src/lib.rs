@@ -3,8 +3,9 @@
 //! Module map (see DESIGN.md): `gguf` (container), `quant` (block types), `model` (config,
 //! tokenizer, forward graph), `backend` (cpu reference, gpu), `imatrix`, `kld`, `cli`.
 
-pub mod gguf;
-pub mod quant;
-pub mod util;
 pub mod backend;
 pub mod cli;
+pub mod gguf;
+pub mod quant;
+pub mod testutil;
+pub mod util;

@@ -1,9 +1,7 @@
 use wquant::gguf::GgufFile;
 
 fn assets() -> std::path::PathBuf {
-    std::env::var_os("WQUANT_ASSETS").map(Into::into).unwrap_or_else(|| {
-        std::path::PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/wquant/assets")
-    })
+    wquant::testutil::assets_dir()
 }
 
 #[test]

@@ -27,7 +27,11 @@ pub struct WeightSource {
 
 impl WeightSource {
     /// The whole 1-D/2-D tensor, or expert `expert` of a 3-D tensor.
-    pub fn from_tensor(file: &Arc<GgufFile>, t: &TensorInfo, expert: Option<usize>) -> WeightSource {
+    pub fn from_tensor(
+        file: &Arc<GgufFile>,
+        t: &TensorInfo,
+        expert: Option<usize>,
+    ) -> WeightSource {
         let ne0 = t.ne(0) as usize;
         let ne1 = t.ne(1) as usize;
         let per = t.ggml_type.row_bytes(ne0 as u64).unwrap_or(0) as usize * ne1;
@@ -108,11 +112,29 @@ pub trait Backend {
     fn rms_norm(&self, x: &Self::Tensor, w: &Self::Weight, eps: f32) -> Self::Tensor;
     /// y = x·Wᵀ: `[rows, ne0] → [rows, ne1]`. When `stats` is given, also accumulate Σx², Σx
     /// per column of x and the row count, in row order.
-    fn matmul(&self, x: &Self::Tensor, w: &Self::Weight, stats: Option<&mut Self::Stats>) -> Self::Tensor;
+    fn matmul(
+        &self,
+        x: &Self::Tensor,
+        w: &Self::Weight,
+        stats: Option<&mut Self::Stats>,
+    ) -> Self::Tensor;
     /// Rotate each head of `x` (`[rows, n_head·head_dim]`) in place by position `row % seq_len`.
-    fn rope(&self, x: &mut Self::Tensor, n_head: usize, head_dim: usize, seq_len: usize, p: &RopeParams);
+    fn rope(
+        &self,
+        x: &mut Self::Tensor,
+        n_head: usize,
+        head_dim: usize,
+        seq_len: usize,
+        p: &RopeParams,
+    );
     /// Causal softmax attention per sequence: q `[rows, n_head·hd]`, k/v `[rows, n_head_kv·hd]`.
-    fn attention(&self, q: &Self::Tensor, k: &Self::Tensor, v: &Self::Tensor, p: &AttnParams) -> Self::Tensor;
+    fn attention(
+        &self,
+        q: &Self::Tensor,
+        k: &Self::Tensor,
+        v: &Self::Tensor,
+        p: &AttnParams,
+    ) -> Self::Tensor;
     /// silu(g)·u element-wise.
     fn silu_mul(&self, g: &Self::Tensor, u: &Self::Tensor) -> Self::Tensor;
     /// a += b element-wise.
@@ -120,7 +142,13 @@ pub trait Backend {
     /// Rows `idx` of x (MoE dispatch).
     fn gather_rows(&self, x: &Self::Tensor, idx: &[u32]) -> Self::Tensor;
     /// dst[idx[i]] += scale[i]·src[i] for each row i, in i order (MoE combine).
-    fn scatter_add_scaled(&self, dst: &mut Self::Tensor, src: &Self::Tensor, idx: &[u32], scale: &[f32]);
+    fn scatter_add_scaled(
+        &self,
+        dst: &mut Self::Tensor,
+        src: &Self::Tensor,
+        idx: &[u32],
+        scale: &[f32],
+    );
 
     fn stats_new(&self, n_cols: usize) -> Self::Stats;
     fn stats_read(&self, s: &Self::Stats) -> StatsHost;

@@ -25,7 +25,11 @@ pub struct GlobalArgs {
 }
 
 #[derive(Parser, Debug)]
-#[command(name = "wquant", version, about = "Importance-matrix LLM quantization on any GPU")]
+#[command(
+    name = "wquant",
+    version,
+    about = "Importance-matrix LLM quantization on any GPU"
+)]
 pub struct Cli {
     #[command(flatten)]
     pub global: GlobalArgs,
@@ -46,7 +50,10 @@ pub enum Command {
 pub fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     if let Some(n) = cli.global.threads {
-        rayon::ThreadPoolBuilder::new().num_threads(n.max(1)).build_global().ok();
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(n.max(1))
+            .build_global()
+            .ok();
     }
     match cli.command {
         Command::Inspect(a) => inspect::run(&cli.global, a),

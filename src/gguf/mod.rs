@@ -19,13 +19,21 @@ pub const MAX_DIMS: usize = 4;
 #[derive(Debug, thiserror::Error)]
 pub enum GgufError {
     #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{path}: malformed GGUF: {what}")]
     Malformed { path: PathBuf, what: String },
     #[error("{path}: missing key {key}")]
     MissingKey { path: PathBuf, key: String },
     #[error("{path}: key {key} has type {got}, expected {want}")]
-    WrongKeyType { path: PathBuf, key: String, want: String, got: String },
+    WrongKeyType {
+        path: PathBuf,
+        key: String,
+        want: String,
+        got: String,
+    },
     #[error("{path}: missing tensor {name}")]
     MissingTensor { path: PathBuf, name: String },
     #[error("{path}: {what}")]

@@ -38,7 +38,10 @@ impl TensorInfo {
     }
     /// ggml_n_dims: 1 + index of the last dimension > 1.
     pub fn n_dims(&self) -> usize {
-        (1..self.dims.len()).rev().find(|&i| self.dims[i] > 1).map_or(1, |i| i + 1)
+        (1..self.dims.len())
+            .rev()
+            .find(|&i| self.dims[i] > 1)
+            .map_or(1, |i| i + 1)
     }
 }
 
@@ -74,7 +77,10 @@ struct Cursor<'a> {
 
 impl<'a> Cursor<'a> {
     fn err(&self, what: String) -> GgufError {
-        GgufError::Malformed { path: self.path.to_path_buf(), what }
+        GgufError::Malformed {
+            path: self.path.to_path_buf(),
+            what,
+        }
     }
     fn take(&mut self, n: u64, what: &str) -> Result<&'a [u8], GgufError> {
         let rem = (self.buf.len() - self.pos) as u64;
@@ -105,8 +111,12 @@ impl<'a> Cursor<'a> {
         Ok(match t {
             ValueType::U8 => Value::U8(self.take(1, what)?[0]),
             ValueType::I8 => Value::I8(self.take(1, what)?[0] as i8),
-            ValueType::U16 => Value::U16(u16::from_le_bytes(self.take(2, what)?.try_into().unwrap())),
-            ValueType::I16 => Value::I16(i16::from_le_bytes(self.take(2, what)?.try_into().unwrap())),
+            ValueType::U16 => {
+                Value::U16(u16::from_le_bytes(self.take(2, what)?.try_into().unwrap()))
+            }
+            ValueType::I16 => {
+                Value::I16(i16::from_le_bytes(self.take(2, what)?.try_into().unwrap()))
+            }
             ValueType::U32 => Value::U32(self.u32(what)?),
             ValueType::I32 => Value::I32(self.u32(what)? as i32),
             ValueType::F32 => Value::F32(f32::from_bits(self.u32(what)?)),
@@ -123,8 +133,9 @@ impl<'a> Cursor<'a> {
             ValueType::F64 => Value::F64(f64::from_bits(self.u64(what)?)),
             ValueType::Array => {
                 let et_id = self.u32(what)?;
-                let et = ValueType::from_id(et_id)
-                    .ok_or_else(|| self.err(format!("{what}: unknown array element type {et_id}")))?;
+                let et = ValueType::from_id(et_id).ok_or_else(|| {
+                    self.err(format!("{what}: unknown array element type {et_id}"))
+                })?;
                 if et == ValueType::Array {
                     return Err(self.err(format!("{what}: nested arrays are not supported")));
                 }
@@ -157,7 +168,9 @@ pub fn parse_header(buf: &[u8], path: &Path) -> Result<Header, GgufError> {
     }
     let version = c.u32("version")?;
     if version != 2 && version != 3 {
-        return Err(c.err(format!("unsupported GGUF version {version} (supported: 2, 3)")));
+        return Err(c.err(format!(
+            "unsupported GGUF version {version} (supported: 2, 3)"
+        )));
     }
     let n_tensors = c.u64("tensor count")?;
     let n_kv = c.u64("KV count")?;
@@ -172,7 +185,8 @@ pub fn parse_header(buf: &[u8], path: &Path) -> Result<Header, GgufError> {
     let mut seen_keys = std::collections::HashSet::new();
     for i in 0..n_kv {
         let kb = c.string(&format!("key of KV #{i}"))?;
-        let key = String::from_utf8(kb).map_err(|_| c.err(format!("key of KV #{i} is not UTF-8")))?;
+        let key =
+            String::from_utf8(kb).map_err(|_| c.err(format!("key of KV #{i} is not UTF-8")))?;
         let tid = c.u32(&format!("type of key {key}"))?;
         let t = ValueType::from_id(tid)
             .ok_or_else(|| c.err(format!("key {key}: unknown value type {tid}")))?;
@@ -195,14 +209,16 @@ pub fn parse_header(buf: &[u8], path: &Path) -> Result<Header, GgufError> {
     let mut names = std::collections::HashSet::new();
     for i in 0..n_tensors {
         let nb = c.string(&format!("name of tensor #{i}"))?;
-        let name =
-            String::from_utf8(nb).map_err(|_| c.err(format!("name of tensor #{i} is not UTF-8")))?;
+        let name = String::from_utf8(nb)
+            .map_err(|_| c.err(format!("name of tensor #{i} is not UTF-8")))?;
         if name.len() >= 64 {
             return Err(c.err(format!("tensor name {name:?} is longer than 63 bytes")));
         }
         let n_dims = c.u32(&format!("tensor {name}: n_dims"))?;
         if n_dims as usize > MAX_DIMS {
-            return Err(c.err(format!("tensor {name}: {n_dims} dimensions (at most {MAX_DIMS})")));
+            return Err(c.err(format!(
+                "tensor {name}: {n_dims} dimensions (at most {MAX_DIMS})"
+            )));
         }
         let mut dims = Vec::with_capacity(n_dims.max(1) as usize);
         for d in 0..n_dims {
@@ -222,7 +238,9 @@ pub fn parse_header(buf: &[u8], path: &Path) -> Result<Header, GgufError> {
         let mut n_elem: u64 = 1;
         for &d in &dims {
             n_elem = n_elem.checked_mul(d).ok_or_else(|| {
-                c.err(format!("tensor {name}: dimensions {dims:?} overflow when multiplied"))
+                c.err(format!(
+                    "tensor {name}: dimensions {dims:?} overflow when multiplied"
+                ))
             })?;
         }
         if dims[0] % ggml_type.block_size() as u64 != 0 {
@@ -239,7 +257,13 @@ pub fn parse_header(buf: &[u8], path: &Path) -> Result<Header, GgufError> {
         if !names.insert(name.clone()) {
             return Err(c.err(format!("duplicate tensor name {name}")));
         }
-        tensors.push(TensorInfo { name, dims, ggml_type, offset, n_bytes });
+        tensors.push(TensorInfo {
+            name,
+            dims,
+            ggml_type,
+            offset,
+            n_bytes,
+        });
     }
     let data_offset = (c.pos as u64).div_ceil(alignment) * alignment;
     let file_len = buf.len() as u64;
@@ -280,19 +304,29 @@ pub fn parse_header(buf: &[u8], path: &Path) -> Result<Header, GgufError> {
             .checked_add(t.n_bytes.div_ceil(alignment) * alignment)
             .ok_or_else(|| c.err(format!("tensor {}: size overflows", t.name)))?;
     }
-    Ok(Header { version, kvs, tensors, alignment, data_offset })
+    Ok(Header {
+        version,
+        kvs,
+        tensors,
+        alignment,
+        data_offset,
+    })
 }
 
 impl GgufFile {
     /// Open and validate a GGUF file (memory-mapped).
     pub fn open(path: impl AsRef<Path>) -> Result<GgufFile, GgufError> {
         let path = path.as_ref().to_path_buf();
-        let file = std::fs::File::open(&path)
-            .map_err(|e| GgufError::Io { path: path.clone(), source: e })?;
+        let file = std::fs::File::open(&path).map_err(|e| GgufError::Io {
+            path: path.clone(),
+            source: e,
+        })?;
         // SAFETY: the file is opened read-only; wquant never writes to files it reads, and
         // outputs are written to NAME.tmp and renamed, so a mapped input is not modified by us.
-        let mmap = unsafe { memmap2::Mmap::map(&file) }
-            .map_err(|e| GgufError::Io { path: path.clone(), source: e })?;
+        let mmap = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| GgufError::Io {
+            path: path.clone(),
+            source: e,
+        })?;
         Self::from_bytes_inner(path, Bytes::Mmap(mmap))
     }
 
@@ -307,8 +341,18 @@ impl GgufFile {
             Bytes::Owned(v) => v,
         };
         let header = parse_header(buf, &path)?;
-        let index = header.tensors.iter().enumerate().map(|(i, t)| (t.name.clone(), i)).collect();
-        Ok(GgufFile { path, header, bytes, index })
+        let index = header
+            .tensors
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.name.clone(), i))
+            .collect();
+        Ok(GgufFile {
+            path,
+            header,
+            bytes,
+            index,
+        })
     }
 
     pub fn bytes(&self) -> &[u8] {
@@ -337,12 +381,19 @@ impl GgufFile {
     }
 
     pub fn get(&self, key: &str) -> Option<&Value> {
-        self.header.kvs.iter().find(|(k, _)| k == key).map(|(_, v)| v)
+        self.header
+            .kvs
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v)
     }
 
     fn missing(&self, key: &str, want: &str) -> GgufError {
         match self.get(key) {
-            None => GgufError::MissingKey { path: self.path.clone(), key: key.to_string() },
+            None => GgufError::MissingKey {
+                path: self.path.clone(),
+                key: key.to_string(),
+            },
             Some(v) => GgufError::WrongKeyType {
                 path: self.path.clone(),
                 key: key.to_string(),
@@ -354,24 +405,34 @@ impl GgufFile {
 
     /// An integer key of any integer type.
     pub fn get_int(&self, key: &str) -> Result<i64, GgufError> {
-        self.get(key).and_then(|v| v.as_i64()).ok_or_else(|| self.missing(key, "integer"))
+        self.get(key)
+            .and_then(|v| v.as_i64())
+            .ok_or_else(|| self.missing(key, "integer"))
     }
 
     pub fn get_f64(&self, key: &str) -> Result<f64, GgufError> {
-        self.get(key).and_then(|v| v.as_f64()).ok_or_else(|| self.missing(key, "number"))
+        self.get(key)
+            .and_then(|v| v.as_f64())
+            .ok_or_else(|| self.missing(key, "number"))
     }
 
     pub fn get_str(&self, key: &str) -> Result<&str, GgufError> {
-        self.get(key).and_then(|v| v.as_str()).ok_or_else(|| self.missing(key, "string"))
+        self.get(key)
+            .and_then(|v| v.as_str())
+            .ok_or_else(|| self.missing(key, "string"))
     }
 
     pub fn get_bool(&self, key: &str) -> Result<bool, GgufError> {
-        self.get(key).and_then(|v| v.as_bool()).ok_or_else(|| self.missing(key, "bool"))
+        self.get(key)
+            .and_then(|v| v.as_bool())
+            .ok_or_else(|| self.missing(key, "bool"))
     }
 
     /// A tensor that must exist.
     pub fn require_tensor(&self, name: &str) -> Result<&TensorInfo, GgufError> {
-        self.tensor(name)
-            .ok_or_else(|| GgufError::MissingTensor { path: self.path.clone(), name: name.to_string() })
+        self.tensor(name).ok_or_else(|| GgufError::MissingTensor {
+            path: self.path.clone(),
+            name: name.to_string(),
+        })
     }
 }

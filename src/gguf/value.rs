@@ -113,7 +113,10 @@ impl Value {
     }
 
     pub fn str_array<S: AsRef<str>>(items: &[S]) -> Value {
-        Value::Array(ValueType::String, items.iter().map(|s| Value::str(s.as_ref())).collect())
+        Value::Array(
+            ValueType::String,
+            items.iter().map(|s| Value::str(s.as_ref())).collect(),
+        )
     }
 
     pub fn value_type(&self) -> ValueType {

@@ -19,7 +19,11 @@ pub struct TensorSpec {
 
 impl TensorSpec {
     pub fn new(name: impl Into<String>, dims: &[u64], ggml_type: GgmlType) -> TensorSpec {
-        TensorSpec { name: name.into(), dims: dims.to_vec(), ggml_type }
+        TensorSpec {
+            name: name.into(),
+            dims: dims.to_vec(),
+            ggml_type,
+        }
     }
     pub fn n_bytes(&self) -> u64 {
         let n: u64 = self.dims.iter().product();
@@ -54,7 +58,10 @@ pub fn encode_header(kvs: &[(String, Value)], tensors: &[TensorSpec]) -> (Vec<u8
         out.extend_from_slice(&(t.name.len() as u64).to_le_bytes());
         out.extend_from_slice(t.name.as_bytes());
         // ggml_n_dims: trailing 1s are not written (SPEC §1.1).
-        let nd = (1..t.dims.len()).rev().find(|&i| t.dims[i] > 1).map_or(1, |i| i + 1);
+        let nd = (1..t.dims.len())
+            .rev()
+            .find(|&i| t.dims[i] > 1)
+            .map_or(1, |i| i + 1);
         out.extend_from_slice(&(nd as u32).to_le_bytes());
         for d in &t.dims[..nd] {
             out.extend_from_slice(&d.to_le_bytes());
@@ -97,7 +104,10 @@ impl GgufWriter {
     ) -> Result<GgufWriter, GgufError> {
         let path = path.as_ref().to_path_buf();
         let tmp = tmp_path(&path);
-        let io = |e| GgufError::Io { path: tmp.clone(), source: e };
+        let io = |e| GgufError::Io {
+            path: tmp.clone(),
+            source: e,
+        };
         let (header, _) = encode_header(kvs, &tensors);
         let alignment = kvs
             .iter()
@@ -122,7 +132,10 @@ impl GgufWriter {
     }
 
     fn io(&self, e: std::io::Error) -> GgufError {
-        GgufError::Io { path: self.tmp.clone(), source: e }
+        GgufError::Io {
+            path: self.tmp.clone(),
+            source: e,
+        }
     }
 
     /// Append bytes of the current tensor; moves to the next tensor when this one is complete.
@@ -177,7 +190,10 @@ impl GgufWriter {
             });
         }
         let out = self.out.take().expect("finish called twice");
-        let f = out.into_inner().map_err(|e| GgufError::Io { path: self.tmp.clone(), source: e.into_error() })?;
+        let f = out.into_inner().map_err(|e| GgufError::Io {
+            path: self.tmp.clone(),
+            source: e.into_error(),
+        })?;
         f.sync_all().map_err(|e| self.io(e))?;
         drop(f);
         std::fs::rename(&self.tmp, &self.path).map_err(|e| self.io(e))?;

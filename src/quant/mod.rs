@@ -39,7 +39,11 @@ pub fn f2h(x: f32) -> u16 {
 pub fn dequantize_row(t: GgmlType, src: &[u8], dst: &mut [f32]) -> Result<(), QuantError> {
     let bs = t.block_size();
     if dst.len() % bs != 0 {
-        return Err(QuantError::BadLength { t, n: dst.len(), bs });
+        return Err(QuantError::BadLength {
+            t,
+            n: dst.len(),
+            bs,
+        });
     }
     let need = dst.len() / bs * t.type_size();
     let src = &src[..need];
