@@ -1,0 +1,5 @@
+//! Importance matrices: files (GGUF and legacy .dat), merging, collection, statistics.
+
+pub mod file;
+
+pub use file::{Imatrix, ImatrixEntry, ImatrixFormat};
