@@ -7,6 +7,7 @@ pub mod backend;
 pub mod cli;
 pub mod convert;
 pub mod gguf;
+pub mod imatrix;
 pub mod quant;
 pub mod testutil;
 pub mod util;

@@ -5,6 +5,7 @@ use clap::{Parser, Subcommand};
 pub mod common;
 pub mod convert;
 pub mod devices;
+pub mod imatrix;
 pub mod inspect;
 
 /// Global options shared by every command.
@@ -45,10 +46,12 @@ pub enum Command {
     Convert(convert::Args),
     /// List compute adapters and their limits.
     Devices(devices::Args),
+    /// Collect an importance matrix over a text, or merge/convert imatrix files.
+    Imatrix(imatrix::Args),
 }
 
 pub fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+    let cli = Cli::parse_from(imatrix::rewrite_single_dash_flags(std::env::args_os()));
     if let Some(n) = cli.global.threads {
         rayon::ThreadPoolBuilder::new()
             .num_threads(n.max(1))
@@ -59,5 +62,6 @@ pub fn main() -> anyhow::Result<()> {
         Command::Inspect(a) => inspect::run(&cli.global, a),
         Command::Convert(a) => convert::run(&cli.global, a),
         Command::Devices(a) => devices::run(&cli.global, a),
+        Command::Imatrix(a) => imatrix::run(&cli.global, a),
     }
 }
