@@ -8,6 +8,7 @@ pub mod cli;
 pub mod convert;
 pub mod gguf;
 pub mod imatrix;
+pub mod kld;
 pub mod quant;
 pub mod testutil;
 pub mod util;
