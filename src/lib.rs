@@ -7,5 +7,6 @@ pub mod backend;
 pub mod cli;
 pub mod gguf;
 pub mod quant;
+pub mod quantize;
 pub mod testutil;
 pub mod util;
