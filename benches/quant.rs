@@ -6,30 +6,10 @@ use criterion::{criterion_group, criterion_main, Criterion};
 use std::time::Duration;
 use wquant::quant::mix::FileType;
 use wquant::quantize::{quantize_file, QuantizeParams};
-use wquant::testutil::{assets_dir, golden_dir};
-
-fn f32_model() -> std::path::PathBuf {
-    let out = assets_dir().join("smollm2-f32.gguf");
-    if !out.is_file() {
-        let part = assets_dir().join(format!("smollm2-f32.gguf.{}.bench.part", std::process::id()));
-        let mut p = QuantizeParams::new(FileType::F32);
-        p.allow_requantize = true;
-        quantize_file(
-            &assets_dir().join("smollm2-135m-q4_1.gguf"),
-            &part,
-            &p,
-            &mut |_, _| {},
-        )
-        .expect("making the F32 model");
-        if std::fs::rename(&part, &out).is_err() {
-            let _ = std::fs::remove_file(&part);
-        }
-    }
-    out
-}
+use wquant::testutil::golden_dir;
 
 fn bench(c: &mut Criterion) {
-    let model = f32_model();
+    let model = wquant::testutil::f32_model();
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("q4_k_m.gguf");
     let mut p = QuantizeParams::new(FileType::Q4KM);

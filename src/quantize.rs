@@ -2,12 +2,12 @@
 //! rayon (bytes independent of the thread count), tensors streamed to the output GGUF in
 //! llama.cpp's visiting order, metadata as llama-quantize writes it.
 
-use crate::gguf::{GgmlType, GgufFile, GgufWriter, TensorSpec, Value};
+use crate::gguf::{GgufFile, GgufWriter, TensorSpec, Value};
+use crate::imatrix::file::Imatrix;
 use crate::quant::mix::{self, FileType, MixOptions, ModelFacts, TensorMeta};
 use crate::quant::{dequantize_row, quantize_row};
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{bail, Context, Result};
 use rayon::prelude::*;
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 /// Everything `quantize_file` needs besides the input and output paths.
@@ -51,182 +51,16 @@ pub struct QuantizeReport {
     pub warnings: Vec<String>,
 }
 
-/// Per-column importance read from an imatrix file, as llama-quantize normalises it.
-#[derive(Clone, Debug)]
-pub struct Importance {
-    pub entries: BTreeMap<String, Vec<f32>>,
-    pub datasets: Vec<String>,
-    pub chunk_count: u32,
-}
-
-impl Importance {
-    /// GGUF first; if that does not parse, the legacy .dat format (as llama-quantize does).
-    pub fn load(path: &Path) -> Result<Importance> {
-        match GgufFile::open(path) {
-            Ok(f) => Self::from_gguf(&f),
-            Err(gguf_err) => {
-                let bytes = std::fs::read(path)
-                    .with_context(|| format!("imatrix {}: cannot read", path.display()))?;
-                Self::from_dat(&bytes).map_err(|e| {
-                    anyhow!(
-                        "imatrix {}: neither GGUF ({gguf_err}) nor legacy .dat ({e})",
-                        path.display()
-                    )
-                })
-            }
-        }
+/// `--include-weights` / `--exclude-weights`: keep the imatrix entries whose names contain one
+/// of `include` (when given), then drop those that contain one of `exclude`.
+pub fn filter_entries(im: &mut Imatrix, include: &[String], exclude: &[String]) {
+    if !include.is_empty() {
+        im.entries
+            .retain(|k, _| include.iter().any(|s| k.contains(s.as_str())));
     }
-
-    fn from_gguf(f: &GgufFile) -> Result<Importance> {
-        let p = f.path.display();
-        let u32_key = |k: &str| -> Result<u32> {
-            match f.get(k) {
-                Some(Value::U32(v)) => Ok(*v),
-                Some(v) => bail!(
-                    "imatrix {p}: key {k} has type {}, expected u32",
-                    v.value_type().name()
-                ),
-                None => bail!("imatrix {p}: missing imatrix metadata key {k}"),
-            }
-        };
-        let chunk_count = u32_key("imatrix.chunk_count")?;
-        u32_key("imatrix.chunk_size")?;
-        let datasets = match f.get("imatrix.datasets") {
-            None => bail!("imatrix {p}: missing imatrix metadata key imatrix.datasets"),
-            Some(v) => match v.as_array() {
-                Some((_, items)) => items
-                    .iter()
-                    .filter_map(|i| i.as_str().map(str::to_string))
-                    .collect(),
-                None => Vec::new(),
-            },
-        };
-        let read_f32 = |name: &str| -> Result<Vec<f32>> {
-            let t = f
-                .tensor(name)
-                .ok_or_else(|| anyhow!("imatrix {p}: {name} has no partner tensor"))?;
-            if t.ggml_type != GgmlType::F32 {
-                bail!("imatrix {p}: {name} has type {}, expected F32", t.ggml_type);
-            }
-            Ok(f.tensor_data(t)
-                .chunks_exact(4)
-                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                .collect())
-        };
-        let mut entries = BTreeMap::new();
-        for t in f.tensors() {
-            let name = if let Some(n) = t.name.strip_suffix(".in_sum2") {
-                n
-            } else if let Some(n) = t.name.strip_suffix(".counts") {
-                if f.tensor(&format!("{n}.in_sum2")).is_none() {
-                    bail!("imatrix {p}: {} has no matching .in_sum2", t.name);
-                }
-                continue;
-            } else {
-                continue;
-            };
-            let sums = read_f32(&t.name)?;
-            let counts = read_f32(&format!("{name}.counts"))?;
-            if counts.is_empty() || sums.len() % counts.len() != 0 {
-                bail!(
-                    "imatrix {p}: {name}: {} sums do not divide into {} counts",
-                    sums.len(),
-                    counts.len()
-                );
-            }
-            let ne0 = sums.len() / counts.len();
-            let mut v = vec![0f32; sums.len()];
-            for (j, c) in counts.iter().enumerate() {
-                let count = c.round() as i64 as f32;
-                for i in 0..ne0 {
-                    v[j * ne0 + i] = if count > 0.0 {
-                        sums[j * ne0 + i] / count
-                    } else {
-                        1.0
-                    };
-                }
-            }
-            entries.insert(name.to_string(), v);
-        }
-        if entries.is_empty() {
-            bail!("imatrix {p}: no .in_sum2/.counts tensors");
-        }
-        Ok(Importance {
-            entries,
-            datasets,
-            chunk_count,
-        })
-    }
-
-    fn from_dat(b: &[u8]) -> Result<Importance> {
-        let mut pos = 0usize;
-        let i32_at = |pos: &mut usize| -> Result<i32> {
-            let s = b
-                .get(*pos..*pos + 4)
-                .ok_or_else(|| anyhow!("truncated at byte {pos}"))?;
-            *pos += 4;
-            Ok(i32::from_le_bytes([s[0], s[1], s[2], s[3]]))
-        };
-        let n = i32_at(&mut pos)?;
-        if n < 1 {
-            bail!("{n} entries");
-        }
-        let mut entries = BTreeMap::new();
-        for _ in 0..n {
-            let len = i32_at(&mut pos)?;
-            if len < 1 || pos + len as usize > b.len() {
-                bail!("bad name length {len} at byte {pos}");
-            }
-            let name = String::from_utf8_lossy(&b[pos..pos + len as usize]).into_owned();
-            pos += len as usize;
-            let ncall = i32_at(&mut pos)?;
-            let nval = i32_at(&mut pos)?;
-            if nval < 1 || pos + 4 * nval as usize > b.len() {
-                bail!("{name}: bad value count {nval}");
-            }
-            let v = b[pos..pos + 4 * nval as usize]
-                .chunks_exact(4)
-                .map(|c| {
-                    let x = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
-                    if ncall > 0 {
-                        x / ncall as f32
-                    } else {
-                        x
-                    }
-                })
-                .collect();
-            pos += 4 * nval as usize;
-            entries.insert(name, v);
-        }
-        let mut chunk_count = 0u32;
-        let mut datasets = Vec::new();
-        if pos + 4 <= b.len() {
-            chunk_count = i32_at(&mut pos)?.max(0) as u32;
-            if pos + 4 <= b.len() {
-                let len = i32_at(&mut pos)?;
-                if len > 0 && pos + len as usize <= b.len() {
-                    datasets
-                        .push(String::from_utf8_lossy(&b[pos..pos + len as usize]).into_owned());
-                }
-            }
-        }
-        Ok(Importance {
-            entries,
-            datasets,
-            chunk_count,
-        })
-    }
-
-    /// `--include-weights` / `--exclude-weights` (substring matches).
-    pub fn filter(&mut self, include: &[String], exclude: &[String]) {
-        if !include.is_empty() {
-            self.entries
-                .retain(|k, _| include.iter().any(|s| k.contains(s.as_str())));
-        }
-        if !exclude.is_empty() {
-            self.entries
-                .retain(|k, _| !exclude.iter().any(|s| k.contains(s.as_str())));
-        }
+    if !exclude.is_empty() {
+        im.entries
+            .retain(|k, _| !exclude.iter().any(|s| k.contains(s.as_str())));
     }
 }
 
@@ -249,16 +83,9 @@ pub fn quantize_file(
     let imatrix = match &p.imatrix {
         None => None,
         Some(path) => {
-            let mut im = Importance::load(path)?;
-            im.filter(&p.include_weights, &p.exclude_weights);
-            for (name, v) in &im.entries {
-                if v.iter().any(|x| !x.is_finite()) {
-                    bail!(
-                        "imatrix {}: entry {name} contains a non-finite value",
-                        path.display()
-                    );
-                }
-            }
+            let mut im = Imatrix::load(path)
+                .with_context(|| format!("loading imatrix {}", path.display()))?;
+            filter_entries(&mut im, &p.include_weights, &p.exclude_weights);
             (!im.entries.is_empty()).then_some(im)
         }
     };
@@ -275,7 +102,16 @@ pub fn quantize_file(
             ggml_type: t.ggml_type,
         })
         .collect();
-    let plan = mix::plan(&metas, p.ftype, ModelFacts { n_layer, n_expert }, &p.mix);
+    let plan = mix::plan(
+        &metas,
+        p.ftype,
+        ModelFacts {
+            n_layer,
+            n_expert,
+            has_imatrix: imatrix.is_some(),
+        },
+        &p.mix,
+    );
 
     // Check the whole plan before writing anything.
     for (t, nt) in &plan {
@@ -327,9 +163,12 @@ pub fn quantize_file(
         report.n_quantized += 1;
         let ne0 = t.dims[0] as usize;
         let rows_per_expert = info.ne(1) as usize;
-        let qw: Option<&Vec<f32>> = match &imatrix {
+        let importance = imatrix
+            .as_ref()
+            .map(|im| im.importance(&t.name, p.prior_weight));
+        let qw: Option<&Vec<f32>> = match &importance {
             None => None,
-            Some(im) => match im.entries.get(&t.name) {
+            Some(entry) => match entry {
                 None => {
                     report
                         .warnings
@@ -351,7 +190,19 @@ pub fn quantize_file(
                         );
                     }
                 }
-                Some(v) => Some(v),
+                Some(v) => {
+                    if let Some(c) = v.iter().position(|x| !x.is_finite()) {
+                        bail!(
+                            "imatrix {}: entry {} has a non-finite value {} at column {c}",
+                            p.imatrix
+                                .as_ref()
+                                .map_or(String::new(), |f| f.display().to_string()),
+                            t.name,
+                            v[c]
+                        );
+                    }
+                    Some(v)
+                }
             },
         };
         let src_row = t.ggml_type.row_bytes(ne0 as u64).unwrap() as usize;
@@ -396,7 +247,7 @@ pub fn quantize_file(
 fn output_kvs(
     src: &GgufFile,
     p: &QuantizeParams,
-    imatrix: Option<&Importance>,
+    imatrix: Option<&Imatrix>,
 ) -> Vec<(String, Value)> {
     let drop = [
         "general.quantization_version",

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use wquant::gguf::GgufFile;
 use wquant::quant::mix::FileType;
 use wquant::quantize::{quantize_file, QuantizeParams};
-use wquant::testutil::{assets_dir, golden_dir};
+use wquant::testutil::golden_dir;
 use wquant::util::sha256_hex;
 
 /// `name → (type, sha256)` from a golden hash list.
@@ -59,27 +59,13 @@ fn assert_same(
     );
 }
 
-/// The F32 SmolLM2 (`assets_dir()/smollm2-f32.gguf`, shared with other tests), made on first
-/// use the way the goldens' source was (`llama-quantize --allow-requantize q4_1 f32 F32`) and
-/// checked against the F32 golden hashes once per process.
+/// The F32 SmolLM2 (testutil::f32_model), checked once per process against the golden F32
+/// hashes that llama-quantize's source file had.
 fn f32_model() -> PathBuf {
     static MODEL: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
     MODEL
         .get_or_init(|| {
-            let out = assets_dir().join("smollm2-f32.gguf");
-            if !out.is_file() {
-                let part = assets_dir().join(format!(
-                    "smollm2-f32.gguf.{}.quant.part",
-                    std::process::id()
-                ));
-                let mut p = QuantizeParams::new(FileType::F32);
-                p.allow_requantize = true;
-                let src = assets_dir().join("smollm2-135m-q4_1.gguf");
-                quantize_file(&src, &part, &p, &mut |_, _| {}).unwrap();
-                if std::fs::rename(&part, &out).is_err() {
-                    let _ = std::fs::remove_file(&part);
-                }
-            }
+            let out = wquant::testutil::f32_model();
             let want = golden(&golden_dir().join("smollm2-f32.tensors.sha256"));
             assert_same(&hashes(&out), &want, "F32");
             out
