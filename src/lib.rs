@@ -10,5 +10,6 @@ pub mod gguf;
 pub mod imatrix;
 pub mod kld;
 pub mod quant;
+pub mod quantize;
 pub mod testutil;
 pub mod util;

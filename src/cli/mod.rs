@@ -7,6 +7,7 @@ pub mod convert;
 pub mod devices;
 pub mod imatrix;
 pub mod inspect;
+pub mod quantize;
 
 /// Global options shared by every command.
 #[derive(clap::Args, Debug, Clone)]
@@ -46,6 +47,8 @@ pub enum Command {
     Convert(convert::Args),
     /// List compute adapters and their limits.
     Devices(devices::Args),
+    /// Quantize a model like llama-quantize (K-quant mixes, imatrix), byte-identically.
+    Quantize(quantize::Args),
     /// Collect an importance matrix over a text, or merge/convert imatrix files.
     Imatrix(imatrix::Args),
 }
@@ -62,6 +65,7 @@ pub fn main() -> anyhow::Result<()> {
         Command::Inspect(a) => inspect::run(&cli.global, a),
         Command::Convert(a) => convert::run(&cli.global, a),
         Command::Devices(a) => devices::run(&cli.global, a),
+        Command::Quantize(a) => quantize::run(&cli.global, a),
         Command::Imatrix(a) => imatrix::run(&cli.global, a),
     }
 }
