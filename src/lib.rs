@@ -6,6 +6,7 @@
 pub mod backend;
 pub mod cli;
 pub mod gguf;
+pub mod model;
 pub mod quant;
 pub mod testutil;
 pub mod util;

@@ -6,6 +6,7 @@ pub mod common;
 pub mod convert;
 pub mod devices;
 pub mod inspect;
+pub mod perplexity;
 
 /// Global options shared by every command.
 #[derive(clap::Args, Debug, Clone)]
@@ -45,6 +46,8 @@ pub enum Command {
     Convert(convert::Args),
     /// List compute adapters and their limits.
     Devices(devices::Args),
+    /// Perplexity of a text, chunked and scored as llama-perplexity.
+    Perplexity(perplexity::Args),
 }
 
 pub fn main() -> anyhow::Result<()> {
@@ -59,5 +62,6 @@ pub fn main() -> anyhow::Result<()> {
         Command::Inspect(a) => inspect::run(&cli.global, a),
         Command::Convert(a) => convert::run(&cli.global, a),
         Command::Devices(a) => devices::run(&cli.global, a),
+        Command::Perplexity(a) => perplexity::run(&cli.global, a),
     }
 }
