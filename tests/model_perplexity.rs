@@ -13,6 +13,11 @@ use wquant::testutil::{assets_dir, golden_dir};
 /// F32 copy of the Q4_1 test model (every tensor dequantized), made once per target dir.
 /// Its tensor data is checked against the hashes of llama.cpp's smollm2-f32.gguf.
 fn f32_model() -> PathBuf {
+    static MADE: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    MADE.get_or_init(make_f32_model).clone()
+}
+
+fn make_f32_model() -> PathBuf {
     let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("smollm2-135m-f32.gguf");
     if out.exists() {
         return out;
