@@ -9,6 +9,7 @@ pub mod convert;
 pub mod gguf;
 pub mod imatrix;
 pub mod kld;
+pub mod model;
 pub mod quant;
 pub mod quantize;
 pub mod testutil;
