@@ -7,6 +7,7 @@ pub mod convert;
 pub mod devices;
 pub mod imatrix;
 pub mod inspect;
+pub mod stats;
 
 /// Global options shared by every command.
 #[derive(clap::Args, Debug, Clone)]
@@ -48,6 +49,8 @@ pub enum Command {
     Devices(devices::Args),
     /// Collect an importance matrix over a text, or merge/convert imatrix files.
     Imatrix(imatrix::Args),
+    /// Statistics of an imatrix file per tensor and per layer (llama-imatrix --show-statistics).
+    Stats(stats::Args),
 }
 
 pub fn main() -> anyhow::Result<()> {
@@ -63,5 +66,6 @@ pub fn main() -> anyhow::Result<()> {
         Command::Convert(a) => convert::run(&cli.global, a),
         Command::Devices(a) => devices::run(&cli.global, a),
         Command::Imatrix(a) => imatrix::run(&cli.global, a),
+        Command::Stats(a) => stats::run(&cli.global, a),
     }
 }
