@@ -145,3 +145,41 @@ fn activation_statistics_from_in_sum() {
     assert_eq!(json["tensors"].as_array().unwrap().len(), 3);
     assert_eq!(r.csv().lines().count(), 4);
 }
+
+#[test]
+fn plots_are_written_and_deterministic() {
+    let g = golden_dir();
+    let d = tempfile::tempdir().unwrap();
+    let run = |dir: &std::path::Path| {
+        let st = Command::new(env!("CARGO_BIN_EXE_wquant"))
+            .args(["-q", "stats", "--csv"])
+            .arg(g.join("imatrix.gguf"))
+            .arg("--plot")
+            .arg(dir)
+            .output()
+            .unwrap();
+        assert!(
+            st.status.success(),
+            "{}",
+            String::from_utf8_lossy(&st.stderr)
+        );
+        // CSV: header + 210 tensors.
+        assert_eq!(String::from_utf8_lossy(&st.stdout).lines().count(), 211);
+    };
+    let (a, b) = (d.path().join("a"), d.path().join("b"));
+    run(&a);
+    run(&b);
+    for f in ["layers.svg", "heatmap-sum-act2.svg", "heatmap-cossim.svg"] {
+        let x = std::fs::read_to_string(a.join(f)).unwrap();
+        assert!(
+            x.starts_with("<svg") && x.trim_end().ends_with("</svg>"),
+            "{f}"
+        );
+        assert_eq!(x, std::fs::read_to_string(b.join(f)).unwrap(), "{f}");
+        if f.starts_with("heatmap") {
+            for label in ["attn_k", "ffn_down", "layer"] {
+                assert!(x.contains(label), "{f} lacks label {label}");
+            }
+        }
+    }
+}
