@@ -9,6 +9,7 @@ pub mod imatrix;
 pub mod inspect;
 pub mod quantize;
 pub mod perplexity;
+pub mod stats;
 
 /// Global options shared by every command.
 #[derive(clap::Args, Debug, Clone)]
@@ -54,6 +55,8 @@ pub enum Command {
     Imatrix(imatrix::Args),
     /// Perplexity of a text, chunked and scored as llama-perplexity.
     Perplexity(perplexity::Args),
+    /// Statistics of an imatrix file per tensor and per layer (llama-imatrix --show-statistics).
+    Stats(stats::Args),
 }
 
 pub fn main() -> anyhow::Result<()> {
@@ -71,5 +74,6 @@ pub fn main() -> anyhow::Result<()> {
         Command::Quantize(a) => quantize::run(&cli.global, a),
         Command::Imatrix(a) => imatrix::run(&cli.global, a),
         Command::Perplexity(a) => perplexity::run(&cli.global, a),
+        Command::Stats(a) => stats::run(&cli.global, a),
     }
 }
