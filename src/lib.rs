@@ -5,6 +5,7 @@
 
 pub mod backend;
 pub mod cli;
+pub mod conformance;
 pub mod gguf;
 pub mod quant;
 pub mod testutil;

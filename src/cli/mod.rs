@@ -3,6 +3,7 @@
 use clap::{Parser, Subcommand};
 
 pub mod common;
+pub mod conformance;
 pub mod convert;
 pub mod devices;
 pub mod inspect;
@@ -45,6 +46,8 @@ pub enum Command {
     Convert(convert::Args),
     /// List compute adapters and their limits.
     Devices(devices::Args),
+    /// Check every GPU kernel against the CPU reference (exit code 1 on a failure).
+    Conformance(conformance::Args),
 }
 
 pub fn main() -> anyhow::Result<()> {
@@ -59,5 +62,6 @@ pub fn main() -> anyhow::Result<()> {
         Command::Inspect(a) => inspect::run(&cli.global, a),
         Command::Convert(a) => convert::run(&cli.global, a),
         Command::Devices(a) => devices::run(&cli.global, a),
+        Command::Conformance(a) => conformance::run(&cli.global, a),
     }
 }
