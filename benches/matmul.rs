@@ -42,18 +42,29 @@ fn compile_times(gpu: &GpuBackend) {
     let mut rng = Rng::new(2);
     for t in kernels::WEIGHT_TYPES {
         let k = t.block_size().max(32);
-        let w = gpu.weight_from_bytes("c", t, k, 4, &random_weight_bytes(&mut rng, t, k, 4)).unwrap();
+        let w = gpu
+            .weight_from_bytes("c", t, k, 4, &random_weight_bytes(&mut rng, t, k, 4))
+            .unwrap();
         let x = gpu.upload(&rng.vec(4 * k, 1.0), 4, k);
         for v in [MatmulVariant::Register, MatmulVariant::Tiled] {
             let s = Instant::now();
             drop(gpu.matmul_with(&x, &w, v));
             gpu.sync();
-            println!("compile+run matmul/{}/{}: {:.2} s", v.name(), t.name(), s.elapsed().as_secs_f64());
+            println!(
+                "compile+run matmul/{}/{}: {:.2} s",
+                v.name(),
+                t.name(),
+                s.elapsed().as_secs_f64()
+            );
         }
         let s = Instant::now();
         drop(gpu.get_rows(&w, &[0, 1]));
         gpu.sync();
-        println!("compile+run get_rows/{}: {:.2} s", t.name(), s.elapsed().as_secs_f64());
+        println!(
+            "compile+run get_rows/{}: {:.2} s",
+            t.name(),
+            s.elapsed().as_secs_f64()
+        );
     }
 }
 

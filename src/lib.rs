@@ -6,7 +6,10 @@
 pub mod backend;
 pub mod cli;
 pub mod conformance;
+pub mod convert;
 pub mod gguf;
+pub mod imatrix;
+pub mod kld;
 pub mod quant;
 pub mod testutil;
 pub mod util;

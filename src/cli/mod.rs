@@ -6,6 +6,7 @@ pub mod common;
 pub mod conformance;
 pub mod convert;
 pub mod devices;
+pub mod imatrix;
 pub mod inspect;
 
 /// Global options shared by every command.
@@ -48,10 +49,12 @@ pub enum Command {
     Devices(devices::Args),
     /// Check every GPU kernel against the CPU reference (exit code 1 on a failure).
     Conformance(conformance::Args),
+    /// Collect an importance matrix over a text, or merge/convert imatrix files.
+    Imatrix(imatrix::Args),
 }
 
 pub fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+    let cli = Cli::parse_from(imatrix::rewrite_single_dash_flags(std::env::args_os()));
     if let Some(n) = cli.global.threads {
         rayon::ThreadPoolBuilder::new()
             .num_threads(n.max(1))
@@ -63,5 +66,6 @@ pub fn main() -> anyhow::Result<()> {
         Command::Convert(a) => convert::run(&cli.global, a),
         Command::Devices(a) => devices::run(&cli.global, a),
         Command::Conformance(a) => conformance::run(&cli.global, a),
+        Command::Imatrix(a) => imatrix::run(&cli.global, a),
     }
 }

@@ -1,0 +1,6 @@
+//! Importance matrices: files (GGUF and legacy .dat), merging, collection, statistics.
+
+pub mod file;
+pub mod merge;
+
+pub use file::{Imatrix, ImatrixEntry, ImatrixFormat};
