@@ -21,8 +21,9 @@ fn bench(
     let wb = random_weight_bytes(&mut rng, t, k, n);
     let w = gpu.weight_from_bytes("bench", t, k, n, &wb).unwrap();
     let x = gpu.upload(&rng.vec(m * k, 1.0), m, k);
-    // Warm-up: pipeline compile and first dispatch.
-    drop(gpu.matmul_with(&x, &w, variant));
+    // Warm-up on one token: pipeline compile and first dispatch.
+    let x1 = gpu.upload(&rng.vec(k, 1.0), 1, k);
+    drop(gpu.matmul_with(&x1, &w, variant));
     gpu.sync();
     let flop = 2.0 * m as f64 * k as f64 * n as f64;
     let mut iters = 0;
@@ -103,6 +104,17 @@ fn main() {
                 && !all_types
                 && ![GgmlType::F32, GgmlType::F16, GgmlType::Q8_0, GgmlType::Q4K].contains(&t)
             {
+                continue;
+            }
+            if k % t.block_size() != 0 {
+                // As in llama.cpp, K-quants cannot hold rows of 576.
+                println!(
+                    "{:<6} {:>22} {:>10} {:>6}",
+                    t.name(),
+                    format!("{m}×{k}·({n}×{k})ᵀ"),
+                    "n/a",
+                    "-"
+                );
                 continue;
             }
             let (g, it) = bench(&gpu, t, m, k, n, variant);

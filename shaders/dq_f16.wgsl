@@ -5,3 +5,8 @@ fn dq32(row: u32, k0: u32, out: ptr<function, array<f32, 32>>) {
         (*out)[j] = rdf16(b + 2u * j);
     }
 }
+
+// One element k of the row (ragged tails: float rows need not be whole 32-blocks).
+fn dq1(row: u32, k: u32) -> f32 {
+    return rdf16(row + 2u * k);
+}

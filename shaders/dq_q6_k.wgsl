@@ -26,3 +26,11 @@ fn dq32(row: u32, k0: u32, out: ptr<function, array<f32, 32>>) {
         }
     }
 }
+
+// One element k of the row. Quantized rows are whole blocks, so kernels never reach this on a
+// ragged tail; it exists so every helper offers the same functions.
+fn dq1(row: u32, k: u32) -> f32 {
+    var w: array<f32, 32>;
+    dq32(row, k & ~31u, &w);
+    return w[k & 31u];
+}

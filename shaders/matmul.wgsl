@@ -29,8 +29,10 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     }
     var acc: array<f32, 16>;
     var w: array<f32, 32>;
-    for (var k0 = 0u; k0 < p.k; k0 += 32u) {
-        let kn = min(32u, p.k - k0);
+    // Whole 32-blocks with constant trip counts, so the compiler unrolls them and keeps `w` and
+    // `acc` in registers (a dynamic index would put them in scratch memory on llvmpipe).
+    let kfull = p.k & ~31u;
+    for (var k0 = 0u; k0 < kfull; k0 += 32u) {
         for (var r = 0u; r < TN; r++) {
             // Out-of-range rows/tokens recompute the last one; their results are not stored.
             let n = min(nb + r, p.n - 1u);
@@ -38,8 +40,22 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
             for (var t = 0u; t < TM; t++) {
                 let xo = min(mb + t, p.m - 1u) * p.k + k0;
                 var s = 0.0;
-                for (var j = 0u; j < kn; j++) {
+                for (var j = 0u; j < 32u; j++) {
                     s += x[xo + j] * w[j];
+                }
+                acc[t * TN + r] += s;
+            }
+        }
+    }
+    // Ragged tail (float types only), summed apart like a block so both variants agree.
+    if (kfull < p.k) {
+        for (var r = 0u; r < TN; r++) {
+            let row = min(nb + r, p.n - 1u) * p.row_bytes;
+            for (var t = 0u; t < TM; t++) {
+                let xo = min(mb + t, p.m - 1u) * p.k;
+                var s = 0.0;
+                for (var kk = kfull; kk < p.k; kk++) {
+                    s += x[xo + kk] * dq1(row, kk);
                 }
                 acc[t * TN + r] += s;
             }
