@@ -10,6 +10,7 @@ pub mod convert;
 pub mod gguf;
 pub mod imatrix;
 pub mod kld;
+pub mod model;
 pub mod quant;
 pub mod testutil;
 pub mod util;

@@ -8,6 +8,7 @@ pub mod convert;
 pub mod devices;
 pub mod imatrix;
 pub mod inspect;
+pub mod perplexity;
 
 /// Global options shared by every command.
 #[derive(clap::Args, Debug, Clone)]
@@ -51,6 +52,8 @@ pub enum Command {
     Conformance(conformance::Args),
     /// Collect an importance matrix over a text, or merge/convert imatrix files.
     Imatrix(imatrix::Args),
+    /// Perplexity of a text, chunked and scored as llama-perplexity.
+    Perplexity(perplexity::Args),
 }
 
 pub fn main() -> anyhow::Result<()> {
@@ -67,5 +70,6 @@ pub fn main() -> anyhow::Result<()> {
         Command::Devices(a) => devices::run(&cli.global, a),
         Command::Conformance(a) => conformance::run(&cli.global, a),
         Command::Imatrix(a) => imatrix::run(&cli.global, a),
+        Command::Perplexity(a) => perplexity::run(&cli.global, a),
     }
 }
