@@ -5,6 +5,7 @@
 
 pub mod backend;
 pub mod cli;
+pub mod conformance;
 pub mod convert;
 pub mod gguf;
 pub mod imatrix;

@@ -3,6 +3,7 @@
 use clap::{Parser, Subcommand};
 
 pub mod common;
+pub mod conformance;
 pub mod convert;
 pub mod devices;
 pub mod imatrix;
@@ -51,6 +52,8 @@ pub enum Command {
     Devices(devices::Args),
     /// Quantize a model like llama-quantize (K-quant mixes, imatrix), byte-identically.
     Quantize(quantize::Args),
+    /// Check every GPU kernel against the CPU reference (exit code 1 on a failure).
+    Conformance(conformance::Args),
     /// Collect an importance matrix over a text, or merge/convert imatrix files.
     Imatrix(imatrix::Args),
     /// Perplexity of a text, chunked and scored as llama-perplexity.
@@ -72,6 +75,7 @@ pub fn main() -> anyhow::Result<()> {
         Command::Convert(a) => convert::run(&cli.global, a),
         Command::Devices(a) => devices::run(&cli.global, a),
         Command::Quantize(a) => quantize::run(&cli.global, a),
+        Command::Conformance(a) => conformance::run(&cli.global, a),
         Command::Imatrix(a) => imatrix::run(&cli.global, a),
         Command::Perplexity(a) => perplexity::run(&cli.global, a),
         Command::Stats(a) => stats::run(&cli.global, a),
