@@ -232,3 +232,43 @@ fn bad_pairings_are_clear_errors() {
     .to_string();
     assert!(e.contains("need 128 tokens"), "{e}");
 }
+
+/// The GPU backend (lavapipe in CI) through the same driver: its forward pass differs from the
+/// CPU reference only by float rounding, so per-token KLD and Δp agree closely.
+#[test]
+fn gpu_backend_agrees_with_the_cpu_reference() {
+    use wquant::backend::gpu::GpuBackend;
+    let gpu = GpuBackend::new("auto").expect("a wgpu adapter (lavapipe in CI)");
+    let dir = tempfile::tempdir().unwrap();
+    let quant = dir.path().join("coarse.gguf");
+    coarse_copy(&synth(), &quant);
+    let toks = tokens(2 * 64, 300);
+    let c = ch(64, 2, 2);
+    let on_cpu = own(&synth(), &quant, &toks, &c);
+    let load_gpu = |p: &Path| {
+        let f = Arc::new(GgufFile::open(p).unwrap());
+        Model::load(&gpu, &f).unwrap()
+    };
+    let on_gpu = driver::own_mode(
+        &gpu,
+        load_gpu(&synth()),
+        &load_gpu(&quant),
+        &toks,
+        &c,
+        |_| {},
+        |_, _| {},
+    )
+    .unwrap();
+    assert_eq!(on_gpu.count, on_cpu.count);
+    for i in 0..on_cpu.count as usize {
+        let (kc, kg) = (on_cpu.kld_values[i], on_gpu.kld_values[i]);
+        assert!(
+            (kc - kg).abs() <= 1e-4 + 1e-2 * kc.abs(),
+            "token {i}: KLD cpu {kc} gpu {kg}"
+        );
+        let (pc, pg) = (on_cpu.p_diff_values[i], on_gpu.p_diff_values[i]);
+        assert!((pc - pg).abs() <= 1e-4, "token {i}: Δp cpu {pc} gpu {pg}");
+    }
+    assert!(on_cpu.n_same_top.abs_diff(on_gpu.n_same_top) <= 1);
+    assert!((on_cpu.sum_nll - on_gpu.sum_nll).abs() <= 1e-3 * on_cpu.sum_nll);
+}
