@@ -7,6 +7,8 @@
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use std::sync::Arc;
 use wquant::backend::cpu::CpuBackend;
+use wquant::backend::gpu::GpuBackend;
+use wquant::backend::Backend;
 use wquant::gguf::GgufFile;
 use wquant::kld::driver::{self, Chunks};
 use wquant::kld::logits_file::{BaseHeader, BaseRecord};
@@ -56,7 +58,7 @@ fn own_mode(c: &mut Criterion) {
         n_chunk: 1,
         seqs_per_pass: 1,
     };
-    let b = CpuBackend::new();
+    let cpu = CpuBackend::new();
     let llama_file = BaseHeader {
         n_ctx: 512,
         n_vocab: 49152,
@@ -66,15 +68,29 @@ fn own_mode(c: &mut Criterion) {
         "disk for eval.txt at -c 512: wquant own mode 0 bytes; llama-perplexity base file {} bytes",
         llama_file.file_bytes()
     );
-    let mut g = c.benchmark_group("kld_own_mode_smollm2_cpu");
+    own_mode_on(c, "cpu", &cpu, &file, &tokens, &ch);
+    // The GPU backend on the first adapter (lavapipe where there is no GPU).
+    let gpu = GpuBackend::new("auto").unwrap();
+    own_mode_on(c, &format!("gpu_{}", gpu.name()), &gpu, &file, &tokens, &ch);
+}
+
+fn own_mode_on<B: Backend>(
+    c: &mut Criterion,
+    label: &str,
+    b: &B,
+    file: &Arc<GgufFile>,
+    tokens: &[u32],
+    ch: &Chunks,
+) {
+    let mut g = c.benchmark_group(format!("kld_own_mode_smollm2_{label}"));
     g.sample_size(10);
-    // Tokens run through each of the two models per iteration.
-    g.throughput(Throughput::Elements(n_ctx as u64));
-    g.bench_function(format!("ctx{n_ctx}_1chunk_both_models"), |bch| {
+    // Tokens run through each of the two models per iteration (loading included).
+    g.throughput(Throughput::Elements(ch.n_ctx as u64));
+    g.bench_function(format!("ctx{}_1chunk_both_models", ch.n_ctx), |bch| {
         bch.iter(|| {
-            let base = Model::load(&b, &file).unwrap();
-            let quant = Model::load(&b, &file).unwrap();
-            driver::own_mode(&b, base, &quant, &tokens, &ch, |_| {}, |_, _| {}).unwrap()
+            let base = Model::load(b, file).unwrap();
+            let quant = Model::load(b, file).unwrap();
+            driver::own_mode(b, base, &quant, tokens, ch, |_| {}, |_, _| {}).unwrap()
         })
     });
     g.finish();
