@@ -89,8 +89,8 @@ fn own_mode_on<B: Backend>(
     g.bench_function(format!("ctx{}_1chunk_both_models", ch.n_ctx), |bch| {
         bch.iter(|| {
             let base = Model::load(b, file).unwrap();
-            let quant = Model::load(b, file).unwrap();
-            driver::own_mode(b, base, &quant, tokens, ch, |_| {}, |_, _| {}).unwrap()
+            let quant = || Model::load(b, file);
+            driver::own_mode(b, base, quant, tokens, ch, |_| {}, |_, _| {}).unwrap()
         })
     });
     g.finish();

@@ -14,7 +14,7 @@ use crate::kld::report::{
     running_line, summary_text, KldReport, MIN_TOKENS_FOR_SUMMARY, TABLE_HEADER,
 };
 use crate::kld::KldAccumulator;
-use crate::model::{Model, Tokenizer};
+use crate::model::{Config, Model, Tokenizer};
 use anyhow::{bail, Context, Result};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -176,10 +176,22 @@ fn finish_report(
 fn own<B: Backend>(b: &B, g: &super::GlobalArgs, a: &Args, base_path: &Path) -> Result<()> {
     let t0 = Instant::now();
     let text = read_text(need_text(a)?)?;
-    let (base, base_file) = open_model(b, base_path)?;
-    let (quant, quant_file) = open_model(b, &a.model)?;
-    driver::check_pair(&base, &quant)
-        .with_context(|| format!("{} vs {}", base_path.display(), a.model.display()))?;
+    // Metadata first: a bad pairing fails before any weights are loaded.
+    let base_file = Arc::new(GgufFile::open(base_path)?);
+    let quant_file = Arc::new(GgufFile::open(&a.model)?);
+    let (base_cfg, quant_cfg) = (
+        Config::from_gguf(&base_file)?,
+        Config::from_gguf(&quant_file)?,
+    );
+    if base_cfg.n_vocab != quant_cfg.n_vocab {
+        bail!(
+            "{} has {} tokens in its vocabulary, {} has {}: not the same model",
+            base_path.display(),
+            base_cfg.n_vocab,
+            a.model.display(),
+            quant_cfg.n_vocab
+        );
+    }
     let tokens = tokenizer(&base_file)?.encode(&text);
     if tokenizer(&quant_file)?.encode(&text) != tokens {
         bail!(
@@ -196,14 +208,16 @@ fn own<B: Backend>(b: &B, g: &super::GlobalArgs, a: &Args, base_path: &Path) -> 
         n_chunk,
         seqs_per_pass: (a.batch / n_ctx).max(1),
     };
-    let n_vocab = base.config.n_vocab;
+    let n_vocab = base_cfg.n_vocab;
+    let base =
+        Model::load(b, &base_file).with_context(|| format!("{}: loading", base_path.display()))?;
     // The bar covers the base pass; in text mode the table's lines take over after it.
     let pb = super::common::progress(2 * n_chunk as u64, "kld", g.quiet);
     let mut table = Table::new(a.json);
     let acc = driver::own_mode(
         b,
         base,
-        &quant,
+        || Model::load(b, &quant_file).with_context(|| format!("{}: loading", a.model.display())),
         &tokens,
         &ch,
         |done| pb.set_position(done as u64),

@@ -128,21 +128,27 @@ pub fn check_pair<B: Backend>(base: &Model<B>, quant: &Model<B>) -> Result<()> {
     Ok(())
 }
 
-/// wquant's own mode (see the module doc). `on_chunk(c, acc)` runs after each chunk `c`;
-/// `on_base_pass(done_chunks)` after each base pass (progress).
+/// wquant's own mode (see the module doc). The quantized model is loaded by `load_quant` only
+/// once the base model's layers are dropped, so one model's layers are resident at a time.
+/// `on_chunk(c, acc)` runs after each chunk `c`; `on_base_pass(done_chunks)` after each base
+/// pass (progress).
 pub fn own_mode<B: Backend>(
     b: &B,
     mut base: Model<B>,
-    quant: &Model<B>,
+    load_quant: impl FnOnce() -> Result<Model<B>>,
     tokens: &[u32],
     ch: &Chunks,
     mut on_base_pass: impl FnMut(usize),
     mut on_chunk: impl FnMut(usize, &KldAccumulator),
 ) -> Result<KldAccumulator> {
-    check_pair(&base, quant)?;
     ch.check(tokens.len())?;
+    if let Some(&t) = tokens.iter().find(|&&t| t as usize >= base.config.n_vocab) {
+        bail!(
+            "token id {t} is outside the vocabulary ({} tokens)",
+            base.config.n_vocab
+        );
+    }
     let n_embd_b = base.config.n_embd;
-    let n_embd_q = quant.config.n_embd;
     let n_vocab = base.config.n_vocab;
     let per = ch.scored_per_chunk();
     // Pass 1: the base model's final hidden states at the scored positions.
@@ -155,6 +161,9 @@ pub fn own_mode<B: Backend>(
     // Only the output head (and its norm, already applied) is needed from here on.
     base.layers.clear();
     base.layers.shrink_to_fit();
+    let quant = &load_quant()?;
+    check_pair(&base, quant)?;
+    let n_embd_q = quant.config.n_embd;
     // Pass 2: the quantized model, both heads, per-token KLD.
     let mut acc = KldAccumulator::new();
     for (i, n_seq) in ch.passes() {
