@@ -149,7 +149,8 @@ impl<'a> Cursor<'a> {
                         self.remaining()
                     )));
                 }
-                let mut items = Vec::with_capacity(n as usize);
+                // Reserve only a bounded head start: the items themselves are bounded by the file.
+                let mut items = Vec::with_capacity(n.min(1 << 16) as usize);
                 for _ in 0..n {
                     items.push(self.value(et, what)?);
                 }
@@ -174,12 +175,23 @@ pub fn parse_header(buf: &[u8], path: &Path) -> Result<Header, GgufError> {
     }
     let n_tensors = c.u64("tensor count")?;
     let n_kv = c.u64("KV count")?;
-    // A KV needs at least 8 (key length) + 4 (type) + 1 bytes; a tensor info at least 8+4+8+4+8.
+    // A KV needs at least 8 (key length) + 4 (type) + 1 bytes; a tensor info at least
+    // 8 (name length) + 4 (n_dims) + 4 (type) + 8 (offset) bytes.
     if n_kv.checked_mul(13).is_none_or(|b| b > c.remaining()) {
-        return Err(c.err(format!("KV count {n_kv} cannot fit in the file")));
+        return Err(c.err(format!(
+            "KV count {n_kv} cannot fit in the {} bytes left",
+            c.remaining()
+        )));
     }
-    if n_tensors.checked_mul(32).is_none_or(|b| b > c.remaining()) {
-        return Err(c.err(format!("tensor count {n_tensors} cannot fit in the file")));
+    if n_tensors
+        .checked_mul(24)
+        .and_then(|b| b.checked_add(n_kv * 13))
+        .is_none_or(|b| b > c.remaining())
+    {
+        return Err(c.err(format!(
+            "tensor count {n_tensors} cannot fit in the {} bytes left",
+            c.remaining()
+        )));
     }
     let mut kvs: Vec<(String, Value)> = Vec::with_capacity(n_kv as usize);
     let mut seen_keys = std::collections::HashSet::new();
@@ -235,13 +247,17 @@ pub fn parse_header(buf: &[u8], path: &Path) -> Result<Header, GgufError> {
         let ggml_type = GgmlType::from_id(tid)
             .ok_or_else(|| c.err(format!("tensor {name}: unknown ggml type id {tid}")))?;
         let offset = c.u64(&format!("tensor {name}: offset"))?;
+        // Like llama.cpp: the element count must stay below INT64_MAX.
         let mut n_elem: u64 = 1;
         for &d in &dims {
-            n_elem = n_elem.checked_mul(d).ok_or_else(|| {
-                c.err(format!(
-                    "tensor {name}: dimensions {dims:?} overflow when multiplied"
-                ))
-            })?;
+            n_elem = n_elem
+                .checked_mul(d)
+                .filter(|&n| n < i64::MAX as u64)
+                .ok_or_else(|| {
+                    c.err(format!(
+                        "tensor {name}: dimensions {dims:?} overflow when multiplied"
+                    ))
+                })?;
         }
         if dims[0] % ggml_type.block_size() as u64 != 0 {
             return Err(c.err(format!(

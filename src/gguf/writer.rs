@@ -31,6 +31,80 @@ impl TensorSpec {
     }
 }
 
+/// Check what the reader would reject, so the writer never produces an unreadable file:
+/// unique keys, flat arrays whose items match their element type, a valid `general.alignment`,
+/// unique tensor names under 64 bytes, 1 to 4 dimensions, whole blocks, no size overflow.
+pub fn validate(
+    path: &Path,
+    kvs: &[(String, Value)],
+    tensors: &[TensorSpec],
+) -> Result<(), GgufError> {
+    let bad = |what: String| GgufError::Write {
+        path: path.to_path_buf(),
+        what,
+    };
+    let mut keys = std::collections::HashSet::new();
+    for (k, v) in kvs {
+        if !keys.insert(k.as_str()) {
+            return Err(bad(format!("duplicate key {k}")));
+        }
+        if let Value::Array(et, items) = v {
+            if *et == super::ValueType::Array {
+                return Err(bad(format!("key {k}: nested arrays are not supported")));
+            }
+            if let Some(i) = items.iter().position(|it| it.value_type() != *et) {
+                return Err(bad(format!(
+                    "key {k}: array item {i} is {}, not {}",
+                    items[i].value_type().name(),
+                    et.name()
+                )));
+            }
+        }
+        if k == "general.alignment" && !matches!(v, Value::U32(a) if *a != 0 && a.is_power_of_two())
+        {
+            return Err(bad(format!(
+                "key general.alignment = {v} must be a non-zero power of two of type UINT32"
+            )));
+        }
+    }
+    let mut names = std::collections::HashSet::new();
+    for t in tensors {
+        if t.name.len() >= 64 {
+            return Err(bad(format!(
+                "tensor name {:?} is longer than 63 bytes",
+                t.name
+            )));
+        }
+        if !names.insert(t.name.as_str()) {
+            return Err(bad(format!("duplicate tensor name {}", t.name)));
+        }
+        if t.dims.is_empty() || t.dims.len() > super::MAX_DIMS {
+            return Err(bad(format!(
+                "tensor {}: {} dimensions (1 to {} allowed)",
+                t.name,
+                t.dims.len(),
+                super::MAX_DIMS
+            )));
+        }
+        let n = t.dims.iter().try_fold(1u64, |a, &d| {
+            a.checked_mul(d).filter(|&n| n < i64::MAX as u64)
+        });
+        let ok = n.is_some()
+            && t.dims[0] % t.ggml_type.block_size() as u64 == 0
+            && t.ggml_type.row_bytes(t.dims[0]).is_some()
+            && (n.unwrap() / t.ggml_type.block_size() as u64)
+                .checked_mul(t.ggml_type.type_size() as u64)
+                .is_some();
+        if !ok {
+            return Err(bad(format!(
+                "tensor {}: shape {:?} is not a whole number of {} blocks or overflows",
+                t.name, t.dims, t.ggml_type
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// Build the header bytes (through the padding before the data section) and the tensor offsets.
 pub fn encode_header(kvs: &[(String, Value)], tensors: &[TensorSpec]) -> (Vec<u8>, Vec<u64>) {
     let alignment = kvs
@@ -89,6 +163,16 @@ pub struct GgufWriter {
     written_in_current: u64,
 }
 
+fn write_zeros(out: &mut impl Write, mut n: u64) -> std::io::Result<()> {
+    const ZEROS: [u8; 4096] = [0; 4096];
+    while n > 0 {
+        let k = n.min(ZEROS.len() as u64);
+        out.write_all(&ZEROS[..k as usize])?;
+        n -= k;
+    }
+    Ok(())
+}
+
 /// `NAME.tmp` next to `path`.
 pub fn tmp_path(path: &Path) -> PathBuf {
     let mut s = path.as_os_str().to_owned();
@@ -103,6 +187,7 @@ impl GgufWriter {
         tensors: Vec<TensorSpec>,
     ) -> Result<GgufWriter, GgufError> {
         let path = path.as_ref().to_path_buf();
+        validate(&path, kvs, &tensors)?;
         let tmp = tmp_path(&path);
         let io = |e| GgufError::Io {
             path: tmp.clone(),
@@ -119,7 +204,11 @@ impl GgufWriter {
             .unwrap_or(DEFAULT_ALIGNMENT);
         let f = File::create(&tmp).map_err(io)?;
         let mut out = BufWriter::with_capacity(1 << 20, f);
-        out.write_all(&header).map_err(io)?;
+        if let Err(e) = out.write_all(&header) {
+            drop(out);
+            let _ = std::fs::remove_file(&tmp);
+            return Err(io(e));
+        }
         Ok(GgufWriter {
             path,
             tmp,
@@ -158,15 +247,15 @@ impl GgufWriter {
             });
         }
         let n_bytes = t.n_bytes();
-        let out = self.out.as_mut().expect("writer used after finish");
+        let out = self.out.as_mut().expect("finish consumes the writer");
         if let Err(e) = out.write_all(data) {
             return Err(self.io(e));
         }
         self.written_in_current += data.len() as u64;
         if self.written_in_current == n_bytes {
             let pad = n_bytes.div_ceil(self.alignment) * self.alignment - n_bytes;
-            let out = self.out.as_mut().expect("writer used after finish");
-            if let Err(e) = out.write_all(&vec![0u8; pad as usize]) {
+            let out = self.out.as_mut().expect("finish consumes the writer");
+            if let Err(e) = write_zeros(out, pad) {
                 return Err(self.io(e));
             }
             self.current += 1;
@@ -189,14 +278,19 @@ impl GgufWriter {
                 what: format!("tensor {name} was not completely written"),
             });
         }
-        let out = self.out.take().expect("finish called twice");
-        let f = out.into_inner().map_err(|e| GgufError::Io {
-            path: self.tmp.clone(),
-            source: e.into_error(),
-        })?;
-        f.sync_all().map_err(|e| self.io(e))?;
-        drop(f);
-        std::fs::rename(&self.tmp, &self.path).map_err(|e| self.io(e))?;
+        let out = self.out.take().expect("finish consumes the writer");
+        let res = out
+            .into_inner()
+            .map_err(|e| e.into_error())
+            .and_then(|f| f.sync_all())
+            .and_then(|()| std::fs::rename(&self.tmp, &self.path));
+        if let Err(e) = res {
+            let _ = std::fs::remove_file(&self.tmp);
+            return Err(GgufError::Io {
+                path: self.path.clone(),
+                source: e,
+            });
+        }
         Ok(())
     }
 }
