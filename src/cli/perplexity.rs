@@ -125,10 +125,9 @@ pub fn perplexity<B: Backend>(
 }
 
 pub fn run(g: &super::GlobalArgs, a: Args) -> Result<()> {
-    match g.device.as_str() {
-        // The GPU backend plugs in here with its own arm.
-        "cpu" | "auto" => run_with(&CpuBackend::new(), g, &a),
-        d => bail!("--device {d}: only the cpu backend is available for perplexity so far"),
+    match crate::backend::gpu::device::DeviceSpec::parse(&g.device)? {
+        crate::backend::gpu::device::DeviceSpec::Cpu => run_with(&CpuBackend::new(), g, &a),
+        _ => run_with(&crate::backend::gpu::GpuBackend::new(&g.device)?, g, &a),
     }
 }
 
