@@ -12,5 +12,6 @@ pub mod imatrix;
 pub mod kld;
 pub mod model;
 pub mod quant;
+pub mod quantize;
 pub mod testutil;
 pub mod util;

@@ -28,11 +28,17 @@ fn dims_str(d: &[u64]) -> String {
     format!("[{}]", parts.join(", "))
 }
 
+/// Converts afresh (not the cached `f32_model()`, which could predate a code change), checks
+/// every tensor against llama.cpp, then checks the cached model is byte-identical.
 #[test]
-fn f32_model_matches_llama_quantize_tensor_hashes() {
+fn converted_f32_matches_llama_quantize_tensor_hashes() {
     let want = golden("smollm2-f32.tensors.sha256");
     assert_eq!(want.len(), 272);
-    let f = GgufFile::open(f32_model()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let fresh = dir.path().join("smollm2-f32.gguf");
+    let src = wquant::testutil::assets_dir().join("smollm2-135m-q4_1.gguf");
+    wquant::convert::convert_file(&src, &fresh, GgmlType::F32).unwrap();
+    let f = GgufFile::open(&fresh).unwrap();
     assert_eq!(f.tensors().len(), 272);
     let mut equal = 0;
     let mut bad = Vec::new();
@@ -48,14 +54,19 @@ fn f32_model_matches_llama_quantize_tensor_hashes() {
         }
     }
     assert_eq!(equal, 272, "tensors that differ: {bad:?}");
+    layout_is_llama_quantize_s(&fresh);
+    let cached = GgufFile::open(f32_model()).unwrap();
+    assert!(
+        cached.bytes() == f.bytes(),
+        "{} is stale",
+        cached.path.display()
+    );
 }
 
-#[test]
-fn f32_model_layout_is_llama_quantize_s() {
-    let path = f32_model();
+fn layout_is_llama_quantize_s(path: &std::path::Path) {
     // golden/README.md: llama-quantize's F32 output is 539,845,696 bytes.
-    assert_eq!(std::fs::metadata(&path).unwrap().len(), 539_845_696);
-    let f = GgufFile::open(&path).unwrap();
+    assert_eq!(std::fs::metadata(path).unwrap().len(), 539_845_696);
+    let f = GgufFile::open(path).unwrap();
     let src =
         GgufFile::open(wquant::testutil::assets_dir().join("smollm2-135m-q4_1.gguf")).unwrap();
     let kvs = f.kvs();

@@ -249,6 +249,13 @@ fn kv_fields() {
     g.kvs[3].payload = array(8, 1 << 60, &[]);
     expect_err("arrlen", g.encode(), &["key test.strings"]);
     let mut g = G::valid();
+    let mut items = string(b"x");
+    items.extend_from_slice(&(1u64 << 50).to_le_bytes());
+    items.extend_from_slice(b"yy");
+    items.extend_from_slice(&string(b"zzz"));
+    g.kvs[3].payload = array(8, 3, &items);
+    expect_err("arr-item-len", g.encode(), &["key test.strings"]);
+    let mut g = G::valid();
     g.kvs[4].payload = array(5, u64::MAX, &[]);
     expect_err("arrlen-max", g.encode(), &["key test.ints"]);
     let mut g = G::valid();

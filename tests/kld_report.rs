@@ -2,7 +2,7 @@
 //! the golden table and statistics is read back, put into wquant's structures, and printed
 //! again; the lines must come out byte for byte as llama.cpp printed them.
 
-use wquant::kld::report::{running_line, summary_text, KldReport, TABLE_HEADER};
+use wquant::kld::report::{c_fixed, running_line, summary_text, KldReport, TABLE_HEADER};
 use wquant::kld::stats::{DeltaPPercentiles, KldPercentiles, RunningLine, Summary};
 use wquant::testutil::golden_dir;
 
@@ -163,4 +163,13 @@ fn printed_layout_matches_llama_perplexity() {
         assert_eq!(json["chunks"].as_array().unwrap().len(), 141);
         assert!(json["summary"]["kld"]["mean"].as_f64().unwrap() > 0.0);
     }
+}
+
+#[test]
+fn non_finite_values_print_as_c_does() {
+    assert_eq!(c_fixed(f64::NAN, 6, 3), "   nan");
+    assert_eq!(c_fixed(-f64::NAN, 6, 3), "  -nan");
+    assert_eq!(c_fixed(f64::NEG_INFINITY, 10, 6), "      -inf");
+    assert_eq!(c_fixed(-1e-9, 10, 6), " -0.000000");
+    assert_eq!(c_fixed(2.5, 4, 0), "   2");
 }

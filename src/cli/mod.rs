@@ -8,7 +8,9 @@ pub mod convert;
 pub mod devices;
 pub mod imatrix;
 pub mod inspect;
+pub mod quantize;
 pub mod perplexity;
+pub mod stats;
 
 /// Global options shared by every command.
 #[derive(clap::Args, Debug, Clone)]
@@ -48,12 +50,16 @@ pub enum Command {
     Convert(convert::Args),
     /// List compute adapters and their limits.
     Devices(devices::Args),
+    /// Quantize a model like llama-quantize (K-quant mixes, imatrix), byte-identically.
+    Quantize(quantize::Args),
     /// Check every GPU kernel against the CPU reference (exit code 1 on a failure).
     Conformance(conformance::Args),
     /// Collect an importance matrix over a text, or merge/convert imatrix files.
     Imatrix(imatrix::Args),
     /// Perplexity of a text, chunked and scored as llama-perplexity.
     Perplexity(perplexity::Args),
+    /// Statistics of an imatrix file per tensor and per layer (llama-imatrix --show-statistics).
+    Stats(stats::Args),
 }
 
 pub fn main() -> anyhow::Result<()> {
@@ -68,8 +74,10 @@ pub fn main() -> anyhow::Result<()> {
         Command::Inspect(a) => inspect::run(&cli.global, a),
         Command::Convert(a) => convert::run(&cli.global, a),
         Command::Devices(a) => devices::run(&cli.global, a),
+        Command::Quantize(a) => quantize::run(&cli.global, a),
         Command::Conformance(a) => conformance::run(&cli.global, a),
         Command::Imatrix(a) => imatrix::run(&cli.global, a),
         Command::Perplexity(a) => perplexity::run(&cli.global, a),
+        Command::Stats(a) => stats::run(&cli.global, a),
     }
 }

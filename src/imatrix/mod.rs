@@ -4,3 +4,5 @@ pub mod file;
 pub mod merge;
 
 pub use file::{Imatrix, ImatrixEntry, ImatrixFormat};
+pub mod plot;
+pub mod report;

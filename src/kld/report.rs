@@ -10,21 +10,38 @@ pub const MIN_TOKENS_FOR_SUMMARY: u64 = 100;
 
 pub const TABLE_HEADER: &str = "chunk             PPL               ln(PPL(Q)/PPL(base))          KL Divergence              Δp RMS            Same top p";
 
+/// printf's `%W.Pf`: Rust's formatting except for non-finite values, which C prints as
+/// `nan`, `-nan`, `inf`, `-inf` (e.g. the RMS Δp uncertainty of two identical models is 0/0).
+pub fn c_fixed(v: f64, width: usize, prec: usize) -> String {
+    if v.is_finite() {
+        format!("{v:width$.prec$}")
+    } else {
+        let s = match (v.is_nan(), v.is_sign_negative()) {
+            (true, false) => "nan",
+            (true, true) => "-nan",
+            (false, false) => "inf",
+            (false, true) => "-inf",
+        };
+        format!("{s:>width$}")
+    }
+}
+
 /// One line of the per-chunk table (`chunk` counts from 1).
 pub fn running_line(chunk: usize, r: &RunningLine) -> String {
+    let f = c_fixed;
     format!(
-        "{:4}    {:9.4} ± {:9.4}    {:10.5} ± {:10.5}    {:10.5} ± {:10.5}    {:6.3} ± {:6.3} %    {:6.3} ± {:6.3} %",
+        "{:4}    {} ± {}    {} ± {}    {} ± {}    {} ± {} %    {} ± {} %",
         chunk,
-        r.ppl,
-        r.ppl_unc,
-        r.ln_ratio,
-        r.ln_ratio_unc,
-        r.kld,
-        r.kld_unc,
-        100.0 * r.p_diff_rms,
-        100.0 * r.p_diff_rms_unc,
-        100.0 * r.same_top,
-        100.0 * r.same_top_unc,
+        f(r.ppl, 9, 4),
+        f(r.ppl_unc, 9, 4),
+        f(r.ln_ratio, 10, 5),
+        f(r.ln_ratio_unc, 10, 5),
+        f(r.kld, 10, 5),
+        f(r.kld_unc, 10, 5),
+        f(100.0 * r.p_diff_rms, 6, 3),
+        f(100.0 * r.p_diff_rms_unc, 6, 3),
+        f(100.0 * r.same_top, 6, 3),
+        f(100.0 * r.same_top_unc, 6, 3),
     )
 }
 
@@ -32,37 +49,52 @@ pub fn running_line(chunk: usize, r: &RunningLine) -> String {
 pub fn summary_text(s: &Summary) -> String {
     let mut o = String::new();
     let pct = |v: f32| 100.0 * v as f64;
+    let f = c_fixed;
     let _ = writeln!(o, "====== Perplexity statistics ======");
     let _ = writeln!(
         o,
-        "Mean PPL(Q)                   : {:10.6} ± {:10.6}",
-        s.ppl, s.ppl_unc
+        "Mean PPL(Q)                   : {} ± {}",
+        f(s.ppl, 10, 6),
+        f(s.ppl_unc, 10, 6)
     );
     let _ = writeln!(
         o,
-        "Mean PPL(base)                : {:10.6} ± {:10.6}",
-        s.ppl_base, s.ppl_base_unc
-    );
-    let _ = writeln!(o, "Cor(ln(PPL(Q)), ln(PPL(base))): {:6.2}%", 100.0 * s.cor);
-    let _ = writeln!(
-        o,
-        "Mean ln(PPL(Q)/PPL(base))     : {:10.6} ± {:10.6}",
-        s.ln_ratio, s.ln_ratio_unc
+        "Mean PPL(base)                : {} ± {}",
+        f(s.ppl_base, 10, 6),
+        f(s.ppl_base_unc, 10, 6)
     );
     let _ = writeln!(
         o,
-        "Mean PPL(Q)/PPL(base)         : {:10.6} ± {:10.6}",
-        s.ratio, s.ratio_unc
+        "Cor(ln(PPL(Q)), ln(PPL(base))): {}%",
+        f(100.0 * s.cor, 6, 2)
     );
     let _ = writeln!(
         o,
-        "Mean PPL(Q)-PPL(base)         : {:10.6} ± {:10.6}",
-        s.diff, s.diff_unc
+        "Mean ln(PPL(Q)/PPL(base))     : {} ± {}",
+        f(s.ln_ratio, 10, 6),
+        f(s.ln_ratio_unc, 10, 6)
+    );
+    let _ = writeln!(
+        o,
+        "Mean PPL(Q)/PPL(base)         : {} ± {}",
+        f(s.ratio, 10, 6),
+        f(s.ratio_unc, 10, 6)
+    );
+    let _ = writeln!(
+        o,
+        "Mean PPL(Q)-PPL(base)         : {} ± {}",
+        f(s.diff, 10, 6),
+        f(s.diff_unc, 10, 6)
     );
     let _ = writeln!(o);
     let k = &s.kld;
     let _ = writeln!(o, "====== KL divergence statistics ======");
-    let _ = writeln!(o, "Mean    KLD: {:10.6} ± {:10.6}", k.mean, k.mean_unc);
+    let _ = writeln!(
+        o,
+        "Mean    KLD: {} ± {}",
+        f(k.mean, 10, 6),
+        f(k.mean_unc, 10, 6)
+    );
     for (label, v) in [
         ("Maximum KLD", k.max),
         ("99.9%   KLD", k.p99_9),
@@ -76,16 +108,16 @@ pub fn summary_text(s: &Summary) -> String {
         (" 0.1%   KLD", k.p0_1),
         ("Minimum KLD", k.min),
     ] {
-        let _ = writeln!(o, "{label}: {v:10.6}");
+        let _ = writeln!(o, "{label}: {}", f(v as f64, 10, 6));
     }
     let _ = writeln!(o);
     let p = &s.p_diff;
     let _ = writeln!(o, "====== Token probability statistics ======");
     let _ = writeln!(
         o,
-        "Mean    Δp: {:6.3} ± {:5.3} %",
-        100.0 * p.mean,
-        100.0 * p.mean_unc
+        "Mean    Δp: {} ± {} %",
+        f(100.0 * p.mean, 6, 3),
+        f(100.0 * p.mean_unc, 5, 3)
     );
     for (label, v) in [
         ("Maximum Δp", p.max),
@@ -102,19 +134,19 @@ pub fn summary_text(s: &Summary) -> String {
         (" 0.1%   Δp", p.p0_1),
         ("Minimum Δp", p.min),
     ] {
-        let _ = writeln!(o, "{label}: {:6.3}%", pct(v));
+        let _ = writeln!(o, "{label}: {}%", f(pct(v), 6, 3));
     }
     let _ = writeln!(
         o,
-        "RMS Δp    : {:6.3} ± {:5.3} %",
-        100.0 * p.rms,
-        100.0 * p.rms_unc
+        "RMS Δp    : {} ± {} %",
+        f(100.0 * p.rms, 6, 3),
+        f(100.0 * p.rms_unc, 5, 3)
     );
     let _ = writeln!(
         o,
-        "Same top p: {:6.3} ± {:5.3} %",
-        100.0 * s.same_top,
-        100.0 * s.same_top_unc
+        "Same top p: {} ± {} %",
+        f(100.0 * s.same_top, 6, 3),
+        f(100.0 * s.same_top_unc, 5, 3)
     );
     o
 }
@@ -136,7 +168,8 @@ pub struct KldReport {
     /// Bytes written to disk for the base distribution (0 in own mode).
     pub base_file_bytes: u64,
     pub seconds: f64,
-    /// Scored tokens per second, both models' forward passes included.
+    /// Chunk tokens (n_chunk·n_ctx) per second of wall time, loading included; in own mode
+    /// every token went through both models.
     pub tokens_per_second: f64,
 }
 

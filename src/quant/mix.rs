@@ -204,6 +204,13 @@ pub struct TensorMeta {
 pub struct ModelFacts {
     pub n_layer: i64,
     pub n_expert: i64,
+    /// An imatrix with entries is in use (llama-quantize's `has_imatrix`).
+    pub has_imatrix: bool,
+}
+
+/// category_is_attn_v: attn_v, attn_qkv and attn_kv_b share the attn_v rules and counter.
+fn is_attn_v(c: Category) -> bool {
+    matches!(c, Category::AttnV | Category::AttnQkv | Category::AttnKvB)
 }
 
 fn use_more_bits(i: i64, n: i64) -> bool {
@@ -242,7 +249,7 @@ pub fn plan(
     let has_output = order.iter().any(|t| category(&t.name) == Category::Output);
     let n_attention_wv = order
         .iter()
-        .filter(|t| category(&t.name) == Category::AttnV)
+        .filter(|t| is_attn_v(category(&t.name)))
         .count() as i64;
     let default = ftype.default_type();
     let mut i_attention_wv = 0i64;
@@ -320,7 +327,7 @@ fn rule(
         return default;
     }
     match cat {
-        Category::AttnV => {
+        c if is_attn_v(c) => {
             let (i, n) = (*wv.0, wv.1);
             *wv.0 += 1;
             let mut nt = default;
@@ -346,6 +353,9 @@ fn rule(
             match ftype {
                 FileType::Q4KM | FileType::Q5KM if use_more_bits(i_layer, n_layer) => GgmlType::Q6K,
                 FileType::Q4KS if i_layer < n_layer / 8 => GgmlType::Q5K,
+                // Guard for the first ffn_down layers of Q4_0/Q5_0, only with an imatrix.
+                FileType::Q4_0 if facts.has_imatrix && i_layer < n_layer / 8 => GgmlType::Q4_1,
+                FileType::Q5_0 if facts.has_imatrix && i_layer < n_layer / 8 => GgmlType::Q5_1,
                 _ => default,
             }
         }

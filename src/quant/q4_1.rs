@@ -40,7 +40,6 @@ pub fn quantize(x: &[f32], dst: &mut [u8], qw: Option<&[f32]>) {
         Some(qw) => {
             let sigma2 = super::row_sigma2(x);
             let mut weight = [0f32; 32];
-            let mut laux = [0u8; 32];
             let p = super::search::KxSearch {
                 nmax: 15,
                 rmin: -0.9,
@@ -56,7 +55,7 @@ pub fn quantize(x: &[f32], dst: &mut [u8], qw: Option<&[f32]>) {
                 for j in 0..32 {
                     weight[j] = w[j] * (sigma2 + xb[j] * xb[j]).sqrt();
                 }
-                let (d, min) = super::search::make_qkx3_quants(xb, &weight, &mut l, &mut laux, p);
+                let (d, min) = super::search::make_qkx3_quants(xb, &weight, &mut l, p);
                 pack(b, d, -min, &l);
             }
         }

@@ -62,7 +62,6 @@ pub(crate) fn quantize_super_block(
 ) {
     use super::search::{make_qkx2_quants, make_qkx3_quants, make_qp_quants, nearest_int};
     let mut weights = [0f32; 32];
-    let mut laux = [0u8; 32];
     let mut scales = [0f32; 8];
     let mut mins = [0f32; 8];
     let mut ls = [0u8; 8];
@@ -82,13 +81,8 @@ pub(crate) fn quantize_super_block(
                 for i in 0..32 {
                     weights[i] = av_x + xs[i].abs();
                 }
-                let (s, m) = make_qkx2_quants(
-                    xs,
-                    &weights,
-                    &mut l[32 * j..32 * j + 32],
-                    &mut laux,
-                    ref_search,
-                );
+                let (s, m) =
+                    make_qkx2_quants(xs, &weights, &mut l[32 * j..32 * j + 32], ref_search);
                 scales[j] = s;
                 mins[j] = m;
                 if s > max_scale {
@@ -135,8 +129,7 @@ pub(crate) fn quantize_super_block(
                     sumw += v;
                 }
                 sw[j] = sumw;
-                let (s, m) =
-                    make_qkx3_quants(xs, &weights, &mut l[32 * j..32 * j + 32], &mut laux, p);
+                let (s, m) = make_qkx3_quants(xs, &weights, &mut l[32 * j..32 * j + 32], p);
                 scales[j] = s;
                 mins[j] = m;
             }

@@ -61,7 +61,7 @@ impl CpuBackend {
 /// order (not the sequential one) lets the compiler vectorize while staying deterministic.
 const LANES: usize = 8;
 
-#[inline]
+#[inline(always)]
 fn reduce_lanes(acc: [f32; LANES]) -> f32 {
     let a = [
         acc[0] + acc[4],
@@ -73,7 +73,7 @@ fn reduce_lanes(acc: [f32; LANES]) -> f32 {
 }
 
 /// Σ a_i·b_i with the lane order above (tail added sequentially at the end).
-#[inline]
+#[inline(always)]
 pub fn dot(a: &[f32], b: &[f32]) -> f32 {
     let n = a.len().min(b.len());
     let body = n / LANES * LANES;
@@ -95,7 +95,7 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
 
 /// Four dot products sharing `w`: bit-identical to four calls of `dot` (same lanes, same order),
 /// but `w` is loaded once.
-#[inline]
+#[inline(always)]
 fn dot4(x: [&[f32]; 4], w: &[f32]) -> [f32; 4] {
     let n = w.len();
     let body = n / LANES * LANES;
@@ -120,6 +120,47 @@ fn dot4(x: [&[f32]; 4], w: &[f32]) -> [f32; 4] {
         out[r] = s;
     }
     out
+}
+
+/// `out[r·jb + j] = x_r · w_j` for every activation row r and the `jb` weight rows in `wbuf`.
+#[inline(always)]
+fn matmul_block_body(x: &CpuTensor, wbuf: &[f32], k: usize, jb: usize, out: &mut [f32]) {
+    let rows = x.rows;
+    let mut r = 0;
+    while r + 4 <= rows {
+        let xs = [x.row(r), x.row(r + 1), x.row(r + 2), x.row(r + 3)];
+        for j in 0..jb {
+            let d = dot4(xs, &wbuf[j * k..(j + 1) * k]);
+            for q in 0..4 {
+                out[(r + q) * jb + j] = d[q];
+            }
+        }
+        r += 4;
+    }
+    while r < rows {
+        let xr = x.row(r);
+        for j in 0..jb {
+            out[r * jb + j] = dot(xr, &wbuf[j * k..(j + 1) * k]);
+        }
+        r += 1;
+    }
+}
+
+/// The same loops compiled for AVX2: 8 lanes fit one register. Only separate f32 multiplies and
+/// adds per lane (no FMA), so the results are bit-identical to the portable build.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn matmul_block_avx2(x: &CpuTensor, wbuf: &[f32], k: usize, jb: usize, out: &mut [f32]) {
+    matmul_block_body(x, wbuf, k, jb, out)
+}
+
+fn matmul_block(x: &CpuTensor, wbuf: &[f32], k: usize, jb: usize, out: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU supports AVX2 (checked just above).
+        return unsafe { matmul_block_avx2(x, wbuf, k, jb, out) };
+    }
+    matmul_block_body(x, wbuf, k, jb, out)
 }
 
 /// Weight rows per parallel task: small enough that the dequantized block stays in L2.
@@ -285,24 +326,7 @@ impl Backend for CpuBackend {
                 let mut wbuf = vec![0.0f32; jb * k];
                 w.dequantize_rows(j0, j1, &mut wbuf);
                 let mut out = vec![0.0f32; rows * jb];
-                let mut r = 0;
-                while r + 4 <= rows {
-                    let xs = [x.row(r), x.row(r + 1), x.row(r + 2), x.row(r + 3)];
-                    for j in 0..jb {
-                        let d = dot4(xs, &wbuf[j * k..(j + 1) * k]);
-                        for q in 0..4 {
-                            out[(r + q) * jb + j] = d[q];
-                        }
-                    }
-                    r += 4;
-                }
-                while r < rows {
-                    let xr = x.row(r);
-                    for j in 0..jb {
-                        out[r * jb + j] = dot(xr, &wbuf[j * k..(j + 1) * k]);
-                    }
-                    r += 1;
-                }
+                matmul_block(x, &wbuf, k, jb, &mut out);
                 out
             })
             .collect();
