@@ -8,6 +8,7 @@ pub mod convert;
 pub mod devices;
 pub mod imatrix;
 pub mod inspect;
+pub mod kld;
 pub mod perplexity;
 pub mod quantize;
 pub mod stats;
@@ -60,6 +61,8 @@ pub enum Command {
     Perplexity(perplexity::Args),
     /// Statistics of an imatrix file per tensor and per layer (llama-imatrix --show-statistics).
     Stats(stats::Args),
+    /// KL divergence of a quantized model from its base (llama-perplexity's statistics).
+    Kld(kld::Args),
 }
 
 pub fn main() -> anyhow::Result<()> {
@@ -79,5 +82,6 @@ pub fn main() -> anyhow::Result<()> {
         Command::Imatrix(a) => imatrix::run(&cli.global, a),
         Command::Perplexity(a) => perplexity::run(&cli.global, a),
         Command::Stats(a) => stats::run(&cli.global, a),
+        Command::Kld(a) => kld::run(&cli.global, a),
     }
 }
