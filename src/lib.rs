@@ -5,8 +5,13 @@
 
 pub mod backend;
 pub mod cli;
+pub mod conformance;
 pub mod convert;
 pub mod gguf;
+pub mod imatrix;
+pub mod kld;
+pub mod model;
 pub mod quant;
+pub mod quantize;
 pub mod testutil;
 pub mod util;

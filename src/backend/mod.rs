@@ -4,6 +4,7 @@
 //! per token; a batch holds whole sequences of `seq_len` tokens (positions `row % seq_len`).
 
 pub mod cpu;
+pub mod gpu;
 
 use crate::gguf::{GgmlType, GgufFile, TensorInfo};
 use std::sync::Arc;

@@ -1,8 +1,102 @@
-//! `wquant devices`.
+//! `wquant devices`: every wgpu adapter with its name, backend, driver, type, key limits and
+//! the optional features the kernels could use; marks the one `--device auto` picks.
+
+use crate::backend::gpu::device::{adapters, auto_index, instance};
 
 #[derive(clap::Args, Debug)]
-pub struct Args {}
+pub struct Args {
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
 
-pub fn run(_g: &super::GlobalArgs, _a: Args) -> anyhow::Result<()> {
-    anyhow::bail!("wquant devices is not built yet")
+const FEATURES: [(wgpu::Features, &str); 6] = [
+    (wgpu::Features::SHADER_F16, "shader-f16"),
+    (wgpu::Features::SUBGROUP, "subgroup"),
+    (wgpu::Features::SHADER_F64, "shader-f64"),
+    (wgpu::Features::SHADER_INT64, "shader-int64"),
+    (wgpu::Features::TIMESTAMP_QUERY, "timestamp-query"),
+    (
+        wgpu::Features::SHADER_FLOAT32_ATOMIC,
+        "shader-float32-atomic",
+    ),
+];
+
+pub fn run(_g: &super::GlobalArgs, a: Args) -> anyhow::Result<()> {
+    let inst = instance();
+    let list = adapters(&inst);
+    let auto = auto_index(&list);
+    let mut json = Vec::new();
+    if list.is_empty() && !a.json {
+        println!("no wgpu adapters found (install a Vulkan driver; lavapipe works on any CPU)");
+    }
+    for (i, ad) in list.iter().enumerate() {
+        let info = ad.get_info();
+        let l = ad.limits();
+        let f = ad.features();
+        let feats: Vec<&str> = FEATURES
+            .iter()
+            .filter(|(x, _)| f.contains(*x))
+            .map(|(_, n)| *n)
+            .collect();
+        let picked = auto == Some(i);
+        if a.json {
+            json.push(serde_json::json!({
+                "index": i,
+                "name": info.name,
+                "backend": format!("{:?}", info.backend),
+                "driver": info.driver,
+                "driver_info": info.driver_info,
+                "device_type": format!("{:?}", info.device_type),
+                "auto": picked,
+                "limits": {
+                    "max_buffer_size": l.max_buffer_size,
+                    "max_storage_buffer_binding_size": l.max_storage_buffer_binding_size,
+                    "max_compute_workgroup_storage_size": l.max_compute_workgroup_storage_size,
+                    "max_compute_invocations_per_workgroup": l.max_compute_invocations_per_workgroup,
+                    "max_compute_workgroups_per_dimension": l.max_compute_workgroups_per_dimension,
+                    "max_storage_buffers_per_shader_stage": l.max_storage_buffers_per_shader_stage,
+                    "min_storage_buffer_offset_alignment": l.min_storage_buffer_offset_alignment,
+                },
+                "features": feats,
+            }));
+            continue;
+        }
+        println!(
+            "gpu:{i}{}  {}",
+            if picked { " (auto)" } else { "" },
+            info.name
+        );
+        println!("  backend {:?}, type {:?}", info.backend, info.device_type);
+        println!("  driver  {} {}", info.driver, info.driver_info);
+        println!(
+            "  limits  buffer {}, storage binding {}, workgroup storage {}, invocations/workgroup {}, workgroups/dim {}, storage buffers/stage {}",
+            mib(l.max_buffer_size),
+            mib(l.max_storage_buffer_binding_size as u64),
+            kib(l.max_compute_workgroup_storage_size as u64),
+            l.max_compute_invocations_per_workgroup,
+            l.max_compute_workgroups_per_dimension,
+            l.max_storage_buffers_per_shader_stage,
+        );
+        println!(
+            "  features {}",
+            if feats.is_empty() {
+                "-".to_string()
+            } else {
+                feats.join(", ")
+            }
+        );
+    }
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&json)?);
+    }
+    Ok(())
+}
+
+fn mib(b: u64) -> String {
+    format!("{:.0} MiB", b as f64 / (1024.0 * 1024.0))
+}
+
+fn kib(b: u64) -> String {
+    format!("{:.0} KiB", b as f64 / 1024.0)
 }

@@ -3,9 +3,14 @@
 use clap::{Parser, Subcommand};
 
 pub mod common;
+pub mod conformance;
 pub mod convert;
 pub mod devices;
+pub mod imatrix;
 pub mod inspect;
+pub mod quantize;
+pub mod perplexity;
+pub mod stats;
 
 /// Global options shared by every command.
 #[derive(clap::Args, Debug, Clone)]
@@ -45,10 +50,20 @@ pub enum Command {
     Convert(convert::Args),
     /// List compute adapters and their limits.
     Devices(devices::Args),
+    /// Quantize a model like llama-quantize (K-quant mixes, imatrix), byte-identically.
+    Quantize(quantize::Args),
+    /// Check every GPU kernel against the CPU reference (exit code 1 on a failure).
+    Conformance(conformance::Args),
+    /// Collect an importance matrix over a text, or merge/convert imatrix files.
+    Imatrix(imatrix::Args),
+    /// Perplexity of a text, chunked and scored as llama-perplexity.
+    Perplexity(perplexity::Args),
+    /// Statistics of an imatrix file per tensor and per layer (llama-imatrix --show-statistics).
+    Stats(stats::Args),
 }
 
 pub fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+    let cli = Cli::parse_from(imatrix::rewrite_single_dash_flags(std::env::args_os()));
     if let Some(n) = cli.global.threads {
         rayon::ThreadPoolBuilder::new()
             .num_threads(n.max(1))
@@ -59,5 +74,10 @@ pub fn main() -> anyhow::Result<()> {
         Command::Inspect(a) => inspect::run(&cli.global, a),
         Command::Convert(a) => convert::run(&cli.global, a),
         Command::Devices(a) => devices::run(&cli.global, a),
+        Command::Quantize(a) => quantize::run(&cli.global, a),
+        Command::Conformance(a) => conformance::run(&cli.global, a),
+        Command::Imatrix(a) => imatrix::run(&cli.global, a),
+        Command::Perplexity(a) => perplexity::run(&cli.global, a),
+        Command::Stats(a) => stats::run(&cli.global, a),
     }
 }

@@ -26,3 +26,42 @@ pub fn dequantize(src: &[u8], dst: &mut [f32]) {
         }
     }
 }
+
+/// quantize_row_q5_K_ref (qw None) or quantize_row_q5_K_impl (one row, imatrix `qw`).
+pub fn quantize(x: &[f32], dst: &mut [u8], qw: Option<&[f32]>) {
+    let p = super::search::KxSearch {
+        nmax: 31,
+        rmin: -0.5,
+        rdelta: 0.1,
+        nstep: 15,
+    };
+    let mut l = [0u8; 256];
+    for (i, (xb, b)) in x
+        .chunks_exact(256)
+        .zip(dst.chunks_exact_mut(BLOCK_BYTES))
+        .enumerate()
+    {
+        let w = qw.map(|w| &w[256 * i..256 * i + 256]);
+        super::q4_k::quantize_super_block(xb, w, 31, p, &mut b[..16], &mut l);
+        let (qh, qs) = b[16..176].split_at_mut(32);
+        qh.fill(0);
+        let (mut m1, mut m2) = (1u8, 2u8);
+        for g in 0..4 {
+            for j in 0..32 {
+                let mut l1 = l[64 * g + j];
+                if l1 > 15 {
+                    l1 -= 16;
+                    qh[j] |= m1;
+                }
+                let mut l2 = l[64 * g + 32 + j];
+                if l2 > 15 {
+                    l2 -= 16;
+                    qh[j] |= m2;
+                }
+                qs[32 * g + j] = l1 | (l2 << 4);
+            }
+            m1 <<= 2;
+            m2 <<= 2;
+        }
+    }
+}

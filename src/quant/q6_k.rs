@@ -27,3 +27,67 @@ pub fn dequantize(src: &[u8], dst: &mut [f32]) {
         }
     }
 }
+
+/// quantize_row_q6_K_ref (qw None) or quantize_row_q6_K_impl (one row, imatrix `qw` used as
+/// the raw weights of make_qx_quants).
+pub fn quantize(x: &[f32], dst: &mut [u8], qw: Option<&[f32]>) {
+    use super::search::{make_qx_quants, nearest_int, GROUP_MAX_EPS};
+    let mut l = [0i8; 256];
+    let mut scales = [0f32; 16];
+    for (i, (xb, b)) in x
+        .chunks_exact(256)
+        .zip(dst.chunks_exact_mut(BLOCK_BYTES))
+        .enumerate()
+    {
+        let mut max_scale = 0f32;
+        let mut max_abs_scale = 0f32;
+        for ib in 0..16 {
+            let w = qw.map(|w| &w[256 * i + 16 * ib..256 * i + 16 * ib + 16]);
+            let s = make_qx_quants(32, &xb[16 * ib..16 * ib + 16], &mut l[16 * ib..], w);
+            scales[ib] = s;
+            if s.abs() > max_abs_scale {
+                max_abs_scale = s.abs();
+                max_scale = s;
+            }
+        }
+        if max_abs_scale < GROUP_MAX_EPS {
+            b.fill(0);
+            continue;
+        }
+        let iscale = -128.0f32 / max_scale;
+        let dh = super::f2h(1.0 / iscale);
+        b[208..210].copy_from_slice(&dh.to_le_bytes());
+        for ib in 0..16 {
+            b[192 + ib] = nearest_int(iscale * scales[ib]).min(127) as i8 as u8;
+        }
+        let d = h2f(&b[208..210]);
+        for j in 0..16 {
+            let dd = d * (b[192 + j] as i8) as f32;
+            if dd == 0.0 {
+                continue;
+            }
+            for k in 0..16 {
+                let q = nearest_int(xb[16 * j + k] / dd).clamp(-32, 31);
+                l[16 * j + k] = (q + 32) as i8;
+            }
+        }
+        let (ql_all, rest) = b.split_at_mut(128);
+        let qh_all = &mut rest[..64];
+        for n in 0..2 {
+            let lp = &l[128 * n..128 * n + 128];
+            let ql = &mut ql_all[64 * n..64 * n + 64];
+            let qh = &mut qh_all[32 * n..32 * n + 32];
+            for k in 0..32 {
+                let (a, b2, c, e) = (
+                    lp[k] as u8,
+                    lp[k + 32] as u8,
+                    lp[k + 64] as u8,
+                    lp[k + 96] as u8,
+                );
+                ql[k] = (a & 0xF) | ((c & 0xF) << 4);
+                ql[k + 32] = (b2 & 0xF) | ((e & 0xF) << 4);
+                qh[k] = (a >> 4) | ((b2 >> 4) << 2) | ((c >> 4) << 4) | ((e >> 4) << 6);
+            }
+        }
+    }
+}

@@ -10,3 +10,21 @@ pub fn dequantize(src: &[u8], dst: &mut [f32]) {
         }
     }
 }
+
+/// quantize_row_q8_0_ref: d = amax/127, q = roundf(x·(1/d)). The imatrix is ignored, as in
+/// ggml's quantize_q8_0.
+pub fn quantize(x: &[f32], dst: &mut [u8]) {
+    for (xb, b) in x.chunks_exact(32).zip(dst.chunks_exact_mut(BLOCK_BYTES)) {
+        let mut amax = 0f32;
+        for &v in xb {
+            let a = v.abs();
+            amax = if amax > a { amax } else { a };
+        }
+        let d = amax / 127.0;
+        let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+        b[0..2].copy_from_slice(&super::f2h(d).to_le_bytes());
+        for j in 0..32 {
+            b[2 + j] = super::search::roundf(xb[j] * id) as i32 as i8 as u8;
+        }
+    }
+}

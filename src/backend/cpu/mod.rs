@@ -1,1 +1,482 @@
 //! Scalar CPU reference backend: plain f32 loops, parallel over independent rows only.
+//!
+//! Every output element is computed by one fixed sequence of f32 operations, whichever rayon
+//! thread computes it, so results never depend on the thread count. Float recipes follow
+//! SPEC §8.2 (RMSNorm sum in f64, RoPE cache recipe, softmax with the max subtracted).
+
+use super::{AttnParams, Backend, RopeParams, StatsHost, WeightSource};
+use crate::quant::dequantize_row;
+use anyhow::{bail, Context};
+use rayon::prelude::*;
+
+/// Row-major f32 matrix `[rows, cols]`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CpuTensor {
+    pub data: Vec<f32>,
+    pub rows: usize,
+    pub cols: usize,
+}
+
+impl CpuTensor {
+    pub fn zeros(rows: usize, cols: usize) -> CpuTensor {
+        CpuTensor {
+            data: vec![0.0; rows * cols],
+            rows,
+            cols,
+        }
+    }
+
+    pub fn row(&self, r: usize) -> &[f32] {
+        &self.data[r * self.cols..(r + 1) * self.cols]
+    }
+}
+
+/// A weight read in place from the mapped file; 1-D tensors (norms) are dequantized up front.
+pub struct CpuWeight {
+    pub src: WeightSource,
+    /// Dequantized values of a 1-D tensor (`ne1 == 1`), else empty.
+    pub vector: Vec<f32>,
+}
+
+impl CpuWeight {
+    /// Dequantize rows `r0..r1` into `out` (`(r1-r0)·ne0` values).
+    fn dequantize_rows(&self, r0: usize, r1: usize, out: &mut [f32]) {
+        let rb = self.src.row_bytes();
+        let bytes = &self.src.bytes()[r0 * rb..r1 * rb];
+        // Shapes were validated by `weight()`, so this cannot fail.
+        dequantize_row(self.src.ggml_type, bytes, out).expect("validated weight");
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CpuBackend;
+
+impl CpuBackend {
+    pub fn new() -> CpuBackend {
+        CpuBackend
+    }
+}
+
+/// Lanes of the dot product: 8 independent f32 partial sums, reduced in a fixed tree. A fixed
+/// order (not the sequential one) lets the compiler vectorize while staying deterministic.
+const LANES: usize = 8;
+
+#[inline(always)]
+fn reduce_lanes(acc: [f32; LANES]) -> f32 {
+    let a = [
+        acc[0] + acc[4],
+        acc[1] + acc[5],
+        acc[2] + acc[6],
+        acc[3] + acc[7],
+    ];
+    (a[0] + a[2]) + (a[1] + a[3])
+}
+
+/// Σ a_i·b_i with the lane order above (tail added sequentially at the end).
+#[inline(always)]
+pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let n = a.len().min(b.len());
+    let body = n / LANES * LANES;
+    let mut acc = [0.0f32; LANES];
+    for (ca, cb) in a[..body]
+        .chunks_exact(LANES)
+        .zip(b[..body].chunks_exact(LANES))
+    {
+        for l in 0..LANES {
+            acc[l] += ca[l] * cb[l];
+        }
+    }
+    let mut s = reduce_lanes(acc);
+    for i in body..n {
+        s += a[i] * b[i];
+    }
+    s
+}
+
+/// Four dot products sharing `w`: bit-identical to four calls of `dot` (same lanes, same order),
+/// but `w` is loaded once.
+#[inline(always)]
+fn dot4(x: [&[f32]; 4], w: &[f32]) -> [f32; 4] {
+    let n = w.len();
+    let body = n / LANES * LANES;
+    let mut acc = [[0.0f32; LANES]; 4];
+    let mut i = 0;
+    while i < body {
+        let wc = &w[i..i + LANES];
+        for r in 0..4 {
+            let xc = &x[r][i..i + LANES];
+            for l in 0..LANES {
+                acc[r][l] += xc[l] * wc[l];
+            }
+        }
+        i += LANES;
+    }
+    let mut out = [0.0f32; 4];
+    for r in 0..4 {
+        let mut s = reduce_lanes(acc[r]);
+        for j in body..n {
+            s += x[r][j] * w[j];
+        }
+        out[r] = s;
+    }
+    out
+}
+
+/// `out[r·jb + j] = x_r · w_j` for every activation row r and the `jb` weight rows in `wbuf`.
+#[inline(always)]
+fn matmul_block_body(x: &CpuTensor, wbuf: &[f32], k: usize, jb: usize, out: &mut [f32]) {
+    let rows = x.rows;
+    let mut r = 0;
+    while r + 4 <= rows {
+        let xs = [x.row(r), x.row(r + 1), x.row(r + 2), x.row(r + 3)];
+        for j in 0..jb {
+            let d = dot4(xs, &wbuf[j * k..(j + 1) * k]);
+            for q in 0..4 {
+                out[(r + q) * jb + j] = d[q];
+            }
+        }
+        r += 4;
+    }
+    while r < rows {
+        let xr = x.row(r);
+        for j in 0..jb {
+            out[r * jb + j] = dot(xr, &wbuf[j * k..(j + 1) * k]);
+        }
+        r += 1;
+    }
+}
+
+/// The same loops compiled for AVX2: 8 lanes fit one register. Only separate f32 multiplies and
+/// adds per lane (no FMA), so the results are bit-identical to the portable build.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn matmul_block_avx2(x: &CpuTensor, wbuf: &[f32], k: usize, jb: usize, out: &mut [f32]) {
+    matmul_block_body(x, wbuf, k, jb, out)
+}
+
+fn matmul_block(x: &CpuTensor, wbuf: &[f32], k: usize, jb: usize, out: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU supports AVX2 (checked just above).
+        return unsafe { matmul_block_avx2(x, wbuf, k, jb, out) };
+    }
+    matmul_block_body(x, wbuf, k, jb, out)
+}
+
+/// Weight rows per parallel task: small enough that the dequantized block stays in L2.
+const WEIGHT_ROWS_PER_TASK: usize = 32;
+
+/// Fold one activation matrix into statistics: Σx², Σx per column, rows in order.
+pub fn accumulate_stats(s: &mut StatsHost, x: &CpuTensor) {
+    if s.sum2.len() != x.cols {
+        s.sum2 = vec![0.0; x.cols];
+        s.sum = vec![0.0; x.cols];
+    }
+    for r in 0..x.rows {
+        let row = x.row(r);
+        for (j, &v) in row.iter().enumerate() {
+            s.sum2[j] += v * v;
+            s.sum[j] += v;
+        }
+    }
+    s.count += x.rows as u64;
+}
+
+/// Softmax of `x` in place: max subtracted, f32 exps summed in f64, scaled by (f32)(1/sum).
+pub fn softmax_in_place(x: &mut [f32]) {
+    let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let mut sum = 0.0f64;
+    for v in x.iter_mut() {
+        let e = (*v - max).exp();
+        sum += e as f64;
+        *v = e;
+    }
+    let inv = (1.0 / sum) as f32;
+    for v in x.iter_mut() {
+        *v *= inv;
+    }
+}
+
+/// cos/sin of every rotated pair at every position `0..seq_len` (ggml_rope_cache_init with
+/// ext_factor 0, mscale 1): theta starts at pos and is multiplied by theta_scale per pair.
+pub fn rope_cache(seq_len: usize, p: &RopeParams) -> Vec<(f32, f32)> {
+    let half = p.n_rot / 2;
+    let theta_scale = p.freq_base.powf(-2.0f32 / p.n_rot as f32);
+    let mut cache = Vec::with_capacity(seq_len * half);
+    for pos in 0..seq_len {
+        let mut theta = pos as f32;
+        for _ in 0..half {
+            let t = p.freq_scale * theta;
+            cache.push((t.cos(), t.sin()));
+            theta *= theta_scale;
+        }
+    }
+    cache
+}
+
+impl Backend for CpuBackend {
+    type Tensor = CpuTensor;
+    type Weight = CpuWeight;
+    type Stats = StatsHost;
+
+    fn name(&self) -> String {
+        "cpu".to_string()
+    }
+
+    fn weight(&self, src: &WeightSource) -> anyhow::Result<CpuWeight> {
+        let t = src.ggml_type;
+        if !t.can_dequantize() {
+            bail!(
+                "{}: tensor {} has type {}, which wquant cannot read",
+                src.file.path.display(),
+                src.name,
+                t.name()
+            );
+        }
+        if src.ne0 % t.block_size() != 0 || src.row_bytes() * src.ne1 != src.n_bytes {
+            bail!(
+                "{}: tensor {} ({} × {}, {}) has an inconsistent size",
+                src.file.path.display(),
+                src.name,
+                src.ne0,
+                src.ne1,
+                t.name()
+            );
+        }
+        let mut w = CpuWeight {
+            src: src.clone(),
+            vector: Vec::new(),
+        };
+        if src.ne1 == 1 {
+            let mut v = vec![0.0f32; src.ne0];
+            dequantize_row(t, src.bytes(), &mut v)
+                .with_context(|| format!("dequantizing {}", src.name))?;
+            w.vector = v;
+        }
+        Ok(w)
+    }
+
+    fn upload(&self, data: &[f32], rows: usize, cols: usize) -> CpuTensor {
+        assert_eq!(data.len(), rows * cols);
+        CpuTensor {
+            data: data.to_vec(),
+            rows,
+            cols,
+        }
+    }
+
+    fn download(&self, t: &CpuTensor) -> Vec<f32> {
+        t.data.clone()
+    }
+
+    fn shape(&self, t: &CpuTensor) -> (usize, usize) {
+        (t.rows, t.cols)
+    }
+
+    fn get_rows(&self, w: &CpuWeight, ids: &[u32]) -> CpuTensor {
+        let n = w.src.ne0;
+        let mut out = CpuTensor::zeros(ids.len(), n);
+        out.data
+            .par_chunks_mut(n)
+            .zip(ids.par_iter())
+            .for_each(|(row, &id)| {
+                let id = id as usize;
+                w.dequantize_rows(id, id + 1, row);
+            });
+        out
+    }
+
+    fn rms_norm(&self, x: &CpuTensor, w: &CpuWeight, eps: f32) -> CpuTensor {
+        assert_eq!(w.vector.len(), x.cols, "norm {} width", w.src.name);
+        let mut out = CpuTensor::zeros(x.rows, x.cols);
+        let n = x.cols;
+        out.data
+            .par_chunks_mut(n)
+            .zip(x.data.par_chunks(n))
+            .for_each(|(y, xr)| {
+                let mut sum = 0.0f64;
+                for &v in xr {
+                    sum += (v * v) as f64;
+                }
+                let mean = (sum / n as f64) as f32;
+                let scale = 1.0f32 / (mean + eps).sqrt();
+                for ((yo, &xi), &wi) in y.iter_mut().zip(xr).zip(&w.vector) {
+                    *yo = (xi * scale) * wi;
+                }
+            });
+        out
+    }
+
+    fn matmul(&self, x: &CpuTensor, w: &CpuWeight, stats: Option<&mut StatsHost>) -> CpuTensor {
+        let k = w.src.ne0;
+        let n = w.src.ne1;
+        assert_eq!(x.cols, k, "matmul {}: activation width", w.src.name);
+        if let Some(s) = stats {
+            accumulate_stats(s, x);
+        }
+        let rows = x.rows;
+        let n_tasks = n.div_ceil(WEIGHT_ROWS_PER_TASK);
+        // Each task: a block of weight rows, dequantized once, against every activation row.
+        let blocks: Vec<Vec<f32>> = (0..n_tasks)
+            .into_par_iter()
+            .map(|b| {
+                let j0 = b * WEIGHT_ROWS_PER_TASK;
+                let j1 = (j0 + WEIGHT_ROWS_PER_TASK).min(n);
+                let jb = j1 - j0;
+                let mut wbuf = vec![0.0f32; jb * k];
+                w.dequantize_rows(j0, j1, &mut wbuf);
+                let mut out = vec![0.0f32; rows * jb];
+                matmul_block(x, &wbuf, k, jb, &mut out);
+                out
+            })
+            .collect();
+        let mut y = CpuTensor::zeros(rows, n);
+        y.data.par_chunks_mut(n).enumerate().for_each(|(r, yr)| {
+            for (b, blk) in blocks.iter().enumerate() {
+                let j0 = b * WEIGHT_ROWS_PER_TASK;
+                let jb = blk.len() / rows.max(1);
+                yr[j0..j0 + jb].copy_from_slice(&blk[r * jb..(r + 1) * jb]);
+            }
+        });
+        y
+    }
+
+    fn rope(
+        &self,
+        x: &mut CpuTensor,
+        n_head: usize,
+        head_dim: usize,
+        seq_len: usize,
+        p: &RopeParams,
+    ) {
+        assert_eq!(x.cols, n_head * head_dim);
+        let half = p.n_rot / 2;
+        let cache = rope_cache(seq_len, p);
+        let cols = x.cols;
+        x.data
+            .par_chunks_mut(cols)
+            .enumerate()
+            .for_each(|(r, row)| {
+                let pos = r % seq_len;
+                let cs = &cache[pos * half..(pos + 1) * half];
+                for h in 0..n_head {
+                    let hx = &mut row[h * head_dim..(h + 1) * head_dim];
+                    for (i, &(c, s)) in cs.iter().enumerate() {
+                        let (a, b) = if p.neox {
+                            (i, i + half)
+                        } else {
+                            (2 * i, 2 * i + 1)
+                        };
+                        let x0 = hx[a];
+                        let x1 = hx[b];
+                        hx[a] = x0 * c - x1 * s;
+                        hx[b] = x0 * s + x1 * c;
+                    }
+                }
+            });
+    }
+
+    fn attention(&self, q: &CpuTensor, k: &CpuTensor, v: &CpuTensor, p: &AttnParams) -> CpuTensor {
+        let hd = p.head_dim;
+        let rows = q.rows;
+        assert_eq!(q.cols, p.n_head * hd);
+        assert_eq!(k.cols, p.n_head_kv * hd);
+        assert_eq!(v.cols, p.n_head_kv * hd);
+        assert!(rows % p.seq_len == 0, "rows must hold whole sequences");
+        let n_seq = rows / p.seq_len;
+        let group = p.n_head / p.n_head_kv;
+        // One task per (sequence, head); each returns its [seq_len, hd] block.
+        let blocks: Vec<Vec<f32>> = (0..n_seq * p.n_head)
+            .into_par_iter()
+            .map(|t| {
+                let s = t / p.n_head;
+                let h = t % p.n_head;
+                let kh = h / group;
+                let base = s * p.seq_len;
+                let mut out = vec![0.0f32; p.seq_len * hd];
+                let mut scores = vec![0.0f32; p.seq_len];
+                for i in 0..p.seq_len {
+                    let qi = &q.row(base + i)[h * hd..(h + 1) * hd];
+                    let sc = &mut scores[..=i];
+                    for (j, sj) in sc.iter_mut().enumerate() {
+                        let kj = &k.row(base + j)[kh * hd..(kh + 1) * hd];
+                        *sj = dot(qi, kj) * p.scale;
+                    }
+                    softmax_in_place(sc);
+                    let o = &mut out[i * hd..(i + 1) * hd];
+                    for (j, &pj) in sc.iter().enumerate() {
+                        let vj = &v.row(base + j)[kh * hd..(kh + 1) * hd];
+                        for d in 0..hd {
+                            o[d] += pj * vj[d];
+                        }
+                    }
+                }
+                out
+            })
+            .collect();
+        let mut y = CpuTensor::zeros(rows, p.n_head * hd);
+        let cols = y.cols;
+        y.data.par_chunks_mut(cols).enumerate().for_each(|(r, yr)| {
+            let s = r / p.seq_len;
+            let i = r % p.seq_len;
+            for h in 0..p.n_head {
+                let blk = &blocks[s * p.n_head + h];
+                yr[h * hd..(h + 1) * hd].copy_from_slice(&blk[i * hd..(i + 1) * hd]);
+            }
+        });
+        y
+    }
+
+    fn silu_mul(&self, g: &CpuTensor, u: &CpuTensor) -> CpuTensor {
+        assert_eq!((g.rows, g.cols), (u.rows, u.cols));
+        let mut out = CpuTensor::zeros(g.rows, g.cols);
+        out.data
+            .par_iter_mut()
+            .zip(g.data.par_iter().zip(u.data.par_iter()))
+            .for_each(|(o, (&a, &b))| {
+                *o = (a / (1.0f32 + (-a).exp())) * b;
+            });
+        out
+    }
+
+    fn add_assign(&self, a: &mut CpuTensor, b: &CpuTensor) {
+        assert_eq!((a.rows, a.cols), (b.rows, b.cols));
+        a.data
+            .par_iter_mut()
+            .zip(b.data.par_iter())
+            .for_each(|(x, &y)| *x += y);
+    }
+
+    fn gather_rows(&self, x: &CpuTensor, idx: &[u32]) -> CpuTensor {
+        let mut out = CpuTensor::zeros(idx.len(), x.cols);
+        for (i, &r) in idx.iter().enumerate() {
+            out.data[i * x.cols..(i + 1) * x.cols].copy_from_slice(x.row(r as usize));
+        }
+        out
+    }
+
+    fn scatter_add_scaled(&self, dst: &mut CpuTensor, src: &CpuTensor, idx: &[u32], scale: &[f32]) {
+        assert_eq!(dst.cols, src.cols);
+        assert_eq!(src.rows, idx.len());
+        assert_eq!(scale.len(), idx.len());
+        let cols = dst.cols;
+        for (i, (&r, &s)) in idx.iter().zip(scale).enumerate() {
+            let d = &mut dst.data[r as usize * cols..(r as usize + 1) * cols];
+            for (dv, &sv) in d.iter_mut().zip(src.row(i)) {
+                *dv += s * sv;
+            }
+        }
+    }
+
+    fn stats_new(&self, n_cols: usize) -> StatsHost {
+        StatsHost {
+            sum2: vec![0.0; n_cols],
+            sum: vec![0.0; n_cols],
+            count: 0,
+        }
+    }
+
+    fn stats_read(&self, s: &StatsHost) -> StatsHost {
+        s.clone()
+    }
+}

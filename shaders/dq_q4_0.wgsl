@@ -1,0 +1,21 @@
+// Helper (prepended): Q4_0, blocks of 32 = d:f16 + 16 bytes of nibbles; y = (q - 8)·d.
+fn dq32(row: u32, k0: u32, out: ptr<function, array<f32, 32>>) {
+    let b = row + (k0 / 32u) * 18u;
+    let d = rdf16(b);
+    for (var w = 0u; w < 4u; w++) {
+        let q = rd32u(b + 2u + 4u * w);
+        for (var i = 0u; i < 4u; i++) {
+            let v = (q >> (8u * i)) & 0xffu;
+            (*out)[4u * w + i] = f32(i32(v & 0xfu) - 8) * d;
+            (*out)[4u * w + i + 16u] = f32(i32(v >> 4u) - 8) * d;
+        }
+    }
+}
+
+// One element k of the row. Quantized rows are whole blocks, so kernels never reach this on a
+// ragged tail; it exists so every helper offers the same functions.
+fn dq1(row: u32, k: u32) -> f32 {
+    var w: array<f32, 32>;
+    dq32(row, k & ~31u, &w);
+    return w[k & 31u];
+}

@@ -1,0 +1,25 @@
+// Helper (prepended): Q5_0, blocks of 32 = d:f16, qh:u32 + 16 bytes of nibbles; y = (q - 16)·d.
+fn dq32(row: u32, k0: u32, out: ptr<function, array<f32, 32>>) {
+    let b = row + (k0 / 32u) * 22u;
+    let d = rdf16(b);
+    let qh = rd32u(b + 2u);
+    for (var w = 0u; w < 4u; w++) {
+        let q = rd32u(b + 6u + 4u * w);
+        for (var i = 0u; i < 4u; i++) {
+            let j = 4u * w + i;
+            let v = (q >> (8u * i)) & 0xffu;
+            let h0 = ((qh >> j) & 1u) << 4u;
+            let h1 = ((qh >> (j + 16u)) & 1u) << 4u;
+            (*out)[j] = f32(i32((v & 0xfu) | h0) - 16) * d;
+            (*out)[j + 16u] = f32(i32((v >> 4u) | h1) - 16) * d;
+        }
+    }
+}
+
+// One element k of the row. Quantized rows are whole blocks, so kernels never reach this on a
+// ragged tail; it exists so every helper offers the same functions.
+fn dq1(row: u32, k: u32) -> f32 {
+    var w: array<f32, 32>;
+    dq32(row, k & ~31u, &w);
+    return w[k & 31u];
+}

@@ -1,0 +1,52 @@
+//! `wquant conformance`: every GPU kernel against the CPU reference on this machine's adapter.
+
+use crate::backend::gpu::GpuBackend;
+use crate::conformance::{format_table, run_checks, HostRef, Options};
+use std::path::PathBuf;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Also check real weights and activations from this GGUF model (default: the demo model
+    /// in the assets directory when present).
+    #[arg(short = 'm', long)]
+    pub model: Option<PathBuf>,
+    /// Skip the real-model checks.
+    #[arg(long)]
+    pub no_model: bool,
+    /// Seed of the random inputs.
+    #[arg(long, default_value_t = 7)]
+    pub seed: u64,
+}
+
+pub fn run(g: &super::GlobalArgs, a: Args) -> anyhow::Result<()> {
+    if g.device.trim().eq_ignore_ascii_case("cpu") {
+        anyhow::bail!("--device cpu: conformance compares a GPU adapter with the CPU reference; pick auto, gpu or gpu:N");
+    }
+    let gpu = GpuBackend::new(&g.device)?;
+    let model = if a.no_model {
+        None
+    } else {
+        a.model.clone().or_else(|| {
+            let p = crate::testutil::assets_dir().join("smollm2-135m-q4_1.gguf");
+            p.is_file().then_some(p)
+        })
+    };
+    eprintln!(
+        "adapter: {} (matmul kernel: {})",
+        gpu.adapter_name(),
+        gpu.matmul_variant.name()
+    );
+    let rows = run_checks(
+        &gpu,
+        &HostRef,
+        &Options {
+            model,
+            seed: a.seed,
+        },
+    )?;
+    print!("{}", format_table(&rows));
+    if rows.iter().any(|r| !r.pass) {
+        std::process::exit(1);
+    }
+    Ok(())
+}

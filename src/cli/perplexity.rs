@@ -1,0 +1,163 @@
+//! `wquant perplexity`: llama-perplexity's chunked PPL (SPEC §6.5): each chunk of `-c` tokens is
+//! its own sequence, the second half of each chunk is scored, running PPL printed per chunk.
+
+use crate::backend::cpu::CpuBackend;
+use crate::backend::Backend;
+use crate::gguf::GgufFile;
+use crate::model::tokenizer::read_prompt_file;
+use crate::model::{Model, Tokenizer};
+use anyhow::{bail, Context, Result};
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Model (GGUF).
+    #[arg(short = 'm', long = "model")]
+    pub model: PathBuf,
+    /// Text file to score.
+    #[arg(short = 'f', long = "file")]
+    pub file: PathBuf,
+    /// Tokens per chunk (context size).
+    #[arg(short = 'c', long = "ctx-size", default_value_t = 512)]
+    pub ctx: usize,
+    /// Score at most this many chunks (default: all).
+    #[arg(long)]
+    pub chunks: Option<usize>,
+    /// Tokens per forward pass (llama.cpp's n_batch); max(1, batch/ctx) chunks run together.
+    /// Results do not depend on it.
+    #[arg(short = 'b', long = "batch-size", default_value_t = 2048)]
+    pub batch: usize,
+}
+
+/// Running and final perplexity, as llama-perplexity reports it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PplResult {
+    /// PPL after each chunk.
+    pub running: Vec<f64>,
+    pub ppl: f64,
+    /// Uncertainty of the final PPL (`+/-`).
+    pub ppl_unc: f64,
+    /// Scored tokens.
+    pub count: usize,
+}
+
+/// −log softmax(z)[target]: f32 max, Σ expf(z − max) in f64, (f32)(z_t − max) − log(sum).
+pub fn nll_of(z: &[f32], target: usize) -> f64 {
+    let max = z.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let mut sum = 0.0f64;
+    for &v in z {
+        sum += (v - max).exp() as f64;
+    }
+    -(((z[target] - max) as f64) - sum.ln())
+}
+
+/// Number of chunks llama-perplexity scores: tokens / n_ctx, capped by `--chunks`.
+pub fn chunk_count(n_tokens: usize, n_ctx: usize, max_chunks: Option<usize>) -> Result<usize> {
+    if n_ctx < 4 {
+        bail!("-c {n_ctx}: the context must hold at least 4 tokens");
+    }
+    if n_tokens < 2 * n_ctx {
+        bail!(
+            "the text has {n_tokens} tokens; -c {n_ctx} needs at least {} (2 chunks)",
+            2 * n_ctx
+        );
+    }
+    let n = n_tokens / n_ctx;
+    Ok(max_chunks.map_or(n, |m| m.min(n)))
+}
+
+/// Score `n_chunk` chunks of `tokens` with `seqs_per_pass` chunks per forward pass. `on_chunk`
+/// gets (chunk index, running PPL) after each chunk.
+pub fn perplexity<B: Backend>(
+    b: &B,
+    model: &Model<B>,
+    tokens: &[u32],
+    n_ctx: usize,
+    n_chunk: usize,
+    seqs_per_pass: usize,
+    mut on_chunk: impl FnMut(usize, f64),
+) -> Result<PplResult> {
+    let first = n_ctx / 2;
+    let scored: Vec<u32> = (first..n_ctx - 1).map(|k| k as u32).collect();
+    let n_vocab = model.config.n_vocab;
+    let (mut nll, mut nll2, mut count) = (0.0f64, 0.0f64, 0usize);
+    let mut running = Vec::with_capacity(n_chunk);
+    let mut i = 0;
+    while i < n_chunk {
+        let n_seq = seqs_per_pass.max(1).min(n_chunk - i);
+        let toks = &tokens[i * n_ctx..(i + n_seq) * n_ctx];
+        let hidden = model.hidden(b, toks, n_ctx, None)?;
+        for s in 0..n_seq {
+            // Only the scored rows go through the output head.
+            let rows: Vec<u32> = scored.iter().map(|&k| (s * n_ctx) as u32 + k).collect();
+            let h = b.gather_rows(&hidden, &rows);
+            let logits = b.download(&model.logits(b, &h, None));
+            let chunk = &toks[s * n_ctx..(s + 1) * n_ctx];
+            for (j, &k) in scored.iter().enumerate() {
+                let z = &logits[j * n_vocab..(j + 1) * n_vocab];
+                let v = nll_of(z, chunk[k as usize + 1] as usize);
+                nll += v;
+                nll2 += v * v;
+            }
+            count += scored.len();
+            let ppl = (nll / count as f64).exp();
+            running.push(ppl);
+            on_chunk(i + s, ppl);
+        }
+        i += n_seq;
+    }
+    let mean = nll / count as f64;
+    let ppl = mean.exp();
+    let var = nll2 / count as f64 - mean * mean;
+    let ppl_unc = if var > 0.0 && count > 1 {
+        (var / (count - 1) as f64).sqrt() * ppl
+    } else {
+        0.0
+    };
+    Ok(PplResult {
+        running,
+        ppl,
+        ppl_unc,
+        count,
+    })
+}
+
+pub fn run(g: &super::GlobalArgs, a: Args) -> Result<()> {
+    match g.device.as_str() {
+        // The GPU backend plugs in here with its own arm.
+        "cpu" | "auto" => run_with(&CpuBackend::new(), g, &a),
+        d => bail!("--device {d}: only the cpu backend is available for perplexity so far"),
+    }
+}
+
+fn run_with<B: Backend>(b: &B, g: &super::GlobalArgs, a: &Args) -> Result<()> {
+    let file = Arc::new(GgufFile::open(&a.model)?);
+    let tokenizer = Tokenizer::from_gguf(&file)?;
+    let model = Model::load(b, &file)?;
+    let text = read_prompt_file(&a.file)?;
+    let tokens = tokenizer.encode(&text);
+    let n_chunk = chunk_count(tokens.len(), a.ctx, a.chunks)
+        .with_context(|| format!("{}", a.file.display()))?;
+    let n_seq = (a.batch / a.ctx).max(1);
+    if !g.quiet {
+        eprintln!(
+            "perplexity: {} tokens, {n_chunk} chunks of {}, {n_seq} per pass, backend {}",
+            tokens.len(),
+            a.ctx,
+            b.name()
+        );
+    }
+    let mut out = std::io::stdout();
+    let res = perplexity(b, &model, &tokens, a.ctx, n_chunk, n_seq, |i, ppl| {
+        let _ = write!(out, "[{}]{:.4},", i + 1, ppl);
+        let _ = out.flush();
+    })?;
+    println!();
+    println!(
+        "Final estimate: PPL = {:.4} +/- {:.5}",
+        res.ppl, res.ppl_unc
+    );
+    Ok(())
+}

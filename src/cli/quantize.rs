@@ -1,0 +1,141 @@
+//! `wquant quantize IN OUT TYPE [THREADS]`: llama-quantize's K-quant mixes, byte-identical.
+
+use crate::gguf::GgmlType;
+use crate::quant::mix::{FileType, MixOptions};
+use crate::quantize::{quantize_file, QuantizeParams};
+use anyhow::{anyhow, bail, Context, Result};
+use std::path::PathBuf;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Input GGUF model (F32, F16, BF16; quantized with --allow-requantize).
+    pub input: PathBuf,
+    /// Output GGUF (written to OUT.tmp, then renamed).
+    pub output: PathBuf,
+    /// Q4_K_M (Q4_K), Q4_K_S, Q5_K_M (Q5_K), Q5_K_S, Q6_K, Q8_0, Q5_1, Q5_0, Q4_1, Q4_0, BF16,
+    /// F16, F32.
+    #[arg(value_name = "TYPE")]
+    pub ftype: String,
+    /// Worker threads (default: --threads, else all cores). Output does not depend on it.
+    pub threads: Option<usize>,
+    /// Importance matrix (GGUF or legacy .dat).
+    #[arg(long)]
+    pub imatrix: Option<PathBuf>,
+    /// Weight of the uniform prior mixed into the importance (recorded in the metadata when
+    /// non-zero).
+    #[arg(long, default_value_t = 0.0)]
+    pub prior_weight: f32,
+    /// Use only imatrix entries whose names contain this (repeatable).
+    #[arg(long = "include-weights", value_name = "NAME")]
+    pub include_weights: Vec<String>,
+    /// Ignore imatrix entries whose names contain this (repeatable).
+    #[arg(long = "exclude-weights", value_name = "NAME")]
+    pub exclude_weights: Vec<String>,
+    /// Every tensor gets the default type of TYPE (no per-tensor mix rules).
+    #[arg(long)]
+    pub pure: bool,
+    /// Leave output.weight unquantized.
+    #[arg(long)]
+    pub leave_output_tensor: bool,
+    /// Type of output.weight (and of a tied token_embd).
+    #[arg(long, value_name = "GGML_TYPE")]
+    pub output_tensor_type: Option<String>,
+    /// Type of token_embd.weight.
+    #[arg(long, value_name = "GGML_TYPE")]
+    pub token_embedding_type: Option<String>,
+    /// Per-tensor type override REGEX=TYPE (repeatable, first match wins).
+    #[arg(long = "tensor-type", value_name = "REGEX=TYPE")]
+    pub tensor_type: Vec<String>,
+    /// Allow quantizing tensors that are already quantized (they are dequantized first).
+    #[arg(long)]
+    pub allow_requantize: bool,
+}
+
+fn parse_type(flag: &str, s: &str) -> Result<GgmlType> {
+    let t = GgmlType::from_name(s).ok_or_else(|| anyhow!("{flag}: unknown ggml type {s:?}"))?;
+    if !crate::quant::can_quantize(t) {
+        bail!("{flag}: wquant cannot produce type {t}");
+    }
+    Ok(t)
+}
+
+pub fn run(g: &super::GlobalArgs, a: Args) -> Result<()> {
+    let ftype = FileType::parse(&a.ftype).ok_or_else(|| {
+        anyhow!(
+            "TYPE: unknown quantization type {:?} (one of {})",
+            a.ftype,
+            FileType::NAMES
+        )
+    })?;
+    if !a.prior_weight.is_finite() || a.prior_weight < 0.0 {
+        bail!(
+            "--prior-weight: must be a finite value ≥ 0, got {}",
+            a.prior_weight
+        );
+    }
+    let mut mix = MixOptions {
+        pure: a.pure,
+        leave_output_tensor: a.leave_output_tensor,
+        ..MixOptions::default()
+    };
+    if let Some(s) = &a.output_tensor_type {
+        mix.output_tensor_type = Some(parse_type("--output-tensor-type", s)?);
+    }
+    if let Some(s) = &a.token_embedding_type {
+        mix.token_embedding_type = Some(parse_type("--token-embedding-type", s)?);
+    }
+    for spec in &a.tensor_type {
+        let (re, ty) = spec
+            .rsplit_once('=')
+            .ok_or_else(|| anyhow!("--tensor-type {spec:?}: expected REGEX=TYPE"))?;
+        let re = regex::Regex::new(re)
+            .with_context(|| format!("--tensor-type {spec:?}: bad regular expression"))?;
+        mix.tensor_types
+            .push((re, parse_type(&format!("--tensor-type {spec:?}"), ty)?));
+    }
+    let mut p = QuantizeParams::new(ftype);
+    p.mix = mix;
+    p.imatrix = a.imatrix.clone();
+    p.include_weights = a.include_weights.clone();
+    p.exclude_weights = a.exclude_weights.clone();
+    p.allow_requantize = a.allow_requantize;
+    p.prior_weight = a.prior_weight;
+
+    let total: u64 = {
+        let f = crate::gguf::GgufFile::open(&a.input)
+            .with_context(|| format!("reading {}", a.input.display()))?;
+        f.tensors().iter().map(|t| t.n_elements()).sum()
+    };
+    let pb = super::common::progress(total, "quantize", g.quiet);
+    let threads = a.threads.or(g.threads);
+    let pool = {
+        let mut b = rayon::ThreadPoolBuilder::new();
+        if let Some(n) = threads {
+            b = b.num_threads(n.max(1));
+        }
+        b.build()?
+    };
+    let started = std::time::Instant::now();
+    let report = pool.install(|| {
+        quantize_file(&a.input, &a.output, &p, &mut |name, n| {
+            pb.set_message(name.to_string());
+            pb.inc(n);
+        })
+    })?;
+    pb.finish_and_clear();
+    for w in &report.warnings {
+        eprintln!("warning: {w}");
+    }
+    if !g.quiet {
+        eprintln!(
+            "{}: {} tensors ({} quantized), {:.1} MiB → {:.1} MiB in {:.2} s",
+            a.output.display(),
+            report.n_tensors,
+            report.n_quantized,
+            report.bytes_in as f64 / 1048576.0,
+            report.bytes_out as f64 / 1048576.0,
+            started.elapsed().as_secs_f64()
+        );
+    }
+    Ok(())
+}

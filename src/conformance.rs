@@ -1,0 +1,801 @@
+//! Conformance: every GPU kernel against a CPU reference on random and real (SmolLM2) inputs,
+//! every weight type, odd shapes. Shared by `wquant conformance` and the tests.
+//!
+//! The metric is llama.cpp's test-backend-ops NMSE = Σ(gpu − ref)² / Σref², threshold 1e-7.
+//! Statistics and the two matmul variants are also checked for exact (bit) equality where the
+//! kernels promise it.
+
+use crate::backend::gpu::{kernels, GpuBackend, MatmulVariant};
+use crate::backend::{AttnParams, Backend, RopeParams, StatsHost, WeightSource};
+use crate::gguf::writer::{encode_header, TensorSpec};
+use crate::gguf::{GgmlType, GgufFile};
+use anyhow::{Context, Result};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+pub const NMSE_MAX: f64 = 1e-7;
+
+/// One line of the conformance table.
+#[derive(Clone, Debug)]
+pub struct CheckRow {
+    pub op: String,
+    pub wtype: String,
+    pub shape: String,
+    pub nmse: f64,
+    pub pass: bool,
+    pub note: String,
+}
+
+impl CheckRow {
+    fn nmse(op: &str, wtype: &str, shape: String, nmse: f64) -> CheckRow {
+        CheckRow {
+            op: op.into(),
+            wtype: wtype.into(),
+            shape,
+            nmse,
+            pass: nmse <= NMSE_MAX,
+            note: String::new(),
+        }
+    }
+    fn exact(op: &str, wtype: &str, shape: String, equal: bool, nmse: f64, what: &str) -> CheckRow {
+        CheckRow {
+            op: op.into(),
+            wtype: wtype.into(),
+            shape,
+            nmse,
+            pass: equal,
+            note: format!("{what}: {}", if equal { "bit-equal" } else { "DIFFERENT" }),
+        }
+    }
+}
+
+/// Σ(a − b)² / Σb² in f64 (b is the reference); NaN or a length mismatch gives +∞.
+pub fn nmse(a: &[f32], b: &[f32]) -> f64 {
+    if a.len() != b.len() {
+        return f64::INFINITY;
+    }
+    let (mut num, mut den) = (0f64, 0f64);
+    for (&x, &y) in a.iter().zip(b) {
+        let d = x as f64 - y as f64;
+        num += d * d;
+        den += y as f64 * y as f64;
+    }
+    if num.is_nan() {
+        return f64::INFINITY;
+    }
+    if den == 0.0 {
+        return if num == 0.0 { 0.0 } else { f64::INFINITY };
+    }
+    num / den
+}
+
+/// Deterministic generator (splitmix64) for test inputs.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed)
+    }
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+    /// Uniform in [-1, 1).
+    pub fn f32(&mut self) -> f32 {
+        (self.next_u64() >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+    }
+    pub fn vec(&mut self, n: usize, scale: f32) -> Vec<f32> {
+        (0..n).map(|_| self.f32() * scale).collect()
+    }
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next_u64() % n as u64) as usize
+    }
+}
+
+/// Random bytes for `rows` rows of `ne0` elements of type `t`, with every f16 scale field set
+/// to a finite, moderate value (random bytes there would give Inf/NaN scales).
+pub fn random_weight_bytes(rng: &mut Rng, t: GgmlType, ne0: usize, rows: usize) -> Vec<u8> {
+    let row_bytes = t.row_bytes(ne0 as u64).expect("row size") as usize;
+    let mut b: Vec<u8> = (0..row_bytes * rows)
+        .map(|_| (rng.next_u64() >> 56) as u8)
+        .collect();
+    let f16 = |v: f32| crate::quant::f2h(v).to_le_bytes();
+    match t {
+        GgmlType::F32 => {
+            for c in b.chunks_exact_mut(4) {
+                c.copy_from_slice(&rng.f32().to_le_bytes());
+            }
+        }
+        GgmlType::F16 => {
+            for c in b.chunks_exact_mut(2) {
+                c.copy_from_slice(&f16(rng.f32()));
+            }
+        }
+        GgmlType::BF16 => {
+            for c in b.chunks_exact_mut(2) {
+                let bits = (rng.f32().to_bits() >> 16) as u16;
+                c.copy_from_slice(&bits.to_le_bytes());
+            }
+        }
+        _ => {
+            let bs = t.type_size();
+            // Byte offsets of f16 scale fields inside a block.
+            let fields: &[usize] = match t {
+                GgmlType::Q4_0 | GgmlType::Q5_0 | GgmlType::Q8_0 => &[0],
+                GgmlType::Q4_1 | GgmlType::Q5_1 | GgmlType::Q4K | GgmlType::Q5K => &[0, 2],
+                GgmlType::Q6K => &[208],
+                _ => &[],
+            };
+            for blk in b.chunks_exact_mut(bs) {
+                for &o in fields {
+                    let v = rng.f32() * 0.02;
+                    blk[o..o + 2].copy_from_slice(&f16(v));
+                }
+            }
+        }
+    }
+    b
+}
+
+/// An in-memory GGUF holding the given tensors (name, type, ne0, ne1, bytes), so random weights
+/// reach every backend through the same `WeightSource` as real ones.
+pub fn memory_gguf(tensors: &[(String, GgmlType, usize, usize, Vec<u8>)]) -> Result<Arc<GgufFile>> {
+    let specs: Vec<TensorSpec> = tensors
+        .iter()
+        .map(|(n, t, ne0, ne1, _)| TensorSpec::new(n.clone(), &[*ne0 as u64, *ne1 as u64], *t))
+        .collect();
+    let (mut bytes, offsets) = encode_header(&[], &specs);
+    let base = bytes.len();
+    for ((_, _, _, _, data), off) in tensors.iter().zip(offsets) {
+        bytes.resize(base + off as usize, 0);
+        bytes.extend_from_slice(data);
+    }
+    let pad = bytes.len().div_ceil(32) * 32;
+    bytes.resize(pad, 0);
+    Ok(Arc::new(GgufFile::from_vec("<conformance>", bytes)?))
+}
+
+fn source(file: &Arc<GgufFile>, name: &str) -> Result<WeightSource> {
+    let t = file
+        .tensor(name)
+        .with_context(|| format!("tensor {name} in {}", file.path.display()))?;
+    Ok(WeightSource::from_tensor(file, t, None))
+}
+
+/// What to run.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// A GGUF model for the real-input checks (SmolLM2 in the tests); none skips them.
+    pub model: Option<PathBuf>,
+    /// Seed for the random inputs.
+    pub seed: u64,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            model: None,
+            seed: 7,
+        }
+    }
+}
+
+/// Row counts and shapes: small and odd (not multiples of the 4×4 or 64×64 tiles).
+fn matmul_shapes(t: GgmlType) -> Vec<(usize, usize, usize)> {
+    // (tokens, ne0, ne1)
+    match t.block_size() {
+        1 => vec![(1, 45, 3), (7, 96, 67), (33, 130, 70)],
+        32 => vec![(1, 32, 5), (7, 96, 67), (33, 160, 70)],
+        _ => vec![(1, 256, 5), (7, 256, 67), (33, 512, 70)],
+    }
+}
+
+/// Run every check: GPU `gpu` against the reference backend `r`.
+pub fn run_checks<R: Backend>(gpu: &GpuBackend, r: &R, opts: &Options) -> Result<Vec<CheckRow>> {
+    let mut rows = Vec::new();
+    let mut rng = Rng::new(opts.seed);
+
+    // Matmul over every weight type, both kernel variants, plus the statistics pass.
+    for t in kernels::WEIGHT_TYPES {
+        for (m, k, n) in matmul_shapes(t) {
+            let wb = random_weight_bytes(&mut rng, t, k, n);
+            let file = memory_gguf(&[("w".into(), t, k, n, wb)])?;
+            let src = source(&file, "w")?;
+            let x = rng.vec(m * k, 1.0);
+            let shape = format!("{m}x{k} · {n}x{k}ᵀ");
+            let rw = r.weight(&src)?;
+            let gw = gpu.weight(&src)?;
+            let rx = r.upload(&x, m, k);
+            let gx = gpu.upload(&x, m, k);
+            let want = r.download(&r.matmul(&rx, &rw, None));
+            let reg = gpu.download(&gpu.matmul_with(&gx, &gw, MatmulVariant::Register));
+            rows.push(CheckRow::nmse(
+                "matmul/register",
+                t.name(),
+                shape.clone(),
+                nmse(&reg, &want),
+            ));
+            if check_tiled(gpu, t) {
+                let til = gpu.download(&gpu.matmul_with(&gx, &gw, MatmulVariant::Tiled));
+                rows.push(CheckRow::nmse(
+                    "matmul/tiled",
+                    t.name(),
+                    shape.clone(),
+                    nmse(&til, &want),
+                ));
+                // Same per-32 partial sums in the same order: the variants must agree bit for bit.
+                rows.push(CheckRow::exact(
+                    "matmul tiled=register",
+                    t.name(),
+                    shape,
+                    bits_equal(&reg, &til),
+                    nmse(&til, &reg),
+                    "vs register",
+                ));
+            }
+        }
+    }
+    rows.extend(check_stats(gpu, r, &mut rng)?);
+
+    // get_rows over every weight type.
+    for t in kernels::WEIGHT_TYPES {
+        let k = if t.block_size() == 1 {
+            70
+        } else {
+            t.block_size() * 3
+        };
+        let n = 37;
+        let file = memory_gguf(&[("e".into(), t, k, n, random_weight_bytes(&mut rng, t, k, n))])?;
+        let src = source(&file, "e")?;
+        let ids: Vec<u32> = (0..9).map(|_| rng.below(n) as u32).collect();
+        let want = r.download(&r.get_rows(&r.weight(&src)?, &ids));
+        let got = gpu.download(&gpu.get_rows(&gpu.weight(&src)?, &ids));
+        rows.push(CheckRow::nmse(
+            "get_rows",
+            t.name(),
+            format!("{}x{k} of {n}", ids.len()),
+            nmse(&got, &want),
+        ));
+    }
+
+    // rms_norm.
+    for (m, k) in [(1usize, 64usize), (5, 576), (13, 97)] {
+        let w = rng.vec(k, 1.0);
+        let file = memory_gguf(&[("n".into(), GgmlType::F32, k, 1, f32_bytes(&w))])?;
+        let src = source(&file, "n")?;
+        let x = rng.vec(m * k, 2.0);
+        let want = r.download(&r.rms_norm(&r.upload(&x, m, k), &r.weight(&src)?, 1e-5));
+        let got = gpu.download(&gpu.rms_norm(&gpu.upload(&x, m, k), &gpu.weight(&src)?, 1e-5));
+        rows.push(CheckRow::nmse(
+            "rms_norm",
+            "F32",
+            format!("{m}x{k}"),
+            nmse(&got, &want),
+        ));
+    }
+
+    // RoPE: both modes, partial rotation, several sequences per batch.
+    for (neox, n_rot, head_dim, n_head, seq, nseq) in [
+        (false, 64, 64, 3, 9, 2),
+        (true, 64, 64, 3, 9, 2),
+        (false, 32, 48, 2, 17, 1),
+        (true, 16, 24, 5, 5, 3),
+    ] {
+        let p = RopeParams {
+            n_rot,
+            freq_base: 10000.0,
+            freq_scale: 1.0,
+            neox,
+        };
+        let m = seq * nseq;
+        let x = rng.vec(m * n_head * head_dim, 1.0);
+        let mut rx = r.upload(&x, m, n_head * head_dim);
+        r.rope(&mut rx, n_head, head_dim, seq, &p);
+        let mut gx = gpu.upload(&x, m, n_head * head_dim);
+        gpu.rope(&mut gx, n_head, head_dim, seq, &p);
+        let op = if neox { "rope/neox" } else { "rope/norm" };
+        rows.push(CheckRow::nmse(
+            op,
+            "-",
+            format!("{m}x{n_head}x{head_dim} rot {n_rot} seq {seq}"),
+            nmse(&gpu.download(&gx), &r.download(&rx)),
+        ));
+    }
+
+    // Attention: causal per sequence, GQA.
+    for (n_head, n_head_kv, hd, seq, nseq) in [
+        (4usize, 4usize, 16usize, 7usize, 1usize),
+        (9, 3, 64, 11, 2),
+        (6, 2, 24, 5, 3),
+    ] {
+        let m = seq * nseq;
+        let q = rng.vec(m * n_head * hd, 1.5);
+        let k = rng.vec(m * n_head_kv * hd, 1.5);
+        let v = rng.vec(m * n_head_kv * hd, 1.0);
+        let p = AttnParams {
+            n_head,
+            n_head_kv,
+            head_dim: hd,
+            seq_len: seq,
+            scale: 1.0 / (hd as f32).sqrt(),
+        };
+        let want = r.download(&r.attention(
+            &r.upload(&q, m, n_head * hd),
+            &r.upload(&k, m, n_head_kv * hd),
+            &r.upload(&v, m, n_head_kv * hd),
+            &p,
+        ));
+        let got = gpu.download(&gpu.attention(
+            &gpu.upload(&q, m, n_head * hd),
+            &gpu.upload(&k, m, n_head_kv * hd),
+            &gpu.upload(&v, m, n_head_kv * hd),
+            &p,
+        ));
+        rows.push(CheckRow::nmse(
+            "attention",
+            "-",
+            format!("{m} rows, {n_head}/{n_head_kv} heads x{hd}, seq {seq}"),
+            nmse(&got, &want),
+        ));
+    }
+
+    // Element-wise ops and MoE row movement.
+    for (m, k) in [(3usize, 77usize), (17, 1536)] {
+        let g = rng.vec(m * k, 6.0);
+        let u = rng.vec(m * k, 1.0);
+        let want = r.download(&r.silu_mul(&r.upload(&g, m, k), &r.upload(&u, m, k)));
+        let got = gpu.download(&gpu.silu_mul(&gpu.upload(&g, m, k), &gpu.upload(&u, m, k)));
+        rows.push(CheckRow::nmse(
+            "silu_mul",
+            "-",
+            format!("{m}x{k}"),
+            nmse(&got, &want),
+        ));
+
+        let mut ra = r.upload(&g, m, k);
+        r.add_assign(&mut ra, &r.upload(&u, m, k));
+        let mut ga = gpu.upload(&g, m, k);
+        gpu.add_assign(&mut ga, &gpu.upload(&u, m, k));
+        rows.push(CheckRow::nmse(
+            "add",
+            "-",
+            format!("{m}x{k}"),
+            nmse(&gpu.download(&ga), &r.download(&ra)),
+        ));
+
+        let idx: Vec<u32> = (0..2 * m + 1).map(|_| rng.below(m) as u32).collect();
+        let want = r.download(&r.gather_rows(&r.upload(&g, m, k), &idx));
+        let got = gpu.download(&gpu.gather_rows(&gpu.upload(&g, m, k), &idx));
+        rows.push(CheckRow::nmse(
+            "gather_rows",
+            "-",
+            format!("{} of {m}x{k}", idx.len()),
+            nmse(&got, &want),
+        ));
+
+        let src = rng.vec(idx.len() * k, 1.0);
+        let scale = rng.vec(idx.len(), 1.0);
+        let mut rd = r.upload(&u, m, k);
+        r.scatter_add_scaled(&mut rd, &r.upload(&src, idx.len(), k), &idx, &scale);
+        let mut gd = gpu.upload(&u, m, k);
+        gpu.scatter_add_scaled(&mut gd, &gpu.upload(&src, idx.len(), k), &idx, &scale);
+        rows.push(CheckRow::nmse(
+            "scatter_add",
+            "-",
+            format!("{} into {m}x{k}", idx.len()),
+            nmse(&gpu.download(&gd), &r.download(&rd)),
+        ));
+    }
+
+    if let Some(path) = &opts.model {
+        rows.extend(check_real_model(gpu, r, path, &mut rng)?);
+    }
+    Ok(rows)
+}
+
+/// On CPU adapters (llvmpipe) the tiled kernel takes ~20 s per weight type to compile (barriers
+/// become coroutines there) and is never used, so it is checked on three types only: its tiling is
+/// type-independent and `dq32` is covered for every type by the register kernel. Hardware GPUs
+/// check it on every type.
+pub const TILED_TYPES_ON_CPU_ADAPTERS: [GgmlType; 3] =
+    [GgmlType::F16, GgmlType::Q4_1, GgmlType::Q6K];
+
+fn check_tiled(gpu: &GpuBackend, t: GgmlType) -> bool {
+    !gpu.ctx.dev.is_cpu_adapter() || TILED_TYPES_ON_CPU_ADAPTERS.contains(&t)
+}
+
+fn f32_bytes(v: &[f32]) -> Vec<u8> {
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+fn bits_equal(a: &[f32], b: &[f32]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits())
+}
+
+fn stats_equal(a: &StatsHost, b: &StatsHost) -> bool {
+    a.count == b.count && bits_equal(&a.sum2, &b.sum2) && bits_equal(&a.sum, &b.sum)
+}
+
+/// Σx², Σx and counts: against the reference, and bit-equal for any split of the rows.
+fn check_stats<R: Backend>(gpu: &GpuBackend, r: &R, rng: &mut Rng) -> Result<Vec<CheckRow>> {
+    let (k, n) = (96usize, 5usize);
+    let t = GgmlType::Q8_0;
+    let file = memory_gguf(&[("w".into(), t, k, n, random_weight_bytes(rng, t, k, n))])?;
+    let src = source(&file, "w")?;
+    let (rw, gw) = (r.weight(&src)?, gpu.weight(&src)?);
+    let m = 23;
+    let x = rng.vec(m * k, 3.0);
+    let mut rs = r.stats_new(k);
+    let mut gs = gpu.stats_new(k);
+    r.matmul(&r.upload(&x, m, k), &rw, Some(&mut rs));
+    gpu.matmul(&gpu.upload(&x, m, k), &gw, Some(&mut gs));
+    let (want, got) = (r.stats_read(&rs), gpu.stats_read(&gs));
+    let mut rows = Vec::new();
+    let shape = format!("{m}x{k}");
+    let mut row = CheckRow::nmse("stats Σx²", "-", shape.clone(), nmse(&got.sum2, &want.sum2));
+    row.pass &= got.count == want.count && got.count == m as u64;
+    row.note = format!("count {} (ref {})", got.count, want.count);
+    rows.push(row);
+    rows.push(CheckRow::nmse(
+        "stats Σx",
+        "-",
+        shape.clone(),
+        nmse(&got.sum, &want.sum),
+    ));
+    // The same rows fed as batches of 1, 5, 17 tokens.
+    let mut split = gpu.stats_new(k);
+    let mut at = 0;
+    for b in [1usize, 5, 17] {
+        let part = &x[at * k..(at + b) * k];
+        gpu.matmul(&gpu.upload(part, b, k), &gw, Some(&mut split));
+        at += b;
+    }
+    let s = gpu.stats_read(&split);
+    rows.push(CheckRow::exact(
+        "stats split 1+5+17",
+        "-",
+        shape,
+        stats_equal(&s, &got),
+        nmse(&s.sum2, &got.sum2),
+        "vs one batch",
+    ));
+    Ok(rows)
+}
+
+/// Real weights and activations from a model: embeddings → rms_norm → every weight type the
+/// file holds in a matmul (first tensor of each type), plus the model's own norms.
+fn check_real_model<R: Backend>(
+    gpu: &GpuBackend,
+    r: &R,
+    path: &PathBuf,
+    rng: &mut Rng,
+) -> Result<Vec<CheckRow>> {
+    let file =
+        Arc::new(GgufFile::open(path).with_context(|| format!("opening {}", path.display()))?);
+    let mut rows = Vec::new();
+    let emb = source(&file, "token_embd.weight")?;
+    let ids: Vec<u32> = (0..12).map(|_| rng.below(emb.ne1) as u32).collect();
+    let (re, ge) = (r.weight(&emb)?, gpu.weight(&emb)?);
+    let rx = r.get_rows(&re, &ids);
+    let gx = gpu.get_rows(&ge, &ids);
+    let hx = r.download(&rx);
+    rows.push(CheckRow::nmse(
+        "get_rows (model)",
+        emb.ggml_type.name(),
+        format!("{}x{} token_embd", ids.len(), emb.ne0),
+        nmse(&gpu.download(&gx), &hx),
+    ));
+    let norm = source(&file, "blk.0.attn_norm.weight")?;
+    let rn = r.rms_norm(&rx, &r.weight(&norm)?, 1e-5);
+    let gn = gpu.rms_norm(&gx, &gpu.weight(&norm)?, 1e-5);
+    let xn = r.download(&rn);
+    rows.push(CheckRow::nmse(
+        "rms_norm (model)",
+        "F32",
+        format!("{}x{}", ids.len(), emb.ne0),
+        nmse(&gpu.download(&gn), &xn),
+    ));
+    // First 2-D tensor of each type whose rows take the embedding width.
+    let mut seen = Vec::new();
+    for t in file.tensors() {
+        if t.n_dims() != 2
+            || t.ne0() as usize != emb.ne0
+            || seen.contains(&t.ggml_type)
+            || t.name == "token_embd.weight"
+        {
+            continue;
+        }
+        if !kernels::WEIGHT_TYPES.contains(&t.ggml_type) {
+            continue;
+        }
+        seen.push(t.ggml_type);
+        let src = WeightSource::from_tensor(&file, t, None);
+        let want =
+            r.download(&r.matmul(&r.upload(&xn, ids.len(), emb.ne0), &r.weight(&src)?, None));
+        let gxn = gpu.upload(&xn, ids.len(), emb.ne0);
+        let got = gpu.download(&gpu.matmul(&gxn, &gpu.weight(&src)?, None));
+        rows.push(CheckRow::nmse(
+            "matmul (model)",
+            t.ggml_type.name(),
+            format!("{}x{} · {}", ids.len(), src.ne0, t.name),
+            nmse(&got, &want),
+        ));
+    }
+    Ok(rows)
+}
+
+/// The table as text: op, weight type, shape, NMSE, pass/fail.
+pub fn format_table(rows: &[CheckRow]) -> String {
+    let mut s = format!(
+        "{:<20} {:<6} {:<44} {:>10}  {}\n",
+        "op", "type", "shape", "NMSE", "result"
+    );
+    for r in rows {
+        s.push_str(&format!(
+            "{:<20} {:<6} {:<44} {:>10.3e}  {}{}\n",
+            r.op,
+            r.wtype,
+            r.shape,
+            r.nmse,
+            if r.pass { "pass" } else { "FAIL" },
+            if r.note.is_empty() {
+                String::new()
+            } else {
+                format!("  ({})", r.note)
+            }
+        ));
+    }
+    let fails = rows.iter().filter(|r| !r.pass).count();
+    s.push_str(&format!(
+        "{} checks, {} failed (NMSE threshold {:e})\n",
+        rows.len(),
+        fails,
+        NMSE_MAX
+    ));
+    s
+}
+
+/// A plain-loop reference (f64-accumulated matmul over `quant::dequantize_row`), the oracle until
+/// and besides the CPU backend: it shares no code with the kernels.
+pub struct HostRef;
+
+pub struct HostTensor {
+    pub data: Vec<f32>,
+    pub rows: usize,
+    pub cols: usize,
+}
+
+pub struct HostWeight {
+    pub ne0: usize,
+    pub ne1: usize,
+    pub data: Vec<f32>,
+}
+
+impl Backend for HostRef {
+    type Tensor = HostTensor;
+    type Weight = HostWeight;
+    type Stats = StatsHost;
+
+    fn name(&self) -> String {
+        "host reference".into()
+    }
+
+    fn weight(&self, src: &WeightSource) -> Result<HostWeight> {
+        let n = src.ne0 * src.ne1.max(1);
+        let data = crate::quant::dequantize_to_vec(src.ggml_type, src.bytes(), n)
+            .with_context(|| format!("dequantizing {}", src.name))?;
+        Ok(HostWeight {
+            ne0: src.ne0,
+            ne1: src.ne1.max(1),
+            data,
+        })
+    }
+
+    fn upload(&self, data: &[f32], rows: usize, cols: usize) -> HostTensor {
+        HostTensor {
+            data: data.to_vec(),
+            rows,
+            cols,
+        }
+    }
+
+    fn download(&self, t: &HostTensor) -> Vec<f32> {
+        t.data.clone()
+    }
+
+    fn shape(&self, t: &HostTensor) -> (usize, usize) {
+        (t.rows, t.cols)
+    }
+
+    fn get_rows(&self, w: &HostWeight, ids: &[u32]) -> HostTensor {
+        let mut data = Vec::with_capacity(ids.len() * w.ne0);
+        for &i in ids {
+            data.extend_from_slice(&w.data[i as usize * w.ne0..(i as usize + 1) * w.ne0]);
+        }
+        HostTensor {
+            data,
+            rows: ids.len(),
+            cols: w.ne0,
+        }
+    }
+
+    fn rms_norm(&self, x: &HostTensor, w: &HostWeight, eps: f32) -> HostTensor {
+        let mut data = vec![0f32; x.data.len()];
+        for r in 0..x.rows {
+            let row = &x.data[r * x.cols..(r + 1) * x.cols];
+            let s: f64 = row.iter().map(|&v| v as f64 * v as f64).sum();
+            let scale = (1.0 / (s / x.cols as f64 + eps as f64).sqrt()) as f32;
+            for c in 0..x.cols {
+                data[r * x.cols + c] = row[c] * scale * w.data[c];
+            }
+        }
+        HostTensor {
+            data,
+            rows: x.rows,
+            cols: x.cols,
+        }
+    }
+
+    fn matmul(&self, x: &HostTensor, w: &HostWeight, stats: Option<&mut StatsHost>) -> HostTensor {
+        if let Some(s) = stats {
+            for r in 0..x.rows {
+                for c in 0..x.cols {
+                    let v = x.data[r * x.cols + c];
+                    s.sum2[c] += v * v;
+                    s.sum[c] += v;
+                }
+            }
+            s.count += x.rows as u64;
+        }
+        let mut data = vec![0f32; x.rows * w.ne1];
+        for m in 0..x.rows {
+            let xr = &x.data[m * x.cols..(m + 1) * x.cols];
+            for n in 0..w.ne1 {
+                let wr = &w.data[n * w.ne0..(n + 1) * w.ne0];
+                let s: f64 = xr.iter().zip(wr).map(|(&a, &b)| a as f64 * b as f64).sum();
+                data[m * w.ne1 + n] = s as f32;
+            }
+        }
+        HostTensor {
+            data,
+            rows: x.rows,
+            cols: w.ne1,
+        }
+    }
+
+    fn rope(
+        &self,
+        x: &mut HostTensor,
+        n_head: usize,
+        head_dim: usize,
+        seq_len: usize,
+        p: &RopeParams,
+    ) {
+        for r in 0..x.rows {
+            let pos = (r % seq_len) as f64;
+            for h in 0..n_head {
+                let base = r * x.cols + h * head_dim;
+                for i in 0..p.n_rot / 2 {
+                    let theta = p.freq_scale as f64
+                        * pos
+                        * (p.freq_base as f64).powf(-2.0 * i as f64 / p.n_rot as f64);
+                    let (s, c) = theta.sin_cos();
+                    let (ia, ib) = if p.neox {
+                        (base + i, base + i + p.n_rot / 2)
+                    } else {
+                        (base + 2 * i, base + 2 * i + 1)
+                    };
+                    let (a, b) = (x.data[ia] as f64, x.data[ib] as f64);
+                    x.data[ia] = (a * c - b * s) as f32;
+                    x.data[ib] = (a * s + b * c) as f32;
+                }
+            }
+        }
+    }
+
+    fn attention(
+        &self,
+        q: &HostTensor,
+        k: &HostTensor,
+        v: &HostTensor,
+        p: &AttnParams,
+    ) -> HostTensor {
+        let hd = p.head_dim;
+        let mut data = vec![0f32; q.data.len()];
+        let group = p.n_head / p.n_head_kv;
+        for r in 0..q.rows {
+            let first = r / p.seq_len * p.seq_len;
+            for h in 0..p.n_head {
+                let hk = h / group;
+                let qv = &q.data[r * q.cols + h * hd..][..hd];
+                let scores: Vec<f64> = (first..=r)
+                    .map(|j| {
+                        let kv = &k.data[j * k.cols + hk * hd..][..hd];
+                        qv.iter()
+                            .zip(kv)
+                            .map(|(&a, &b)| a as f64 * b as f64)
+                            .sum::<f64>()
+                            * p.scale as f64
+                    })
+                    .collect();
+                let mx = scores.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+                let e: Vec<f64> = scores.iter().map(|s| (s - mx).exp()).collect();
+                let sum: f64 = e.iter().sum();
+                for d in 0..hd {
+                    let acc: f64 = (first..=r)
+                        .zip(&e)
+                        .map(|(j, &w)| w * v.data[j * v.cols + hk * hd + d] as f64)
+                        .sum();
+                    data[r * q.cols + h * hd + d] = (acc / sum) as f32;
+                }
+            }
+        }
+        HostTensor {
+            data,
+            rows: q.rows,
+            cols: q.cols,
+        }
+    }
+
+    fn silu_mul(&self, g: &HostTensor, u: &HostTensor) -> HostTensor {
+        let data = g
+            .data
+            .iter()
+            .zip(&u.data)
+            .map(|(&a, &b)| a / (1.0 + (-a).exp()) * b)
+            .collect();
+        HostTensor {
+            data,
+            rows: g.rows,
+            cols: g.cols,
+        }
+    }
+
+    fn add_assign(&self, a: &mut HostTensor, b: &HostTensor) {
+        for (x, y) in a.data.iter_mut().zip(&b.data) {
+            *x += y;
+        }
+    }
+
+    fn gather_rows(&self, x: &HostTensor, idx: &[u32]) -> HostTensor {
+        let mut data = Vec::with_capacity(idx.len() * x.cols);
+        for &i in idx {
+            data.extend_from_slice(&x.data[i as usize * x.cols..(i as usize + 1) * x.cols]);
+        }
+        HostTensor {
+            data,
+            rows: idx.len(),
+            cols: x.cols,
+        }
+    }
+
+    fn scatter_add_scaled(
+        &self,
+        dst: &mut HostTensor,
+        src: &HostTensor,
+        idx: &[u32],
+        scale: &[f32],
+    ) {
+        let c = dst.cols;
+        for (i, (&d, &s)) in idx.iter().zip(scale).enumerate() {
+            for j in 0..c {
+                dst.data[d as usize * c + j] += s * src.data[i * c + j];
+            }
+        }
+    }
+
+    fn stats_new(&self, n_cols: usize) -> StatsHost {
+        StatsHost {
+            sum2: vec![0.0; n_cols],
+            sum: vec![0.0; n_cols],
+            count: 0,
+        }
+    }
+
+    fn stats_read(&self, s: &StatsHost) -> StatsHost {
+        s.clone()
+    }
+}

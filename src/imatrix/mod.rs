@@ -1,0 +1,8 @@
+//! Importance matrices: files (GGUF and legacy .dat), merging, collection, statistics.
+
+pub mod file;
+pub mod merge;
+
+pub use file::{Imatrix, ImatrixEntry, ImatrixFormat};
+pub mod plot;
+pub mod report;

@@ -1,0 +1,401 @@
+//! llama-quantize's per-tensor type rules for the K-quant mixes (SPEC §4.1–§4.2): which tensors
+//! may be quantized, the Llama/MoE mix rules, the fallback for rows that are not a multiple of
+//! the block size, and the tensor visiting order (which is also the output order).
+
+use crate::gguf::GgmlType;
+use std::cmp::Ordering;
+
+/// The target file types (llama_ftype) wquant produces.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FileType {
+    F32,
+    F16,
+    BF16,
+    Q4_0,
+    Q4_1,
+    Q5_0,
+    Q5_1,
+    Q8_0,
+    Q4KS,
+    Q4KM,
+    Q5KS,
+    Q5KM,
+    Q6K,
+}
+
+impl FileType {
+    /// Parse a type name as llama-quantize accepts it (case-insensitive; `Q4_K` = Q4_K_M and
+    /// `Q5_K` = Q5_K_M as in its option table).
+    pub fn parse(s: &str) -> Option<FileType> {
+        Some(match s.to_ascii_uppercase().as_str() {
+            "F32" => FileType::F32,
+            "F16" => FileType::F16,
+            "BF16" => FileType::BF16,
+            "Q4_0" => FileType::Q4_0,
+            "Q4_1" => FileType::Q4_1,
+            "Q5_0" => FileType::Q5_0,
+            "Q5_1" => FileType::Q5_1,
+            "Q8_0" => FileType::Q8_0,
+            "Q4_K_S" => FileType::Q4KS,
+            "Q4_K_M" | "Q4_K" => FileType::Q4KM,
+            "Q5_K_S" => FileType::Q5KS,
+            "Q5_K_M" | "Q5_K" => FileType::Q5KM,
+            "Q6_K" => FileType::Q6K,
+            _ => return None,
+        })
+    }
+
+    pub const NAMES: &'static str =
+        "Q4_K_M (Q4_K), Q4_K_S, Q5_K_M (Q5_K), Q5_K_S, Q6_K, Q8_0, Q5_1, Q5_0, Q4_1, Q4_0, BF16, F16, F32";
+
+    /// The `general.file_type` value (enum llama_ftype).
+    pub fn id(self) -> u32 {
+        match self {
+            FileType::F32 => 0,
+            FileType::F16 => 1,
+            FileType::Q4_0 => 2,
+            FileType::Q4_1 => 3,
+            FileType::Q8_0 => 7,
+            FileType::Q5_0 => 8,
+            FileType::Q5_1 => 9,
+            FileType::Q4KS => 14,
+            FileType::Q4KM => 15,
+            FileType::Q5KS => 16,
+            FileType::Q5KM => 17,
+            FileType::Q6K => 18,
+            FileType::BF16 => 32,
+        }
+    }
+
+    /// llama_ftype_get_default_type.
+    pub fn default_type(self) -> GgmlType {
+        match self {
+            FileType::F32 => GgmlType::F32,
+            FileType::F16 => GgmlType::F16,
+            FileType::BF16 => GgmlType::BF16,
+            FileType::Q4_0 => GgmlType::Q4_0,
+            FileType::Q4_1 => GgmlType::Q4_1,
+            FileType::Q5_0 => GgmlType::Q5_0,
+            FileType::Q5_1 => GgmlType::Q5_1,
+            FileType::Q8_0 => GgmlType::Q8_0,
+            FileType::Q4KS | FileType::Q4KM => GgmlType::Q4K,
+            FileType::Q5KS | FileType::Q5KM => GgmlType::Q5K,
+            FileType::Q6K => GgmlType::Q6K,
+        }
+    }
+}
+
+/// tensor_get_category.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Category {
+    Output,
+    TokenEmbd,
+    AttnQkv,
+    AttnKvB,
+    AttnV,
+    AttnK,
+    AttnQ,
+    AttnOutput,
+    FfnUp,
+    FfnGate,
+    FfnDown,
+    Other,
+}
+
+pub fn category(name: &str) -> Category {
+    if name == "output.weight" {
+        return Category::Output;
+    }
+    if name == "token_embd.weight" || name == "per_layer_token_embd.weight" {
+        return Category::TokenEmbd;
+    }
+    let table = [
+        ("attn_qkv.weight", Category::AttnQkv),
+        ("attn_kv_b.weight", Category::AttnKvB),
+        ("attn_v.weight", Category::AttnV),
+        ("attn_k.weight", Category::AttnK),
+        ("attn_q.weight", Category::AttnQ),
+        ("attn_output.weight", Category::AttnOutput),
+        ("ffn_up", Category::FfnUp),
+        ("ffn_gate", Category::FfnGate),
+        ("ffn_down", Category::FfnDown),
+    ];
+    for (pat, c) in table {
+        if name.contains(pat) {
+            return c;
+        }
+    }
+    Category::Other
+}
+
+/// Layer number from a "blk.N." prefix, −1 when absent (weight_name_comparer's parse).
+pub fn layer_of(name: &str) -> i64 {
+    let Some(rest) = name.strip_prefix("blk.") else {
+        return -1;
+    };
+    let digits: String = rest.chars().take_while(|c| c.is_ascii_digit()).collect();
+    if digits.is_empty() || !rest[digits.len()..].starts_with('.') {
+        return -1;
+    }
+    digits.parse().unwrap_or(-1)
+}
+
+/// weight_name_comparer: layer ascending, then byte-wise name.
+pub fn compare_names(a: &str, b: &str) -> Ordering {
+    layer_of(a)
+        .cmp(&layer_of(b))
+        .then_with(|| a.as_bytes().cmp(b.as_bytes()))
+}
+
+/// tensor_allows_quantization (the Llama-relevant part, SPEC §4.1).
+pub fn allows_quantization(name: &str, n_dims: usize, quantize_output: bool) -> bool {
+    n_dims >= 2
+        && name.ends_with("weight")
+        && !name.contains("_norm.weight")
+        && (quantize_output || name != "output.weight")
+        && !name.contains("ffn_gate_inp.weight")
+        && !name.contains("altup")
+        && !name.contains("laurel")
+        && !name.contains("per_layer_model_proj")
+        && !name.contains("position_embd")
+        && !name.contains("token_types")
+        && !name.contains("ssm_conv1d")
+        && !name.contains("shortconv.conv.weight")
+        && !name.contains("time_mix_first.weight")
+        && !name.contains("time_mix_w0.weight")
+        && !name.contains("time_mix_w1.weight")
+        && !name.contains("time_mix_w2.weight")
+        && !name.contains("time_mix_v0.weight")
+        && !name.contains("time_mix_v1.weight")
+        && !name.contains("time_mix_v2.weight")
+        && !name.contains("time_mix_a0.weight")
+        && !name.contains("time_mix_a1.weight")
+        && !name.contains("time_mix_a2.weight")
+        && !name.contains("time_mix_g1.weight")
+        && !name.contains("time_mix_g2.weight")
+        && !name.contains("time_mix_decay_w1.weight")
+        && !name.contains("time_mix_decay_w2.weight")
+        && !name.contains("time_mix_lerp_fused.weight")
+        && !name.contains("attn_rel_b.weight")
+}
+
+/// Options that change the per-tensor type.
+#[derive(Clone, Debug, Default)]
+pub struct MixOptions {
+    pub pure: bool,
+    pub leave_output_tensor: bool,
+    pub output_tensor_type: Option<GgmlType>,
+    pub token_embedding_type: Option<GgmlType>,
+    /// `--tensor-type REGEX=TYPE`, first match wins.
+    pub tensor_types: Vec<(regex::Regex, GgmlType)>,
+}
+
+/// What the planner needs to know about one tensor.
+#[derive(Clone, Debug)]
+pub struct TensorMeta {
+    pub name: String,
+    /// ggml dims, ne[0] first.
+    pub dims: Vec<u64>,
+    pub ggml_type: GgmlType,
+}
+
+/// Model facts the rules use.
+#[derive(Clone, Copy, Debug)]
+pub struct ModelFacts {
+    pub n_layer: i64,
+    pub n_expert: i64,
+    /// An imatrix with entries is in use (llama-quantize's `has_imatrix`).
+    pub has_imatrix: bool,
+}
+
+/// category_is_attn_v: attn_v, attn_qkv and attn_kv_b share the attn_v rules and counter.
+fn is_attn_v(c: Category) -> bool {
+    matches!(c, Category::AttnV | Category::AttnQkv | Category::AttnKvB)
+}
+
+fn use_more_bits(i: i64, n: i64) -> bool {
+    i < n / 8 || i >= 7 * n / 8 || (i - n / 8) % 3 == 2
+}
+
+/// tensor_type_fallback: a K-quant whose row does not divide into blocks moves to a legacy type.
+pub fn fallback(t: GgmlType, ne0: u64) -> GgmlType {
+    if ne0 % t.block_size() as u64 == 0 {
+        return t;
+    }
+    let f = match t {
+        GgmlType::Q2K | GgmlType::Q3K => GgmlType::Q4_0,
+        GgmlType::Q4K => GgmlType::Q5_0,
+        GgmlType::Q5K => GgmlType::Q5_1,
+        GgmlType::Q6K => GgmlType::Q8_0,
+        other => other,
+    };
+    if ne0 % f.block_size() as u64 != 0 {
+        GgmlType::F16
+    } else {
+        f
+    }
+}
+
+/// The target type of every tensor, visited in llama.cpp's order. Returns the tensors in
+/// that order (the output order) with their new types.
+pub fn plan(
+    tensors: &[TensorMeta],
+    ftype: FileType,
+    facts: ModelFacts,
+    opts: &MixOptions,
+) -> Vec<(TensorMeta, GgmlType)> {
+    let mut order: Vec<&TensorMeta> = tensors.iter().collect();
+    order.sort_by(|a, b| compare_names(&a.name, &b.name));
+    let has_output = order.iter().any(|t| category(&t.name) == Category::Output);
+    let n_attention_wv = order
+        .iter()
+        .filter(|t| is_attn_v(category(&t.name)))
+        .count() as i64;
+    let default = ftype.default_type();
+    let mut i_attention_wv = 0i64;
+    let mut i_ffn_down = 0i64;
+    let mut out = Vec::with_capacity(order.len());
+    for t in order {
+        let n_dims = (1..t.dims.len())
+            .rev()
+            .find(|&i| t.dims[i] > 1)
+            .map_or(1, |i| i + 1);
+        let ne0 = t.dims[0];
+        let cat = category(&t.name);
+        let new_type = if !allows_quantization(&t.name, n_dims, !opts.leave_output_tensor) {
+            t.ggml_type
+        } else if let (Some(tt), Category::TokenEmbd) = (opts.token_embedding_type, cat) {
+            tt
+        } else if let (Some(tt), Category::Output) = (opts.output_tensor_type, cat) {
+            tt
+        } else if !default.is_quantized() {
+            default
+        } else {
+            let mut nt = default;
+            let mut overridden = false;
+            for (re, tt) in &opts.tensor_types {
+                if re.is_match(&t.name) {
+                    nt = *tt;
+                    overridden = true;
+                    break;
+                }
+            }
+            if !overridden && !opts.pure {
+                nt = rule(
+                    t,
+                    cat,
+                    ftype,
+                    facts,
+                    opts,
+                    has_output,
+                    default,
+                    (&mut i_attention_wv, n_attention_wv),
+                    &mut i_ffn_down,
+                );
+            }
+            fallback(nt, ne0)
+        };
+        out.push((t.clone(), new_type));
+    }
+    out
+}
+
+#[allow(clippy::too_many_arguments)]
+fn rule(
+    t: &TensorMeta,
+    cat: Category,
+    ftype: FileType,
+    facts: ModelFacts,
+    opts: &MixOptions,
+    has_output: bool,
+    default: GgmlType,
+    wv: (&mut i64, i64),
+    i_ffn_down: &mut i64,
+) -> GgmlType {
+    let ne0 = t.dims[0];
+    let tied_embd = !has_output && cat == Category::TokenEmbd;
+    if cat == Category::Output || tied_embd {
+        if let Some(tt) = opts.output_tensor_type {
+            return tt;
+        }
+        if ne0 % default.block_size() as u64 != 0 {
+            return GgmlType::Q8_0;
+        }
+        if default != GgmlType::Q8_0 {
+            return GgmlType::Q6K;
+        }
+        return default;
+    }
+    match cat {
+        c if is_attn_v(c) => {
+            let (i, n) = (*wv.0, wv.1);
+            *wv.0 += 1;
+            let mut nt = default;
+            match ftype {
+                FileType::Q4KM | FileType::Q5KM if use_more_bits(i, n) => nt = GgmlType::Q6K,
+                FileType::Q4KS if i < 4 => nt = GgmlType::Q5K,
+                _ => {}
+            }
+            if facts.n_expert == 8 {
+                nt = GgmlType::Q8_0;
+            }
+            nt
+        }
+        Category::AttnK if facts.n_expert == 8 => GgmlType::Q8_0,
+        Category::FfnDown => {
+            let i_layer = if facts.n_expert > 1 {
+                layer_of(&t.name)
+            } else {
+                *i_ffn_down
+            };
+            let n_layer = facts.n_layer;
+            *i_ffn_down += 1;
+            match ftype {
+                FileType::Q4KM | FileType::Q5KM if use_more_bits(i_layer, n_layer) => GgmlType::Q6K,
+                FileType::Q4KS if i_layer < n_layer / 8 => GgmlType::Q5K,
+                // Guard for the first ffn_down layers of Q4_0/Q5_0, only with an imatrix.
+                FileType::Q4_0 if facts.has_imatrix && i_layer < n_layer / 8 => GgmlType::Q4_1,
+                FileType::Q5_0 if facts.has_imatrix && i_layer < n_layer / 8 => GgmlType::Q5_1,
+                _ => default,
+            }
+        }
+        Category::AttnOutput if facts.n_expert == 8 => match ftype {
+            FileType::Q4KS | FileType::Q4KM => GgmlType::Q5K,
+            _ => default,
+        },
+        _ => default,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn use_more_bits_for_30_layers() {
+        let v: Vec<i64> = (0..30).filter(|&i| use_more_bits(i, 30)).collect();
+        assert_eq!(v, vec![0, 1, 2, 5, 8, 11, 14, 17, 20, 23, 26, 27, 28, 29]);
+    }
+
+    #[test]
+    fn visiting_order() {
+        let mut names = vec![
+            "token_embd.weight",
+            "blk.10.attn_k.weight",
+            "blk.2.ffn_up.weight",
+            "output_norm.weight",
+            "blk.2.attn_k.weight",
+        ];
+        names.sort_by(|a, b| compare_names(a, b));
+        assert_eq!(
+            names,
+            vec![
+                "output_norm.weight",
+                "token_embd.weight",
+                "blk.2.attn_k.weight",
+                "blk.2.ffn_up.weight",
+                "blk.10.attn_k.weight"
+            ]
+        );
+    }
+}

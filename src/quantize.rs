@@ -1,0 +1,292 @@
+//! The quantize driver (SPEC §4): type plan, imatrix lookup, rows quantized in parallel with
+//! rayon (bytes independent of the thread count), tensors streamed to the output GGUF in
+//! llama.cpp's visiting order, metadata as llama-quantize writes it.
+
+use crate::gguf::{GgufFile, GgufWriter, TensorSpec, Value};
+use crate::imatrix::file::Imatrix;
+use crate::quant::mix::{self, FileType, MixOptions, ModelFacts, TensorMeta};
+use crate::quant::{dequantize_row, quantize_row};
+use anyhow::{bail, Context, Result};
+use rayon::prelude::*;
+use std::path::{Path, PathBuf};
+
+/// Everything `quantize_file` needs besides the input and output paths.
+#[derive(Clone, Debug)]
+pub struct QuantizeParams {
+    pub ftype: FileType,
+    pub mix: MixOptions,
+    /// Importance matrix file (GGUF or legacy .dat).
+    pub imatrix: Option<PathBuf>,
+    /// Keep only imatrix entries whose name contains one of these (`--include-weights`).
+    pub include_weights: Vec<String>,
+    /// Drop imatrix entries whose name contains one of these (`--exclude-weights`).
+    pub exclude_weights: Vec<String>,
+    pub allow_requantize: bool,
+    /// Passed to the imatrix reader; recorded in the metadata only when non-zero.
+    pub prior_weight: f32,
+}
+
+impl QuantizeParams {
+    pub fn new(ftype: FileType) -> QuantizeParams {
+        QuantizeParams {
+            ftype,
+            mix: MixOptions::default(),
+            imatrix: None,
+            include_weights: Vec::new(),
+            exclude_weights: Vec::new(),
+            allow_requantize: false,
+            prior_weight: 0.0,
+        }
+    }
+}
+
+/// What happened, for the command's summary.
+#[derive(Clone, Debug, Default)]
+pub struct QuantizeReport {
+    pub n_tensors: usize,
+    pub n_quantized: usize,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    /// e.g. "did not find weights for X" (llama-quantize's warnings).
+    pub warnings: Vec<String>,
+}
+
+/// `--include-weights` / `--exclude-weights`: keep the imatrix entries whose names contain one
+/// of `include` (when given), then drop those that contain one of `exclude`.
+pub fn filter_entries(im: &mut Imatrix, include: &[String], exclude: &[String]) {
+    if !include.is_empty() {
+        im.entries
+            .retain(|k, _| include.iter().any(|s| k.contains(s.as_str())));
+    }
+    if !exclude.is_empty() {
+        im.entries
+            .retain(|k, _| !exclude.iter().any(|s| k.contains(s.as_str())));
+    }
+}
+
+/// Rows processed per parallel slab, so that at most this many output bytes are in memory.
+const SLAB_BYTES: usize = 32 << 20;
+
+/// Quantize `input` to `output` (written atomically). Runs on the current rayon pool.
+pub fn quantize_file(
+    input: &Path,
+    output: &Path,
+    p: &QuantizeParams,
+    on_tensor: &mut dyn FnMut(&str, u64),
+) -> Result<QuantizeReport> {
+    if !p.include_weights.is_empty() && !p.exclude_weights.is_empty() {
+        bail!("--include-weights and --exclude-weights cannot be used together");
+    }
+    let src = GgufFile::open(input).with_context(|| format!("reading {}", input.display()))?;
+    let mut report = QuantizeReport::default();
+
+    let imatrix = match &p.imatrix {
+        None => None,
+        Some(path) => {
+            let mut im = Imatrix::load(path)
+                .with_context(|| format!("loading imatrix {}", path.display()))?;
+            filter_entries(&mut im, &p.include_weights, &p.exclude_weights);
+            (!im.entries.is_empty()).then_some(im)
+        }
+    };
+
+    let arch = src.get_str("general.architecture").unwrap_or("llama");
+    let n_layer = src.get_int(&format!("{arch}.block_count")).unwrap_or(0);
+    let n_expert = src.get_int(&format!("{arch}.expert_count")).unwrap_or(0);
+    let metas: Vec<TensorMeta> = src
+        .tensors()
+        .iter()
+        .map(|t| TensorMeta {
+            name: t.name.clone(),
+            dims: t.dims.clone(),
+            ggml_type: t.ggml_type,
+        })
+        .collect();
+    let plan = mix::plan(
+        &metas,
+        p.ftype,
+        ModelFacts {
+            n_layer,
+            n_expert,
+            has_imatrix: imatrix.is_some(),
+        },
+        &p.mix,
+    );
+
+    // Check the whole plan before writing anything.
+    for (t, nt) in &plan {
+        if *nt == t.ggml_type {
+            continue;
+        }
+        if !crate::quant::can_quantize(*nt) {
+            bail!("tensor {}: cannot quantize to {nt}", t.name);
+        }
+        if t.ggml_type.is_quantized() && !p.allow_requantize {
+            bail!(
+                "tensor {}: requantizing from type {} is disabled (use --allow-requantize)",
+                t.name,
+                t.ggml_type
+            );
+        }
+        if !t.ggml_type.can_dequantize() {
+            bail!("tensor {}: cannot read type {}", t.name, t.ggml_type);
+        }
+        if t.dims[0] % nt.block_size() as u64 != 0 {
+            bail!(
+                "tensor {}: row length {} is not a multiple of {nt}'s block size {}",
+                t.name,
+                t.dims[0],
+                nt.block_size()
+            );
+        }
+    }
+
+    let kvs = output_kvs(&src, p, imatrix.as_ref());
+    let specs: Vec<TensorSpec> = plan
+        .iter()
+        .map(|(t, nt)| TensorSpec::new(t.name.clone(), &t.dims, *nt))
+        .collect();
+    let mut w = GgufWriter::create(output, &kvs, specs)
+        .with_context(|| format!("creating {}", output.display()))?;
+
+    for (t, nt) in &plan {
+        let info = src.require_tensor(&t.name)?;
+        let data = src.tensor_data(info);
+        report.n_tensors += 1;
+        report.bytes_in += data.len() as u64;
+        if *nt == t.ggml_type {
+            w.write_tensor(data)?;
+            report.bytes_out += data.len() as u64;
+            on_tensor(&t.name, info.n_elements());
+            continue;
+        }
+        report.n_quantized += 1;
+        let ne0 = t.dims[0] as usize;
+        let rows_per_expert = info.ne(1) as usize;
+        let importance = imatrix
+            .as_ref()
+            .map(|im| im.importance(&t.name, p.prior_weight));
+        let qw: Option<&Vec<f32>> = match &importance {
+            None => None,
+            Some(entry) => match entry {
+                None => {
+                    report
+                        .warnings
+                        .push(format!("did not find weights for {}", t.name));
+                    None
+                }
+                Some(v) if v.len() != ne0 * info.ne(2) as usize => {
+                    if mix::category(&t.name) == mix::Category::TokenEmbd {
+                        None
+                    } else {
+                        bail!(
+                            "tensor {}: imatrix entry has {} values but the tensor has {} \
+                             columns × {} experts = {}",
+                            t.name,
+                            v.len(),
+                            ne0,
+                            info.ne(2),
+                            ne0 * info.ne(2) as usize
+                        );
+                    }
+                }
+                Some(v) => {
+                    if let Some(c) = v.iter().position(|x| !x.is_finite()) {
+                        bail!(
+                            "imatrix {}: entry {} has a non-finite value {} at column {c}",
+                            p.imatrix
+                                .as_ref()
+                                .map_or(String::new(), |f| f.display().to_string()),
+                            t.name,
+                            v[c]
+                        );
+                    }
+                    Some(v)
+                }
+            },
+        };
+        let src_row = t.ggml_type.row_bytes(ne0 as u64).unwrap() as usize;
+        let dst_row = nt.row_bytes(ne0 as u64).unwrap() as usize;
+        let n_rows = info.n_rows() as usize;
+        let rows_per_slab = (SLAB_BYTES / dst_row.max(1)).clamp(1, n_rows.max(1));
+        let mut out = vec![0u8; rows_per_slab.min(n_rows) * dst_row];
+        let mut row0 = 0;
+        while row0 < n_rows {
+            let nr = rows_per_slab.min(n_rows - row0);
+            let out = &mut out[..nr * dst_row];
+            out.par_chunks_mut(dst_row).enumerate().try_for_each_init(
+                || vec![0f32; ne0],
+                |buf, (k, dst)| -> Result<()> {
+                    let r = row0 + k;
+                    dequantize_row(t.ggml_type, &data[r * src_row..(r + 1) * src_row], buf)?;
+                    if let Some(c) = buf.iter().position(|x| !x.is_finite()) {
+                        bail!(
+                            "tensor {}: non-finite weight {} at row {r}, column {c}",
+                            t.name,
+                            buf[c]
+                        );
+                    }
+                    let e = r / rows_per_expert;
+                    let w = qw.map(|v| &v[e * ne0..(e + 1) * ne0]);
+                    quantize_row(*nt, buf, dst, w)?;
+                    Ok(())
+                },
+            )?;
+            w.write_tensor(out)?;
+            report.bytes_out += out.len() as u64;
+            row0 += nr;
+        }
+        on_tensor(&t.name, info.n_elements());
+    }
+    w.finish()?;
+    Ok(report)
+}
+
+/// Output metadata (SPEC §4.5): the input KVs in order; quantization_version and file_type moved
+/// to the end; split keys dropped; then the imatrix keys.
+fn output_kvs(
+    src: &GgufFile,
+    p: &QuantizeParams,
+    imatrix: Option<&Imatrix>,
+) -> Vec<(String, Value)> {
+    let drop = [
+        "general.quantization_version",
+        "general.file_type",
+        "split.no",
+        "split.count",
+        "split.tensors.count",
+    ];
+    let mut kvs: Vec<(String, Value)> = src
+        .kvs()
+        .iter()
+        .filter(|(k, _)| !drop.contains(&k.as_str()))
+        .cloned()
+        .collect();
+    kvs.push(("general.quantization_version".into(), Value::U32(2)));
+    kvs.push(("general.file_type".into(), Value::U32(p.ftype.id())));
+    if let (Some(im), Some(path)) = (imatrix, &p.imatrix) {
+        let mut file = path.to_string_lossy().into_owned().into_bytes();
+        file.truncate(127);
+        kvs.push(("quantize.imatrix.file".into(), Value::String(file)));
+        if let Some(d) = im.datasets.first() {
+            kvs.push(("quantize.imatrix.dataset".into(), Value::str(d)));
+        }
+        kvs.push((
+            "quantize.imatrix.entries_count".into(),
+            Value::U32(im.entries.len() as u32),
+        ));
+        if im.chunk_count > 0 {
+            kvs.push((
+                "quantize.imatrix.chunks_count".into(),
+                Value::U32(im.chunk_count),
+            ));
+        }
+        if p.prior_weight != 0.0 {
+            kvs.push((
+                "quantize.imatrix.prior_weight".into(),
+                Value::F32(p.prior_weight),
+            ));
+        }
+    }
+    kvs
+}

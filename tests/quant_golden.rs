@@ -1,0 +1,123 @@
+//! Whole-model checks: wquant's quantizations of SmolLM2 (F32) have the type and the sha256 of
+//! every tensor of llama-quantize's outputs (golden/quant-*.tensors.sha256), with the GGUF or the
+//! legacy .dat imatrix and with 1, 2 or 7 threads.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use wquant::gguf::GgufFile;
+use wquant::quant::mix::FileType;
+use wquant::quantize::{quantize_file, QuantizeParams};
+use wquant::testutil::golden_dir;
+use wquant::util::sha256_hex;
+
+/// `name → (type, sha256)` from a golden hash list.
+fn golden(path: &Path) -> BTreeMap<String, (String, String)> {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    text.lines()
+        .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
+        .map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f[1].to_string(), (f[2].to_string(), f[0].to_string()))
+        })
+        .collect()
+}
+
+fn hashes(path: &Path) -> BTreeMap<String, (String, String)> {
+    let f = GgufFile::open(path).unwrap();
+    f.tensors()
+        .iter()
+        .map(|t| {
+            (
+                t.name.clone(),
+                (t.ggml_type.name().to_string(), sha256_hex(f.tensor_data(t))),
+            )
+        })
+        .collect()
+}
+
+fn assert_same(
+    got: &BTreeMap<String, (String, String)>,
+    want: &BTreeMap<String, (String, String)>,
+    what: &str,
+) {
+    assert_eq!(
+        got.keys().collect::<Vec<_>>(),
+        want.keys().collect::<Vec<_>>(),
+        "{what}: tensor names"
+    );
+    let bad: Vec<String> = want
+        .iter()
+        .filter(|(k, v)| got[*k] != **v)
+        .map(|(k, v)| format!("{k}: got {} want {}", got[k].0, v.0))
+        .collect();
+    assert!(
+        bad.is_empty(),
+        "{what}: {} of {} tensors differ: {:?}",
+        bad.len(),
+        want.len(),
+        &bad[..bad.len().min(8)]
+    );
+}
+
+/// The F32 SmolLM2 (testutil::f32_model), checked once per process against the golden F32
+/// hashes that llama-quantize's source file had.
+fn f32_model() -> PathBuf {
+    static MODEL: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    MODEL
+        .get_or_init(|| {
+            let out = wquant::testutil::f32_model();
+            let want = golden(&golden_dir().join("smollm2-f32.tensors.sha256"));
+            assert_same(&hashes(&out), &want, "F32");
+            out
+        })
+        .clone()
+}
+
+fn run(name: &str, ftype: &str, pure: bool, imatrix: Option<&str>, threads: usize) {
+    let mut p = QuantizeParams::new(FileType::parse(ftype).unwrap());
+    p.mix.pure = pure;
+    p.imatrix = imatrix.map(|f| golden_dir().join(f));
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out.gguf");
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .unwrap();
+    let model = f32_model();
+    let report = pool
+        .install(|| quantize_file(&model, &out, &p, &mut |_, _| {}))
+        .unwrap();
+    if imatrix.is_some() {
+        // Tied embeddings: the imatrix has no token_embd entry (llama-quantize warns too).
+        assert_eq!(
+            report.warnings,
+            vec!["did not find weights for token_embd.weight"]
+        );
+    }
+    let want = golden(&golden_dir().join(format!("quant-{name}.tensors.sha256")));
+    assert_same(&hashes(&out), &want, &format!("{name} ({threads} threads)"));
+}
+
+#[test]
+fn smollm2_all_goldens() {
+    for name in ["Q8_0", "Q6_K", "Q5_K_M", "Q5_K_S", "Q4_K_M", "Q4_K_S"] {
+        run(name, name, false, Some("imatrix.gguf"), 2);
+    }
+    for name in ["Q4_K", "Q5_K", "Q6_K"] {
+        run(&format!("pure-{name}"), name, true, Some("imatrix.gguf"), 2);
+    }
+    run("Q4_K_M-noimatrix", "Q4_K_M", false, None, 2);
+}
+
+#[test]
+fn smollm2_legacy_dat_imatrix_gives_the_same_bytes() {
+    run("Q4_K_M", "Q4_K_M", false, Some("imatrix.dat"), 2);
+    run("pure-Q5_K", "Q5_K", true, Some("imatrix.dat"), 2);
+}
+
+#[test]
+fn smollm2_bytes_do_not_depend_on_threads() {
+    for threads in [1, 7] {
+        run("Q4_K_M", "Q4_K_M", false, Some("imatrix.gguf"), threads);
+    }
+}
