@@ -8,8 +8,8 @@ pub mod convert;
 pub mod devices;
 pub mod imatrix;
 pub mod inspect;
-pub mod quantize;
 pub mod perplexity;
+pub mod quantize;
 pub mod stats;
 
 /// Global options shared by every command.
