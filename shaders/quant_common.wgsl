@@ -79,9 +79,16 @@ fn out_store(b: u32, words: u32) {
     }
 }
 
+// The product `v`, opaque to the optimizer: a select on a uniform that is never true (the host
+// passes _pad = 0) keeps a compiler from contracting it with the add that follows into an FMA,
+// which rounds once instead of twice and would change the bytes.
+fn rounded(v: f32) -> f32 {
+    return select(v, 0.0, p._pad == 0x7fc00001u);
+}
+
 // llama.cpp's nearest_int: round half to even via 1.5·2²³ (|f| ≤ 2²²).
 fn nearest_int(f: f32) -> i32 {
-    let v = f + 12582912.0;
+    let v = rounded(f) + 12582912.0;
     return (bitcast<i32>(v) & 0x7fffff) - 0x400000;
 }
 
@@ -152,7 +159,7 @@ fn h2f(h: u32) -> f32 {
     let e = (h >> 10u) & 0x1fu;
     let m = h & 0x3ffu;
     if (e == 0u) {
-        let v = f32(m) * bitcast<f32>(0x33800000u);
+        let v = rounded(f32(m) * bitcast<f32>(0x33800000u));
         return select(v, -v, s != 0u);
     }
     if (e == 31u) {
@@ -199,11 +206,11 @@ fn make_qx_quants(nmax: i32, off: u32, n: u32, wmode: u32) -> f32 {
         } else {
             w = WT[off + i];
         }
-        let wx = w * xi;
-        let wxl = wx * lf;
+        let wx = rounded(w * xi);
+        let wxl = rounded(wx * lf);
         sumlx += wxl;
-        let wl = w * lf;
-        let wll = wl * lf;
+        let wl = rounded(w * lf);
+        let wll = rounded(wl * lf);
         suml2 += wll;
     }
     var scale = 0.0;
@@ -215,7 +222,7 @@ fn make_qx_quants(nmax: i32, off: u32, n: u32, wmode: u32) -> f32 {
         if (is == 0) {
             continue;
         }
-        let tenth = 0.1 * f32(is);
+        let tenth = rounded(0.1 * f32(is));
         let num = nmaxf + tenth;
         iscale = -num / mx;
         sumlx = 0.0;
@@ -232,15 +239,15 @@ fn make_qx_quants(nmax: i32, off: u32, n: u32, wmode: u32) -> f32 {
             } else {
                 w = WT[off + i];
             }
-            let wx = w * xi;
-            let wxl = wx * lf;
+            let wx = rounded(w * xi);
+            let wxl = rounded(wx * lf);
             sumlx += wxl;
-            let wl = w * lf;
-            let wll = wl * lf;
+            let wl = rounded(w * lf);
+            let wll = rounded(wl * lf);
             suml2 += wll;
         }
-        let lhs = sumlx * sumlx;
-        let rhs = best * suml2;
+        let lhs = rounded(sumlx * sumlx);
+        let rhs = rounded(best * suml2);
         if (suml2 > 0.0 && lhs > rhs) {
             for (var i = 0u; i < n; i++) {
                 let l = clamp_i(nearest_int(iscale * X[off + i]), -nmax, nmax - 1);
@@ -276,7 +283,7 @@ fn kx_search(off: u32, nmax: i32, rmin: f32, rdelta: f32, nstep: i32, v3: bool) 
         }
         let wi = WT[off + i];
         sum_w += wi;
-        let wx = wi * xi;
+        let wx = rounded(wi * xi);
         sum_x += wx;
     }
     if (mn > 0.0) {
@@ -300,17 +307,17 @@ fn kx_search(off: u32, nmax: i32, rmin: f32, rdelta: f32, nstep: i32, v3: bool) 
     for (var i = 0u; i < n; i++) {
         let q = quant_at(iscale0, X[off + i], mn, nmax);
         L[off + i] = q;
-        let sq = scale * f32(q);
+        let sq = rounded(scale * f32(q));
         let diff = (sq + mn) - X[off + i];
-        let d2 = diff * diff;
-        let e = WT[off + i] * d2;
+        let d2 = rounded(diff * diff);
+        let e = rounded(WT[off + i] * d2);
         best_error += e;
     }
     if (nstep < 1) {
         return vec2<f32>(scale, -mn);
     }
     for (var is = 0; is <= nstep; is++) {
-        let step = rdelta * f32(is);
+        let step = rounded(rdelta * f32(is));
         let num = (rmin + step) + nmaxf;
         let iscale = num / (mx - mn);
         var sum_l = 0.0;
@@ -320,22 +327,22 @@ fn kx_search(off: u32, nmax: i32, rmin: f32, rdelta: f32, nstep: i32, v3: bool) 
             let q = quant_at(iscale, X[off + i], mn, nmax);
             LAUX[i] = q;
             let qf = f32(q);
-            let wl = WT[off + i] * qf;
+            let wl = rounded(WT[off + i] * qf);
             sum_l += wl;
-            let wll = wl * qf;
+            let wll = rounded(wl * qf);
             sum_l2 += wll;
-            let wlx = wl * X[off + i];
+            let wlx = rounded(wl * X[off + i]);
             sum_xl += wlx;
         }
-        let a1 = sum_w * sum_l2;
-        let a2 = sum_l * sum_l;
+        let a1 = rounded(sum_w * sum_l2);
+        let a2 = rounded(sum_l * sum_l);
         let d = a1 - a2;
         if (d > 0.0) {
-            let b1 = sum_w * sum_xl;
-            let b2 = sum_x * sum_l;
+            let b1 = rounded(sum_w * sum_xl);
+            let b2 = rounded(sum_x * sum_l);
             var this_scale = (b1 - b2) / d;
-            let c1 = sum_l2 * sum_x;
-            let c2 = sum_l * sum_xl;
+            let c1 = rounded(sum_l2 * sum_x);
+            let c2 = rounded(sum_l * sum_xl);
             var this_min = (c1 - c2) / d;
             if (this_min > 0.0) {
                 this_min = 0.0;
@@ -343,10 +350,10 @@ fn kx_search(off: u32, nmax: i32, rmin: f32, rdelta: f32, nstep: i32, v3: bool) 
             }
             var cur_error = 0.0;
             for (var i = 0u; i < n; i++) {
-                let sq = this_scale * f32(LAUX[i]);
+                let sq = rounded(this_scale * f32(LAUX[i]));
                 let diff = (sq + this_min) - X[off + i];
-                let d2 = diff * diff;
-                let e = WT[off + i] * d2;
+                let d2 = rounded(diff * diff);
+                let e = rounded(WT[off + i] * d2);
                 cur_error += e;
             }
             if (cur_error < best_error) {
@@ -385,27 +392,27 @@ fn make_qp_quants(nmax: i32) -> f32 {
     let scale0 = 1.0 / iscale;
     var best_mse = 0.0;
     for (var i = 0u; i < n; i++) {
-        let sl = scale0 * f32(QPL[i]);
+        let sl = rounded(scale0 * f32(QPL[i]));
         let diff = QPX[i] - sl;
-        let wd = QPW[i] * diff;
-        let e = wd * diff;
+        let wd = rounded(QPW[i] * diff);
+        let e = rounded(wd * diff);
         best_mse += e;
     }
     for (var is = -4; is <= 4; is++) {
         if (is == 0) {
             continue;
         }
-        let tenth = 0.1 * f32(is);
+        let tenth = rounded(0.1 * f32(is));
         let num = tenth + nmaxf;
         let iscale_is = num / mx;
         let scale_is = 1.0 / iscale_is;
         var mse = 0.0;
         for (var i = 0u; i < n; i++) {
             let q = min(nearest_int(iscale_is * QPX[i]), nmax);
-            let sl = scale_is * f32(q);
+            let sl = rounded(scale_is * f32(q));
             let diff = QPX[i] - sl;
-            let wd = QPW[i] * diff;
-            let e = wd * diff;
+            let wd = rounded(QPW[i] * diff);
+            let e = rounded(wd * diff);
             mse += e;
         }
         if (mse < best_mse) {
@@ -420,11 +427,11 @@ fn make_qp_quants(nmax: i32) -> f32 {
         QPL[i] = u32(q) & 0xffu;
         let qf = f32(q);
         let w = QPW[i];
-        let wx = w * QPX[i];
-        let wxq = wx * qf;
+        let wx = rounded(w * QPX[i]);
+        let wxq = rounded(wx * qf);
         sumlx += wxq;
-        let wq = w * qf;
-        let wqq = wq * qf;
+        let wq = rounded(w * qf);
+        let wqq = rounded(wq * qf);
         suml2 += wqq;
     }
     for (var itry = 0; itry < 5; itry++) {
@@ -432,26 +439,26 @@ fn make_qp_quants(nmax: i32) -> f32 {
         for (var i = 0u; i < n; i++) {
             let w = QPW[i];
             let li = f32(QPL[i]);
-            let wx = w * QPX[i];
-            let wxl = wx * li;
+            let wx = rounded(w * QPX[i]);
+            let wxl = rounded(wx * li);
             var slx = sumlx - wxl;
-            let wl = w * li;
-            let wll = wl * li;
+            let wl = rounded(w * li);
+            let wll = rounded(wl * li);
             var sl2 = suml2 - wll;
             if (slx > 0.0 && sl2 > 0.0) {
-                let xs = QPX[i] * sl2;
+                let xs = rounded(QPX[i] * sl2);
                 let new_l = min(nearest_int(xs / slx), nmax);
                 if (new_l != i32(QPL[i])) {
                     let nf = f32(new_l);
-                    let a = wx * nf;
+                    let a = rounded(wx * nf);
                     slx += a;
-                    let wn = w * nf;
-                    let b = wn * nf;
+                    let wn = rounded(w * nf);
+                    let b = rounded(wn * nf);
                     sl2 += b;
-                    let s1 = slx * slx;
-                    let lhs = s1 * suml2;
-                    let s2 = sumlx * sumlx;
-                    let rhs = s2 * sl2;
+                    let s1 = rounded(slx * slx);
+                    let lhs = rounded(s1 * suml2);
+                    let s2 = rounded(sumlx * sumlx);
+                    let rhs = rounded(s2 * sl2);
                     if (lhs > rhs) {
                         QPL[i] = u32(new_l) & 0xffu;
                         sumlx = slx;
@@ -474,7 +481,7 @@ fn make_qp_quants(nmax: i32) -> f32 {
 // Legacy blocks with importance: WT = qw·sqrt(σ² + x²) over the block's 32 values.
 fn legacy_weights(sigma2: f32) {
     for (var j = 0u; j < 32u; j++) {
-        let x2 = X[j] * X[j];
+        let x2 = rounded(X[j] * X[j]);
         let s = sqrt(sigma2 + x2);
         WT[j] = QW[j] * s;
     }
@@ -510,7 +517,7 @@ fn k_super_block(nmax: i32, ref_rmin: f32, ref_rdelta: f32, ref_nstep: i32) {
             var sum_x2 = 0.0;
             for (var i = 0u; i < 32u; i++) {
                 let v = X[32u * j + i];
-                let v2 = v * v;
+                let v2 = rounded(v * v);
                 sum_x2 += v2;
             }
             let av_x = sqrt(sum_x2 / 32.0);
@@ -544,16 +551,16 @@ fn k_super_block(nmax: i32, ref_rmin: f32, ref_rdelta: f32, ref_nstep: i32) {
     } else {
         var sum_x2 = 0.0;
         for (var i = 0u; i < 256u; i++) {
-            let v2 = X[i] * X[i];
+            let v2 = rounded(X[i] * X[i]);
             sum_x2 += v2;
         }
-        let two = 2.0 * sum_x2;
+        let two = rounded(2.0 * sum_x2);
         let sigma2 = two / 256.0;
         for (var j = 0u; j < 8u; j++) {
             var sumw = 0.0;
             for (var i = 0u; i < 32u; i++) {
                 let k = 32u * j + i;
-                let x2 = X[k] * X[k];
+                let x2 = rounded(X[k] * X[k]);
                 let s = sqrt(sigma2 + x2);
                 WT[k] = QW[k] * s;
                 sumw += WT[k];
@@ -603,11 +610,11 @@ fn k_super_block(nmax: i32, ref_rmin: f32, ref_rdelta: f32, ref_nstep: i32) {
     let d = h2f(dh);
     let dmin = h2f(mh);
     for (var j = 0u; j < 8u; j++) {
-        let dd = d * f32(ls[j]);
+        let dd = rounded(d * f32(ls[j]));
         if (dd == 0.0) {
             continue;
         }
-        let dm = dmin * f32(lm[j]);
+        let dm = rounded(dmin * f32(lm[j]));
         for (var i = 0u; i < 32u; i++) {
             let k = 32u * j + i;
             let num = X[k] + dm;

@@ -23,7 +23,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
             id = 1.0 / d;
         }
         for (var j = 0u; j < 32u; j++) {
-            let t = X[j] * id;
+            let t = rounded(X[j] * id);
             let v = t + 8.5;
             L[j] = u32(min(wrap_i8(rs_i32(v)), 15)) & 0xffu;
         }

@@ -18,7 +18,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
             id = 1.0 / d;
         }
         for (var j = 0u; j < 32u; j++) {
-            let t = (X[j] - m) * id;
+            let t = rounded((X[j] - m) * id);
             let v = t + 0.5;
             L[j] = u32(min(wrap_i8(rs_i32(v)), 15)) & 0xffu;
         }

@@ -34,7 +34,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     }
     let d = h2f(dh);
     for (var j = 0u; j < 16u; j++) {
-        let dd = d * f32(sc[j]);
+        let dd = rounded(d * f32(sc[j]));
         if (dd == 0.0) {
             continue;
         }

@@ -20,7 +20,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     }
     put16(0u, f2h(d));
     for (var j = 0u; j < 32u; j++) {
-        let v = X[j] * id;
+        let v = rounded(X[j] * id);
         put8(2u + j, u32(rs_i32(roundf(v))));
     }
     out_store(b, 9u);

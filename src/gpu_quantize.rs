@@ -120,69 +120,7 @@ impl GpuQuantizer {
         ne0: usize,
         qw: Option<&[f32]>,
     ) -> Result<Vec<u8>> {
-        if !supports(t) {
-            bail!("no GPU quantization kernel for type {t}");
-        }
-        let bs = t.block_size();
-        if ne0 == 0 || ne0 % bs != 0 || x.len() % ne0 != 0 {
-            bail!(
-                "{} values in rows of {ne0}: not whole rows of {t} blocks of {bs}",
-                x.len()
-            );
-        }
-        if qw.is_some_and(|w| w.len() != ne0) {
-            bail!(
-                "importance has {} values for rows of {ne0}",
-                qw.unwrap().len()
-            );
-        }
-        let n_rows = x.len() / ne0;
-        let bpr = ne0 / bs;
-        let ts = t.type_size();
-        let slot = quant_block::slot_words(t);
-        let mut out = vec![0u8; n_rows * bpr * ts];
-        if n_rows == 0 {
-            return Ok(out);
-        }
-        // The legacy types' σ² is a sequential sum over the whole row: done here, in the CPU's
-        // order, rather than by one invocation per block.
-        let legacy_w = qw.is_some() && bs == 32 && t != GgmlType::Q8_0;
-        let ctx = &self.gpu.ctx;
-        let wbuf = ctx.upload_f32(qw.unwrap_or(&[0.0]));
-        let rows_per_chunk = (MAX_VALUES_PER_DISPATCH / ne0).max(1);
-        let mut r0 = 0;
-        while r0 < n_rows {
-            let nr = rows_per_chunk.min(n_rows - r0);
-            let xs = &x[r0 * ne0..(r0 + nr) * ne0];
-            let sig: Vec<f32> = if legacy_w {
-                xs.chunks_exact(ne0).map(quant::row_sigma2).collect()
-            } else {
-                vec![0.0]
-            };
-            let xbuf = ctx.upload_f32(xs);
-            let sbuf = ctx.upload_f32(&sig);
-            let n_blocks = nr * bpr;
-            let obuf = ctx.pool.get((n_blocks * slot * 4) as u64);
-            quant_block::run(
-                ctx,
-                t,
-                xbuf.buffer(),
-                wbuf.buffer(),
-                sbuf.buffer(),
-                obuf.buffer(),
-                n_blocks,
-                bpr,
-                qw.is_some(),
-            );
-            let words = ctx.read_u32(obuf.buffer(), n_blocks * slot);
-            let bytes: &[u8] = bytemuck::cast_slice(&words);
-            let dst = &mut out[r0 * bpr * ts..(r0 + nr) * bpr * ts];
-            for (d, s) in dst.chunks_exact_mut(ts).zip(bytes.chunks_exact(slot * 4)) {
-                d.copy_from_slice(&s[..ts]);
-            }
-            r0 += nr;
-        }
-        Ok(out)
+        kernel_rows(&self.gpu, t, x, ne0, qw)
     }
 
     /// Quantize rows of tensor `name`: non-finite input is an error naming the tensor; with
@@ -272,6 +210,80 @@ impl GpuQuantizer {
         }
         Ok(None)
     }
+}
+
+/// The quantization kernel for type `t` over rows of `ne0` values on `gpu` (no CPU fallback,
+/// no canary, no finiteness check).
+pub fn kernel_rows(
+    gpu: &GpuBackend,
+    t: GgmlType,
+    x: &[f32],
+    ne0: usize,
+    qw: Option<&[f32]>,
+) -> Result<Vec<u8>> {
+    if !supports(t) {
+        bail!("no GPU quantization kernel for type {t}");
+    }
+    let bs = t.block_size();
+    if ne0 == 0 || ne0 % bs != 0 || x.len() % ne0 != 0 {
+        bail!(
+            "{} values in rows of {ne0}: not whole rows of {t} blocks of {bs}",
+            x.len()
+        );
+    }
+    if qw.is_some_and(|w| w.len() != ne0) {
+        bail!(
+            "importance has {} values for rows of {ne0}",
+            qw.unwrap().len()
+        );
+    }
+    let n_rows = x.len() / ne0;
+    let bpr = ne0 / bs;
+    let ts = t.type_size();
+    let slot = quant_block::slot_words(t);
+    let mut out = vec![0u8; n_rows * bpr * ts];
+    if n_rows == 0 {
+        return Ok(out);
+    }
+    // The legacy types' σ² is a sequential sum over the whole row: done here, in the CPU's
+    // order, rather than by one invocation per block.
+    let legacy_w = qw.is_some() && bs == 32 && t != GgmlType::Q8_0;
+    let ctx = &gpu.ctx;
+    let wbuf = ctx.upload_f32(qw.unwrap_or(&[0.0]));
+    let rows_per_chunk = (MAX_VALUES_PER_DISPATCH / ne0).max(1);
+    let mut r0 = 0;
+    while r0 < n_rows {
+        let nr = rows_per_chunk.min(n_rows - r0);
+        let xs = &x[r0 * ne0..(r0 + nr) * ne0];
+        let sig: Vec<f32> = if legacy_w {
+            xs.chunks_exact(ne0).map(quant::row_sigma2).collect()
+        } else {
+            vec![0.0]
+        };
+        let xbuf = ctx.upload_f32(xs);
+        let sbuf = ctx.upload_f32(&sig);
+        let n_blocks = nr * bpr;
+        let obuf = ctx.pool.get((n_blocks * slot * 4) as u64);
+        quant_block::run(
+            ctx,
+            t,
+            xbuf.buffer(),
+            wbuf.buffer(),
+            sbuf.buffer(),
+            obuf.buffer(),
+            n_blocks,
+            bpr,
+            qw.is_some(),
+        );
+        let words = ctx.read_u32(obuf.buffer(), n_blocks * slot);
+        let bytes: &[u8] = bytemuck::cast_slice(&words);
+        let dst = &mut out[r0 * bpr * ts..(r0 + nr) * bpr * ts];
+        for (d, s) in dst.chunks_exact_mut(ts).zip(bytes.chunks_exact(slot * 4)) {
+            d.copy_from_slice(&s[..ts]);
+        }
+        r0 += nr;
+    }
+    Ok(out)
 }
 
 /// Whether the kernel's f32 intermediates stay finite for this row (then its bytes are exact):
