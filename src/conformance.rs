@@ -390,8 +390,55 @@ pub fn run_checks<R: Backend>(gpu: &GpuBackend, r: &R, opts: &Options) -> Result
         ));
     }
 
+    rows.extend(check_quant_kernels(gpu)?);
+
     if let Some(path) = &opts.model {
         rows.extend(check_real_model(gpu, r, path, &mut rng)?);
+    }
+    Ok(rows)
+}
+
+/// GPU block quantization vs `quant::quantize_row` on random rows with edge cases (zero,
+/// constant, outlier, denormal and tiny blocks; importance 0, 1, 100), reference and importance
+/// paths: the fraction of byte-identical blocks (must be 100%). Rows outside
+/// `gpu_quantize::row_is_gpu_exact` are left out (the CPU quantizes those).
+fn check_quant_kernels(gpu: &GpuBackend) -> Result<Vec<CheckRow>> {
+    use crate::gpu_quantize as gq;
+    let (n_rows, ne0) = (12, 512);
+    let x = gq::edge_case_rows(0x5EED, n_rows, ne0);
+    let imp = gq::edge_case_importance(0x1AB, ne0);
+    let mut rows = Vec::new();
+    for t in crate::backend::gpu::kernels::quant_block::TYPES {
+        for (path, w) in [("ref", None), ("imatrix", Some(&imp[..]))] {
+            let got = gq::kernel_rows(gpu, t, &x, ne0, w)?;
+            let want = gq::cpu_quantize(t, &x, ne0, w)?;
+            let rb = want.len() / n_rows;
+            let (mut same, mut total) = (0, 0);
+            for (r, row) in x.chunks_exact(ne0).enumerate() {
+                if gq::row_is_gpu_exact(t, row, w) {
+                    let (s, n) = gq::blocks_identical(
+                        t,
+                        &got[r * rb..(r + 1) * rb],
+                        &want[r * rb..(r + 1) * rb],
+                    );
+                    same += s;
+                    total += n;
+                }
+            }
+            let mut row = CheckRow::exact(
+                "quantize",
+                t.name(),
+                format!("{n_rows}x{ne0} {path}"),
+                same == total && total > 0,
+                0.0,
+                "bytes",
+            );
+            row.note = format!(
+                "{same}/{total} blocks identical ({:.2}%)",
+                100.0 * same as f64 / total.max(1) as f64
+            );
+            rows.push(row);
+        }
     }
     Ok(rows)
 }

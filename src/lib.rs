@@ -8,6 +8,7 @@ pub mod cli;
 pub mod conformance;
 pub mod convert;
 pub mod gguf;
+pub mod gpu_quantize;
 pub mod imatrix;
 pub mod kld;
 pub mod model;

@@ -24,6 +24,8 @@ pub struct QuantizeParams {
     pub allow_requantize: bool,
     /// Passed to the imatrix reader; recorded in the metadata only when non-zero.
     pub prior_weight: f32,
+    /// Quantize on this GPU the types whose kernel passed the canary (`None`: CPU reference).
+    pub gpu: Option<std::sync::Arc<crate::gpu_quantize::GpuQuantizer>>,
 }
 
 impl QuantizeParams {
@@ -36,6 +38,7 @@ impl QuantizeParams {
             exclude_weights: Vec::new(),
             allow_requantize: false,
             prior_weight: 0.0,
+            gpu: None,
         }
     }
 }
@@ -217,10 +220,34 @@ pub fn quantize_file(
         let n_rows = info.n_rows() as usize;
         let rows_per_slab = (SLAB_BYTES / dst_row.max(1)).clamp(1, n_rows.max(1));
         let mut out = vec![0u8; rows_per_slab.min(n_rows) * dst_row];
+        let gpu = match &p.gpu {
+            Some(g) if g.usable(*nt)? => Some(g),
+            _ => None,
+        };
         let mut row0 = 0;
         while row0 < n_rows {
             let nr = rows_per_slab.min(n_rows - row0);
             let out = &mut out[..nr * dst_row];
+            if let Some(g) = &gpu {
+                crate::gpu_quantize::quantize_slab(
+                    g,
+                    &t.name,
+                    t.ggml_type,
+                    data,
+                    src_row,
+                    row0,
+                    nr,
+                    ne0,
+                    rows_per_expert,
+                    qw.map(|v| &v[..]),
+                    *nt,
+                    out,
+                )?;
+                w.write_tensor(out)?;
+                report.bytes_out += out.len() as u64;
+                row0 += nr;
+                continue;
+            }
             out.par_chunks_mut(dst_row).enumerate().try_for_each_init(
                 || vec![0f32; ne0],
                 |buf, (k, dst)| -> Result<()> {

@@ -49,6 +49,9 @@ pub struct Args {
     /// Allow quantizing tensors that are already quantized (they are dequantized first).
     #[arg(long)]
     pub allow_requantize: bool,
+    /// With a GPU: also quantize every tensor on the CPU and fail if any byte differs.
+    #[arg(long)]
+    pub verify_gpu: bool,
 }
 
 fn parse_type(flag: &str, s: &str) -> Result<GgmlType> {
@@ -100,6 +103,7 @@ pub fn run(g: &super::GlobalArgs, a: Args) -> Result<()> {
     p.exclude_weights = a.exclude_weights.clone();
     p.allow_requantize = a.allow_requantize;
     p.prior_weight = a.prior_weight;
+    p.gpu = crate::gpu_quantize::choose(&g.device, a.verify_gpu, g.quiet)?.map(std::sync::Arc::new);
 
     let total: u64 = {
         let f = crate::gguf::GgufFile::open(&a.input)

@@ -293,6 +293,11 @@ impl GpuBackend {
         }
     }
 
+    /// Whether the adapter is a software one (lavapipe, WARP, SwiftShader).
+    pub fn is_cpu_adapter(&self) -> bool {
+        self.ctx.dev.is_cpu_adapter()
+    }
+
     pub fn adapter_name(&self) -> String {
         let i = &self.ctx.dev.info;
         format!("{} ({:?}, {})", i.name, i.backend, i.driver_info)

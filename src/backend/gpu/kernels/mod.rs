@@ -8,6 +8,7 @@ pub mod get_rows;
 pub mod matmul;
 pub mod matmul_tiled;
 pub mod mm_stats;
+pub mod quant_block;
 pub mod rms_norm;
 pub mod rope;
 pub mod scatter_add;
@@ -83,6 +84,12 @@ pub fn all_sources() -> Vec<(String, String)> {
     v.push(("add.wgsl".into(), add::SHADER.into()));
     v.push(("gather_rows.wgsl".into(), gather_rows::SHADER.into()));
     v.push(("scatter_add.wgsl".into(), scatter_add::SHADER.into()));
+    for t in quant_block::TYPES {
+        v.push((
+            format!("quant+{t}"),
+            quant_block::source(t).expect("listed type"),
+        ));
+    }
     v
 }
 
@@ -112,5 +119,14 @@ pub fn shader_files() -> Vec<&'static str> {
         "add.wgsl",
         "gather_rows.wgsl",
         "scatter_add.wgsl",
+        "quant_common.wgsl",
+        "quant_q8_0.wgsl",
+        "quant_q4_0.wgsl",
+        "quant_q4_1.wgsl",
+        "quant_q5_0.wgsl",
+        "quant_q5_1.wgsl",
+        "quant_q4_k.wgsl",
+        "quant_q5_k.wgsl",
+        "quant_q6_k.wgsl",
     ]
 }

@@ -1,0 +1,473 @@
+//! Quantization on the GPU: rows (and the importance of their columns) are uploaded, one kernel
+//! invocation quantizes one block (`shaders/quant_<type>.wgsl`), the bytes are read back.
+//!
+//! The kernels reproduce `quant::quantize_row` operation by operation, but WGSL cannot forbid
+//! contraction of `a*b+c` and lets division/sqrt be inexact, so the bytes are only trusted on an
+//! adapter after a canary: at the first use of each type, known inputs (edge cases included) are
+//! quantized on the GPU and on the CPU, with and without importance, and must agree byte for
+//! byte. If they do not, that type is quantized on the CPU (`--device auto`, with a message) or
+//! the run fails (`--device gpu[:N]`). `verify` additionally checks every tensor on the CPU.
+
+use crate::backend::gpu::device::DeviceSpec;
+use crate::backend::gpu::kernels::quant_block;
+use crate::backend::gpu::GpuBackend;
+use crate::conformance::Rng;
+use crate::gguf::GgmlType;
+use crate::quant;
+use anyhow::{anyhow, bail, Context, Result};
+use rayon::prelude::*;
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+/// Input values per dispatch: 16 MiB of f32, far under every adapter's binding limit.
+const MAX_VALUES_PER_DISPATCH: usize = 4 << 20;
+
+/// Whether a GPU kernel exists for type `t`.
+pub fn supports(t: GgmlType) -> bool {
+    quant_block::shader(t).is_some()
+}
+
+pub struct GpuQuantizer {
+    gpu: GpuBackend,
+    /// Compare every tensor's bytes with the CPU reference (error on a mismatch).
+    pub verify: bool,
+    /// A failed canary is an error instead of a fallback to the CPU.
+    pub strict: bool,
+    /// Print what the canary decided (stderr).
+    pub verbose: bool,
+    canary: Mutex<HashMap<GgmlType, bool>>,
+}
+
+impl std::fmt::Debug for GpuQuantizer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "GpuQuantizer({})", self.gpu.adapter_name())
+    }
+}
+
+/// What `--device` chooses for `wquant quantize`: `None` is the CPU reference.
+pub fn choose(device: &str, verify: bool, quiet: bool) -> Result<Option<GpuQuantizer>> {
+    let spec = DeviceSpec::parse(device)?;
+    let q = match spec {
+        DeviceSpec::Cpu => return Ok(None),
+        // auto: a hardware GPU, every tensor verified against the CPU reference (a mismatch
+        // uses the CPU bytes), because the K-quant kernels are not yet exact on every input
+        // (see tests/gpuquant_golden.rs). A software adapter (lavapipe) is slower than the CPU
+        // reference here, so auto uses the CPU there.
+        DeviceSpec::Auto => match GpuQuantizer::open(device) {
+            Ok(q) if q.gpu.is_cpu_adapter() => {
+                if !quiet {
+                    eprintln!(
+                        "quantize: only a software adapter ({}); quantizing on the CPU reference",
+                        q.adapter_name()
+                    );
+                }
+                return Ok(None);
+            }
+            Ok(mut q) => {
+                q.verify = true;
+                q
+            }
+            Err(e) => {
+                eprintln!("quantize: no GPU adapter ({e:#}); quantizing on the CPU");
+                return Ok(None);
+            }
+        },
+        DeviceSpec::Gpu(_) => {
+            let mut q = GpuQuantizer::open(device)?;
+            q.strict = true;
+            q
+        }
+    };
+    let mut q = q;
+    q.verify |= verify;
+    q.verbose = !quiet;
+    if !quiet {
+        eprintln!("quantize: GPU adapter {}", q.adapter_name());
+    }
+    Ok(Some(q))
+}
+
+impl GpuQuantizer {
+    /// Open the adapter `device` names (`auto`, `gpu`, `gpu:N`).
+    pub fn open(device: &str) -> Result<GpuQuantizer> {
+        Ok(Self::from_backend(GpuBackend::new(device)?))
+    }
+
+    pub fn from_backend(gpu: GpuBackend) -> GpuQuantizer {
+        GpuQuantizer {
+            gpu,
+            verify: false,
+            strict: false,
+            verbose: false,
+            canary: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn adapter_name(&self) -> String {
+        self.gpu.adapter_name()
+    }
+
+    /// Quantize `x` (rows of `ne0` values) to `t` with importance `qw` (one per column): the
+    /// kernel, then the CPU reference for the rows outside `row_is_gpu_exact` (where f32
+    /// intermediates overflow; GPU compilers may not keep IEEE Inf/NaN semantics). No canary,
+    /// no finiteness check.
+    pub fn quantize_rows_raw(
+        &self,
+        t: GgmlType,
+        x: &[f32],
+        ne0: usize,
+        qw: Option<&[f32]>,
+    ) -> Result<Vec<u8>> {
+        let mut out = self.kernel_rows(t, x, ne0, qw)?;
+        let rb = out.len() / (x.len() / ne0).max(1);
+        for (r, row) in x.chunks_exact(ne0).enumerate() {
+            if !row_is_gpu_exact(t, row, qw) {
+                quant::quantize_row(t, row, &mut out[r * rb..(r + 1) * rb], qw)?;
+            }
+        }
+        Ok(out)
+    }
+
+    /// The kernel alone over every row (no CPU fallback).
+    pub fn kernel_rows(
+        &self,
+        t: GgmlType,
+        x: &[f32],
+        ne0: usize,
+        qw: Option<&[f32]>,
+    ) -> Result<Vec<u8>> {
+        kernel_rows(&self.gpu, t, x, ne0, qw)
+    }
+
+    /// Quantize rows of tensor `name`: non-finite input is an error naming the tensor; with
+    /// `verify`, the bytes are compared with the CPU reference.
+    pub fn quantize_rows(
+        &self,
+        name: &str,
+        t: GgmlType,
+        x: &[f32],
+        ne0: usize,
+        qw: Option<&[f32]>,
+    ) -> Result<Vec<u8>> {
+        if let Some(i) = x.iter().position(|v| !v.is_finite()) {
+            bail!(
+                "tensor {name}: non-finite weight {} at row {}, column {}",
+                x[i],
+                i / ne0.max(1),
+                i % ne0.max(1)
+            );
+        }
+        if let Some(c) = qw.and_then(|w| w.iter().position(|v| !v.is_finite())) {
+            bail!("tensor {name}: non-finite importance at column {c}");
+        }
+        let bytes = self
+            .quantize_rows_raw(t, x, ne0, qw)
+            .with_context(|| format!("tensor {name}: GPU quantization to {t}"))?;
+        if self.verify {
+            let cpu = cpu_quantize(t, x, ne0, qw)?;
+            if let Some(b) = first_mismatch(t, &bytes, &cpu) {
+                if !self.strict {
+                    // The safety net: a block the GPU got wrong never reaches the output.
+                    eprintln!(
+                        "quantize: tensor {name}: GPU bytes differ from the CPU reference at \
+                         block {b} of {t} (adapter {}); using the CPU bytes",
+                        self.adapter_name()
+                    );
+                    return Ok(cpu);
+                }
+                bail!(
+                    "tensor {name}: GPU bytes differ from the CPU reference at block {b} of {t} \
+                     (adapter {}); rerun with --device cpu",
+                    self.adapter_name()
+                );
+            }
+        }
+        Ok(bytes)
+    }
+
+    /// Whether `t` is quantized on this adapter: the canary (run once per type) must pass.
+    /// A failure falls back to the CPU with a message, or is an error when `strict`.
+    pub fn usable(&self, t: GgmlType) -> Result<bool> {
+        if !supports(t) {
+            return Ok(false);
+        }
+        if let Some(&ok) = self.canary.lock().expect("canary cache").get(&t) {
+            return Ok(ok);
+        }
+        let outcome = self.run_canary(t);
+        let ok = match outcome {
+            Ok(None) => true,
+            Ok(Some(why)) | Err(why) => {
+                let msg = format!(
+                    "GPU canary for {t} failed on {} ({why})",
+                    self.adapter_name()
+                );
+                if self.strict {
+                    return Err(anyhow!("{msg}; use --device cpu or --device auto"));
+                }
+                eprintln!("quantize: {msg}; quantizing {t} on the CPU");
+                false
+            }
+        };
+        self.canary.lock().expect("canary cache").insert(t, ok);
+        Ok(ok)
+    }
+
+    /// Quantize the canary inputs (reference and importance paths) on both sides. `Ok(None)`:
+    /// identical; `Ok(Some(why))`: a mismatch.
+    pub fn run_canary(&self, t: GgmlType) -> std::result::Result<Option<String>, String> {
+        let ne0 = 512;
+        let x = edge_case_rows(0xC0FFEE ^ t.type_size() as u64, 12, ne0);
+        let qw = edge_case_importance(0xBEEF, ne0);
+        for w in [None, Some(&qw[..])] {
+            let gpu = self
+                .quantize_rows_raw(t, &x, ne0, w)
+                .map_err(|e| format!("{e:#}"))?;
+            let cpu = cpu_quantize(t, &x, ne0, w).map_err(|e| format!("{e:#}"))?;
+            if let Some(b) = first_mismatch(t, &gpu, &cpu) {
+                let path = if w.is_some() {
+                    "importance"
+                } else {
+                    "reference"
+                };
+                return Ok(Some(format!("{path} path, block {b} differs")));
+            }
+        }
+        Ok(None)
+    }
+}
+
+/// The quantization kernel for type `t` over rows of `ne0` values on `gpu` (no CPU fallback,
+/// no canary, no finiteness check).
+pub fn kernel_rows(
+    gpu: &GpuBackend,
+    t: GgmlType,
+    x: &[f32],
+    ne0: usize,
+    qw: Option<&[f32]>,
+) -> Result<Vec<u8>> {
+    if !supports(t) {
+        bail!("no GPU quantization kernel for type {t}");
+    }
+    let bs = t.block_size();
+    if ne0 == 0 || ne0 % bs != 0 || x.len() % ne0 != 0 {
+        bail!(
+            "{} values in rows of {ne0}: not whole rows of {t} blocks of {bs}",
+            x.len()
+        );
+    }
+    if qw.is_some_and(|w| w.len() != ne0) {
+        bail!(
+            "importance has {} values for rows of {ne0}",
+            qw.unwrap().len()
+        );
+    }
+    let n_rows = x.len() / ne0;
+    let bpr = ne0 / bs;
+    let ts = t.type_size();
+    let slot = quant_block::slot_words(t);
+    let mut out = vec![0u8; n_rows * bpr * ts];
+    if n_rows == 0 {
+        return Ok(out);
+    }
+    // The legacy types' σ² is a sequential sum over the whole row: done here, in the CPU's
+    // order, rather than by one invocation per block.
+    let legacy_w = qw.is_some() && bs == 32 && t != GgmlType::Q8_0;
+    let ctx = &gpu.ctx;
+    let wbuf = ctx.upload_f32(qw.unwrap_or(&[0.0]));
+    let rows_per_chunk = (MAX_VALUES_PER_DISPATCH / ne0).max(1);
+    let mut r0 = 0;
+    while r0 < n_rows {
+        let nr = rows_per_chunk.min(n_rows - r0);
+        let xs = &x[r0 * ne0..(r0 + nr) * ne0];
+        let sig: Vec<f32> = if legacy_w {
+            xs.chunks_exact(ne0).map(quant::row_sigma2).collect()
+        } else {
+            vec![0.0]
+        };
+        let xbuf = ctx.upload_f32(xs);
+        let sbuf = ctx.upload_f32(&sig);
+        let n_blocks = nr * bpr;
+        let obuf = ctx.pool.get((n_blocks * slot * 4) as u64);
+        quant_block::run(
+            ctx,
+            t,
+            xbuf.buffer(),
+            wbuf.buffer(),
+            sbuf.buffer(),
+            obuf.buffer(),
+            n_blocks,
+            bpr,
+            qw.is_some(),
+        );
+        let words = ctx.read_u32(obuf.buffer(), n_blocks * slot);
+        let bytes: &[u8] = bytemuck::cast_slice(&words);
+        let dst = &mut out[r0 * bpr * ts..(r0 + nr) * bpr * ts];
+        for (d, s) in dst.chunks_exact_mut(ts).zip(bytes.chunks_exact(slot * 4)) {
+            d.copy_from_slice(&s[..ts]);
+        }
+        r0 += nr;
+    }
+    Ok(out)
+}
+
+/// Whether the kernel's f32 intermediates stay finite for this row (then its bytes are exact):
+/// with A = max|x| and W a bound on the effective weights, the largest sums the searches form
+/// are ~(32·W·A·64)² and (32·W)²·32⁴; W·A ≤ 1e15 and W ≤ 1e15 keep them far below f32's max.
+/// Real weights (|x| ≲ 1e3, importance ≲ 1e8) are always inside.
+pub fn row_is_gpu_exact(t: GgmlType, row: &[f32], qw: Option<&[f32]>) -> bool {
+    let a = row.iter().fold(0f64, |m, v| m.max(v.abs() as f64));
+    let w = match qw {
+        // Q8_0 ignores the importance; the legacy reference paths have no weights.
+        _ if t == GgmlType::Q8_0 => 1.0,
+        None if t == GgmlType::Q6K => a * a,
+        None if t.block_size() == 256 => 2.0 * a,
+        None => 1.0,
+        Some(q) => q.iter().fold(0f64, |m, v| m.max(v.abs() as f64)) * 2.0 * a,
+    };
+    a <= 1e15 && w <= 1e15 && w * a <= 1e15
+}
+
+/// The CPU reference over whole rows (rayon; bytes do not depend on the thread count).
+pub fn cpu_quantize(t: GgmlType, x: &[f32], ne0: usize, qw: Option<&[f32]>) -> Result<Vec<u8>> {
+    let rb = t
+        .row_bytes(ne0 as u64)
+        .ok_or_else(|| anyhow!("rows of {ne0} are not whole {t} blocks"))? as usize;
+    let mut out = vec![0u8; x.len() / ne0 * rb];
+    out.par_chunks_mut(rb)
+        .zip(x.par_chunks(ne0))
+        .try_for_each(|(d, r)| quant::quantize_row(t, r, d, qw))?;
+    Ok(out)
+}
+
+/// Index of the first block whose bytes differ.
+pub fn first_mismatch(t: GgmlType, a: &[u8], b: &[u8]) -> Option<usize> {
+    let ts = t.type_size();
+    if a.len() != b.len() {
+        return Some(a.len().min(b.len()) / ts);
+    }
+    a.chunks(ts).zip(b.chunks(ts)).position(|(x, y)| x != y)
+}
+
+/// Number of blocks with identical bytes, out of the total.
+pub fn blocks_identical(t: GgmlType, a: &[u8], b: &[u8]) -> (usize, usize) {
+    let ts = t.type_size();
+    let total = a.len().max(b.len()) / ts;
+    let same = a
+        .chunks(ts)
+        .zip(b.chunks(ts))
+        .filter(|(x, y)| x == y)
+        .count();
+    (same, total)
+}
+
+/// `rows` rows of `ne0` values (ne0 a multiple of 256): random data of several magnitudes with
+/// edge-case 32-value stretches mixed in (all zero, constant, negative constant, one huge
+/// outlier, denormals, tiny values, a single non-zero, alternating signs); every 6th row has
+/// a 1e30 outlier (outside `row_is_gpu_exact`: quantized by the CPU fallback).
+pub fn edge_case_rows(seed: u64, rows: usize, ne0: usize) -> Vec<f32> {
+    let mut rng = Rng::new(seed);
+    let mut x = Vec::with_capacity(rows * ne0);
+    for r in 0..rows {
+        let scale = [1.0f32, 0.02, 300.0, 1e-3][r % 4];
+        let mut row = rng.vec(ne0, scale);
+        for (k, s) in row.chunks_exact_mut(32).enumerate() {
+            match (r * 7 + k) % 11 {
+                0 => s.fill(0.0),
+                1 => s.fill(0.375),
+                2 => s.fill(-1.5),
+                3 => s[rng.below(32)] = 1e4,
+                4 => {
+                    for v in s.iter_mut() {
+                        *v = f32::from_bits(1 + (rng.next_u64() % 0x7f_ffff) as u32)
+                            * if rng.f32() < 0.0 { -1.0 } else { 1.0 };
+                    }
+                }
+                5 => {
+                    for v in s.iter_mut() {
+                        *v *= 1e-14;
+                    }
+                }
+                6 => {
+                    s.fill(0.0);
+                    s[rng.below(32)] = -2.5;
+                }
+                7 => {
+                    for (i, v) in s.iter_mut().enumerate() {
+                        *v = if i % 2 == 0 { 1.0 } else { -1.0 };
+                    }
+                }
+                _ => {}
+            }
+        }
+        if r % 6 == 5 {
+            row[ne0 / 2 + 3] = -1e30;
+        }
+        // A whole zero super-block and a whole constant one now and then.
+        if r % 5 == 3 {
+            row[..256].fill(0.0);
+        }
+        if r % 5 == 4 && ne0 >= 512 {
+            row[256..512].fill(-0.125);
+        }
+        x.extend_from_slice(&row);
+    }
+    x
+}
+
+/// Importance for rows of `ne0`: random positive values with zeros, 100 and 1 mixed in.
+pub fn edge_case_importance(seed: u64, ne0: usize) -> Vec<f32> {
+    let mut rng = Rng::new(seed);
+    (0..ne0)
+        .map(|i| match i % 37 {
+            0 | 5 | 6 => 0.0,
+            11 => 100.0,
+            17 => 1.0,
+            _ => (rng.f32() + 1.0) * 4.0,
+        })
+        .collect()
+}
+
+/// Quantize a slab of rows of tensor `name` (`nr` rows from `row0`, read from `data` of type
+/// `src_type`) into `out` on the GPU; the hook `quantize::quantize_file` calls.
+#[allow(clippy::too_many_arguments)]
+pub fn quantize_slab(
+    g: &GpuQuantizer,
+    name: &str,
+    src_type: GgmlType,
+    data: &[u8],
+    src_row: usize,
+    row0: usize,
+    nr: usize,
+    ne0: usize,
+    rows_per_expert: usize,
+    qw: Option<&[f32]>,
+    nt: GgmlType,
+    out: &mut [u8],
+) -> Result<()> {
+    let mut xs = vec![0f32; nr * ne0];
+    xs.par_chunks_mut(ne0)
+        .enumerate()
+        .try_for_each(|(k, buf)| {
+            let r = row0 + k;
+            quant::dequantize_row(src_type, &data[r * src_row..(r + 1) * src_row], buf)?;
+            if let Some(c) = buf.iter().position(|x| !x.is_finite()) {
+                bail!(
+                    "tensor {name}: non-finite weight {} at row {r}, column {c}",
+                    buf[c]
+                );
+            }
+            Ok(())
+        })?;
+    let dst_row = out.len() / nr.max(1);
+    let mut k = 0;
+    while k < nr {
+        let e = (row0 + k) / rows_per_expert.max(1);
+        let end = ((e + 1) * rows_per_expert.max(1) - row0).min(nr);
+        let w = qw.map(|v| &v[e * ne0..(e + 1) * ne0]);
+        let bytes = g.quantize_rows(name, nt, &xs[k * ne0..end * ne0], ne0, w)?;
+        out[k * dst_row..end * dst_row].copy_from_slice(&bytes);
+        k = end;
+    }
+    Ok(())
+}

@@ -1,0 +1,125 @@
+//! GPU block quantization (lavapipe here) against the CPU reference `quant::quantize_row`: every
+//! kernel, reference and importance paths, on random data with edge cases (all-zero and constant
+//! blocks, one huge outlier, denormals, tiny values, importance 0, 1 and 1e30): 100% of blocks
+//! byte-identical. Non-finite input is an error naming the tensor.
+
+use wquant::backend::gpu::kernels::quant_block;
+use wquant::gguf::GgmlType;
+use wquant::gpu_quantize::{
+    blocks_identical, cpu_quantize, edge_case_importance, edge_case_rows, row_is_gpu_exact,
+    GpuQuantizer,
+};
+
+fn gpu() -> GpuQuantizer {
+    let mut q = GpuQuantizer::open("auto").expect("a GPU adapter (lavapipe in CI)");
+    q.strict = true;
+    q
+}
+
+#[test]
+fn every_kernel_matches_the_cpu_on_edge_cases() {
+    let g = gpu();
+    let ne0 = 512;
+    let x = edge_case_rows(7, 12, ne0);
+    let imp = edge_case_importance(11, ne0);
+    // All-zero, large and 1e30 importance too (1e30 is outside `row_is_gpu_exact`: the CPU
+    // fallback must give the same bytes).
+    let zeros = vec![0f32; ne0];
+    let large = vec![1e6f32; ne0];
+    let huge = vec![1e30f32; ne0];
+    let mut report = Vec::new();
+    for t in quant_block::TYPES {
+        for (label, w) in [
+            ("ref", None),
+            ("imatrix", Some(&imp[..])),
+            ("w=0", Some(&zeros[..])),
+            ("w=1e6", Some(&large[..])),
+            ("w=1e30", Some(&huge[..])),
+        ] {
+            let got = g.quantize_rows_raw(t, &x, ne0, w).unwrap();
+            let want = cpu_quantize(t, &x, ne0, w).unwrap();
+            let (same, total) = blocks_identical(t, &got, &want);
+            assert!(total > 0);
+            if same != total {
+                report.push(format!("{t} {label}: {same}/{total} blocks identical"));
+            }
+            // The kernel itself (no fallback) on the rows it is trusted with.
+            let kernel = g.kernel_rows(t, &x, ne0, w).unwrap();
+            let rb = kernel.len() / 12;
+            let mut n_gpu_rows = 0;
+            for (r, row) in x.chunks_exact(ne0).enumerate() {
+                if row_is_gpu_exact(t, row, w) {
+                    n_gpu_rows += 1;
+                    if kernel[r * rb..(r + 1) * rb] != want[r * rb..(r + 1) * rb] {
+                        report.push(format!("{t} {label}: kernel row {r} differs"));
+                    }
+                }
+            }
+            if label != "w=1e30" {
+                assert_eq!(n_gpu_rows, 10, "{t} {label}: rows 5 and 11 hold a 1e30");
+            }
+        }
+    }
+    assert!(report.is_empty(), "{}", report.join("\n"));
+}
+
+#[test]
+fn canary_passes_on_this_adapter() {
+    let g = gpu();
+    for t in quant_block::TYPES {
+        assert!(g.usable(t).unwrap(), "{t}");
+    }
+    assert!(!g.usable(GgmlType::F16).unwrap());
+}
+
+#[test]
+fn rows_with_several_blocks_and_odd_counts() {
+    // 1 row, 3 rows of 2 super-blocks, and a row count that is not a multiple of 64.
+    let g = gpu();
+    for (rows, ne0) in [(1usize, 256usize), (3, 512), (67, 256)] {
+        let x = edge_case_rows(rows as u64, rows, ne0);
+        let imp = edge_case_importance(3, ne0);
+        for t in [GgmlType::Q4K, GgmlType::Q6K, GgmlType::Q5_1, GgmlType::Q8_0] {
+            let got = g.quantize_rows_raw(t, &x, ne0, Some(&imp)).unwrap();
+            let want = cpu_quantize(t, &x, ne0, Some(&imp)).unwrap();
+            assert_eq!(got, want, "{t}, {rows}×{ne0}");
+        }
+    }
+}
+
+#[test]
+fn non_finite_input_is_an_error_naming_the_tensor() {
+    let g = gpu();
+    for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+        let mut x = edge_case_rows(1, 2, 256);
+        x[300] = bad;
+        let e = g
+            .quantize_rows("blk.3.ffn_up.weight", GgmlType::Q4K, &x, 256, None)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("blk.3.ffn_up.weight") && e.contains("row 1, column 44"),
+            "{e}"
+        );
+    }
+    let x = edge_case_rows(1, 1, 256);
+    let mut w = vec![1f32; 256];
+    w[5] = f32::NAN;
+    let e = g
+        .quantize_rows("output.weight", GgmlType::Q6K, &x, 256, Some(&w))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("output.weight") && e.contains("column 5"), "{e}");
+}
+
+#[test]
+fn bad_shapes_are_errors() {
+    let g = gpu();
+    let x = vec![0.5f32; 300];
+    assert!(g.quantize_rows_raw(GgmlType::Q4K, &x, 300, None).is_err());
+    assert!(g.quantize_rows_raw(GgmlType::F16, &x, 300, None).is_err());
+    let x = vec![0.5f32; 512];
+    assert!(g
+        .quantize_rows_raw(GgmlType::Q4K, &x, 256, Some(&[1.0; 128]))
+        .is_err());
+}
