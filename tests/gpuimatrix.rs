@@ -127,3 +127,61 @@ fn gpu_imatrix_matches_cpu_reference_and_repeats() {
     compare("synth-dense", &synth.join("synth-dense.gguf"), &gpu);
     compare("synth-moe", &synth.join("synth-moe.gguf"), &gpu);
 }
+
+/// `wquant imatrix --device D` on SmolLM2 (Q4_1) over calib.txt, 2 chunks of 16, no PPL;
+/// returns the loaded imatrix and stderr.
+fn cli_imatrix(device: &str, out: &Path) -> (Imatrix, String) {
+    let r = std::process::Command::new(env!("CARGO_BIN_EXE_wquant"))
+        .current_dir(wquant::testutil::assets_dir())
+        .args([
+            "--device",
+            device,
+            "imatrix",
+            "-m",
+            "smollm2-135m-q4_1.gguf",
+        ])
+        .args([
+            "-f",
+            "calib.txt",
+            "-c",
+            "16",
+            "--chunks",
+            "2",
+            "--no-ppl",
+            "-o",
+        ])
+        .arg(out)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&r.stderr).to_string();
+    assert!(r.status.success(), "--device {device}: {err}");
+    (Imatrix::load(out).unwrap(), err)
+}
+
+#[test]
+fn cli_device_gpu_matches_device_cpu() {
+    let d = tempfile::tempdir().unwrap();
+    let (gpu, gpu_err) = cli_imatrix("gpu", &d.path().join("g.gguf"));
+    let (cpu, cpu_err) = cli_imatrix("cpu", &d.path().join("c.gguf"));
+    assert!(gpu_err.contains("backend gpu"), "{gpu_err}");
+    assert!(cpu_err.contains("backend cpu"), "{cpu_err}");
+    assert_eq!(gpu.chunk_count, 2);
+    assert_eq!(
+        cpu.entries.keys().collect::<Vec<_>>(),
+        gpu.entries.keys().collect::<Vec<_>>()
+    );
+    let mut worst = 0.0f64;
+    for (name, c) in &cpu.entries {
+        let g = &gpu.entries[name];
+        assert_eq!(c.counts, g.counts, "{name} counts");
+        for (&x, &y) in c.in_sum2.iter().zip(&g.in_sum2) {
+            let r = ((x - y).abs() / x.abs().max(1e-30)) as f64;
+            assert!(r <= 1e-3, "{name}: cpu {x} gpu {y}");
+            worst = worst.max(r);
+        }
+    }
+    println!(
+        "SmolLM2 CLI: {} entries, worst relative in_sum2 {worst:.3e}",
+        cpu.entries.len()
+    );
+}
