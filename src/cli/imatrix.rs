@@ -6,6 +6,8 @@
 //! script can tell a complete run (0) from an interrupted one.
 
 use crate::backend::cpu::CpuBackend;
+use crate::backend::gpu::device::{DeviceSpec, GpuDevice};
+use crate::backend::gpu::GpuBackend;
 use crate::backend::Backend;
 use crate::gguf::GgufFile;
 use crate::imatrix::collect::{collect, plan_chunks, CollectOptions};
@@ -147,10 +149,22 @@ pub fn run(g: &super::GlobalArgs, a: Args) -> Result<()> {
     if a.parse_special {
         bail!("--parse-special is not supported by wquant's tokenizer yet");
     }
-    match g.device.as_str() {
-        // The GPU backend plugs in here with its own arm.
-        "cpu" | "auto" => collect_with(&CpuBackend::new(), g, &a, &model, &text, merged),
-        d => bail!("--device {d}: only the cpu backend can collect an imatrix so far"),
+    match DeviceSpec::parse(&g.device)? {
+        DeviceSpec::Cpu => collect_with(&CpuBackend::new(), g, &a, &model, &text, merged),
+        // auto: a hardware GPU if there is one; otherwise the CPU reference, which runs this
+        // graph far faster than a software Vulkan adapter (lavapipe) does.
+        DeviceSpec::Auto => match GpuDevice::open(DeviceSpec::Auto) {
+            Ok(dev) if !dev.is_cpu_adapter() => {
+                collect_with(&GpuBackend::from_device(dev), g, &a, &model, &text, merged)
+            }
+            _ => {
+                if !g.quiet {
+                    eprintln!("imatrix: --device auto: no hardware GPU, using the CPU reference");
+                }
+                collect_with(&CpuBackend::new(), g, &a, &model, &text, merged)
+            }
+        },
+        _ => collect_with(&GpuBackend::new(&g.device)?, g, &a, &model, &text, merged),
     }
 }
 
