@@ -13,5 +13,7 @@ pub mod kld;
 pub mod model;
 pub mod quant;
 pub mod quantize;
+pub mod report;
+pub mod run;
 pub mod testutil;
 pub mod util;

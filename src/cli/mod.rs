@@ -8,8 +8,9 @@ pub mod convert;
 pub mod devices;
 pub mod imatrix;
 pub mod inspect;
-pub mod quantize;
 pub mod perplexity;
+pub mod quantize;
+pub mod run;
 pub mod stats;
 
 /// Global options shared by every command.
@@ -60,6 +61,8 @@ pub enum Command {
     Perplexity(perplexity::Args),
     /// Statistics of an imatrix file per tensor and per layer (llama-imatrix --show-statistics).
     Stats(stats::Args),
+    /// The whole pipeline on a model (default: the demo): imatrix, quantize, KLD, report.
+    Run(run::Args),
 }
 
 pub fn main() -> anyhow::Result<()> {
@@ -79,5 +82,6 @@ pub fn main() -> anyhow::Result<()> {
         Command::Imatrix(a) => imatrix::run(&cli.global, a),
         Command::Perplexity(a) => perplexity::run(&cli.global, a),
         Command::Stats(a) => stats::run(&cli.global, a),
+        Command::Run(a) => run::run(&cli.global, a),
     }
 }
