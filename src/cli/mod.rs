@@ -11,6 +11,9 @@ pub mod inspect;
 pub mod perplexity;
 pub mod quantize;
 pub mod run;
+pub mod kld;
+pub mod perplexity;
+pub mod quantize;
 pub mod stats;
 
 /// Global options shared by every command.
@@ -63,6 +66,8 @@ pub enum Command {
     Stats(stats::Args),
     /// The whole pipeline on a model (default: the demo): imatrix, quantize, KLD, report.
     Run(run::Args),
+    /// KL divergence of a quantized model from its base (llama-perplexity's statistics).
+    Kld(kld::Args),
 }
 
 pub fn main() -> anyhow::Result<()> {
@@ -83,5 +88,6 @@ pub fn main() -> anyhow::Result<()> {
         Command::Perplexity(a) => perplexity::run(&cli.global, a),
         Command::Stats(a) => stats::run(&cli.global, a),
         Command::Run(a) => run::run(&cli.global, a),
+        Command::Kld(a) => kld::run(&cli.global, a),
     }
 }

@@ -1,0 +1,100 @@
+//! KL-divergence speed on the CPU: the per-token math over SmolLM2's 49,152-token vocabulary,
+//! and `kld` own mode end to end (both models' forward passes, both output heads) in scored
+//! tokens per second. Also prints the disk bytes each workflow needs for eval.txt.
+//!
+//! `cargo bench --bench kld` (set WQUANT_KLD_BENCH_CTX to change the context, default 64).
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use std::sync::Arc;
+use wquant::backend::cpu::CpuBackend;
+use wquant::backend::gpu::GpuBackend;
+use wquant::backend::Backend;
+use wquant::gguf::GgufFile;
+use wquant::kld::driver::{self, Chunks};
+use wquant::kld::logits_file::{BaseHeader, BaseRecord};
+use wquant::kld::{token_kld_from_logits, token_kld_from_record};
+use wquant::model::{Model, Tokenizer};
+use wquant::testutil::assets_dir;
+
+fn logits(seed: u32, n: usize) -> Vec<f32> {
+    (0..n)
+        .map(|i| {
+            let h = (i as u32 ^ seed).wrapping_mul(2654435761);
+            (h >> 8) as f32 / (1u32 << 24) as f32 * 20.0 - 10.0
+        })
+        .collect()
+}
+
+fn per_token(c: &mut Criterion) {
+    let n = 49152;
+    let (zb, zq) = (logits(1, n), logits(2, n));
+    let rec = BaseRecord::from_logits(&zb);
+    let mut g = c.benchmark_group("kld_token_49152");
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("encode_base_record", |b| {
+        let mut r = rec.clone();
+        b.iter(|| r.encode(&zb))
+    });
+    g.bench_function("from_record", |b| {
+        b.iter(|| token_kld_from_record(&zq, &rec, 7))
+    });
+    g.bench_function("from_logits", |b| {
+        b.iter(|| token_kld_from_logits(&zq, &zb, 7))
+    });
+    g.finish();
+}
+
+fn own_mode(c: &mut Criterion) {
+    let path = assets_dir().join("smollm2-135m-q4_1.gguf");
+    let file = Arc::new(GgufFile::open(&path).unwrap());
+    let text = std::fs::read_to_string(assets_dir().join("eval.txt")).unwrap();
+    let tokens = Tokenizer::from_gguf(&file).unwrap().encode(&text);
+    let n_ctx: usize = std::env::var("WQUANT_KLD_BENCH_CTX")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(64);
+    let ch = Chunks {
+        n_ctx,
+        n_chunk: 1,
+        seqs_per_pass: 1,
+    };
+    let cpu = CpuBackend::new();
+    let llama_file = BaseHeader {
+        n_ctx: 512,
+        n_vocab: 49152,
+        n_chunk: (tokens.len() / 512) as u32,
+    };
+    println!(
+        "disk for eval.txt at -c 512: wquant own mode 0 bytes; llama-perplexity base file {} bytes",
+        llama_file.file_bytes()
+    );
+    own_mode_on(c, "cpu", &cpu, &file, &tokens, &ch);
+    // The GPU backend on the first adapter (lavapipe where there is no GPU).
+    let gpu = GpuBackend::new("auto").unwrap();
+    own_mode_on(c, &format!("gpu_{}", gpu.name()), &gpu, &file, &tokens, &ch);
+}
+
+fn own_mode_on<B: Backend>(
+    c: &mut Criterion,
+    label: &str,
+    b: &B,
+    file: &Arc<GgufFile>,
+    tokens: &[u32],
+    ch: &Chunks,
+) {
+    let mut g = c.benchmark_group(format!("kld_own_mode_smollm2_{label}"));
+    g.sample_size(10);
+    // Tokens run through each of the two models per iteration (loading included).
+    g.throughput(Throughput::Elements(ch.n_ctx as u64));
+    g.bench_function(format!("ctx{}_1chunk_both_models", ch.n_ctx), |bch| {
+        bch.iter(|| {
+            let base = Model::load(b, file).unwrap();
+            let quant = || Model::load(b, file);
+            driver::own_mode(b, base, quant, tokens, ch, |_| {}, |_, _| {}).unwrap()
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, per_token, own_mode);
+criterion_main!(benches);

@@ -1,0 +1,375 @@
+//! `wquant kld`: KL divergence of a quantized model from its base, with llama-perplexity's
+//! statistics and printing. Three ways to run it:
+//! - `--base-model BASE -m QUANT -f TEXT`: both models here, no file (wquant's own mode);
+//! - `-m BASE -f TEXT --kl-divergence-base FILE`: write llama-perplexity's base log-prob file;
+//! - `-m QUANT --kl-divergence-base FILE --kl-divergence`: read one (llama.cpp's or wquant's).
+
+use crate::backend::cpu::CpuBackend;
+use crate::backend::gpu::GpuBackend;
+use crate::backend::Backend;
+use crate::gguf::GgufFile;
+use crate::kld::driver::{self, chunk_count, Chunks};
+use crate::kld::logits_file::{BaseFileReader, BaseFileWriter, BaseHeader};
+use crate::kld::report::{
+    running_line, summary_text, KldReport, MIN_TOKENS_FOR_SUMMARY, TABLE_HEADER,
+};
+use crate::kld::KldAccumulator;
+use crate::model::{Config, Model, Tokenizer};
+use anyhow::{bail, Context, Result};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Quantized model (GGUF); with --kl-divergence-base and no --kl-divergence, the base model.
+    #[arg(short = 'm', long = "model")]
+    pub model: PathBuf,
+    /// Base model for wquant's own mode (no base file).
+    #[arg(long = "base-model")]
+    pub base_model: Option<PathBuf>,
+    /// Evaluation text. Optional with --kl-divergence (the tokens come from the base file; when
+    /// given, it is checked against them).
+    #[arg(short = 'f', long = "file")]
+    pub file: Option<PathBuf>,
+    /// Tokens per chunk (default 512; with --kl-divergence the base file's).
+    #[arg(short = 'c', long = "ctx-size")]
+    pub ctx: Option<usize>,
+    /// Evaluate at most this many chunks.
+    #[arg(long)]
+    pub chunks: Option<usize>,
+    /// Tokens per forward pass (llama.cpp's n_batch); max(1, batch/ctx) chunks run together.
+    /// Results do not depend on it.
+    #[arg(short = 'b', long = "batch-size", default_value_t = 2048)]
+    pub batch: usize,
+    /// llama-perplexity's base log-prob file: written (without --kl-divergence) or read.
+    #[arg(long = "kl-divergence-base")]
+    pub kl_divergence_base: Option<PathBuf>,
+    /// Compare -m against the base file given with --kl-divergence-base.
+    #[arg(long = "kl-divergence")]
+    pub kl_divergence: bool,
+    /// Print the report as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(g: &super::GlobalArgs, a: Args) -> Result<()> {
+    match g.device.as_str() {
+        // As `wquant perplexity`: the CPU reference unless a GPU is asked for.
+        "cpu" | "auto" => run_with(&CpuBackend::new(), g, &a),
+        d => run_with(&GpuBackend::new(d)?, g, &a),
+    }
+}
+
+fn run_with<B: Backend>(b: &B, g: &super::GlobalArgs, a: &Args) -> Result<()> {
+    match (&a.base_model, &a.kl_divergence_base, a.kl_divergence) {
+        (Some(base), None, false) => own(b, g, a, base),
+        (None, Some(file), false) => write_base(b, g, a, file),
+        (None, Some(file), true) => from_file(b, g, a, file),
+        (Some(_), Some(_), _) => bail!(
+            "--base-model and --kl-divergence-base are two different ways to get the base \
+             distribution: give one"
+        ),
+        (_, None, true) => bail!("--kl-divergence needs --kl-divergence-base FILE"),
+        (None, None, false) => bail!(
+            "nothing to compare: give --base-model BASE (own mode) or --kl-divergence-base FILE \
+             (llama-perplexity's file workflow)"
+        ),
+    }
+}
+
+fn open_model<B: Backend>(b: &B, path: &Path) -> Result<(Model<B>, Arc<GgufFile>)> {
+    let file = Arc::new(GgufFile::open(path)?);
+    let model = Model::load(b, &file).with_context(|| format!("{}: loading", path.display()))?;
+    Ok((model, file))
+}
+
+fn tokenizer(file: &GgufFile) -> Result<Tokenizer> {
+    Tokenizer::from_gguf(file).with_context(|| format!("{}: tokenizer", file.path.display()))
+}
+
+/// The text as llama-perplexity reads `-f` (the same reader as `wquant perplexity`).
+fn read_text(path: &Path) -> Result<String> {
+    crate::model::tokenizer::read_prompt_file(path)
+}
+
+fn need_text(a: &Args) -> Result<&Path> {
+    a.file
+        .as_deref()
+        .context("-f TEXT is required (the evaluation text)")
+}
+
+/// Streams the per-chunk table to stdout (text mode) and keeps the running lines.
+struct Table {
+    json: bool,
+    lines: Vec<crate::kld::stats::RunningLine>,
+}
+
+impl Table {
+    fn new(json: bool) -> Table {
+        Table {
+            json,
+            lines: Vec::new(),
+        }
+    }
+    fn chunk(&mut self, c: usize, acc: &KldAccumulator) {
+        let r = acc.running();
+        if !self.json {
+            let mut out = std::io::stdout();
+            if c == 0 {
+                let _ = writeln!(out, "{TABLE_HEADER}");
+            }
+            let _ = writeln!(out, "{}", running_line(c + 1, &r));
+            let _ = out.flush();
+        }
+        self.lines.push(r);
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn finish_report(
+    a: &Args,
+    table: Table,
+    acc: &KldAccumulator,
+    mode: &str,
+    base: String,
+    ch: &Chunks,
+    n_vocab: usize,
+    base_file_bytes: u64,
+    t0: Instant,
+) -> Result<()> {
+    let seconds = t0.elapsed().as_secs_f64();
+    let report = KldReport {
+        mode: mode.into(),
+        base,
+        quant: a.model.display().to_string(),
+        n_ctx: ch.n_ctx,
+        n_chunk: ch.n_chunk,
+        n_vocab,
+        chunks: table.lines,
+        summary: (acc.count >= MIN_TOKENS_FOR_SUMMARY).then(|| acc.summary()),
+        base_file_bytes,
+        seconds,
+        tokens_per_second: (ch.n_chunk * ch.n_ctx) as f64 / seconds,
+    };
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!();
+        if let Some(s) = &report.summary {
+            print!("{}", summary_text(s));
+        }
+    }
+    eprintln!(
+        "kld: {} chunks × {} tokens in {:.1} s = {:.1} tokens/s ({}), {} bytes of base log-probs on disk",
+        ch.n_chunk,
+        ch.n_ctx,
+        seconds,
+        report.tokens_per_second,
+        if mode == "own" { "both models" } else { "quantized model" },
+        base_file_bytes
+    );
+    Ok(())
+}
+
+fn own<B: Backend>(b: &B, g: &super::GlobalArgs, a: &Args, base_path: &Path) -> Result<()> {
+    let t0 = Instant::now();
+    let text = read_text(need_text(a)?)?;
+    // Metadata first: a bad pairing fails before any weights are loaded.
+    let base_file = Arc::new(GgufFile::open(base_path)?);
+    let quant_file = Arc::new(GgufFile::open(&a.model)?);
+    let (base_cfg, quant_cfg) = (
+        Config::from_gguf(&base_file)?,
+        Config::from_gguf(&quant_file)?,
+    );
+    if base_cfg.n_vocab != quant_cfg.n_vocab {
+        bail!(
+            "{} has {} tokens in its vocabulary, {} has {}: not the same model",
+            base_path.display(),
+            base_cfg.n_vocab,
+            a.model.display(),
+            quant_cfg.n_vocab
+        );
+    }
+    let tokens = tokenizer(&base_file)?.encode(&text);
+    if tokenizer(&quant_file)?.encode(&text) != tokens {
+        bail!(
+            "{} and {} tokenize the text differently: not the same tokenizer",
+            base_path.display(),
+            a.model.display()
+        );
+    }
+    let n_ctx = a.ctx.unwrap_or(512);
+    let n_chunk = chunk_count(tokens.len(), n_ctx, a.chunks)
+        .with_context(|| format!("{}", need_text(a).unwrap().display()))?;
+    let ch = Chunks {
+        n_ctx,
+        n_chunk,
+        seqs_per_pass: (a.batch / n_ctx).max(1),
+    };
+    let n_vocab = base_cfg.n_vocab;
+    let base =
+        Model::load(b, &base_file).with_context(|| format!("{}: loading", base_path.display()))?;
+    // The bar covers the base pass; in text mode the table's lines take over after it.
+    let pb = super::common::progress(2 * n_chunk as u64, "kld", g.quiet);
+    let mut table = Table::new(a.json);
+    let acc = driver::own_mode(
+        b,
+        base,
+        || Model::load(b, &quant_file).with_context(|| format!("{}: loading", a.model.display())),
+        &tokens,
+        &ch,
+        |done| pb.set_position(done as u64),
+        |c, acc| {
+            if a.json {
+                pb.set_position((n_chunk + c + 1) as u64);
+            } else if c == 0 {
+                pb.finish_and_clear();
+            }
+            table.chunk(c, acc)
+        },
+    )?;
+    pb.finish_and_clear();
+    finish_report(
+        a,
+        table,
+        &acc,
+        "own",
+        base_path.display().to_string(),
+        &ch,
+        n_vocab,
+        0,
+        t0,
+    )
+}
+
+fn write_base<B: Backend>(b: &B, g: &super::GlobalArgs, a: &Args, out: &Path) -> Result<()> {
+    let text_path = need_text(a)?;
+    let text = read_text(text_path)?;
+    let (model, file) = open_model(b, &a.model)?;
+    let tokens = tokenizer(&file)?.encode(&text);
+    let n_ctx = a.ctx.unwrap_or(512);
+    let n_chunk = chunk_count(tokens.len(), n_ctx, a.chunks)
+        .with_context(|| format!("{}", text_path.display()))?;
+    let ch = Chunks {
+        n_ctx,
+        n_chunk,
+        seqs_per_pass: (a.batch / n_ctx).max(1),
+    };
+    let header = BaseHeader {
+        n_ctx: n_ctx as u32,
+        n_vocab: model.config.n_vocab as u32,
+        n_chunk: n_chunk as u32,
+    };
+    if !g.quiet {
+        eprintln!(
+            "kld: saving all log-probs to {} ({} bytes), {n_chunk} chunks, n_ctx={n_ctx}",
+            out.display(),
+            header.file_bytes()
+        );
+    }
+    let mut w = BaseFileWriter::create(out, header, &tokens[..n_chunk * n_ctx])?;
+    let json = a.json;
+    let (running, ppl, unc) = driver::write_base_file(b, &model, &tokens, &ch, &mut w, |c, p| {
+        if !json {
+            print!("[{}]{:.4},", c + 1, p);
+            let _ = std::io::stdout().flush();
+        }
+    })?;
+    w.finish()?;
+    if json {
+        let v = serde_json::json!({
+            "mode": "write-base",
+            "model": a.model.display().to_string(),
+            "base_file": out.display().to_string(),
+            "base_file_bytes": header.file_bytes(),
+            "n_ctx": n_ctx, "n_chunk": n_chunk, "n_vocab": header.n_vocab,
+            "running_ppl": running, "ppl": ppl, "ppl_unc": unc,
+        });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        println!();
+        println!("Final estimate: PPL = {ppl:.4} +/- {unc:.5}");
+    }
+    Ok(())
+}
+
+fn from_file<B: Backend>(b: &B, g: &super::GlobalArgs, a: &Args, path: &Path) -> Result<()> {
+    let t0 = Instant::now();
+    let mut reader = BaseFileReader::open(path)?;
+    let h = reader.header;
+    if let Some(c) = a.ctx {
+        if c != h.n_ctx as usize {
+            bail!(
+                "-c {c}: {} was computed with n_ctx {}; use the same context",
+                path.display(),
+                h.n_ctx
+            );
+        }
+    }
+    let (quant, quant_file) = open_model(b, &a.model)?;
+    if h.n_vocab as usize != quant.config.n_vocab {
+        bail!(
+            "{} is for a vocabulary of {} tokens, {} has {}: not the same model family",
+            path.display(),
+            h.n_vocab,
+            a.model.display(),
+            quant.config.n_vocab
+        );
+    }
+    if let Some(text_path) = &a.file {
+        let tokens = tokenizer(&quant_file)?.encode(&read_text(text_path)?);
+        let n = reader.tokens.len();
+        if tokens.len() < n || tokens[..n] != reader.tokens[..] {
+            let at = tokens
+                .iter()
+                .zip(&reader.tokens)
+                .position(|(x, y)| x != y)
+                .unwrap_or(tokens.len().min(n));
+            bail!(
+                "{} was not made from {} with this model's tokenizer: tokens differ from position {at}",
+                path.display(),
+                text_path.display()
+            );
+        }
+    }
+    let n_chunk = a
+        .chunks
+        .unwrap_or(h.n_chunk as usize)
+        .min(h.n_chunk as usize);
+    if n_chunk == 0 {
+        bail!("--chunks 0: nothing to evaluate");
+    }
+    let ch = Chunks {
+        n_ctx: h.n_ctx as usize,
+        n_chunk,
+        seqs_per_pass: (a.batch / h.n_ctx as usize).max(1),
+    };
+    if !g.quiet && !a.json {
+        eprintln!(
+            "kld: computing over {n_chunk} chunks, n_ctx={}, batch_size={}, n_seq={}",
+            h.n_ctx, a.batch, ch.seqs_per_pass
+        );
+    }
+    let mut table = Table::new(a.json);
+    let acc = driver::file_mode(
+        b,
+        &quant,
+        &mut reader,
+        n_chunk,
+        ch.seqs_per_pass,
+        |c, acc| table.chunk(c, acc),
+    )?;
+    finish_report(
+        a,
+        table,
+        &acc,
+        "file",
+        path.display().to_string(),
+        &ch,
+        h.n_vocab as usize,
+        std::fs::metadata(path).map(|m| m.len()).unwrap_or(0),
+        t0,
+    )
+}
