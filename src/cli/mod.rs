@@ -8,12 +8,10 @@ pub mod convert;
 pub mod devices;
 pub mod imatrix;
 pub mod inspect;
-pub mod perplexity;
-pub mod quantize;
-pub mod run;
 pub mod kld;
 pub mod perplexity;
 pub mod quantize;
+pub mod run;
 pub mod stats;
 
 /// Global options shared by every command.
