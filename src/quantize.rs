@@ -128,6 +128,13 @@ pub fn quantize_file(
                 t.ggml_type
             );
         }
+        if t.dims.len() > 3 && t.dims[3..].iter().any(|&d| d > 1) {
+            bail!(
+                "tensor {}: 4-D tensors {:?} cannot be quantized",
+                t.name,
+                t.dims
+            );
+        }
         if !t.ggml_type.can_dequantize() {
             bail!("tensor {}: cannot read type {}", t.name, t.ggml_type);
         }

@@ -1,67 +1,13 @@
-//! CPU reference forward pass vs llama.cpp: running PPL of the F32 SmolLM2 on calib.txt.
+//! CPU reference forward pass vs llama.cpp: running PPL of the F32 SmolLM2 (`wquant convert`'s
+//! output, checked against llama.cpp's tensors in convert_f32.rs) on calib.txt.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use wquant::backend::cpu::CpuBackend;
 use wquant::cli::perplexity::{chunk_count, perplexity};
-use wquant::gguf::{GgmlType, GgufFile, GgufWriter, TensorSpec, Value};
+use wquant::gguf::GgufFile;
 use wquant::model::tokenizer::read_prompt_file;
 use wquant::model::{Model, Tokenizer};
-use wquant::quant::dequantize_to_vec;
-use wquant::testutil::{assets_dir, golden_dir};
-
-/// F32 copy of the Q4_1 test model (every tensor dequantized), made once per target dir.
-/// Its tensor data is checked against the hashes of llama.cpp's smollm2-f32.gguf.
-fn f32_model() -> PathBuf {
-    static MADE: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    MADE.get_or_init(make_f32_model).clone()
-}
-
-fn make_f32_model() -> PathBuf {
-    let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("smollm2-135m-f32.gguf");
-    if out.exists() {
-        return out;
-    }
-    let src = GgufFile::open(assets_dir().join("smollm2-135m-q4_1.gguf")).unwrap();
-    let kvs: Vec<(String, Value)> = src
-        .kvs()
-        .iter()
-        .map(|(k, v)| match k.as_str() {
-            "general.file_type" => (k.clone(), Value::U32(0)),
-            _ => (k.clone(), v.clone()),
-        })
-        .collect();
-    let specs = src
-        .tensors()
-        .iter()
-        .map(|t| TensorSpec::new(t.name.clone(), &t.dims, GgmlType::F32))
-        .collect();
-    let mut w = GgufWriter::create(&out, &kvs, specs).unwrap();
-    for t in src.tensors() {
-        let v =
-            dequantize_to_vec(t.ggml_type, src.tensor_data(t), t.n_elements() as usize).unwrap();
-        let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
-        w.write_tensor(&bytes).unwrap();
-    }
-    w.finish().unwrap();
-    out
-}
-
-#[test]
-fn f32_copy_matches_llama_cpp_conversion() {
-    let f = GgufFile::open(f32_model()).unwrap();
-    let golden = std::fs::read_to_string(golden_dir().join("smollm2-f32.tensors.sha256")).unwrap();
-    let mut n = 0;
-    for line in golden.lines().filter(|l| !l.trim().is_empty()) {
-        let mut it = line.split_whitespace();
-        let (hash, name) = (it.next().unwrap(), it.next().unwrap());
-        let t = f.require_tensor(name).unwrap();
-        assert_eq!(t.ggml_type, GgmlType::F32);
-        assert_eq!(wquant::util::sha256_hex(f.tensor_data(t)), hash, "{name}");
-        n += 1;
-    }
-    assert_eq!(n, f.tensors().len());
-}
+use wquant::testutil::{assets_dir, f32_model};
 
 #[test]
 fn f32_smollm2_running_ppl_matches_llama_cpp() {
@@ -87,5 +33,75 @@ fn f32_smollm2_running_ppl_matches_llama_cpp() {
         (res.ppl_unc - 2.48677).abs() / 2.48677 < 1e-2,
         "{}",
         res.ppl_unc
+    );
+}
+
+#[test]
+fn chunk_count_follows_llama_perplexity() {
+    assert_eq!(chunk_count(1100, 512, None).unwrap(), 2);
+    assert_eq!(chunk_count(5000, 512, Some(3)).unwrap(), 3);
+    let err = chunk_count(1000, 512, None).unwrap_err().to_string();
+    assert!(err.contains("1000") && err.contains("1024"), "{err}");
+}
+
+/// The command prints llama-perplexity's lines, with the numbers of the library function.
+#[test]
+fn perplexity_command_prints_running_and_final_ppl() {
+    let model_path = assets_dir().join("smollm2-135m-q4_1.gguf");
+    let text_path = assets_dir().join("calib.txt");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_wquant"))
+        .args([
+            "--device",
+            "cpu",
+            "-q",
+            "perplexity",
+            "-c",
+            "64",
+            "--chunks",
+            "3",
+            "-b",
+            "128",
+        ])
+        .arg("-m")
+        .arg(&model_path)
+        .arg("-f")
+        .arg(&text_path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8(out.stdout).unwrap();
+
+    let file = Arc::new(GgufFile::open(&model_path).unwrap());
+    let b = CpuBackend::new();
+    let model = Model::load(&b, &file).unwrap();
+    let tokens = Tokenizer::from_gguf(&file)
+        .unwrap()
+        .encode(&read_prompt_file(&text_path).unwrap());
+    let res = perplexity(&b, &model, &tokens, 64, 3, 1, |_, _| {}).unwrap();
+    let want = format!(
+        "[1]{:.4},[2]{:.4},[3]{:.4},\nFinal estimate: PPL = {:.4} +/- {:.5}\n",
+        res.running[0], res.running[1], res.running[2], res.ppl, res.ppl_unc
+    );
+    assert_eq!(stdout, want);
+}
+
+#[test]
+fn perplexity_command_names_an_unsupported_tokenizer() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_wquant"))
+        .args(["--device", "cpu", "perplexity", "-m"])
+        .arg(wquant::testutil::golden_dir().join("synth/synth-dense.gguf"))
+        .arg("-f")
+        .arg(assets_dir().join("eval.txt"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("tokenizer.ggml.pre") && err.contains("smollm"),
+        "{err}"
     );
 }

@@ -96,6 +96,32 @@ fn run(name: &str, ftype: &str, pure: bool, imatrix: Option<&str>, threads: usiz
     }
     let want = golden(&golden_dir().join(format!("quant-{name}.tensors.sha256")));
     assert_same(&hashes(&out), &want, &format!("{name} ({threads} threads)"));
+    if name == "Q4_K_M" && imatrix == Some("imatrix.gguf") {
+        check_kv_order(&out);
+    }
+}
+
+/// The output's KV keys, in order, are llama-quantize's (golden/quant-Q4_K_M.kv.txt), and the
+/// u32 values it adds are the same.
+fn check_kv_order(out: &Path) {
+    let text = std::fs::read_to_string(golden_dir().join("quant-Q4_K_M.kv.txt")).unwrap();
+    let want: Vec<(&str, &str, &str)> = text
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .map(|l| {
+            let f: Vec<&str> = l.splitn(3, '\t').collect();
+            (f[0], f[1], f[2])
+        })
+        .collect();
+    let f = GgufFile::open(out).unwrap();
+    let got: Vec<&str> = f.kvs().iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(got, want.iter().map(|w| w.0).collect::<Vec<_>>());
+    for (k, ty, v) in want {
+        if ty == "UINT32" {
+            assert_eq!(f.get_int(k).unwrap().to_string(), v, "{k}");
+        }
+    }
+    assert_eq!(f.get_str("quantize.imatrix.dataset").unwrap(), "calib.txt");
 }
 
 #[test]

@@ -2,6 +2,9 @@
 //! check them against a plain sequential transcription of ggml-quants.c on random blocks,
 //! including ties, constant blocks and zero weights.
 
+// The reference is a line-by-line transcription of C loops.
+#![allow(clippy::needless_range_loop)]
+
 use proptest::prelude::*;
 use wquant::quant::search::{
     make_qkx2_quants, make_qkx3_quants, make_qx_quants, nearest_int, KxSearch,

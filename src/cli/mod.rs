@@ -12,6 +12,8 @@ pub mod kld;
 pub mod perplexity;
 pub mod quantize;
 pub mod run;
+pub mod perplexity;
+pub mod quantize;
 pub mod stats;
 
 /// Global options shared by every command.

@@ -2,6 +2,8 @@
 //! its own sequence, the second half of each chunk is scored, running PPL printed per chunk.
 
 use crate::backend::cpu::CpuBackend;
+use crate::backend::gpu::device::{DeviceSpec, GpuDevice};
+use crate::backend::gpu::GpuBackend;
 use crate::backend::Backend;
 use crate::gguf::GgufFile;
 use crate::model::tokenizer::read_prompt_file;
@@ -125,10 +127,15 @@ pub fn perplexity<B: Backend>(
 }
 
 pub fn run(g: &super::GlobalArgs, a: Args) -> Result<()> {
-    match g.device.as_str() {
-        // The GPU backend plugs in here with its own arm.
-        "cpu" | "auto" => run_with(&CpuBackend::new(), g, &a),
-        d => bail!("--device {d}: only the cpu backend is available for perplexity so far"),
+    match DeviceSpec::parse(&g.device)? {
+        DeviceSpec::Cpu => run_with(&CpuBackend::new(), g, &a),
+        // auto: a hardware GPU if there is one; otherwise the CPU reference, which runs this
+        // graph far faster than a software Vulkan adapter (lavapipe) does.
+        DeviceSpec::Auto => match GpuDevice::open(DeviceSpec::Auto) {
+            Ok(dev) if !dev.is_cpu_adapter() => run_with(&GpuBackend::from_device(dev), g, &a),
+            _ => run_with(&CpuBackend::new(), g, &a),
+        },
+        _ => run_with(&GpuBackend::new(&g.device)?, g, &a),
     }
 }
 

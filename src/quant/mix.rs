@@ -219,7 +219,7 @@ fn use_more_bits(i: i64, n: i64) -> bool {
 
 /// tensor_type_fallback: a K-quant whose row does not divide into blocks moves to a legacy type.
 pub fn fallback(t: GgmlType, ne0: u64) -> GgmlType {
-    if ne0 % t.block_size() as u64 == 0 {
+    if ne0.is_multiple_of(t.block_size() as u64) {
         return t;
     }
     let f = match t {
@@ -229,7 +229,7 @@ pub fn fallback(t: GgmlType, ne0: u64) -> GgmlType {
         GgmlType::Q6K => GgmlType::Q8_0,
         other => other,
     };
-    if ne0 % f.block_size() as u64 != 0 {
+    if !ne0.is_multiple_of(f.block_size() as u64) {
         GgmlType::F16
     } else {
         f
@@ -318,7 +318,7 @@ fn rule(
         if let Some(tt) = opts.output_tensor_type {
             return tt;
         }
-        if ne0 % default.block_size() as u64 != 0 {
+        if !ne0.is_multiple_of(default.block_size() as u64) {
             return GgmlType::Q8_0;
         }
         if default != GgmlType::Q8_0 {

@@ -125,7 +125,7 @@ pub fn quantize_row(
     qw: Option<&[f32]>,
 ) -> Result<(), QuantError> {
     let bs = t.block_size();
-    if x.len() % bs != 0 {
+    if !x.len().is_multiple_of(bs) {
         return Err(QuantError::BadLength { t, n: x.len(), bs });
     }
     let need = x.len() / bs * t.type_size();

@@ -122,6 +122,41 @@ fn dot4(x: [&[f32]; 4], w: &[f32]) -> [f32; 4] {
     out
 }
 
+/// Eight dot products (4 activation rows × 2 weight rows), each bit-identical to `dot`: every
+/// load of x serves two weight rows and every load of w four activation rows.
+#[inline(always)]
+fn dot4x2(x: [&[f32]; 4], w0: &[f32], w1: &[f32]) -> [[f32; 4]; 2] {
+    let n = w0.len();
+    let body = n / LANES * LANES;
+    let mut a0 = [[0.0f32; LANES]; 4];
+    let mut a1 = [[0.0f32; LANES]; 4];
+    let mut i = 0;
+    while i < body {
+        let c0 = &w0[i..i + LANES];
+        let c1 = &w1[i..i + LANES];
+        for r in 0..4 {
+            let xc = &x[r][i..i + LANES];
+            for l in 0..LANES {
+                a0[r][l] += xc[l] * c0[l];
+                a1[r][l] += xc[l] * c1[l];
+            }
+        }
+        i += LANES;
+    }
+    let mut out = [[0.0f32; 4]; 2];
+    for r in 0..4 {
+        let mut s0 = reduce_lanes(a0[r]);
+        let mut s1 = reduce_lanes(a1[r]);
+        for j in body..n {
+            s0 += x[r][j] * w0[j];
+            s1 += x[r][j] * w1[j];
+        }
+        out[0][r] = s0;
+        out[1][r] = s1;
+    }
+    out
+}
+
 /// `out[r·jb + j] = x_r · w_j` for every activation row r and the `jb` weight rows in `wbuf`.
 #[inline(always)]
 fn matmul_block_body(x: &CpuTensor, wbuf: &[f32], k: usize, jb: usize, out: &mut [f32]) {
@@ -129,7 +164,20 @@ fn matmul_block_body(x: &CpuTensor, wbuf: &[f32], k: usize, jb: usize, out: &mut
     let mut r = 0;
     while r + 4 <= rows {
         let xs = [x.row(r), x.row(r + 1), x.row(r + 2), x.row(r + 3)];
-        for j in 0..jb {
+        let mut j = 0;
+        while j + 2 <= jb {
+            let d = dot4x2(
+                xs,
+                &wbuf[j * k..(j + 1) * k],
+                &wbuf[(j + 1) * k..(j + 2) * k],
+            );
+            for q in 0..4 {
+                out[(r + q) * jb + j] = d[0][q];
+                out[(r + q) * jb + j + 1] = d[1][q];
+            }
+            j += 2;
+        }
+        for j in j..jb {
             let d = dot4(xs, &wbuf[j * k..(j + 1) * k]);
             for q in 0..4 {
                 out[(r + q) * jb + j] = d[q];
