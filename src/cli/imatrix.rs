@@ -5,9 +5,17 @@
 //! saved to `-o` and the process exits with status 130 (the shell convention for SIGINT), so a
 //! script can tell a complete run (0) from an interrupted one.
 
+use crate::backend::cpu::CpuBackend;
+use crate::backend::Backend;
+use crate::gguf::GgufFile;
+use crate::imatrix::collect::{collect, plan_chunks, CollectOptions};
 use crate::imatrix::Imatrix;
+use crate::model::{Model, Tokenizer};
 use anyhow::{bail, Context, Result};
-use std::path::PathBuf;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum OutputFormat {
@@ -56,6 +64,9 @@ pub struct Args {
     /// Parse special tokens in the text (not supported by wquant's tokenizer yet).
     #[arg(long)]
     pub parse_special: bool,
+    /// Print the statistics of the single `--in-file` (as `wquant stats`) and exit.
+    #[arg(long)]
+    pub show_statistics: bool,
 }
 
 /// llama.cpp spells some flags with one dash and several letters (`-ofreq`); clap cannot, so
@@ -96,6 +107,16 @@ pub fn run(g: &super::GlobalArgs, a: Args) -> Result<()> {
     if a.output_frequency == 0 {
         bail!("--output-frequency must be at least 1");
     }
+    if a.show_statistics {
+        let [f] = a.in_files.as_slice() else {
+            bail!("--show-statistics needs exactly one --in-file");
+        };
+        let im = super::stats::load_for_stats(f, a.ctx as u32)?;
+        let report = crate::imatrix::report::Report::new(&f.display().to_string(), &im);
+        print!("{}", report.llama_text());
+        print!("{}", report.activation_text());
+        return Ok(());
+    }
     let merged = load_in_files(&a)?;
     let Some(text) = a.file.clone() else {
         if a.in_files.is_empty() {
@@ -117,7 +138,7 @@ pub fn run(g: &super::GlobalArgs, a: Args) -> Result<()> {
         }
         return merged.save(&a.output, a.dat());
     };
-    let Some(_model) = a.model.clone() else {
+    let Some(model) = a.model.clone() else {
         bail!(
             "-m MODEL is required to collect an imatrix from {}",
             text.display()
@@ -126,5 +147,109 @@ pub fn run(g: &super::GlobalArgs, a: Args) -> Result<()> {
     if a.parse_special {
         bail!("--parse-special is not supported by wquant's tokenizer yet");
     }
-    bail!("imatrix collection needs the forward pass (model module), not merged yet")
+    match g.device.as_str() {
+        // The GPU backend plugs in here with its own arm.
+        "cpu" | "auto" => collect_with(&CpuBackend::new(), g, &a, &model, &text, merged),
+        d => bail!("--device {d}: only the cpu backend can collect an imatrix so far"),
+    }
+}
+
+/// Set by the Ctrl-C handler; polled between chunks.
+static STOP: AtomicBool = AtomicBool::new(false);
+
+fn collect_with<B: Backend>(
+    b: &B,
+    g: &super::GlobalArgs,
+    a: &Args,
+    model_path: &Path,
+    text_path: &Path,
+    mut base: Imatrix,
+) -> Result<()> {
+    let file = Arc::new(GgufFile::open(model_path)?);
+    let tokenizer = Tokenizer::from_gguf(&file)?;
+    let model = Model::load(b, &file)?;
+    let text = std::fs::read(text_path)
+        .with_context(|| format!("{}: cannot read", text_path.display()))?;
+    let tokens = tokenizer.encode(&String::from_utf8_lossy(&text));
+    // llama.cpp records the prompt file name as given on the command line.
+    base.datasets.push(text_path.display().to_string());
+    let o = CollectOptions {
+        n_ctx: a.ctx,
+        max_chunks: a.chunks,
+        skip_chunks: a.chunk,
+        compute_ppl: !a.no_ppl,
+        process_output: a.process_output,
+        output_frequency: a.output_frequency,
+        save_frequency: a.save_frequency,
+        out: a.output.clone(),
+        dat: a.dat(),
+        bos: if tokenizer.add_bos {
+            tokenizer.bos
+        } else {
+            None
+        },
+    };
+    let (_, n_chunk) =
+        plan_chunks(tokens.len(), &o).with_context(|| text_path.display().to_string())?;
+    ctrlc::set_handler(|| {
+        if STOP.swap(true, Ordering::SeqCst) {
+            // Second Ctrl-C: give up at once (saves are atomic, so no torn file).
+            std::process::exit(130);
+        }
+    })
+    .context("installing the Ctrl-C handler")?;
+    if !g.quiet {
+        eprintln!(
+            "imatrix: {} tokens, {n_chunk} chunks of {}, backend {}",
+            tokens.len(),
+            a.ctx,
+            b.name()
+        );
+    }
+    let pb = crate::cli::common::progress(n_chunk as u64, "chunks", g.quiet);
+    let t0 = std::time::Instant::now();
+    let res = collect(b, &model, &tokens, base, &o, &STOP, |i, ppl| {
+        pb.inc(1);
+        if let Some(p) = ppl {
+            pb.suspend(|| {
+                print!("[{}]{p:.4},", i + 1);
+                let _ = std::io::stdout().flush();
+            });
+        }
+    })?;
+    pb.finish_and_clear();
+    if res.chunks_done > 0 {
+        res.imatrix.save(&a.output, a.dat())?;
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    if let Some((ppl, unc)) = res.ppl {
+        println!("\nFinal estimate: PPL = {ppl:.4} +/- {unc:.5}");
+    }
+    if !g.quiet {
+        eprintln!(
+            "imatrix: {} chunk(s), {} tokens in {secs:.1} s ({:.1} tokens/s){}",
+            res.chunks_done,
+            res.tokens_processed,
+            res.tokens_processed as f64 / secs.max(1e-9),
+            if res.chunks_done > 0 {
+                format!(", saved {}", a.output.display())
+            } else {
+                String::new()
+            }
+        );
+    }
+    if res.interrupted {
+        eprintln!(
+            "imatrix: interrupted after {} of {} chunks; {} (exit status 130)",
+            res.chunks_done,
+            res.chunks_planned,
+            if res.chunks_done > 0 {
+                format!("the finished chunks are saved in {}", a.output.display())
+            } else {
+                "nothing was saved".to_string()
+            }
+        );
+        std::process::exit(130);
+    }
+    Ok(())
 }

@@ -12,8 +12,6 @@ pub mod kld;
 pub mod perplexity;
 pub mod quantize;
 pub mod run;
-pub mod perplexity;
-pub mod quantize;
 pub mod stats;
 
 /// Global options shared by every command.

@@ -104,11 +104,14 @@ impl Imatrix {
         experts: &[(Vec<f32>, Vec<f32>, u64)],
     ) -> Result<()> {
         let n_mat = experts.len();
-        let ne0 = experts.first().map_or(0, |e| e.0.len());
+        // An accumulator that never saw a row may be empty (never-routed expert).
+        let ne0 = experts.iter().map(|e| e.0.len()).max().unwrap_or(0);
         if n_mat == 0 || ne0 == 0 {
             return Ok(());
         }
-        let has_sum = experts.iter().all(|e| e.1.len() == ne0);
+        let has_sum = experts
+            .iter()
+            .all(|e| e.1.len() == ne0 || (e.2 == 0 && e.1.is_empty()));
         let fresh = !self.entries.contains_key(name);
         let e = self
             .entries
@@ -127,6 +130,9 @@ impl Imatrix {
             );
         }
         for (m, (s2, s, count)) in experts.iter().enumerate() {
+            if s2.is_empty() && *count == 0 {
+                continue;
+            }
             if s2.len() != ne0 {
                 bail!(
                     "entry {name}: expert {m} has {} columns, not {ne0}",
@@ -138,7 +144,7 @@ impl Imatrix {
             }
             e.counts[m] += *count as i64;
             if let Some(a) = e.in_sum.as_mut() {
-                if has_sum {
+                if has_sum && !s.is_empty() {
                     for (v, &x) in a[m * ne0..(m + 1) * ne0].iter_mut().zip(s) {
                         *v += x;
                     }

@@ -1,5 +1,6 @@
 //! Importance matrices: files (GGUF and legacy .dat), merging, collection, statistics.
 
+pub mod collect;
 pub mod file;
 pub mod merge;
 
