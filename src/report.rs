@@ -5,10 +5,6 @@ use anyhow::{anyhow, Result};
 use plotters::prelude::*;
 use std::fmt::Write;
 
-fn opt(v: Option<f64>, prec: usize) -> String {
-    v.map_or("n/a".to_string(), |x| format!("{x:.prec$}"))
-}
-
 fn pm(v: Option<f64>, u: Option<f64>, prec: usize, scale: f64) -> String {
     match (v, u) {
         (Some(v), Some(u)) => format!("{:.prec$} ± {:.prec$}", v * scale, u * scale),
@@ -30,13 +26,8 @@ pub fn markdown(r: &RunReport) -> String {
     let _ = writeln!(o, "- device: {}", r.device);
     let _ = writeln!(
         o,
-        "- chunks of {} tokens: imatrix {} chunks, KLD {} chunks per type ({}{})\n",
-        r.n_ctx,
-        r.imatrix_chunks,
-        r.kld_chunks,
-        r.chunk_choice,
-        r.measured_tokens_per_second
-            .map_or(String::new(), |t| format!("; {t:.0} tokens/s"))
+        "- chunks of {} tokens: imatrix {} chunks, KLD {} chunks per type ({})\n",
+        r.n_ctx, r.imatrix_chunks, r.kld_chunks, r.chunk_choice,
     );
     let _ = writeln!(
         o,
@@ -77,7 +68,6 @@ pub fn markdown(r: &RunReport) -> String {
             .unwrap_or_default();
         let _ = writeln!(o, "![{name}](plots/{name})");
     }
-    let _ = opt(None, 0);
     o
 }
 

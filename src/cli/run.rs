@@ -33,7 +33,7 @@ pub struct Args {
     #[arg(long)]
     pub kld_chunks: Option<usize>,
     /// Seconds of compute the automatic chunk counts aim at.
-    #[arg(long, default_value_t = 240.0)]
+    #[arg(long, default_value_t = 180.0)]
     pub budget: f64,
 }
 
