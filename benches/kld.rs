@@ -3,6 +3,7 @@
 //! tokens per second. Also prints the disk bytes each workflow needs for eval.txt.
 //!
 //! `cargo bench --bench kld` (set WQUANT_KLD_BENCH_CTX to change the context, default 64).
+//! Each own-mode iteration includes loading both models (on the GPU: uploading them).
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use std::sync::Arc;
@@ -71,7 +72,8 @@ fn own_mode(c: &mut Criterion) {
     own_mode_on(c, "cpu", &cpu, &file, &tokens, &ch);
     // The GPU backend on the first adapter (lavapipe where there is no GPU).
     let gpu = GpuBackend::new("auto").unwrap();
-    own_mode_on(c, &format!("gpu_{}", gpu.name()), &gpu, &file, &tokens, &ch);
+    println!("gpu adapter: {}", gpu.name());
+    own_mode_on(c, "gpu", &gpu, &file, &tokens, &ch);
 }
 
 fn own_mode_on<B: Backend>(

@@ -94,6 +94,7 @@ fn small_file_round_trips_and_is_deterministic() {
         // Trailing 1s are not stored (ggml_n_dims).
         let n = t.dims.len();
         assert_eq!(&spec.dims[..n], &t.dims[..]);
+        assert_eq!(t.n_elements(), spec.dims.iter().product::<u64>());
         assert_eq!(f.tensor_data(t), &data[..]);
         assert_eq!((f.header.data_offset + t.offset) % 32, 0);
     }

@@ -1,7 +1,8 @@
 //! `wquant conformance`: every GPU kernel against the CPU reference on this machine's adapter.
 
+use crate::backend::cpu::CpuBackend;
 use crate::backend::gpu::GpuBackend;
-use crate::conformance::{format_table, run_checks, HostRef, Options};
+use crate::conformance::{format_table, run_checks, Options};
 use std::path::PathBuf;
 
 #[derive(clap::Args, Debug)]
@@ -38,7 +39,7 @@ pub fn run(g: &super::GlobalArgs, a: Args) -> anyhow::Result<()> {
     );
     let rows = run_checks(
         &gpu,
-        &HostRef,
+        &CpuBackend::new(),
         &Options {
             model,
             seed: a.seed,

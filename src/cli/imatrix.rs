@@ -168,9 +168,9 @@ fn collect_with<B: Backend>(
     let file = Arc::new(GgufFile::open(model_path)?);
     let tokenizer = Tokenizer::from_gguf(&file)?;
     let model = Model::load(b, &file)?;
-    let text = std::fs::read(text_path)
-        .with_context(|| format!("{}: cannot read", text_path.display()))?;
-    let tokens = tokenizer.encode(&String::from_utf8_lossy(&text));
+    // Escapes processed and one trailing newline dropped, as llama.cpp's `-f` does.
+    let text = crate::model::tokenizer::read_prompt_file(text_path)?;
+    let tokens = tokenizer.encode(&text);
     // llama.cpp records the prompt file name as given on the command line.
     base.datasets.push(text_path.display().to_string());
     let o = CollectOptions {

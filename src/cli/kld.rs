@@ -5,6 +5,7 @@
 //! - `-m QUANT --kl-divergence-base FILE --kl-divergence`: read one (llama.cpp's or wquant's).
 
 use crate::backend::cpu::CpuBackend;
+use crate::backend::gpu::device::{DeviceSpec, GpuDevice};
 use crate::backend::gpu::GpuBackend;
 use crate::backend::Backend;
 use crate::gguf::GgufFile;
@@ -55,10 +56,15 @@ pub struct Args {
 }
 
 pub fn run(g: &super::GlobalArgs, a: Args) -> Result<()> {
-    match g.device.as_str() {
-        // As `wquant perplexity`: the CPU reference unless a GPU is asked for.
-        "cpu" | "auto" => run_with(&CpuBackend::new(), g, &a),
-        d => run_with(&GpuBackend::new(d)?, g, &a),
+    // As `wquant perplexity`: auto picks a hardware GPU, else the CPU reference (faster than
+    // a software Vulkan adapter on this graph).
+    match DeviceSpec::parse(&g.device)? {
+        DeviceSpec::Cpu => run_with(&CpuBackend::new(), g, &a),
+        DeviceSpec::Auto => match GpuDevice::open(DeviceSpec::Auto) {
+            Ok(dev) if !dev.is_cpu_adapter() => run_with(&GpuBackend::from_device(dev), g, &a),
+            _ => run_with(&CpuBackend::new(), g, &a),
+        },
+        _ => run_with(&GpuBackend::new(&g.device)?, g, &a),
     }
 }
 

@@ -18,9 +18,9 @@ pub struct Args {
     /// Model (GGUF).
     #[arg(short = 'm', long = "model")]
     pub model: PathBuf,
-    /// Text file to score.
+    /// Text file to score (optional with --kl-divergence: the tokens come from the base file).
     #[arg(short = 'f', long = "file")]
-    pub file: PathBuf,
+    pub file: Option<PathBuf>,
     /// Tokens per chunk (context size).
     #[arg(short = 'c', long = "ctx-size", default_value_t = 512)]
     pub ctx: usize,
@@ -31,6 +31,13 @@ pub struct Args {
     /// Results do not depend on it.
     #[arg(short = 'b', long = "batch-size", default_value_t = 2048)]
     pub batch: usize,
+    /// llama-perplexity's base log-prob file: written (without --kl-divergence) or read.
+    /// Handled by `wquant kld`, with the same meaning.
+    #[arg(long = "kl-divergence-base")]
+    pub kl_divergence_base: Option<PathBuf>,
+    /// Compare -m against the base file given with --kl-divergence-base.
+    #[arg(long = "kl-divergence")]
+    pub kl_divergence: bool,
 }
 
 /// Running and final perplexity, as llama-perplexity reports it.
@@ -127,6 +134,21 @@ pub fn perplexity<B: Backend>(
 }
 
 pub fn run(g: &super::GlobalArgs, a: Args) -> Result<()> {
+    // llama-perplexity's KL-divergence flags: the same workflow as `wquant kld`.
+    if a.kl_divergence_base.is_some() || a.kl_divergence {
+        let k = super::kld::Args {
+            model: a.model,
+            base_model: None,
+            file: a.file,
+            ctx: Some(a.ctx),
+            chunks: a.chunks,
+            batch: a.batch,
+            kl_divergence_base: a.kl_divergence_base,
+            kl_divergence: a.kl_divergence,
+            json: false,
+        };
+        return super::kld::run(g, k);
+    }
     match DeviceSpec::parse(&g.device)? {
         DeviceSpec::Cpu => run_with(&CpuBackend::new(), g, &a),
         // auto: a hardware GPU if there is one; otherwise the CPU reference, which runs this
@@ -143,10 +165,14 @@ fn run_with<B: Backend>(b: &B, g: &super::GlobalArgs, a: &Args) -> Result<()> {
     let file = Arc::new(GgufFile::open(&a.model)?);
     let tokenizer = Tokenizer::from_gguf(&file)?;
     let model = Model::load(b, &file)?;
-    let text = read_prompt_file(&a.file)?;
+    let file_path = a
+        .file
+        .as_deref()
+        .context("-f TEXT is required (the text to score)")?;
+    let text = read_prompt_file(file_path)?;
     let tokens = tokenizer.encode(&text);
     let n_chunk = chunk_count(tokens.len(), a.ctx, a.chunks)
-        .with_context(|| format!("{}", a.file.display()))?;
+        .with_context(|| format!("{}", file_path.display()))?;
     let n_seq = (a.batch / a.ctx).max(1);
     if !g.quiet {
         eprintln!(

@@ -131,10 +131,11 @@ pub fn encode_header(kvs: &[(String, Value)], tensors: &[TensorSpec]) -> (Vec<u8
     for t in tensors {
         out.extend_from_slice(&(t.name.len() as u64).to_le_bytes());
         out.extend_from_slice(t.name.as_bytes());
-        // ggml_n_dims: trailing 1s are not written (SPEC §1.1).
+        // ggml_n_dims: trailing 1s are not written (SPEC §1.1). A 0 is kept (ggml_n_dims would
+        // drop it and turn an empty tensor into a huge one; found by fuzzing).
         let nd = (1..t.dims.len())
             .rev()
-            .find(|&i| t.dims[i] > 1)
+            .find(|&i| t.dims[i] != 1)
             .map_or(1, |i| i + 1);
         out.extend_from_slice(&(nd as u32).to_le_bytes());
         for d in &t.dims[..nd] {

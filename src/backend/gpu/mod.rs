@@ -73,12 +73,35 @@ impl Ctx {
         p
     }
 
-    /// Bind `params` (uniform, binding 0) and `buffers` (bindings 1..), dispatch, submit.
+    /// Bind `params` (uniform, binding 0) and whole `buffers` (bindings 1..), dispatch, submit.
     pub fn dispatch(
         &self,
         pipe: &wgpu::ComputePipeline,
         params: &[u32],
         buffers: &[&wgpu::Buffer],
+        groups: [u32; 3],
+    ) {
+        let maxb = self.dev.limits.max_storage_buffer_binding_size as u64;
+        let ranges: Vec<(&wgpu::Buffer, u64, u64)> = buffers
+            .iter()
+            .map(|b| {
+                assert!(
+                    b.size() <= maxb,
+                    "a {}-byte tensor exceeds the adapter's storage binding limit ({maxb} bytes): use fewer tokens per batch",
+                    b.size()
+                );
+                (*b, 0, b.size())
+            })
+            .collect();
+        self.dispatch_ranges(pipe, params, &ranges, groups)
+    }
+
+    /// As `dispatch`, binding (buffer, byte offset, byte size) ranges.
+    pub fn dispatch_ranges(
+        &self,
+        pipe: &wgpu::ComputePipeline,
+        params: &[u32],
+        buffers: &[(&wgpu::Buffer, u64, u64)],
         groups: [u32; 3],
     ) {
         let d = &self.dev.device;
@@ -91,18 +114,16 @@ impl Ctx {
             contents: bytemuck::cast_slice(&words),
             usage: wgpu::BufferUsages::UNIFORM,
         });
-        let maxb = self.dev.limits.max_storage_buffer_binding_size as u64;
         let mut entries = vec![wgpu::BindGroupEntry {
             binding: 0,
             resource: ubuf.as_entire_binding(),
         }];
-        for (i, b) in buffers.iter().enumerate() {
-            let size = b.size().min(maxb & !3);
+        for (i, &(b, offset, size)) in buffers.iter().enumerate() {
             entries.push(wgpu::BindGroupEntry {
                 binding: i as u32 + 1,
                 resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
                     buffer: b,
-                    offset: 0,
+                    offset,
                     size: wgpu::BufferSize::new(size),
                 }),
             });
@@ -258,7 +279,10 @@ impl GpuBackend {
         } else {
             MatmulVariant::Tiled
         };
-        let pool = Pool::new(dev.device.clone());
+        let pool = Pool::new(
+            dev.device.clone(),
+            dev.limits.max_storage_buffer_binding_size as u64,
+        );
         GpuBackend {
             ctx: Ctx {
                 dev,
@@ -340,10 +364,10 @@ impl GpuBackend {
 
     fn alloc(&self, rows: usize, cols: usize) -> GpuTensor {
         let bytes = (rows * cols * 4).max(4) as u64;
-        let maxb = self.ctx.dev.limits.max_storage_buffer_binding_size as u64;
+        let maxb = self.ctx.dev.limits.max_buffer_size;
         assert!(
             bytes <= maxb,
-            "activation [{rows}, {cols}] needs {bytes} bytes, over the adapter's binding limit {maxb}: use fewer tokens per batch"
+            "activation [{rows}, {cols}] needs {bytes} bytes, over the adapter's buffer limit {maxb}: use fewer tokens per batch"
         );
         GpuTensor {
             buf: self.ctx.pool.get(bytes),

@@ -7,6 +7,8 @@ use std::sync::{Arc, Mutex};
 
 pub struct Pool {
     device: wgpu::Device,
+    /// Largest size a shader may bind: classes never round a bindable request past it.
+    max_binding: u64,
     free: Mutex<HashMap<u64, Vec<wgpu::Buffer>>>,
     allocated: AtomicU64,
     peak: AtomicU64,
@@ -44,9 +46,10 @@ fn size_class(bytes: u64) -> u64 {
 }
 
 impl Pool {
-    pub fn new(device: wgpu::Device) -> Arc<Pool> {
+    pub fn new(device: wgpu::Device, max_binding: u64) -> Arc<Pool> {
         Arc::new(Pool {
             device,
+            max_binding,
             free: Mutex::new(HashMap::new()),
             allocated: AtomicU64::new(0),
             peak: AtomicU64::new(0),
@@ -55,7 +58,10 @@ impl Pool {
 
     /// A storage buffer of at least `bytes` bytes (contents undefined).
     pub fn get(self: &Arc<Self>, bytes: u64) -> PooledBuffer {
-        let class = size_class(bytes);
+        let mut class = size_class(bytes);
+        if bytes <= self.max_binding && class > self.max_binding {
+            class = bytes.div_ceil(256) * 256;
+        }
         let reused = self
             .free
             .lock()

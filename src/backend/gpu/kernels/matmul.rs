@@ -22,23 +22,40 @@ pub fn run(ctx: &Ctx, variant: MatmulVariant, x: &GpuTensor, w: &GpuWeight, y: &
     if x.rows == 0 {
         return;
     }
-    for s in &w.slices {
-        let params = [
-            x.rows as u32,
-            s.rows as u32,
-            w.ne0 as u32,
-            w.row_bytes as u32,
-            s.row0 as u32,
-            w.ne1 as u32,
-        ];
-        let groups = match variant {
-            MatmulVariant::Register => [
-                (s.rows.div_ceil(4)).div_ceil(64) as u32,
-                x.rows.div_ceil(4) as u32,
-                1,
-            ],
-            MatmulVariant::Tiled => [s.rows.div_ceil(64) as u32, x.rows.div_ceil(64) as u32, 1],
-        };
-        ctx.dispatch(&pipe, &params, &[&s.buf, x.buffer(), y.buffer()], groups);
+    // Activations past the binding limit (logits of long batches) are bound in row ranges whose
+    // byte offsets are multiples of 256 (64 rows × 4 bytes × any width).
+    let maxb = ctx.dev.limits.max_storage_buffer_binding_size as u64;
+    let widest = (w.ne0.max(w.ne1) * 4) as u64;
+    let rows_per = if x.rows as u64 * widest <= maxb {
+        x.rows
+    } else {
+        (((maxb / widest) as usize) / 64 * 64).max(64)
+    };
+    let mut r0 = 0;
+    while r0 < x.rows {
+        let m = rows_per.min(x.rows - r0);
+        let xr = (x.buffer(), (r0 * w.ne0 * 4) as u64, (m * w.ne0 * 4) as u64);
+        let yr = (y.buffer(), (r0 * w.ne1 * 4) as u64, (m * w.ne1 * 4) as u64);
+        for s in &w.slices {
+            let params = [
+                m as u32,
+                s.rows as u32,
+                w.ne0 as u32,
+                w.row_bytes as u32,
+                s.row0 as u32,
+                w.ne1 as u32,
+            ];
+            let groups = match variant {
+                MatmulVariant::Register => [
+                    (s.rows.div_ceil(4)).div_ceil(64) as u32,
+                    m.div_ceil(4) as u32,
+                    1,
+                ],
+                MatmulVariant::Tiled => [s.rows.div_ceil(64) as u32, m.div_ceil(64) as u32, 1],
+            };
+            let wr = (&s.buf, 0, s.buf.size());
+            ctx.dispatch_ranges(&pipe, &params, &[wr, xr, yr], groups);
+        }
+        r0 += m;
     }
 }
