@@ -96,6 +96,24 @@ fn malformed_models_and_imatrices_through_every_command() {
         c.args(["perplexity", "-m", fs, "-f"]).arg(&calib);
         runs.push(("perplexity", c));
         let mut c = wquant();
+        c.args(["kld", "--base-model", fs, "-m"])
+            .arg(synth())
+            .arg("-f")
+            .arg(&calib);
+        runs.push(("kld base", c));
+        let mut c = wquant();
+        c.args(["kld", "--base-model"])
+            .arg(synth())
+            .args(["-m", fs, "-f"])
+            .arg(&calib);
+        runs.push(("kld quant", c));
+        let mut c = wquant();
+        c.args(["imatrix", "-m", fs, "-f"])
+            .arg(&calib)
+            .arg("-o")
+            .arg(&out);
+        runs.push(("imatrix -m", c));
+        let mut c = wquant();
         c.args(["run", fs, "--calib"])
             .arg(&calib)
             .arg("--eval")
