@@ -14,5 +14,7 @@ pub mod kld;
 pub mod model;
 pub mod quant;
 pub mod quantize;
+pub mod report;
+pub mod run;
 pub mod testutil;
 pub mod util;

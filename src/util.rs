@@ -10,6 +10,8 @@ pub fn tmp_path(path: &Path) -> PathBuf {
 /// Write `bytes` to `path` atomically: `NAME.tmp`, fsync, rename.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
+    crate::gguf::writer::check_replaceable(path)
+        .map_err(|e| std::io::Error::other(format!("{}: {e}", path.display())))?;
     let tmp = tmp_path(path);
     let res = (|| {
         let mut f = std::fs::File::create(&tmp)?;

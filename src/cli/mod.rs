@@ -11,6 +11,7 @@ pub mod inspect;
 pub mod kld;
 pub mod perplexity;
 pub mod quantize;
+pub mod run;
 pub mod stats;
 
 /// Global options shared by every command.
@@ -61,6 +62,8 @@ pub enum Command {
     Perplexity(perplexity::Args),
     /// Statistics of an imatrix file per tensor and per layer (llama-imatrix --show-statistics).
     Stats(stats::Args),
+    /// The whole pipeline on a model (default: the demo): imatrix, quantize, KLD, report.
+    Run(run::Args),
     /// KL divergence of a quantized model from its base (llama-perplexity's statistics).
     Kld(kld::Args),
 }
@@ -82,6 +85,7 @@ pub fn main() -> anyhow::Result<()> {
         Command::Imatrix(a) => imatrix::run(&cli.global, a),
         Command::Perplexity(a) => perplexity::run(&cli.global, a),
         Command::Stats(a) => stats::run(&cli.global, a),
+        Command::Run(a) => run::run(&cli.global, a),
         Command::Kld(a) => kld::run(&cli.global, a),
     }
 }

@@ -174,6 +174,18 @@ fn write_zeros(out: &mut impl Write, mut n: u64) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Outputs are written to `NAME.tmp` and renamed over `path`: refuse a `path` that is a device,
+/// FIFO or directory, which the rename would replace (e.g. `/dev/full`).
+pub fn check_replaceable(path: &Path) -> std::io::Result<()> {
+    match std::fs::metadata(path) {
+        Ok(m) if !m.is_file() => Err(std::io::Error::other(
+            "not a regular file; wquant writes NAME.tmp and renames it over the output, so the \
+             output must be a regular file or not exist",
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// `NAME.tmp` next to `path`.
 pub fn tmp_path(path: &Path) -> PathBuf {
     let mut s = path.as_os_str().to_owned();
@@ -189,6 +201,10 @@ impl GgufWriter {
     ) -> Result<GgufWriter, GgufError> {
         let path = path.as_ref().to_path_buf();
         validate(&path, kvs, &tensors)?;
+        check_replaceable(&path).map_err(|e| GgufError::Write {
+            path: path.clone(),
+            what: e.to_string(),
+        })?;
         let tmp = tmp_path(&path);
         let io = |e| GgufError::Io {
             path: tmp.clone(),

@@ -1,0 +1,89 @@
+//! `wquant run`: imatrix → quantize each type → KLD each → report, in one command. With no
+//! MODEL it runs on the demo assets (fetched on first use), converting the Q4_1 demo model to
+//! F32 as the base.
+
+use crate::quant::mix::FileType;
+use crate::run::{demo_assets, run as run_pipeline, RunOptions};
+use anyhow::{anyhow, bail, Result};
+use std::path::PathBuf;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Model (GGUF). Default: the demo model (SmolLM2-135M Q4_1).
+    pub model: Option<PathBuf>,
+    /// Calibration text for the imatrix (default: the demo's calib.txt).
+    #[arg(long)]
+    pub calib: Option<PathBuf>,
+    /// Evaluation text for KLD (default: the demo's eval.txt).
+    #[arg(long)]
+    pub eval: Option<PathBuf>,
+    /// Quantization types, comma-separated.
+    #[arg(long, default_value = "Q4_K_M,Q5_K_M")]
+    pub types: String,
+    /// Output directory (re-running with the same one skips finished steps).
+    #[arg(short = 'o', long = "out-dir", default_value = "wquant-run")]
+    pub out_dir: PathBuf,
+    /// Tokens per chunk.
+    #[arg(short = 'c', long = "ctx-size", default_value_t = 512)]
+    pub ctx: usize,
+    /// Imatrix chunks (default: sized from the measured speed).
+    #[arg(long)]
+    pub imatrix_chunks: Option<usize>,
+    /// KLD chunks per type (default: sized from the measured speed).
+    #[arg(long)]
+    pub kld_chunks: Option<usize>,
+    /// Seconds of compute the automatic chunk counts aim at.
+    #[arg(long, default_value_t = 180.0)]
+    pub budget: f64,
+}
+
+pub fn run(g: &super::GlobalArgs, a: Args) -> Result<()> {
+    let types = a
+        .types
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            FileType::parse(s)
+                .map(|t| (s.to_ascii_uppercase(), t))
+                .ok_or_else(|| anyhow!("--types: unknown type {s:?} (one of {})", FileType::NAMES))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    if a.ctx == 0 {
+        bail!("--ctx-size must be > 0");
+    }
+    if !(a.budget.is_finite() && a.budget > 0.0) {
+        bail!("--budget must be a positive number of seconds");
+    }
+    let demo = if a.model.is_none() || a.calib.is_none() || a.eval.is_none() {
+        Some(demo_assets()?)
+    } else {
+        None
+    };
+    let pick = |p: Option<PathBuf>, f: &str| p.unwrap_or_else(|| demo.clone().unwrap().join(f));
+    let o = RunOptions {
+        model: pick(a.model, "smollm2-135m-q4_1.gguf"),
+        calib: pick(a.calib, "calib.txt"),
+        eval: pick(a.eval, "eval.txt"),
+        types,
+        out_dir: a.out_dir,
+        n_ctx: a.ctx,
+        imatrix_chunks: a.imatrix_chunks,
+        kld_chunks: a.kld_chunks,
+        budget_s: a.budget,
+        device: g.device.clone(),
+        threads: g.threads,
+        quiet: g.quiet,
+    };
+    let t0 = std::time::Instant::now();
+    let r = run_pipeline(&o)?;
+    print!("{}", crate::report::markdown(&r));
+    if !g.quiet {
+        eprintln!(
+            "run: report in {} ({:.1} s)",
+            o.out_dir.join("report.md").display(),
+            t0.elapsed().as_secs_f64()
+        );
+    }
+    Ok(())
+}
