@@ -53,6 +53,12 @@ pub fn choose(device: &str, verify: bool, quiet: bool) -> Result<Option<GpuQuant
         // uses the CPU bytes), because the K-quant kernels are not yet exact on every input
         // (see tests/gpuquant_golden.rs). A software adapter (lavapipe) is slower than the CPU
         // reference here, so auto uses the CPU there.
+        DeviceSpec::Auto if !crate::backend::gpu::device::auto_has_hardware_gpu() => {
+            if !quiet {
+                eprintln!("quantize: no hardware GPU; quantizing on the CPU reference");
+            }
+            return Ok(None);
+        }
         DeviceSpec::Auto => match GpuQuantizer::open(device) {
             Ok(q) if q.gpu.is_cpu_adapter() => {
                 if !quiet {

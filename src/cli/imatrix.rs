@@ -153,8 +153,10 @@ pub fn run(g: &super::GlobalArgs, a: Args) -> Result<()> {
         DeviceSpec::Cpu => collect_with(&CpuBackend::new(), g, &a, &model, &text, merged),
         // auto: a hardware GPU if there is one; otherwise the CPU reference, which runs this
         // graph far faster than a software Vulkan adapter (lavapipe) does.
-        DeviceSpec::Auto => match GpuDevice::open(DeviceSpec::Auto) {
-            Ok(dev) if !dev.is_cpu_adapter() => {
+        DeviceSpec::Auto => match crate::backend::gpu::device::auto_has_hardware_gpu()
+            .then(|| GpuDevice::open(DeviceSpec::Auto))
+        {
+            Some(Ok(dev)) if !dev.is_cpu_adapter() => {
                 collect_with(&GpuBackend::from_device(dev), g, &a, &model, &text, merged)
             }
             _ => {

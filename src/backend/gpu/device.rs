@@ -79,6 +79,18 @@ pub fn auto_index(list: &[wgpu::Adapter]) -> Option<usize> {
     .or(if list.is_empty() { None } else { Some(0) })
 }
 
+/// Whether `--device auto` would pick a hardware GPU, found without opening a device (a
+/// software adapter's driver need not start: commands use the CPU reference then).
+pub fn auto_has_hardware_gpu() -> bool {
+    let list = adapters(&instance());
+    auto_index(&list).is_some_and(|i| {
+        matches!(
+            list[i].get_info().device_type,
+            wgpu::DeviceType::DiscreteGpu | wgpu::DeviceType::IntegratedGpu
+        )
+    })
+}
+
 /// An opened device with the adapter's own limits.
 pub struct GpuDevice {
     pub adapter: wgpu::Adapter,
