@@ -86,6 +86,13 @@ fn rounded(v: f32) -> f32 {
     return select(v, 0.0, p._pad == 0x7fc00001u);
 }
 
+// The value `v`, hidden from the optimizer behind an integer xor with a uniform that is 0: no
+// constant folding or reassociation can cross it (`rounded` did not suffice for kx_search's
+// `num`: the constants were still folded, presumably through the select).
+fn opaque(v: f32) -> f32 {
+    return bitcast<f32>(bitcast<u32>(v) ^ p._pad);
+}
+
 // llama.cpp's nearest_int: round half to even via 1.5·2²³ (|f| ≤ 2²²).
 fn nearest_int(f: f32) -> i32 {
     let v = rounded(f) + 12582912.0;
@@ -318,7 +325,10 @@ fn kx_search(off: u32, nmax: i32, rmin: f32, rdelta: f32, nstep: i32, v3: bool) 
     }
     for (var is = 0; is <= nstep; is++) {
         let step = rounded(rdelta * f32(is));
-        let num = (rmin + step) + nmaxf;
+        // `opaque`: with constant rmin and nmax, lavapipe's NIR reassociates the sum into
+        // step + (rmin + nmax) (folded), which rounds differently (synth-moe
+        // blk.1.ffn_gate_exps, block 47, is = 12: 14.700001 instead of 14.7).
+        let num = opaque(rmin + step) + nmaxf;
         let iscale = num / (mx - mn);
         var sum_l = 0.0;
         var sum_l2 = 0.0;

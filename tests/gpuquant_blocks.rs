@@ -123,3 +123,43 @@ fn bad_shapes_are_errors() {
         .quantize_rows_raw(GgmlType::Q4K, &x, 256, Some(&[1.0; 128]))
         .is_err());
 }
+
+/// Regression: the K-quant blocks of synth-moe (expert 0, with its imatrix) that once differed
+/// from the CPU. lavapipe's NIR reassociated kx_search's `(rmin + step) + nmax` into
+/// `step + (rmin + nmax)` with the two constants folded, so one candidate scale (is = 12 of
+/// Q4_K's sub-block 4 in blk.1.ffn_gate_exps row 47) was computed from 14.700001 instead of 14.7.
+#[test]
+fn synth_moe_blocks_that_once_differed() {
+    use wquant::gguf::GgufFile;
+    use wquant::imatrix::file::Imatrix;
+    let g = gpu();
+    let dir = wquant::testutil::golden_dir().join("synth");
+    let f = GgufFile::open(dir.join("synth-moe.gguf")).unwrap();
+    let im = Imatrix::load(dir.join("synth-moe.imatrix.gguf")).unwrap();
+    for (name, row, t) in [
+        ("blk.1.ffn_gate_exps.weight", 47, GgmlType::Q4K),
+        ("blk.0.ffn_gate_exps.weight", 85, GgmlType::Q5K),
+        ("blk.1.ffn_up_exps.weight", 238, GgmlType::Q5K),
+    ] {
+        let ti = f.tensors().iter().find(|x| x.name == name).unwrap();
+        let ne0 = ti.dims[0] as usize;
+        let n_rows = (ti.dims[1] * ti.dims[2]) as usize;
+        let data = f.tensor_data(ti);
+        let src_row = data.len() / n_rows;
+        let mut x = vec![0f32; ne0];
+        wquant::quant::dequantize_row(
+            ti.ggml_type,
+            &data[row * src_row..(row + 1) * src_row],
+            &mut x,
+        )
+        .unwrap();
+        // Row `row` < ne1 belongs to expert 0: the first ne0 importance values.
+        assert!(row < ti.dims[1] as usize);
+        let imp = im.importance(name, 0.0).unwrap();
+        let w = &imp[..ne0];
+        assert!(row_is_gpu_exact(t, &x, Some(w)));
+        let kernel = g.kernel_rows(t, &x, ne0, Some(w)).unwrap();
+        let want = cpu_quantize(t, &x, ne0, Some(w)).unwrap();
+        assert_eq!(kernel, want, "{name} row {row} ({t})");
+    }
+}
