@@ -50,9 +50,10 @@ pub fn choose(device: &str, verify: bool, quiet: bool) -> Result<Option<GpuQuant
     let q = match spec {
         DeviceSpec::Cpu => return Ok(None),
         // auto: a hardware GPU, every tensor verified against the CPU reference (a mismatch
-        // uses the CPU bytes), because the K-quant kernels are not yet exact on every input
-        // (see tests/gpuquant_golden.rs). A software adapter (lavapipe) is slower than the CPU
-        // reference here, so auto uses the CPU there.
+        // uses the CPU bytes): shader compilers may fuse or reorder float operations (lavapipe
+        // reassociated a constant add until shaders/quant_common.wgsl's `opaque()`), and a
+        // per-type canary cannot see data-dependent differences. A software adapter (lavapipe)
+        // is slower than the CPU reference, so auto uses the CPU there.
         DeviceSpec::Auto if !crate::backend::gpu::device::auto_has_hardware_gpu() => {
             if !quiet {
                 eprintln!("quantize: no hardware GPU; quantizing on the CPU reference");
