@@ -211,8 +211,12 @@ fn own<B: Backend>(b: &B, g: &super::GlobalArgs, a: &Args, base_path: &Path) -> 
         );
     }
     let n_ctx = a.ctx.unwrap_or(512);
-    let n_chunk = chunk_count(tokens.len(), n_ctx, a.chunks)
-        .with_context(|| format!("{}", need_text(a).unwrap().display()))?;
+    let n_chunk = chunk_count(tokens.len(), n_ctx, a.chunks).with_context(|| {
+        format!(
+            "{}",
+            a.file.as_deref().unwrap_or(Path::new("TEXT")).display()
+        )
+    })?;
     let ch = Chunks {
         n_ctx,
         n_chunk,
