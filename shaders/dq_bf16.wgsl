@@ -1,8 +1,16 @@
 // Helper (prepended): BF16 weights (the upper half of an f32).
 fn dq32(row: u32, k0: u32, out: ptr<function, array<f32, 32>>) {
+    // 64 bytes at an even offset: 17 aligned words, funnel-shifted into place.
     let b = row + 2u * k0;
-    for (var j = 0u; j < 32u; j++) {
-        (*out)[j] = bitcast<f32>(rd16(b + 2u * j) << 16u);
+    let a = b >> 2u;
+    let sh = (b & 3u) * 8u;
+    var lo = wq[a];
+    for (var i = 0u; i < 16u; i++) {
+        let hi = wq[a + i + 1u];
+        let u = funnel(lo, hi, sh);
+        (*out)[2u * i] = bitcast<f32>(u << 16u);
+        (*out)[2u * i + 1u] = bitcast<f32>(u & 0xffff0000u);
+        lo = hi;
     }
 }
 

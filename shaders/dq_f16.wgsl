@@ -1,8 +1,16 @@
 // Helper (prepended): F16 weights. dq32 writes elements k0..k0+32 of the row at byte `row`.
 fn dq32(row: u32, k0: u32, out: ptr<function, array<f32, 32>>) {
+    // 64 bytes at an even offset: 17 aligned words, funnel-shifted into place.
     let b = row + 2u * k0;
-    for (var j = 0u; j < 32u; j++) {
-        (*out)[j] = rdf16(b + 2u * j);
+    let a = b >> 2u;
+    let sh = (b & 3u) * 8u;
+    var lo = wq[a];
+    for (var i = 0u; i < 16u; i++) {
+        let hi = wq[a + i + 1u];
+        let h = unpack2x16float(funnel(lo, hi, sh));
+        (*out)[2u * i] = h.x;
+        (*out)[2u * i + 1u] = h.y;
+        lo = hi;
     }
 }
 

@@ -1,14 +1,14 @@
 // Helper (prepended): Q4_1, blocks of 32 = d:f16, m:f16 + 16 bytes of nibbles; y = q·d + m.
 fn dq32(row: u32, k0: u32, out: ptr<function, array<f32, 32>>) {
-    let b = row + (k0 / 32u) * 20u;
-    let d = rdf16(b);
-    let m = rdf16(b + 2u);
+    // 20-byte blocks in rows of whole blocks: always word aligned, 5 words.
+    let a = (row + (k0 / 32u) * 20u) >> 2u;
+    let dm = unpack2x16float(wq[a]);
     for (var w = 0u; w < 4u; w++) {
-        let q = rd32u(b + 4u + 4u * w);
+        let q = wq[a + 1u + w];
         for (var i = 0u; i < 4u; i++) {
             let v = (q >> (8u * i)) & 0xffu;
-            (*out)[4u * w + i] = f32(v & 0xfu) * d + m;
-            (*out)[4u * w + i + 16u] = f32(v >> 4u) * d + m;
+            (*out)[4u * w + i] = f32(v & 0xfu) * dm.x + dm.y;
+            (*out)[4u * w + i + 16u] = f32(v >> 4u) * dm.x + dm.y;
         }
     }
 }

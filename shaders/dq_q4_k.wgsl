@@ -1,23 +1,35 @@
 // Helper (prepended): Q4_K, super-blocks of 256 = d, dmin:f16, 12 bytes of 6-bit scales/mins,
 // 128 bytes of nibbles; sub-block s of 32: y = d·sc_s·q - dmin·m_s.
-fn scale_min_k4(sb: u32, j: u32) -> vec2<u32> {
+// Byte i (< 12) of the scales held in words s0, s1, s2.
+fn kscale_byte(s0: u32, s1: u32, s2: u32, i: u32) -> u32 {
+    let wi = i >> 2u;
+    let w = select(select(s0, s1, wi == 1u), s2, wi == 2u);
+    return (w >> ((i & 3u) * 8u)) & 0xffu;
+}
+
+// (scale, min) of sub-block j, llama.cpp's get_scale_min_k4.
+fn kscale_min(s0: u32, s1: u32, s2: u32, j: u32) -> vec2<u32> {
     if (j < 4u) {
-        return vec2<u32>(rd8(sb + j) & 63u, rd8(sb + j + 4u) & 63u);
+        return vec2<u32>(kscale_byte(s0, s1, s2, j) & 63u, kscale_byte(s0, s1, s2, j + 4u) & 63u);
     }
-    let a = rd8(sb + j + 4u);
-    return vec2<u32>((a & 0xfu) | ((rd8(sb + j - 4u) >> 6u) << 4u), (a >> 4u) | ((rd8(sb + j) >> 6u) << 4u));
+    let a = kscale_byte(s0, s1, s2, j + 4u);
+    let lo = kscale_byte(s0, s1, s2, j - 4u);
+    let hi = kscale_byte(s0, s1, s2, j);
+    return vec2<u32>((a & 0xfu) | ((lo >> 6u) << 4u), (a >> 4u) | ((hi >> 6u) << 4u));
 }
 
 fn dq32(row: u32, k0: u32, out: ptr<function, array<f32, 32>>) {
-    let b = row + (k0 / 256u) * 144u;
+    // 144-byte super-blocks in rows of whole ones: word aligned; 4 + 8 words per sub-block.
+    let a = (row + (k0 / 256u) * 144u) >> 2u;
     let s = (k0 / 32u) % 8u;
-    let sm = scale_min_k4(b + 4u, s);
-    let d1 = rdf16(b) * f32(sm.x);
-    let m1 = rdf16(b + 2u) * f32(sm.y);
+    let dm = unpack2x16float(wq[a]);
+    let sm = kscale_min(wq[a + 1u], wq[a + 2u], wq[a + 3u], s);
+    let d1 = dm.x * f32(sm.x);
+    let m1 = dm.y * f32(sm.y);
     let shift = (s & 1u) * 4u;
-    let qb = b + 16u + (s / 2u) * 32u;
+    let qa = a + 4u + (s / 2u) * 8u;
     for (var w = 0u; w < 8u; w++) {
-        let q = rd32u(qb + 4u * w);
+        let q = wq[qa + w];
         for (var i = 0u; i < 4u; i++) {
             let v = (q >> (8u * i + shift)) & 0xfu;
             (*out)[4u * w + i] = d1 * f32(v) - m1;

@@ -1,10 +1,22 @@
 // Helper (prepended): Q5_0, blocks of 32 = d:f16, qh:u32 + 16 bytes of nibbles; y = (q - 16)·d.
 fn dq32(row: u32, k0: u32, out: ptr<function, array<f32, 32>>) {
+    // 22 bytes at an even offset b: 6 aligned words; e = the block's words from byte b.
     let b = row + (k0 / 32u) * 22u;
-    let d = rdf16(b);
-    let qh = rd32u(b + 2u);
+    let a = b >> 2u;
+    let sh = (b & 3u) * 8u;
+    var e: array<u32, 6>;
+    var lo = wq[a];
+    for (var i = 0u; i < 5u; i++) {
+        let hi = wq[a + i + 1u];
+        e[i] = funnel(lo, hi, sh);
+        lo = hi;
+    }
+    e[5] = lo >> sh;
+    let d = unpack2x16float(e[0]).x;
+    let qh = (e[0] >> 16u) | (e[1] << 16u);
     for (var w = 0u; w < 4u; w++) {
-        let q = rd32u(b + 6u + 4u * w);
+        // nibble bytes 4w..4w+4 sit at block bytes 6 + 4w.
+        let q = (e[w + 1u] >> 16u) | (e[w + 2u] << 16u);
         for (var i = 0u; i < 4u; i++) {
             let j = 4u * w + i;
             let v = (q >> (8u * i)) & 0xffu;

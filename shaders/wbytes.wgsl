@@ -21,3 +21,10 @@ fn rd16(o: u32) -> u32 {
 fn rdf16(o: u32) -> f32 {
     return unpack2x16float(rd16(o)).x;
 }
+
+// The four bytes at offset 4·i + sh/8 of a run whose aligned words are lo = word i, hi = word i+1
+// (sh = 0, 8, 16 or 24). Branch-free, so a block's words are loaded once each whatever its
+// alignment: on llvmpipe every load is a per-lane loop, the dominant cost of dequantizing.
+fn funnel(lo: u32, hi: u32, sh: u32) -> u32 {
+    return (lo >> sh) | ((hi << (31u - sh)) << 1u);
+}
