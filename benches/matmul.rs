@@ -1,7 +1,12 @@
 //! Matmul GFLOP/s per weight type on the default adapter (`cargo bench --bench matmul`).
-//! Shapes: SmolLM2's 576×1536 and 1536×576 at 512 tokens; 4096×4096 at 2048 tokens.
-//! Arguments: `small` or `large` to run one group; `all-types` to run every type on the large
-//! shape (by default only F32, F16, Q8_0, Q4_K there: each takes tens of seconds on lavapipe).
+//! Shapes: SmolLM2's 576×1536 and 1536×576 weights at 512 tokens (`small`); a 4096×4096 weight
+//! at 128 tokens (`large`: llvmpipe takes seconds per run at 2048 tokens; GFLOP/s is what counts).
+//! Arguments (any order): `small` or `large` to run one group (default both), `types=F32,Q8_0`
+//! to pick weight types, `tokens=N` to override the token count of every shape, `compile` to
+//! time each pipeline's first dispatch instead (run with MESA_SHADER_CACHE_DISABLE=true).
+//! Columns: mean and best GFLOP/s over the timed runs (≥ 2 s or 30 runs), and GFLOP per CPU
+//! second of this process (llvmpipe's threads included), which moves less than wall time when
+//! other jobs share the machine.
 
 use std::time::Instant;
 use wquant::backend::gpu::{kernels, GpuBackend, MatmulVariant};
@@ -9,14 +14,26 @@ use wquant::backend::Backend;
 use wquant::conformance::{random_weight_bytes, Rng};
 use wquant::gguf::GgmlType;
 
-fn bench(
-    gpu: &GpuBackend,
-    t: GgmlType,
-    m: usize,
-    k: usize,
-    n: usize,
-    variant: MatmulVariant,
-) -> (f64, usize) {
+/// CPU seconds used by this process so far, all threads, from /proc/self/stat (Linux; clock
+/// ticks of 1/100 s); None elsewhere.
+fn cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
+    Some(ticks / 100.0)
+}
+
+struct Measure {
+    mean: f64,
+    best: f64,
+    per_cpu: Option<f64>,
+    runs: usize,
+}
+
+fn bench(gpu: &GpuBackend, t: GgmlType, m: usize, k: usize, n: usize) -> Measure {
+    let variant = gpu.matmul_variant;
     let mut rng = Rng::new(1);
     let wb = random_weight_bytes(&mut rng, t, k, n);
     let w = gpu.weight_from_bytes("bench", t, k, n, &wb).unwrap();
@@ -26,22 +43,34 @@ fn bench(
     drop(gpu.matmul_with(&x1, &w, variant));
     gpu.sync();
     let flop = 2.0 * m as f64 * k as f64 * n as f64;
-    let mut iters = 0;
+    let mut runs = 0;
+    let mut best = f64::INFINITY;
     let start = Instant::now();
-    while iters == 0 || (start.elapsed().as_secs_f64() < 2.0 && iters < 20) {
+    let cpu0 = cpu_seconds();
+    while runs == 0 || (start.elapsed().as_secs_f64() < 2.0 && runs < 30) {
+        let t0 = Instant::now();
         drop(gpu.matmul_with(&x, &w, variant));
         gpu.sync();
-        iters += 1;
+        best = best.min(t0.elapsed().as_secs_f64());
+        runs += 1;
     }
-    let s = start.elapsed().as_secs_f64() / iters as f64;
-    (flop / s / 1e9, iters)
+    let mean = start.elapsed().as_secs_f64() / runs as f64;
+    let per_cpu = match (cpu0, cpu_seconds()) {
+        (Some(a), Some(b)) if b > a => Some(flop * runs as f64 / (b - a) / 1e9),
+        _ => None,
+    };
+    Measure {
+        mean: flop / mean / 1e9,
+        best: flop / best / 1e9,
+        per_cpu,
+        runs,
+    }
 }
 
-/// Seconds from a cold pipeline to the end of its first dispatch (run with
-/// MESA_SHADER_CACHE_DISABLE=true to time llvmpipe's compiler).
-fn compile_times(gpu: &GpuBackend) {
+/// Seconds from a cold pipeline to the end of its first dispatch.
+fn compile_times(gpu: &GpuBackend, types: &[GgmlType]) {
     let mut rng = Rng::new(2);
-    for t in kernels::WEIGHT_TYPES {
+    for &t in types {
         let k = t.block_size().max(32);
         let w = gpu
             .weight_from_bytes("c", t, k, 4, &random_weight_bytes(&mut rng, t, k, 4))
@@ -71,59 +100,58 @@ fn compile_times(gpu: &GpuBackend) {
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    let value = |key: &str| {
+        args.iter()
+            .find_map(|a| a.strip_prefix(key).and_then(|v| v.strip_prefix('=')))
+    };
+    let types: Vec<GgmlType> = match value("types") {
+        Some(list) => kernels::WEIGHT_TYPES
+            .into_iter()
+            .filter(|t| list.split(',').any(|n| n == t.name()))
+            .collect(),
+        None => kernels::WEIGHT_TYPES.to_vec(),
+    };
+    let tokens: Option<usize> = value("tokens").map(|v| v.parse().expect("tokens=N"));
+    let gpu = GpuBackend::new("auto").expect("a wgpu adapter");
     if args.iter().any(|a| a == "compile") {
-        let gpu = GpuBackend::new("auto").expect("a wgpu adapter");
-        compile_times(&gpu);
+        compile_times(&gpu, &types);
         return;
     }
     let want =
         |g: &str| !args.iter().any(|a| a == "small" || a == "large") || args.iter().any(|a| a == g);
-    let all_types = args.iter().any(|a| a == "all-types");
-    let gpu = GpuBackend::new("auto").expect("a wgpu adapter");
-    let variant = gpu.matmul_variant;
     println!(
         "adapter: {}  kernel: {}",
         gpu.adapter_name(),
-        variant.name()
+        gpu.matmul_variant.name()
     );
     println!(
-        "{:<6} {:>22} {:>10} {:>6}",
-        "type", "M×K·(N×K)ᵀ", "GFLOP/s", "iters"
+        "| type | tokens × weight (N×K) | GFLOP/s | best | GFLOP/CPU-s | runs |\n|---|---|--:|--:|--:|--:|"
     );
-    let mut shapes: Vec<(usize, usize, usize, bool)> = Vec::new();
+    let mut shapes: Vec<(usize, usize, usize)> = Vec::new();
     if want("small") {
-        shapes.push((512, 576, 1536, false));
-        shapes.push((512, 1536, 576, false));
+        shapes.push((512, 576, 1536));
+        shapes.push((512, 1536, 576));
     }
     if want("large") {
-        shapes.push((2048, 4096, 4096, true));
+        shapes.push((128, 4096, 4096));
     }
-    for (m, k, n, large) in shapes {
-        for t in kernels::WEIGHT_TYPES {
-            if large
-                && !all_types
-                && ![GgmlType::F32, GgmlType::F16, GgmlType::Q8_0, GgmlType::Q4K].contains(&t)
-            {
-                continue;
-            }
+    for (m, k, n) in shapes {
+        let m = tokens.unwrap_or(m);
+        for &t in &types {
+            let shape = format!("{m} × {n}×{k}");
             if k % t.block_size() != 0 {
                 // As in llama.cpp, K-quants cannot hold rows of 576.
-                println!(
-                    "{:<6} {:>22} {:>10} {:>6}",
-                    t.name(),
-                    format!("{m}×{k}·({n}×{k})ᵀ"),
-                    "n/a",
-                    "-"
-                );
+                println!("| {} | {shape} | n/a | | | |", t.name());
                 continue;
             }
-            let (g, it) = bench(&gpu, t, m, k, n, variant);
+            let r = bench(&gpu, t, m, k, n);
             println!(
-                "{:<6} {:>22} {:>10.2} {:>6}",
+                "| {} | {shape} | {:.2} | {:.2} | {} | {} |",
                 t.name(),
-                format!("{m}×{k}·({n}×{k})ᵀ"),
-                g,
-                it
+                r.mean,
+                r.best,
+                r.per_cpu.map_or("-".into(), |c| format!("{c:.2}")),
+                r.runs
             );
         }
     }

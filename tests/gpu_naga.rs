@@ -1,6 +1,7 @@
 //! Every shader, as the host assembles it (helpers prepended), must pass naga's WGSL parser and
-//! its validator with the capabilities the device grants: no optional features are requested;
-//! wgpu grants `SHADER_FLOAT16_IN_FLOAT32` (WGSL's `unpack2x16float`) to every WebGPU-core adapter.
+//! its validator with the capabilities the device grants: wgpu grants `SHADER_FLOAT16_IN_FLOAT32`
+//! (WGSL's `unpack2x16float`) to every WebGPU-core adapter; the only optional feature requested is
+//! subgroups (`matmul_unrolled.wgsl`, used only where the adapter offers them).
 
 use wquant::backend::gpu::kernels;
 
@@ -19,7 +20,8 @@ fn every_assembled_shader_parses_and_validates() {
         };
         let mut v = naga::valid::Validator::new(
             naga::valid::ValidationFlags::all(),
-            naga::valid::Capabilities::SHADER_FLOAT16_IN_FLOAT32,
+            naga::valid::Capabilities::SHADER_FLOAT16_IN_FLOAT32
+                | naga::valid::Capabilities::SUBGROUP,
         );
         if let Err(e) = v.validate(&module) {
             failures.push(format!("{label}: validate: {}", e.emit_to_string(src)));

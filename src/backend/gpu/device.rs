@@ -128,8 +128,9 @@ impl GpuDevice {
     pub fn from_adapter(adapter: wgpu::Adapter) -> Result<GpuDevice> {
         let info = adapter.get_info();
         let limits = adapter.limits();
-        // No optional features are needed by the kernels; ask for none so any adapter works.
-        let features = wgpu::Features::empty();
+        // Only optional feature: subgroups, where offered (the register matmul shares activation
+        // loads across a subgroup; without them it falls back to plain loads).
+        let features = adapter.features() & wgpu::Features::SUBGROUP;
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
             label: Some("wquant"),
             required_features: features,

@@ -1,5 +1,7 @@
 //! `shaders/matmul.wgsl`: y = x·Wᵀ, register-blocked 4×4, no barriers. Also the dispatcher
-//! for both variants over the weight's slices.
+//! for every variant over the weight's slices: the register variant runs
+//! `matmul_unrolled.wgsl` where that kernel is usable (subgroups, whole 32-blocks) and this one
+//! otherwise; all give the same bits.
 
 use super::super::{Ctx, GpuTensor, GpuWeight, MatmulVariant};
 use crate::gguf::GgmlType;
@@ -24,16 +26,25 @@ pub fn run(ctx: &Ctx, variant: MatmulVariant, x: &GpuTensor, w: &GpuWeight, y: &
     }
     // Activations past the binding limit (logits of long batches) are bound in row ranges whose
     // byte offsets are multiples of 256 (64 rows × 4 bytes × any width).
-    let maxb = ctx.dev.limits.max_storage_buffer_binding_size as u64;
+    let maxb = ctx.dev.limits.max_storage_buffer_binding_size;
     let widest = (w.ne0.max(w.ne1) * 4) as u64;
-    let rows_per = if x.rows as u64 * widest <= maxb {
+    let mut rows_per = if x.rows as u64 * widest <= maxb {
         x.rows
     } else {
         (((maxb / widest) as usize) / 64 * 64).max(64)
     };
+    let unrolled = variant == MatmulVariant::Register && super::matmul_unrolled::usable(ctx, w);
+    if unrolled {
+        rows_per = rows_per.min(super::matmul_unrolled::max_rows(ctx, w.ne0));
+    }
     let mut r0 = 0;
     while r0 < x.rows {
         let m = rows_per.min(x.rows - r0);
+        if unrolled {
+            super::matmul_unrolled::run(ctx, x, r0, m, w, y);
+            r0 += m;
+            continue;
+        }
         let xr = (x.buffer(), (r0 * w.ne0 * 4) as u64, (m * w.ne0 * 4) as u64);
         let yr = (y.buffer(), (r0 * w.ne1 * 4) as u64, (m * w.ne1 * 4) as u64);
         for s in &w.slices {

@@ -7,6 +7,7 @@ pub mod gather_rows;
 pub mod get_rows;
 pub mod matmul;
 pub mod matmul_tiled;
+pub mod matmul_unrolled;
 pub mod mm_stats;
 pub mod quant_block;
 pub mod rms_norm;
@@ -74,6 +75,10 @@ pub fn all_sources() -> Vec<(String, String)> {
     for t in WEIGHT_TYPES {
         v.push((format!("matmul.wgsl+{t}"), matmul::source(t)));
         v.push((format!("matmul_tiled.wgsl+{t}"), matmul_tiled::source(t)));
+        v.push((
+            format!("matmul_unrolled.wgsl+{t}"),
+            matmul_unrolled::source(t),
+        ));
         v.push((format!("get_rows.wgsl+{t}"), get_rows::source(t)));
     }
     v.push(("mm_stats.wgsl".into(), mm_stats::SHADER.into()));
@@ -110,6 +115,7 @@ pub fn shader_files() -> Vec<&'static str> {
         "dq_q6_k.wgsl",
         "matmul.wgsl",
         "matmul_tiled.wgsl",
+        "matmul_unrolled.wgsl",
         "get_rows.wgsl",
         "mm_stats.wgsl",
         "rms_norm.wgsl",
