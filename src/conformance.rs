@@ -391,6 +391,13 @@ pub fn run_checks<R: Backend>(gpu: &GpuBackend, r: &R, opts: &Options) -> Result
     }
 
     rows.extend(check_quant_kernels(gpu)?);
+    // KL-divergence reduction (its tolerances are in kld::conformance).
+    rows.extend(crate::kld::conformance::check_kld(
+        gpu,
+        r,
+        &mut rng,
+        opts.model.as_deref(),
+    )?);
 
     if let Some(path) = &opts.model {
         rows.extend(check_real_model(gpu, r, path, &mut rng)?);

@@ -150,6 +150,23 @@ pub trait Backend {
         idx: &[u32],
         scale: &[f32],
     );
+    /// Per-token KL(base‖quant), Δp, both nll and top-token agreement of `[targets.len(),
+    /// n_vocab]` logits, row i scored against `targets[i]`. The default downloads both matrices
+    /// and runs the CPU reference (`kld::stats`); the GPU reduces on the device instead.
+    fn kld_tokens(
+        &self,
+        quant_logits: &Self::Tensor,
+        base_logits: &Self::Tensor,
+        targets: &[u32],
+    ) -> Vec<crate::kld::TokenKld> {
+        let (_, n_vocab) = self.shape(quant_logits);
+        crate::kld::stats::tokens_kld_from_logits(
+            &self.download(quant_logits),
+            &self.download(base_logits),
+            n_vocab,
+            targets,
+        )
+    }
 
     fn stats_new(&self, n_cols: usize) -> Self::Stats;
     fn stats_read(&self, s: &Self::Stats) -> StatsHost;

@@ -12,7 +12,7 @@
 //! count or on how many chunks share a forward pass.
 
 use super::logits_file::{max_and_log_sum_exp, BaseFileReader, BaseFileWriter, BaseRecord};
-use super::stats::{token_kld_from_logits, token_kld_from_record, KldAccumulator, TokenKld};
+use super::stats::{token_kld_from_record, KldAccumulator, TokenKld};
 use crate::backend::Backend;
 use crate::model::Model;
 use anyhow::{bail, Result};
@@ -89,7 +89,19 @@ fn head_logits<B: Backend>(b: &B, model: &Model<B>, hidden: &[f32], n_embd: usiz
     b.download(&model.logits(b, &h, None))
 }
 
-/// Final hidden states (after output_norm) of the scored positions of one pass, on the host.
+/// Final hidden states (after output_norm) of the scored positions of one pass, on the device.
+fn scored_hidden_on_device<B: Backend>(
+    b: &B,
+    model: &Model<B>,
+    ch: &Chunks,
+    tokens: &[u32],
+    n_seq: usize,
+) -> Result<B::Tensor> {
+    let hidden = model.hidden(b, tokens, ch.n_ctx, None)?;
+    Ok(b.gather_rows(&hidden, &ch.scored_rows(n_seq)))
+}
+
+/// As `scored_hidden_on_device`, on the host.
 fn scored_hidden<B: Backend>(
     b: &B,
     model: &Model<B>,
@@ -97,8 +109,7 @@ fn scored_hidden<B: Backend>(
     tokens: &[u32],
     n_seq: usize,
 ) -> Result<Vec<f32>> {
-    let hidden = model.hidden(b, tokens, ch.n_ctx, None)?;
-    Ok(b.download(&b.gather_rows(&hidden, &ch.scored_rows(n_seq))))
+    Ok(b.download(&scored_hidden_on_device(b, model, ch, tokens, n_seq)?))
 }
 
 /// Per-token results of one chunk, in token order.
@@ -149,7 +160,6 @@ pub fn own_mode<B: Backend>(
         );
     }
     let n_embd_b = base.config.n_embd;
-    let n_vocab = base.config.n_vocab;
     let per = ch.scored_per_chunk();
     // Pass 1: the base model's final hidden states at the scored positions.
     let mut base_hidden = Vec::with_capacity(ch.n_chunk * per * n_embd_b);
@@ -163,26 +173,20 @@ pub fn own_mode<B: Backend>(
     base.layers.shrink_to_fit();
     let quant = &load_quant()?;
     check_pair(&base, quant)?;
-    let n_embd_q = quant.config.n_embd;
-    // Pass 2: the quantized model, both heads, per-token KLD.
+    // Pass 2: the quantized model, both heads, per-token KLD. Both chunks' logits stay on the
+    // device; `kld_tokens` returns only the per-token results.
     let mut acc = KldAccumulator::new();
     for (i, n_seq) in ch.passes() {
         let toks = &tokens[i * ch.n_ctx..(i + n_seq) * ch.n_ctx];
-        let qh = scored_hidden(b, quant, ch, toks, n_seq)?;
+        let qh = scored_hidden_on_device(b, quant, ch, toks, n_seq)?;
         for s in 0..n_seq {
             let c = i + s;
-            let zq = head_logits(
-                b,
-                quant,
-                &qh[s * per * n_embd_q..(s + 1) * per * n_embd_q],
-                n_embd_q,
-            );
+            let rows: Vec<u32> = (s * per..(s + 1) * per).map(|r| r as u32).collect();
+            let zq = quant.logits(b, &b.gather_rows(&qh, &rows), None);
             let hb = &base_hidden[c * per * n_embd_b..(c + 1) * per * n_embd_b];
-            let zb = head_logits(b, &base, hb, n_embd_b);
+            let zb = base.logits(b, &b.upload(hb, per, n_embd_b), None);
             let targets = &tokens[c * ch.n_ctx + ch.first() + 1..(c + 1) * ch.n_ctx];
-            let results = chunk_tokens(&zq, n_vocab, targets, |j, z, t| {
-                token_kld_from_logits(z, &zb[j * n_vocab..(j + 1) * n_vocab], t)
-            });
+            let results = b.kld_tokens(&zq, &zb, targets);
             for r in &results {
                 acc.add(r);
             }

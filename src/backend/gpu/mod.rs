@@ -498,6 +498,15 @@ impl Backend for GpuBackend {
         kernels::scatter_add::run(&self.ctx, dst, src, idx, scale);
     }
 
+    fn kld_tokens(
+        &self,
+        quant_logits: &GpuTensor,
+        base_logits: &GpuTensor,
+        targets: &[u32],
+    ) -> Vec<crate::kld::TokenKld> {
+        kernels::kld::run(&self.ctx, quant_logits, base_logits, targets)
+    }
+
     fn stats_new(&self, n_cols: usize) -> GpuStats {
         let buf = self.ctx.upload_u32(&vec![0u32; 2 * n_cols + 2]);
         GpuStats { buf, n_cols }
