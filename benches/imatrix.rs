@@ -9,7 +9,7 @@ use wquant::backend::cpu::CpuBackend;
 use wquant::gguf::GgufFile;
 use wquant::imatrix::collect::{collect, CollectOptions};
 use wquant::imatrix::Imatrix;
-use wquant::model::Model;
+use wquant::model::stream::Runner;
 use wquant::testutil::{f32_model, golden_dir};
 
 fn bench_imatrix(c: &mut Criterion) {
@@ -23,7 +23,7 @@ fn bench_imatrix(c: &mut Criterion) {
         .collect();
     let b = CpuBackend::new();
     let file = Arc::new(GgufFile::open(f32_model()).unwrap());
-    let model = Model::load(&b, &file).unwrap();
+    let mut model = Runner::resident(&b, &file, 1).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let o = CollectOptions {
         n_ctx,
@@ -45,7 +45,7 @@ fn bench_imatrix(c: &mut Criterion) {
         bench.iter(|| {
             collect(
                 &b,
-                &model,
+                &mut model,
                 &tokens,
                 Imatrix::new(n_ctx as u32),
                 &o,

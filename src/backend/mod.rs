@@ -168,6 +168,10 @@ pub trait Backend {
         )
     }
 
+    /// Accumulate Σx², Σx of rows `row0..row0 + n` of x into `s`, in row order, and add `n` to
+    /// its count: one sequence of a batch that holds several (each chunk keeps its own sums).
+    fn stats_add_rows(&self, x: &Self::Tensor, row0: usize, n: usize, s: &mut Self::Stats);
+
     fn stats_new(&self, n_cols: usize) -> Self::Stats;
     fn stats_read(&self, s: &Self::Stats) -> StatsHost;
 }
