@@ -1,15 +1,19 @@
-//! The GPU KL-divergence reduction (`shaders/kld.wgsl`) on lavapipe (or the machine's GPU)
-//! against the CPU reference `kld::stats`: random LM-like rows at SmolLM2's vocabulary (49,152)
-//! and odd sizes, edge cases, how close it gets to the f64 reference, determinism.
+//! The GPU KL-divergence reductions on lavapipe (or the machine's GPU) against the CPU reference
+//! `kld::stats`: `shaders/kld.wgsl` (both models' logits) and `shaders/kld_record.wgsl` (against
+//! 16-bit base-file records, llama.cpp's own included) on random LM-like rows at SmolLM2's
+//! vocabulary (49,152) and odd sizes, edge cases; how close it gets to the f64 reference;
+//! determinism.
 
 use wquant::backend::cpu::CpuBackend;
-use wquant::backend::gpu::{kernels::kld::records, kernels::kld::KldRecord, GpuBackend};
+use wquant::backend::gpu::kernels::kld::{records, records_vs_base_file, KldRecord};
+use wquant::backend::gpu::GpuBackend;
 use wquant::backend::Backend;
 use wquant::conformance::Rng;
 use wquant::kld::conformance::{
-    compare, compare_rows, edge_case_rows, offset_tolerance, random_rows, KldRows,
+    compare, compare_quant_vs_records, compare_rows, compare_rows_vs_records, edge_case_rows,
+    offset_tolerance, random_rows, KldRows,
 };
-use wquant::kld::TokenKld;
+use wquant::kld::{BaseRecord, TokenKld};
 
 fn gpu() -> GpuBackend {
     GpuBackend::new("auto").expect("a wgpu adapter (lavapipe in CI)")
@@ -56,6 +60,49 @@ fn random_rows_match_the_cpu_reference() {
     for n_vocab in [49152, 1000, 49153, 255, 1] {
         check(&gpu, &random_rows(&mut rng, 12, n_vocab));
     }
+}
+
+fn check_vs_records(gpu: &GpuBackend, rows: &KldRows) {
+    let c = compare_rows_vs_records(gpu, &CpuBackend::new(), rows);
+    let what = format!("{}x{} {} vs records", rows.rows(), rows.n_vocab, rows.what);
+    eprintln!("{what}: {}", c.note());
+    assert!(c.pass(), "{what}: {}", c.note());
+}
+
+#[test]
+fn base_file_records_match_the_cpu_reference() {
+    let gpu = gpu();
+    let mut rng = Rng::new(25);
+    for n_vocab in [49152, 1001, 255] {
+        check_vs_records(&gpu, &random_rows(&mut rng, 12, n_vocab));
+    }
+    check_vs_records(&gpu, &edge_case_rows(&mut rng, 49152));
+}
+
+/// llama.cpp's own first record of its SmolLM2 base file (chunk 0, position 256 of eval.txt)
+/// against quant logits = its log-probs plus noise of four sizes, four targets.
+#[test]
+fn llama_cpp_golden_record_matches_the_cpu_reference() {
+    let path = wquant::testutil::golden_dir().join("kld-base.record0.bin");
+    let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let rec = BaseRecord::parse(&bytes, 49152, "kld-base.record0.bin").unwrap();
+    let n = rec.n_vocab();
+    let mut rng = Rng::new(26);
+    let lp: Vec<f32> = (0..n).map(|i| rec.log_prob(i)).collect();
+    let top = (0..n).fold(0, |a, i| if lp[i] > lp[a] { i } else { a });
+    let mut quant = Vec::new();
+    for sigma in [0.01f32, 0.1, 0.3, 1.0] {
+        quant.extend(
+            lp.iter()
+                .map(|&l| l + sigma * (rng.f32() + rng.f32() + rng.f32())),
+        );
+    }
+    let records = vec![rec.clone(), rec.clone(), rec.clone(), rec];
+    let targets = [top as u32, 11, rng.below(n) as u32, top as u32];
+    let gpu = gpu();
+    let c = compare_quant_vs_records(&gpu, &CpuBackend::new(), &quant, n, &records, &targets);
+    eprintln!("golden record: {}", c.note());
+    assert!(c.pass(), "golden record: {}", c.note());
 }
 
 #[test]
@@ -124,6 +171,22 @@ fn results_are_deterministic_and_independent_of_batching() {
     let mut split = words(&on_gpu(&gpu, &part(0, 4)));
     split.extend(words(&on_gpu(&gpu, &part(4, 9))));
     assert_eq!(a, split, "results depend on the batch");
+    // The record kernel, twice.
+    let records: Vec<BaseRecord> = rows.base.chunks(n).map(BaseRecord::from_logits).collect();
+    let zq = gpu.upload(&rows.quant, rows.rows(), n);
+    let r1 = words(&records_vs_base_file(
+        &gpu.ctx,
+        &zq,
+        &records,
+        &rows.targets,
+    ));
+    let r2 = words(&records_vs_base_file(
+        &gpu.ctx,
+        &zq,
+        &records,
+        &rows.targets,
+    ));
+    assert_eq!(r1, r2, "two runs of the record kernel differ");
 }
 
 #[test]

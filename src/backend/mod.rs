@@ -167,6 +167,22 @@ pub trait Backend {
             targets,
         )
     }
+    /// As `kld_tokens`, row i of the quant logits against base-file record `base[i]`
+    /// (llama-perplexity's `--kl-divergence`).
+    fn kld_tokens_from_records(
+        &self,
+        quant_logits: &Self::Tensor,
+        base: &[crate::kld::BaseRecord],
+        targets: &[u32],
+    ) -> Vec<crate::kld::TokenKld> {
+        let (_, n_vocab) = self.shape(quant_logits);
+        crate::kld::stats::tokens_kld_from_records(
+            &self.download(quant_logits),
+            n_vocab,
+            base,
+            targets,
+        )
+    }
 
     /// Accumulate Σx², Σx of rows `row0..row0 + n` of x into `s`, in row order, and add `n` to
     /// its count: one sequence of a batch that holds several (each chunk keeps its own sums).

@@ -7,12 +7,12 @@
 
 use crate::backend::cpu::CpuBackend;
 use crate::backend::gpu::device::{DeviceSpec, GpuDevice};
+use crate::backend::gpu::scheduler::{parse_size, ModelSizes, PassShape, PlanRun};
 use crate::backend::gpu::GpuBackend;
 use crate::backend::Backend;
 use crate::gguf::GgufFile;
 use crate::imatrix::collect::{collect, plan_chunks, CollectOptions};
 use crate::imatrix::Imatrix;
-use crate::backend::gpu::scheduler::{parse_size, ModelSizes, PassShape, PlanRun};
 use crate::model::stream::Runner;
 use crate::model::{Config, Tokenizer};
 use anyhow::{bail, Context, Result};

@@ -1,5 +1,6 @@
-//! The GPU KL-divergence reduction (`shaders/kld.wgsl`) against the CPU reference
-//! (`kld::stats`, f64 sums): LM-like random logits rows, edge cases (a huge outlier, exact and
+//! The GPU KL-divergence reductions (`shaders/kld.wgsl`, and `shaders/kld_record.wgsl` against
+//! 16-bit base-file records) against the CPU reference (`kld::stats`, f64 sums): LM-like random
+//! logits rows, edge cases (a huge outlier, exact and
 //! 1-ulp ties, a constant row, far targets, large offsets) and real SmolLM2 rows. Shared by
 //! `wquant conformance` and the tests.
 //!
@@ -19,6 +20,7 @@
 //! at the KLD of 4–5-bit quantizations (≥ 0.01), about at it for KLD ≈ 0.001 (Q8_0) when one
 //! of 63 tokens is affected. The CPU reference's own rounding of m is as large.
 
+use super::logits_file::BaseRecord;
 use super::stats::TokenKld;
 use crate::backend::gpu::GpuBackend;
 use crate::backend::Backend;
@@ -327,6 +329,43 @@ pub fn compare_rows<R: Backend>(gpu: &GpuBackend, r: &R, rows: &KldRows) -> KldC
     compare(&got, &want, &tol[..m.min(tol.len())])
 }
 
+/// Base-file mode: each base row encoded as llama-perplexity's 16-bit record, then the record
+/// kernel against `token_kld_from_record` on the reference.
+pub fn compare_rows_vs_records<R: Backend>(
+    gpu: &GpuBackend,
+    r: &R,
+    rows: &KldRows,
+) -> KldComparison {
+    let n = rows.n_vocab;
+    let records: Vec<BaseRecord> = rows
+        .base
+        .chunks(n.max(1))
+        .map(BaseRecord::from_logits)
+        .collect();
+    compare_quant_vs_records(gpu, r, &rows.quant, n, &records, &rows.targets)
+}
+
+/// Quant logits rows against base records on the GPU and on the reference.
+pub fn compare_quant_vs_records<R: Backend>(
+    gpu: &GpuBackend,
+    r: &R,
+    quant: &[f32],
+    n_vocab: usize,
+    records: &[BaseRecord],
+    targets: &[u32],
+) -> KldComparison {
+    let m = targets.len();
+    let got = gpu.kld_tokens_from_records(&gpu.upload(quant, m, n_vocab), records, targets);
+    let want = r.kld_tokens_from_records(&r.upload(quant, m, n_vocab), records, targets);
+    // Only the quant side has a rounded log-softmax offset here; base log-probs are decoded.
+    let tol: Vec<f64> = quant
+        .chunks(n_vocab.max(1))
+        .take(m)
+        .map(|q| offset_tolerance(q.iter().fold(0f32, |a, &z| a.max(z.abs()))))
+        .collect();
+    compare(&got, &want, &tol)
+}
+
 fn row(rows: &KldRows, c: &KldComparison) -> CheckRow {
     CheckRow {
         op: "kld".into(),
@@ -357,8 +396,15 @@ pub fn check_kld<R: Backend>(
     if let Some(p) = model {
         sets.push(model_rows(r, p, rng)?);
     }
-    Ok(sets
+    let mut out: Vec<CheckRow> = sets
         .iter()
         .map(|s| row(s, &compare_rows(gpu, r, s)))
-        .collect())
+        .collect();
+    // Against 16-bit base records (`--kl-divergence`): the record kernel.
+    for s in [&sets[0], &sets[1], &sets[4]] {
+        let mut c = row(s, &compare_rows_vs_records(gpu, r, s));
+        c.op = "kld vs base file".into();
+        out.push(c);
+    }
+    Ok(out)
 }

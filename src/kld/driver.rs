@@ -12,7 +12,7 @@
 //! count or on how many chunks share a forward pass.
 
 use super::logits_file::{max_and_log_sum_exp, BaseFileReader, BaseFileWriter, BaseRecord};
-use super::stats::{token_kld_from_record, KldAccumulator, TokenKld};
+use super::stats::KldAccumulator;
 use crate::backend::Backend;
 use crate::model::Model;
 use anyhow::{bail, Result};
@@ -110,21 +110,6 @@ fn scored_hidden<B: Backend>(
     n_seq: usize,
 ) -> Result<Vec<f32>> {
     Ok(b.download(&scored_hidden_on_device(b, model, ch, tokens, n_seq)?))
-}
-
-/// Per-token results of one chunk, in token order.
-fn chunk_tokens(
-    quant_logits: &[f32],
-    n_vocab: usize,
-    targets: &[u32],
-    base: impl Fn(usize, &[f32], usize) -> TokenKld + Sync,
-) -> Vec<TokenKld> {
-    quant_logits
-        .par_chunks(n_vocab)
-        .zip(targets.par_iter())
-        .enumerate()
-        .map(|(j, (z, &t))| base(j, z, t as usize))
-        .collect()
 }
 
 /// Check the two models can be compared token for token.
@@ -288,28 +273,22 @@ pub fn file_mode<B: Backend>(
     };
     let tokens = base.tokens.clone();
     ch.check(tokens.len())?;
-    let n_embd = quant.config.n_embd;
     let per = ch.scored_per_chunk();
     let mut acc = KldAccumulator::new();
     let mut records: Vec<BaseRecord> = (0..per).map(|_| BaseRecord::from_logits(&[0.0])).collect();
     for (i, n_seq) in ch.passes() {
         let toks = &tokens[i * ch.n_ctx..(i + n_seq) * ch.n_ctx];
-        let qh = scored_hidden(b, quant, &ch, toks, n_seq)?;
+        let qh = scored_hidden_on_device(b, quant, &ch, toks, n_seq)?;
         for s in 0..n_seq {
             let c = i + s;
             for r in records.iter_mut() {
                 base.read_record(r)?;
             }
-            let zq = head_logits(
-                b,
-                quant,
-                &qh[s * per * n_embd..(s + 1) * per * n_embd],
-                n_embd,
-            );
+            // The quant logits stay on the device; the records go to it.
+            let rows: Vec<u32> = (s * per..(s + 1) * per).map(|r| r as u32).collect();
+            let zq = quant.logits(b, &b.gather_rows(&qh, &rows), None);
             let targets = &tokens[c * ch.n_ctx + ch.first() + 1..(c + 1) * ch.n_ctx];
-            let results = chunk_tokens(&zq, n_vocab, targets, |j, z, t| {
-                token_kld_from_record(z, &records[j], t)
-            });
+            let results = b.kld_tokens_from_records(&zq, &records, targets);
             for r in &results {
                 acc.add(r);
             }

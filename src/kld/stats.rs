@@ -127,6 +127,38 @@ pub fn tokens_kld_from_logits(
         .collect()
 }
 
+/// `token_kld_from_record` for every row of `[targets.len(), n_vocab]` quant logits against
+/// `base[row]`, rows in parallel, results in row order (the CPU side of
+/// `Backend::kld_tokens_from_records`).
+pub fn tokens_kld_from_records(
+    quant_logits: &[f32],
+    n_vocab: usize,
+    base: &[BaseRecord],
+    targets: &[u32],
+) -> Vec<TokenKld> {
+    assert!(
+        quant_logits.len() == targets.len() * n_vocab
+            && base.len() == targets.len()
+            && base.iter().all(|r| r.n_vocab() == n_vocab),
+        "kld_tokens_from_records: {} targets, {} records, logits of {} values, n_vocab {n_vocab}",
+        targets.len(),
+        base.len(),
+        quant_logits.len()
+    );
+    if let Some(&t) = targets.iter().find(|&&t| t as usize >= n_vocab) {
+        panic!("kld_tokens_from_records: target {t} outside the vocabulary of {n_vocab}");
+    }
+    if targets.is_empty() {
+        return Vec::new();
+    }
+    quant_logits
+        .par_chunks(n_vocab)
+        .zip(base.par_iter())
+        .zip(targets.par_iter())
+        .map(|((z, rec), &t)| token_kld_from_record(z, rec, t as usize))
+        .collect()
+}
+
 /// Running sums of llama-perplexity's `kl_divergence_result`, plus every token's KLD and Δp
 /// for the percentiles.
 #[derive(Clone, Debug, Default)]
