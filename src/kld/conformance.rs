@@ -230,7 +230,7 @@ impl KldComparison {
 
     pub fn note(&self) -> String {
         format!(
-            "mean KLD {:.4e} rel err {:.1e} (≤ {:.0e}); token max |Δ| {:.1e}, max rel {:.1e}, {} out of tol; same_top {}/{} equal; nll/Δp max |Δ| {:.1e}",
+            "mean KLD {:.4e} rel err {:.1e} (≤ {:.0e}); token max |Δ| {:.1e}, max rel {:.1e}, {} out of tol (4 ulp of m); same_top {}/{} equal; nll/Δp max |Δ| {:.1e}",
             self.mean_kld_ref,
             self.mean_rel_err,
             KLD_MEAN_REL_MAX,
