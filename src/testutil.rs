@@ -110,7 +110,12 @@ pub fn synth_llama(path: &std::path::Path, s: &SynthLlama) -> anyhow::Result<()>
         ("output_norm.weight".into(), s.n_embd, 1, 0.0),
     ];
     if s.output {
-        specs.push(("output.weight".into(), s.n_embd, s.n_vocab, 1.0 / (s.n_embd as f32).sqrt()));
+        specs.push((
+            "output.weight".into(),
+            s.n_embd,
+            s.n_vocab,
+            1.0 / (s.n_embd as f32).sqrt(),
+        ));
     }
     let inv = |n: usize| 1.0 / (n as f32).sqrt();
     for il in 0..s.n_layer {

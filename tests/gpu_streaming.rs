@@ -165,7 +165,10 @@ fn synthetic_model_several_times_its_budget_streams_with_identical_bytes() {
         )
         .unwrap_err()
         .to_string();
-    assert!(e.contains("too small for two layers") && e.contains("MiB"), "{e}");
+    assert!(
+        e.contains("too small for two layers") && e.contains("MiB"),
+        "{e}"
+    );
     gpu.ctx.pool.set_limit(None);
 }
 
@@ -198,7 +201,11 @@ fn smollm2_budgets_full_half_quarter_eighth_give_identical_imatrix() {
             "SmolLM2 budget 1/{div} = {budget} B: peak {} B, resident {}, waves of {}, {} B uploaded",
             s.peak, s.resident, s.seqs_per_pass, s.uploaded
         );
-        assert!(s.peak <= budget, "1/{div}: peak {} > budget {budget}", s.peak);
+        assert!(
+            s.peak <= budget,
+            "1/{div}: peak {} > budget {budget}",
+            s.peak
+        );
         assert_eq!(s.bytes, full.bytes, "1/{div}: imatrix bytes differ");
         assert_eq!(s.ppl.to_bits(), full.ppl.to_bits(), "1/{div}: PPL differs");
     }

@@ -7,12 +7,12 @@
 
 use crate::backend::cpu::CpuBackend;
 use crate::backend::gpu::device::{DeviceSpec, GpuDevice};
+use crate::backend::gpu::scheduler::{parse_size, ModelSizes, PassShape, PlanRun};
 use crate::backend::gpu::GpuBackend;
 use crate::backend::Backend;
 use crate::gguf::GgufFile;
 use crate::imatrix::collect::{collect, plan_chunks, CollectOptions};
 use crate::imatrix::Imatrix;
-use crate::backend::gpu::scheduler::{parse_size, ModelSizes, PassShape, PlanRun};
 use crate::model::stream::Runner;
 use crate::model::{Config, Tokenizer};
 use anyhow::{bail, Context, Result};
@@ -202,7 +202,6 @@ fn collect_with<B: Backend + PlanRun>(
             max_tokens: usize::MAX,
         },
     )?;
-    let mut model = Runner::new(b, &file, plan)?;
     // Escapes processed and one trailing newline dropped, as llama.cpp's `-f` does.
     let text = crate::model::tokenizer::read_prompt_file(text_path)?;
     let tokens = tokenizer.encode(&text);
@@ -226,6 +225,9 @@ fn collect_with<B: Backend + PlanRun>(
     };
     let (_, n_chunk) =
         plan_chunks(tokens.len(), &o).with_context(|| text_path.display().to_string())?;
+    let mut plan = plan;
+    plan.seqs_per_pass = plan.seqs_per_pass.min(n_chunk.max(1));
+    let mut model = Runner::new(b, &file, plan)?;
     ctrlc::set_handler(|| {
         if STOP.swap(true, Ordering::SeqCst) {
             // Second Ctrl-C: give up at once (saves are atomic, so no torn file).

@@ -116,7 +116,8 @@ impl Pool {
 
     /// Keep allocations under `bytes` by releasing free buffers first (None: no limit).
     pub fn set_limit(&self, bytes: Option<u64>) {
-        self.limit.store(bytes.unwrap_or(u64::MAX), Ordering::Relaxed);
+        self.limit
+            .store(bytes.unwrap_or(u64::MAX), Ordering::Relaxed);
     }
 
     /// Restart peak tracking from the current allocation.
