@@ -245,6 +245,22 @@ fn collect_with<B: Backend + PlanRun>(
         );
     }
     let pb = crate::cli::common::progress(n_chunk as u64, "chunks", g.quiet);
+    {
+        let pb = pb.clone();
+        let streaming = !model.plan.resident;
+        model.on_layer = Some(Box::new(move |done, n, c| {
+            pb.set_message(if done == n {
+                "chunks".to_string()
+            } else if streaming {
+                format!(
+                    "L{done}/{n} {:.0}MiB↑",
+                    c.bytes_uploaded as f64 / 1048576.0
+                )
+            } else {
+                format!("layer {done}/{n}")
+            });
+        }));
+    }
     let t0 = std::time::Instant::now();
     let res = collect(b, &mut model, &tokens, base, &o, &STOP, |i, ppl| {
         pb.inc(1);
