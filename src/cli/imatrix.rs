@@ -202,7 +202,6 @@ fn collect_with<B: Backend + PlanRun>(
             max_tokens: usize::MAX,
         },
     )?;
-    let mut model = Runner::new(b, &file, plan)?;
     // Escapes processed and one trailing newline dropped, as llama.cpp's `-f` does.
     let text = crate::model::tokenizer::read_prompt_file(text_path)?;
     let tokens = tokenizer.encode(&text);
@@ -226,6 +225,9 @@ fn collect_with<B: Backend + PlanRun>(
     };
     let (_, n_chunk) =
         plan_chunks(tokens.len(), &o).with_context(|| text_path.display().to_string())?;
+    let mut plan = plan;
+    plan.seqs_per_pass = plan.seqs_per_pass.min(n_chunk.max(1));
+    let mut model = Runner::new(b, &file, plan)?;
     ctrlc::set_handler(|| {
         if STOP.swap(true, Ordering::SeqCst) {
             // Second Ctrl-C: give up at once (saves are atomic, so no torn file).
@@ -243,6 +245,22 @@ fn collect_with<B: Backend + PlanRun>(
         );
     }
     let pb = crate::cli::common::progress(n_chunk as u64, "chunks", g.quiet);
+    {
+        let pb = pb.clone();
+        let streaming = !model.plan.resident;
+        model.on_layer = Some(Box::new(move |done, n, c| {
+            pb.set_message(if done == n {
+                "chunks".to_string()
+            } else if streaming {
+                format!(
+                    "L{done}/{n} {:.0}MiB↑",
+                    c.bytes_uploaded as f64 / 1048576.0
+                )
+            } else {
+                format!("layer {done}/{n}")
+            });
+        }));
+    }
     let t0 = std::time::Instant::now();
     let res = collect(b, &mut model, &tokens, base, &o, &STOP, |i, ppl| {
         pb.inc(1);

@@ -37,6 +37,9 @@ pub struct Runner<B: Backend> {
     output: Option<Named<B::Weight>>,
     output_name: String,
     pub counters: StreamCounters,
+    /// Called after each layer of a pass with (layers done, n_layer, counters): progress for
+    /// long waves.
+    pub on_layer: Option<Box<dyn FnMut(usize, usize, &StreamCounters)>>,
 }
 
 fn layer_bytes(file: &GgufFile, il: usize) -> u64 {
@@ -111,6 +114,7 @@ impl<B: Backend> Runner<B> {
             output,
             output_name,
             counters,
+            on_layer: None,
         })
     }
 
@@ -157,6 +161,9 @@ impl<B: Backend> Runner<B> {
         if self.plan.resident {
             for (il, layer) in self.layers.iter().enumerate() {
                 layer_forward(b, &config, layer, il, &mut h, seq_len, stats.as_deref_mut());
+                if let Some(f) = self.on_layer.as_mut() {
+                    f(il + 1, config.n_layer, &self.counters);
+                }
             }
         } else {
             let n = config.n_layer;
@@ -173,6 +180,9 @@ impl<B: Backend> Runner<B> {
                     next = Some(self.load_owned(b, il + 1)?);
                 }
                 drop(cur);
+                if let Some(f) = self.on_layer.as_mut() {
+                    f(il + 1, n, &self.counters);
+                }
             }
         }
         Ok(b.rms_norm(&h, &self.output_norm.w, config.rms_eps))

@@ -245,6 +245,9 @@ pub fn parse_size(s: &str) -> Result<u64> {
     Ok(bytes as u64)
 }
 
+/// Weights an adapter that does not report its memory is assumed to hold.
+const UNKNOWN_VRAM_LIMIT: u64 = 2 << 30;
+
 /// A backend that can plan a run: the GPU from its limits and budget, the CPU reference keeps
 /// everything resident (its weights are views of the memory map).
 pub trait PlanRun {
@@ -265,6 +268,20 @@ impl PlanRun for super::GpuBackend {
         // The widest activation row is the FFN's (or a MoE token's routed copies).
         let widest = (sizes.act_bytes_per_token / 4).max(1);
         let max_tokens = (max_bind / widest).max(1) as usize;
+        // No --vram-budget: the driver's (Vulkan); else everything resident unless the model
+        // is too big to assume it fits.
+        let budget = match budget {
+            Some(b) => Some(b),
+            None => match super::device::vram_info(&self.ctx.dev.adapter) {
+                Some(v) => Some(v.default_budget()),
+                None if sizes.weight_bytes() > UNKNOWN_VRAM_LIMIT => bail!(
+                    "the model has {} of weights and this adapter does not report its memory: \
+                     pass --vram-budget SIZE (e.g. 6GiB)",
+                    mib(sizes.weight_bytes())
+                ),
+                None => None,
+            },
+        };
         let plan = Plan::new(sizes, budget, PassShape { max_tokens, ..s })?;
         self.ctx.pool.set_limit(budget);
         Ok(plan)
