@@ -126,7 +126,10 @@ fn bench_imatrix_gpu(_c: &mut Criterion) {
         .tensors()
         .iter()
         .filter(|t| t.name.starts_with("blk.") && t.n_dims() == 2)
-        .map(|t| gpu.weight(&WeightSource::from_tensor(&file, t, None)).unwrap())
+        .map(|t| {
+            gpu.weight(&WeightSource::from_tensor(&file, t, None))
+                .unwrap()
+        })
         .collect();
     let inputs: Vec<_> = weights
         .iter()

@@ -144,6 +144,12 @@ fn gpu_smollm2_all_goldens() {
     for ty in ["Q4_K", "Q5_K", "Q6_K"] {
         bad.extend(check_smollm2(&g, &format!("pure-{ty}"), ty, true, true));
     }
-    bad.extend(check_smollm2(&g, "Q4_K_M-noimatrix", "Q4_K_M", false, false));
+    bad.extend(check_smollm2(
+        &g,
+        "Q4_K_M-noimatrix",
+        "Q4_K_M",
+        false,
+        false,
+    ));
     assert!(bad.is_empty(), "tensors differ:\n{}", bad.join("\n"));
 }

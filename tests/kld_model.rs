@@ -282,3 +282,56 @@ fn gpu_backend_agrees_with_the_cpu_reference() {
     assert!(on_cpu.n_same_top.abs_diff(on_gpu.n_same_top) <= 1);
     assert!((on_cpu.sum_nll - on_gpu.sum_nll).abs() <= 1e-3 * on_cpu.sum_nll);
 }
+
+/// `--kl-divergence` against a base file on the GPU backend (lavapipe in CI): the record kernel
+/// next to the GPU forward pass, against the CPU reference reading the same file.
+#[test]
+fn gpu_file_mode_agrees_with_the_cpu_reference() {
+    use wquant::backend::gpu::GpuBackend;
+    let gpu = GpuBackend::new("auto").expect("a wgpu adapter (lavapipe in CI)");
+    let dir = tempfile::tempdir().unwrap();
+    let quant = dir.path().join("coarse.gguf");
+    coarse_copy(&synth(), &quant);
+    let b = CpuBackend::new();
+    let base = load(&synth());
+    let n_vocab = base.config.n_vocab;
+    let (n_ctx, n_chunk) = (64, 2);
+    let toks = tokens(n_chunk * n_ctx, n_vocab as u32);
+    let file = dir.path().join("base.kld");
+    let header = BaseHeader {
+        n_ctx: n_ctx as u32,
+        n_vocab: n_vocab as u32,
+        n_chunk: n_chunk as u32,
+    };
+    let mut w = BaseFileWriter::create(&file, header, &toks).unwrap();
+    driver::write_base_file(&b, &base, &toks, &ch(n_ctx, n_chunk, 2), &mut w, |_, _| {}).unwrap();
+    w.finish().unwrap();
+    let on_cpu = {
+        let mut rd = BaseFileReader::open(&file).unwrap();
+        driver::file_mode(&b, &load(&quant), &mut rd, n_chunk, 2, |_, _| {}).unwrap()
+    };
+    let on_gpu = {
+        let f = Arc::new(GgufFile::open(&quant).unwrap());
+        let q = Model::load(&gpu, &f).unwrap();
+        let mut rd = BaseFileReader::open(&file).unwrap();
+        driver::file_mode(&gpu, &q, &mut rd, n_chunk, 2, |_, _| {}).unwrap()
+    };
+    assert_eq!(on_gpu.count, on_cpu.count);
+    assert_eq!(on_gpu.count, (n_chunk * 31) as u64);
+    // The base side is the same file; only the quant forward pass differs by float rounding.
+    for i in 0..on_cpu.count as usize {
+        let (kc, kg) = (on_cpu.kld_values[i], on_gpu.kld_values[i]);
+        assert!(
+            (kc - kg).abs() <= 1e-4 + 1e-2 * kc.abs(),
+            "token {i}: KLD cpu {kc} gpu {kg}"
+        );
+        let (pc, pg) = (on_cpu.p_diff_values[i], on_gpu.p_diff_values[i]);
+        assert!((pc - pg).abs() <= 1e-4, "token {i}: Δp cpu {pc} gpu {pg}");
+    }
+    assert_eq!(
+        on_gpu.sum_nll_base, on_cpu.sum_nll_base,
+        "base nll from the file"
+    );
+    assert!(on_cpu.n_same_top.abs_diff(on_gpu.n_same_top) <= 1);
+    assert!((on_cpu.sum_nll - on_gpu.sum_nll).abs() <= 1e-3 * on_cpu.sum_nll);
+}

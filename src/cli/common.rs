@@ -18,4 +18,3 @@ pub fn progress(len: u64, msg: &str, quiet: bool) -> ProgressBar {
     pb.set_message(msg.to_string());
     pb
 }
-

@@ -252,10 +252,7 @@ fn collect_with<B: Backend + PlanRun>(
             pb.set_message(if done == n {
                 "chunks".to_string()
             } else if streaming {
-                format!(
-                    "L{done}/{n} {:.0}MiB↑",
-                    c.bytes_uploaded as f64 / 1048576.0
-                )
+                format!("L{done}/{n} {:.0}MiB↑", c.bytes_uploaded as f64 / 1048576.0)
             } else {
                 format!("layer {done}/{n}")
             });
