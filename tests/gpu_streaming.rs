@@ -210,3 +210,79 @@ fn smollm2_budgets_full_half_quarter_eighth_give_identical_imatrix() {
         assert_eq!(s.ppl.to_bits(), full.ppl.to_bits(), "1/{div}: PPL differs");
     }
 }
+
+/// KLD own mode, both models streamed under a budget of half their weights, gives the same
+/// statistics, bit for bit, as both resident.
+#[test]
+fn kld_own_mode_streamed_equals_resident() {
+    use wquant::kld::driver::{own_mode, Chunks};
+    let gpu = GpuBackend::new("gpu").expect("a wgpu adapter (lavapipe in CI)");
+    let d = tempfile::tempdir().unwrap();
+    let spec = |seed| SynthLlama {
+        n_layer: 6,
+        n_embd: 128,
+        n_ff: 384,
+        n_head: 4,
+        n_head_kv: 2,
+        n_vocab: 1024,
+        output: seed == 1,
+        seed,
+    };
+    let (base_path, quant_path) = (d.path().join("base.gguf"), d.path().join("quant.gguf"));
+    synth_llama(&base_path, &spec(1)).unwrap();
+    synth_llama(&quant_path, &spec(2)).unwrap();
+    let (n_ctx, n_chunk) = (32, 3);
+    let tokens = lcg_tokens(n_ctx * n_chunk, 1024, 3);
+    let ch = Chunks {
+        n_ctx,
+        n_chunk,
+        seqs_per_pass: 2,
+    };
+    let open = |p: &Path, budget: Option<u64>| {
+        let file = Arc::new(GgufFile::open(p).unwrap());
+        let sizes = ModelSizes::of(&file, &Config::from_gguf(&file).unwrap()).unwrap();
+        let budget = budget.map(|div| sizes.weight_bytes() / div);
+        let plan = gpu
+            .plan_run(
+                &sizes,
+                budget,
+                PassShape {
+                    n_ctx,
+                    logit_rows: n_ctx / 2,
+                    want_seqs: 2,
+                    max_tokens: usize::MAX,
+                },
+            )
+            .unwrap();
+        assert_eq!(plan.resident, budget.is_none(), "{}", plan.describe());
+        Runner::new(&gpu, &file, plan).unwrap()
+    };
+    let resident = own_mode(
+        &gpu,
+        open(&base_path, None),
+        || Ok(open(&quant_path, None)),
+        &tokens,
+        &ch,
+        |_| {},
+        |_, _| {},
+    )
+    .unwrap();
+    let streamed = own_mode(
+        &gpu,
+        open(&base_path, Some(2)),
+        || Ok(open(&quant_path, Some(2))),
+        &tokens,
+        &ch,
+        |_| {},
+        |_, _| {},
+    )
+    .unwrap();
+    gpu.ctx.pool.set_limit(None);
+    let (r, s) = (resident.summary(), streamed.summary());
+    assert!(r.kld.mean > 0.0);
+    assert_eq!(
+        format!("{r:?}"),
+        format!("{s:?}"),
+        "streamed vs resident KLD"
+    );
+}

@@ -105,7 +105,7 @@ fn own_mode_and_file_mode_agree_within_the_format_precision() {
     let quant = dir.path().join("coarse.gguf");
     coarse_copy(&synth(), &quant);
     let b = CpuBackend::new();
-    let base = load(&synth());
+    let mut base = load(&synth());
     let n_vocab = base.config.n_vocab;
     let (n_ctx, n_chunk) = (128, 4);
     let toks = tokens(n_chunk * n_ctx, n_vocab as u32);
@@ -120,13 +120,13 @@ fn own_mode_and_file_mode_agree_within_the_format_precision() {
     };
     let mut w = BaseFileWriter::create(&file, header, &toks).unwrap();
     let (running, ppl, _) =
-        driver::write_base_file(&b, &base, &toks, &c, &mut w, |_, _| {}).unwrap();
+        driver::write_base_file(&b, &mut base, &toks, &c, &mut w, |_, _| {}).unwrap();
     w.finish().unwrap();
     assert_eq!(running.len(), n_chunk);
     assert_eq!(std::fs::metadata(&file).unwrap().len(), header.file_bytes());
     let mut rd = BaseFileReader::open(&file).unwrap();
     assert_eq!(rd.tokens, toks);
-    let by_file = driver::file_mode(&b, &load(&quant), &mut rd, n_chunk, 1, |_, _| {}).unwrap();
+    let by_file = driver::file_mode(&b, &mut load(&quant), &mut rd, n_chunk, 1, |_, _| {}).unwrap();
 
     let by_own = own(&synth(), &quant, &toks, &c);
     assert_eq!(by_own.count, (n_chunk * 63) as u64);
@@ -187,10 +187,10 @@ fn chunks_per_pass_do_not_change_the_result() {
 #[test]
 fn bad_pairings_are_clear_errors() {
     let b = CpuBackend::new();
-    let synth_m = load(&synth());
+    let mut synth_m = load(&synth());
     let smol = wquant::testutil::assets_dir().join("smollm2-135m-q4_1.gguf");
     let smol_m = load(&smol);
-    let e = driver::check_pair(&synth_m, &smol_m)
+    let e = driver::check_pair(&synth_m.config, &smol_m.config)
         .unwrap_err()
         .to_string();
     assert!(e.contains("300") && e.contains("49152"), "{e}");
@@ -219,10 +219,10 @@ fn bad_pairings_are_clear_errors() {
         n_chunk: 2,
     };
     let mut w = BaseFileWriter::create(&file, header, &toks).unwrap();
-    driver::write_base_file(&b, &synth_m, &toks, &ch(64, 2, 2), &mut w, |_, _| {}).unwrap();
+    driver::write_base_file(&b, &mut synth_m, &toks, &ch(64, 2, 2), &mut w, |_, _| {}).unwrap();
     w.finish().unwrap();
     let mut rd = BaseFileReader::open(&file).unwrap();
-    let e = driver::file_mode(&b, &load(&smol), &mut rd, 2, 1, |_, _| {})
+    let e = driver::file_mode(&b, &mut load(&smol), &mut rd, 2, 1, |_, _| {})
         .err()
         .unwrap()
         .to_string();
@@ -293,7 +293,7 @@ fn gpu_file_mode_agrees_with_the_cpu_reference() {
     let quant = dir.path().join("coarse.gguf");
     coarse_copy(&synth(), &quant);
     let b = CpuBackend::new();
-    let base = load(&synth());
+    let mut base = load(&synth());
     let n_vocab = base.config.n_vocab;
     let (n_ctx, n_chunk) = (64, 2);
     let toks = tokens(n_chunk * n_ctx, n_vocab as u32);
@@ -304,17 +304,25 @@ fn gpu_file_mode_agrees_with_the_cpu_reference() {
         n_chunk: n_chunk as u32,
     };
     let mut w = BaseFileWriter::create(&file, header, &toks).unwrap();
-    driver::write_base_file(&b, &base, &toks, &ch(n_ctx, n_chunk, 2), &mut w, |_, _| {}).unwrap();
+    driver::write_base_file(
+        &b,
+        &mut base,
+        &toks,
+        &ch(n_ctx, n_chunk, 2),
+        &mut w,
+        |_, _| {},
+    )
+    .unwrap();
     w.finish().unwrap();
     let on_cpu = {
         let mut rd = BaseFileReader::open(&file).unwrap();
-        driver::file_mode(&b, &load(&quant), &mut rd, n_chunk, 2, |_, _| {}).unwrap()
+        driver::file_mode(&b, &mut load(&quant), &mut rd, n_chunk, 2, |_, _| {}).unwrap()
     };
     let on_gpu = {
         let f = Arc::new(GgufFile::open(&quant).unwrap());
-        let q = Model::load(&gpu, &f).unwrap();
+        let mut q = Model::load(&gpu, &f).unwrap();
         let mut rd = BaseFileReader::open(&file).unwrap();
-        driver::file_mode(&gpu, &q, &mut rd, n_chunk, 2, |_, _| {}).unwrap()
+        driver::file_mode(&gpu, &mut q, &mut rd, n_chunk, 2, |_, _| {}).unwrap()
     };
     assert_eq!(on_gpu.count, on_cpu.count);
     assert_eq!(on_gpu.count, (n_chunk * 31) as u64);

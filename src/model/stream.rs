@@ -252,3 +252,57 @@ impl<B: Backend> Runner<B> {
         Ok(out)
     }
 }
+
+/// What the KLD runs need from a model, on the device: final hidden states of whole sequences
+/// and logits of some of them. Implemented by the resident `Model` and by `Runner` (streamed
+/// under a VRAM budget).
+pub trait Forward<B: Backend> {
+    fn config(&self) -> &Config;
+    /// Final hidden states (after `output_norm`), no statistics.
+    fn hidden_states(&mut self, b: &B, tokens: &[u32], seq_len: usize) -> Result<B::Tensor>;
+    /// Logits `[rows, n_vocab]` of final hidden states, on the device.
+    fn head_logits(&mut self, b: &B, hidden: &B::Tensor) -> Result<B::Tensor>;
+    /// Let the layers go (only the output head is used from now on).
+    fn drop_layers(&mut self);
+}
+
+impl<B: Backend> Forward<B> for super::Model<B> {
+    fn config(&self) -> &Config {
+        &self.config
+    }
+    fn hidden_states(&mut self, b: &B, tokens: &[u32], seq_len: usize) -> Result<B::Tensor> {
+        self.hidden(b, tokens, seq_len, None)
+    }
+    fn head_logits(&mut self, b: &B, hidden: &B::Tensor) -> Result<B::Tensor> {
+        Ok(self.logits(b, hidden, None))
+    }
+    fn drop_layers(&mut self) {
+        self.layers.clear();
+        self.layers.shrink_to_fit();
+    }
+}
+
+impl<B: Backend> Forward<B> for Runner<B> {
+    fn config(&self) -> &Config {
+        &self.config
+    }
+    fn hidden_states(&mut self, b: &B, tokens: &[u32], seq_len: usize) -> Result<B::Tensor> {
+        if self.plan.resident && self.layers.len() != self.config.n_layer {
+            bail!("internal: the layers of this model were already released");
+        }
+        self.hidden(b, tokens, seq_len, None)
+    }
+    fn head_logits(&mut self, b: &B, hidden: &B::Tensor) -> Result<B::Tensor> {
+        if let Some(w) = &self.output {
+            return Ok(b.matmul(hidden, &w.w, None));
+        }
+        // Streamed head: slices on the device, assembled on the host, uploaded once.
+        let rows = b.shape(hidden).0;
+        let z = self.logits(b, hidden, None)?;
+        Ok(b.upload(&z, rows, self.config.n_vocab))
+    }
+    fn drop_layers(&mut self) {
+        self.layers.clear();
+        self.layers.shrink_to_fit();
+    }
+}
