@@ -32,7 +32,10 @@ for im in 1chunk 100chunks; do
     q="$out/q4km-$im-w$wt.gguf"
     [ -f "$q" ] || "${w[@]}" quantize --imatrix "$imf" --prior-weight "$wt" "$base" "$q" Q4_K_M >/dev/null
     j="$out/kld-$im-w$wt.json"
-    [ -f "$j" ] || "${w[@]}" kld -m "$q" --kl-divergence-base "$out/base.kld" --kl-divergence --json >"$j"
+    if [ ! -f "$j" ]; then
+      "${w[@]}" kld -m "$q" --kl-divergence-base "$out/base.kld" --kl-divergence --json >"$j.tmp"
+      mv "$j.tmp" "$j"
+    fi
     python3 - "$j" "$im" "$wt" <<'PY'
 import json, sys
 d = json.load(open(sys.argv[1]))
