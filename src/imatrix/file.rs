@@ -228,6 +228,13 @@ impl Imatrix {
                 },
             );
         }
+        if entries.is_empty() {
+            bail!(
+                "{p}: not an imatrix file: none of its {} tensors is a <name>{SUFFIX_IN_SUM2} / \
+                 <name>{SUFFIX_COUNTS} pair",
+                g.tensors().len()
+            );
+        }
         Ok(Imatrix {
             entries,
             datasets,
