@@ -1,5 +1,7 @@
-//! CPU imatrix collection throughput (tokens/s): the F32 SmolLM2 forward pass with statistics on
-//! every `blk.*` matmul, no PPL, one chunk of 128 tokens per iteration.
+//! Imatrix collection throughput (tokens/s): the F32 SmolLM2 forward pass with statistics on
+//! every `blk.*` matmul, no PPL. CPU reference: one chunk of 128 tokens per iteration. GPU
+//! (`--device gpu`'s adapter; lavapipe here): one chunk of `WQUANT_BENCH_GPU_CTX` tokens (default
+//! 64), plus the share of the pass spent outside the matmuls (the same matmuls timed alone).
 //! Run: `cargo bench --bench imatrix`.
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
@@ -9,7 +11,7 @@ use wquant::backend::cpu::CpuBackend;
 use wquant::gguf::GgufFile;
 use wquant::imatrix::collect::{collect, CollectOptions};
 use wquant::imatrix::Imatrix;
-use wquant::model::Model;
+use wquant::model::stream::Runner;
 use wquant::testutil::{f32_model, golden_dir};
 
 fn bench_imatrix(c: &mut Criterion) {
@@ -23,7 +25,7 @@ fn bench_imatrix(c: &mut Criterion) {
         .collect();
     let b = CpuBackend::new();
     let file = Arc::new(GgufFile::open(f32_model()).unwrap());
-    let model = Model::load(&b, &file).unwrap();
+    let mut model = Runner::resident(&b, &file, 1).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let o = CollectOptions {
         n_ctx,
@@ -45,7 +47,7 @@ fn bench_imatrix(c: &mut Criterion) {
         bench.iter(|| {
             collect(
                 &b,
-                &model,
+                &mut model,
                 &tokens,
                 Imatrix::new(n_ctx as u32),
                 &o,
@@ -58,5 +60,97 @@ fn bench_imatrix(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench_imatrix);
+/// Median wall seconds of `n` runs of `f`.
+fn median_secs(n: usize, mut f: impl FnMut()) -> f64 {
+    let mut v: Vec<f64> = (0..n)
+        .map(|_| {
+            let t = std::time::Instant::now();
+            f();
+            t.elapsed().as_secs_f64()
+        })
+        .collect();
+    v.sort_by(f64::total_cmp);
+    v[n / 2]
+}
+
+fn bench_imatrix_gpu(_c: &mut Criterion) {
+    use wquant::backend::gpu::GpuBackend;
+    use wquant::backend::{Backend, WeightSource};
+    let n_ctx: usize = std::env::var("WQUANT_BENCH_GPU_CTX")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(64);
+    let Ok(gpu) = GpuBackend::new("gpu") else {
+        println!("imatrix_gpu: no GPU adapter, skipped");
+        return;
+    };
+    let tokens: Vec<u32> = std::fs::read_to_string(golden_dir().join("calib.tokens.txt"))
+        .unwrap()
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .map(|l| l.trim().parse().unwrap())
+        .take(2 * n_ctx)
+        .collect();
+    let file = Arc::new(GgufFile::open(f32_model()).unwrap());
+    let mut model = Runner::resident(&gpu, &file, 1).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let o = CollectOptions {
+        n_ctx,
+        max_chunks: Some(1),
+        skip_chunks: 0,
+        compute_ppl: false,
+        process_output: false,
+        output_frequency: 1_000_000,
+        save_frequency: 0,
+        out: dir.path().join("bench.gguf"),
+        dat: false,
+        bos: None,
+    };
+    let stop = AtomicBool::new(false);
+    let mut pass = || {
+        collect(
+            &gpu,
+            &mut model,
+            &tokens,
+            Imatrix::new(n_ctx as u32),
+            &o,
+            &stop,
+            |_, _| {},
+        )
+        .unwrap();
+    };
+    pass(); // pipelines compiled, buffers pooled
+    let t_pass = median_secs(3, pass);
+    // The same matmuls (every blk.* weight at n_ctx rows) and their statistics, alone.
+    let weights: Vec<_> = file
+        .tensors()
+        .iter()
+        .filter(|t| t.name.starts_with("blk.") && t.n_dims() == 2)
+        .map(|t| {
+            gpu.weight(&WeightSource::from_tensor(&file, t, None))
+                .unwrap()
+        })
+        .collect();
+    let inputs: Vec<_> = weights
+        .iter()
+        .map(|w| gpu.upload(&vec![0.5f32; n_ctx * w.ne0], n_ctx, w.ne0))
+        .collect();
+    let mm = || {
+        for (w, x) in weights.iter().zip(&inputs) {
+            let mut s = gpu.stats_new(w.ne0);
+            let _ = gpu.matmul(x, w, Some(&mut s));
+        }
+        gpu.sync();
+    };
+    mm();
+    let t_mm = median_secs(3, mm);
+    println!(
+        "imatrix_gpu ({}): {n_ctx} tokens per pass in {t_pass:.3} s = {:.1} tokens/s; matmuls+stats alone {t_mm:.3} s; outside the matmuls {:.1}%",
+        gpu.adapter_name(),
+        n_ctx as f64 / t_pass,
+        100.0 * (1.0 - t_mm / t_pass).max(0.0)
+    );
+}
+
+criterion_group!(benches, bench_imatrix, bench_imatrix_gpu);
 criterion_main!(benches);

@@ -1,6 +1,7 @@
-//! KL-divergence speed on the CPU: the per-token math over SmolLM2's 49,152-token vocabulary,
-//! and `kld` own mode end to end (both models' forward passes, both output heads) in scored
-//! tokens per second. Also prints the disk bytes each workflow needs for eval.txt.
+//! KL-divergence speed: the per-token math over SmolLM2's 49,152-token vocabulary (CPU
+//! reference; the GPU reduction kernels vs downloading the logits), and `kld` own mode end to
+//! end (both models' forward passes, both output heads) in scored tokens per second. Also prints
+//! the disk bytes each workflow needs for eval.txt.
 //!
 //! `cargo bench --bench kld` (set WQUANT_KLD_BENCH_CTX to change the context, default 64).
 //! Each own-mode iteration includes loading both models (on the GPU: uploading them).
@@ -10,9 +11,12 @@ use std::sync::Arc;
 use wquant::backend::cpu::CpuBackend;
 use wquant::backend::gpu::GpuBackend;
 use wquant::backend::Backend;
+use wquant::conformance::Rng;
 use wquant::gguf::GgufFile;
+use wquant::kld::conformance::random_rows;
 use wquant::kld::driver::{self, Chunks};
 use wquant::kld::logits_file::{BaseHeader, BaseRecord};
+use wquant::kld::stats::{tokens_kld_from_logits, tokens_kld_from_records};
 use wquant::kld::{token_kld_from_logits, token_kld_from_record};
 use wquant::model::{Model, Tokenizer};
 use wquant::testutil::assets_dir;
@@ -41,6 +45,45 @@ fn per_token(c: &mut Criterion) {
     });
     g.bench_function("from_logits", |b| {
         b.iter(|| token_kld_from_logits(&zq, &zb, 7))
+    });
+    g.finish();
+}
+
+/// The per-token reduction over one chunk's scored tokens (63 at -c 128) of n_vocab 49,152:
+/// the GPU kernel (logits already on the device, only the 8-word records read back), the old
+/// GPU path (download both logits matrices, then the CPU reference) and the CPU reference on
+/// host logits (rayon over rows), in tokens/s; and the same against 16-bit base-file records
+/// (the GPU path uploads the records).
+fn reduction(c: &mut Criterion) {
+    let (rows, n) = (63usize, 49152usize);
+    let mut rng = Rng::new(5);
+    let set = random_rows(&mut rng, rows, n);
+    let mut g = c.benchmark_group("kld_reduction_63x49152");
+    g.throughput(Throughput::Elements(rows as u64));
+    g.sample_size(20);
+    g.bench_function("cpu_reference", |b| {
+        b.iter(|| tokens_kld_from_logits(&set.quant, &set.base, n, &set.targets))
+    });
+    let gpu = GpuBackend::new("auto").unwrap();
+    println!("gpu adapter: {}", gpu.name());
+    let zq = gpu.upload(&set.quant, rows, n);
+    let zb = gpu.upload(&set.base, rows, n);
+    g.bench_function("gpu_kernel", |b| {
+        b.iter(|| gpu.kld_tokens(&zq, &zb, &set.targets))
+    });
+    g.bench_function("gpu_download_then_cpu_reference", |b| {
+        b.iter(|| {
+            let (q, bl) = (gpu.download(&zq), gpu.download(&zb));
+            tokens_kld_from_logits(&q, &bl, n, &set.targets)
+        })
+    });
+    // Against 16-bit base-file records (`--kl-divergence`): the records go up, records come back.
+    let records: Vec<BaseRecord> = set.base.chunks(n).map(BaseRecord::from_logits).collect();
+    g.bench_function("records_cpu_reference", |b| {
+        b.iter(|| tokens_kld_from_records(&set.quant, n, &records, &set.targets))
+    });
+    g.bench_function("records_gpu_kernel", |b| {
+        b.iter(|| gpu.kld_tokens_from_records(&zq, &records, &set.targets))
     });
     g.finish();
 }
@@ -98,5 +141,5 @@ fn own_mode_on<B: Backend>(
     g.finish();
 }
 
-criterion_group!(benches, per_token, own_mode);
+criterion_group!(benches, per_token, reduction, own_mode);
 criterion_main!(benches);

@@ -47,6 +47,28 @@ t0=$(now)
 t1=$(now)
 kld_tps=$(rate "$tokens" "$t0" "$t1")
 
+# Streaming: GPU imatrix tokens/s with a VRAM budget of 1/4 of the weight bytes vs none, and the
+# weight bytes uploaded per token (needs a GPU adapter; lavapipe counts). Short by default
+# (WQUANT_STREAM_CTX=64, WQUANT_STREAM_CHUNKS=4): lavapipe runs ~1–2 tokens/s.
+sctx=${WQUANT_STREAM_CTX:-64}
+schunks=${WQUANT_STREAM_CHUNKS:-4}
+stream=(./target/release/wquant --device gpu)
+quarter=$(( $(stat -c %s "$base") / 4 ))
+stream_run() {
+  local t0 t1 log
+  log=$("${stream[@]}" "$@" imatrix -m "$base" -f "$WQUANT_ASSETS/calib.txt" -o "$tmp/ims.gguf" \
+    -c "$sctx" --chunks "$schunks" --no-ppl 2>&1 >/dev/null) || { echo "FAILED"; return; }
+  # "… tokens in S s (R tokens/s) …" and "… (X MiB per token)"
+  echo "$(echo "$log" | sed -n 's/.*(\([0-9.]*\) tokens\/s).*/\1/p') $(echo "$log" | sed -n 's/.*(\([0-9.]*\) MiB per token).*/\1/p')"
+}
+if "${stream[@]}" devices >/dev/null 2>&1; then
+  read -r free_tps free_up <<<"$(stream_run)"
+  read -r q_tps q_up <<<"$(stream_run --vram-budget "$quarter")"
+  stream_ratio=$(awk -v a="$q_tps" -v b="$free_tps" 'BEGIN { printf "%.2f", a / b }')
+else
+  free_tps=n/a q_tps=n/a free_up=n/a q_up=n/a stream_ratio=n/a
+fi
+
 cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')
 echo
 echo "Machine: $(nproc) cores, ${cpu:-unknown CPU}; wquant --device $device; $(date -u +%Y-%m-%d)"
@@ -57,4 +79,5 @@ r() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
 echo "| imatrix tokens/s ($chunks × 512 tokens, load incl.) | $imatrix_tps | 260 | $(r "$imatrix_tps" 260)× |"
 echo "| quantize Q4_K_M with imatrix, s | $quantize_s | 3.67 | $(r 3.67 "$quantize_s")× |"
 echo "| kld tokens/s (--kl-divergence pass, $chunks chunks) | $kld_tps | 302 | $(r "$kld_tps" 302)× |"
-echo "| streaming ratio | n/a | n/a | n/a |"
+echo "| streaming: GPU imatrix tokens/s, budget ¼ vs none ($schunks × $sctx tokens) | $q_tps vs $free_tps | n/a (partial offload re-copies weights every chunk) | $stream_ratio× |"
+echo "| streaming: weight MiB uploaded per token, budget ¼ vs none | $q_up vs $free_up | n/a | |"

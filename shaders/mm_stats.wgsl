@@ -1,10 +1,11 @@
-// Activation statistics for the imatrix: for each input column c, Σx² and Σx over the rows of x,
+// Activation statistics for the imatrix: for each input column c, Σx² and Σx over rows
+// [row0, row0 + m) of x (one sequence of a batch),
 // added row by row in row order to the running sums, so any batch split gives the same bits.
 // Layout of `st` (u32 words): [0, k) Σx² as f32 bits, [k, 2k) Σx, then the row count (lo, hi).
 struct Params {
     m: u32,
     k: u32,
-    _pad0: u32,
+    row0: u32,
     _pad1: u32,
 }
 
@@ -27,7 +28,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     var s2 = bitcast<f32>(st[c]);
     var s1 = bitcast<f32>(st[p.k + c]);
     for (var r = 0u; r < p.m; r++) {
-        let v = x[r * p.k + c];
+        let v = x[(p.row0 + r) * p.k + c];
         s2 += v * v;
         s1 += v;
     }

@@ -391,6 +391,13 @@ pub fn run_checks<R: Backend>(gpu: &GpuBackend, r: &R, opts: &Options) -> Result
     }
 
     rows.extend(check_quant_kernels(gpu)?);
+    // KL-divergence reduction (its tolerances are in kld::conformance).
+    rows.extend(crate::kld::conformance::check_kld(
+        gpu,
+        r,
+        &mut rng,
+        opts.model.as_deref(),
+    )?);
 
     if let Some(path) = &opts.model {
         rows.extend(check_real_model(gpu, r, path, &mut rng)?);
@@ -504,11 +511,29 @@ fn check_stats<R: Backend>(gpu: &GpuBackend, r: &R, rng: &mut Rng) -> Result<Vec
     rows.push(CheckRow::exact(
         "stats split 1+5+17",
         "-",
-        shape,
+        shape.clone(),
         stats_equal(&s, &got),
         nmse(&s.sum2, &got.sum2),
         "vs one batch",
     ));
+    // One sequence of a multi-sequence batch: rows 7..18 only, vs the reference and vs the same
+    // rows uploaded on their own (a chunk's sums must not depend on its batch).
+    let (mut rr, mut gr) = (r.stats_new(k), gpu.stats_new(k));
+    r.stats_add_rows(&r.upload(&x, m, k), 7, 11, &mut rr);
+    gpu.stats_add_rows(&gpu.upload(&x, m, k), 7, 11, &mut gr);
+    let (want, got) = (r.stats_read(&rr), gpu.stats_read(&gr));
+    let mut alone = gpu.stats_new(k);
+    gpu.matmul(&gpu.upload(&x[7 * k..18 * k], 11, k), &gw, Some(&mut alone));
+    let alone = gpu.stats_read(&alone);
+    let mut row = CheckRow::nmse(
+        "stats rows 7..18",
+        "-",
+        shape,
+        nmse(&got.sum2, &want.sum2).max(nmse(&got.sum, &want.sum)),
+    );
+    row.pass &= got.count == 11 && want.count == 11 && stats_equal(&got, &alone);
+    row.note = format!("count {}; bit-equal to the rows alone", got.count);
+    rows.push(row);
     Ok(rows)
 }
 
@@ -832,6 +857,20 @@ impl Backend for HostRef {
                 dst.data[d as usize * c + j] += s * src.data[i * c + j];
             }
         }
+    }
+
+    fn stats_add_rows(&self, x: &HostTensor, row0: usize, n: usize, s: &mut StatsHost) {
+        if s.sum2.len() != x.cols {
+            s.sum2 = vec![0.0; x.cols];
+            s.sum = vec![0.0; x.cols];
+        }
+        for r in row0..row0 + n {
+            for (j, &v) in x.data[r * x.cols..(r + 1) * x.cols].iter().enumerate() {
+                s.sum2[j] += v * v;
+                s.sum[j] += v;
+            }
+        }
+        s.count += n as u64;
     }
 
     fn stats_new(&self, n_cols: usize) -> StatsHost {

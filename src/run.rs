@@ -45,6 +45,8 @@ pub struct RunOptions {
     pub budget_s: f64,
     /// Global flags passed to the child commands.
     pub device: String,
+    /// `--vram-budget`, passed on to the steps.
+    pub vram_budget: Option<String>,
     pub threads: Option<usize>,
     pub quiet: bool,
 }
@@ -163,6 +165,9 @@ fn child(o: &RunOptions) -> Result<Command> {
     let exe = std::env::current_exe().context("cannot find the wquant executable")?;
     let mut c = Command::new(exe);
     c.arg("--device").arg(&o.device);
+    if let Some(b) = &o.vram_budget {
+        c.arg("--vram-budget").arg(b);
+    }
     if let Some(t) = o.threads {
         c.arg("--threads").arg(t.to_string());
     }

@@ -55,3 +55,110 @@ pub fn f32_model() -> PathBuf {
     }
     out
 }
+
+/// Shape of a synthetic Llama model from `synth_llama`.
+#[derive(Clone, Copy, Debug)]
+pub struct SynthLlama {
+    pub n_layer: usize,
+    pub n_embd: usize,
+    pub n_ff: usize,
+    pub n_head: usize,
+    pub n_head_kv: usize,
+    pub n_vocab: usize,
+    /// A separate `output.weight` (else the head is the tied embedding).
+    pub output: bool,
+    pub seed: u64,
+}
+
+/// Write a Llama GGUF with random F32 weights and correct metadata (no download needed to test
+/// streaming on models much bigger than a small VRAM budget). Weights are drawn so activations
+/// stay O(1) through the layers; tensors are written one at a time (never the whole model in
+/// memory). The tokenizer is a byte-level stand-in: these models are fed token ids directly.
+pub fn synth_llama(path: &std::path::Path, s: &SynthLlama) -> anyhow::Result<()> {
+    use crate::gguf::{GgmlType, GgufWriter, TensorSpec, Value};
+    let head_dim = s.n_embd / s.n_head;
+    let kv = s.n_head_kv * head_dim;
+    let arch = "llama";
+    let u = |v: usize| Value::U32(v as u32);
+    let tokens: Vec<String> = (0..s.n_vocab).map(|i| format!("<t{i}>")).collect();
+    let kvs: Vec<(String, Value)> = vec![
+        ("general.architecture".into(), Value::str(arch)),
+        ("general.name".into(), Value::str("synth-llama")),
+        ("general.file_type".into(), Value::U32(0)),
+        (format!("{arch}.block_count"), u(s.n_layer)),
+        (format!("{arch}.context_length"), u(4096)),
+        (format!("{arch}.embedding_length"), u(s.n_embd)),
+        (format!("{arch}.feed_forward_length"), u(s.n_ff)),
+        (format!("{arch}.attention.head_count"), u(s.n_head)),
+        (format!("{arch}.attention.head_count_kv"), u(s.n_head_kv)),
+        (format!("{arch}.rope.freq_base"), Value::F32(10000.0)),
+        (
+            format!("{arch}.attention.layer_norm_rms_epsilon"),
+            Value::F32(1e-5),
+        ),
+        (format!("{arch}.vocab_size"), u(s.n_vocab)),
+        (format!("{arch}.rope.dimension_count"), u(head_dim)),
+        ("tokenizer.ggml.model".into(), Value::str("gpt2")),
+        ("tokenizer.ggml.pre".into(), Value::str("default")),
+        ("tokenizer.ggml.tokens".into(), Value::str_array(&tokens)),
+        ("tokenizer.ggml.bos_token_id".into(), Value::U32(0)),
+        ("tokenizer.ggml.eos_token_id".into(), Value::U32(1)),
+    ];
+    // (name, ne0, ne1, scale); scale 0 marks a norm vector (all ones).
+    let mut specs: Vec<(String, usize, usize, f32)> = vec![
+        ("token_embd.weight".into(), s.n_embd, s.n_vocab, 1.0),
+        ("output_norm.weight".into(), s.n_embd, 1, 0.0),
+    ];
+    if s.output {
+        specs.push((
+            "output.weight".into(),
+            s.n_embd,
+            s.n_vocab,
+            1.0 / (s.n_embd as f32).sqrt(),
+        ));
+    }
+    let inv = |n: usize| 1.0 / (n as f32).sqrt();
+    for il in 0..s.n_layer {
+        let n = |t: &str| format!("blk.{il}.{t}.weight");
+        specs.push((n("attn_norm"), s.n_embd, 1, 0.0));
+        specs.push((n("attn_q"), s.n_embd, s.n_embd, inv(s.n_embd)));
+        specs.push((n("attn_k"), s.n_embd, kv, inv(s.n_embd)));
+        specs.push((n("attn_v"), s.n_embd, kv, inv(s.n_embd)));
+        specs.push((n("attn_output"), s.n_embd, s.n_embd, 0.5 * inv(s.n_embd)));
+        specs.push((n("ffn_norm"), s.n_embd, 1, 0.0));
+        specs.push((n("ffn_gate"), s.n_embd, s.n_ff, inv(s.n_embd)));
+        specs.push((n("ffn_up"), s.n_embd, s.n_ff, inv(s.n_embd)));
+        specs.push((n("ffn_down"), s.n_ff, s.n_embd, 0.5 * inv(s.n_ff)));
+    }
+    let tensors = specs
+        .iter()
+        .map(|(name, ne0, ne1, _)| {
+            let dims: Vec<u64> = if *ne1 == 1 {
+                vec![*ne0 as u64]
+            } else {
+                vec![*ne0 as u64, *ne1 as u64]
+            };
+            TensorSpec::new(name.clone(), &dims, GgmlType::F32)
+        })
+        .collect();
+    let mut w = GgufWriter::create(path, &kvs, tensors)?;
+    let mut state = s.seed ^ 0x9e37_79b9_7f4a_7c15;
+    for (_, ne0, ne1, scale) in &specs {
+        let data: Vec<f32> = (0..ne0 * ne1)
+            .map(|_| {
+                if *scale == 0.0 {
+                    return 1.0;
+                }
+                state = state
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                // Uniform in [-√3, √3): unit variance.
+                let u = (state >> 40) as f32 / (1u64 << 24) as f32;
+                (u * 2.0 - 1.0) * 1.732_050_8 * scale
+            })
+            .collect();
+        w.write_tensor(bytemuck::cast_slice(&data))?;
+    }
+    w.finish()?;
+    Ok(())
+}

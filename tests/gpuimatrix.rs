@@ -10,6 +10,7 @@ use wquant::backend::Backend;
 use wquant::gguf::GgufFile;
 use wquant::imatrix::collect::{collect, CollectOptions};
 use wquant::imatrix::Imatrix;
+use wquant::model::stream::Runner;
 use wquant::model::Model;
 use wquant::testutil::golden_dir;
 
@@ -47,14 +48,14 @@ fn lcg_tokens(n: usize, n_vocab: usize, seed: u64) -> Vec<u32> {
 /// bytes and the final PPL.
 fn run<B: Backend>(b: &B, model_path: &Path, tokens: &[u32]) -> (Imatrix, Vec<u8>, f64) {
     let file = Arc::new(GgufFile::open(model_path).unwrap());
-    let model = Model::load(b, &file).unwrap();
+    let mut model = Runner::resident(b, &file, 1).unwrap();
     let d = tempfile::tempdir().unwrap();
     let out = d.path().join("im.gguf");
     let mut base = Imatrix::new(N_CTX as u32);
     base.datasets.push("lcg".into());
     let res = collect(
         b,
-        &model,
+        &mut model,
         tokens,
         base,
         &options(&out),

@@ -1,14 +1,12 @@
 //! GPU-quantized models (lavapipe here) equal llama-quantize's tensor hashes: the synthetic dense
-//! and MoE models for every mix (through `quantize_file` with a GPU quantizer), and SmolLM2
-//! Q4_K_M with imatrix for all of blk.0, token_embd and blk.10.ffn_down (Q4_K) (the whole model takes minutes on
-//! lavapipe; it was checked by hand with `wquant quantize --device auto`).
+//! and MoE models for every mix and all ten SmolLM2 goldens, through `quantize_file` with a
+//! strict GPU quantizer (no CPU fallback).
 
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
-use wquant::gguf::{GgmlType, GgufFile};
+use wquant::gguf::GgufFile;
 use wquant::gpu_quantize::GpuQuantizer;
-use wquant::imatrix::file::Imatrix;
 use wquant::quant::mix::FileType;
 use wquant::quantize::{quantize_file, QuantizeParams};
 use wquant::testutil::golden_dir;
@@ -105,35 +103,53 @@ fn gpu_synth_moe_all_mixes() {
     assert!(bad.is_empty(), "tensors differ:\n{}", bad.join("\n"));
 }
 
-#[test]
-fn gpu_smollm2_q4_k_m_subset() {
-    let g = gpu();
-    let model = GgufFile::open(wquant::testutil::f32_model()).unwrap();
-    let im = Imatrix::load(golden_dir().join("imatrix.gguf")).unwrap();
-    let want = golden(&golden_dir().join("quant-Q4_K_M.tensors.sha256"));
-    let mut checked = 0;
-    for t in model.tensors() {
-        let wanted = t.name.starts_with("blk.0.")
-            || t.name == "token_embd.weight"
-            || t.name == "blk.10.ffn_down.weight";
-        if !wanted {
-            continue;
-        }
-        let (ty, hash) = &want[&t.name];
-        let nt = GgmlType::from_name(ty).unwrap();
-        assert_eq!(t.ggml_type, GgmlType::F32);
-        if nt == GgmlType::F32 {
-            continue;
-        }
-        let x: Vec<f32> = bytemuck::pod_collect_to_vec::<u8, f32>(model.tensor_data(t));
-        let ne0 = t.dims[0] as usize;
-        let qw = im.importance(&t.name, 0.0);
-        let bytes = g
-            .quantize_rows(&t.name, nt, &x, ne0, qw.as_deref())
-            .unwrap();
-        assert_eq!(&sha256_hex(&bytes), hash, "{} ({ty})", t.name);
-        checked += 1;
+/// One SmolLM2 golden quantized on the GPU (strict: no CPU fallback); the differing tensors.
+fn check_smollm2(
+    g: &Arc<GpuQuantizer>,
+    name: &str,
+    ftype: &str,
+    pure: bool,
+    imatrix: bool,
+) -> Vec<String> {
+    let mut p = QuantizeParams::new(FileType::parse(ftype).unwrap());
+    p.mix.pure = pure;
+    if imatrix {
+        p.imatrix = Some(golden_dir().join("imatrix.gguf"));
     }
-    // blk.0: 7 matrices (Q5_0, Q8_0, Q6_K); token_embd (Q8_0); blk.10.ffn_down (Q4_K).
-    assert_eq!(checked, 9);
+    p.gpu = Some(g.clone());
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out.gguf");
+    quantize_file(&wquant::testutil::f32_model(), &out, &p, &mut |_, _| {}).unwrap();
+    let f = GgufFile::open(&out).unwrap();
+    let want = golden(&golden_dir().join(format!("quant-{name}.tensors.sha256")));
+    assert_eq!(f.tensors().len(), want.len(), "{name}: tensor count");
+    f.tensors()
+        .iter()
+        .filter(|t| {
+            want.get(&t.name)
+                != Some(&(t.ggml_type.name().to_string(), sha256_hex(f.tensor_data(t))))
+        })
+        .map(|t| format!("SmolLM2 {name}: {} ({})", t.name, t.ggml_type.name()))
+        .collect()
+}
+
+/// Every SmolLM2 golden (llama-quantize's bytes) quantized on the GPU: all tensors equal.
+#[test]
+fn gpu_smollm2_all_goldens() {
+    let g = gpu();
+    let mut bad = Vec::new();
+    for name in ["Q8_0", "Q6_K", "Q5_K_M", "Q5_K_S", "Q4_K_M", "Q4_K_S"] {
+        bad.extend(check_smollm2(&g, name, name, false, true));
+    }
+    for ty in ["Q4_K", "Q5_K", "Q6_K"] {
+        bad.extend(check_smollm2(&g, &format!("pure-{ty}"), ty, true, true));
+    }
+    bad.extend(check_smollm2(
+        &g,
+        "Q4_K_M-noimatrix",
+        "Q4_K_M",
+        false,
+        false,
+    ));
+    assert!(bad.is_empty(), "tensors differ:\n{}", bad.join("\n"));
 }

@@ -10,7 +10,7 @@ use wquant::backend::cpu::CpuBackend;
 use wquant::gguf::{GgufFile, GgufWriter, TensorSpec};
 use wquant::imatrix::collect::{collect, CollectOptions};
 use wquant::imatrix::Imatrix;
-use wquant::model::Model;
+use wquant::model::stream::Runner;
 use wquant::testutil::{assets_dir, f32_model, golden_dir};
 
 fn options(n_ctx: usize, out: &Path) -> CollectOptions {
@@ -42,7 +42,7 @@ fn calib_tokens() -> Vec<u32> {
 fn two_chunks_match_llama_imatrix() {
     let b = CpuBackend::new();
     let file = Arc::new(GgufFile::open(f32_model()).unwrap());
-    let model = Model::load(&b, &file).unwrap();
+    let mut model = Runner::resident(&b, &file, 1).unwrap();
     let d = tempfile::tempdir().unwrap();
     let mut o = options(512, &d.path().join("x.gguf"));
     o.max_chunks = Some(2);
@@ -51,7 +51,7 @@ fn two_chunks_match_llama_imatrix() {
     let mut ppls = Vec::new();
     let res = collect(
         &b,
-        &model,
+        &mut model,
         &calib_tokens(),
         base,
         &o,
@@ -125,7 +125,17 @@ fn interrupted_run_saves_finished_chunks_and_resumes_exactly() {
     let int = d.path().join("int.gguf");
     // -ofreq 1 and --save-frequency 1 also exercise the periodic saves.
     let mut child = imatrix_cmd(
-        &["--chunks", "3", "-ofreq", "1", "--save-frequency", "1"],
+        // One chunk per pass (-b 64): an interrupt drops the pass in progress.
+        &[
+            "--chunks",
+            "3",
+            "-b",
+            "64",
+            "-ofreq",
+            "1",
+            "--save-frequency",
+            "1",
+        ],
         &int,
     )
     .stdout(Stdio::piped())
@@ -242,7 +252,7 @@ fn moe_counts_per_expert_and_merging_halves() {
     let path = moe_model_with_dead_experts(d.path());
     let b = CpuBackend::new();
     let file = Arc::new(GgufFile::open(&path).unwrap());
-    let model = Model::load(&b, &file).unwrap();
+    let mut model = Runner::resident(&b, &file, 1).unwrap();
     let c = &model.config;
     assert!(
         c.n_expert == 4 && c.n_expert_used == 2,
@@ -252,10 +262,10 @@ fn moe_counts_per_expert_and_merging_halves() {
     let tokens = lcg_tokens(4 * n_ctx, c.n_vocab, 7);
     let mut o = options(n_ctx, &d.path().join("unused.gguf"));
     o.compute_ppl = false;
-    let run = |toks: &[u32]| {
+    let mut run = |toks: &[u32]| {
         collect(
             &b,
-            &model,
+            &mut model,
             toks,
             Imatrix::new(n_ctx as u32),
             &o,

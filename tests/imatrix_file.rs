@@ -172,3 +172,20 @@ fn errors_name_the_file_and_tensor() {
     let err = format!("{:#}", Imatrix::load(&p4).unwrap_err());
     assert!(err.contains("empty.dat"), "{err}");
 }
+
+/// A model GGUF given where an imatrix is expected (found by fuzzing: it used to read as an
+/// empty imatrix in lenient mode) is a clear error.
+#[test]
+fn a_model_file_is_not_an_imatrix() {
+    let model = wquant::testutil::golden_dir().join("synth/synth-dense.gguf");
+    let strict = format!("{:#}", Imatrix::load(&model).unwrap_err());
+    assert!(
+        strict.contains("synth-dense.gguf") && strict.contains("missing imatrix metadata"),
+        "{strict}"
+    );
+    let lenient = format!("{:#}", Imatrix::load_lenient(&model).unwrap_err());
+    assert!(
+        lenient.contains("synth-dense.gguf") && lenient.contains("not an imatrix file"),
+        "{lenient}"
+    );
+}

@@ -105,7 +105,7 @@ fn own_mode_and_file_mode_agree_within_the_format_precision() {
     let quant = dir.path().join("coarse.gguf");
     coarse_copy(&synth(), &quant);
     let b = CpuBackend::new();
-    let base = load(&synth());
+    let mut base = load(&synth());
     let n_vocab = base.config.n_vocab;
     let (n_ctx, n_chunk) = (128, 4);
     let toks = tokens(n_chunk * n_ctx, n_vocab as u32);
@@ -120,13 +120,13 @@ fn own_mode_and_file_mode_agree_within_the_format_precision() {
     };
     let mut w = BaseFileWriter::create(&file, header, &toks).unwrap();
     let (running, ppl, _) =
-        driver::write_base_file(&b, &base, &toks, &c, &mut w, |_, _| {}).unwrap();
+        driver::write_base_file(&b, &mut base, &toks, &c, &mut w, |_, _| {}).unwrap();
     w.finish().unwrap();
     assert_eq!(running.len(), n_chunk);
     assert_eq!(std::fs::metadata(&file).unwrap().len(), header.file_bytes());
     let mut rd = BaseFileReader::open(&file).unwrap();
     assert_eq!(rd.tokens, toks);
-    let by_file = driver::file_mode(&b, &load(&quant), &mut rd, n_chunk, 1, |_, _| {}).unwrap();
+    let by_file = driver::file_mode(&b, &mut load(&quant), &mut rd, n_chunk, 1, |_, _| {}).unwrap();
 
     let by_own = own(&synth(), &quant, &toks, &c);
     assert_eq!(by_own.count, (n_chunk * 63) as u64);
@@ -187,10 +187,10 @@ fn chunks_per_pass_do_not_change_the_result() {
 #[test]
 fn bad_pairings_are_clear_errors() {
     let b = CpuBackend::new();
-    let synth_m = load(&synth());
+    let mut synth_m = load(&synth());
     let smol = wquant::testutil::assets_dir().join("smollm2-135m-q4_1.gguf");
     let smol_m = load(&smol);
-    let e = driver::check_pair(&synth_m, &smol_m)
+    let e = driver::check_pair(&synth_m.config, &smol_m.config)
         .unwrap_err()
         .to_string();
     assert!(e.contains("300") && e.contains("49152"), "{e}");
@@ -219,10 +219,10 @@ fn bad_pairings_are_clear_errors() {
         n_chunk: 2,
     };
     let mut w = BaseFileWriter::create(&file, header, &toks).unwrap();
-    driver::write_base_file(&b, &synth_m, &toks, &ch(64, 2, 2), &mut w, |_, _| {}).unwrap();
+    driver::write_base_file(&b, &mut synth_m, &toks, &ch(64, 2, 2), &mut w, |_, _| {}).unwrap();
     w.finish().unwrap();
     let mut rd = BaseFileReader::open(&file).unwrap();
-    let e = driver::file_mode(&b, &load(&smol), &mut rd, 2, 1, |_, _| {})
+    let e = driver::file_mode(&b, &mut load(&smol), &mut rd, 2, 1, |_, _| {})
         .err()
         .unwrap()
         .to_string();
@@ -279,6 +279,67 @@ fn gpu_backend_agrees_with_the_cpu_reference() {
         let (pc, pg) = (on_cpu.p_diff_values[i], on_gpu.p_diff_values[i]);
         assert!((pc - pg).abs() <= 1e-4, "token {i}: Δp cpu {pc} gpu {pg}");
     }
+    assert!(on_cpu.n_same_top.abs_diff(on_gpu.n_same_top) <= 1);
+    assert!((on_cpu.sum_nll - on_gpu.sum_nll).abs() <= 1e-3 * on_cpu.sum_nll);
+}
+
+/// `--kl-divergence` against a base file on the GPU backend (lavapipe in CI): the record kernel
+/// next to the GPU forward pass, against the CPU reference reading the same file.
+#[test]
+fn gpu_file_mode_agrees_with_the_cpu_reference() {
+    use wquant::backend::gpu::GpuBackend;
+    let gpu = GpuBackend::new("auto").expect("a wgpu adapter (lavapipe in CI)");
+    let dir = tempfile::tempdir().unwrap();
+    let quant = dir.path().join("coarse.gguf");
+    coarse_copy(&synth(), &quant);
+    let b = CpuBackend::new();
+    let mut base = load(&synth());
+    let n_vocab = base.config.n_vocab;
+    let (n_ctx, n_chunk) = (64, 2);
+    let toks = tokens(n_chunk * n_ctx, n_vocab as u32);
+    let file = dir.path().join("base.kld");
+    let header = BaseHeader {
+        n_ctx: n_ctx as u32,
+        n_vocab: n_vocab as u32,
+        n_chunk: n_chunk as u32,
+    };
+    let mut w = BaseFileWriter::create(&file, header, &toks).unwrap();
+    driver::write_base_file(
+        &b,
+        &mut base,
+        &toks,
+        &ch(n_ctx, n_chunk, 2),
+        &mut w,
+        |_, _| {},
+    )
+    .unwrap();
+    w.finish().unwrap();
+    let on_cpu = {
+        let mut rd = BaseFileReader::open(&file).unwrap();
+        driver::file_mode(&b, &mut load(&quant), &mut rd, n_chunk, 2, |_, _| {}).unwrap()
+    };
+    let on_gpu = {
+        let f = Arc::new(GgufFile::open(&quant).unwrap());
+        let mut q = Model::load(&gpu, &f).unwrap();
+        let mut rd = BaseFileReader::open(&file).unwrap();
+        driver::file_mode(&gpu, &mut q, &mut rd, n_chunk, 2, |_, _| {}).unwrap()
+    };
+    assert_eq!(on_gpu.count, on_cpu.count);
+    assert_eq!(on_gpu.count, (n_chunk * 31) as u64);
+    // The base side is the same file; only the quant forward pass differs by float rounding.
+    for i in 0..on_cpu.count as usize {
+        let (kc, kg) = (on_cpu.kld_values[i], on_gpu.kld_values[i]);
+        assert!(
+            (kc - kg).abs() <= 1e-4 + 1e-2 * kc.abs(),
+            "token {i}: KLD cpu {kc} gpu {kg}"
+        );
+        let (pc, pg) = (on_cpu.p_diff_values[i], on_gpu.p_diff_values[i]);
+        assert!((pc - pg).abs() <= 1e-4, "token {i}: Δp cpu {pc} gpu {pg}");
+    }
+    assert_eq!(
+        on_gpu.sum_nll_base, on_cpu.sum_nll_base,
+        "base nll from the file"
+    );
     assert!(on_cpu.n_same_top.abs_diff(on_gpu.n_same_top) <= 1);
     assert!((on_cpu.sum_nll - on_gpu.sum_nll).abs() <= 1e-3 * on_cpu.sum_nll);
 }

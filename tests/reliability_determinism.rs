@@ -1,5 +1,6 @@
-//! Same inputs → same output bytes, whatever the thread count or the run: quantize (with an
-//! imatrix, several mixes) and imatrix collection, through the built binary.
+//! Same inputs → same output bytes, whatever the thread count, chunks per pass or the run:
+//! quantize (with an imatrix, several mixes) and imatrix collection, through the built binary.
+//! (VRAM budgets: tests/gpu_streaming.rs.)
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -49,12 +50,16 @@ fn quantize_bytes_do_not_depend_on_threads_or_run() {
 }
 
 #[test]
-fn imatrix_bytes_do_not_depend_on_threads_or_run() {
+fn imatrix_bytes_do_not_depend_on_threads_batch_size_or_run() {
     let dir = tempfile::tempdir().unwrap();
     let model = wquant::testutil::f32_model();
     let calib = assets_dir().join("calib.txt");
     let mut outputs: Vec<(String, Vec<u8>)> = Vec::new();
-    for (i, t) in [1usize, 2, 7, 2].into_iter().enumerate() {
+    // -b 64 runs one chunk per pass, -b 128 both chunks in one pass.
+    for (i, (t, batch)) in [(1usize, "64"), (2, "128"), (7, "128"), (2, "64")]
+        .into_iter()
+        .enumerate()
+    {
         let o = dir.path().join(format!("im-{i}.gguf"));
         run_ok(
             &[
@@ -70,10 +75,15 @@ fn imatrix_bytes_do_not_depend_on_threads_or_run() {
                 "--chunks",
                 "2",
                 "--no-ppl",
+                "-b",
+                batch,
             ],
             t,
         );
-        outputs.push((format!("threads {t} (run {i})"), std::fs::read(&o).unwrap()));
+        outputs.push((
+            format!("threads {t}, -b {batch} (run {i})"),
+            std::fs::read(&o).unwrap(),
+        ));
     }
     for (label, b) in &outputs[1..] {
         assert!(

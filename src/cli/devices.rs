@@ -40,6 +40,22 @@ pub fn run(_g: &super::GlobalArgs, a: Args) -> anyhow::Result<()> {
             .map(|(_, n)| *n)
             .collect();
         let picked = auto == Some(i);
+        let vram = crate::backend::gpu::device::vram_info(ad);
+        let vram_text = match vram {
+            Some(v) => format!(
+                "{} device-local heap, {} (Vulkan{}); default --vram-budget {}",
+                mib(v.heap_bytes),
+                v.budget_bytes
+                    .map_or("no budget reported".to_string(), |b| format!("budget {}", mib(b))),
+                if v.budget_bytes.is_some() {
+                    ", VK_EXT_memory_budget"
+                } else {
+                    " heap size"
+                },
+                mib(v.default_budget())
+            ),
+            None => "unknown (no portable query on this backend): models over 2 GiB of weights need --vram-budget".to_string(),
+        };
         if a.json {
             json.push(serde_json::json!({
                 "index": i,
@@ -59,6 +75,11 @@ pub fn run(_g: &super::GlobalArgs, a: Args) -> anyhow::Result<()> {
                     "min_storage_buffer_offset_alignment": l.min_storage_buffer_offset_alignment,
                 },
                 "features": feats,
+                "vram": vram.map(|v| serde_json::json!({
+                    "heap_bytes": v.heap_bytes,
+                    "budget_bytes": v.budget_bytes,
+                    "default_budget_bytes": v.default_budget(),
+                })),
             }));
             continue;
         }
@@ -78,6 +99,7 @@ pub fn run(_g: &super::GlobalArgs, a: Args) -> anyhow::Result<()> {
             l.max_compute_workgroups_per_dimension,
             l.max_storage_buffers_per_shader_stage,
         );
+        println!("  vram    {vram_text}");
         println!(
             "  features {}",
             if feats.is_empty() {

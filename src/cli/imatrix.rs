@@ -7,12 +7,14 @@
 
 use crate::backend::cpu::CpuBackend;
 use crate::backend::gpu::device::{DeviceSpec, GpuDevice};
+use crate::backend::gpu::scheduler::{parse_size, ModelSizes, PassShape, PlanRun};
 use crate::backend::gpu::GpuBackend;
 use crate::backend::Backend;
 use crate::gguf::GgufFile;
 use crate::imatrix::collect::{collect, plan_chunks, CollectOptions};
 use crate::imatrix::Imatrix;
-use crate::model::{Model, Tokenizer};
+use crate::model::stream::Runner;
+use crate::model::{Config, Tokenizer};
 use anyhow::{bail, Context, Result};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -42,6 +44,10 @@ pub struct Args {
     /// Process at most this many chunks (default: all).
     #[arg(long)]
     pub chunks: Option<usize>,
+    /// Tokens per forward pass (llama.cpp's n_batch): -b/-c chunks run together; the result
+    /// does not depend on it. A --vram-budget may lower it.
+    #[arg(short = 'b', long = "batch-size", default_value_t = 2048)]
+    pub batch: usize,
     /// Skip the first K chunks of the text.
     #[arg(long = "chunk", default_value_t = 0)]
     pub chunk: usize,
@@ -173,7 +179,7 @@ pub fn run(g: &super::GlobalArgs, a: Args) -> Result<()> {
 /// Set by the Ctrl-C handler; polled between chunks.
 static STOP: AtomicBool = AtomicBool::new(false);
 
-fn collect_with<B: Backend>(
+fn collect_with<B: Backend + PlanRun>(
     b: &B,
     g: &super::GlobalArgs,
     a: &Args,
@@ -183,7 +189,19 @@ fn collect_with<B: Backend>(
 ) -> Result<()> {
     let file = Arc::new(GgufFile::open(model_path)?);
     let tokenizer = Tokenizer::from_gguf(&file)?;
-    let model = Model::load(b, &file)?;
+    let config = Config::from_gguf(&file)?;
+    let budget = g.vram_budget.as_deref().map(parse_size).transpose()?;
+    let sizes = ModelSizes::of(&file, &config)?;
+    let plan = b.plan_run(
+        &sizes,
+        budget,
+        PassShape {
+            n_ctx: a.ctx,
+            logit_rows: if a.process_output { a.ctx } else { a.ctx / 2 },
+            want_seqs: (a.batch / a.ctx.max(1)).max(1),
+            max_tokens: usize::MAX,
+        },
+    )?;
     // Escapes processed and one trailing newline dropped, as llama.cpp's `-f` does.
     let text = crate::model::tokenizer::read_prompt_file(text_path)?;
     let tokens = tokenizer.encode(&text);
@@ -207,6 +225,9 @@ fn collect_with<B: Backend>(
     };
     let (_, n_chunk) =
         plan_chunks(tokens.len(), &o).with_context(|| text_path.display().to_string())?;
+    let mut plan = plan;
+    plan.seqs_per_pass = plan.seqs_per_pass.min(n_chunk.max(1));
+    let mut model = Runner::new(b, &file, plan)?;
     ctrlc::set_handler(|| {
         if STOP.swap(true, Ordering::SeqCst) {
             // Second Ctrl-C: give up at once (saves are atomic, so no torn file).
@@ -216,15 +237,29 @@ fn collect_with<B: Backend>(
     .context("installing the Ctrl-C handler")?;
     if !g.quiet {
         eprintln!(
-            "imatrix: {} tokens, {n_chunk} chunks of {}, backend {}",
+            "imatrix: {} tokens, {n_chunk} chunks of {}, backend {}; {}",
             tokens.len(),
             a.ctx,
-            b.name()
+            b.name(),
+            model.plan.describe()
         );
     }
     let pb = crate::cli::common::progress(n_chunk as u64, "chunks", g.quiet);
+    {
+        let pb = pb.clone();
+        let streaming = !model.plan.resident;
+        model.on_layer = Some(Box::new(move |done, n, c| {
+            pb.set_message(if done == n {
+                "chunks".to_string()
+            } else if streaming {
+                format!("L{done}/{n} {:.0}MiB↑", c.bytes_uploaded as f64 / 1048576.0)
+            } else {
+                format!("layer {done}/{n}")
+            });
+        }));
+    }
     let t0 = std::time::Instant::now();
-    let res = collect(b, &model, &tokens, base, &o, &STOP, |i, ppl| {
+    let res = collect(b, &mut model, &tokens, base, &o, &STOP, |i, ppl| {
         pb.inc(1);
         if let Some(p) = ppl {
             pb.suspend(|| {
@@ -252,6 +287,14 @@ fn collect_with<B: Backend>(
             } else {
                 String::new()
             }
+        );
+        let c = model.counters;
+        eprintln!(
+            "imatrix: {} pass(es), {} layer loads, {:.1} MiB of weights uploaded ({:.2} MiB per token)",
+            c.passes,
+            c.layers_loaded,
+            c.bytes_uploaded as f64 / 1048576.0,
+            c.bytes_uploaded as f64 / 1048576.0 / res.tokens_processed.max(1) as f64
         );
     }
     if res.interrupted {

@@ -6,6 +6,7 @@
 
 use crate::backend::cpu::CpuBackend;
 use crate::backend::gpu::device::{DeviceSpec, GpuDevice};
+use crate::backend::gpu::scheduler::{parse_size, ModelSizes, PassShape, PlanRun};
 use crate::backend::gpu::GpuBackend;
 use crate::backend::Backend;
 use crate::gguf::GgufFile;
@@ -15,7 +16,8 @@ use crate::kld::report::{
     running_line, summary_text, KldReport, MIN_TOKENS_FOR_SUMMARY, TABLE_HEADER,
 };
 use crate::kld::KldAccumulator;
-use crate::model::{Config, Model, Tokenizer};
+use crate::model::stream::Runner;
+use crate::model::{Config, Tokenizer};
 use anyhow::{bail, Context, Result};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -72,7 +74,7 @@ pub fn run(g: &super::GlobalArgs, a: Args) -> Result<()> {
     }
 }
 
-fn run_with<B: Backend>(b: &B, g: &super::GlobalArgs, a: &Args) -> Result<()> {
+fn run_with<B: Backend + PlanRun>(b: &B, g: &super::GlobalArgs, a: &Args) -> Result<()> {
     match (&a.base_model, &a.kl_divergence_base, a.kl_divergence) {
         (Some(base), None, false) => own(b, g, a, base),
         (None, Some(file), false) => write_base(b, g, a, file),
@@ -89,9 +91,41 @@ fn run_with<B: Backend>(b: &B, g: &super::GlobalArgs, a: &Args) -> Result<()> {
     }
 }
 
-fn open_model<B: Backend>(b: &B, path: &Path) -> Result<(Model<B>, Arc<GgufFile>)> {
+/// A model driven under `--vram-budget` (`budget_used`: bytes another model keeps resident).
+fn open_runner<B: Backend + PlanRun>(
+    b: &B,
+    g: &super::GlobalArgs,
+    path: &Path,
+    n_ctx: usize,
+    want_seqs: usize,
+    budget_used: u64,
+) -> Result<(Runner<B>, Arc<GgufFile>)> {
     let file = Arc::new(GgufFile::open(path)?);
-    let model = Model::load(b, &file).with_context(|| format!("{}: loading", path.display()))?;
+    let config = Config::from_gguf(&file)?;
+    let sizes = ModelSizes::of(&file, &config)?;
+    let budget = g
+        .vram_budget
+        .as_deref()
+        .map(parse_size)
+        .transpose()?
+        .map(|v| v.saturating_sub(budget_used));
+    let plan = b
+        .plan_run(
+            &sizes,
+            budget,
+            PassShape {
+                n_ctx,
+                logit_rows: n_ctx / 2,
+                want_seqs,
+                max_tokens: usize::MAX,
+            },
+        )
+        .with_context(|| format!("{}: planning", path.display()))?;
+    if !g.quiet && !plan.resident {
+        eprintln!("kld: {}: {}", path.display(), plan.describe());
+    }
+    let model =
+        Runner::new(b, &file, plan).with_context(|| format!("{}: loading", path.display()))?;
     Ok((model, file))
 }
 
@@ -183,7 +217,12 @@ fn finish_report(
     Ok(())
 }
 
-fn own<B: Backend>(b: &B, g: &super::GlobalArgs, a: &Args, base_path: &Path) -> Result<()> {
+fn own<B: Backend + PlanRun>(
+    b: &B,
+    g: &super::GlobalArgs,
+    a: &Args,
+    base_path: &Path,
+) -> Result<()> {
     let t0 = Instant::now();
     let text = read_text(need_text(a)?)?;
     // Metadata first: a bad pairing fails before any weights are loaded.
@@ -217,21 +256,29 @@ fn own<B: Backend>(b: &B, g: &super::GlobalArgs, a: &Args, base_path: &Path) -> 
             a.file.as_deref().unwrap_or(Path::new("TEXT")).display()
         )
     })?;
+    let (base, _) = open_runner(b, g, base_path, n_ctx, (a.batch / n_ctx).max(1), 0)?;
+    // The base head stays on the device next to the quantized model when it was resident.
+    let base_head = if base.plan.resident {
+        ModelSizes::of(&base_file, &base_cfg)?.head_bytes
+    } else {
+        0
+    };
     let ch = Chunks {
         n_ctx,
         n_chunk,
-        seqs_per_pass: (a.batch / n_ctx).max(1),
+        seqs_per_pass: base.plan.seqs_per_pass.min(n_chunk),
     };
     let n_vocab = base_cfg.n_vocab;
-    let base =
-        Model::load(b, &base_file).with_context(|| format!("{}: loading", base_path.display()))?;
     // The bar covers the base pass; in text mode the table's lines take over after it.
     let pb = super::common::progress(2 * n_chunk as u64, "kld", g.quiet);
     let mut table = Table::new(a.json);
     let acc = driver::own_mode(
         b,
         base,
-        || Model::load(b, &quant_file).with_context(|| format!("{}: loading", a.model.display())),
+        || {
+            let (q, _) = open_runner(b, g, &a.model, n_ctx, ch.seqs_per_pass, base_head)?;
+            Ok(q)
+        },
         &tokens,
         &ch,
         |done| pb.set_position(done as u64),
@@ -258,18 +305,23 @@ fn own<B: Backend>(b: &B, g: &super::GlobalArgs, a: &Args, base_path: &Path) -> 
     )
 }
 
-fn write_base<B: Backend>(b: &B, g: &super::GlobalArgs, a: &Args, out: &Path) -> Result<()> {
+fn write_base<B: Backend + PlanRun>(
+    b: &B,
+    g: &super::GlobalArgs,
+    a: &Args,
+    out: &Path,
+) -> Result<()> {
     let text_path = need_text(a)?;
     let text = read_text(text_path)?;
-    let (model, file) = open_model(b, &a.model)?;
-    let tokens = tokenizer(&file)?.encode(&text);
     let n_ctx = a.ctx.unwrap_or(512);
+    let (mut model, file) = open_runner(b, g, &a.model, n_ctx, (a.batch / n_ctx).max(1), 0)?;
+    let tokens = tokenizer(&file)?.encode(&text);
     let n_chunk = chunk_count(tokens.len(), n_ctx, a.chunks)
         .with_context(|| format!("{}", text_path.display()))?;
     let ch = Chunks {
         n_ctx,
         n_chunk,
-        seqs_per_pass: (a.batch / n_ctx).max(1),
+        seqs_per_pass: model.plan.seqs_per_pass.min(n_chunk),
     };
     let header = BaseHeader {
         n_ctx: n_ctx as u32,
@@ -285,12 +337,13 @@ fn write_base<B: Backend>(b: &B, g: &super::GlobalArgs, a: &Args, out: &Path) ->
     }
     let mut w = BaseFileWriter::create(out, header, &tokens[..n_chunk * n_ctx])?;
     let json = a.json;
-    let (running, ppl, unc) = driver::write_base_file(b, &model, &tokens, &ch, &mut w, |c, p| {
-        if !json {
-            print!("[{}]{:.4},", c + 1, p);
-            let _ = std::io::stdout().flush();
-        }
-    })?;
+    let (running, ppl, unc) =
+        driver::write_base_file(b, &mut model, &tokens, &ch, &mut w, |c, p| {
+            if !json {
+                print!("[{}]{:.4},", c + 1, p);
+                let _ = std::io::stdout().flush();
+            }
+        })?;
     w.finish()?;
     if json {
         let v = serde_json::json!({
@@ -309,7 +362,12 @@ fn write_base<B: Backend>(b: &B, g: &super::GlobalArgs, a: &Args, out: &Path) ->
     Ok(())
 }
 
-fn from_file<B: Backend>(b: &B, g: &super::GlobalArgs, a: &Args, path: &Path) -> Result<()> {
+fn from_file<B: Backend + PlanRun>(
+    b: &B,
+    g: &super::GlobalArgs,
+    a: &Args,
+    path: &Path,
+) -> Result<()> {
     let t0 = Instant::now();
     let mut reader = BaseFileReader::open(path)?;
     let h = reader.header;
@@ -322,7 +380,14 @@ fn from_file<B: Backend>(b: &B, g: &super::GlobalArgs, a: &Args, path: &Path) ->
             );
         }
     }
-    let (quant, quant_file) = open_model(b, &a.model)?;
+    let (mut quant, quant_file) = open_runner(
+        b,
+        g,
+        &a.model,
+        h.n_ctx as usize,
+        (a.batch / h.n_ctx as usize).max(1),
+        0,
+    )?;
     if h.n_vocab as usize != quant.config.n_vocab {
         bail!(
             "{} is for a vocabulary of {} tokens, {} has {}: not the same model family",
@@ -358,7 +423,7 @@ fn from_file<B: Backend>(b: &B, g: &super::GlobalArgs, a: &Args, path: &Path) ->
     let ch = Chunks {
         n_ctx: h.n_ctx as usize,
         n_chunk,
-        seqs_per_pass: (a.batch / h.n_ctx as usize).max(1),
+        seqs_per_pass: quant.plan.seqs_per_pass.min(n_chunk),
     };
     if !g.quiet && !a.json {
         eprintln!(
@@ -369,7 +434,7 @@ fn from_file<B: Backend>(b: &B, g: &super::GlobalArgs, a: &Args, path: &Path) ->
     let mut table = Table::new(a.json);
     let acc = driver::file_mode(
         b,
-        &quant,
+        &mut quant,
         &mut reader,
         n_chunk,
         ch.seqs_per_pass,

@@ -17,7 +17,8 @@ pub mod stats;
 /// Global options shared by every command.
 #[derive(clap::Args, Debug, Clone)]
 pub struct GlobalArgs {
-    /// Compute device: auto (first hardware GPU, else lavapipe), cpu, gpu or gpu:N.
+    /// Compute device: auto (the first hardware GPU, else the CPU reference), cpu, gpu (a GPU
+    /// adapter, lavapipe included) or gpu:N.
     #[arg(long, global = true, default_value = "auto")]
     pub device: String,
     /// Cap on GPU memory used for weights and activations (e.g. 6GiB).

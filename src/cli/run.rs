@@ -72,6 +72,7 @@ pub fn run(g: &super::GlobalArgs, a: Args) -> Result<()> {
         kld_chunks: a.kld_chunks,
         budget_s: a.budget,
         device: g.device.clone(),
+        vram_budget: g.vram_budget.clone(),
         threads: g.threads,
         quiet: g.quiet,
     };

@@ -2,15 +2,17 @@
 //! every `blk.*` matmul (per expert for MoE), fold each finished chunk into an [`Imatrix`],
 //! compute the running perplexity, and save on llama-imatrix's schedule.
 //!
-//! Each chunk is one sequence of `n_ctx` tokens run on its own; its statistics are folded into
-//! the imatrix only when the chunk is complete. So an interrupted run holds exactly the finished
-//! chunks, and resuming (`--in-file` + `--chunk K`) adds the same per-chunk partial sums in the
-//! same order as an uninterrupted run.
+//! Each chunk is one sequence of `n_ctx` tokens; a forward pass runs a batch of several chunks
+//! (`Plan::seqs_per_pass`, llama-imatrix's n_seq) but keeps every chunk's statistics apart, and
+//! they are folded into the imatrix chunk by chunk, in order, once the pass is complete. So the
+//! bytes do not depend on the batch size, an interrupted run holds exactly the finished chunks,
+//! and resuming (`--in-file` + `--chunk K`) adds the same per-chunk partial sums in the same
+//! order as an uninterrupted run.
 
 use super::file::Imatrix;
 use crate::backend::Backend;
 use crate::model::graph::StatsCollector;
-use crate::model::Model;
+use crate::model::stream::Runner;
 use anyhow::{bail, Result};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -57,8 +59,8 @@ pub fn plan_chunks(n_tokens: usize, o: &CollectOptions) -> Result<(usize, usize)
     let n_ctx = o.n_ctx;
     if n_ctx < crate::model::graph::MIN_STATS_ROWS {
         bail!(
-            "-c {n_ctx}: wquant runs one chunk per forward pass, and llama.cpp collects nothing \
-             from matmuls under {} rows; use -c {} or more",
+            "-c {n_ctx}: wquant keeps each chunk's statistics apart, and llama.cpp collects \
+             nothing from matmuls under {} rows; use -c {} or more",
             crate::model::graph::MIN_STATS_ROWS,
             crate::model::graph::MIN_STATS_ROWS
         );
@@ -107,9 +109,14 @@ fn at_path(out: &Path, chunk: u32) -> PathBuf {
     PathBuf::from(s)
 }
 
-/// Fold one chunk's statistics into `im`, checking that they are finite.
-fn fold<B: Backend>(b: &B, im: &mut Imatrix, sc: &StatsCollector<B::Stats>) -> Result<()> {
-    for (name, slots) in &sc.entries {
+/// Fold sequence `seq`'s statistics (one chunk) into `im`, checking that they are finite.
+fn fold<B: Backend>(
+    b: &B,
+    im: &mut Imatrix,
+    sc: &StatsCollector<B::Stats>,
+    seq: usize,
+) -> Result<()> {
+    for (name, slots) in sc.of_seq(seq) {
         let experts: Vec<(Vec<f32>, Vec<f32>, u64)> = slots
             .iter()
             .map(|s| {
@@ -131,10 +138,10 @@ fn fold<B: Backend>(b: &B, im: &mut Imatrix, sc: &StatsCollector<B::Stats>) -> R
 /// Run the collection over `tokens`, starting from `base` (the merged `--in-file`s, whose
 /// chunk size must be `n_ctx` and whose datasets already include this run's text name).
 /// `on_chunk(i, running_ppl)` is called after each finished chunk; `stop` is polled between
-/// chunks (Ctrl-C).
+/// passes (Ctrl-C), and a pass it interrupts is dropped whole.
 pub fn collect<B: Backend>(
     b: &B,
-    model: &Model<B>,
+    model: &mut Runner<B>,
     tokens: &[u32],
     base: Imatrix,
     o: &CollectOptions,
@@ -155,66 +162,98 @@ pub fn collect<B: Backend>(
     let n_ctx = o.n_ctx;
     let n_vocab = model.config.n_vocab;
     let first = n_ctx / 2;
+    let per_pass = model.plan.seqs_per_pass.max(1);
     let mut im = base;
     im.update_chunk_count();
     let (mut nll_sum, mut nll2, mut count) = (0.0f64, 0.0f64, 0usize);
     let mut done = 0;
     let mut interrupted = false;
-    for i in 0..n_chunk {
+    let mut i = 0;
+    while i < n_chunk {
         if stop.load(Ordering::SeqCst) {
             interrupted = true;
             break;
         }
-        let mut chunk = tokens[start + i * n_ctx..start + (i + 1) * n_ctx].to_vec();
-        if let Some(bos) = o.bos {
-            chunk[0] = bos;
+        let k = per_pass.min(n_chunk - i);
+        let mut batch = Vec::with_capacity(k * n_ctx);
+        for j in 0..k {
+            let c = i + j;
+            batch.extend_from_slice(&tokens[start + c * n_ctx..start + (c + 1) * n_ctx]);
+            if let Some(bos) = o.bos {
+                batch[j * n_ctx] = bos;
+            }
         }
-        let mut sc = StatsCollector::new(o.process_output);
-        let hidden = model.hidden(b, &chunk, n_ctx, Some(&mut sc))?;
-        let logits = if o.process_output {
-            // output.weight sees every position, as in llama-imatrix (all logits requested).
-            Some((b.download(&model.logits(b, &hidden, Some(&mut sc))), 0usize))
-        } else if o.compute_ppl {
-            let rows: Vec<u32> = (first as u32..n_ctx as u32 - 1).collect();
-            let h = b.gather_rows(&hidden, &rows);
-            Some((b.download(&model.logits(b, &h, None)), first))
+        let mut sc = if k == 1 {
+            StatsCollector::new(o.process_output)
         } else {
-            None
+            StatsCollector::batched(o.process_output, k, n_ctx)
         };
-        // Ctrl-C during this chunk: it did not finish in time, drop it.
+        let hidden = model.hidden(b, &batch, n_ctx, Some(&mut sc))?;
+        // Per chunk of the pass: the −log p of its scored tokens, in token order.
+        let mut nlls: Vec<Vec<f64>> = Vec::with_capacity(k);
+        for j in 0..k {
+            let logits = if o.process_output {
+                // output.weight sees every position, as in llama-imatrix (all logits requested).
+                sc.first_seq = j;
+                let lg = if k == 1 {
+                    model.logits(b, &hidden, Some(&mut sc))?
+                } else {
+                    let rows: Vec<u32> = ((j * n_ctx) as u32..((j + 1) * n_ctx) as u32).collect();
+                    model.logits(b, &b.gather_rows(&hidden, &rows), Some(&mut sc))?
+                };
+                Some((lg, 0usize))
+            } else if o.compute_ppl {
+                let rows: Vec<u32> =
+                    ((j * n_ctx + first) as u32..(j * n_ctx + n_ctx - 1) as u32).collect();
+                let h = b.gather_rows(&hidden, &rows);
+                Some((model.logits(b, &h, None)?, first))
+            } else {
+                None
+            };
+            let mut v = Vec::new();
+            if let (true, Some((lg, row0))) = (o.compute_ppl, logits.as_ref()) {
+                // Original tokens are the targets (the BOS swap only affects the input).
+                let c = i + j;
+                let orig = &tokens[start + c * n_ctx..start + (c + 1) * n_ctx];
+                for t in first..n_ctx - 1 {
+                    let z = &lg[(t - row0) * n_vocab..(t - row0 + 1) * n_vocab];
+                    v.push(nll(z, orig[t + 1] as usize));
+                }
+            }
+            nlls.push(v);
+        }
+        // Ctrl-C during this pass: it did not finish in time, drop it.
         if stop.load(Ordering::SeqCst) {
             interrupted = true;
             break;
         }
-        let mut running = None;
-        if o.compute_ppl {
-            let (lg, row0) = logits.as_ref().expect("logits computed for PPL");
-            // Original tokens are the targets (the BOS swap only affects the input).
-            let orig = &tokens[start + i * n_ctx..start + (i + 1) * n_ctx];
-            for k in first..n_ctx - 1 {
-                let z = &lg[(k - row0) * n_vocab..(k - row0 + 1) * n_vocab];
-                let v = nll(z, orig[k + 1] as usize);
-                nll_sum += v;
-                nll2 += v * v;
+        for (j, v) in nlls.iter().enumerate() {
+            let mut running = None;
+            if o.compute_ppl {
+                for &x in v {
+                    nll_sum += x;
+                    nll2 += x * x;
+                }
+                count += v.len();
+                running = Some((nll_sum / count as f64).exp());
             }
-            count += n_ctx - 1 - first;
-            running = Some((nll_sum / count as f64).exp());
+            fold(b, &mut im, &sc, j)?;
+            done += 1;
+            let prev = im.chunk_count;
+            im.update_chunk_count();
+            let now = im.chunk_count;
+            if now > prev {
+                let step = now - prev;
+                if (now % o.output_frequency as u32) / step == 0 {
+                    save(&im, &o.out, o.dat)?;
+                }
+                if o.save_frequency > 0 && (now % o.save_frequency as u32) / step == 0 {
+                    save(&im, &at_path(&o.out, now), o.dat)?;
+                }
+            }
+            on_chunk(i + j, running);
         }
-        fold(b, &mut im, &sc)?;
-        done += 1;
-        let prev = im.chunk_count;
-        im.update_chunk_count();
-        let now = im.chunk_count;
-        if now > prev {
-            let step = now - prev;
-            if (now % o.output_frequency as u32) / step == 0 {
-                save(&im, &o.out, o.dat)?;
-            }
-            if o.save_frequency > 0 && (now % o.save_frequency as u32) / step == 0 {
-                save(&im, &at_path(&o.out, now), o.dat)?;
-            }
-        }
-        on_chunk(i, running);
+        i += k;
     }
     let ppl = (o.compute_ppl && count > 0).then(|| {
         let mean = nll_sum / count as f64;

@@ -228,6 +228,13 @@ impl Imatrix {
                 },
             );
         }
+        if entries.is_empty() {
+            bail!(
+                "{p}: not an imatrix file: none of its {} tensors is a <name>{SUFFIX_IN_SUM2} / \
+                 <name>{SUFFIX_COUNTS} pair",
+                g.tensors().len()
+            );
+        }
         Ok(Imatrix {
             entries,
             datasets,
@@ -441,6 +448,15 @@ impl Imatrix {
             .iter()
             .filter(|(_, e)| !e.counts.is_empty() && e.counts.iter().any(|&c| c != 0))
             .collect();
+        if stored.is_empty() {
+            bail!("cannot write a legacy imatrix: no matrix has data (every count is 0)");
+        }
+        if let Some((name, _)) = stored.iter().find(|(n, _)| n.as_bytes().contains(&0)) {
+            bail!(
+                "cannot write a legacy imatrix: entry name {name:?} holds a NUL byte, which the \
+                 format's C-string names cut short"
+            );
+        }
         let mut out = Vec::new();
         out.extend_from_slice(&(stored.len() as i32).to_le_bytes());
         for (name, e) in stored {

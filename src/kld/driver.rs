@@ -12,9 +12,10 @@
 //! count or on how many chunks share a forward pass.
 
 use super::logits_file::{max_and_log_sum_exp, BaseFileReader, BaseFileWriter, BaseRecord};
-use super::stats::{token_kld_from_logits, token_kld_from_record, KldAccumulator, TokenKld};
+use super::stats::KldAccumulator;
 use crate::backend::Backend;
-use crate::model::Model;
+use crate::model::stream::Forward;
+use crate::model::Config;
 use anyhow::{bail, Result};
 use rayon::prelude::*;
 
@@ -83,46 +84,47 @@ pub fn chunk_count(n_tokens: usize, n_ctx: usize, max_chunks: Option<usize>) -> 
 }
 
 /// Logits `[rows, n_vocab]` on the host for hidden rows given on the host.
-fn head_logits<B: Backend>(b: &B, model: &Model<B>, hidden: &[f32], n_embd: usize) -> Vec<f32> {
+fn head_logits<B: Backend, M: Forward<B>>(
+    b: &B,
+    model: &mut M,
+    hidden: &[f32],
+    n_embd: usize,
+) -> Result<Vec<f32>> {
     let rows = hidden.len() / n_embd;
     let h = b.upload(hidden, rows, n_embd);
-    b.download(&model.logits(b, &h, None))
+    Ok(b.download(&model.head_logits(b, &h)?))
 }
 
-/// Final hidden states (after output_norm) of the scored positions of one pass, on the host.
-fn scored_hidden<B: Backend>(
+/// Final hidden states (after output_norm) of the scored positions of one pass, on the device.
+fn scored_hidden_on_device<B: Backend, M: Forward<B>>(
     b: &B,
-    model: &Model<B>,
+    model: &mut M,
+    ch: &Chunks,
+    tokens: &[u32],
+    n_seq: usize,
+) -> Result<B::Tensor> {
+    let hidden = model.hidden_states(b, tokens, ch.n_ctx)?;
+    Ok(b.gather_rows(&hidden, &ch.scored_rows(n_seq)))
+}
+
+/// As `scored_hidden_on_device`, on the host.
+fn scored_hidden<B: Backend, M: Forward<B>>(
+    b: &B,
+    model: &mut M,
     ch: &Chunks,
     tokens: &[u32],
     n_seq: usize,
 ) -> Result<Vec<f32>> {
-    let hidden = model.hidden(b, tokens, ch.n_ctx, None)?;
-    Ok(b.download(&b.gather_rows(&hidden, &ch.scored_rows(n_seq))))
-}
-
-/// Per-token results of one chunk, in token order.
-fn chunk_tokens(
-    quant_logits: &[f32],
-    n_vocab: usize,
-    targets: &[u32],
-    base: impl Fn(usize, &[f32], usize) -> TokenKld + Sync,
-) -> Vec<TokenKld> {
-    quant_logits
-        .par_chunks(n_vocab)
-        .zip(targets.par_iter())
-        .enumerate()
-        .map(|(j, (z, &t))| base(j, z, t as usize))
-        .collect()
+    Ok(b.download(&scored_hidden_on_device(b, model, ch, tokens, n_seq)?))
 }
 
 /// Check the two models can be compared token for token.
-pub fn check_pair<B: Backend>(base: &Model<B>, quant: &Model<B>) -> Result<()> {
-    if base.config.n_vocab != quant.config.n_vocab {
+pub fn check_pair(base: &Config, quant: &Config) -> Result<()> {
+    if base.n_vocab != quant.n_vocab {
         bail!(
             "the base model has {} tokens in its vocabulary, the quantized model {}: not the same model",
-            base.config.n_vocab,
-            quant.config.n_vocab
+            base.n_vocab,
+            quant.n_vocab
         );
     }
     Ok(())
@@ -132,57 +134,52 @@ pub fn check_pair<B: Backend>(base: &Model<B>, quant: &Model<B>) -> Result<()> {
 /// once the base model's layers are dropped, so one model's layers are resident at a time.
 /// `on_chunk(c, acc)` runs after each chunk `c`; `on_base_pass(done_chunks)` after each base
 /// pass (progress).
-pub fn own_mode<B: Backend>(
+pub fn own_mode<B: Backend, M: Forward<B>, Q: Forward<B>>(
     b: &B,
-    mut base: Model<B>,
-    load_quant: impl FnOnce() -> Result<Model<B>>,
+    mut base: M,
+    load_quant: impl FnOnce() -> Result<Q>,
     tokens: &[u32],
     ch: &Chunks,
     mut on_base_pass: impl FnMut(usize),
     mut on_chunk: impl FnMut(usize, &KldAccumulator),
 ) -> Result<KldAccumulator> {
     ch.check(tokens.len())?;
-    if let Some(&t) = tokens.iter().find(|&&t| t as usize >= base.config.n_vocab) {
+    if let Some(&t) = tokens
+        .iter()
+        .find(|&&t| t as usize >= base.config().n_vocab)
+    {
         bail!(
             "token id {t} is outside the vocabulary ({} tokens)",
-            base.config.n_vocab
+            base.config().n_vocab
         );
     }
-    let n_embd_b = base.config.n_embd;
-    let n_vocab = base.config.n_vocab;
+    let n_embd_b = base.config().n_embd;
     let per = ch.scored_per_chunk();
     // Pass 1: the base model's final hidden states at the scored positions.
     let mut base_hidden = Vec::with_capacity(ch.n_chunk * per * n_embd_b);
     for (i, n_seq) in ch.passes() {
         let toks = &tokens[i * ch.n_ctx..(i + n_seq) * ch.n_ctx];
-        base_hidden.extend(scored_hidden(b, &base, ch, toks, n_seq)?);
+        base_hidden.extend(scored_hidden(b, &mut base, ch, toks, n_seq)?);
         on_base_pass(i + n_seq);
     }
     // Only the output head (and its norm, already applied) is needed from here on.
-    base.layers.clear();
-    base.layers.shrink_to_fit();
-    let quant = &load_quant()?;
-    check_pair(&base, quant)?;
-    let n_embd_q = quant.config.n_embd;
-    // Pass 2: the quantized model, both heads, per-token KLD.
+    base.drop_layers();
+    let mut quant = load_quant()?;
+    check_pair(base.config(), quant.config())?;
+    // Pass 2: the quantized model, both heads, per-token KLD. Both chunks' logits stay on the
+    // device; `kld_tokens` returns only the per-token results.
     let mut acc = KldAccumulator::new();
     for (i, n_seq) in ch.passes() {
         let toks = &tokens[i * ch.n_ctx..(i + n_seq) * ch.n_ctx];
-        let qh = scored_hidden(b, quant, ch, toks, n_seq)?;
+        let qh = scored_hidden_on_device(b, &mut quant, ch, toks, n_seq)?;
         for s in 0..n_seq {
             let c = i + s;
-            let zq = head_logits(
-                b,
-                quant,
-                &qh[s * per * n_embd_q..(s + 1) * per * n_embd_q],
-                n_embd_q,
-            );
+            let rows: Vec<u32> = (s * per..(s + 1) * per).map(|r| r as u32).collect();
+            let zq = quant.head_logits(b, &b.gather_rows(&qh, &rows))?;
             let hb = &base_hidden[c * per * n_embd_b..(c + 1) * per * n_embd_b];
-            let zb = head_logits(b, &base, hb, n_embd_b);
+            let zb = base.head_logits(b, &b.upload(hb, per, n_embd_b))?;
             let targets = &tokens[c * ch.n_ctx + ch.first() + 1..(c + 1) * ch.n_ctx];
-            let results = chunk_tokens(&zq, n_vocab, targets, |j, z, t| {
-                token_kld_from_logits(z, &zb[j * n_vocab..(j + 1) * n_vocab], t)
-            });
+            let results = b.kld_tokens(&zq, &zb, targets);
             for r in &results {
                 acc.add(r);
             }
@@ -195,23 +192,23 @@ pub fn own_mode<B: Backend>(
 /// llama-perplexity's base run: the model over `ch.n_chunk` chunks of `tokens`, every scored
 /// position's log-probs written to `out`. Returns (running PPL after each chunk, PPL, its
 /// uncertainty), with llama-perplexity's f32 nll of this run (SPEC §7.1).
-pub fn write_base_file<B: Backend>(
+pub fn write_base_file<B: Backend, M: Forward<B>>(
     b: &B,
-    model: &Model<B>,
+    model: &mut M,
     tokens: &[u32],
     ch: &Chunks,
     out: &mut BaseFileWriter,
     mut on_chunk: impl FnMut(usize, f64),
 ) -> Result<(Vec<f64>, f64, f64)> {
     ch.check(tokens.len())?;
-    let n_vocab = model.config.n_vocab;
+    let n_vocab = model.config().n_vocab;
     if out.header.n_vocab as usize != n_vocab {
         bail!(
             "base file header says n_vocab {}, the model has {n_vocab}",
             out.header.n_vocab
         );
     }
-    let n_embd = model.config.n_embd;
+    let n_embd = model.config().n_embd;
     let per = ch.scored_per_chunk();
     let (mut nll, mut nll2, mut count) = (0.0f64, 0.0f64, 0usize);
     let mut running = Vec::with_capacity(ch.n_chunk);
@@ -225,7 +222,7 @@ pub fn write_base_file<B: Backend>(
                 model,
                 &h[s * per * n_embd..(s + 1) * per * n_embd],
                 n_embd,
-            );
+            )?;
             let targets = &tokens[c * ch.n_ctx + ch.first() + 1..(c + 1) * ch.n_ctx];
             let records: Vec<(BaseRecord, f32)> = z
                 .par_chunks(n_vocab)
@@ -259,16 +256,16 @@ pub fn write_base_file<B: Backend>(
 
 /// llama-perplexity's `--kl-divergence` run: the quantized model over the file's tokens, the
 /// first `n_chunk` chunks, against the stored base log-probs.
-pub fn file_mode<B: Backend>(
+pub fn file_mode<B: Backend, M: Forward<B>>(
     b: &B,
-    quant: &Model<B>,
+    quant: &mut M,
     base: &mut BaseFileReader,
     n_chunk: usize,
     seqs_per_pass: usize,
     mut on_chunk: impl FnMut(usize, &KldAccumulator),
 ) -> Result<KldAccumulator> {
     let h = base.header;
-    let n_vocab = quant.config.n_vocab;
+    let n_vocab = quant.config().n_vocab;
     if h.n_vocab as usize != n_vocab {
         bail!(
             "{}: base file is for a vocabulary of {} tokens, {} has {n_vocab}: not the same model family",
@@ -284,28 +281,22 @@ pub fn file_mode<B: Backend>(
     };
     let tokens = base.tokens.clone();
     ch.check(tokens.len())?;
-    let n_embd = quant.config.n_embd;
     let per = ch.scored_per_chunk();
     let mut acc = KldAccumulator::new();
     let mut records: Vec<BaseRecord> = (0..per).map(|_| BaseRecord::from_logits(&[0.0])).collect();
     for (i, n_seq) in ch.passes() {
         let toks = &tokens[i * ch.n_ctx..(i + n_seq) * ch.n_ctx];
-        let qh = scored_hidden(b, quant, &ch, toks, n_seq)?;
+        let qh = scored_hidden_on_device(b, quant, &ch, toks, n_seq)?;
         for s in 0..n_seq {
             let c = i + s;
             for r in records.iter_mut() {
                 base.read_record(r)?;
             }
-            let zq = head_logits(
-                b,
-                quant,
-                &qh[s * per * n_embd..(s + 1) * per * n_embd],
-                n_embd,
-            );
+            // The quant logits stay on the device; the records go to it.
+            let rows: Vec<u32> = (s * per..(s + 1) * per).map(|r| r as u32).collect();
+            let zq = quant.head_logits(b, &b.gather_rows(&qh, &rows))?;
             let targets = &tokens[c * ch.n_ctx + ch.first() + 1..(c + 1) * ch.n_ctx];
-            let results = chunk_tokens(&zq, n_vocab, targets, |j, z, t| {
-                token_kld_from_record(z, &records[j], t)
-            });
+            let results = b.kld_tokens_from_records(&zq, &records, targets);
             for r in &results {
                 acc.add(r);
             }

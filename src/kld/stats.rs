@@ -5,6 +5,7 @@
 //! sums do not depend on the thread count.
 
 use super::logits_file::{max_and_log_sum_exp, BaseRecord};
+use rayon::prelude::*;
 use serde::Serialize;
 
 /// Base log-probs below this do not contribute to the KLD sum (llama-perplexity's cutoff).
@@ -80,15 +81,82 @@ pub fn token_kld_from_logits(quant_logits: &[f32], base_logits: &[f32], target: 
 }
 
 fn finish(sum: f64, q: QuantSide, nll_base: f32, imax_base: usize) -> TokenKld {
+    token_kld_from_parts(sum, q.nll, nll_base, q.imax == imax_base)
+}
+
+/// A token's result from its KL sum, both nll and the top-token flag (Δp from the two nll, in
+/// f32 as above). The GPU reduction (`shaders/kld.wgsl`) returns these parts.
+pub fn token_kld_from_parts(kld: f64, nll: f32, nll_base: f32, same_top: bool) -> TokenKld {
     let p_base = (-nll_base).exp();
-    let p = (-q.nll).exp();
+    let p = (-nll).exp();
     TokenKld {
-        kld: sum,
+        kld,
         p_diff: p - p_base,
-        nll: q.nll,
+        nll,
         nll_base,
-        same_top: q.imax == imax_base,
+        same_top,
     }
+}
+
+/// `token_kld_from_logits` for every row of `[targets.len(), n_vocab]` logits matrices, rows in
+/// parallel, results in row order (the CPU side of `Backend::kld_tokens`).
+pub fn tokens_kld_from_logits(
+    quant_logits: &[f32],
+    base_logits: &[f32],
+    n_vocab: usize,
+    targets: &[u32],
+) -> Vec<TokenKld> {
+    assert!(
+        quant_logits.len() == targets.len() * n_vocab && base_logits.len() == quant_logits.len(),
+        "kld_tokens: {} targets, logits of {} and {} values, n_vocab {n_vocab}",
+        targets.len(),
+        quant_logits.len(),
+        base_logits.len()
+    );
+    if let Some(&t) = targets.iter().find(|&&t| t as usize >= n_vocab) {
+        panic!("kld_tokens: target {t} outside the vocabulary of {n_vocab}");
+    }
+    if targets.is_empty() {
+        return Vec::new();
+    }
+    quant_logits
+        .par_chunks(n_vocab)
+        .zip(base_logits.par_chunks(n_vocab))
+        .zip(targets.par_iter())
+        .map(|((zq, zb), &t)| token_kld_from_logits(zq, zb, t as usize))
+        .collect()
+}
+
+/// `token_kld_from_record` for every row of `[targets.len(), n_vocab]` quant logits against
+/// `base[row]`, rows in parallel, results in row order (the CPU side of
+/// `Backend::kld_tokens_from_records`).
+pub fn tokens_kld_from_records(
+    quant_logits: &[f32],
+    n_vocab: usize,
+    base: &[BaseRecord],
+    targets: &[u32],
+) -> Vec<TokenKld> {
+    assert!(
+        quant_logits.len() == targets.len() * n_vocab
+            && base.len() == targets.len()
+            && base.iter().all(|r| r.n_vocab() == n_vocab),
+        "kld_tokens_from_records: {} targets, {} records, logits of {} values, n_vocab {n_vocab}",
+        targets.len(),
+        base.len(),
+        quant_logits.len()
+    );
+    if let Some(&t) = targets.iter().find(|&&t| t as usize >= n_vocab) {
+        panic!("kld_tokens_from_records: target {t} outside the vocabulary of {n_vocab}");
+    }
+    if targets.is_empty() {
+        return Vec::new();
+    }
+    quant_logits
+        .par_chunks(n_vocab)
+        .zip(base.par_iter())
+        .zip(targets.par_iter())
+        .map(|((z, rec), &t)| token_kld_from_record(z, rec, t as usize))
+        .collect()
 }
 
 /// Running sums of llama-perplexity's `kl_divergence_result`, plus every token's KLD and Δp

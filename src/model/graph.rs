@@ -46,10 +46,20 @@ pub struct LayerWeights<W> {
     pub ffn: Ffn<W>,
 }
 
-/// Per weight name, one statistics accumulator per expert (1 for a dense matrix).
+/// Per weight name, one statistics accumulator per expert (1 for a dense matrix) and per
+/// sequence of the batch: a batch of several chunks keeps each chunk's sums apart, so they are
+/// folded chunk by chunk exactly as if each chunk had run alone.
 pub struct StatsCollector<S> {
     /// Also collect `output.weight` (llama-imatrix `--process-output`; never a tied embedding).
     pub process_output: bool,
+    /// Sequences in the batch (1: the whole activation is one sequence).
+    pub n_seq: usize,
+    /// Tokens per sequence when `n_seq > 1`.
+    pub seq_len: usize,
+    /// Sequence of row 0 of the activations being processed (the output head runs on one
+    /// chunk's rows at a time).
+    pub first_seq: usize,
+    /// `[expert * n_seq + seq]` per name.
     pub entries: BTreeMap<String, Vec<S>>,
     /// Names in the order they were first collected.
     pub order: Vec<String>,
@@ -57,14 +67,23 @@ pub struct StatsCollector<S> {
 
 impl<S> StatsCollector<S> {
     pub fn new(process_output: bool) -> Self {
+        Self::batched(process_output, 1, 0)
+    }
+
+    /// A collector for `n_seq` sequences of `seq_len` tokens run in one batch.
+    pub fn batched(process_output: bool, n_seq: usize, seq_len: usize) -> Self {
         StatsCollector {
             process_output,
+            n_seq: n_seq.max(1),
+            seq_len,
+            first_seq: 0,
             entries: BTreeMap::new(),
             order: Vec::new(),
         }
     }
 
-    /// The accumulator of `expert` of `name`, created (all experts) on first use.
+    /// The accumulator of `expert` of `name` for sequence `seq`, created (all experts, all
+    /// sequences) on first use.
     pub fn slot<B: Backend<Stats = S>>(
         &mut self,
         b: &B,
@@ -72,13 +91,50 @@ impl<S> StatsCollector<S> {
         n_expert: usize,
         n_cols: usize,
         expert: usize,
+        seq: usize,
     ) -> &mut S {
+        let n_seq = self.n_seq;
         if !self.entries.contains_key(name) {
-            let v = (0..n_expert.max(1)).map(|_| b.stats_new(n_cols)).collect();
+            let v = (0..n_expert.max(1) * n_seq)
+                .map(|_| b.stats_new(n_cols))
+                .collect();
             self.entries.insert(name.to_string(), v);
             self.order.push(name.to_string());
         }
-        &mut self.entries.get_mut(name).unwrap()[expert]
+        &mut self.entries.get_mut(name).unwrap()[expert * n_seq + seq]
+    }
+
+    /// Sequence `seq`'s accumulators of every name: (name, one per expert).
+    pub fn of_seq(&self, seq: usize) -> impl Iterator<Item = (&String, Vec<&S>)> + '_ {
+        let n_seq = self.n_seq;
+        self.entries
+            .iter()
+            .map(move |(name, v)| (name, v.iter().skip(seq).step_by(n_seq).collect::<Vec<&S>>()))
+    }
+
+    /// Statistics of a dense matmul's input `x` under `name`, with llama-imatrix's rule (≥ 16
+    /// rows per sequence). A single-sequence batch returns the slot for the matmul to fill; a
+    /// multi-sequence batch accumulates each sequence's rows into its own slot here and returns
+    /// None.
+    pub(crate) fn dense<B: Backend<Stats = S>>(
+        &mut self,
+        b: &B,
+        x: &B::Tensor,
+        name: &str,
+    ) -> Option<&mut S> {
+        let (rows, cols) = b.shape(x);
+        if self.n_seq <= 1 {
+            return (rows >= MIN_STATS_ROWS).then(|| self.slot(b, name, 1, cols, 0, 0));
+        }
+        let per = self.seq_len;
+        if per >= MIN_STATS_ROWS {
+            for j in 0..rows / per {
+                let seq = self.first_seq + j;
+                let s = self.slot(b, name, 1, cols, 0, seq);
+                b.stats_add_rows(x, j * per, per, s);
+            }
+        }
+        None
     }
 }
 
@@ -128,20 +184,10 @@ impl<W> LayerWeights<W> {
         c: &Config,
         il: usize,
     ) -> Result<LayerWeights<W>> {
+        check_layer_shapes(file, c, il)?;
         let n = |s: &str| format!("blk.{il}.{s}.weight");
-        let kv = c.n_head_kv * c.head_dim;
-        check_shape(file, &n("attn_norm"), &[c.n_embd])?;
-        check_shape(file, &n("attn_q"), &[c.n_embd, c.n_embd])?;
-        check_shape(file, &n("attn_k"), &[c.n_embd, kv])?;
-        check_shape(file, &n("attn_v"), &[c.n_embd, kv])?;
-        check_shape(file, &n("attn_output"), &[c.n_embd, c.n_embd])?;
-        check_shape(file, &n("ffn_norm"), &[c.n_embd])?;
         let ffn = if c.is_moe() {
             let e = c.n_expert;
-            check_shape(file, &n("ffn_gate_inp"), &[c.n_embd, e])?;
-            check_shape(file, &n("ffn_gate_exps"), &[c.n_embd, c.n_ff, e])?;
-            check_shape(file, &n("ffn_up_exps"), &[c.n_embd, c.n_ff, e])?;
-            check_shape(file, &n("ffn_down_exps"), &[c.n_ff, c.n_embd, e])?;
             Ffn::Moe {
                 gate_inp: load(b, file, &n("ffn_gate_inp"))?,
                 gate_exps: load_experts(b, file, &n("ffn_gate_exps"), e)?,
@@ -149,9 +195,6 @@ impl<W> LayerWeights<W> {
                 down_exps: load_experts(b, file, &n("ffn_down_exps"), e)?,
             }
         } else {
-            check_shape(file, &n("ffn_gate"), &[c.n_embd, c.n_ff])?;
-            check_shape(file, &n("ffn_up"), &[c.n_embd, c.n_ff])?;
-            check_shape(file, &n("ffn_down"), &[c.n_ff, c.n_embd])?;
             Ffn::Dense {
                 gate: load(b, file, &n("ffn_gate"))?,
                 up: load(b, file, &n("ffn_up"))?,
@@ -168,6 +211,30 @@ impl<W> LayerWeights<W> {
             ffn,
         })
     }
+}
+
+/// Check layer `il`'s tensor shapes against the config.
+pub fn check_layer_shapes(file: &GgufFile, c: &Config, il: usize) -> Result<()> {
+    let n = |s: &str| format!("blk.{il}.{s}.weight");
+    let kv = c.n_head_kv * c.head_dim;
+    check_shape(file, &n("attn_norm"), &[c.n_embd])?;
+    check_shape(file, &n("attn_q"), &[c.n_embd, c.n_embd])?;
+    check_shape(file, &n("attn_k"), &[c.n_embd, kv])?;
+    check_shape(file, &n("attn_v"), &[c.n_embd, kv])?;
+    check_shape(file, &n("attn_output"), &[c.n_embd, c.n_embd])?;
+    check_shape(file, &n("ffn_norm"), &[c.n_embd])?;
+    if c.is_moe() {
+        let e = c.n_expert;
+        check_shape(file, &n("ffn_gate_inp"), &[c.n_embd, e])?;
+        check_shape(file, &n("ffn_gate_exps"), &[c.n_embd, c.n_ff, e])?;
+        check_shape(file, &n("ffn_up_exps"), &[c.n_embd, c.n_ff, e])?;
+        check_shape(file, &n("ffn_down_exps"), &[c.n_ff, c.n_embd, e])?;
+    } else {
+        check_shape(file, &n("ffn_gate"), &[c.n_embd, c.n_ff])?;
+        check_shape(file, &n("ffn_up"), &[c.n_embd, c.n_ff])?;
+        check_shape(file, &n("ffn_down"), &[c.n_ff, c.n_embd])?;
+    }
+    Ok(())
 }
 
 /// Router decision for one token: the top-k experts (descending probability, ties to the lower
@@ -284,11 +351,9 @@ impl<B: Backend> Model<B> {
         hidden: &B::Tensor,
         stats: Option<&mut StatsCollector<B::Stats>>,
     ) -> B::Tensor {
-        let (rows, cols) = b.shape(hidden);
-        let collect = self.config.has_output && rows >= MIN_STATS_ROWS;
         let s = match stats {
-            Some(s) if collect && s.process_output => {
-                Some(s.slot(b, &self.output.name, 1, cols, 0))
+            Some(s) if self.config.has_output && s.process_output => {
+                s.dense(b, hidden, &self.output.name)
             }
             _ => None,
         };
@@ -315,14 +380,11 @@ fn mm<B: Backend>(
     w: &Named<B::Weight>,
     stats: &mut Option<&mut StatsCollector<B::Stats>>,
 ) -> B::Tensor {
-    let (rows, cols) = b.shape(x);
-    match stats {
-        Some(s) if rows >= MIN_STATS_ROWS => {
-            let slot = s.slot(b, &w.name, 1, cols, 0);
-            b.matmul(x, &w.w, Some(slot))
-        }
-        _ => b.matmul(x, &w.w, None),
-    }
+    let slot = match stats {
+        Some(s) => s.dense(b, x, &w.name),
+        None => None,
+    };
+    b.matmul(x, &w.w, slot)
 }
 
 /// One transformer block: `h += attn(norm(h))`, then `h += ffn(norm(h))`.
@@ -376,19 +438,30 @@ pub fn layer_forward<B: Backend>(
     b.add_assign(h, &out);
 }
 
-/// Expert matmul: MUL_MAT_ID statistics are always collected (no row minimum).
+/// Expert matmul: MUL_MAT_ID statistics are always collected (no row minimum). `pieces` are
+/// (first row, rows, sequence) of x in accumulation order, used when the batch holds several
+/// sequences.
 fn mm_expert<B: Backend>(
     b: &B,
     x: &B::Tensor,
     w: &Named<Vec<B::Weight>>,
     e: usize,
+    pieces: &[(usize, usize, usize)],
     stats: &mut Option<&mut StatsCollector<B::Stats>>,
 ) -> B::Tensor {
     let cols = b.shape(x).1;
+    let n_expert = w.w.len();
     match stats {
-        Some(s) => {
-            let slot = s.slot(b, &w.name, w.w.len(), cols, e);
+        Some(s) if s.n_seq <= 1 => {
+            let slot = s.slot(b, &w.name, n_expert, cols, e, 0);
             b.matmul(x, &w.w[e], Some(slot))
+        }
+        Some(s) => {
+            for &(r0, n, seq) in pieces {
+                let slot = s.slot(b, &w.name, n_expert, cols, e, seq);
+                b.stats_add_rows(x, r0, n, slot);
+            }
+            b.matmul(x, &w.w[e], None)
         }
         None => b.matmul(x, &w.w[e], None),
     }
@@ -435,11 +508,33 @@ fn moe_ffn<B: Backend>(
             expert_out.push(None);
             continue;
         }
+        // Expert e's rows of each sequence in accumulation order: slot by slot, and inside a
+        // slot's range tokens ascend, so each sequence's rows form one run per slot.
+        let mut pieces: Vec<(usize, usize, usize)> = Vec::new();
+        if let Some(sc) = stats.as_deref() {
+            if sc.n_seq > 1 {
+                let per = sc.seq_len.max(1);
+                let mut by_seq: Vec<Vec<(usize, usize, usize)>> = vec![Vec::new(); rows / per];
+                for &(lo, hi) in &seg[e] {
+                    let mut r = lo;
+                    while r < hi {
+                        let seq = idx[e][r] as usize / per;
+                        let mut end = r + 1;
+                        while end < hi && idx[e][end] as usize / per == seq {
+                            end += 1;
+                        }
+                        by_seq[seq].push((r, end - r, sc.first_seq + seq));
+                        r = end;
+                    }
+                }
+                pieces = by_seq.concat();
+            }
+        }
         let x = b.gather_rows(f, &idx[e]);
-        let g = mm_expert(b, &x, gate_exps, e, stats);
-        let u = mm_expert(b, &x, up_exps, e, stats);
+        let g = mm_expert(b, &x, gate_exps, e, &pieces, stats);
+        let u = mm_expert(b, &x, up_exps, e, &pieces, stats);
         let m = b.silu_mul(&g, &u);
-        expert_out.push(Some(mm_expert(b, &m, down_exps, e, stats)));
+        expert_out.push(Some(mm_expert(b, &m, down_exps, e, &pieces, stats)));
     }
     // Combine slot by slot so each token sums its experts in slot order, as llama.cpp does.
     let mut out = b.upload(&vec![0.0f32; rows * n_embd], rows, n_embd);

@@ -2,6 +2,7 @@
 
 pub mod config;
 pub mod graph;
+pub mod stream;
 pub mod tokenizer;
 
 pub use config::Config;

@@ -216,18 +216,24 @@ const WEIGHT_ROWS_PER_TASK: usize = 32;
 
 /// Fold one activation matrix into statistics: Σx², Σx per column, rows in order.
 pub fn accumulate_stats(s: &mut StatsHost, x: &CpuTensor) {
+    accumulate_stats_rows(s, x, 0, x.rows)
+}
+
+/// Fold rows `row0..row0 + n` of `x` into statistics, in row order.
+pub fn accumulate_stats_rows(s: &mut StatsHost, x: &CpuTensor, row0: usize, n: usize) {
+    assert!(row0 + n <= x.rows, "statistics rows past the tensor");
     if s.sum2.len() != x.cols {
         s.sum2 = vec![0.0; x.cols];
         s.sum = vec![0.0; x.cols];
     }
-    for r in 0..x.rows {
+    for r in row0..row0 + n {
         let row = x.row(r);
         for (j, &v) in row.iter().enumerate() {
             s.sum2[j] += v * v;
             s.sum[j] += v;
         }
     }
-    s.count += x.rows as u64;
+    s.count += n as u64;
 }
 
 /// Softmax of `x` in place: max subtracted, f32 exps summed in f64, scaled by (f32)(1/sum).
@@ -514,6 +520,10 @@ impl Backend for CpuBackend {
                 *dv += s * sv;
             }
         }
+    }
+
+    fn stats_add_rows(&self, x: &CpuTensor, row0: usize, n: usize, s: &mut StatsHost) {
+        accumulate_stats_rows(s, x, row0, n)
     }
 
     fn stats_new(&self, n_cols: usize) -> StatsHost {

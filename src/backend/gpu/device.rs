@@ -153,3 +153,78 @@ impl GpuDevice {
         self.info.device_type == wgpu::DeviceType::Cpu
     }
 }
+
+/// Device memory as the driver reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct VramInfo {
+    /// Size of the largest device-local heap.
+    pub heap_bytes: u64,
+    /// What this process may use of that heap now (VK_EXT_memory_budget), if reported.
+    pub budget_bytes: Option<u64>,
+}
+
+impl VramInfo {
+    /// The budget to plan with when the user gives none: 90% of the driver's budget (or heap).
+    pub fn default_budget(&self) -> u64 {
+        self.budget_bytes.unwrap_or(self.heap_bytes) / 10 * 9
+    }
+}
+
+/// Device-local memory of a Vulkan adapter, read through wgpu-hal (wgpu has no portable query;
+/// Metal and DX12 adapters return None).
+#[cfg(any(
+    target_os = "linux",
+    target_os = "windows",
+    target_os = "android",
+    target_os = "freebsd"
+))]
+pub fn vram_info(adapter: &wgpu::Adapter) -> Option<VramInfo> {
+    use ash::vk;
+    // SAFETY: the instance and physical device handles are only used for read-only queries
+    // while `adapter` (which owns them) is alive.
+    unsafe {
+        let hal = adapter.as_hal::<wgpu::hal::api::Vulkan>()?;
+        let inst = hal.shared_instance().raw_instance();
+        let phys = hal.raw_physical_device();
+        let shared = hal.shared_instance();
+        // vkGetPhysicalDeviceMemoryProperties2 is core in 1.1; a 1.0 instance reports heaps only.
+        let v11 = shared.instance_api_version() >= vk::API_VERSION_1_1
+            && inst.get_physical_device_properties(phys).api_version >= vk::API_VERSION_1_1;
+        let has_budget = v11
+            && inst
+                .enumerate_device_extension_properties(phys)
+                .map(|exts| {
+                    exts.iter()
+                        .any(|e| e.extension_name_as_c_str() == Ok(ash::ext::memory_budget::NAME))
+                })
+                .unwrap_or(false);
+        let mut budget = vk::PhysicalDeviceMemoryBudgetPropertiesEXT::default();
+        let mp = if has_budget {
+            let mut props2 = vk::PhysicalDeviceMemoryProperties2::default().push_next(&mut budget);
+            inst.get_physical_device_memory_properties2(phys, &mut props2);
+            props2.memory_properties
+        } else {
+            inst.get_physical_device_memory_properties(phys)
+        };
+        let heaps = &mp.memory_heaps[..mp.memory_heap_count as usize];
+        let (i, heap) = heaps
+            .iter()
+            .enumerate()
+            .filter(|(_, h)| h.flags.contains(vk::MemoryHeapFlags::DEVICE_LOCAL))
+            .max_by_key(|(_, h)| h.size)?;
+        Some(VramInfo {
+            heap_bytes: heap.size,
+            budget_bytes: (has_budget && budget.heap_budget[i] > 0).then(|| budget.heap_budget[i]),
+        })
+    }
+}
+
+#[cfg(not(any(
+    target_os = "linux",
+    target_os = "windows",
+    target_os = "android",
+    target_os = "freebsd"
+)))]
+pub fn vram_info(_adapter: &wgpu::Adapter) -> Option<VramInfo> {
+    None
+}

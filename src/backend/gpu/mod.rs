@@ -5,6 +5,7 @@
 pub mod device;
 pub mod kernels;
 pub mod pool;
+pub mod scheduler;
 
 use crate::backend::{AttnParams, Backend, RopeParams, StatsHost, WeightSource};
 use crate::gguf::GgmlType;
@@ -340,6 +341,7 @@ impl GpuBackend {
             let src = &bytes[row0 * row_bytes..(row0 + rows) * row_bytes];
             let mut padded = src.to_vec();
             padded.resize(src.len().div_ceil(4) * 4 + 8, 0);
+            self.ctx.pool.reserve(padded.len() as u64);
             let buf = self
                 .ctx
                 .dev
@@ -456,7 +458,7 @@ impl Backend for GpuBackend {
 
     fn matmul(&self, x: &GpuTensor, w: &GpuWeight, stats: Option<&mut GpuStats>) -> GpuTensor {
         if let Some(s) = stats {
-            kernels::mm_stats::run(&self.ctx, x, s);
+            kernels::mm_stats::run(&self.ctx, x, 0, x.rows, s);
         }
         self.matmul_with(x, w, self.matmul_variant)
     }
@@ -496,6 +498,28 @@ impl Backend for GpuBackend {
 
     fn scatter_add_scaled(&self, dst: &mut GpuTensor, src: &GpuTensor, idx: &[u32], scale: &[f32]) {
         kernels::scatter_add::run(&self.ctx, dst, src, idx, scale);
+    }
+
+    fn kld_tokens(
+        &self,
+        quant_logits: &GpuTensor,
+        base_logits: &GpuTensor,
+        targets: &[u32],
+    ) -> Vec<crate::kld::TokenKld> {
+        kernels::kld::run(&self.ctx, quant_logits, base_logits, targets)
+    }
+
+    fn kld_tokens_from_records(
+        &self,
+        quant_logits: &GpuTensor,
+        base: &[crate::kld::BaseRecord],
+        targets: &[u32],
+    ) -> Vec<crate::kld::TokenKld> {
+        kernels::kld::run_vs_base_file(&self.ctx, quant_logits, base, targets)
+    }
+
+    fn stats_add_rows(&self, x: &GpuTensor, row0: usize, n: usize, s: &mut GpuStats) {
+        kernels::mm_stats::run(&self.ctx, x, row0, n, s);
     }
 
     fn stats_new(&self, n_cols: usize) -> GpuStats {

@@ -12,6 +12,8 @@ pub struct Pool {
     free: Mutex<HashMap<u64, Vec<wgpu::Buffer>>>,
     allocated: AtomicU64,
     peak: AtomicU64,
+    /// VRAM budget: past it, free pooled buffers are released before allocating more.
+    limit: AtomicU64,
 }
 
 /// A storage buffer from the pool; goes back to the free list when dropped.
@@ -53,6 +55,7 @@ impl Pool {
             free: Mutex::new(HashMap::new()),
             allocated: AtomicU64::new(0),
             peak: AtomicU64::new(0),
+            limit: AtomicU64::new(u64::MAX),
         })
     }
 
@@ -67,6 +70,9 @@ impl Pool {
             .lock()
             .ok()
             .and_then(|mut f| f.get_mut(&class).and_then(|v| v.pop()));
+        if reused.is_none() && self.allocated_bytes() + class > self.limit.load(Ordering::Relaxed) {
+            self.trim();
+        }
         let buf = reused.unwrap_or_else(|| {
             self.note_alloc(class);
             self.device.create_buffer(&wgpu::BufferDescriptor {
@@ -85,6 +91,14 @@ impl Pool {
         }
     }
 
+    /// Make room for `bytes` more under the limit by releasing free pooled buffers (call before
+    /// creating a buffer outside the pool).
+    pub fn reserve(&self, bytes: u64) {
+        if self.allocated_bytes() + bytes > self.limit.load(Ordering::Relaxed) {
+            self.trim();
+        }
+    }
+
     /// Count a buffer made outside the pool (weights).
     pub fn note_alloc(&self, bytes: u64) {
         let now = self.allocated.fetch_add(bytes, Ordering::Relaxed) + bytes;
@@ -98,6 +112,17 @@ impl Pool {
     /// Bytes currently allocated on the device (including free pooled buffers).
     pub fn allocated_bytes(&self) -> u64 {
         self.allocated.load(Ordering::Relaxed)
+    }
+
+    /// Keep allocations under `bytes` by releasing free buffers first (None: no limit).
+    pub fn set_limit(&self, bytes: Option<u64>) {
+        self.limit
+            .store(bytes.unwrap_or(u64::MAX), Ordering::Relaxed);
+    }
+
+    /// Restart peak tracking from the current allocation.
+    pub fn reset_peak(&self) {
+        self.peak.store(self.allocated_bytes(), Ordering::Relaxed);
     }
 
     pub fn peak_bytes(&self) -> u64 {

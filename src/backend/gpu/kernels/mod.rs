@@ -5,6 +5,7 @@ pub mod add;
 pub mod attention;
 pub mod gather_rows;
 pub mod get_rows;
+pub mod kld;
 pub mod matmul;
 pub mod matmul_tiled;
 pub mod matmul_unrolled;
@@ -89,6 +90,8 @@ pub fn all_sources() -> Vec<(String, String)> {
     v.push(("add.wgsl".into(), add::SHADER.into()));
     v.push(("gather_rows.wgsl".into(), gather_rows::SHADER.into()));
     v.push(("scatter_add.wgsl".into(), scatter_add::SHADER.into()));
+    v.push(("kld.wgsl".into(), kld::source()));
+    v.push(("kld_record.wgsl".into(), kld::record_source()));
     for t in quant_block::TYPES {
         v.push((
             format!("quant+{t}"),
@@ -125,6 +128,9 @@ pub fn shader_files() -> Vec<&'static str> {
         "add.wgsl",
         "gather_rows.wgsl",
         "scatter_add.wgsl",
+        "kld_common.wgsl",
+        "kld.wgsl",
+        "kld_record.wgsl",
         "quant_common.wgsl",
         "quant_q8_0.wgsl",
         "quant_q4_0.wgsl",

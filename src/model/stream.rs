@@ -1,0 +1,308 @@
+//! `Runner`: the forward graph driven for long runs (imatrix), with the weights either resident
+//! or streamed layer by layer (`backend::gpu::scheduler::Plan`).
+//!
+//! A pass takes a batch of whole sequences (a wave of chunks). Streamed, each layer is loaded
+//! when the wave reaches it and the next one is loaded right after the current layer's work has
+//! been queued, so its upload overlaps that work and two layers are alive at once. The output
+//! head, when not resident, runs in row slices. Token embeddings are always dequantized on the
+//! host from the memory-mapped file (the embedding matrix never goes to the device), so the
+//! resident and streamed paths do exactly the same arithmetic and give the same bits.
+
+use super::config::Config;
+use super::graph::{layer_forward, LayerWeights, Named, StatsCollector};
+use crate::backend::gpu::scheduler::Plan;
+use crate::backend::{Backend, WeightSource};
+use crate::gguf::GgufFile;
+use anyhow::{bail, Result};
+use std::sync::Arc;
+
+/// Counters for progress and benches.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct StreamCounters {
+    /// Weight bytes handed to the backend (uploads on a GPU).
+    pub bytes_uploaded: u64,
+    /// Layers loaded (n_layer per wave when streaming).
+    pub layers_loaded: u64,
+    pub passes: u64,
+}
+
+pub struct Runner<B: Backend> {
+    pub file: Arc<GgufFile>,
+    pub config: Config,
+    pub plan: Plan,
+    output_norm: Named<B::Weight>,
+    /// Resident layers (empty when streaming).
+    layers: Vec<LayerWeights<B::Weight>>,
+    /// Resident output head (None when streaming it in slices).
+    output: Option<Named<B::Weight>>,
+    output_name: String,
+    pub counters: StreamCounters,
+    /// Called after each layer of a pass with (layers done, n_layer, counters): progress for
+    /// long waves.
+    pub on_layer: Option<Box<dyn FnMut(usize, usize, &StreamCounters)>>,
+}
+
+fn layer_bytes(file: &GgufFile, il: usize) -> u64 {
+    let prefix = format!("blk.{il}.");
+    file.tensors()
+        .iter()
+        .filter(|t| t.name.starts_with(&prefix))
+        .map(|t| t.n_bytes)
+        .sum()
+}
+
+impl<B: Backend> Runner<B> {
+    pub fn new(b: &B, file: &Arc<GgufFile>, plan: Plan) -> Result<Runner<B>> {
+        let config = Config::from_gguf(file)?;
+        let named = |name: &str| -> Result<Named<B::Weight>> {
+            let t = file.require_tensor(name)?;
+            Ok(Named {
+                name: name.to_string(),
+                w: b.weight(&WeightSource::from_tensor(file, t, None))?,
+            })
+        };
+        let output_name = if config.has_output {
+            "output.weight"
+        } else {
+            "token_embd.weight"
+        }
+        .to_string();
+        let t = file.require_tensor(&output_name)?;
+        if t.ne(0) as usize != config.n_embd || t.ne(1) as usize != config.n_vocab {
+            bail!(
+                "{}: tensor {output_name} has shape {:?}, expected [{}, {}]",
+                file.path.display(),
+                t.dims,
+                config.n_embd,
+                config.n_vocab
+            );
+        }
+        let emb = file.require_tensor("token_embd.weight")?;
+        if emb.ne(0) as usize != config.n_embd || (emb.ne(1) as usize) < config.n_vocab {
+            bail!(
+                "{}: tensor token_embd.weight has shape {:?}, expected [{}, {}]",
+                file.path.display(),
+                emb.dims,
+                config.n_embd,
+                config.n_vocab
+            );
+        }
+        let mut counters = StreamCounters::default();
+        let (layers, output) = if plan.resident {
+            let layers = (0..config.n_layer)
+                .map(|il| LayerWeights::load(b, file, &config, il))
+                .collect::<Result<Vec<_>>>()?;
+            counters.bytes_uploaded += (0..config.n_layer)
+                .map(|il| layer_bytes(file, il))
+                .sum::<u64>()
+                + t.n_bytes;
+            counters.layers_loaded += config.n_layer as u64;
+            (layers, Some(named(&output_name)?))
+        } else {
+            // Check every layer's shapes now rather than mid-run.
+            for il in 0..config.n_layer {
+                super::graph::check_layer_shapes(file, &config, il)?;
+            }
+            (Vec::new(), None)
+        };
+        Ok(Runner {
+            output_norm: named("output_norm.weight")?,
+            file: file.clone(),
+            config,
+            plan,
+            layers,
+            output,
+            output_name,
+            counters,
+            on_layer: None,
+        })
+    }
+
+    /// Embedding rows of `tokens`, dequantized on the host.
+    pub fn embed(&self, b: &B, tokens: &[u32]) -> Result<B::Tensor> {
+        let c = &self.config;
+        let t = self.file.require_tensor("token_embd.weight")?;
+        let row_bytes = t.ggml_type.row_bytes(c.n_embd as u64).unwrap_or(0) as usize;
+        let base = (self.file.header.data_offset + t.offset) as usize;
+        let bytes = self.file.bytes();
+        let mut out = vec![0f32; tokens.len() * c.n_embd];
+        for (row, &id) in out.chunks_mut(c.n_embd).zip(tokens) {
+            if id as usize >= c.n_vocab {
+                bail!(
+                    "token id {id} is outside the model's vocabulary ({} tokens)",
+                    c.n_vocab
+                );
+            }
+            let off = base + id as usize * row_bytes;
+            crate::quant::dequantize_row(t.ggml_type, &bytes[off..off + row_bytes], row)
+                .map_err(|e| anyhow::anyhow!("token_embd.weight row {id}: {e}"))?;
+        }
+        Ok(b.upload(&out, tokens.len(), c.n_embd))
+    }
+
+    /// Final hidden states (after `output_norm`) of whole sequences of `seq_len` tokens,
+    /// collecting statistics into `stats` (a collector for `tokens.len() / seq_len` sequences).
+    pub fn hidden(
+        &mut self,
+        b: &B,
+        tokens: &[u32],
+        seq_len: usize,
+        mut stats: Option<&mut StatsCollector<B::Stats>>,
+    ) -> Result<B::Tensor> {
+        if seq_len == 0 || tokens.len() % seq_len != 0 {
+            bail!(
+                "{} tokens do not make whole sequences of {seq_len}",
+                tokens.len()
+            );
+        }
+        self.counters.passes += 1;
+        let mut h = self.embed(b, tokens)?;
+        let config = self.config.clone();
+        if self.plan.resident {
+            for (il, layer) in self.layers.iter().enumerate() {
+                layer_forward(b, &config, layer, il, &mut h, seq_len, stats.as_deref_mut());
+                if let Some(f) = self.on_layer.as_mut() {
+                    f(il + 1, config.n_layer, &self.counters);
+                }
+            }
+        } else {
+            let n = config.n_layer;
+            let mut next = if n > 0 {
+                Some(self.load_owned(b, 0)?)
+            } else {
+                None
+            };
+            for il in 0..n {
+                let cur = next.take().expect("layer loaded ahead");
+                layer_forward(b, &config, &cur, il, &mut h, seq_len, stats.as_deref_mut());
+                // Queue the next layer's upload while this one's work runs; then let it go.
+                if il + 1 < n {
+                    next = Some(self.load_owned(b, il + 1)?);
+                }
+                drop(cur);
+                if let Some(f) = self.on_layer.as_mut() {
+                    f(il + 1, n, &self.counters);
+                }
+            }
+        }
+        Ok(b.rms_norm(&h, &self.output_norm.w, config.rms_eps))
+    }
+
+    /// All weights resident, `seqs_per_pass` chunks per pass.
+    pub fn resident(b: &B, file: &Arc<GgufFile>, seqs_per_pass: usize) -> Result<Runner<B>> {
+        let c = Config::from_gguf(file)?;
+        let plan = Plan {
+            resident: true,
+            seqs_per_pass: seqs_per_pass.max(1),
+            head_rows_per_slice: c.n_vocab,
+            budget: None,
+        };
+        Self::new(b, file, plan)
+    }
+
+    fn load_owned(&mut self, b: &B, il: usize) -> Result<LayerWeights<B::Weight>> {
+        self.counters.bytes_uploaded += layer_bytes(&self.file, il);
+        self.counters.layers_loaded += 1;
+        LayerWeights::load(b, &self.file, &self.config, il)
+    }
+
+    /// Logits `[rows, n_vocab]` of final hidden states, on the host; with `process_output`
+    /// statistics of `output.weight` (never a tied embedding).
+    pub fn logits(
+        &mut self,
+        b: &B,
+        hidden: &B::Tensor,
+        stats: Option<&mut StatsCollector<B::Stats>>,
+    ) -> Result<Vec<f32>> {
+        let rows = b.shape(hidden).0;
+        if let Some(s) = stats {
+            if self.config.has_output && s.process_output {
+                if let Some(slot) = s.dense(b, hidden, &self.output_name) {
+                    b.stats_add_rows(hidden, 0, rows, slot);
+                }
+            }
+        }
+        if let Some(w) = &self.output {
+            return Ok(b.download(&b.matmul(hidden, &w.w, None)));
+        }
+        let n_vocab = self.config.n_vocab;
+        let t = self.file.require_tensor(&self.output_name)?.clone();
+        let full = WeightSource::from_tensor(&self.file, &t, None);
+        let row_bytes = full.row_bytes();
+        let per = self.plan.head_rows_per_slice.max(1);
+        let mut out = vec![0f32; rows * n_vocab];
+        let mut r0 = 0;
+        while r0 < n_vocab {
+            let n = per.min(n_vocab - r0);
+            let slice = WeightSource {
+                ne1: n,
+                byte_offset: full.byte_offset + r0 * row_bytes,
+                n_bytes: n * row_bytes,
+                ..full.clone()
+            };
+            self.counters.bytes_uploaded += slice.n_bytes as u64;
+            let w = b.weight(&slice)?;
+            let y = b.download(&b.matmul(hidden, &w, None));
+            drop(w);
+            for (dst, src) in out.chunks_mut(n_vocab).zip(y.chunks(n)) {
+                dst[r0..r0 + n].copy_from_slice(src);
+            }
+            r0 += n;
+        }
+        Ok(out)
+    }
+}
+
+/// What the KLD runs need from a model, on the device: final hidden states of whole sequences
+/// and logits of some of them. Implemented by the resident `Model` and by `Runner` (streamed
+/// under a VRAM budget).
+pub trait Forward<B: Backend> {
+    fn config(&self) -> &Config;
+    /// Final hidden states (after `output_norm`), no statistics.
+    fn hidden_states(&mut self, b: &B, tokens: &[u32], seq_len: usize) -> Result<B::Tensor>;
+    /// Logits `[rows, n_vocab]` of final hidden states, on the device.
+    fn head_logits(&mut self, b: &B, hidden: &B::Tensor) -> Result<B::Tensor>;
+    /// Let the layers go (only the output head is used from now on).
+    fn drop_layers(&mut self);
+}
+
+impl<B: Backend> Forward<B> for super::Model<B> {
+    fn config(&self) -> &Config {
+        &self.config
+    }
+    fn hidden_states(&mut self, b: &B, tokens: &[u32], seq_len: usize) -> Result<B::Tensor> {
+        self.hidden(b, tokens, seq_len, None)
+    }
+    fn head_logits(&mut self, b: &B, hidden: &B::Tensor) -> Result<B::Tensor> {
+        Ok(self.logits(b, hidden, None))
+    }
+    fn drop_layers(&mut self) {
+        self.layers.clear();
+        self.layers.shrink_to_fit();
+    }
+}
+
+impl<B: Backend> Forward<B> for Runner<B> {
+    fn config(&self) -> &Config {
+        &self.config
+    }
+    fn hidden_states(&mut self, b: &B, tokens: &[u32], seq_len: usize) -> Result<B::Tensor> {
+        if self.plan.resident && self.layers.len() != self.config.n_layer {
+            bail!("internal: the layers of this model were already released");
+        }
+        self.hidden(b, tokens, seq_len, None)
+    }
+    fn head_logits(&mut self, b: &B, hidden: &B::Tensor) -> Result<B::Tensor> {
+        if let Some(w) = &self.output {
+            return Ok(b.matmul(hidden, &w.w, None));
+        }
+        // Streamed head: slices on the device, assembled on the host, uploaded once.
+        let rows = b.shape(hidden).0;
+        let z = self.logits(b, hidden, None)?;
+        Ok(b.upload(&z, rows, self.config.n_vocab))
+    }
+    fn drop_layers(&mut self) {
+        self.layers.clear();
+        self.layers.shrink_to_fit();
+    }
+}
