@@ -162,3 +162,17 @@ pub fn synth_llama(path: &std::path::Path, s: &SynthLlama) -> anyhow::Result<()>
     w.finish()?;
     Ok(())
 }
+
+/// Deterministic pseudo-random token ids (a 64-bit LCG): inputs for models whose tokenizer is
+/// not exercised.
+pub fn lcg_tokens(n: usize, n_vocab: usize, seed: u64) -> Vec<u32> {
+    let mut s = seed;
+    (0..n)
+        .map(|_| {
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((s >> 33) % n_vocab as u64) as u32
+        })
+        .collect()
+}

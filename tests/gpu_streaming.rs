@@ -12,7 +12,7 @@ use wquant::imatrix::collect::{collect, CollectOptions};
 use wquant::imatrix::Imatrix;
 use wquant::model::stream::Runner;
 use wquant::model::Config;
-use wquant::testutil::{f32_model, golden_dir, synth_llama, SynthLlama};
+use wquant::testutil::{f32_model, golden_dir, lcg_tokens, synth_llama, SynthLlama};
 
 fn options(out: &Path, n_ctx: usize, chunks: usize) -> CollectOptions {
     CollectOptions {
@@ -27,18 +27,6 @@ fn options(out: &Path, n_ctx: usize, chunks: usize) -> CollectOptions {
         dat: false,
         bos: None,
     }
-}
-
-fn lcg_tokens(n: usize, n_vocab: usize, seed: u64) -> Vec<u32> {
-    let mut s = seed;
-    (0..n)
-        .map(|_| {
-            s = s
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            ((s >> 33) % n_vocab as u64) as u32
-        })
-        .collect()
 }
 
 struct RunOut {
@@ -191,7 +179,7 @@ fn smollm2_budgets_full_half_quarter_eighth_give_identical_imatrix() {
     let weights = ModelSizes::of(&file, &Config::from_gguf(&file).unwrap())
         .unwrap()
         .weight_bytes();
-    let (n_ctx, chunks) = (16, 2);
+    let (n_ctx, chunks) = (64, 2);
     let full = run(&gpu, &model, None, 2, n_ctx, chunks);
     assert!(full.resident);
     for div in [2u64, 4, 8] {

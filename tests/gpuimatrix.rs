@@ -12,7 +12,7 @@ use wquant::imatrix::collect::{collect, CollectOptions};
 use wquant::imatrix::Imatrix;
 use wquant::model::stream::Runner;
 use wquant::model::Model;
-use wquant::testutil::golden_dir;
+use wquant::testutil::{golden_dir, lcg_tokens};
 
 const N_CTX: usize = 32;
 
@@ -29,19 +29,6 @@ fn options(out: &Path) -> CollectOptions {
         dat: false,
         bos: None,
     }
-}
-
-/// Deterministic pseudo-random token ids (the synthetic models' tokenizers are not exercised).
-fn lcg_tokens(n: usize, n_vocab: usize, seed: u64) -> Vec<u32> {
-    let mut s = seed;
-    (0..n)
-        .map(|_| {
-            s = s
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            ((s >> 33) % n_vocab as u64) as u32
-        })
-        .collect()
 }
 
 /// Collect 2 chunks of `N_CTX` over `tokens` with backend `b`; returns the imatrix, its saved

@@ -11,7 +11,7 @@ use wquant::gguf::{GgufFile, GgufWriter, TensorSpec};
 use wquant::imatrix::collect::{collect, CollectOptions};
 use wquant::imatrix::Imatrix;
 use wquant::model::stream::Runner;
-use wquant::testutil::{assets_dir, f32_model, golden_dir};
+use wquant::testutil::{assets_dir, f32_model, golden_dir, lcg_tokens};
 
 fn options(n_ctx: usize, out: &Path) -> CollectOptions {
     CollectOptions {
@@ -232,18 +232,6 @@ fn moe_model_with_dead_experts(dir: &Path) -> PathBuf {
     }
     w.finish().unwrap();
     out
-}
-
-fn lcg_tokens(n: usize, n_vocab: usize, seed: u64) -> Vec<u32> {
-    let mut s = seed;
-    (0..n)
-        .map(|_| {
-            s = s
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            ((s >> 33) % n_vocab as u64) as u32
-        })
-        .collect()
 }
 
 #[test]

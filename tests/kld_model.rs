@@ -52,15 +52,7 @@ fn coarse_copy(src: &Path, dst: &Path) {
 
 /// Deterministic token stream over the synthetic vocabulary.
 fn tokens(n: usize, n_vocab: u32) -> Vec<u32> {
-    let mut s = 12345u64;
-    (0..n)
-        .map(|_| {
-            s = s
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            ((s >> 33) % n_vocab as u64) as u32
-        })
-        .collect()
+    wquant::testutil::lcg_tokens(n, n_vocab as usize, 12345)
 }
 
 fn ch(n_ctx: usize, n_chunk: usize, seqs: usize) -> Chunks {

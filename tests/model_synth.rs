@@ -7,23 +7,10 @@ use wquant::backend::Backend;
 use wquant::gguf::{write_gguf, GgufFile, Value};
 use wquant::model::graph::{route, StatsCollector};
 use wquant::model::{Config, Model};
-use wquant::testutil::golden_dir;
+use wquant::testutil::{golden_dir, lcg_tokens};
 
 fn open(name: &str) -> Arc<GgufFile> {
     Arc::new(GgufFile::open(golden_dir().join("synth").join(name)).unwrap())
-}
-
-/// Deterministic pseudo-random token ids below `n_vocab`.
-fn tokens(n: usize, n_vocab: usize, seed: u64) -> Vec<u32> {
-    let mut s = seed;
-    (0..n)
-        .map(|_| {
-            s = s
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            ((s >> 33) % n_vocab as u64) as u32
-        })
-        .collect()
 }
 
 #[test]
@@ -51,7 +38,7 @@ fn synth_moe_runs_without_nans_and_collects_per_expert_stats() {
     let c = &model.config;
     assert_eq!((c.n_expert, c.n_expert_used, c.has_output), (4, 2, false));
     let seq_len = 32;
-    let toks = tokens(2 * seq_len, c.n_vocab, 7);
+    let toks = lcg_tokens(2 * seq_len, c.n_vocab, 7);
     let mut stats = StatsCollector::new(false);
     let logits = b.download(&model.forward(&b, &toks, seq_len, Some(&mut stats)).unwrap());
     assert_eq!(logits.len(), toks.len() * c.n_vocab);
@@ -84,7 +71,7 @@ fn batching_does_not_change_results() {
     let b = CpuBackend::new();
     let model = Model::load(&b, &file).unwrap();
     let seq_len = 24;
-    let toks = tokens(2 * seq_len, model.config.n_vocab, 11);
+    let toks = lcg_tokens(2 * seq_len, model.config.n_vocab, 11);
     let both = b.download(&model.forward(&b, &toks, seq_len, None).unwrap());
     let first = b.download(&model.forward(&b, &toks[..seq_len], seq_len, None).unwrap());
     let second = b.download(&model.forward(&b, &toks[seq_len..], seq_len, None).unwrap());
@@ -97,7 +84,7 @@ fn synth_dense_f16_untied_runs_and_collects_output_only_when_asked() {
     let b = CpuBackend::new();
     let model = Model::load(&b, &file).unwrap();
     assert!(model.config.has_output && !model.config.is_moe());
-    let toks = tokens(32, model.config.n_vocab, 3);
+    let toks = lcg_tokens(32, model.config.n_vocab, 3);
     for process_output in [false, true] {
         let mut stats = StatsCollector::new(process_output);
         let logits = b.download(&model.forward(&b, &toks, 16, Some(&mut stats)).unwrap());

@@ -27,7 +27,11 @@ fn exercise(im: &Imatrix) {
             .count();
         assert_eq!(back.entries.len(), stored);
     }
-    // GGUF round trip through the writer's encoding.
+    // GGUF round trip through the writer's encoding; names past GGUF's 63 bytes (possible in
+    // a .dat) are refused by the writer's validation, which this encoding skips.
+    if im.entries.keys().any(|k| k.len() + ".in_sum2".len() > 63) {
+        return;
+    }
     let (kvs, tensors) = im.to_gguf_parts();
     let specs: Vec<_> = tensors.iter().map(|(s, _)| s.clone()).collect();
     let (mut out, offsets) = encode_header(&kvs, &specs);
