@@ -56,7 +56,10 @@ fuzz_target!(|data: &[u8]| {
     for (a, b) in f.tensors().iter().zip(g.tensors()) {
         assert_eq!(a.name, b.name);
         assert_eq!(a.ggml_type, b.ggml_type);
-        assert_eq!((0..4).map(|i| a.ne(i)).collect::<Vec<_>>(), (0..4).map(|i| b.ne(i)).collect::<Vec<_>>());
+        assert_eq!(
+            (0..4).map(|i| a.ne(i)).collect::<Vec<_>>(),
+            (0..4).map(|i| b.ne(i)).collect::<Vec<_>>()
+        );
         assert_eq!(f.tensor_data(a), g.tensor_data(b));
     }
 });

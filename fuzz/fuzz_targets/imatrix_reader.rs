@@ -55,7 +55,10 @@ fn exercise(im: &Imatrix) {
                         .as_ref()
                         .map(|s| s.iter().map(|v| v.to_bits()).collect()),
                     // GGUF stores counts as f32: compare what f32 can hold.
-                    e.counts.iter().map(|&c| (c as f32).round() as i64).collect(),
+                    e.counts
+                        .iter()
+                        .map(|&c| (c as f32).round() as i64)
+                        .collect(),
                 )
             })
             .collect()
