@@ -14,20 +14,20 @@ use wquant::imatrix::Imatrix;
 use wquant::model::stream::Runner;
 use wquant::testutil::{f32_model, golden_dir};
 
-fn bench_imatrix(c: &mut Criterion) {
-    let n_ctx = 128;
-    let tokens: Vec<u32> = std::fs::read_to_string(golden_dir().join("calib.tokens.txt"))
+/// The first `n` tokens of llama.cpp's tokenization of calib.txt.
+fn calib_tokens(n: usize) -> Vec<u32> {
+    std::fs::read_to_string(golden_dir().join("calib.tokens.txt"))
         .unwrap()
         .lines()
         .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
         .map(|l| l.trim().parse().unwrap())
-        .take(2 * n_ctx)
-        .collect();
-    let b = CpuBackend::new();
-    let file = Arc::new(GgufFile::open(f32_model()).unwrap());
-    let mut model = Runner::resident(&b, &file, 1).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let o = CollectOptions {
+        .take(n)
+        .collect()
+}
+
+/// One chunk of `n_ctx`, statistics only (no PPL, no saves).
+fn one_chunk_no_ppl(n_ctx: usize, dir: &std::path::Path) -> CollectOptions {
+    CollectOptions {
         n_ctx,
         max_chunks: Some(1),
         skip_chunks: 0,
@@ -35,10 +35,20 @@ fn bench_imatrix(c: &mut Criterion) {
         process_output: false,
         output_frequency: 1_000_000,
         save_frequency: 0,
-        out: dir.path().join("bench.gguf"),
+        out: dir.join("bench.gguf"),
         dat: false,
         bos: None,
-    };
+    }
+}
+
+fn bench_imatrix(c: &mut Criterion) {
+    let n_ctx = 128;
+    let tokens = calib_tokens(2 * n_ctx);
+    let b = CpuBackend::new();
+    let file = Arc::new(GgufFile::open(f32_model()).unwrap());
+    let mut model = Runner::resident(&b, &file, 1).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let o = one_chunk_no_ppl(n_ctx, dir.path());
     let stop = AtomicBool::new(false);
     let mut g = c.benchmark_group("imatrix_cpu");
     g.sample_size(10);
@@ -84,28 +94,11 @@ fn bench_imatrix_gpu(_c: &mut Criterion) {
         println!("imatrix_gpu: no GPU adapter, skipped");
         return;
     };
-    let tokens: Vec<u32> = std::fs::read_to_string(golden_dir().join("calib.tokens.txt"))
-        .unwrap()
-        .lines()
-        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
-        .map(|l| l.trim().parse().unwrap())
-        .take(2 * n_ctx)
-        .collect();
+    let tokens = calib_tokens(2 * n_ctx);
     let file = Arc::new(GgufFile::open(f32_model()).unwrap());
     let mut model = Runner::resident(&gpu, &file, 1).unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let o = CollectOptions {
-        n_ctx,
-        max_chunks: Some(1),
-        skip_chunks: 0,
-        compute_ppl: false,
-        process_output: false,
-        output_frequency: 1_000_000,
-        save_frequency: 0,
-        out: dir.path().join("bench.gguf"),
-        dat: false,
-        bos: None,
-    };
+    let o = one_chunk_no_ppl(n_ctx, dir.path());
     let stop = AtomicBool::new(false);
     let mut pass = || {
         collect(

@@ -172,16 +172,17 @@ impl<B: Backend> Runner<B> {
             } else {
                 None
             };
-            for il in 0..n {
-                let cur = next.take().expect("layer loaded ahead");
+            let mut il = 0;
+            while let Some(cur) = next.take() {
                 layer_forward(b, &config, &cur, il, &mut h, seq_len, stats.as_deref_mut());
                 // Queue the next layer's upload while this one's work runs; then let it go.
                 if il + 1 < n {
                     next = Some(self.load_owned(b, il + 1)?);
                 }
                 drop(cur);
+                il += 1;
                 if let Some(f) = self.on_layer.as_mut() {
-                    f(il + 1, n, &self.counters);
+                    f(il, n, &self.counters);
                 }
             }
         }
