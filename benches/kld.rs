@@ -11,15 +11,15 @@ use std::sync::Arc;
 use wquant::backend::cpu::CpuBackend;
 use wquant::backend::gpu::GpuBackend;
 use wquant::backend::Backend;
-use wquant::conformance::Rng;
 use wquant::gguf::GgufFile;
-use wquant::kld::conformance::random_rows;
 use wquant::kld::driver::{self, Chunks};
 use wquant::kld::logits_file::{BaseHeader, BaseRecord};
 use wquant::kld::stats::{tokens_kld_from_logits, tokens_kld_from_records};
 use wquant::kld::{token_kld_from_logits, token_kld_from_record};
 use wquant::model::{Model, Tokenizer};
 use wquant::testutil::assets_dir;
+use wquant::util::rng::Rng;
+use wquant::verify::kld::random_rows;
 
 fn logits(seed: u32, n: usize) -> Vec<f32> {
     (0..n)

@@ -11,8 +11,9 @@
 use std::time::Instant;
 use wquant::backend::gpu::{kernels, GpuBackend, MatmulVariant};
 use wquant::backend::Backend;
-use wquant::conformance::{random_weight_bytes, Rng};
 use wquant::gguf::GgmlType;
+use wquant::util::rng::Rng;
+use wquant::verify::random_weight_bytes;
 
 /// CPU seconds used by this process so far, all threads, from /proc/self/stat (Linux; clock
 /// ticks of 1/100 s); None elsewhere.

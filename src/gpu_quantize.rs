@@ -11,9 +11,9 @@
 use crate::backend::gpu::device::DeviceSpec;
 use crate::backend::gpu::kernels::quant_block;
 use crate::backend::gpu::GpuBackend;
-use crate::conformance::Rng;
 use crate::gguf::GgmlType;
 use crate::quant;
+use crate::util::rng::Rng;
 use anyhow::{anyhow, bail, Context, Result};
 use rayon::prelude::*;
 use std::collections::HashMap;

@@ -5,7 +5,6 @@
 
 pub mod backend;
 pub mod cli;
-pub mod conformance;
 pub mod convert;
 pub mod gguf;
 pub mod gpu_quantize;
@@ -18,3 +17,4 @@ pub mod report;
 pub mod run;
 pub mod testutil;
 pub mod util;
+pub mod verify;

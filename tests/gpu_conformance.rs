@@ -4,7 +4,7 @@
 
 use wquant::backend::cpu::CpuBackend;
 use wquant::backend::gpu::GpuBackend;
-use wquant::conformance::{format_table, run_checks, HostRef, Options};
+use wquant::verify::{format_table, run_checks, HostRef, Options};
 
 #[test]
 fn every_kernel_matches_the_cpu_backend() {
@@ -42,7 +42,7 @@ fn every_kernel_matches_the_f64_oracle() {
 
 #[test]
 fn nmse_detects_a_wrong_result() {
-    use wquant::conformance::nmse;
+    use wquant::verify::nmse;
     let a = [1.0f32, 2.0, 3.0];
     assert_eq!(nmse(&a, &a), 0.0);
     assert!(nmse(&[1.0, 2.0, 3.001], &a) > 1e-8);

@@ -5,11 +5,11 @@ use std::sync::Arc;
 use wquant::backend::cpu::CpuBackend;
 use wquant::backend::gpu::GpuBackend;
 use wquant::backend::Backend;
-use wquant::conformance::nmse;
 use wquant::gguf::GgufFile;
 use wquant::model::tokenizer::read_prompt_file;
 use wquant::model::{Model, Tokenizer};
 use wquant::testutil::assets_dir;
+use wquant::verify::nmse;
 
 /// Tokens per sequence: lavapipe runs SmolLM2 at ≤ 25 tokens/s, so two short sequences.
 const SEQ: usize = 16;

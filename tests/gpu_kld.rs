@@ -8,12 +8,12 @@ use wquant::backend::cpu::CpuBackend;
 use wquant::backend::gpu::kernels::kld::{records, records_vs_base_file, KldRecord};
 use wquant::backend::gpu::GpuBackend;
 use wquant::backend::Backend;
-use wquant::conformance::Rng;
-use wquant::kld::conformance::{
+use wquant::kld::{BaseRecord, TokenKld};
+use wquant::util::rng::Rng;
+use wquant::verify::kld::{
     compare, compare_quant_vs_records, compare_rows, compare_rows_vs_records, edge_case_rows,
     offset_tolerance, random_rows, KldRows,
 };
-use wquant::kld::{BaseRecord, TokenKld};
 
 fn gpu() -> GpuBackend {
     GpuBackend::new("auto").expect("a wgpu adapter (lavapipe in CI)")

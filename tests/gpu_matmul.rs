@@ -6,8 +6,9 @@
 
 use wquant::backend::gpu::{kernels, GpuBackend, MatmulVariant};
 use wquant::backend::Backend;
-use wquant::conformance::{random_weight_bytes, Rng};
 use wquant::gguf::GgmlType;
+use wquant::util::rng::Rng;
+use wquant::verify::random_weight_bytes;
 
 fn bits(v: &[f32]) -> Vec<u32> {
     v.iter().map(|x| x.to_bits()).collect()

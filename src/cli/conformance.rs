@@ -2,7 +2,7 @@
 
 use crate::backend::cpu::CpuBackend;
 use crate::backend::gpu::GpuBackend;
-use crate::conformance::{format_table, run_checks, Options};
+use crate::verify::{format_table, run_checks, Options};
 use std::path::PathBuf;
 
 #[derive(clap::Args, Debug)]

@@ -1,7 +1,6 @@
 //! KL divergence of a quantized model from its base (SPEC §7): llama-perplexity's base-file
 //! format, the per-token math and statistics, and the report.
 
-pub mod conformance;
 pub mod driver;
 pub mod logits_file;
 pub mod report;

@@ -1,15 +1,22 @@
-//! Conformance: every GPU kernel against a CPU reference on random and real (SmolLM2) inputs,
+//! Verification, kept out of the product's other modules (nothing outside `verify` and `cli`
+//! depends on it). Conformance: every GPU kernel against a CPU reference on random and real (SmolLM2) inputs,
 //! every weight type, odd shapes. Shared by `wquant conformance` and the tests.
 //!
 //! The metric is llama.cpp's test-backend-ops NMSE = Σ(gpu − ref)² / Σref², threshold 1e-7.
 //! Statistics and the two matmul variants are also checked for exact (bit) equality where the
 //! kernels promise it.
 
+pub mod gen;
+pub mod host_ref;
+pub mod kld;
+
 use crate::backend::gpu::{kernels, GpuBackend, MatmulVariant};
 use crate::backend::{AttnParams, Backend, RopeParams, StatsHost, WeightSource};
-use crate::gguf::writer::{encode_header, TensorSpec};
 use crate::gguf::{GgmlType, GgufFile};
+use crate::util::rng::Rng;
 use anyhow::{Context, Result};
+pub use gen::{memory_gguf, random_weight_bytes};
+pub use host_ref::HostRef;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -67,95 +74,6 @@ pub fn nmse(a: &[f32], b: &[f32]) -> f64 {
         return if num == 0.0 { 0.0 } else { f64::INFINITY };
     }
     num / den
-}
-
-/// Deterministic generator (splitmix64) for test inputs.
-pub struct Rng(u64);
-
-impl Rng {
-    pub fn new(seed: u64) -> Rng {
-        Rng(seed)
-    }
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-    /// Uniform in [-1, 1).
-    pub fn f32(&mut self) -> f32 {
-        (self.next_u64() >> 40) as f32 / (1u64 << 23) as f32 - 1.0
-    }
-    pub fn vec(&mut self, n: usize, scale: f32) -> Vec<f32> {
-        (0..n).map(|_| self.f32() * scale).collect()
-    }
-    pub fn below(&mut self, n: usize) -> usize {
-        (self.next_u64() % n as u64) as usize
-    }
-}
-
-/// Random bytes for `rows` rows of `ne0` elements of type `t`, with every f16 scale field set
-/// to a finite, moderate value (random bytes there would give Inf/NaN scales).
-pub fn random_weight_bytes(rng: &mut Rng, t: GgmlType, ne0: usize, rows: usize) -> Vec<u8> {
-    let row_bytes = t.row_bytes(ne0 as u64).expect("row size") as usize;
-    let mut b: Vec<u8> = (0..row_bytes * rows)
-        .map(|_| (rng.next_u64() >> 56) as u8)
-        .collect();
-    let f16 = |v: f32| crate::quant::f2h(v).to_le_bytes();
-    match t {
-        GgmlType::F32 => {
-            for c in b.chunks_exact_mut(4) {
-                c.copy_from_slice(&rng.f32().to_le_bytes());
-            }
-        }
-        GgmlType::F16 => {
-            for c in b.chunks_exact_mut(2) {
-                c.copy_from_slice(&f16(rng.f32()));
-            }
-        }
-        GgmlType::BF16 => {
-            for c in b.chunks_exact_mut(2) {
-                let bits = (rng.f32().to_bits() >> 16) as u16;
-                c.copy_from_slice(&bits.to_le_bytes());
-            }
-        }
-        _ => {
-            let bs = t.type_size();
-            // Byte offsets of f16 scale fields inside a block.
-            let fields: &[usize] = match t {
-                GgmlType::Q4_0 | GgmlType::Q5_0 | GgmlType::Q8_0 => &[0],
-                GgmlType::Q4_1 | GgmlType::Q5_1 | GgmlType::Q4K | GgmlType::Q5K => &[0, 2],
-                GgmlType::Q6K => &[208],
-                _ => &[],
-            };
-            for blk in b.chunks_exact_mut(bs) {
-                for &o in fields {
-                    let v = rng.f32() * 0.02;
-                    blk[o..o + 2].copy_from_slice(&f16(v));
-                }
-            }
-        }
-    }
-    b
-}
-
-/// An in-memory GGUF holding the given tensors (name, type, ne0, ne1, bytes), so random weights
-/// reach every backend through the same `WeightSource` as real ones.
-pub fn memory_gguf(tensors: &[(String, GgmlType, usize, usize, Vec<u8>)]) -> Result<Arc<GgufFile>> {
-    let specs: Vec<TensorSpec> = tensors
-        .iter()
-        .map(|(n, t, ne0, ne1, _)| TensorSpec::new(n.clone(), &[*ne0 as u64, *ne1 as u64], *t))
-        .collect();
-    let (mut bytes, offsets) = encode_header(&[], &specs);
-    let base = bytes.len();
-    for ((_, _, _, _, data), off) in tensors.iter().zip(offsets) {
-        bytes.resize(base + off as usize, 0);
-        bytes.extend_from_slice(data);
-    }
-    let pad = bytes.len().div_ceil(32) * 32;
-    bytes.resize(pad, 0);
-    Ok(Arc::new(GgufFile::from_vec("<conformance>", bytes)?))
 }
 
 fn source(file: &Arc<GgufFile>, name: &str) -> Result<WeightSource> {
@@ -392,7 +310,7 @@ pub fn run_checks<R: Backend>(gpu: &GpuBackend, r: &R, opts: &Options) -> Result
 
     rows.extend(check_quant_kernels(gpu)?);
     // KL-divergence reduction (its tolerances are in kld::conformance).
-    rows.extend(crate::kld::conformance::check_kld(
+    rows.extend(crate::verify::kld::check_kld(
         gpu,
         r,
         &mut rng,
@@ -628,260 +546,4 @@ pub fn format_table(rows: &[CheckRow]) -> String {
         NMSE_MAX
     ));
     s
-}
-
-/// A plain-loop reference (f64-accumulated matmul over `quant::dequantize_row`), the oracle until
-/// and besides the CPU backend: it shares no code with the kernels.
-pub struct HostRef;
-
-pub struct HostTensor {
-    pub data: Vec<f32>,
-    pub rows: usize,
-    pub cols: usize,
-}
-
-pub struct HostWeight {
-    pub ne0: usize,
-    pub ne1: usize,
-    pub data: Vec<f32>,
-}
-
-impl Backend for HostRef {
-    type Tensor = HostTensor;
-    type Weight = HostWeight;
-    type Stats = StatsHost;
-
-    fn name(&self) -> String {
-        "host reference".into()
-    }
-
-    fn weight(&self, src: &WeightSource) -> Result<HostWeight> {
-        let n = src.ne0 * src.ne1.max(1);
-        let data = crate::quant::dequantize_to_vec(src.ggml_type, src.bytes(), n)
-            .with_context(|| format!("dequantizing {}", src.name))?;
-        Ok(HostWeight {
-            ne0: src.ne0,
-            ne1: src.ne1.max(1),
-            data,
-        })
-    }
-
-    fn upload(&self, data: &[f32], rows: usize, cols: usize) -> HostTensor {
-        HostTensor {
-            data: data.to_vec(),
-            rows,
-            cols,
-        }
-    }
-
-    fn download(&self, t: &HostTensor) -> Vec<f32> {
-        t.data.clone()
-    }
-
-    fn shape(&self, t: &HostTensor) -> (usize, usize) {
-        (t.rows, t.cols)
-    }
-
-    fn get_rows(&self, w: &HostWeight, ids: &[u32]) -> HostTensor {
-        let mut data = Vec::with_capacity(ids.len() * w.ne0);
-        for &i in ids {
-            data.extend_from_slice(&w.data[i as usize * w.ne0..(i as usize + 1) * w.ne0]);
-        }
-        HostTensor {
-            data,
-            rows: ids.len(),
-            cols: w.ne0,
-        }
-    }
-
-    fn rms_norm(&self, x: &HostTensor, w: &HostWeight, eps: f32) -> HostTensor {
-        let mut data = vec![0f32; x.data.len()];
-        for r in 0..x.rows {
-            let row = &x.data[r * x.cols..(r + 1) * x.cols];
-            let s: f64 = row.iter().map(|&v| v as f64 * v as f64).sum();
-            let scale = (1.0 / (s / x.cols as f64 + eps as f64).sqrt()) as f32;
-            for c in 0..x.cols {
-                data[r * x.cols + c] = row[c] * scale * w.data[c];
-            }
-        }
-        HostTensor {
-            data,
-            rows: x.rows,
-            cols: x.cols,
-        }
-    }
-
-    fn matmul(&self, x: &HostTensor, w: &HostWeight, stats: Option<&mut StatsHost>) -> HostTensor {
-        if let Some(s) = stats {
-            for r in 0..x.rows {
-                for c in 0..x.cols {
-                    let v = x.data[r * x.cols + c];
-                    s.sum2[c] += v * v;
-                    s.sum[c] += v;
-                }
-            }
-            s.count += x.rows as u64;
-        }
-        let mut data = vec![0f32; x.rows * w.ne1];
-        for m in 0..x.rows {
-            let xr = &x.data[m * x.cols..(m + 1) * x.cols];
-            for n in 0..w.ne1 {
-                let wr = &w.data[n * w.ne0..(n + 1) * w.ne0];
-                let s: f64 = xr.iter().zip(wr).map(|(&a, &b)| a as f64 * b as f64).sum();
-                data[m * w.ne1 + n] = s as f32;
-            }
-        }
-        HostTensor {
-            data,
-            rows: x.rows,
-            cols: w.ne1,
-        }
-    }
-
-    fn rope(
-        &self,
-        x: &mut HostTensor,
-        n_head: usize,
-        head_dim: usize,
-        seq_len: usize,
-        p: &RopeParams,
-    ) {
-        for r in 0..x.rows {
-            let pos = (r % seq_len) as f64;
-            for h in 0..n_head {
-                let base = r * x.cols + h * head_dim;
-                for i in 0..p.n_rot / 2 {
-                    let theta = p.freq_scale as f64
-                        * pos
-                        * (p.freq_base as f64).powf(-2.0 * i as f64 / p.n_rot as f64);
-                    let (s, c) = theta.sin_cos();
-                    let (ia, ib) = if p.neox {
-                        (base + i, base + i + p.n_rot / 2)
-                    } else {
-                        (base + 2 * i, base + 2 * i + 1)
-                    };
-                    let (a, b) = (x.data[ia] as f64, x.data[ib] as f64);
-                    x.data[ia] = (a * c - b * s) as f32;
-                    x.data[ib] = (a * s + b * c) as f32;
-                }
-            }
-        }
-    }
-
-    fn attention(
-        &self,
-        q: &HostTensor,
-        k: &HostTensor,
-        v: &HostTensor,
-        p: &AttnParams,
-    ) -> HostTensor {
-        let hd = p.head_dim;
-        let mut data = vec![0f32; q.data.len()];
-        let group = p.n_head / p.n_head_kv;
-        for r in 0..q.rows {
-            let first = r / p.seq_len * p.seq_len;
-            for h in 0..p.n_head {
-                let hk = h / group;
-                let qv = &q.data[r * q.cols + h * hd..][..hd];
-                let scores: Vec<f64> = (first..=r)
-                    .map(|j| {
-                        let kv = &k.data[j * k.cols + hk * hd..][..hd];
-                        qv.iter()
-                            .zip(kv)
-                            .map(|(&a, &b)| a as f64 * b as f64)
-                            .sum::<f64>()
-                            * p.scale as f64
-                    })
-                    .collect();
-                let mx = scores.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
-                let e: Vec<f64> = scores.iter().map(|s| (s - mx).exp()).collect();
-                let sum: f64 = e.iter().sum();
-                for d in 0..hd {
-                    let acc: f64 = (first..=r)
-                        .zip(&e)
-                        .map(|(j, &w)| w * v.data[j * v.cols + hk * hd + d] as f64)
-                        .sum();
-                    data[r * q.cols + h * hd + d] = (acc / sum) as f32;
-                }
-            }
-        }
-        HostTensor {
-            data,
-            rows: q.rows,
-            cols: q.cols,
-        }
-    }
-
-    fn silu_mul(&self, g: &HostTensor, u: &HostTensor) -> HostTensor {
-        let data = g
-            .data
-            .iter()
-            .zip(&u.data)
-            .map(|(&a, &b)| a / (1.0 + (-a).exp()) * b)
-            .collect();
-        HostTensor {
-            data,
-            rows: g.rows,
-            cols: g.cols,
-        }
-    }
-
-    fn add_assign(&self, a: &mut HostTensor, b: &HostTensor) {
-        for (x, y) in a.data.iter_mut().zip(&b.data) {
-            *x += y;
-        }
-    }
-
-    fn gather_rows(&self, x: &HostTensor, idx: &[u32]) -> HostTensor {
-        let mut data = Vec::with_capacity(idx.len() * x.cols);
-        for &i in idx {
-            data.extend_from_slice(&x.data[i as usize * x.cols..(i as usize + 1) * x.cols]);
-        }
-        HostTensor {
-            data,
-            rows: idx.len(),
-            cols: x.cols,
-        }
-    }
-
-    fn scatter_add_scaled(
-        &self,
-        dst: &mut HostTensor,
-        src: &HostTensor,
-        idx: &[u32],
-        scale: &[f32],
-    ) {
-        let c = dst.cols;
-        for (i, (&d, &s)) in idx.iter().zip(scale).enumerate() {
-            for j in 0..c {
-                dst.data[d as usize * c + j] += s * src.data[i * c + j];
-            }
-        }
-    }
-
-    fn stats_add_rows(&self, x: &HostTensor, row0: usize, n: usize, s: &mut StatsHost) {
-        if s.sum2.len() != x.cols {
-            s.sum2 = vec![0.0; x.cols];
-            s.sum = vec![0.0; x.cols];
-        }
-        for r in row0..row0 + n {
-            for (j, &v) in x.data[r * x.cols..(r + 1) * x.cols].iter().enumerate() {
-                s.sum2[j] += v * v;
-                s.sum[j] += v;
-            }
-        }
-        s.count += n as u64;
-    }
-
-    fn stats_new(&self, n_cols: usize) -> StatsHost {
-        StatsHost {
-            sum2: vec![0.0; n_cols],
-            sum: vec![0.0; n_cols],
-            count: 0,
-        }
-    }
-
-    fn stats_read(&self, s: &StatsHost) -> StatsHost {
-        s.clone()
-    }
 }

@@ -1,5 +1,7 @@
 //! Small shared helpers.
 
+pub mod rng;
+
 use std::path::{Path, PathBuf};
 
 /// `NAME.tmp` beside `path`, for atomic writes.

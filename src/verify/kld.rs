@@ -20,13 +20,14 @@
 //! at the KLD of 4–5-bit quantizations (≥ 0.01), about at it for KLD ≈ 0.001 (Q8_0) when one
 //! of 63 tokens is affected. The CPU reference's own rounding of m is as large.
 
-use super::logits_file::BaseRecord;
-use super::stats::TokenKld;
 use crate::backend::gpu::GpuBackend;
 use crate::backend::Backend;
-use crate::conformance::{nmse, CheckRow, Rng};
 use crate::gguf::GgufFile;
+use crate::kld::logits_file::BaseRecord;
+use crate::kld::stats::TokenKld;
 use crate::model::{Model, Tokenizer};
+use crate::util::rng::Rng;
+use crate::verify::{nmse, CheckRow};
 use anyhow::{Context, Result};
 use std::path::Path;
 use std::sync::Arc;

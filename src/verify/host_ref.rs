@@ -1,0 +1,260 @@
+//! `HostRef`: a second, plain-loop CPU backend that shares no code with the kernels.
+
+use crate::backend::{AttnParams, Backend, RopeParams, StatsHost, WeightSource};
+use anyhow::{Context, Result};
+
+/// A plain-loop reference (f64-accumulated matmul over `quant::dequantize_row`), the oracle until
+/// and besides the CPU backend: it shares no code with the kernels.
+pub struct HostRef;
+
+pub struct HostTensor {
+    pub data: Vec<f32>,
+    pub rows: usize,
+    pub cols: usize,
+}
+
+pub struct HostWeight {
+    pub ne0: usize,
+    pub ne1: usize,
+    pub data: Vec<f32>,
+}
+
+impl Backend for HostRef {
+    type Tensor = HostTensor;
+    type Weight = HostWeight;
+    type Stats = StatsHost;
+
+    fn name(&self) -> String {
+        "host reference".into()
+    }
+
+    fn weight(&self, src: &WeightSource) -> Result<HostWeight> {
+        let n = src.ne0 * src.ne1.max(1);
+        let data = crate::quant::dequantize_to_vec(src.ggml_type, src.bytes(), n)
+            .with_context(|| format!("dequantizing {}", src.name))?;
+        Ok(HostWeight {
+            ne0: src.ne0,
+            ne1: src.ne1.max(1),
+            data,
+        })
+    }
+
+    fn upload(&self, data: &[f32], rows: usize, cols: usize) -> HostTensor {
+        HostTensor {
+            data: data.to_vec(),
+            rows,
+            cols,
+        }
+    }
+
+    fn download(&self, t: &HostTensor) -> Vec<f32> {
+        t.data.clone()
+    }
+
+    fn shape(&self, t: &HostTensor) -> (usize, usize) {
+        (t.rows, t.cols)
+    }
+
+    fn get_rows(&self, w: &HostWeight, ids: &[u32]) -> HostTensor {
+        let mut data = Vec::with_capacity(ids.len() * w.ne0);
+        for &i in ids {
+            data.extend_from_slice(&w.data[i as usize * w.ne0..(i as usize + 1) * w.ne0]);
+        }
+        HostTensor {
+            data,
+            rows: ids.len(),
+            cols: w.ne0,
+        }
+    }
+
+    fn rms_norm(&self, x: &HostTensor, w: &HostWeight, eps: f32) -> HostTensor {
+        let mut data = vec![0f32; x.data.len()];
+        for r in 0..x.rows {
+            let row = &x.data[r * x.cols..(r + 1) * x.cols];
+            let s: f64 = row.iter().map(|&v| v as f64 * v as f64).sum();
+            let scale = (1.0 / (s / x.cols as f64 + eps as f64).sqrt()) as f32;
+            for c in 0..x.cols {
+                data[r * x.cols + c] = row[c] * scale * w.data[c];
+            }
+        }
+        HostTensor {
+            data,
+            rows: x.rows,
+            cols: x.cols,
+        }
+    }
+
+    fn matmul(&self, x: &HostTensor, w: &HostWeight, stats: Option<&mut StatsHost>) -> HostTensor {
+        if let Some(s) = stats {
+            for r in 0..x.rows {
+                for c in 0..x.cols {
+                    let v = x.data[r * x.cols + c];
+                    s.sum2[c] += v * v;
+                    s.sum[c] += v;
+                }
+            }
+            s.count += x.rows as u64;
+        }
+        let mut data = vec![0f32; x.rows * w.ne1];
+        for m in 0..x.rows {
+            let xr = &x.data[m * x.cols..(m + 1) * x.cols];
+            for n in 0..w.ne1 {
+                let wr = &w.data[n * w.ne0..(n + 1) * w.ne0];
+                let s: f64 = xr.iter().zip(wr).map(|(&a, &b)| a as f64 * b as f64).sum();
+                data[m * w.ne1 + n] = s as f32;
+            }
+        }
+        HostTensor {
+            data,
+            rows: x.rows,
+            cols: w.ne1,
+        }
+    }
+
+    fn rope(
+        &self,
+        x: &mut HostTensor,
+        n_head: usize,
+        head_dim: usize,
+        seq_len: usize,
+        p: &RopeParams,
+    ) {
+        for r in 0..x.rows {
+            let pos = (r % seq_len) as f64;
+            for h in 0..n_head {
+                let base = r * x.cols + h * head_dim;
+                for i in 0..p.n_rot / 2 {
+                    let theta = p.freq_scale as f64
+                        * pos
+                        * (p.freq_base as f64).powf(-2.0 * i as f64 / p.n_rot as f64);
+                    let (s, c) = theta.sin_cos();
+                    let (ia, ib) = if p.neox {
+                        (base + i, base + i + p.n_rot / 2)
+                    } else {
+                        (base + 2 * i, base + 2 * i + 1)
+                    };
+                    let (a, b) = (x.data[ia] as f64, x.data[ib] as f64);
+                    x.data[ia] = (a * c - b * s) as f32;
+                    x.data[ib] = (a * s + b * c) as f32;
+                }
+            }
+        }
+    }
+
+    fn attention(
+        &self,
+        q: &HostTensor,
+        k: &HostTensor,
+        v: &HostTensor,
+        p: &AttnParams,
+    ) -> HostTensor {
+        let hd = p.head_dim;
+        let mut data = vec![0f32; q.data.len()];
+        let group = p.n_head / p.n_head_kv;
+        for r in 0..q.rows {
+            let first = r / p.seq_len * p.seq_len;
+            for h in 0..p.n_head {
+                let hk = h / group;
+                let qv = &q.data[r * q.cols + h * hd..][..hd];
+                let scores: Vec<f64> = (first..=r)
+                    .map(|j| {
+                        let kv = &k.data[j * k.cols + hk * hd..][..hd];
+                        qv.iter()
+                            .zip(kv)
+                            .map(|(&a, &b)| a as f64 * b as f64)
+                            .sum::<f64>()
+                            * p.scale as f64
+                    })
+                    .collect();
+                let mx = scores.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+                let e: Vec<f64> = scores.iter().map(|s| (s - mx).exp()).collect();
+                let sum: f64 = e.iter().sum();
+                for d in 0..hd {
+                    let acc: f64 = (first..=r)
+                        .zip(&e)
+                        .map(|(j, &w)| w * v.data[j * v.cols + hk * hd + d] as f64)
+                        .sum();
+                    data[r * q.cols + h * hd + d] = (acc / sum) as f32;
+                }
+            }
+        }
+        HostTensor {
+            data,
+            rows: q.rows,
+            cols: q.cols,
+        }
+    }
+
+    fn silu_mul(&self, g: &HostTensor, u: &HostTensor) -> HostTensor {
+        let data = g
+            .data
+            .iter()
+            .zip(&u.data)
+            .map(|(&a, &b)| a / (1.0 + (-a).exp()) * b)
+            .collect();
+        HostTensor {
+            data,
+            rows: g.rows,
+            cols: g.cols,
+        }
+    }
+
+    fn add_assign(&self, a: &mut HostTensor, b: &HostTensor) {
+        for (x, y) in a.data.iter_mut().zip(&b.data) {
+            *x += y;
+        }
+    }
+
+    fn gather_rows(&self, x: &HostTensor, idx: &[u32]) -> HostTensor {
+        let mut data = Vec::with_capacity(idx.len() * x.cols);
+        for &i in idx {
+            data.extend_from_slice(&x.data[i as usize * x.cols..(i as usize + 1) * x.cols]);
+        }
+        HostTensor {
+            data,
+            rows: idx.len(),
+            cols: x.cols,
+        }
+    }
+
+    fn scatter_add_scaled(
+        &self,
+        dst: &mut HostTensor,
+        src: &HostTensor,
+        idx: &[u32],
+        scale: &[f32],
+    ) {
+        let c = dst.cols;
+        for (i, (&d, &s)) in idx.iter().zip(scale).enumerate() {
+            for j in 0..c {
+                dst.data[d as usize * c + j] += s * src.data[i * c + j];
+            }
+        }
+    }
+
+    fn stats_add_rows(&self, x: &HostTensor, row0: usize, n: usize, s: &mut StatsHost) {
+        if s.sum2.len() != x.cols {
+            s.sum2 = vec![0.0; x.cols];
+            s.sum = vec![0.0; x.cols];
+        }
+        for r in row0..row0 + n {
+            for (j, &v) in x.data[r * x.cols..(r + 1) * x.cols].iter().enumerate() {
+                s.sum2[j] += v * v;
+                s.sum[j] += v;
+            }
+        }
+        s.count += n as u64;
+    }
+
+    fn stats_new(&self, n_cols: usize) -> StatsHost {
+        StatsHost {
+            sum2: vec![0.0; n_cols],
+            sum: vec![0.0; n_cols],
+            count: 0,
+        }
+    }
+
+    fn stats_read(&self, s: &StatsHost) -> StatsHost {
+        s.clone()
+    }
+}
