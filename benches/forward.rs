@@ -2,6 +2,10 @@
 //! matmul): one pass over `n_seq` sequences of 512 tokens, hidden states plus logits of every
 //! token. `cargo bench --bench forward` (set WQUANT_BENCH_SEQS / WQUANT_BENCH_RUNS to change).
 
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use common::assets_dir;
 use std::sync::Arc;
 use std::time::Instant;
 use wquant::backend::cpu::CpuBackend;
@@ -9,7 +13,6 @@ use wquant::backend::Backend;
 use wquant::gguf::GgufFile;
 use wquant::model::tokenizer::read_prompt_file;
 use wquant::model::{Model, Tokenizer};
-use wquant::testutil::assets_dir;
 
 fn env_or(key: &str, d: usize) -> usize {
     std::env::var(key)

@@ -1,12 +1,15 @@
 //! Criterion benches: opening and indexing the demo GGUF (mmap + header parse), and CPU
 //! dequantization throughput per type (GB/s of f32 output, one core).
 
+#[path = "../tests/common/mod.rs"]
+mod common;
+
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use std::time::Duration;
 use wquant::gguf::{GgmlType, GgufFile};
 
 fn open_and_index(c: &mut Criterion) {
-    let path = wquant::testutil::assets_dir().join("smollm2-135m-q4_1.gguf");
+    let path = common::assets_dir().join("smollm2-135m-q4_1.gguf");
     let mut g = c.benchmark_group("gguf");
     g.sample_size(20).measurement_time(Duration::from_secs(3));
     g.bench_function("open_smollm2_q4_1", |b| {

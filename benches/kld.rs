@@ -6,6 +6,10 @@
 //! `cargo bench --bench kld` (set WQUANT_KLD_BENCH_CTX to change the context, default 64).
 //! Each own-mode iteration includes loading both models (on the GPU: uploading them).
 
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use common::assets_dir;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use std::sync::Arc;
 use wquant::backend::cpu::CpuBackend;
@@ -17,7 +21,6 @@ use wquant::kld::logits_file::{BaseHeader, BaseRecord};
 use wquant::kld::stats::{tokens_kld_from_logits, tokens_kld_from_records};
 use wquant::kld::{token_kld_from_logits, token_kld_from_record};
 use wquant::model::{Model, Tokenizer};
-use wquant::testutil::assets_dir;
 use wquant::util::rng::Rng;
 use wquant::verify::kld::random_rows;
 

@@ -15,6 +15,5 @@ pub mod quant;
 pub mod quantize;
 pub mod report;
 pub mod run;
-pub mod testutil;
 pub mod util;
 pub mod verify;

@@ -522,7 +522,7 @@ pub fn run(o: &RunOptions) -> Result<RunReport> {
 
 /// The demo assets directory, fetched with `scripts/fetch-assets.sh` when a file is missing.
 pub fn demo_assets() -> Result<PathBuf> {
-    let dir = crate::testutil::assets_dir();
+    let dir = crate::util::demo_assets_dir();
     let need = ["smollm2-135m-q4_1.gguf", "calib.txt", "eval.txt"];
     if need.iter().all(|f| dir.join(f).is_file()) {
         return Ok(dir);

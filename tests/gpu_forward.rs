@@ -1,6 +1,9 @@
 //! The forward pass on the GPU (lavapipe in CI) against the CPU reference on SmolLM2 (Q4_1):
 //! logits of a short chunk within NMSE 1e-7, and the same bytes from two GPU runs.
 
+mod common;
+
+use common::assets_dir;
 use std::sync::Arc;
 use wquant::backend::cpu::CpuBackend;
 use wquant::backend::gpu::GpuBackend;
@@ -8,7 +11,6 @@ use wquant::backend::Backend;
 use wquant::gguf::GgufFile;
 use wquant::model::tokenizer::read_prompt_file;
 use wquant::model::{Model, Tokenizer};
-use wquant::testutil::assets_dir;
 use wquant::verify::nmse;
 
 /// Tokens per sequence: lavapipe runs SmolLM2 at ≤ 25 tokens/s, so two short sequences.

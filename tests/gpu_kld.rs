@@ -4,6 +4,8 @@
 //! vocabulary (49,152) and odd sizes, edge cases; how close it gets to the f64 reference;
 //! determinism.
 
+mod common;
+
 use wquant::backend::cpu::CpuBackend;
 use wquant::backend::gpu::kernels::kld::{records, records_vs_base_file, KldRecord};
 use wquant::backend::gpu::GpuBackend;
@@ -83,7 +85,7 @@ fn base_file_records_match_the_cpu_reference() {
 /// against quant logits = its log-probs plus noise of four sizes, four targets.
 #[test]
 fn llama_cpp_golden_record_matches_the_cpu_reference() {
-    let path = wquant::testutil::golden_dir().join("kld-base.record0.bin");
+    let path = common::golden_dir().join("kld-base.record0.bin");
     let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let rec = BaseRecord::parse(&bytes, 49152, "kld-base.record0.bin").unwrap();
     let n = rec.n_vocab();

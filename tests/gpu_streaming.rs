@@ -2,32 +2,19 @@
 //! imatrix bytes must not depend on the budget or on how many chunks share a pass, and the
 //! pool's peak of device bytes must stay within the budget.
 
+mod common;
+
+use common::{collect_options, f32_model, golden_dir, lcg_tokens, synth_llama, SynthLlama};
 use std::path::Path;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use wquant::backend::gpu::scheduler::{ModelSizes, PassShape, PlanRun};
 use wquant::backend::gpu::GpuBackend;
 use wquant::gguf::GgufFile;
-use wquant::imatrix::collect::{collect, CollectOptions};
+use wquant::imatrix::collect::collect;
 use wquant::imatrix::Imatrix;
 use wquant::model::stream::Runner;
 use wquant::model::Config;
-use wquant::testutil::{f32_model, golden_dir, lcg_tokens, synth_llama, SynthLlama};
-
-fn options(out: &Path, n_ctx: usize, chunks: usize) -> CollectOptions {
-    CollectOptions {
-        n_ctx,
-        max_chunks: Some(chunks),
-        skip_chunks: 0,
-        compute_ppl: true,
-        process_output: true,
-        output_frequency: 1000,
-        save_frequency: 0,
-        out: out.to_path_buf(),
-        dat: false,
-        bos: None,
-    }
-}
 
 struct RunOut {
     bytes: Vec<u8>,
@@ -78,7 +65,7 @@ fn run(
             &mut runner,
             &tokens,
             base,
-            &options(&out, n_ctx, chunks),
+            &collect_options(&out, n_ctx, Some(chunks), true),
             &AtomicBool::new(false),
             |_, _| {},
         )

@@ -1,6 +1,9 @@
 //! Imatrix collection on the GPU backend (lavapipe in CI) vs the CPU reference, on the synthetic
 //! dense and MoE models: same counts, Σx² within float tolerance, and bit-for-bit repeatable.
 
+mod common;
+
+use common::{collect_options, golden_dir, lcg_tokens};
 use std::path::Path;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -8,28 +11,12 @@ use wquant::backend::cpu::CpuBackend;
 use wquant::backend::gpu::GpuBackend;
 use wquant::backend::Backend;
 use wquant::gguf::GgufFile;
-use wquant::imatrix::collect::{collect, CollectOptions};
+use wquant::imatrix::collect::collect;
 use wquant::imatrix::Imatrix;
 use wquant::model::stream::Runner;
 use wquant::model::Model;
-use wquant::testutil::{golden_dir, lcg_tokens};
 
 const N_CTX: usize = 32;
-
-fn options(out: &Path) -> CollectOptions {
-    CollectOptions {
-        n_ctx: N_CTX,
-        max_chunks: Some(2),
-        skip_chunks: 0,
-        compute_ppl: true,
-        process_output: false,
-        output_frequency: 1000,
-        save_frequency: 0,
-        out: out.to_path_buf(),
-        dat: false,
-        bos: None,
-    }
-}
 
 /// Collect 2 chunks of `N_CTX` over `tokens` with backend `b`; returns the imatrix, its saved
 /// bytes and the final PPL.
@@ -45,7 +32,7 @@ fn run<B: Backend>(b: &B, model_path: &Path, tokens: &[u32]) -> (Imatrix, Vec<u8
         &mut model,
         tokens,
         base,
-        &options(&out),
+        &collect_options(&out, N_CTX, Some(2), false),
         &AtomicBool::new(false),
         |_, _| {},
     )
@@ -120,7 +107,7 @@ fn gpu_imatrix_matches_cpu_reference_and_repeats() {
 /// returns the loaded imatrix and stderr.
 fn cli_imatrix(device: &str, out: &Path) -> (Imatrix, String) {
     let r = std::process::Command::new(env!("CARGO_BIN_EXE_wquant"))
-        .current_dir(wquant::testutil::assets_dir())
+        .current_dir(common::assets_dir())
         .args([
             "--device",
             device,

@@ -3,6 +3,8 @@
 //! blocks, one huge outlier, denormals, tiny values, importance 0, 1 and 1e30): 100% of blocks
 //! byte-identical. Non-finite input is an error naming the tensor.
 
+mod common;
+
 use wquant::backend::gpu::kernels::quant_block;
 use wquant::gguf::GgmlType;
 use wquant::gpu_quantize::{
@@ -133,7 +135,7 @@ fn synth_moe_blocks_that_once_differed() {
     use wquant::gguf::GgufFile;
     use wquant::imatrix::file::Imatrix;
     let g = gpu();
-    let dir = wquant::testutil::golden_dir().join("synth");
+    let dir = common::golden_dir().join("synth");
     let f = GgufFile::open(dir.join("synth-moe.gguf")).unwrap();
     let im = Imatrix::load(dir.join("synth-moe.imatrix.gguf")).unwrap();
     for (name, row, t) in [

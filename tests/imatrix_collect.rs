@@ -1,6 +1,9 @@
 //! Imatrix collection on the CPU reference vs llama-imatrix (SPEC §6), interruption and resume,
 //! and MoE per-expert counts.
 
+mod common;
+
+use common::{assets_dir, calib_tokens, collect_options, f32_model, golden_dir, lcg_tokens};
 use std::io::{BufRead, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -8,35 +11,9 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use wquant::backend::cpu::CpuBackend;
 use wquant::gguf::{GgufFile, GgufWriter, TensorSpec};
-use wquant::imatrix::collect::{collect, CollectOptions};
+use wquant::imatrix::collect::collect;
 use wquant::imatrix::Imatrix;
 use wquant::model::stream::Runner;
-use wquant::testutil::{assets_dir, f32_model, golden_dir, lcg_tokens};
-
-fn options(n_ctx: usize, out: &Path) -> CollectOptions {
-    CollectOptions {
-        n_ctx,
-        max_chunks: None,
-        skip_chunks: 0,
-        compute_ppl: true,
-        process_output: false,
-        output_frequency: 1000,
-        save_frequency: 0,
-        out: out.to_path_buf(),
-        dat: false,
-        bos: None,
-    }
-}
-
-/// llama-tokenize's ids of calib.txt (first 2048), so this test does not depend on the tokenizer.
-fn calib_tokens() -> Vec<u32> {
-    std::fs::read_to_string(golden_dir().join("calib.tokens.txt"))
-        .unwrap()
-        .lines()
-        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
-        .map(|l| l.trim().parse().unwrap())
-        .collect()
-}
 
 #[test]
 fn two_chunks_match_llama_imatrix() {
@@ -44,7 +21,7 @@ fn two_chunks_match_llama_imatrix() {
     let file = Arc::new(GgufFile::open(f32_model()).unwrap());
     let mut model = Runner::resident(&b, &file, 1).unwrap();
     let d = tempfile::tempdir().unwrap();
-    let mut o = options(512, &d.path().join("x.gguf"));
+    let mut o = collect_options(&d.path().join("x.gguf"), 512, None, false);
     o.max_chunks = Some(2);
     let mut base = Imatrix::new(512);
     base.datasets.push("calib.txt".into());
@@ -248,7 +225,7 @@ fn moe_counts_per_expert_and_merging_halves() {
     );
     let n_ctx = 64;
     let tokens = lcg_tokens(4 * n_ctx, c.n_vocab, 7);
-    let mut o = options(n_ctx, &d.path().join("unused.gguf"));
+    let mut o = collect_options(&d.path().join("unused.gguf"), n_ctx, None, false);
     o.compute_ppl = false;
     let mut run = |toks: &[u32]| {
         collect(

@@ -2,9 +2,11 @@
 //! llama-perplexity's file workflow (write the base file, read it back), own mode, and clear
 //! errors for bad pairings.
 
+mod common;
+
+use common::{assets_dir, golden_dir};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use wquant::testutil::{assets_dir, golden_dir};
 
 fn smol() -> PathBuf {
     assets_dir().join("smollm2-135m-q4_1.gguf")

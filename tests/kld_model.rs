@@ -2,6 +2,9 @@
 //! data (2 layers, n_embd 256, vocab 300): wquant's own mode against llama-perplexity's file
 //! workflow, a model against itself, determinism, and bad pairings.
 
+mod common;
+
+use common::golden_dir;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use wquant::backend::cpu::CpuBackend;
@@ -11,7 +14,6 @@ use wquant::kld::logits_file::{BaseFileReader, BaseFileWriter, BaseHeader};
 use wquant::kld::KldAccumulator;
 use wquant::model::Model;
 use wquant::quant::{dequantize_to_vec, f2h};
-use wquant::testutil::golden_dir;
 
 fn synth() -> PathBuf {
     golden_dir().join("synth/synth-dense.gguf")
@@ -52,7 +54,7 @@ fn coarse_copy(src: &Path, dst: &Path) {
 
 /// Deterministic token stream over the synthetic vocabulary.
 fn tokens(n: usize, n_vocab: u32) -> Vec<u32> {
-    wquant::testutil::lcg_tokens(n, n_vocab as usize, 12345)
+    common::lcg_tokens(n, n_vocab as usize, 12345)
 }
 
 fn ch(n_ctx: usize, n_chunk: usize, seqs: usize) -> Chunks {
@@ -180,7 +182,7 @@ fn chunks_per_pass_do_not_change_the_result() {
 fn bad_pairings_are_clear_errors() {
     let b = CpuBackend::new();
     let mut synth_m = load(&synth());
-    let smol = wquant::testutil::assets_dir().join("smollm2-135m-q4_1.gguf");
+    let smol = common::assets_dir().join("smollm2-135m-q4_1.gguf");
     let smol_m = load(&smol);
     let e = driver::check_pair(&synth_m.config, &smol_m.config)
         .unwrap_err()

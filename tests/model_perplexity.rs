@@ -1,13 +1,15 @@
 //! CPU reference forward pass vs llama.cpp: running PPL of the F32 SmolLM2 (`wquant convert`'s
 //! output, checked against llama.cpp's tensors in convert_f32.rs) on calib.txt.
 
+mod common;
+
+use common::{assets_dir, f32_model};
 use std::sync::Arc;
 use wquant::backend::cpu::CpuBackend;
 use wquant::cli::perplexity::{chunk_count, perplexity};
 use wquant::gguf::GgufFile;
 use wquant::model::tokenizer::read_prompt_file;
 use wquant::model::{Model, Tokenizer};
-use wquant::testutil::{assets_dir, f32_model};
 
 #[test]
 fn f32_smollm2_running_ppl_matches_llama_cpp() {
@@ -93,7 +95,7 @@ fn perplexity_command_prints_running_and_final_ppl() {
 fn perplexity_command_names_an_unsupported_tokenizer() {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_wquant"))
         .args(["--device", "cpu", "perplexity", "-m"])
-        .arg(wquant::testutil::golden_dir().join("synth/synth-dense.gguf"))
+        .arg(common::golden_dir().join("synth/synth-dense.gguf"))
         .arg("-f")
         .arg(assets_dir().join("eval.txt"))
         .output()

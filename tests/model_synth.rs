@@ -1,13 +1,15 @@
 //! The forward graph on the synthetic Llama fixtures: MoE (Mixtral layout, BF16, tied head) and
 //! dense (F16, untied head); MoE routing against a hand check; architecture errors.
 
+mod common;
+
+use common::{golden_dir, lcg_tokens};
 use std::sync::Arc;
 use wquant::backend::cpu::CpuBackend;
 use wquant::backend::Backend;
 use wquant::gguf::{write_gguf, GgufFile, Value};
 use wquant::model::graph::{route, StatsCollector};
 use wquant::model::{Config, Model};
-use wquant::testutil::{golden_dir, lcg_tokens};
 
 fn open(name: &str) -> Arc<GgufFile> {
     Arc::new(GgufFile::open(golden_dir().join("synth").join(name)).unwrap())

@@ -1,10 +1,12 @@
 //! `wquant run` end to end on SmolLM2 (F32, small chunks): report files, KLD figures, and
 //! resuming: a second run skips every step; a changed evaluation text reruns only KLD.
 
+mod common;
+
+use common::{assets_dir, f32_model};
 use serde_json::Value;
 use std::path::Path;
 use std::process::Command;
-use wquant::testutil::{assets_dir, f32_model};
 
 fn run(dir: &Path, eval: &Path) -> Value {
     let out = Command::new(env!("CARGO_BIN_EXE_wquant"))

@@ -1,9 +1,11 @@
 //! `wquant stats` against llama-imatrix --show-statistics (golden/imatrix.stats.txt).
 
+mod common;
+
+use common::golden_dir;
 use std::process::Command;
 use wquant::imatrix::report::Report;
 use wquant::imatrix::{Imatrix, ImatrixEntry};
-use wquant::testutil::golden_dir;
 
 /// The golden log without llama.cpp's timestamps ("0.00.009.776 I "), the WALL line and blanks.
 fn golden_table_lines() -> Vec<String> {

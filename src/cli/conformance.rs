@@ -28,7 +28,7 @@ pub fn run(g: &super::GlobalArgs, a: Args) -> anyhow::Result<()> {
         None
     } else {
         a.model.clone().or_else(|| {
-            let p = crate::testutil::assets_dir().join("smollm2-135m-q4_1.gguf");
+            let p = crate::util::demo_assets_dir().join("smollm2-135m-q4_1.gguf");
             p.is_file().then_some(p)
         })
     };

@@ -4,6 +4,18 @@ pub mod rng;
 
 use std::path::{Path, PathBuf};
 
+/// Directory of the demo assets (SmolLM2 Q4_1, calib.txt, eval.txt) that `wquant run` and
+/// `wquant conformance` default to: `$WQUANT_ASSETS`, else `~/.cache/wquant/assets`.
+pub fn demo_assets_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("WQUANT_ASSETS") {
+        return d.into();
+    }
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("."));
+    home.join(".cache/wquant/assets")
+}
+
 /// `NAME.tmp` beside `path`, for atomic writes.
 pub fn tmp_path(path: &Path) -> PathBuf {
     crate::gguf::writer::tmp_path(path)

@@ -1,16 +1,15 @@
-//! Paths to test assets and golden data (used by tests, benches and the demo).
+//! Helpers shared by the integration tests and the benches (`mod common;`, or in a bench
+//! `#[path = "../tests/common/mod.rs"] mod common;`): where the assets and llama.cpp's golden
+//! data live, the F32 SmolLM2, llama.cpp's hash lists, the synthetic Llama writer, token streams.
+//! Not part of the library: nothing here ships in the binary.
+#![allow(dead_code)]
 
-use std::path::PathBuf;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 
-/// Directory with the demo assets: `$WQUANT_ASSETS`, else `~/.cache/wquant/assets`.
+/// The demo assets (the product's own default: `wquant::util::demo_assets_dir`).
 pub fn assets_dir() -> PathBuf {
-    if let Some(d) = std::env::var_os("WQUANT_ASSETS") {
-        return d.into();
-    }
-    let home = std::env::var_os("HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("."));
-    home.join(".cache/wquant/assets")
+    wquant::util::demo_assets_dir()
 }
 
 /// llama.cpp's golden data: `$WQUANT_GOLDEN`, else `../shared/golden` beside the repository,
@@ -24,6 +23,133 @@ pub fn golden_dir() -> PathBuf {
         return beside;
     }
     PathBuf::from("/work/shared/golden")
+}
+
+/// One line of llama.cpp's `*.tensors.sha256` lists (golden/README.md, "Conventions"):
+/// `sha256  name  TYPE  [ne0, ne1, ...]`, or the same facts read from a GGUF file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TensorHash {
+    /// gguf-py's type name (`Q4_K`, `F32`, …), which is wquant's `GgmlType::name()`.
+    pub ggml_type: String,
+    pub sha256: String,
+    /// ggml order, ne[0] first.
+    pub dims: Vec<u64>,
+}
+
+/// `name → TensorHash` from a golden `*.tensors.sha256` list.
+pub fn hash_list(path: &Path) -> BTreeMap<String, TensorHash> {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    text.lines()
+        .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
+        .map(|l| {
+            let f: Vec<&str> = l.splitn(4, "  ").collect();
+            assert_eq!(f.len(), 4, "{}: bad line {l:?}", path.display());
+            let dims = f[3]
+                .trim_matches(|c| c == '[' || c == ']')
+                .split(", ")
+                .map(|d| d.parse::<u64>().unwrap_or_else(|e| panic!("{l:?}: {e}")))
+                .collect();
+            let h = TensorHash {
+                ggml_type: f[2].to_string(),
+                sha256: f[0].to_string(),
+                dims,
+            };
+            (f[1].to_string(), h)
+        })
+        .collect()
+}
+
+/// The same facts for every tensor of a GGUF file (the hash covers the tensor's data bytes only).
+pub fn gguf_hashes(path: &Path) -> BTreeMap<String, TensorHash> {
+    let f =
+        wquant::gguf::GgufFile::open(path).unwrap_or_else(|e| panic!("{}: {e:#}", path.display()));
+    f.tensors()
+        .iter()
+        .map(|t| {
+            let h = TensorHash {
+                ggml_type: t.ggml_type.name().to_string(),
+                sha256: wquant::util::sha256_hex(f.tensor_data(t)),
+                dims: t.dims.clone(),
+            };
+            (t.name.clone(), h)
+        })
+        .collect()
+}
+
+/// The tensors of `got` (a GGUF file) whose type, shape or bytes differ from llama.cpp's list
+/// `want`, as `"what: name (got TYPE, want TYPE)"`; panics when the tensor names differ.
+pub fn tensors_differing(got: &Path, want: &Path, what: &str) -> Vec<String> {
+    let (got, want) = (gguf_hashes(got), hash_list(want));
+    assert_eq!(
+        got.keys().collect::<Vec<_>>(),
+        want.keys().collect::<Vec<_>>(),
+        "{what}: tensor names"
+    );
+    want.iter()
+        .filter(|(k, v)| got[*k] != **v)
+        .map(|(k, v)| {
+            format!(
+                "{what}: {k} (got {}, want {})",
+                got[k].ggml_type, v.ggml_type
+            )
+        })
+        .collect()
+}
+
+/// Panics listing the first differing tensors when `got` is not llama.cpp's `want`.
+pub fn assert_same_tensors(got: &Path, want: &Path, what: &str) {
+    let bad = tensors_differing(got, want, what);
+    assert!(
+        bad.is_empty(),
+        "{what}: {} tensors differ from {}:\n{}",
+        bad.len(),
+        want.display(),
+        bad[..bad.len().min(8)].join("\n")
+    );
+}
+
+/// imatrix collection options as llama-imatrix's defaults (no periodic saves, no progress
+/// lines), over `max_chunks` chunks of `n_ctx` (None: all), written to `out`.
+pub fn collect_options(
+    out: &Path,
+    n_ctx: usize,
+    max_chunks: Option<usize>,
+    process_output: bool,
+) -> wquant::imatrix::collect::CollectOptions {
+    wquant::imatrix::collect::CollectOptions {
+        n_ctx,
+        max_chunks,
+        skip_chunks: 0,
+        compute_ppl: true,
+        process_output,
+        output_frequency: 1000,
+        save_frequency: 0,
+        out: out.to_path_buf(),
+        dat: false,
+        bos: None,
+    }
+}
+
+/// llama-tokenize's ids of the first 2048 tokens of calib.txt (golden/calib.tokens.txt).
+pub fn calib_tokens() -> Vec<u32> {
+    let p = golden_dir().join("calib.tokens.txt");
+    std::fs::read_to_string(&p)
+        .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .map(|l| l.trim().parse().unwrap())
+        .collect()
+}
+
+/// Runs `cmd` (usually the `wquant` binary); panics with its stderr unless it succeeds.
+pub fn output_ok(cmd: &mut std::process::Command) -> std::process::Output {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
 }
 
 /// The SmolLM2 demo model converted to F32 (`assets_dir()/smollm2-f32.gguf`), made with
@@ -45,7 +171,7 @@ pub fn f32_model() -> PathBuf {
         std::process::id(),
         std::thread::current().id()
     ));
-    crate::convert::convert_file(&src, &unique, crate::gguf::GgmlType::F32)
+    wquant::convert::convert_file(&src, &unique, wquant::gguf::GgmlType::F32)
         .unwrap_or_else(|e| panic!("making {} from {}: {e:#}", out.display(), src.display()));
     if let Err(e) = std::fs::rename(&unique, &out) {
         let _ = std::fs::remove_file(&unique);
@@ -75,7 +201,7 @@ pub struct SynthLlama {
 /// stay O(1) through the layers; tensors are written one at a time (never the whole model in
 /// memory). The tokenizer is a byte-level stand-in: these models are fed token ids directly.
 pub fn synth_llama(path: &std::path::Path, s: &SynthLlama) -> anyhow::Result<()> {
-    use crate::gguf::{GgmlType, GgufWriter, TensorSpec, Value};
+    use wquant::gguf::{GgmlType, GgufWriter, TensorSpec, Value};
     let head_dim = s.n_embd / s.n_head;
     let kv = s.n_head_kv * head_dim;
     let arch = "llama";
