@@ -2,11 +2,13 @@
 //! from its first part with the same keys and tensor bytes, every command gives the same results
 //! as on the single file, and broken splits are clear errors.
 
+mod common;
+
+use common::assets_dir;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use wquant::gguf::split::{SplitLayout, SplitWriter};
 use wquant::gguf::{GgufFile, TensorSpec};
-use wquant::testutil::assets_dir;
 
 fn demo_model() -> PathBuf {
     assets_dir().join("smollm2-135m-q4_1.gguf")

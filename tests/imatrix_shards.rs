@@ -10,10 +10,12 @@
 //! - Σx²: every cᵢ ≥ 0, so Σ|cᵢ| is the total itself;
 //! - Σx: by Cauchy–Schwarz |cᵢ| ≤ √(nᵢ·Σx²ᵢ) and Σᵢ√(nᵢ·Σx²ᵢ) ≤ √(N·Σx²), N the token count.
 
+mod common;
+
+use common::{assets_dir, f32_model};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use wquant::imatrix::Imatrix;
-use wquant::testutil::{assets_dir, f32_model};
 
 const CTX: usize = 64;
 const SHARDS: usize = 3;
