@@ -125,14 +125,50 @@ fn own_mode_and_file_mode_agree_within_the_format_precision() {
     let by_own = own(&synth(), &quant, &toks, &c);
     assert_eq!(by_own.count, (n_chunk * 63) as u64);
     assert_eq!(by_file.count, by_own.count);
-    // The perturbation is real, and each token's KLD agrees within half a code step of the
+    // Own mode against the independent reference: HostRef's logits of both models and the KL
+    // formula in f64 (tests/common). The CPU backend's f32 forward pass differs from HostRef's
+    // f64 sums by float rounding only: per token |ΔKLD| ≤ 1e-5 + 1e-3·KLD and |ΔΔp| ≤ 1e-5.
+    let want = common::reference_kld(
+        &common::host_ref_logits(&synth(), &toks, n_ctx),
+        &common::host_ref_logits(&quant, &toks, n_ctx),
+        n_vocab,
+        &toks,
+        n_ctx,
+    );
+    assert_eq!(want.len() as u64, by_own.count);
+    let mut worst = (0f64, 0f64);
+    for (i, w) in want.iter().enumerate() {
+        let (k, p) = (by_own.kld_values[i] as f64, by_own.p_diff_values[i] as f64);
+        worst = (
+            worst.0.max((k - w.kld).abs()),
+            worst.1.max((p - w.p_diff).abs()),
+        );
+        assert!(
+            (k - w.kld).abs() <= 1e-5 + 1e-3 * w.kld,
+            "token {i}: KLD {k} vs reference {}",
+            w.kld
+        );
+        assert!(
+            (p - w.p_diff).abs() <= 1e-5,
+            "token {i}: Δp {p} vs reference {}",
+            w.p_diff
+        );
+    }
+    let ref_mean = want.iter().map(|w| w.kld).sum::<f64>() / want.len() as f64;
+    let ref_same_top = want.iter().filter(|w| w.same_top).count() as u64;
+    println!(
+        "own mode vs reference: mean KLD {} vs {ref_mean}, worst |ΔKLD| {:.2e}, |ΔΔp| {:.2e}, same top {} vs {ref_same_top}",
+        by_own.sum_kld / by_own.count as f64,
+        worst.0,
+        worst.1,
+        by_own.n_same_top
+    );
+    // Ties between the top two logits could flip under rounding: at most one here.
+    assert!(by_own.n_same_top.abs_diff(ref_same_top) <= 1);
+
+    // File mode against own mode: each token's KLD agrees within half a code step of the
     // 16-bit base log-probs (≤ 16/65535/2 nats), Δp and the base nll likewise.
     let step = 16.0f32 / 65535.0;
-    let mean_kld = by_own.sum_kld / by_own.count as f64;
-    assert!(
-        mean_kld > 1e-4,
-        "mean KLD {mean_kld}: the coarse copy should differ"
-    );
     for i in 0..by_own.count as usize {
         let (ko, kf) = (by_own.kld_values[i], by_file.kld_values[i]);
         assert!(
@@ -160,7 +196,6 @@ fn own_mode_and_file_mode_agree_within_the_format_precision() {
     );
     assert!((so.kld.mean - sf.kld.mean).abs() <= 0.5 * step as f64);
     // Ties aside, the top tokens agree.
-    assert!(so.same_top > 0.5);
     assert!(by_own.n_same_top.abs_diff(by_file.n_same_top) <= 1);
 }
 

@@ -302,3 +302,66 @@ pub fn lcg_tokens(n: usize, n_vocab: usize, seed: u64) -> Vec<u32> {
         })
         .collect()
 }
+
+/// One scored token of an independent KL-divergence reference.
+#[derive(Clone, Copy, Debug)]
+pub struct RefToken {
+    pub kld: f64,
+    /// p_quant(target) − p_base(target).
+    pub p_diff: f64,
+    /// First argmax of both rows equal.
+    pub same_top: bool,
+}
+
+/// llama-perplexity's per-token figures written out plainly in f64 (log-softmax of each row,
+/// KL(base ‖ quant) over the whole vocabulary, Δp of the target, same top token), for the scored
+/// positions of every chunk: j = n_ctx/2 .. n_ctx−2, target = the token at j+1. `base`/`quant`
+/// are logits rows `[n_chunk·n_ctx, n_vocab]`.
+pub fn reference_kld(
+    base: &[f32],
+    quant: &[f32],
+    n_vocab: usize,
+    tokens: &[u32],
+    n_ctx: usize,
+) -> Vec<RefToken> {
+    let log_softmax = |row: &[f32]| -> Vec<f64> {
+        let max = row.iter().fold(f64::NEG_INFINITY, |m, &v| m.max(v as f64));
+        let lse = row
+            .iter()
+            .map(|&v| (v as f64 - max).exp())
+            .sum::<f64>()
+            .ln()
+            + max;
+        row.iter().map(|&v| v as f64 - lse).collect()
+    };
+    let argmax = |row: &[f32]| (0..row.len()).fold(0, |a, i| if row[i] > row[a] { i } else { a });
+    let mut out = Vec::new();
+    for c in 0..tokens.len() / n_ctx {
+        for j in n_ctx / 2..n_ctx - 1 {
+            let r = c * n_ctx + j;
+            let (zb, zq) = (
+                &base[r * n_vocab..(r + 1) * n_vocab],
+                &quant[r * n_vocab..(r + 1) * n_vocab],
+            );
+            let (lb, lq) = (log_softmax(zb), log_softmax(zq));
+            let kld = lb.iter().zip(&lq).map(|(b, q)| b.exp() * (b - q)).sum();
+            let t = tokens[r + 1] as usize;
+            out.push(RefToken {
+                kld,
+                p_diff: lq[t].exp() - lb[t].exp(),
+                same_top: argmax(zb) == argmax(zq),
+            });
+        }
+    }
+    out
+}
+
+/// Logits `[tokens, n_vocab]` of the model at `path` from `wquant::verify::host_ref::HostRef`
+/// (plain loops, f64 sums, no code shared with the CPU backend's kernels), sequences of `seq_len`.
+pub fn host_ref_logits(path: &Path, tokens: &[u32], seq_len: usize) -> Vec<f32> {
+    use wquant::backend::Backend;
+    use wquant::verify::host_ref::HostRef;
+    let file = std::sync::Arc::new(wquant::gguf::GgufFile::open(path).unwrap());
+    let model = wquant::model::Model::load(&HostRef, &file).unwrap();
+    HostRef.download(&model.forward(&HostRef, tokens, seq_len, None).unwrap())
+}
