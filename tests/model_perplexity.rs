@@ -46,49 +46,60 @@ fn chunk_count_follows_llama_perplexity() {
     assert!(err.contains("1000") && err.contains("1024"), "{err}");
 }
 
-/// The command prints llama-perplexity's lines, with the numbers of the library function.
+/// `wquant perplexity` prints llama-perplexity's lines, with llama.cpp's numbers: the F32 SmolLM2
+/// over the first 2 chunks of 512 of calib.txt against golden/imatrix-2chunks.log (the same
+/// running PPL, printed by llama-imatrix with an f32 KV cache): 1e-3 relative, as above.
 #[test]
-fn perplexity_command_prints_running_and_final_ppl() {
-    let model_path = assets_dir().join("smollm2-135m-q4_1.gguf");
-    let text_path = assets_dir().join("calib.txt");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_wquant"))
-        .args([
-            "--device",
-            "cpu",
-            "-q",
-            "perplexity",
-            "-c",
-            "64",
-            "--chunks",
-            "3",
-            "-b",
-            "128",
-        ])
-        .arg("-m")
-        .arg(&model_path)
-        .arg("-f")
-        .arg(&text_path)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+fn perplexity_command_prints_llama_cpp_running_and_final_ppl() {
+    let out = common::output_ok(
+        std::process::Command::new(env!("CARGO_BIN_EXE_wquant"))
+            .args([
+                "--device",
+                "cpu",
+                "-q",
+                "perplexity",
+                "-c",
+                "512",
+                "--chunks",
+                "2",
+            ])
+            .arg("-m")
+            .arg(f32_model())
+            .arg("-f")
+            .arg(assets_dir().join("calib.txt")),
     );
     let stdout = String::from_utf8(out.stdout).unwrap();
-
-    let file = Arc::new(GgufFile::open(&model_path).unwrap());
-    let b = CpuBackend::new();
-    let model = Model::load(&b, &file).unwrap();
-    let tokens = Tokenizer::from_gguf(&file)
-        .unwrap()
-        .encode(&read_prompt_file(&text_path).unwrap());
-    let res = perplexity(&b, &model, &tokens, 64, 3, 1, |_, _| {}).unwrap();
-    let want = format!(
-        "[1]{:.4},[2]{:.4},[3]{:.4},\nFinal estimate: PPL = {:.4} +/- {:.5}\n",
-        res.running[0], res.running[1], res.running[2], res.ppl, res.ppl_unc
+    // "[1]17.6783,[2]18.9866,\nFinal estimate: PPL = 18.9866 +/- 2.48677\n"
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 2, "{stdout}");
+    let running: Vec<f64> = lines[0]
+        .split(',')
+        .filter(|t| !t.is_empty())
+        .enumerate()
+        .map(|(i, t)| {
+            let t = t
+                .strip_prefix(&format!("[{}]", i + 1))
+                .unwrap_or_else(|| panic!("{stdout}"));
+            assert_eq!(t.split('.').nth(1).map(str::len), Some(4), "{stdout}");
+            t.parse().unwrap()
+        })
+        .collect();
+    let close = |got: f64, want: f64, rel: f64| (got - want).abs() / want < rel;
+    assert_eq!(running.len(), 2, "{stdout}");
+    assert!(close(running[0], 17.6783, 1e-3), "{stdout}");
+    assert!(close(running[1], 18.9866, 1e-3), "{stdout}");
+    let fin = lines[1]
+        .strip_prefix("Final estimate: PPL = ")
+        .unwrap_or_else(|| panic!("{stdout}"));
+    let (ppl, unc) = fin.split_once(" +/- ").unwrap();
+    assert_eq!(
+        ppl,
+        format!("{:.4}", running[1]),
+        "the final PPL is the last running one"
     );
-    assert_eq!(stdout, want);
+    assert_eq!(unc.split('.').nth(1).map(str::len), Some(5), "{stdout}");
+    assert!(close(ppl.parse().unwrap(), 18.9866, 1e-3), "{stdout}");
+    assert!(close(unc.parse().unwrap(), 2.48677, 1e-2), "{stdout}");
 }
 
 #[test]
