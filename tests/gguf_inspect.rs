@@ -12,16 +12,7 @@ fn wquant() -> Command {
 #[test]
 fn inspect_json_totals_match_golden_tensor_list() {
     let model = common::assets_dir().join("smollm2-135m-q4_1.gguf");
-    let out = wquant()
-        .args(["inspect", "--json"])
-        .arg(&model)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = common::output_ok(wquant().args(["inspect", "--json"]).arg(&model));
     let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
 
     // Expected from golden/smollm2-q4_1.tensors.sha256: per-type counts and element counts.

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{golden_dir, tensors_differing};
+use common::{golden_dir, synth_golden, tensors_differing};
 use std::sync::Arc;
 use wquant::gguf::GgufFile;
 use wquant::gpu_quantize::GpuQuantizer;
@@ -19,33 +19,23 @@ fn gpu() -> Arc<GpuQuantizer> {
 }
 
 /// The tensors whose bytes differ from the golden hashes.
-fn check_synth(g: &Arc<GpuQuantizer>, model: &str, ftype: &str, with_imatrix: bool) -> Vec<String> {
-    let dir = golden_dir().join("synth");
-    let mut p = QuantizeParams::new(FileType::parse(ftype).unwrap());
-    if with_imatrix {
-        p.imatrix = Some(dir.join(format!("synth-{model}.imatrix.gguf")));
-    }
-    p.gpu = Some(g.clone());
+fn check_synth(
+    gpu: &Arc<GpuQuantizer>,
+    model: &str,
+    ftype: &str,
+    with_imatrix: bool,
+) -> Vec<String> {
+    let mut g = synth_golden(model, ftype, with_imatrix);
+    g.params.gpu = Some(gpu.clone());
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("out.gguf");
-    quantize_file(
-        &dir.join(format!("synth-{model}.gguf")),
-        &out,
-        &p,
-        &mut |_, _| {},
-    )
-    .unwrap();
-    let suffix = if with_imatrix { "" } else { "-noimatrix" };
-    let bad = tensors_differing(
-        &out,
-        &dir.join(format!("synth-{model}-{ftype}{suffix}.tensors.sha256")),
-        &format!("synth-{model} {ftype}{suffix}"),
-    );
+    quantize_file(&g.input, &out, &g.params, &mut |_, _| {}).unwrap();
+    let bad = tensors_differing(&out, &g.hashes, &g.what);
     let f = GgufFile::open(&out).unwrap();
     // Every quantized type of the mix went through the GPU kernels.
     for t in f.tensors() {
         if t.ggml_type.block_size() > 1 {
-            assert!(g.usable(t.ggml_type).unwrap(), "{}", t.ggml_type);
+            assert!(gpu.usable(t.ggml_type).unwrap(), "{}", t.ggml_type);
         }
     }
     bad

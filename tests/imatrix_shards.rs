@@ -22,17 +22,12 @@ const SHARDS: usize = 3;
 const CHUNKS_PER_SHARD: usize = 2;
 
 fn imatrix(device: &str, args: &[&str], out: &Path) {
-    let o = Command::new(env!("CARGO_BIN_EXE_wquant"))
-        .args(["-q", "--device", device, "imatrix"])
-        .args(args)
-        .arg("-o")
-        .arg(out)
-        .output()
-        .unwrap();
-    assert!(
-        o.status.success(),
-        "wquant imatrix {args:?}: {}",
-        String::from_utf8_lossy(&o.stderr)
+    common::output_ok(
+        Command::new(env!("CARGO_BIN_EXE_wquant"))
+            .args(["-q", "--device", device, "imatrix"])
+            .args(args)
+            .arg("-o")
+            .arg(out),
     );
 }
 

@@ -4,37 +4,20 @@
 
 mod common;
 
-use common::{assert_same_tensors, golden_dir};
-use wquant::quant::mix::FileType;
-use wquant::quantize::{quantize_file, QuantizeParams};
+use common::{assert_same_tensors, synth_golden};
+use wquant::quantize::quantize_file;
 
 fn check(model: &str, ftype: &str, with_imatrix: bool, threads: usize) {
-    let dir = golden_dir().join("synth");
-    let mut p = QuantizeParams::new(FileType::parse(ftype).unwrap());
-    if with_imatrix {
-        p.imatrix = Some(dir.join(format!("synth-{model}.imatrix.gguf")));
-    }
+    let g = synth_golden(model, ftype, with_imatrix);
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("out.gguf");
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
         .build()
         .unwrap();
-    pool.install(|| {
-        quantize_file(
-            &dir.join(format!("synth-{model}.gguf")),
-            &out,
-            &p,
-            &mut |_, _| {},
-        )
-    })
-    .unwrap();
-    let suffix = if with_imatrix { "" } else { "-noimatrix" };
-    assert_same_tensors(
-        &out,
-        &dir.join(format!("synth-{model}-{ftype}{suffix}.tensors.sha256")),
-        &format!("synth-{model} {ftype}{suffix}"),
-    );
+    pool.install(|| quantize_file(&g.input, &out, &g.params, &mut |_, _| {}))
+        .unwrap();
+    assert_same_tensors(&out, &g.hashes, &g.what);
 }
 
 const TYPES: [&str; 6] = ["Q4_K_M", "Q4_K_S", "Q5_K_M", "Q5_K_S", "Q6_K", "Q8_0"];

@@ -9,17 +9,12 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 fn run_ok(args: &[&str], threads: usize) {
-    let out = Command::new(env!("CARGO_BIN_EXE_wquant"))
-        .arg("--threads")
-        .arg(threads.to_string())
-        .arg("--quiet")
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "wquant {args:?} --threads {threads}: {}",
-        String::from_utf8_lossy(&out.stderr)
+    common::output_ok(
+        Command::new(env!("CARGO_BIN_EXE_wquant"))
+            .arg("--threads")
+            .arg(threads.to_string())
+            .arg("--quiet")
+            .args(args),
     );
 }
 

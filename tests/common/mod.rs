@@ -411,3 +411,48 @@ pub fn assert_close_to_llama_imatrix(ours: &wquant::imatrix::Imatrix, what: &str
     );
     assert!(median <= 1e-4, "{what}: median relative error {median:.3e}");
 }
+
+/// One of llama-quantize's synthetic goldens (golden/synth): the input model, the parameters
+/// (with the model's imatrix when asked) and llama-quantize's hash list of the output.
+pub struct SynthGolden {
+    pub input: PathBuf,
+    pub params: wquant::quantize::QuantizeParams,
+    pub hashes: PathBuf,
+    /// `synth-MODEL FTYPE[-noimatrix]`, for messages.
+    pub what: String,
+}
+
+pub fn synth_golden(model: &str, ftype: &str, with_imatrix: bool) -> SynthGolden {
+    let dir = golden_dir().join("synth");
+    let ft = wquant::quant::mix::FileType::parse(ftype).unwrap();
+    let mut params = wquant::quantize::QuantizeParams::new(ft);
+    if with_imatrix {
+        params.imatrix = Some(dir.join(format!("synth-{model}.imatrix.gguf")));
+    }
+    let suffix = if with_imatrix { "" } else { "-noimatrix" };
+    SynthGolden {
+        input: dir.join(format!("synth-{model}.gguf")),
+        params,
+        hashes: dir.join(format!("synth-{model}-{ftype}{suffix}.tensors.sha256")),
+        what: format!("synth-{model} {ftype}{suffix}"),
+    }
+}
+
+/// Per-token KLD and Δp of a GPU run against the CPU reference backend's run of the same
+/// models and tokens: the forward passes differ by float rounding only, so |ΔKLD| ≤ 1e-4 +
+/// 1e-2·KLD and |ΔΔp| ≤ 1e-4 per token.
+pub fn assert_kld_close_to_cpu(
+    cpu: &wquant::kld::KldAccumulator,
+    gpu: &wquant::kld::KldAccumulator,
+) {
+    assert_eq!(gpu.count, cpu.count);
+    for i in 0..cpu.count as usize {
+        let (kc, kg) = (cpu.kld_values[i], gpu.kld_values[i]);
+        assert!(
+            (kc - kg).abs() <= 1e-4 + 1e-2 * kc.abs(),
+            "token {i}: KLD cpu {kc} gpu {kg}"
+        );
+        let (pc, pg) = (cpu.p_diff_values[i], gpu.p_diff_values[i]);
+        assert!((pc - pg).abs() <= 1e-4, "token {i}: Δp cpu {pc} gpu {pg}");
+    }
+}
