@@ -79,6 +79,23 @@ fn own(base: &Path, quant: &Path, toks: &[u32], c: &Chunks) -> KldAccumulator {
     .unwrap()
 }
 
+/// llama-perplexity's base run on the CPU reference: the synthetic model's log-probs over
+/// `toks` (chunks of `c.n_ctx`) written to `file`; returns the running PPLs and the PPL.
+fn write_base(file: &Path, toks: &[u32], c: &Chunks) -> (Vec<f64>, f64) {
+    let mut base = load(&synth());
+    let header = BaseHeader {
+        n_ctx: c.n_ctx as u32,
+        n_vocab: base.config.n_vocab as u32,
+        n_chunk: c.n_chunk as u32,
+    };
+    let mut w = BaseFileWriter::create(file, header, toks).unwrap();
+    let (running, ppl, _) =
+        driver::write_base_file(&CpuBackend::new(), &mut base, toks, c, &mut w, |_, _| {}).unwrap();
+    w.finish().unwrap();
+    assert_eq!(std::fs::metadata(file).unwrap().len(), header.file_bytes());
+    (running, ppl)
+}
+
 #[test]
 fn model_against_itself_is_zero() {
     let m = load(&synth());
@@ -99,25 +116,15 @@ fn own_mode_and_file_mode_agree_within_the_format_precision() {
     let quant = dir.path().join("coarse.gguf");
     coarse_copy(&synth(), &quant);
     let b = CpuBackend::new();
-    let mut base = load(&synth());
-    let n_vocab = base.config.n_vocab;
+    let n_vocab = 300;
     let (n_ctx, n_chunk) = (128, 4);
     let toks = tokens(n_chunk * n_ctx, n_vocab as u32);
     let c = ch(n_ctx, n_chunk, 2);
 
     // llama-perplexity's workflow: base run writes the file, the quant run reads it.
     let file = dir.path().join("base.kld");
-    let header = BaseHeader {
-        n_ctx: n_ctx as u32,
-        n_vocab: n_vocab as u32,
-        n_chunk: n_chunk as u32,
-    };
-    let mut w = BaseFileWriter::create(&file, header, &toks).unwrap();
-    let (running, ppl, _) =
-        driver::write_base_file(&b, &mut base, &toks, &c, &mut w, |_, _| {}).unwrap();
-    w.finish().unwrap();
+    let (running, ppl) = write_base(&file, &toks, &c);
     assert_eq!(running.len(), n_chunk);
-    assert_eq!(std::fs::metadata(&file).unwrap().len(), header.file_bytes());
     let mut rd = BaseFileReader::open(&file).unwrap();
     assert_eq!(rd.tokens, toks);
     let by_file = driver::file_mode(&b, &mut load(&quant), &mut rd, n_chunk, 1, |_, _| {}).unwrap();
@@ -216,7 +223,7 @@ fn chunks_per_pass_do_not_change_the_result() {
 #[test]
 fn bad_pairings_are_clear_errors() {
     let b = CpuBackend::new();
-    let mut synth_m = load(&synth());
+    let synth_m = load(&synth());
     let smol = common::assets_dir().join("smollm2-135m-q4_1.gguf");
     let smol_m = load(&smol);
     let e = driver::check_pair(&synth_m.config, &smol_m.config)
@@ -242,14 +249,7 @@ fn bad_pairings_are_clear_errors() {
     // A base file for the synthetic vocabulary, read with SmolLM2.
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("base.kld");
-    let header = BaseHeader {
-        n_ctx: 64,
-        n_vocab: 300,
-        n_chunk: 2,
-    };
-    let mut w = BaseFileWriter::create(&file, header, &toks).unwrap();
-    driver::write_base_file(&b, &mut synth_m, &toks, &ch(64, 2, 2), &mut w, |_, _| {}).unwrap();
-    w.finish().unwrap();
+    write_base(&file, &toks, &ch(64, 2, 2));
     let mut rd = BaseFileReader::open(&file).unwrap();
     let e = driver::file_mode(&b, &mut load(&smol), &mut rd, 2, 1, |_, _| {})
         .err()
@@ -313,27 +313,10 @@ fn gpu_file_mode_agrees_with_the_cpu_reference() {
     let quant = dir.path().join("coarse.gguf");
     coarse_copy(&synth(), &quant);
     let b = CpuBackend::new();
-    let mut base = load(&synth());
-    let n_vocab = base.config.n_vocab;
     let (n_ctx, n_chunk) = (64, 2);
-    let toks = tokens(n_chunk * n_ctx, n_vocab as u32);
+    let toks = tokens(n_chunk * n_ctx, 300);
     let file = dir.path().join("base.kld");
-    let header = BaseHeader {
-        n_ctx: n_ctx as u32,
-        n_vocab: n_vocab as u32,
-        n_chunk: n_chunk as u32,
-    };
-    let mut w = BaseFileWriter::create(&file, header, &toks).unwrap();
-    driver::write_base_file(
-        &b,
-        &mut base,
-        &toks,
-        &ch(n_ctx, n_chunk, 2),
-        &mut w,
-        |_, _| {},
-    )
-    .unwrap();
-    w.finish().unwrap();
+    write_base(&file, &toks, &ch(n_ctx, n_chunk, 2));
     let on_cpu = {
         let mut rd = BaseFileReader::open(&file).unwrap();
         driver::file_mode(&b, &mut load(&quant), &mut rd, n_chunk, 2, |_, _| {}).unwrap()
