@@ -254,6 +254,18 @@ impl<B: Backend> ModelRunner<B> {
         Ok(b.upload(&z, rows, self.config.n_vocab))
     }
 
+    /// Logits of every token of whole sequences: `hidden`, then `logits` on the device.
+    pub fn forward(
+        &mut self,
+        b: &B,
+        tokens: &[u32],
+        seq_len: usize,
+        mut obs: Observer<B>,
+    ) -> Result<B::Tensor> {
+        let h = self.hidden(b, tokens, seq_len, reborrow(&mut obs))?;
+        self.logits(b, &h, obs)
+    }
+
     /// Let the layers go: only the output head (and `output_norm`) are used from now on
     /// (KLD's own mode keeps the base model's head next to the quantized model).
     pub fn drop_layers(&mut self) {
