@@ -12,7 +12,8 @@ use super::gpu::device::{auto_has_hardware_gpu, DeviceSpec, GpuDevice};
 use super::gpu::GpuBackend;
 use anyhow::{bail, Result};
 
-/// The backend `--device` chose.
+/// The backend `--device` chose (one per process, so the variants' sizes do not matter).
+#[allow(clippy::large_enum_variant)]
 pub enum SelectedBackend {
     Cpu(CpuBackend),
     Gpu(GpuBackend),

@@ -32,6 +32,9 @@ pub struct RunCounters {
     pub passes: u64,
 }
 
+/// Progress callback: (layers done, n_layer, counters).
+pub type LayerProgress = Box<dyn FnMut(usize, usize, &RunCounters)>;
+
 pub struct ModelRunner<B: Backend> {
     pub file: Arc<GgufFile>,
     pub config: Config,
@@ -45,7 +48,7 @@ pub struct ModelRunner<B: Backend> {
     pub counters: RunCounters,
     /// Called after each layer of a pass with (layers done, n_layer, counters): progress for
     /// long waves.
-    pub on_layer: Option<Box<dyn FnMut(usize, usize, &RunCounters)>>,
+    pub on_layer: Option<LayerProgress>,
 }
 
 fn layer_bytes(file: &GgufFile, il: usize) -> u64 {
@@ -157,7 +160,7 @@ impl<B: Backend> ModelRunner<B> {
         seq_len: usize,
         mut obs: Observer<B>,
     ) -> Result<B::Tensor> {
-        if seq_len == 0 || tokens.len() % seq_len != 0 {
+        if seq_len == 0 || !tokens.len().is_multiple_of(seq_len) {
             bail!(
                 "{} tokens do not make whole sequences of {seq_len}",
                 tokens.len()

@@ -539,8 +539,7 @@ impl Backend for GpuBackend {
     fn device_memory(&self) -> Option<DeviceMemory> {
         let lim = &self.ctx.dev.limits;
         Some(DeviceMemory {
-            max_binding_bytes: (lim.max_storage_buffer_binding_size as u64)
-                .min(lim.max_buffer_size),
+            max_binding_bytes: lim.max_storage_buffer_binding_size.min(lim.max_buffer_size),
             // Vulkan's VK_EXT_memory_budget (90% of it); other backends report nothing.
             driver_budget: device::vram_info(&self.ctx.dev.adapter).map(|v| v.default_budget()),
         })
