@@ -182,7 +182,8 @@ fn run_with<B: Backend>(b: &B, g: &super::GlobalArgs, a: &Args) -> Result<()> {
         },
     )
     .with_context(|| format!("{}: planning", a.model.display()))?;
-    let n_seq = model.plan.seqs_per_pass.min(n_chunk);
+    model.plan.seqs_per_pass = model.plan.seqs_per_pass.min(n_chunk);
+    let n_seq = model.plan.seqs_per_pass;
     if !g.quiet {
         eprintln!(
             "perplexity: {} tokens, {n_chunk} chunks of {}, {n_seq} per pass, backend {}; {}",
