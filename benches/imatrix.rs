@@ -15,7 +15,7 @@ use wquant::backend::cpu::CpuBackend;
 use wquant::gguf::GgufFile;
 use wquant::imatrix::collect::{collect, CollectOptions};
 use wquant::imatrix::Imatrix;
-use wquant::model::stream::Runner;
+use wquant::model::ModelRunner;
 
 /// One chunk of `n_ctx`, statistics only (no PPL, no saves).
 fn one_chunk_no_ppl(n_ctx: usize, dir: &std::path::Path) -> CollectOptions {
@@ -31,7 +31,7 @@ fn bench_imatrix(c: &mut Criterion) {
     let tokens = calib_tokens()[..2 * n_ctx].to_vec();
     let b = CpuBackend::new();
     let file = Arc::new(GgufFile::open(f32_model()).unwrap());
-    let mut model = Runner::resident(&b, &file, 1).unwrap();
+    let mut model = ModelRunner::resident(&b, &file, 1).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let o = one_chunk_no_ppl(n_ctx, dir.path());
     let stop = AtomicBool::new(false);
@@ -81,7 +81,7 @@ fn bench_imatrix_gpu(_c: &mut Criterion) {
     };
     let tokens = calib_tokens()[..2 * n_ctx].to_vec();
     let file = Arc::new(GgufFile::open(f32_model()).unwrap());
-    let mut model = Runner::resident(&gpu, &file, 1).unwrap();
+    let mut model = ModelRunner::resident(&gpu, &file, 1).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let o = one_chunk_no_ppl(n_ctx, dir.path());
     let stop = AtomicBool::new(false);

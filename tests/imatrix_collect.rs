@@ -13,13 +13,13 @@ use wquant::backend::cpu::CpuBackend;
 use wquant::gguf::{GgufFile, GgufWriter, TensorSpec};
 use wquant::imatrix::collect::collect;
 use wquant::imatrix::Imatrix;
-use wquant::model::stream::Runner;
+use wquant::model::ModelRunner;
 
 #[test]
 fn two_chunks_match_llama_imatrix() {
     let b = CpuBackend::new();
     let file = Arc::new(GgufFile::open(f32_model()).unwrap());
-    let mut model = Runner::resident(&b, &file, 1).unwrap();
+    let mut model = ModelRunner::resident(&b, &file, 1).unwrap();
     let d = tempfile::tempdir().unwrap();
     let mut o = collect_options(&d.path().join("x.gguf"), 512, None, false);
     o.max_chunks = Some(2);
@@ -181,7 +181,7 @@ fn moe_counts_per_expert_and_merging_halves() {
     let path = moe_model_with_dead_experts(d.path());
     let b = CpuBackend::new();
     let file = Arc::new(GgufFile::open(&path).unwrap());
-    let mut model = Runner::resident(&b, &file, 1).unwrap();
+    let mut model = ModelRunner::resident(&b, &file, 1).unwrap();
     let c = &model.config;
     assert!(
         c.n_expert == 4 && c.n_expert_used == 2,

@@ -30,7 +30,7 @@ use wquant::gguf::GgufFile;
 use wquant::kld::driver::{self, Chunks};
 use wquant::kld::logits_file::{BaseFileReader, BaseFileWriter, BaseHeader, BaseRecord};
 use wquant::kld::KldAccumulator;
-use wquant::model::Model;
+use wquant::model::ModelRunner;
 use wquant::quant::mix::FileType;
 use wquant::quantize::{quantize_file, QuantizeParams};
 
@@ -50,8 +50,13 @@ struct Setup {
     base_ppl: f64,
 }
 
-fn load(path: &std::path::Path) -> Model<CpuBackend> {
-    Model::load(&CpuBackend::new(), &Arc::new(GgufFile::open(path).unwrap())).unwrap()
+fn load(path: &std::path::Path) -> ModelRunner<CpuBackend> {
+    ModelRunner::resident(
+        &CpuBackend::new(),
+        &Arc::new(GgufFile::open(path).unwrap()),
+        1,
+    )
+    .unwrap()
 }
 
 fn one_chunk() -> Chunks {

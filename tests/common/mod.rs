@@ -362,7 +362,7 @@ pub fn host_ref_logits(path: &Path, tokens: &[u32], seq_len: usize) -> Vec<f32> 
     use wquant::backend::Backend;
     use wquant::verify::host_ref::HostRef;
     let file = std::sync::Arc::new(wquant::gguf::GgufFile::open(path).unwrap());
-    let model = wquant::model::Model::load(&HostRef, &file).unwrap();
+    let mut model = wquant::model::ModelRunner::resident(&HostRef, &file, 1).unwrap();
     HostRef.download(&model.forward(&HostRef, tokens, seq_len, None).unwrap())
 }
 
