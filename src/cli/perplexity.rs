@@ -103,6 +103,9 @@ pub fn perplexity<B: Backend>(
             let h = b.gather_rows(&hidden, &rows);
             let logits = model.logits_host(b, &h, None)?;
             let chunk = &toks[s * n_ctx..(s + 1) * n_ctx];
+            if logits.iter().any(|v| !v.is_finite()) {
+                return Err(model.non_finite_error(b, chunk, n_ctx, i + s + 1));
+            }
             for (j, &k) in scored.iter().enumerate() {
                 let z = &logits[j * n_vocab..(j + 1) * n_vocab];
                 let v = nll_of(z, chunk[k as usize + 1] as usize);

@@ -107,6 +107,18 @@ fn at_path(out: &Path, chunk: u32) -> PathBuf {
     PathBuf::from(s)
 }
 
+/// Statistics of a chunk that are not finite: the weight whose input they are.
+#[derive(Debug)]
+struct NonFinite(String);
+
+impl std::fmt::Display for NonFinite {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "non-finite activation statistics in {}", self.0)
+    }
+}
+
+impl std::error::Error for NonFinite {}
+
 /// Fold sequence `seq`'s statistics (one chunk) into `im`, checking that they are finite.
 fn fold<B: Backend>(
     b: &B,
@@ -126,7 +138,7 @@ fn fold<B: Backend>(
             .iter()
             .any(|(s2, s, _)| s2.iter().chain(s).any(|v| !v.is_finite()))
         {
-            bail!("non-finite activation statistics in {name}");
+            return Err(NonFinite(name.clone()).into());
         }
         im.add_collected(name, &experts)?;
     }
@@ -209,6 +221,13 @@ pub fn collect<B: Backend>(
                 None
             };
             let mut v = Vec::new();
+            if logits
+                .as_ref()
+                .is_some_and(|(lg, _)| lg.iter().any(|x| !x.is_finite()))
+            {
+                let chunk = &batch[j * n_ctx..(j + 1) * n_ctx];
+                return Err(model.non_finite_error(b, chunk, n_ctx, i + j + 1));
+            }
             if let (true, Some((lg, row0))) = (o.compute_ppl, logits.as_ref()) {
                 // Original tokens are the targets (the BOS swap only affects the input).
                 let c = i + j;
@@ -235,7 +254,14 @@ pub fn collect<B: Backend>(
                 count += v.len();
                 running = Some((nll_sum / count as f64).exp());
             }
-            fold(b, &mut im, &sc, j)?;
+            if let Err(e) = fold(b, &mut im, &sc, j) {
+                if e.downcast_ref::<NonFinite>().is_some() {
+                    let chunk = &batch[j * n_ctx..(j + 1) * n_ctx];
+                    let located = model.non_finite_error(b, chunk, n_ctx, i + j + 1);
+                    return Err(located.context(e.to_string()));
+                }
+                return Err(e);
+            }
             done += 1;
             let prev = im.chunk_count;
             im.update_chunk_count();

@@ -128,11 +128,17 @@ impl Imatrix {
             }
             if let Some(s) = &e.in_sum {
                 if let Some(i) = s.iter().position(|v| !v.is_finite()) {
-                    bail!("{p}: entry {name}: Σx value {} at index {i} is not finite", s[i]);
+                    bail!(
+                        "{p}: entry {name}: Σx value {} at index {i} is not finite",
+                        s[i]
+                    );
                 }
             }
             if let Some(i) = e.counts.iter().position(|&c| c < 0) {
-                bail!("{p}: entry {name}: count {} of matrix {i} is negative", e.counts[i]);
+                bail!(
+                    "{p}: entry {name}: count {} of matrix {i} is negative",
+                    e.counts[i]
+                );
             }
         }
         Ok(())

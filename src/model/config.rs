@@ -117,7 +117,10 @@ impl Config {
             None => 10000.0,
         };
         if !(freq_base.is_finite() && freq_base > 0.0) {
-            bail!("{path}: {} = {freq_base} is not a positive number", key("rope.freq_base"));
+            bail!(
+                "{path}: {} = {freq_base} is not a positive number",
+                key("rope.freq_base")
+            );
         }
         // Linear scaling only ("rope.scaling.type" = linear stores factor = 1/freq_scale).
         let mut freq_scale = 1.0f32;
