@@ -12,10 +12,10 @@ use crate::backend::Backend;
 use crate::gguf::GgufFile;
 use crate::kld::driver::{self, chunk_count, Chunks};
 use crate::kld::logits_file::{BaseFileReader, BaseFileWriter, BaseHeader};
-use crate::kld::report::{
+use crate::kld::output::{
     running_line, summary_text, KldReport, MIN_TOKENS_FOR_SUMMARY, TABLE_HEADER,
 };
-use crate::kld::KldAccumulator;
+use crate::kld::{KldAccumulator, KldReduce};
 use crate::model::stream::Runner;
 use crate::model::{Config, Tokenizer};
 use anyhow::{bail, Context, Result};
@@ -74,7 +74,7 @@ pub fn run(g: &super::GlobalArgs, a: Args) -> Result<()> {
     }
 }
 
-fn run_with<B: Backend + PlanRun>(b: &B, g: &super::GlobalArgs, a: &Args) -> Result<()> {
+fn run_with<B: KldReduce + PlanRun>(b: &B, g: &super::GlobalArgs, a: &Args) -> Result<()> {
     match (&a.base_model, &a.kl_divergence_base, a.kl_divergence) {
         (Some(base), None, false) => own(b, g, a, base),
         (None, Some(file), false) => write_base(b, g, a, file),
@@ -217,7 +217,7 @@ fn finish_report(
     Ok(())
 }
 
-fn own<B: Backend + PlanRun>(
+fn own<B: KldReduce + PlanRun>(
     b: &B,
     g: &super::GlobalArgs,
     a: &Args,
@@ -362,7 +362,7 @@ fn write_base<B: Backend + PlanRun>(
     Ok(())
 }
 
-fn from_file<B: Backend + PlanRun>(
+fn from_file<B: KldReduce + PlanRun>(
     b: &B,
     g: &super::GlobalArgs,
     a: &Args,
