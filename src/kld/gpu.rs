@@ -103,7 +103,7 @@ fn check(zq: &GpuTensor, base_rows: usize, base_cols: usize, targets: &[u32]) ->
 fn dispatch_rows(
     ctx: &Ctx,
     pipe: &wgpu::ComputePipeline,
-    extra_params: &[u32],
+    rec_words: u32,
     zq: &GpuTensor,
     base: (&wgpu::Buffer, u64),
     targets: &[u32],
@@ -123,8 +123,8 @@ fn dispatch_rows(
     let mut r0 = 0;
     while r0 < rows {
         let m = rows_per.min(rows - r0);
-        let mut params = vec![m as u32, n_vocab as u32, r0 as u32, 0];
-        params.extend_from_slice(extra_params);
+        // kld_common.wgsl's Params.
+        let params = [m as u32, n_vocab as u32, r0 as u32, 0, rec_words, 0, 0, 0];
         ctx.dispatch_ranges(
             pipe,
             &params,
@@ -153,7 +153,7 @@ pub fn records(ctx: &Ctx, zq: &GpuTensor, zb: &GpuTensor, targets: &[u32]) -> Ve
     dispatch_rows(
         ctx,
         &pipe,
-        &[],
+        0,
         zq,
         (zb.buffer(), (zb.cols * 4) as u64),
         targets,
@@ -199,7 +199,7 @@ pub fn records_vs_base_file(
     dispatch_rows(
         ctx,
         &pipe,
-        &[w as u32, 0, 0, 0],
+        w as u32,
         zq,
         (rb.buffer(), (w * 4) as u64),
         targets,
