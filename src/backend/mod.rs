@@ -21,7 +21,9 @@ pub struct WeightSource {
     pub ne0: usize,
     /// Number of rows (output features).
     pub ne1: usize,
-    /// Byte range inside the file.
+    /// Part of a split model holding the bytes (0 unless split).
+    pub split: u16,
+    /// Byte range inside that file.
     pub byte_offset: usize,
     pub n_bytes: usize,
 }
@@ -36,7 +38,7 @@ impl WeightSource {
         let ne0 = t.ne(0) as usize;
         let ne1 = t.ne(1) as usize;
         let per = t.ggml_type.row_bytes(ne0 as u64).unwrap_or(0) as usize * ne1;
-        let base = (file.header.data_offset + t.offset) as usize;
+        let (_, base) = file.tensor_location(t);
         let (off, n) = match expert {
             None => (base, t.n_bytes as usize),
             Some(e) => (base + e * per, per),
@@ -47,13 +49,15 @@ impl WeightSource {
             ggml_type: t.ggml_type,
             ne0,
             ne1,
+            split: t.split,
             byte_offset: off,
             n_bytes: n,
         }
     }
 
     pub fn bytes(&self) -> &[u8] {
-        &self.file.bytes()[self.byte_offset..self.byte_offset + self.n_bytes]
+        let all = self.file.split_bytes(self.split);
+        &all[self.byte_offset..self.byte_offset + self.n_bytes]
     }
 
     pub fn row_bytes(&self) -> usize {

@@ -123,8 +123,7 @@ impl<B: Backend> Runner<B> {
         let c = &self.config;
         let t = self.file.require_tensor("token_embd.weight")?;
         let row_bytes = t.ggml_type.row_bytes(c.n_embd as u64).unwrap_or(0) as usize;
-        let base = (self.file.header.data_offset + t.offset) as usize;
-        let bytes = self.file.bytes();
+        let (bytes, base) = self.file.tensor_location(t);
         let mut out = vec![0f32; tokens.len() * c.n_embd];
         for (row, &id) in out.chunks_mut(c.n_embd).zip(tokens) {
             if id as usize >= c.n_vocab {
