@@ -5,6 +5,7 @@
 
 pub mod cpu;
 pub mod gpu;
+pub mod select;
 
 use crate::gguf::{GgmlType, GgufFile, TensorInfo};
 use std::sync::Arc;
@@ -74,6 +75,17 @@ pub struct StatsHost {
     pub sum: Vec<f32>,
     /// Number of activation rows (tokens) accumulated.
     pub count: u64,
+}
+
+/// What a device tells the memory planner (`model::plan`). Backends whose weights are views of
+/// host memory (the CPU reference) report none and keep every weight resident.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct DeviceMemory {
+    /// The most bytes one buffer binding may address (an activation buffer must fit in one).
+    pub max_binding_bytes: u64,
+    /// The budget the driver reports for this process (already with headroom), or None when
+    /// the driver reports nothing.
+    pub driver_budget: Option<u64>,
 }
 
 /// RoPE parameters (NORM mode rotates adjacent pairs; NEOX rotates halves).
@@ -160,4 +172,11 @@ pub trait Backend {
 
     fn stats_new(&self, n_cols: usize) -> Self::Stats;
     fn stats_read(&self, s: &Self::Stats) -> StatsHost;
+
+    /// What the memory planner needs to know; None: weights live in host memory, plan nothing.
+    fn device_memory(&self) -> Option<DeviceMemory> {
+        None
+    }
+    /// Cap the device bytes held at once (None: no cap); the planner sets the budget it used.
+    fn set_memory_limit(&self, _bytes: Option<u64>) {}
 }

@@ -282,6 +282,10 @@ pub fn parse_header(buf: &[u8], path: &Path) -> Result<Header, GgufError> {
         if name.len() >= 64 {
             return Err(c.err(format!("tensor name {name:?} is longer than 63 bytes")));
         }
+        // ggml names are C strings: a NUL would cut the name short (llama.cpp refuses it).
+        if name.contains('\0') {
+            return Err(c.err(format!("tensor name {name:?} holds a NUL byte")));
+        }
         let n_dims = c.u32(&format!("tensor {name}: n_dims"))?;
         if n_dims as usize > MAX_DIMS {
             return Err(c.err(format!(

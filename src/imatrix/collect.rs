@@ -9,10 +9,10 @@
 //! and resuming (`--in-file` + `--chunk K`) adds the same per-chunk partial sums in the same
 //! order as an uninterrupted run.
 
+use super::collector::{StatsCollector, MIN_STATS_ROWS};
 use super::file::Imatrix;
 use crate::backend::Backend;
-use crate::model::graph::StatsCollector;
-use crate::model::stream::Runner;
+use crate::model::ModelRunner;
 use anyhow::{bail, Result};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -57,12 +57,10 @@ pub struct CollectResult {
 /// The chunks llama-imatrix processes: drop `skip` chunks, need 2 chunks' worth of tokens.
 pub fn plan_chunks(n_tokens: usize, o: &CollectOptions) -> Result<(usize, usize)> {
     let n_ctx = o.n_ctx;
-    if n_ctx < crate::model::graph::MIN_STATS_ROWS {
+    if n_ctx < MIN_STATS_ROWS {
         bail!(
             "-c {n_ctx}: wquant keeps each chunk's statistics apart, and llama.cpp collects \
-             nothing from matmuls under {} rows; use -c {} or more",
-            crate::model::graph::MIN_STATS_ROWS,
-            crate::model::graph::MIN_STATS_ROWS
+             nothing from matmuls under {MIN_STATS_ROWS} rows; use -c {MIN_STATS_ROWS} or more"
         );
     }
     let mut start = 0;
@@ -141,7 +139,7 @@ fn fold<B: Backend>(
 /// passes (Ctrl-C), and a pass it interrupts is dropped whole.
 pub fn collect<B: Backend>(
     b: &B,
-    model: &mut Runner<B>,
+    model: &mut ModelRunner<B>,
     tokens: &[u32],
     base: Imatrix,
     o: &CollectOptions,
@@ -196,17 +194,17 @@ pub fn collect<B: Backend>(
                 // output.weight sees every position, as in llama-imatrix (all logits requested).
                 sc.first_seq = j;
                 let lg = if k == 1 {
-                    model.logits(b, &hidden, Some(&mut sc))?
+                    model.logits_host(b, &hidden, Some(&mut sc))?
                 } else {
                     let rows: Vec<u32> = ((j * n_ctx) as u32..((j + 1) * n_ctx) as u32).collect();
-                    model.logits(b, &b.gather_rows(&hidden, &rows), Some(&mut sc))?
+                    model.logits_host(b, &b.gather_rows(&hidden, &rows), Some(&mut sc))?
                 };
                 Some((lg, 0usize))
             } else if o.compute_ppl {
                 let rows: Vec<u32> =
                     ((j * n_ctx + first) as u32..(j * n_ctx + n_ctx - 1) as u32).collect();
                 let h = b.gather_rows(&hidden, &rows);
-                Some((model.logits(b, &h, None)?, first))
+                Some((model.logits_host(b, &h, None)?, first))
             } else {
                 None
             };

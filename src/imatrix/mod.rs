@@ -1,6 +1,7 @@
 //! Importance matrices: files (GGUF and legacy .dat), merging, collection, statistics.
 
 pub mod collect;
+pub mod collector;
 pub mod file;
 pub mod merge;
 

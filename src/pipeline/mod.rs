@@ -14,10 +14,9 @@ pub mod report;
 
 pub use report::{RunReport, TypeResult};
 
-use crate::backend::cpu::CpuBackend;
 use crate::backend::Backend;
 use crate::gguf::{GgmlType, GgufFile};
-use crate::model::{Model, Tokenizer};
+use crate::model::{ModelRunner, Tokenizer};
 use crate::quant::mix::FileType;
 use crate::quantize::{quantize_file, QuantizeParams};
 use crate::util::{sha256_hex, write_atomic};
@@ -208,11 +207,11 @@ fn is_float_model(f: &GgufFile) -> bool {
 }
 
 /// Tokens per second of one forward pass over `n_ctx` tokens (after a short warm-up), on the
-/// backend the child commands will use.
+/// backend the child commands will use (`--device` chosen as they choose it).
 fn measure_speed(device: &str, base: &Path, n_ctx: usize) -> Result<f64> {
     fn with<B: Backend>(b: &B, base: &Path, n_ctx: usize) -> Result<f64> {
         let file = Arc::new(GgufFile::open(base)?);
-        let model = Model::load(b, &file)?;
+        let mut model = ModelRunner::resident(b, &file, 1)?;
         let warm: Vec<u32> = (0..32u32).map(|i| i + 100).collect();
         let _ = b.download(&model.hidden(b, &warm, warm.len(), None)?);
         // Half a chunk: long enough for attention's share to show, short enough to be cheap.
@@ -222,10 +221,8 @@ fn measure_speed(device: &str, base: &Path, n_ctx: usize) -> Result<f64> {
         let _ = b.download(&model.hidden(b, &toks, n, None)?);
         Ok(n as f64 / t0.elapsed().as_secs_f64().max(1e-6))
     }
-    match device {
-        "cpu" | "auto" => with(&CpuBackend::new(), base, n_ctx),
-        d => with(&crate::backend::gpu::GpuBackend::new(d)?, base, n_ctx),
-    }
+    let sel = crate::backend::select::select(device, "run", true)?;
+    crate::with_backend!(sel, |b| with(&b, base, n_ctx))
 }
 
 /// Chunks available in a text for `n_ctx` (tokenized with the model's tokenizer).

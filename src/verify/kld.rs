@@ -26,7 +26,7 @@ use crate::gguf::GgufFile;
 use crate::kld::logits_file::BaseRecord;
 use crate::kld::reduce::KldReduce;
 use crate::kld::stats::TokenKld;
-use crate::model::{Model, Tokenizer};
+use crate::model::{ModelRunner, Tokenizer};
 use crate::util::rng::Rng;
 use crate::verify::{nmse, CheckRow};
 use anyhow::{Context, Result};
@@ -182,13 +182,13 @@ pub fn model_rows<R: Backend>(r: &R, path: &Path, rng: &mut Rng) -> Result<KldRo
              the hours it should stay open, they agreed to ask the city for more money and to \
              start the work in the spring, once the plans had been approved by the council.",
         );
-    let model = Model::load(r, &file)?;
+    let mut model = ModelRunner::resident(r, &file, 1)?;
     let h = model.hidden(r, &tokens, tokens.len(), None)?;
     let (rows, n_embd) = r.shape(&h);
     let hb = r.download(&h);
     let hq: Vec<f32> = hb.iter().map(|&x| x * (1.0 + 0.03 * gauss(rng))).collect();
-    let base = r.download(&model.logits(r, &r.upload(&hb, rows, n_embd), None));
-    let quant = r.download(&model.logits(r, &r.upload(&hq, rows, n_embd), None));
+    let base = model.logits_host(r, &r.upload(&hb, rows, n_embd), None)?;
+    let quant = model.logits_host(r, &r.upload(&hq, rows, n_embd), None)?;
     let n_vocab = model.config.n_vocab;
     // Row i predicts token i + 1; the last row predicts the first token again.
     let targets = (0..rows).map(|i| tokens[(i + 1) % rows]).collect();
