@@ -117,7 +117,7 @@ pub fn run(g: &super::GlobalArgs, a: Args) -> Result<()> {
             bail!("--show-statistics needs exactly one --in-file");
         };
         let im = super::stats::load_for_stats(f, a.ctx as u32)?;
-        let report = crate::imatrix::report::Report::new(&f.display().to_string(), &im);
+        let report = crate::imatrix::metrics::Report::new(&f.display().to_string(), &im);
         print!("{}", report.llama_text());
         print!("{}", report.activation_text());
         return Ok(());

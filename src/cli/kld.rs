@@ -9,10 +9,10 @@ use crate::backend::Backend;
 use crate::gguf::GgufFile;
 use crate::kld::driver::{self, chunk_count, Chunks};
 use crate::kld::logits_file::{BaseFileReader, BaseFileWriter, BaseHeader};
-use crate::kld::report::{
+use crate::kld::output::{
     running_line, summary_text, KldReport, MIN_TOKENS_FOR_SUMMARY, TABLE_HEADER,
 };
-use crate::kld::KldAccumulator;
+use crate::kld::{KldAccumulator, KldReduce};
 use crate::model::plan::{parse_size, plan_run, ModelSizes, PassShape};
 use crate::model::{Config, ModelRunner, Tokenizer};
 use anyhow::{bail, Context, Result};
@@ -59,7 +59,7 @@ pub fn run(g: &super::GlobalArgs, a: Args) -> Result<()> {
     crate::with_backend!(sel, |b| run_with(&b, g, &a))
 }
 
-fn run_with<B: Backend>(b: &B, g: &super::GlobalArgs, a: &Args) -> Result<()> {
+fn run_with<B: KldReduce>(b: &B, g: &super::GlobalArgs, a: &Args) -> Result<()> {
     if let Some(c) = a.ctx {
         if c < 4 {
             bail!("-c {c}: the context must hold at least 4 tokens");
@@ -207,7 +207,7 @@ fn finish_report(
     Ok(())
 }
 
-fn own<B: Backend>(b: &B, g: &super::GlobalArgs, a: &Args, base_path: &Path) -> Result<()> {
+fn own<B: KldReduce>(b: &B, g: &super::GlobalArgs, a: &Args, base_path: &Path) -> Result<()> {
     let t0 = Instant::now();
     let text = read_text(need_text(a)?)?;
     // Metadata first: a bad pairing fails before any weights are loaded.
@@ -342,7 +342,7 @@ fn write_base<B: Backend>(b: &B, g: &super::GlobalArgs, a: &Args, out: &Path) ->
     Ok(())
 }
 
-fn from_file<B: Backend>(b: &B, g: &super::GlobalArgs, a: &Args, path: &Path) -> Result<()> {
+fn from_file<B: KldReduce>(b: &B, g: &super::GlobalArgs, a: &Args, path: &Path) -> Result<()> {
     let t0 = Instant::now();
     let mut reader = BaseFileReader::open(path)?;
     let h = reader.header;

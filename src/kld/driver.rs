@@ -12,6 +12,7 @@
 //! count or on how many chunks share a forward pass.
 
 use super::logits_file::{max_and_log_sum_exp, BaseFileReader, BaseFileWriter, BaseRecord};
+use super::reduce::KldReduce;
 use super::stats::KldAccumulator;
 use crate::backend::Backend;
 use crate::model::{Config, ModelRunner};
@@ -153,7 +154,7 @@ pub fn check_pair(base: &Config, quant: &Config) -> Result<()> {
 /// once the base model's layers are dropped, so one model's layers are resident at a time.
 /// `on_chunk(c, acc)` runs after each chunk `c`; `on_base_pass(done_chunks)` after each base
 /// pass (progress).
-pub fn own_mode<B: Backend>(
+pub fn own_mode<B: KldReduce>(
     b: &B,
     mut base: ModelRunner<B>,
     load_quant: impl FnOnce() -> Result<ModelRunner<B>>,
@@ -293,7 +294,7 @@ pub fn write_base_file<B: Backend>(
 
 /// llama-perplexity's `--kl-divergence` run: the quantized model over the file's tokens, the
 /// first `n_chunk` chunks, against the stored base log-probs.
-pub fn file_mode<B: Backend>(
+pub fn file_mode<B: KldReduce>(
     b: &B,
     quant: &mut ModelRunner<B>,
     base: &mut BaseFileReader,

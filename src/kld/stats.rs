@@ -99,7 +99,7 @@ pub fn token_kld_from_parts(kld: f64, nll: f32, nll_base: f32, same_top: bool) -
 }
 
 /// `token_kld_from_logits` for every row of `[targets.len(), n_vocab]` logits matrices, rows in
-/// parallel, results in row order (the CPU side of `Backend::kld_tokens`).
+/// parallel, results in row order (the CPU side of `KldReduce::kld_tokens`).
 pub fn tokens_kld_from_logits(
     quant_logits: &[f32],
     base_logits: &[f32],
@@ -129,7 +129,7 @@ pub fn tokens_kld_from_logits(
 
 /// `token_kld_from_record` for every row of `[targets.len(), n_vocab]` quant logits against
 /// `base[row]`, rows in parallel, results in row order (the CPU side of
-/// `Backend::kld_tokens_from_records`).
+/// `KldReduce::kld_tokens_from_records`).
 pub fn tokens_kld_from_records(
     quant_logits: &[f32],
     n_vocab: usize,
