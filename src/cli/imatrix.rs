@@ -109,6 +109,9 @@ pub fn load_in_files(a: &Args) -> Result<Imatrix> {
 }
 
 pub fn run(g: &super::GlobalArgs, a: Args) -> Result<()> {
+    if a.batch == 0 {
+        bail!("-b 0: the batch must hold at least one token");
+    }
     if a.output_frequency == 0 {
         bail!("--output-frequency must be at least 1");
     }

@@ -55,6 +55,9 @@ pub struct Args {
 }
 
 pub fn run(g: &super::GlobalArgs, a: Args) -> Result<()> {
+    if a.batch == 0 {
+        bail!("-b 0: the batch must hold at least one token");
+    }
     let sel = select(&g.device, "kld", g.quiet)?;
     crate::with_backend!(sel, |b| run_with(&b, g, &a))
 }
@@ -182,7 +185,7 @@ fn finish_report(
         n_chunk: ch.n_chunk,
         n_vocab,
         chunks: table.lines,
-        summary: (acc.count >= MIN_TOKENS_FOR_SUMMARY).then(|| acc.summary()),
+        summary: (acc.count > 0).then(|| acc.summary()),
         base_file_bytes,
         seconds,
         tokens_per_second: (ch.n_chunk * ch.n_ctx) as f64 / seconds,
@@ -191,8 +194,11 @@ fn finish_report(
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         println!();
-        if let Some(s) = &report.summary {
-            print!("{}", summary_text(s));
+        // The text keeps llama-perplexity's rule (no statistics below 100 tokens); the JSON
+        // has them whenever a token was scored.
+        match &report.summary {
+            Some(s) if acc.count >= MIN_TOKENS_FOR_SUMMARY => print!("{}", summary_text(s)),
+            _ => {}
         }
     }
     eprintln!(

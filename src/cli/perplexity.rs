@@ -73,6 +73,9 @@ pub fn chunk_count(n_tokens: usize, n_ctx: usize, max_chunks: Option<usize>) -> 
         );
     }
     let n = n_tokens / n_ctx;
+    if max_chunks == Some(0) {
+        bail!("--chunks 0: nothing to score; give at least 1 (or leave it out for all)");
+    }
     Ok(max_chunks.map_or(n, |m| m.min(n)))
 }
 

@@ -63,9 +63,16 @@ pub fn plan_chunks(n_tokens: usize, o: &CollectOptions) -> Result<(usize, usize)
              nothing from matmuls under {MIN_STATS_ROWS} rows; use -c {MIN_STATS_ROWS} or more"
         );
     }
+    if o.max_chunks == Some(0) {
+        bail!("--chunks 0: nothing to collect; give at least 1 (or leave it out for all)");
+    }
     let mut start = 0;
     if o.skip_chunks > 0 {
-        if (o.skip_chunks + 2) * n_ctx >= n_tokens {
+        let needed = o
+            .skip_chunks
+            .checked_add(2)
+            .and_then(|c| c.checked_mul(n_ctx));
+        if needed.is_none_or(|n| n >= n_tokens) {
             bail!(
                 "--chunk {}: not enough tokens left after removing {} chunks ({n_tokens} tokens, -c {n_ctx})",
                 o.skip_chunks,
