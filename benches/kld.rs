@@ -19,7 +19,7 @@ use wquant::gguf::GgufFile;
 use wquant::kld::driver::{self, Chunks};
 use wquant::kld::logits_file::{BaseHeader, BaseRecord};
 use wquant::kld::stats::{tokens_kld_from_logits, tokens_kld_from_records};
-use wquant::kld::{token_kld_from_logits, token_kld_from_record};
+use wquant::kld::{token_kld_from_logits, token_kld_from_record, KldReduce};
 use wquant::model::{ModelRunner, Tokenizer};
 use wquant::util::rng::Rng;
 use wquant::verify::kld::random_rows;
@@ -122,7 +122,7 @@ fn own_mode(c: &mut Criterion) {
     own_mode_on(c, "gpu", &gpu, &file, &tokens, &ch);
 }
 
-fn own_mode_on<B: Backend>(
+fn own_mode_on<B: KldReduce>(
     c: &mut Criterion,
     label: &str,
     b: &B,

@@ -6,7 +6,7 @@
 mod common;
 
 use common::golden_dir;
-use wquant::kld::report::{c_fixed, running_line, summary_text, KldReport, TABLE_HEADER};
+use wquant::kld::output::{c_fixed, running_line, summary_text, KldReport, TABLE_HEADER};
 use wquant::kld::stats::{DeltaPPercentiles, KldPercentiles, RunningLine, Summary};
 
 const NAMES: [&str; 6] = [

@@ -622,7 +622,17 @@ fn flag_cases(o: &mut Outcome, c: &Ctx) {
         ("unknown-device", vec!["--device", "tpu", "perplexity", "-m", g, "-f", t, "-c", "32"], None, &["--device", "tpu"]),
     ];
     for (name, args, out, needles) in runs {
-        check(o, name, &s(&args), out, Expect::Fail, needles);
+        // Each case writes to its own output name, so one case's output cannot be taken for
+        // another's.
+        let own = out.map(|_| c.out(&format!("{name}.out.gguf")));
+        let args: Vec<String> = args
+            .iter()
+            .map(|a| match (&own, Some(Path::new(a)) == out) {
+                (Some(p), true) => p.to_str().unwrap().to_string(),
+                _ => a.to_string(),
+            })
+            .collect();
+        check(o, name, &args, own.as_deref(), Expect::Fail, needles);
     }
     // The input must be untouched by the same-path attempts.
     assert!(GgufFile::open(g).is_ok(), "same-path runs damaged {g}");

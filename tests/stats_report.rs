@@ -4,7 +4,7 @@ mod common;
 
 use common::golden_dir;
 use std::process::Command;
-use wquant::imatrix::report::Report;
+use wquant::imatrix::metrics::Report;
 use wquant::imatrix::{Imatrix, ImatrixEntry};
 
 /// The golden log without llama.cpp's timestamps ("0.00.009.776 I "), the WALL line and blanks.

@@ -166,40 +166,6 @@ pub trait Backend {
         idx: &[u32],
         scale: &[f32],
     );
-    /// Per-token KL(base‖quant), Δp, both nll and top-token agreement of `[targets.len(),
-    /// n_vocab]` logits, row i scored against `targets[i]`. The default downloads both matrices
-    /// and runs the CPU reference (`kld::stats`); the GPU reduces on the device instead.
-    fn kld_tokens(
-        &self,
-        quant_logits: &Self::Tensor,
-        base_logits: &Self::Tensor,
-        targets: &[u32],
-    ) -> Vec<crate::kld::TokenKld> {
-        let (_, n_vocab) = self.shape(quant_logits);
-        crate::kld::stats::tokens_kld_from_logits(
-            &self.download(quant_logits),
-            &self.download(base_logits),
-            n_vocab,
-            targets,
-        )
-    }
-    /// As `kld_tokens`, row i of the quant logits against base-file record `base[i]`
-    /// (llama-perplexity's `--kl-divergence`).
-    fn kld_tokens_from_records(
-        &self,
-        quant_logits: &Self::Tensor,
-        base: &[crate::kld::BaseRecord],
-        targets: &[u32],
-    ) -> Vec<crate::kld::TokenKld> {
-        let (_, n_vocab) = self.shape(quant_logits);
-        crate::kld::stats::tokens_kld_from_records(
-            &self.download(quant_logits),
-            n_vocab,
-            base,
-            targets,
-        )
-    }
-
     /// Accumulate Σx², Σx of rows `row0..row0 + n` of x into `s`, in row order, and add `n` to
     /// its count: one sequence of a batch that holds several (each chunk keeps its own sums).
     fn stats_add_rows(&self, x: &Self::Tensor, row0: usize, n: usize, s: &mut Self::Stats);

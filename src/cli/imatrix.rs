@@ -109,6 +109,9 @@ pub fn load_in_files(a: &Args) -> Result<Imatrix> {
 }
 
 pub fn run(g: &super::GlobalArgs, a: Args) -> Result<()> {
+    if a.batch == 0 {
+        bail!("-b 0: the batch must hold at least one token");
+    }
     if a.output_frequency == 0 {
         bail!("--output-frequency must be at least 1");
     }
@@ -117,7 +120,7 @@ pub fn run(g: &super::GlobalArgs, a: Args) -> Result<()> {
             bail!("--show-statistics needs exactly one --in-file");
         };
         let im = super::stats::load_for_stats(f, a.ctx as u32)?;
-        let report = crate::imatrix::report::Report::new(&f.display().to_string(), &im);
+        let report = crate::imatrix::metrics::Report::new(&f.display().to_string(), &im);
         print!("{}", report.llama_text());
         print!("{}", report.activation_text());
         return Ok(());

@@ -9,10 +9,10 @@ use crate::backend::Backend;
 use crate::gguf::GgufFile;
 use crate::kld::driver::{self, chunk_count, Chunks};
 use crate::kld::logits_file::{BaseFileReader, BaseFileWriter, BaseHeader};
-use crate::kld::report::{
+use crate::kld::output::{
     running_line, summary_text, KldReport, MIN_TOKENS_FOR_SUMMARY, TABLE_HEADER,
 };
-use crate::kld::KldAccumulator;
+use crate::kld::{KldAccumulator, KldReduce};
 use crate::model::plan::{parse_size, plan_run, ModelSizes, PassShape};
 use crate::model::{Config, ModelRunner, Tokenizer};
 use anyhow::{bail, Context, Result};
@@ -55,11 +55,14 @@ pub struct Args {
 }
 
 pub fn run(g: &super::GlobalArgs, a: Args) -> Result<()> {
+    if a.batch == 0 {
+        bail!("-b 0: the batch must hold at least one token");
+    }
     let sel = select(&g.device, "kld", g.quiet)?;
     crate::with_backend!(sel, |b| run_with(&b, g, &a))
 }
 
-fn run_with<B: Backend>(b: &B, g: &super::GlobalArgs, a: &Args) -> Result<()> {
+fn run_with<B: KldReduce>(b: &B, g: &super::GlobalArgs, a: &Args) -> Result<()> {
     if let Some(c) = a.ctx {
         if c < 4 {
             bail!("-c {c}: the context must hold at least 4 tokens");
@@ -182,7 +185,7 @@ fn finish_report(
         n_chunk: ch.n_chunk,
         n_vocab,
         chunks: table.lines,
-        summary: (acc.count >= MIN_TOKENS_FOR_SUMMARY).then(|| acc.summary()),
+        summary: (acc.count > 0).then(|| acc.summary()),
         base_file_bytes,
         seconds,
         tokens_per_second: (ch.n_chunk * ch.n_ctx) as f64 / seconds,
@@ -191,8 +194,11 @@ fn finish_report(
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         println!();
-        if let Some(s) = &report.summary {
-            print!("{}", summary_text(s));
+        // The text keeps llama-perplexity's rule (no statistics below 100 tokens); the JSON
+        // has them whenever a token was scored.
+        match &report.summary {
+            Some(s) if acc.count >= MIN_TOKENS_FOR_SUMMARY => print!("{}", summary_text(s)),
+            _ => {}
         }
     }
     eprintln!(
@@ -207,7 +213,7 @@ fn finish_report(
     Ok(())
 }
 
-fn own<B: Backend>(b: &B, g: &super::GlobalArgs, a: &Args, base_path: &Path) -> Result<()> {
+fn own<B: KldReduce>(b: &B, g: &super::GlobalArgs, a: &Args, base_path: &Path) -> Result<()> {
     let t0 = Instant::now();
     let text = read_text(need_text(a)?)?;
     // Metadata first: a bad pairing fails before any weights are loaded.
@@ -342,7 +348,7 @@ fn write_base<B: Backend>(b: &B, g: &super::GlobalArgs, a: &Args, out: &Path) ->
     Ok(())
 }
 
-fn from_file<B: Backend>(b: &B, g: &super::GlobalArgs, a: &Args, path: &Path) -> Result<()> {
+fn from_file<B: KldReduce>(b: &B, g: &super::GlobalArgs, a: &Args, path: &Path) -> Result<()> {
     let t0 = Instant::now();
     let mut reader = BaseFileReader::open(path)?;
     let h = reader.header;

@@ -73,6 +73,9 @@ pub fn chunk_count(n_tokens: usize, n_ctx: usize, max_chunks: Option<usize>) -> 
         );
     }
     let n = n_tokens / n_ctx;
+    if max_chunks == Some(0) {
+        bail!("--chunks 0: nothing to score; give at least 1 (or leave it out for all)");
+    }
     Ok(max_chunks.map_or(n, |m| m.min(n)))
 }
 
@@ -103,6 +106,9 @@ pub fn perplexity<B: Backend>(
             let h = b.gather_rows(&hidden, &rows);
             let logits = model.logits_host(b, &h, None)?;
             let chunk = &toks[s * n_ctx..(s + 1) * n_ctx];
+            if logits.iter().any(|v| !v.is_finite()) {
+                return Err(model.non_finite_error(b, chunk, n_ctx, i + s + 1));
+            }
             for (j, &k) in scored.iter().enumerate() {
                 let z = &logits[j * n_vocab..(j + 1) * n_vocab];
                 let v = nll_of(z, chunk[k as usize + 1] as usize);

@@ -63,9 +63,16 @@ pub fn plan_chunks(n_tokens: usize, o: &CollectOptions) -> Result<(usize, usize)
              nothing from matmuls under {MIN_STATS_ROWS} rows; use -c {MIN_STATS_ROWS} or more"
         );
     }
+    if o.max_chunks == Some(0) {
+        bail!("--chunks 0: nothing to collect; give at least 1 (or leave it out for all)");
+    }
     let mut start = 0;
     if o.skip_chunks > 0 {
-        if (o.skip_chunks + 2) * n_ctx >= n_tokens {
+        let needed = o
+            .skip_chunks
+            .checked_add(2)
+            .and_then(|c| c.checked_mul(n_ctx));
+        if needed.is_none_or(|n| n >= n_tokens) {
             bail!(
                 "--chunk {}: not enough tokens left after removing {} chunks ({n_tokens} tokens, -c {n_ctx})",
                 o.skip_chunks,
@@ -107,6 +114,18 @@ fn at_path(out: &Path, chunk: u32) -> PathBuf {
     PathBuf::from(s)
 }
 
+/// Statistics of a chunk that are not finite: the weight whose input they are.
+#[derive(Debug)]
+struct NonFinite(String);
+
+impl std::fmt::Display for NonFinite {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "non-finite activation statistics in {}", self.0)
+    }
+}
+
+impl std::error::Error for NonFinite {}
+
 /// Fold sequence `seq`'s statistics (one chunk) into `im`, checking that they are finite.
 fn fold<B: Backend>(
     b: &B,
@@ -126,7 +145,7 @@ fn fold<B: Backend>(
             .iter()
             .any(|(s2, s, _)| s2.iter().chain(s).any(|v| !v.is_finite()))
         {
-            bail!("non-finite activation statistics in {name}");
+            return Err(NonFinite(name.clone()).into());
         }
         im.add_collected(name, &experts)?;
     }
@@ -209,6 +228,13 @@ pub fn collect<B: Backend>(
                 None
             };
             let mut v = Vec::new();
+            if logits
+                .as_ref()
+                .is_some_and(|(lg, _)| lg.iter().any(|x| !x.is_finite()))
+            {
+                let chunk = &batch[j * n_ctx..(j + 1) * n_ctx];
+                return Err(model.non_finite_error(b, chunk, n_ctx, i + j + 1));
+            }
             if let (true, Some((lg, row0))) = (o.compute_ppl, logits.as_ref()) {
                 // Original tokens are the targets (the BOS swap only affects the input).
                 let c = i + j;
@@ -235,7 +261,14 @@ pub fn collect<B: Backend>(
                 count += v.len();
                 running = Some((nll_sum / count as f64).exp());
             }
-            fold(b, &mut im, &sc, j)?;
+            if let Err(e) = fold(b, &mut im, &sc, j) {
+                if e.downcast_ref::<NonFinite>().is_some() {
+                    let chunk = &batch[j * n_ctx..(j + 1) * n_ctx];
+                    let located = model.non_finite_error(b, chunk, n_ctx, i + j + 1);
+                    return Err(located.context(e.to_string()));
+                }
+                return Err(e);
+            }
             done += 1;
             let prev = im.chunk_count;
             im.update_chunk_count();

@@ -6,5 +6,5 @@ pub mod file;
 pub mod merge;
 
 pub use file::{Imatrix, ImatrixEntry, ImatrixFormat};
+pub mod metrics;
 pub mod plot;
-pub mod report;

@@ -12,6 +12,7 @@
 //! count or on how many chunks share a forward pass.
 
 use super::logits_file::{max_and_log_sum_exp, BaseFileReader, BaseFileWriter, BaseRecord};
+use super::reduce::KldReduce;
 use super::stats::KldAccumulator;
 use crate::backend::Backend;
 use crate::model::{Config, ModelRunner};
@@ -117,6 +118,26 @@ fn scored_hidden<B: Backend>(
     Ok(b.download(&scored_hidden_on_device(b, model, ch, tokens, n_seq)?))
 }
 
+fn token_is_finite(r: &super::TokenKld) -> bool {
+    r.kld.is_finite() && r.p_diff.is_finite() && r.nll.is_finite() && r.nll_base.is_finite()
+}
+
+/// The error for a chunk whose per-token results are not finite: where the quantized model's
+/// pass first produces non-finite values, else the base model's.
+fn non_finite_pair<B: Backend>(
+    b: &B,
+    quant: &mut ModelRunner<B>,
+    base: &mut ModelRunner<B>,
+    chunk: &[u32],
+    n_ctx: usize,
+    chunk_no: usize,
+) -> anyhow::Error {
+    match quant.locate_non_finite(b, chunk, n_ctx) {
+        Ok(None) => base.non_finite_error(b, chunk, n_ctx, chunk_no),
+        _ => quant.non_finite_error(b, chunk, n_ctx, chunk_no),
+    }
+}
+
 /// Check the two models can be compared token for token.
 pub fn check_pair(base: &Config, quant: &Config) -> Result<()> {
     if base.n_vocab != quant.n_vocab {
@@ -133,7 +154,7 @@ pub fn check_pair(base: &Config, quant: &Config) -> Result<()> {
 /// once the base model's layers are dropped, so one model's layers are resident at a time.
 /// `on_chunk(c, acc)` runs after each chunk `c`; `on_base_pass(done_chunks)` after each base
 /// pass (progress).
-pub fn own_mode<B: Backend>(
+pub fn own_mode<B: KldReduce>(
     b: &B,
     mut base: ModelRunner<B>,
     load_quant: impl FnOnce() -> Result<ModelRunner<B>>,
@@ -155,7 +176,13 @@ pub fn own_mode<B: Backend>(
     let mut base_hidden = Vec::with_capacity(ch.n_chunk * per * n_embd_b);
     for (i, n_seq) in ch.passes() {
         let toks = &tokens[i * ch.n_ctx..(i + n_seq) * ch.n_ctx];
-        base_hidden.extend(scored_hidden(b, &mut base, ch, toks, n_seq)?);
+        let h = scored_hidden(b, &mut base, ch, toks, n_seq)?;
+        if let Some(bad) = h.iter().position(|v| !v.is_finite()) {
+            let s = bad / (per * n_embd_b);
+            let chunk = &toks[s * ch.n_ctx..(s + 1) * ch.n_ctx];
+            return Err(base.non_finite_error(b, chunk, ch.n_ctx, i + s + 1));
+        }
+        base_hidden.extend(h);
         on_base_pass(i + n_seq);
     }
     // Only the output head (and its norm, already applied) is needed from here on.
@@ -176,6 +203,17 @@ pub fn own_mode<B: Backend>(
             let zb = base.logits(b, &b.upload(hb, per, n_embd_b), None)?;
             let targets = &tokens[c * ch.n_ctx + ch.first() + 1..(c + 1) * ch.n_ctx];
             let results = b.kld_tokens(&zq, &zb, targets);
+            if results.iter().any(|r| !token_is_finite(r)) {
+                let chunk = &tokens[c * ch.n_ctx..(c + 1) * ch.n_ctx];
+                return Err(non_finite_pair(
+                    b,
+                    &mut quant,
+                    &mut base,
+                    chunk,
+                    ch.n_ctx,
+                    c + 1,
+                ));
+            }
             for r in &results {
                 acc.add(r);
             }
@@ -219,6 +257,10 @@ pub fn write_base_file<B: Backend>(
                 &h[s * per * n_embd..(s + 1) * per * n_embd],
                 n_embd,
             )?;
+            if z.iter().any(|v| !v.is_finite()) {
+                let chunk = &tokens[c * ch.n_ctx..(c + 1) * ch.n_ctx];
+                return Err(model.non_finite_error(b, chunk, ch.n_ctx, c + 1));
+            }
             let targets = &tokens[c * ch.n_ctx + ch.first() + 1..(c + 1) * ch.n_ctx];
             let records: Vec<(BaseRecord, f32)> = z
                 .par_chunks(n_vocab)
@@ -252,7 +294,7 @@ pub fn write_base_file<B: Backend>(
 
 /// llama-perplexity's `--kl-divergence` run: the quantized model over the file's tokens, the
 /// first `n_chunk` chunks, against the stored base log-probs.
-pub fn file_mode<B: Backend>(
+pub fn file_mode<B: KldReduce>(
     b: &B,
     quant: &mut ModelRunner<B>,
     base: &mut BaseFileReader,
@@ -293,6 +335,10 @@ pub fn file_mode<B: Backend>(
             let zq = quant.logits(b, &b.gather_rows(&qh, &rows), None)?;
             let targets = &tokens[c * ch.n_ctx + ch.first() + 1..(c + 1) * ch.n_ctx];
             let results = b.kld_tokens_from_records(&zq, &records, targets);
+            if results.iter().any(|r| !token_is_finite(r)) {
+                let chunk = &tokens[c * ch.n_ctx..(c + 1) * ch.n_ctx];
+                return Err(quant.non_finite_error(b, chunk, ch.n_ctx, c + 1));
+            }
             for r in &results {
                 acc.add(r);
             }

@@ -268,6 +268,67 @@ impl<B: Backend> ModelRunner<B> {
         self.logits(b, &h, obs)
     }
 
+    /// Where the forward pass of `tokens` (whole sequences of `seq_len`) first produces a
+    /// non-finite value — the token embeddings, a layer, `output_norm` or the output head —
+    /// or None when every value is finite. A diagnosis for a pass whose results were not
+    /// finite: it reruns the pass and reads every layer's output back.
+    pub fn locate_non_finite(
+        &mut self,
+        b: &B,
+        tokens: &[u32],
+        seq_len: usize,
+    ) -> Result<Option<String>> {
+        let finite = |t: &B::Tensor| b.download(t).iter().all(|v| v.is_finite());
+        let mut h = self.embed(b, tokens)?;
+        if !finite(&h) {
+            return Ok(Some("the token embeddings (token_embd.weight)".into()));
+        }
+        let config = self.config.clone();
+        for il in 0..config.n_layer {
+            let owned;
+            let layer = if self.layers.len() == config.n_layer {
+                &self.layers[il]
+            } else {
+                owned = LayerWeights::load(b, &self.file, &config, il)?;
+                &owned
+            };
+            layer_forward(b, &config, layer, il, &mut h, seq_len, None);
+            if !finite(&h) {
+                return Ok(Some(format!("layer {il} (tensors blk.{il}.*)")));
+            }
+        }
+        let h = b.rms_norm(&h, &self.output_norm.w, config.rms_eps);
+        if !finite(&h) {
+            return Ok(Some("output_norm.weight".into()));
+        }
+        let z = self.logits_host(b, &h, None)?;
+        if z.iter().any(|v| !v.is_finite()) {
+            return Ok(Some(format!("the output head ({})", self.output_name)));
+        }
+        Ok(None)
+    }
+
+    /// An error for a pass over `tokens` that gave non-finite results: chunk `chunk` (from 1)
+    /// and where the values first appear.
+    pub fn non_finite_error(
+        &mut self,
+        b: &B,
+        tokens: &[u32],
+        seq_len: usize,
+        chunk: usize,
+    ) -> anyhow::Error {
+        let path = self.file.path.display().to_string();
+        match self.locate_non_finite(b, tokens, seq_len) {
+            Ok(Some(at)) => anyhow::anyhow!(
+                "{path}: chunk {chunk}: the forward pass produced non-finite values, first in {at}"
+            ),
+            Ok(None) => anyhow::anyhow!(
+                "{path}: chunk {chunk}: the forward pass produced non-finite values (not reproduced when rerun layer by layer)"
+            ),
+            Err(e) => e.context(format!("{path}: chunk {chunk}: locating non-finite values")),
+        }
+    }
+
     /// Let the layers go: only the output head (and `output_norm`) are used from now on
     /// (KLD's own mode keeps the base model's head next to the quantized model).
     pub fn drop_layers(&mut self) {

@@ -24,6 +24,7 @@ use crate::backend::gpu::GpuBackend;
 use crate::backend::Backend;
 use crate::gguf::GgufFile;
 use crate::kld::logits_file::BaseRecord;
+use crate::kld::reduce::KldReduce;
 use crate::kld::stats::TokenKld;
 use crate::model::{ModelRunner, Tokenizer};
 use crate::util::rng::Rng;
@@ -306,7 +307,7 @@ pub fn compare(got: &[TokenKld], want: &[TokenKld], offset_tol: &[f64]) -> KldCo
 }
 
 /// The reduction on the GPU and on the reference for one set of rows.
-pub fn compare_rows<R: Backend>(gpu: &GpuBackend, r: &R, rows: &KldRows) -> KldComparison {
+pub fn compare_rows<R: KldReduce>(gpu: &GpuBackend, r: &R, rows: &KldRows) -> KldComparison {
     let (m, n) = (rows.rows(), rows.n_vocab);
     let got = gpu.kld_tokens(
         &gpu.upload(&rows.quant, m, n),
@@ -332,7 +333,7 @@ pub fn compare_rows<R: Backend>(gpu: &GpuBackend, r: &R, rows: &KldRows) -> KldC
 
 /// Base-file mode: each base row encoded as llama-perplexity's 16-bit record, then the record
 /// kernel against `token_kld_from_record` on the reference.
-pub fn compare_rows_vs_records<R: Backend>(
+pub fn compare_rows_vs_records<R: KldReduce>(
     gpu: &GpuBackend,
     r: &R,
     rows: &KldRows,
@@ -347,7 +348,7 @@ pub fn compare_rows_vs_records<R: Backend>(
 }
 
 /// Quant logits rows against base records on the GPU and on the reference.
-pub fn compare_quant_vs_records<R: Backend>(
+pub fn compare_quant_vs_records<R: KldReduce>(
     gpu: &GpuBackend,
     r: &R,
     quant: &[f32],
@@ -380,7 +381,7 @@ fn row(rows: &KldRows, c: &KldComparison) -> CheckRow {
 
 /// The conformance rows: random rows at SmolLM2's vocabulary and odd sizes, edge cases, and
 /// real rows when a model is given.
-pub fn check_kld<R: Backend>(
+pub fn check_kld<R: KldReduce>(
     gpu: &GpuBackend,
     r: &R,
     rng: &mut Rng,

@@ -499,24 +499,6 @@ impl Backend for GpuBackend {
         kernels::scatter_add::run(&self.ctx, dst, src, idx, scale);
     }
 
-    fn kld_tokens(
-        &self,
-        quant_logits: &GpuTensor,
-        base_logits: &GpuTensor,
-        targets: &[u32],
-    ) -> Vec<crate::kld::TokenKld> {
-        kernels::kld::run(&self.ctx, quant_logits, base_logits, targets)
-    }
-
-    fn kld_tokens_from_records(
-        &self,
-        quant_logits: &GpuTensor,
-        base: &[crate::kld::BaseRecord],
-        targets: &[u32],
-    ) -> Vec<crate::kld::TokenKld> {
-        kernels::kld::run_vs_base_file(&self.ctx, quant_logits, base, targets)
-    }
-
     fn stats_add_rows(&self, x: &GpuTensor, row0: usize, n: usize, s: &mut GpuStats) {
         kernels::mm_stats::run(&self.ctx, x, row0, n, s);
     }
