@@ -61,7 +61,8 @@ fn parse_summary(lines: &[&str]) -> Summary {
     let f = |label: &str| a(label)[0] as f32;
     let pf = |label: &str| (a(label)[0] / 100.0) as f32;
     Summary {
-        count: 0,
+        // 141 chunks × 255 scored tokens (n_ctx 512: positions 256..510).
+        count: 141 * 255,
         ppl: a("Mean PPL(Q) ")[0],
         ppl_unc: a("Mean PPL(Q) ")[1],
         ppl_base: a("Mean PPL(base)")[0],
