@@ -183,8 +183,10 @@ impl KldReport {
             let _ = writeln!(o, "{}", running_line(i + 1, r));
         }
         let _ = writeln!(o);
+        // Scored tokens: the second half of each chunk but its last token.
+        let scored = self.n_chunk * (self.n_ctx - self.n_ctx / 2).saturating_sub(1);
         match &self.summary {
-            Some(s) if s.count >= MIN_TOKENS_FOR_SUMMARY => o.push_str(&summary_text(s)),
+            Some(s) if scored as u64 >= MIN_TOKENS_FOR_SUMMARY => o.push_str(&summary_text(s)),
             _ => {}
         }
         o
