@@ -8,7 +8,7 @@
 
 use std::sync::Arc;
 use std::time::Instant;
-use wquant::gpu_quantize::GpuQuantizer;
+use wquant::quantize::gpu::GpuQuantizer;
 use wquant::quant::mix::FileType;
 use wquant::quantize::{quantize_file, QuantizeParams};
 use wquant::testutil::golden_dir;

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 use wquant::gguf::GgufFile;
-use wquant::gpu_quantize::GpuQuantizer;
+use wquant::quantize::gpu::GpuQuantizer;
 use wquant::quant::mix::FileType;
 use wquant::quantize::{quantize_file, QuantizeParams};
 use wquant::testutil::golden_dir;
