@@ -8,8 +8,8 @@
 
 use std::sync::Arc;
 use std::time::Instant;
-use wquant::quantize::gpu::GpuQuantizer;
 use wquant::quant::mix::FileType;
+use wquant::quantize::gpu::GpuQuantizer;
 use wquant::quantize::{quantize_file, QuantizeParams};
 use wquant::testutil::golden_dir;
 

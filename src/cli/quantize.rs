@@ -103,7 +103,8 @@ pub fn run(g: &super::GlobalArgs, a: Args) -> Result<()> {
     p.exclude_weights = a.exclude_weights.clone();
     p.allow_requantize = a.allow_requantize;
     p.prior_weight = a.prior_weight;
-    p.gpu = crate::quantize::gpu::choose(&g.device, a.verify_gpu, g.quiet)?.map(std::sync::Arc::new);
+    p.gpu =
+        crate::quantize::gpu::choose(&g.device, a.verify_gpu, g.quiet)?.map(std::sync::Arc::new);
 
     let total: u64 = {
         let f = crate::gguf::GgufFile::open(&a.input)

@@ -1,7 +1,7 @@
 //! Q4_K: super-blocks of 256 = 8 sub-blocks of 32 with 6-bit scales and mins.
+use super::h2f;
 use super::{BlockType, GpuQuantize, RefWeightBound, Wgsl};
 use crate::gguf::GgmlType;
-use super::h2f;
 pub const BLOCK_BYTES: usize = 144;
 
 /// get_scale_min_k4: 6-bit (scale, min) of sub-block j from the 12 packed bytes.

@@ -1,8 +1,8 @@
 //! Q5_K: Q4_K's scales plus a fifth bit per element in qh.
-use super::{BlockType, GpuQuantize, RefWeightBound, Wgsl};
-use crate::gguf::GgmlType;
 use super::h2f;
 use super::q4_k::get_scale_min_k4;
+use super::{BlockType, GpuQuantize, RefWeightBound, Wgsl};
+use crate::gguf::GgmlType;
 pub const BLOCK_BYTES: usize = 176;
 
 pub fn dequantize(src: &[u8], dst: &mut [f32]) {

@@ -1,7 +1,7 @@
 //! Q6_K: 16 sub-blocks of 16 with int8 scales; 4 low bits in ql, 2 high bits in qh; d last.
+use super::h2f;
 use super::{BlockType, GpuQuantize, RefWeightBound, Wgsl};
 use crate::gguf::GgmlType;
-use super::h2f;
 pub const BLOCK_BYTES: usize = 210;
 
 pub fn dequantize(src: &[u8], dst: &mut [f32]) {

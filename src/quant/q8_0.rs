@@ -1,7 +1,7 @@
 //! Q8_0: d:f16, 32 int8; y = q·d.
+use super::h2f;
 use super::{BlockType, GpuQuantize, RefWeightBound, Wgsl};
 use crate::gguf::GgmlType;
-use super::h2f;
 pub const BLOCK_BYTES: usize = 34;
 
 pub fn dequantize(src: &[u8], dst: &mut [f32]) {

@@ -8,11 +8,11 @@
 //! byte. If they do not, that type is quantized on the CPU (`--device auto`, with a message) or
 //! the run fails (`--device gpu[:N]`). `verify` additionally checks every tensor on the CPU.
 
+use super::canary;
 use crate::backend::gpu::device::DeviceSpec;
 use crate::backend::gpu::kernels::quant_block;
 use crate::backend::gpu::GpuBackend;
 use crate::gguf::GgmlType;
-use super::canary;
 use crate::quant::{self, RefWeightBound};
 use anyhow::{anyhow, bail, Context, Result};
 use rayon::prelude::*;
@@ -328,7 +328,9 @@ pub fn row_is_gpu_exact(t: GgmlType, row: &[f32], qw: Option<&[f32]>) -> bool {
     let Some(b) = quant::block_type(t) else {
         return false;
     };
-    let bound = b.gpu_quantize.map_or(RefWeightBound::One, |k| k.ref_weight_bound);
+    let bound = b
+        .gpu_quantize
+        .map_or(RefWeightBound::One, |k| k.ref_weight_bound);
     let w = match qw {
         // Q8_0 ignores the importance; the legacy reference paths have no weights.
         Some(q) if b.uses_importance => q.iter().fold(0f64, |m, v| m.max(v.abs() as f64)) * 2.0 * a,

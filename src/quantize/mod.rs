@@ -8,10 +8,10 @@
 pub mod canary;
 pub mod gpu;
 
+use crate::gguf::GgmlType;
 use crate::gguf::{GgufFile, GgufWriter, TensorSpec, Value};
 use crate::imatrix::file::Imatrix;
 use crate::quant::mix::{self, FileType, MixOptions, ModelFacts, TensorMeta};
-use crate::gguf::GgmlType;
 use crate::quant::{dequantize_row, quantize_row};
 use anyhow::{bail, Context, Result};
 use rayon::prelude::*;
@@ -113,7 +113,8 @@ impl TensorRows<'_> {
     /// The importance of row r's expert.
     fn importance_of_row(&self, r: usize) -> Option<&[f32]> {
         let e = r / self.rows_per_expert.max(1);
-        self.importance.map(|v| &v[e * self.ne0..(e + 1) * self.ne0])
+        self.importance
+            .map(|v| &v[e * self.ne0..(e + 1) * self.ne0])
     }
 }
 
