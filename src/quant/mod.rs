@@ -123,6 +123,9 @@ pub struct GpuQuantize {
     pub ref_weight_bound: RefWeightBound,
 }
 
+/// A row quantizer: values (whole blocks) → bytes, with optional importance (one per value).
+pub type QuantizeFn = fn(&[f32], &mut [u8], Option<&[f32]>);
+
 /// One row of the per-type table (candle's `GgmlType` idea): what wquant does with a type.
 #[derive(Clone, Copy, Debug)]
 pub struct BlockType {
@@ -131,7 +134,7 @@ pub struct BlockType {
     pub dequantize: fn(&[u8], &mut [f32]),
     /// Whole blocks of one row → bytes, as ggml_quantize_chunk does: with importance (one per
     /// column) the type's `_impl` path, without it the `_ref` path. `None`: read-only type.
-    pub quantize: Option<fn(&[f32], &mut [u8], Option<&[f32]>)>,
+    pub quantize: Option<QuantizeFn>,
     /// Whether `quantize` reads the importance (Q8_0 ignores it, as llama.cpp does).
     pub uses_importance: bool,
     /// Byte offsets of the f16 scale fields in a block: generated test weights set these to
@@ -168,7 +171,7 @@ pub fn can_quantize(t: GgmlType) -> bool {
 /// Dequantize `src` (whole blocks of type `t`) into `dst` (`dst.len()` elements).
 pub fn dequantize_row(t: GgmlType, src: &[u8], dst: &mut [f32]) -> Result<(), QuantError> {
     let bs = t.block_size();
-    if dst.len() % bs != 0 {
+    if !dst.len().is_multiple_of(bs) {
         return Err(QuantError::BadLength {
             t,
             n: dst.len(),

@@ -257,7 +257,7 @@ pub fn kernel_rows(
         bail!("no GPU quantization kernel for type {t}");
     }
     let bs = t.block_size();
-    if ne0 == 0 || ne0 % bs != 0 || x.len() % ne0 != 0 {
+    if ne0 == 0 || !ne0.is_multiple_of(bs) || !x.len().is_multiple_of(ne0) {
         bail!(
             "{} values in rows of {ne0}: not whole rows of {t} blocks of {bs}",
             x.len()
