@@ -8,7 +8,7 @@ use wquant::backend::cpu::CpuBackend;
 use wquant::backend::Backend;
 use wquant::gguf::GgufFile;
 use wquant::model::tokenizer::read_prompt_file;
-use wquant::model::{Model, Tokenizer};
+use wquant::model::{ModelRunner, Tokenizer};
 use wquant::testutil::assets_dir;
 
 fn env_or(key: &str, d: usize) -> usize {
@@ -24,7 +24,7 @@ fn main() {
     let runs = env_or("WQUANT_BENCH_RUNS", 2);
     let file = Arc::new(GgufFile::open(assets_dir().join("smollm2-135m-q4_1.gguf")).unwrap());
     let b = CpuBackend::new();
-    let model = Model::load(&b, &file).unwrap();
+    let mut model = ModelRunner::resident(&b, &file, 1).unwrap();
     let text = read_prompt_file(&assets_dir().join("calib.txt")).unwrap();
     let tokens = Tokenizer::from_gguf(&file).unwrap().encode(&text);
     let toks = &tokens[..n_seq * seq_len];
@@ -35,7 +35,7 @@ fn main() {
         let t0 = Instant::now();
         let h = model.hidden(&b, toks, seq_len, None).unwrap();
         let t1 = Instant::now();
-        let logits = model.logits(&b, &h, None);
+        let logits = model.logits(&b, &h, None).unwrap();
         std::hint::black_box(b.shape(&logits));
         let t2 = Instant::now();
         best_hidden = best_hidden.min((t1 - t0).as_secs_f64());

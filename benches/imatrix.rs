@@ -11,7 +11,7 @@ use wquant::backend::cpu::CpuBackend;
 use wquant::gguf::GgufFile;
 use wquant::imatrix::collect::{collect, CollectOptions};
 use wquant::imatrix::Imatrix;
-use wquant::model::stream::Runner;
+use wquant::model::ModelRunner;
 use wquant::testutil::{f32_model, golden_dir};
 
 /// The first `n` tokens of llama.cpp's tokenization of calib.txt.
@@ -46,7 +46,7 @@ fn bench_imatrix(c: &mut Criterion) {
     let tokens = calib_tokens(2 * n_ctx);
     let b = CpuBackend::new();
     let file = Arc::new(GgufFile::open(f32_model()).unwrap());
-    let mut model = Runner::resident(&b, &file, 1).unwrap();
+    let mut model = ModelRunner::resident(&b, &file, 1).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let o = one_chunk_no_ppl(n_ctx, dir.path());
     let stop = AtomicBool::new(false);
@@ -96,7 +96,7 @@ fn bench_imatrix_gpu(_c: &mut Criterion) {
     };
     let tokens = calib_tokens(2 * n_ctx);
     let file = Arc::new(GgufFile::open(f32_model()).unwrap());
-    let mut model = Runner::resident(&gpu, &file, 1).unwrap();
+    let mut model = ModelRunner::resident(&gpu, &file, 1).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let o = one_chunk_no_ppl(n_ctx, dir.path());
     let stop = AtomicBool::new(false);

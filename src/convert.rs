@@ -96,14 +96,8 @@ pub fn convert_file_with_progress(
         bail!("convert: target type {target} is not one of F32, F16, BF16");
     };
     let f = GgufFile::open(input)?;
-    if let (Ok(a), Ok(b)) = (std::fs::canonicalize(input), std::fs::canonicalize(output)) {
-        if a == b {
-            bail!(
-                "convert: output {} is the input file; choose another name",
-                output.display()
-            );
-        }
-    }
+    crate::util::check_output_is_not_input(&f.split_paths(), output)
+        .map_err(|e| anyhow::anyhow!("convert: {e}"))?;
     for t in f.tensors() {
         if output_type(t, target) != t.ggml_type && !crate::quant::can_dequantize(t.ggml_type) {
             bail!(

@@ -5,10 +5,10 @@
 //! determinism.
 
 use wquant::backend::cpu::CpuBackend;
-use wquant::backend::gpu::kernels::kld::{records, records_vs_base_file, KldRecord};
 use wquant::backend::gpu::GpuBackend;
 use wquant::backend::Backend;
-use wquant::kld::{BaseRecord, TokenKld};
+use wquant::kld::gpu::{records, records_vs_base_file, KldRecord};
+use wquant::kld::{BaseRecord, KldReduce, TokenKld};
 use wquant::util::rng::Rng;
 use wquant::verify::kld::{
     compare, compare_quant_vs_records, compare_rows, compare_rows_vs_records, edge_case_rows,

@@ -10,8 +10,7 @@ use wquant::backend::Backend;
 use wquant::gguf::GgufFile;
 use wquant::imatrix::collect::{collect, CollectOptions};
 use wquant::imatrix::Imatrix;
-use wquant::model::stream::Runner;
-use wquant::model::Model;
+use wquant::model::ModelRunner;
 use wquant::testutil::{golden_dir, lcg_tokens};
 
 const N_CTX: usize = 32;
@@ -35,7 +34,7 @@ fn options(out: &Path) -> CollectOptions {
 /// bytes and the final PPL.
 fn run<B: Backend>(b: &B, model_path: &Path, tokens: &[u32]) -> (Imatrix, Vec<u8>, f64) {
     let file = Arc::new(GgufFile::open(model_path).unwrap());
-    let mut model = Runner::resident(b, &file, 1).unwrap();
+    let mut model = ModelRunner::resident(b, &file, 1).unwrap();
     let d = tempfile::tempdir().unwrap();
     let out = d.path().join("im.gguf");
     let mut base = Imatrix::new(N_CTX as u32);
@@ -58,10 +57,7 @@ fn run<B: Backend>(b: &B, model_path: &Path, tokens: &[u32]) -> (Imatrix, Vec<u8
 
 fn compare(label: &str, model_path: &Path, gpu: &GpuBackend) {
     let file = GgufFile::open(model_path).unwrap();
-    let n_vocab = Model::load(&CpuBackend::new(), &Arc::new(file))
-        .unwrap()
-        .config
-        .n_vocab;
+    let n_vocab = wquant::model::Config::from_gguf(&file).unwrap().n_vocab;
     let tokens = lcg_tokens(2 * N_CTX + 5, n_vocab, 7);
     let (cpu_im, _, cpu_ppl) = run(&CpuBackend::new(), model_path, &tokens);
     let (gpu_im, gpu_bytes, gpu_ppl) = run(gpu, model_path, &tokens);

@@ -10,7 +10,7 @@ use wquant::backend::cpu::CpuBackend;
 use wquant::gguf::{GgufFile, GgufWriter, TensorSpec};
 use wquant::imatrix::collect::{collect, CollectOptions};
 use wquant::imatrix::Imatrix;
-use wquant::model::stream::Runner;
+use wquant::model::ModelRunner;
 use wquant::testutil::{assets_dir, f32_model, golden_dir, lcg_tokens};
 
 fn options(n_ctx: usize, out: &Path) -> CollectOptions {
@@ -42,7 +42,7 @@ fn calib_tokens() -> Vec<u32> {
 fn two_chunks_match_llama_imatrix() {
     let b = CpuBackend::new();
     let file = Arc::new(GgufFile::open(f32_model()).unwrap());
-    let mut model = Runner::resident(&b, &file, 1).unwrap();
+    let mut model = ModelRunner::resident(&b, &file, 1).unwrap();
     let d = tempfile::tempdir().unwrap();
     let mut o = options(512, &d.path().join("x.gguf"));
     o.max_chunks = Some(2);
@@ -240,7 +240,7 @@ fn moe_counts_per_expert_and_merging_halves() {
     let path = moe_model_with_dead_experts(d.path());
     let b = CpuBackend::new();
     let file = Arc::new(GgufFile::open(&path).unwrap());
-    let mut model = Runner::resident(&b, &file, 1).unwrap();
+    let mut model = ModelRunner::resident(&b, &file, 1).unwrap();
     let c = &model.config;
     assert!(
         c.n_expert == 4 && c.n_expert_used == 2,

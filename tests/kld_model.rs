@@ -9,7 +9,7 @@ use wquant::gguf::{GgmlType, GgufFile, GgufWriter, TensorSpec};
 use wquant::kld::driver::{self, Chunks};
 use wquant::kld::logits_file::{BaseFileReader, BaseFileWriter, BaseHeader};
 use wquant::kld::KldAccumulator;
-use wquant::model::Model;
+use wquant::model::ModelRunner;
 use wquant::quant::{dequantize_to_vec, f2h};
 use wquant::testutil::golden_dir;
 
@@ -17,9 +17,9 @@ fn synth() -> PathBuf {
     golden_dir().join("synth/synth-dense.gguf")
 }
 
-fn load(path: &Path) -> Model<CpuBackend> {
+fn load(path: &Path) -> ModelRunner<CpuBackend> {
     let f = Arc::new(GgufFile::open(path).unwrap());
-    Model::load(&CpuBackend::new(), &f).unwrap()
+    ModelRunner::resident(&CpuBackend::new(), &f, 1).unwrap()
 }
 
 /// A "quantized" copy: every F16 matrix rounded to 5 mantissa bits (stored as F16 again).
@@ -249,7 +249,7 @@ fn gpu_backend_agrees_with_the_cpu_reference() {
     let on_cpu = own(&synth(), &quant, &toks, &c);
     let load_gpu = |p: &Path| {
         let f = Arc::new(GgufFile::open(p).unwrap());
-        Model::load(&gpu, &f).unwrap()
+        ModelRunner::resident(&gpu, &f, 1).unwrap()
     };
     let on_gpu = driver::own_mode(
         &gpu,
@@ -312,7 +312,7 @@ fn gpu_file_mode_agrees_with_the_cpu_reference() {
     };
     let on_gpu = {
         let f = Arc::new(GgufFile::open(&quant).unwrap());
-        let mut q = Model::load(&gpu, &f).unwrap();
+        let mut q = ModelRunner::resident(&gpu, &f, 1).unwrap();
         let mut rd = BaseFileReader::open(&file).unwrap();
         driver::file_mode(&gpu, &mut q, &mut rd, n_chunk, 2, |_, _| {}).unwrap()
     };

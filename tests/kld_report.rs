@@ -2,7 +2,7 @@
 //! the golden table and statistics is read back, put into wquant's structures, and printed
 //! again; the lines must come out byte for byte as llama.cpp printed them.
 
-use wquant::kld::report::{c_fixed, running_line, summary_text, KldReport, TABLE_HEADER};
+use wquant::kld::output::{c_fixed, running_line, summary_text, KldReport, TABLE_HEADER};
 use wquant::kld::stats::{DeltaPPercentiles, KldPercentiles, RunningLine, Summary};
 use wquant::testutil::golden_dir;
 

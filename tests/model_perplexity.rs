@@ -6,19 +6,19 @@ use wquant::backend::cpu::CpuBackend;
 use wquant::cli::perplexity::{chunk_count, perplexity};
 use wquant::gguf::GgufFile;
 use wquant::model::tokenizer::read_prompt_file;
-use wquant::model::{Model, Tokenizer};
+use wquant::model::{ModelRunner, Tokenizer};
 use wquant::testutil::{assets_dir, f32_model};
 
 #[test]
 fn f32_smollm2_running_ppl_matches_llama_cpp() {
     let file = Arc::new(GgufFile::open(f32_model()).unwrap());
     let b = CpuBackend::new();
-    let model = Model::load(&b, &file).unwrap();
+    let mut model = ModelRunner::resident(&b, &file, 1).unwrap();
     let text = read_prompt_file(&assets_dir().join("calib.txt")).unwrap();
     let tokens = Tokenizer::from_gguf(&file).unwrap().encode(&text);
     let n_chunk = chunk_count(tokens.len(), 512, Some(2)).unwrap();
     assert_eq!(n_chunk, 2);
-    let res = perplexity(&b, &model, &tokens, 512, n_chunk, 2, |_, _| {}).unwrap();
+    let res = perplexity(&b, &mut model, &tokens, 512, n_chunk, 2, |_, _| {}).unwrap();
     // golden/imatrix-2chunks.log: [1]17.6783,[2]18.9866, Final estimate ... +/- 2.48677
     let want = [17.6783, 18.9866];
     for (got, want) in res.running.iter().zip(want) {
@@ -77,11 +77,11 @@ fn perplexity_command_prints_running_and_final_ppl() {
 
     let file = Arc::new(GgufFile::open(&model_path).unwrap());
     let b = CpuBackend::new();
-    let model = Model::load(&b, &file).unwrap();
+    let mut model = ModelRunner::resident(&b, &file, 1).unwrap();
     let tokens = Tokenizer::from_gguf(&file)
         .unwrap()
         .encode(&read_prompt_file(&text_path).unwrap());
-    let res = perplexity(&b, &model, &tokens, 64, 3, 1, |_, _| {}).unwrap();
+    let res = perplexity(&b, &mut model, &tokens, 64, 3, 1, |_, _| {}).unwrap();
     let want = format!(
         "[1]{:.4},[2]{:.4},[3]{:.4},\nFinal estimate: PPL = {:.4} +/- {:.5}\n",
         res.running[0], res.running[1], res.running[2], res.ppl, res.ppl_unc

@@ -5,8 +5,9 @@ use std::sync::Arc;
 use wquant::backend::cpu::CpuBackend;
 use wquant::backend::Backend;
 use wquant::gguf::{write_gguf, GgufFile, Value};
-use wquant::model::graph::{route, StatsCollector};
-use wquant::model::{Config, Model};
+use wquant::imatrix::collector::StatsCollector;
+use wquant::model::graph::route;
+use wquant::model::{Config, ModelRunner};
 use wquant::testutil::{golden_dir, lcg_tokens};
 
 fn open(name: &str) -> Arc<GgufFile> {
@@ -34,8 +35,8 @@ fn router_takes_top2_and_renormalizes_softmax_weights() {
 fn synth_moe_runs_without_nans_and_collects_per_expert_stats() {
     let file = open("synth-moe.gguf");
     let b = CpuBackend::new();
-    let model = Model::load(&b, &file).unwrap();
-    let c = &model.config;
+    let mut model = ModelRunner::resident(&b, &file, 1).unwrap();
+    let c = &model.config.clone();
     assert_eq!((c.n_expert, c.n_expert_used, c.has_output), (4, 2, false));
     let seq_len = 32;
     let toks = lcg_tokens(2 * seq_len, c.n_vocab, 7);
@@ -69,7 +70,7 @@ fn batching_does_not_change_results() {
     // Sequences are independent: one pass over two sequences equals two single passes, bit for bit.
     let file = open("synth-moe.gguf");
     let b = CpuBackend::new();
-    let model = Model::load(&b, &file).unwrap();
+    let mut model = ModelRunner::resident(&b, &file, 1).unwrap();
     let seq_len = 24;
     let toks = lcg_tokens(2 * seq_len, model.config.n_vocab, 11);
     let both = b.download(&model.forward(&b, &toks, seq_len, None).unwrap());
@@ -82,7 +83,7 @@ fn batching_does_not_change_results() {
 fn synth_dense_f16_untied_runs_and_collects_output_only_when_asked() {
     let file = open("synth-dense.gguf");
     let b = CpuBackend::new();
-    let model = Model::load(&b, &file).unwrap();
+    let mut model = ModelRunner::resident(&b, &file, 1).unwrap();
     assert!(model.config.has_output && !model.config.is_moe());
     let toks = lcg_tokens(32, model.config.n_vocab, 3);
     for process_output in [false, true] {

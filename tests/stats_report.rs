@@ -1,7 +1,7 @@
 //! `wquant stats` against llama-imatrix --show-statistics (golden/imatrix.stats.txt).
 
 use std::process::Command;
-use wquant::imatrix::report::Report;
+use wquant::imatrix::metrics::Report;
 use wquant::imatrix::{Imatrix, ImatrixEntry};
 use wquant::testutil::golden_dir;
 

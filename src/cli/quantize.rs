@@ -109,6 +109,11 @@ pub fn run(g: &super::GlobalArgs, a: Args) -> Result<()> {
     let total: u64 = {
         let f = crate::gguf::GgufFile::open(&a.input)
             .with_context(|| format!("reading {}", a.input.display()))?;
+        let mut inputs = f.split_paths();
+        if let Some(im) = &a.imatrix {
+            inputs.push(im);
+        }
+        crate::util::check_output_is_not_input(&inputs, &a.output)?;
         f.tensors().iter().map(|t| t.n_elements()).sum()
     };
     let pb = super::common::progress(total, "quantize", g.quiet);
@@ -116,7 +121,10 @@ pub fn run(g: &super::GlobalArgs, a: Args) -> Result<()> {
     let pool = {
         let mut b = rayon::ThreadPoolBuilder::new();
         if let Some(n) = threads {
-            b = b.num_threads(n.max(1));
+            if n == 0 {
+                bail!("THREADS: 0; give at least 1 (or leave it out to use every core)");
+            }
+            b = b.num_threads(n);
         }
         b.build()?
     };

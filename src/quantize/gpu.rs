@@ -44,49 +44,20 @@ impl std::fmt::Debug for GpuQuantizer {
     }
 }
 
-/// What `--device` chooses for `wquant quantize`: `None` is the CPU reference.
+/// What `--device` chooses for `wquant quantize` (`backend::select`): `None` is the CPU
+/// reference. With auto (a hardware GPU) every tensor is verified against the CPU reference
+/// (a mismatch uses the CPU bytes): shader compilers may fuse or reorder float operations
+/// (lavapipe reassociated a constant add until shaders/quant_common.wgsl's `opaque()`), and a
+/// per-type canary cannot see data-dependent differences. An explicit `gpu[:N]` is strict.
 pub fn choose(device: &str, verify: bool, quiet: bool) -> Result<Option<GpuQuantizer>> {
-    let spec = DeviceSpec::parse(device)?;
-    let q = match spec {
-        DeviceSpec::Cpu => return Ok(None),
-        // auto: a hardware GPU, every tensor verified against the CPU reference (a mismatch
-        // uses the CPU bytes): shader compilers may fuse or reorder float operations (lavapipe
-        // reassociated a constant add until shaders/quant_common.wgsl's `opaque()`), and a
-        // per-type canary cannot see data-dependent differences. A software adapter (lavapipe)
-        // is slower than the CPU reference, so auto uses the CPU there.
-        DeviceSpec::Auto if !crate::backend::gpu::device::auto_has_hardware_gpu() => {
-            if !quiet {
-                eprintln!("quantize: no hardware GPU; quantizing on the CPU reference");
-            }
-            return Ok(None);
-        }
-        DeviceSpec::Auto => match GpuQuantizer::open(device) {
-            Ok(q) if q.gpu.is_cpu_adapter() => {
-                if !quiet {
-                    eprintln!(
-                        "quantize: only a software adapter ({}); quantizing on the CPU reference",
-                        q.adapter_name()
-                    );
-                }
-                return Ok(None);
-            }
-            Ok(mut q) => {
-                q.verify = true;
-                q
-            }
-            Err(e) => {
-                eprintln!("quantize: no GPU adapter ({e:#}); quantizing on the CPU");
-                return Ok(None);
-            }
-        },
-        DeviceSpec::Gpu(_) => {
-            let mut q = GpuQuantizer::open(device)?;
-            q.strict = true;
-            q
-        }
+    let auto = DeviceSpec::parse(device)? == DeviceSpec::Auto;
+    let gpu = match crate::backend::select::select(device, "quantize", quiet)? {
+        crate::backend::select::SelectedBackend::Cpu(_) => return Ok(None),
+        crate::backend::select::SelectedBackend::Gpu(g) => g,
     };
-    let mut q = q;
-    q.verify |= verify;
+    let mut q = GpuQuantizer::from_backend(gpu);
+    q.verify = auto || verify;
+    q.strict = !auto;
     q.verbose = !quiet;
     if !quiet {
         eprintln!("quantize: GPU adapter {}", q.adapter_name());

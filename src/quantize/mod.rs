@@ -255,6 +255,13 @@ pub fn quantize_file(
 
     // Check the whole plan before writing anything.
     for (t, nt) in &plan {
+        if t.dims.contains(&0) {
+            bail!(
+                "tensor {}: shape {:?} has a zero dimension; nothing to quantize or copy",
+                t.name,
+                t.dims
+            );
+        }
         if *nt == t.ggml_type {
             continue;
         }

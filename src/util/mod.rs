@@ -33,3 +33,21 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     let h = sha2::Sha256::digest(bytes);
     h.iter().map(|b| format!("{b:02x}")).collect()
 }
+
+/// Refuse to write `output` over one of the files a command reads (`inputs`): the output is
+/// written as `NAME.tmp` and renamed, which would replace a file still being read.
+pub fn check_output_is_not_input(inputs: &[&Path], output: &Path) -> std::io::Result<()> {
+    let Ok(out) = std::fs::canonicalize(output) else {
+        return Ok(()); // does not exist yet
+    };
+    for i in inputs {
+        if std::fs::canonicalize(i).is_ok_and(|p| p == out) {
+            return Err(std::io::Error::other(format!(
+                "output {} is the same file as the input {}; choose another name",
+                output.display(),
+                i.display()
+            )));
+        }
+    }
+    Ok(())
+}

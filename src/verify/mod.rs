@@ -113,7 +113,11 @@ fn matmul_shapes(t: GgmlType) -> Vec<(usize, usize, usize)> {
 }
 
 /// Run every check: GPU `gpu` against the reference backend `r`.
-pub fn run_checks<R: Backend>(gpu: &GpuBackend, r: &R, opts: &Options) -> Result<Vec<CheckRow>> {
+pub fn run_checks<R: crate::kld::KldReduce>(
+    gpu: &GpuBackend,
+    r: &R,
+    opts: &Options,
+) -> Result<Vec<CheckRow>> {
     let mut rows = Vec::new();
     let mut rng = Rng::new(opts.seed);
 

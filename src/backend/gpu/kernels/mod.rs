@@ -5,7 +5,6 @@ pub mod add;
 pub mod attention;
 pub mod gather_rows;
 pub mod get_rows;
-pub mod kld;
 pub mod matmul;
 pub mod matmul_tiled;
 pub mod matmul_unrolled;
@@ -82,7 +81,8 @@ pub fn with_weights(t: GgmlType, kernel: &str) -> String {
     ])
 }
 
-/// Every shader as the host assembles it: (label, source), for validation with naga.
+/// Every shader as the host assembles it: (label, source), for validation with naga. The KLD
+/// kernels are `kld::gpu`'s (`kld::gpu::sources`).
 pub fn all_sources() -> Vec<(String, String)> {
     let mut v = Vec::new();
     for t in WEIGHT_TYPES {
@@ -102,8 +102,6 @@ pub fn all_sources() -> Vec<(String, String)> {
     v.push(("add.wgsl".into(), add::SHADER.into()));
     v.push(("gather_rows.wgsl".into(), gather_rows::SHADER.into()));
     v.push(("scatter_add.wgsl".into(), scatter_add::SHADER.into()));
-    v.push(("kld.wgsl".into(), kld::source()));
-    v.push(("kld_record.wgsl".into(), kld::record_source()));
     for t in quant_block::TYPES {
         v.push((
             format!("quant+{t}"),
@@ -130,9 +128,6 @@ pub fn shader_files() -> Vec<&'static str> {
         "add.wgsl",
         "gather_rows.wgsl",
         "scatter_add.wgsl",
-        "kld_common.wgsl",
-        "kld.wgsl",
-        "kld_record.wgsl",
         "quant_common.wgsl",
     ];
     for b in quant::BLOCK_TYPES {

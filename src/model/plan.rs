@@ -1,4 +1,7 @@
-//! Planning a run under a VRAM budget (DESIGN.md, layer-major streaming).
+//! The memory plan of a model run (DESIGN.md, layer-major streaming): what `ModelRunner` keeps
+//! on the device and how many chunks share a pass, from the model's tensor sizes
+//! (`ModelSizes`), the pass (`PassShape`) and a VRAM budget (`--vram-budget`, else the
+//! driver's, which the backend reports through `Backend::device_memory`).
 //!
 //! If every weight fits next to one pass's activations, the layers stay resident and are
 //! uploaded once. Otherwise the run goes layer-major over *waves* of chunks: the wave's hidden
@@ -8,8 +11,9 @@
 //! streamed in row slices after the layers. The plan is arithmetic over tensor sizes only: the
 //! results do not depend on it (statistics are kept per chunk, every op is row-independent).
 
+use super::Config;
+use crate::backend::Backend;
 use crate::gguf::GgufFile;
-use crate::model::Config;
 use anyhow::{bail, Result};
 
 /// Byte sizes of what a run puts on the device.
@@ -248,42 +252,64 @@ pub fn parse_size(s: &str) -> Result<u64> {
 /// Weights an adapter that does not report its memory is assumed to hold.
 const UNKNOWN_VRAM_LIMIT: u64 = 2 << 30;
 
-/// A backend that can plan a run: the GPU from its limits and budget, the CPU reference keeps
-/// everything resident (its weights are views of the memory map).
-pub trait PlanRun {
-    /// `shape.max_tokens` is filled in by the backend.
-    fn plan_run(&self, sizes: &ModelSizes, budget: Option<u64>, shape: PassShape) -> Result<Plan>;
-}
-
-impl PlanRun for crate::backend::cpu::CpuBackend {
-    fn plan_run(&self, sizes: &ModelSizes, _budget: Option<u64>, s: PassShape) -> Result<Plan> {
-        Ok(Plan::unbudgeted(sizes, s.want_seqs))
+/// Plan a run of a model of `sizes` on backend `b` under `budget` (`--vram-budget`, None: the
+/// driver's), and cap the backend's pool at the budget used. A backend without device memory
+/// (the CPU reference: its weights are views of the memory map) keeps everything resident with
+/// the chunks per pass asked for. `shape.max_tokens` is filled in from the device's binding
+/// limit.
+pub fn plan_run<B: Backend>(
+    b: &B,
+    sizes: &ModelSizes,
+    budget: Option<u64>,
+    shape: PassShape,
+) -> Result<Plan> {
+    let Some(mem) = b.device_memory() else {
+        return Ok(Plan::unbudgeted(sizes, shape.want_seqs));
+    };
+    // The widest activation row is the FFN's (or a MoE token's routed copies).
+    let widest = (sizes.act_bytes_per_token / 4).max(1);
+    let max_tokens = (mem.max_binding_bytes / widest).max(1) as usize;
+    // One chunk's activations and one chunk's logits must each fit in a buffer binding; a
+    // bigger -c cannot run on this adapter at all (a bigger -b only lowers the chunks per pass).
+    if shape.n_ctx > max_tokens {
+        bail!(
+            "-c {}: one chunk's activations need more than the adapter's largest buffer \
+             binding ({}); this model runs at most -c {max_tokens} here",
+            shape.n_ctx,
+            mib(mem.max_binding_bytes)
+        );
     }
-}
-
-impl PlanRun for super::GpuBackend {
-    fn plan_run(&self, sizes: &ModelSizes, budget: Option<u64>, s: PassShape) -> Result<Plan> {
-        let lim = &self.ctx.dev.limits;
-        let max_bind = (lim.max_storage_buffer_binding_size as u64).min(lim.max_buffer_size);
-        // The widest activation row is the FFN's (or a MoE token's routed copies).
-        let widest = (sizes.act_bytes_per_token / 4).max(1);
-        let max_tokens = (max_bind / widest).max(1) as usize;
-        // No --vram-budget: the driver's (Vulkan); else everything resident unless the model
-        // is too big to assume it fits.
-        let budget = match budget {
-            Some(b) => Some(b),
-            None => match super::device::vram_info(&self.ctx.dev.adapter) {
-                Some(v) => Some(v.default_budget()),
-                None if sizes.weight_bytes() > UNKNOWN_VRAM_LIMIT => bail!(
-                    "the model has {} of weights and this adapter does not report its memory: \
-                     pass --vram-budget SIZE (e.g. 6GiB)",
-                    mib(sizes.weight_bytes())
-                ),
-                None => None,
-            },
-        };
-        let plan = Plan::new(sizes, budget, PassShape { max_tokens, ..s })?;
-        self.ctx.pool.set_limit(budget);
-        Ok(plan)
+    let logits = shape.logit_rows as u64 * sizes.n_vocab * 4;
+    if logits > mem.max_binding_bytes {
+        bail!(
+            "-c {}: the logits of {} rows ({}) exceed the adapter's largest buffer binding ({}); \
+             use a smaller -c",
+            shape.n_ctx,
+            shape.logit_rows,
+            mib(logits),
+            mib(mem.max_binding_bytes)
+        );
     }
+    // No --vram-budget: the driver's; else everything resident unless the model is too big to
+    // assume it fits.
+    let budget = match (budget, mem.driver_budget) {
+        (Some(b), _) => Some(b),
+        (None, Some(d)) => Some(d),
+        (None, None) if sizes.weight_bytes() > UNKNOWN_VRAM_LIMIT => bail!(
+            "the model has {} of weights and this adapter does not report its memory: \
+             pass --vram-budget SIZE (e.g. 6GiB)",
+            mib(sizes.weight_bytes())
+        ),
+        (None, None) => None,
+    };
+    let plan = Plan::new(
+        sizes,
+        budget,
+        PassShape {
+            max_tokens,
+            ..shape
+        },
+    )?;
+    b.set_memory_limit(budget);
+    Ok(plan)
 }

@@ -1,0 +1,200 @@
+//! Split GGUF models (llama.cpp's gguf-split layout): the demo model written in three parts opens
+//! from its first part with the same keys and tensor bytes, every command gives the same results
+//! as on the single file, and broken splits are clear errors.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use wquant::gguf::split::{SplitLayout, SplitWriter};
+use wquant::gguf::{GgufFile, TensorSpec};
+use wquant::testutil::assets_dir;
+
+fn demo_model() -> PathBuf {
+    assets_dir().join("smollm2-135m-q4_1.gguf")
+}
+
+/// Write `src` as a 3-part split model under `dir`; returns the first part's path.
+fn split_in_three(src: &Path, dir: &Path) -> PathBuf {
+    let f = GgufFile::open(src).unwrap();
+    let specs: Vec<TensorSpec> = f
+        .tensors()
+        .iter()
+        .map(|t| TensorSpec::new(t.name.clone(), &t.dims, t.ggml_type))
+        .collect();
+    let total: u64 = specs.iter().map(|s| s.n_bytes()).sum();
+    let layout = SplitLayout::by_max_size(&specs, total / 3 + 1);
+    let SplitLayout::Parts { count, .. } = &layout else {
+        unreachable!()
+    };
+    // The largest tensor (the embedding) is a third of the model: three or four parts.
+    assert!((3..=4).contains(count), "{count} parts");
+    let mut w = SplitWriter::create(&dir.join("model.gguf"), f.kvs(), specs, &layout).unwrap();
+    for t in f.tensors() {
+        w.write_tensor(f.tensor_data(t)).unwrap();
+    }
+    let paths = w.finish().unwrap();
+    assert_eq!(paths.len(), *count);
+    paths[0].clone()
+}
+
+fn wquant(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_wquant"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn ok(args: &[&str]) -> String {
+    let o = wquant(args);
+    assert!(
+        o.status.success(),
+        "wquant {args:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+#[test]
+fn split_model_opens_with_the_same_keys_and_tensors() {
+    let d = tempfile::tempdir().unwrap();
+    let first = split_in_three(&demo_model(), d.path());
+    assert!(
+        first
+            .to_str()
+            .unwrap()
+            .ends_with("model-00001-of-00003.gguf")
+            || first
+                .to_str()
+                .unwrap()
+                .ends_with("model-00001-of-00004.gguf")
+    );
+    let whole = GgufFile::open(demo_model()).unwrap();
+    let split = GgufFile::open(&first).unwrap();
+    assert!(split.split_count() >= 3);
+    // Keys: the original ones, then the three split keys (first part only holds metadata).
+    let keys: Vec<&str> = split.kvs().iter().map(|(k, _)| k.as_str()).collect();
+    let want: Vec<&str> = whole.kvs().iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(&keys[..want.len()], &want[..]);
+    assert_eq!(
+        &keys[want.len()..],
+        &["split.no", "split.count", "split.tensors.count"]
+    );
+    assert_eq!(split.tensors().len(), whole.tensors().len());
+    for t in whole.tensors() {
+        let s = split.tensor(&t.name).unwrap();
+        assert_eq!((&s.dims, s.ggml_type), (&t.dims, t.ggml_type));
+        assert!(split.tensor_data(s) == whole.tensor_data(t), "{}", t.name);
+    }
+    let parts: std::collections::BTreeSet<u16> = split.tensors().iter().map(|t| t.split).collect();
+    assert_eq!(parts.len(), split.split_count());
+}
+
+#[test]
+fn broken_splits_are_clear_errors() {
+    let d = tempfile::tempdir().unwrap();
+    let first = split_in_three(&demo_model(), d.path());
+    let f = GgufFile::open(&first).unwrap();
+    let n = f.split_count();
+    let part = |i: usize| d.path().join(format!("model-{:05}-of-{n:05}.gguf", i + 1));
+    drop(f);
+
+    // Opening a later part.
+    let e = GgufFile::open(part(1)).err().unwrap().to_string();
+    assert!(
+        e.contains("part 2 of") && e.contains("open the first part"),
+        "{e}"
+    );
+
+    // The first part under another name.
+    let renamed = d.path().join("renamed.gguf");
+    std::fs::copy(&first, &renamed).unwrap();
+    let e = GgufFile::open(&renamed).err().unwrap().to_string();
+    assert!(
+        e.contains("renamed.gguf") && e.contains("-00001-of-"),
+        "{e}"
+    );
+
+    // A missing part, through a command.
+    std::fs::rename(part(2), d.path().join("away.gguf")).unwrap();
+    let o = wquant(&["inspect", first.to_str().unwrap()]);
+    assert!(!o.status.success());
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        e.contains("split part 3 of") && e.contains("missing"),
+        "{e}"
+    );
+    assert!(!e.contains("panicked"), "{e}");
+
+    // A part from another split (its split.no does not match its name).
+    std::fs::copy(part(1), part(2)).unwrap();
+    let e = GgufFile::open(&first).err().unwrap().to_string();
+    assert!(e.contains("expected part 2"), "{e}");
+}
+
+#[test]
+fn commands_on_a_split_model_match_the_single_file() {
+    let d = tempfile::tempdir().unwrap();
+    let first = split_in_three(&demo_model(), d.path());
+    let text = assets_dir().join("calib.txt");
+    let (m1, m3, t) = (
+        demo_model().to_str().unwrap().to_string(),
+        first.to_str().unwrap().to_string(),
+        text.to_str().unwrap().to_string(),
+    );
+    // imatrix: identical bytes (the dataset name is the same text path).
+    let (i1, i3) = (d.path().join("i1.gguf"), d.path().join("i3.gguf"));
+    for (m, out) in [(&m1, &i1), (&m3, &i3)] {
+        ok(&[
+            "-q",
+            "--device",
+            "cpu",
+            "imatrix",
+            "-m",
+            m,
+            "-f",
+            &t,
+            "-c",
+            "64",
+            "--chunks",
+            "2",
+            "-o",
+            out.to_str().unwrap(),
+        ]);
+    }
+    assert!(std::fs::read(&i1).unwrap() == std::fs::read(&i3).unwrap());
+    // perplexity: the same printed figures.
+    let ppl = |m: &str| {
+        ok(&[
+            "-q",
+            "--device",
+            "cpu",
+            "perplexity",
+            "-m",
+            m,
+            "-f",
+            &t,
+            "-c",
+            "64",
+            "--chunks",
+            "2",
+        ])
+    };
+    assert_eq!(ppl(&m1), ppl(&m3));
+    // quantize: the same tensors (requantizing the Q4_1 model to Q8_0).
+    let (q1, q3) = (d.path().join("q1.gguf"), d.path().join("q3.gguf"));
+    for (m, out) in [(&m1, &q1), (&m3, &q3)] {
+        ok(&[
+            "-q",
+            "quantize",
+            "--allow-requantize",
+            m,
+            out.to_str().unwrap(),
+            "Q8_0",
+        ]);
+    }
+    let (a, b) = (GgufFile::open(&q1).unwrap(), GgufFile::open(&q3).unwrap());
+    assert_eq!(a.tensors().len(), b.tensors().len());
+    for t in a.tensors() {
+        let u = b.tensor(&t.name).unwrap();
+        assert!(a.tensor_data(t) == b.tensor_data(u), "{}", t.name);
+    }
+}
