@@ -1,5 +1,6 @@
 //! One host module per kernel; each owns exactly one `shaders/<op>.wgsl`. Shared WGSL helpers
-//! (`wbytes.wgsl`, `dq_<type>.wgsl`) are prepended by `assemble`.
+//! (`wbytes.wgsl`, each weight type's `dq32` helper from its `quant::BlockType` row) are prepended
+//! by `assemble`.
 
 pub mod add;
 pub mod attention;
