@@ -8,8 +8,9 @@
 pub mod canary;
 pub mod gpu;
 
+use crate::gguf::split::{SplitLayout, SplitWriter};
 use crate::gguf::GgmlType;
-use crate::gguf::{GgufFile, GgufWriter, TensorSpec, Value};
+use crate::gguf::{GgufFile, TensorSpec, Value};
 use crate::imatrix::file::Imatrix;
 use crate::quant::mix::{self, FileType, MixOptions, ModelFacts, TensorMeta};
 use crate::quant::{dequantize_row, quantize_row};
@@ -33,6 +34,18 @@ pub struct QuantizeParams {
     pub prior_weight: f32,
     /// Quantize on this GPU the types whose kernel passed the canary (`None`: CPU reference).
     pub gpu: Option<std::sync::Arc<gpu::GpuQuantizer>>,
+    /// How the output is split over files.
+    pub split: OutputSplit,
+}
+
+/// The output's files: one, the input's parts (`--keep-split`, as llama-quantize), or parts of
+/// at most a size (`--split-max-size`, as gguf-split).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub enum OutputSplit {
+    #[default]
+    Single,
+    KeepInput,
+    MaxBytes(u64),
 }
 
 impl QuantizeParams {
@@ -46,6 +59,7 @@ impl QuantizeParams {
             allow_requantize: false,
             prior_weight: 0.0,
             gpu: None,
+            split: OutputSplit::Single,
         }
     }
 }
@@ -57,6 +71,8 @@ pub struct QuantizeReport {
     pub n_quantized: usize,
     pub bytes_in: u64,
     pub bytes_out: u64,
+    /// The files written (one unless the output is split).
+    pub outputs: Vec<PathBuf>,
     /// e.g. "did not find weights for X" (llama-quantize's warnings).
     pub warnings: Vec<String>,
 }
@@ -300,7 +316,20 @@ pub fn quantize_file(
         .iter()
         .map(|(t, nt)| TensorSpec::new(t.name.clone(), &t.dims, *nt))
         .collect();
-    let mut w = GgufWriter::create(output, &kvs, specs)
+    let layout = match p.split {
+        OutputSplit::Single => SplitLayout::Single,
+        // Each tensor stays in the part it came from (llama-quantize --keep-split), even for
+        // an input in one file: OUT-00001-of-00001.gguf.
+        OutputSplit::KeepInput => SplitLayout::Parts {
+            part_of: plan
+                .iter()
+                .map(|(t, _)| src.require_tensor(&t.name).map(|i| i.split))
+                .collect::<std::result::Result<_, _>>()?,
+            count: src.split_count(),
+        },
+        OutputSplit::MaxBytes(max) => SplitLayout::by_max_size(&specs, max),
+    };
+    let mut w = SplitWriter::create(output, &kvs, specs, &layout)
         .with_context(|| format!("creating {}", output.display()))?;
 
     for (t, nt) in &plan {
@@ -387,7 +416,7 @@ pub fn quantize_file(
         }
         on_tensor(&t.name, info.n_elements());
     }
-    w.finish()?;
+    report.outputs = w.finish()?;
     Ok(report)
 }
 
