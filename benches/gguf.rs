@@ -47,7 +47,10 @@ fn dequantize(c: &mut Criterion) {
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(2));
     g.throughput(Throughput::BytesDecimal((N * 4) as u64));
-    for t in GgmlType::ALL.into_iter().filter(|t| t.can_dequantize()) {
+    for t in GgmlType::ALL
+        .into_iter()
+        .filter(|t| wquant::quant::can_dequantize(*t))
+    {
         let src = block_bytes(N / t.block_size() * t.type_size(), 0x9e37_79b9_7f4a_7c15);
         let mut dst = vec![0f32; N];
         g.bench_with_input(BenchmarkId::from_parameter(t.name()), &src, |b, src| {

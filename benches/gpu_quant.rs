@@ -12,8 +12,8 @@ mod common;
 use common::golden_dir;
 use std::sync::Arc;
 use std::time::Instant;
-use wquant::gpu_quantize::GpuQuantizer;
 use wquant::quant::mix::FileType;
+use wquant::quantize::gpu::GpuQuantizer;
 use wquant::quantize::{quantize_file, QuantizeParams};
 
 fn main() {

@@ -7,7 +7,6 @@ pub mod backend;
 pub mod cli;
 pub mod convert;
 pub mod gguf;
-pub mod gpu_quantize;
 pub mod imatrix;
 pub mod kld;
 pub mod model;

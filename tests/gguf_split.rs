@@ -200,3 +200,102 @@ fn commands_on_a_split_model_match_the_single_file() {
         assert!(a.tensor_data(t) == b.tensor_data(u), "{}", t.name);
     }
 }
+
+#[test]
+fn quantize_keeps_or_makes_splits_that_load_with_the_same_tensors() {
+    let d = tempfile::tempdir().unwrap();
+    let first = split_in_three(&demo_model(), d.path());
+    let n_in = GgufFile::open(&first).unwrap().split_count();
+    let single = d.path().join("single.gguf");
+    let m1 = demo_model().to_str().unwrap().to_string();
+    ok(&[
+        "-q",
+        "quantize",
+        "--allow-requantize",
+        &m1,
+        single.to_str().unwrap(),
+        "Q8_0",
+    ]);
+    let want = GgufFile::open(&single).unwrap();
+    let same_tensors = |f: &GgufFile| {
+        assert_eq!(f.tensors().len(), want.tensors().len());
+        for t in want.tensors() {
+            let u = f.tensor(&t.name).unwrap();
+            assert!(f.tensor_data(u) == want.tensor_data(t), "{}", t.name);
+        }
+        // The first part holds the model's keys, as the single file does.
+        assert_eq!(
+            f.get_str("general.architecture").unwrap(),
+            want.get_str("general.architecture").unwrap()
+        );
+    };
+
+    // --keep-split: out.gguf → out-0000I-of-0000N.gguf, each tensor in its input part.
+    let out = d.path().join("kept.gguf");
+    ok(&[
+        "-q",
+        "quantize",
+        "--allow-requantize",
+        "--keep-split",
+        first.to_str().unwrap(),
+        out.to_str().unwrap(),
+        "Q8_0",
+    ]);
+    assert!(!out.exists());
+    let kept_first = d.path().join(format!("kept-00001-of-{n_in:05}.gguf"));
+    let kept = GgufFile::open(&kept_first).unwrap();
+    assert_eq!(kept.split_count(), n_in);
+    let input = GgufFile::open(&first).unwrap();
+    for t in input.tensors() {
+        assert_eq!(kept.tensor(&t.name).unwrap().split, t.split, "{}", t.name);
+    }
+    same_tensors(&kept);
+
+    // --split-max-size: parts of at most 40 MB of tensor data (the 30 MB embedding alone in
+    // one), every part's size within the limit unless it holds a single tensor.
+    let out = d.path().join("sized.gguf");
+    ok(&[
+        "-q",
+        "quantize",
+        "--allow-requantize",
+        "--split-max-size",
+        "40M",
+        &m1,
+        out.to_str().unwrap(),
+        "Q8_0",
+    ]);
+    let sized = GgufFile::open(d.path().join("sized-00001-of-00004.gguf"))
+        .or_else(|_| GgufFile::open(d.path().join("sized-00001-of-00003.gguf")))
+        .unwrap();
+    assert!(sized.split_count() >= 3, "{} parts", sized.split_count());
+    for part in 0..sized.split_count() as u16 {
+        let ts: Vec<_> = sized.tensors().iter().filter(|t| t.split == part).collect();
+        let bytes: u64 = ts.iter().map(|t| t.n_bytes.div_ceil(32) * 32).sum();
+        assert!(
+            bytes <= 40_000_000 || ts.len() == 1,
+            "part {part}: {bytes} bytes"
+        );
+    }
+    same_tensors(&sized);
+
+    // Both flags at once, and a size that is not one, are errors naming the flags.
+    let o = wquant(&[
+        "quantize",
+        "--keep-split",
+        "--split-max-size",
+        "1G",
+        &m1,
+        out.to_str().unwrap(),
+        "Q8_0",
+    ]);
+    assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("--keep-split"));
+    let o = wquant(&[
+        "quantize",
+        "--split-max-size",
+        "lots",
+        &m1,
+        out.to_str().unwrap(),
+        "Q8_0",
+    ]);
+    assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("--split-max-size"));
+}

@@ -8,9 +8,9 @@ mod common;
 
 use wquant::backend::gpu::kernels::quant_block;
 use wquant::gguf::GgmlType;
-use wquant::gpu_quantize::{
-    blocks_identical, cpu_quantize, edge_case_importance, edge_case_rows, row_is_gpu_exact,
-    GpuQuantizer,
+use wquant::quantize::gpu::{cpu_quantize, GpuQuantizer};
+use wquant::verify::quant_cases::{
+    blocks_identical, edge_case_importance, edge_case_rows, row_is_gpu_exact,
 };
 
 fn gpu() -> GpuQuantizer {

@@ -7,8 +7,8 @@ mod common;
 use common::{golden_dir, synth_golden, tensors_differing};
 use std::sync::Arc;
 use wquant::gguf::GgufFile;
-use wquant::gpu_quantize::GpuQuantizer;
 use wquant::quant::mix::FileType;
+use wquant::quantize::gpu::GpuQuantizer;
 use wquant::quantize::{quantize_file, QuantizeParams};
 
 fn gpu() -> Arc<GpuQuantizer> {

@@ -220,33 +220,7 @@ impl Plan {
 
 /// Parse a size such as `6GiB`, `512MiB`, `1.5G`, `800M`, `123456` (bytes).
 pub fn parse_size(s: &str) -> Result<u64> {
-    let t = s.trim();
-    let split = t
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let v: f64 = num.parse().map_err(|_| {
-        anyhow::anyhow!("--vram-budget {s:?}: expected a size such as 6GiB or 800MiB")
-    })?;
-    let mult: f64 = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1.0,
-        "k" | "kb" => 1e3,
-        "kib" => 1024.0,
-        "m" | "mb" => 1e6,
-        "mib" => (1u64 << 20) as f64,
-        "g" | "gb" => 1e9,
-        "gib" => (1u64 << 30) as f64,
-        "t" | "tb" => 1e12,
-        "tib" => (1u64 << 40) as f64,
-        u => bail!(
-            "--vram-budget {s:?}: unknown unit {u:?} (use B, KiB, MiB, GiB, TiB, or K, M, G, T)"
-        ),
-    };
-    let bytes = v * mult;
-    if !bytes.is_finite() || bytes < 1.0 {
-        bail!("--vram-budget {s:?}: must be a positive size");
-    }
-    Ok(bytes as u64)
+    crate::util::parse_size(s).map_err(|e| anyhow::anyhow!("--vram-budget {s:?}: {e}"))
 }
 
 /// Weights an adapter that does not report its memory is assumed to hold.

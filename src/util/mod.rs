@@ -63,3 +63,37 @@ pub fn check_output_is_not_input(inputs: &[&Path], output: &Path) -> std::io::Re
     }
     Ok(())
 }
+
+/// A size such as `6GiB`, `800MiB`, `1.5G` or `123456` (bytes): K/M/G/T are powers of 1000,
+/// KiB/MiB/GiB/TiB powers of 1024. The error says what is wrong, not which flag it came from.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let v: f64 = num
+        .parse()
+        .map_err(|_| "expected a size such as 6GiB or 800MiB".to_string())?;
+    let mult: f64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1.0,
+        "k" | "kb" => 1e3,
+        "kib" => 1024.0,
+        "m" | "mb" => 1e6,
+        "mib" => (1u64 << 20) as f64,
+        "g" | "gb" => 1e9,
+        "gib" => (1u64 << 30) as f64,
+        "t" | "tb" => 1e12,
+        "tib" => (1u64 << 40) as f64,
+        u => {
+            return Err(format!(
+                "unknown unit {u:?} (use B, KiB, MiB, GiB, TiB, or K, M, G, T)"
+            ))
+        }
+    };
+    let bytes = v * mult;
+    if !bytes.is_finite() || bytes < 1.0 {
+        return Err("must be a positive size".into());
+    }
+    Ok(bytes as u64)
+}
