@@ -8,8 +8,8 @@ mod common;
 
 use common::{f32_model, golden_dir, tensors_differing};
 use std::sync::Arc;
-use wquant::gpu_quantize::GpuQuantizer;
 use wquant::quant::mix::FileType;
+use wquant::quantize::gpu::GpuQuantizer;
 use wquant::quantize::{quantize_file, QuantizeParams};
 
 const TYPES: [&str; 4] = ["Q4_0", "Q4_1", "Q5_0", "Q5_1"];
