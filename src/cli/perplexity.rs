@@ -61,23 +61,7 @@ pub fn nll_of(z: &[f32], target: usize) -> f64 {
     -(((z[target] - max) as f64) - sum.ln())
 }
 
-/// Number of chunks llama-perplexity scores: tokens / n_ctx, capped by `--chunks`.
-pub fn chunk_count(n_tokens: usize, n_ctx: usize, max_chunks: Option<usize>) -> Result<usize> {
-    if n_ctx < 4 {
-        bail!("-c {n_ctx}: the context must hold at least 4 tokens");
-    }
-    if n_tokens < 2 * n_ctx {
-        bail!(
-            "the text has {n_tokens} tokens; -c {n_ctx} needs at least {} (2 chunks)",
-            2 * n_ctx
-        );
-    }
-    let n = n_tokens / n_ctx;
-    if max_chunks == Some(0) {
-        bail!("--chunks 0: nothing to score; give at least 1 (or leave it out for all)");
-    }
-    Ok(max_chunks.map_or(n, |m| m.min(n)))
-}
+pub use crate::model::plan::chunk_count;
 
 /// Score `n_chunk` chunks of `tokens` with `seqs_per_pass` chunks per forward pass. `on_chunk`
 /// gets (chunk index, running PPL) after each chunk.

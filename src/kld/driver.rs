@@ -64,24 +64,7 @@ impl Chunks {
     }
 }
 
-/// Chunk count llama-perplexity uses: tokens / n_ctx (at least 2 chunks' worth of text),
-/// capped by `--chunks`.
-pub fn chunk_count(n_tokens: usize, n_ctx: usize, max_chunks: Option<usize>) -> Result<usize> {
-    if n_ctx < 4 {
-        bail!("-c {n_ctx}: the context must hold at least 4 tokens");
-    }
-    if n_tokens < 2 * n_ctx {
-        bail!(
-            "the text has {n_tokens} tokens; -c {n_ctx} needs at least {} (2 chunks)",
-            2 * n_ctx
-        );
-    }
-    let n = n_tokens / n_ctx;
-    if max_chunks == Some(0) {
-        bail!("--chunks 0: nothing to evaluate");
-    }
-    Ok(max_chunks.map_or(n, |m| m.min(n)))
-}
+pub use crate::model::plan::chunk_count;
 
 /// Logits `[rows, n_vocab]` on the host for hidden rows given on the host.
 fn head_logits<B: Backend>(

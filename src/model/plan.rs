@@ -287,3 +287,21 @@ pub fn plan_run<B: Backend>(
     b.set_memory_limit(budget);
     Ok(plan)
 }
+
+/// Number of chunks of `n_ctx` tokens llama-perplexity scores in `n_tokens`: tokens / n_ctx,
+/// capped by `--chunks` (perplexity and KLD; the scored half of a chunk needs two of them).
+pub fn chunk_count(n_tokens: usize, n_ctx: usize, max_chunks: Option<usize>) -> Result<usize> {
+    if n_ctx < 4 {
+        bail!("-c {n_ctx}: the context must hold at least 4 tokens");
+    }
+    if max_chunks == Some(0) {
+        bail!("--chunks 0: nothing to evaluate; give at least 1 (or leave it out for all)");
+    }
+    if n_tokens < 2 * n_ctx {
+        bail!(
+            "the text has {n_tokens} tokens; -c {n_ctx} needs at least {} (2 chunks)",
+            2 * n_ctx
+        );
+    }
+    Ok(max_chunks.map_or(n_tokens / n_ctx, |m| m.min(n_tokens / n_ctx)))
+}
