@@ -501,6 +501,7 @@ fn inputs_that_parse_but_are_wrong_through_every_command() {
     model_case(&mut o, &c, "nul-name", &nul, Fail, Fail, &["NUL"], &c.good);
 
     let counted = (o.runs, cases.len() + 1);
+    run_cases(&mut o, &c);
     text_cases(&mut o, &c);
     flag_cases(&mut o, &c);
     imatrix_cases(&mut o, &c);
@@ -517,6 +518,52 @@ fn inputs_that_parse_but_are_wrong_through_every_command() {
         o.problems.len(),
         o.problems.join("\n\n")
     );
+}
+
+/// `wquant run` (the whole pipeline) on a broken model, and with a text that is not text.
+fn run_cases(o: &mut Outcome, c: &Ctx) {
+    let binary = c.out("run-binary.txt");
+    std::fs::write(&binary, [0u8, 159, 146, 150, 0, 1, 2]).unwrap();
+    let nan_model = c.out("nan-weight.gguf");
+    let n_embd_0 = c.out("n_embd-0.gguf");
+    #[rustfmt::skip]
+    let runs: [(&str, &Path, &str, &[&str]); 3] = [
+        ("run-nan-weight", &nan_model, c.text.as_str(), &["blk.0"]),
+        ("run-n_embd-0", &n_embd_0, c.text.as_str(), &["embedding_length"]),
+        ("run-binary-text", Path::new(&c.good), binary.to_str().unwrap(), &["run-binary.txt"]),
+    ];
+    for (name, model, calib, needles) in runs {
+        let dir = c.out(name);
+        let args = s(&[
+            "-q",
+            "--device",
+            "cpu",
+            "run",
+            model.to_str().unwrap(),
+            "--calib",
+            calib,
+            "--eval",
+            calib,
+            "--types",
+            "Q8_0",
+            "-c",
+            "32",
+            "--imatrix-chunks",
+            "1",
+            "--kld-chunks",
+            "1",
+            "-o",
+            dir.to_str().unwrap(),
+        ]);
+        check(
+            o,
+            name,
+            &args,
+            Some(&dir.join("report.md")),
+            Expect::Fail,
+            needles,
+        );
+    }
 }
 
 /// Texts that are empty, binary or shorter than one chunk, through every command that reads text.
