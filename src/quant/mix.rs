@@ -16,6 +16,14 @@ pub enum FileType {
     Q5_0,
     Q5_1,
     Q8_0,
+    Q2K,
+    /// Q2_K_S: Q2_K with fewer bumps; llama-quantize requires an imatrix for it.
+    Q2KS,
+    Q3KS,
+    Q3KM,
+    Q3KL,
+    IQ4NL,
+    IQ4XS,
     Q4KS,
     Q4KM,
     Q5KS,
@@ -24,8 +32,8 @@ pub enum FileType {
 }
 
 impl FileType {
-    /// Parse a type name as llama-quantize accepts it (case-insensitive; `Q4_K` = Q4_K_M and
-    /// `Q5_K` = Q5_K_M as in its option table).
+    /// Parse a type name as llama-quantize accepts it (case-insensitive; `Q3_K` = Q3_K_M,
+    /// `Q4_K` = Q4_K_M and `Q5_K` = Q5_K_M as in its option table).
     pub fn parse(s: &str) -> Option<FileType> {
         Some(match s.to_ascii_uppercase().as_str() {
             "F32" => FileType::F32,
@@ -36,6 +44,13 @@ impl FileType {
             "Q5_0" => FileType::Q5_0,
             "Q5_1" => FileType::Q5_1,
             "Q8_0" => FileType::Q8_0,
+            "Q2_K" => FileType::Q2K,
+            "Q2_K_S" => FileType::Q2KS,
+            "Q3_K_S" => FileType::Q3KS,
+            "Q3_K_M" | "Q3_K" => FileType::Q3KM,
+            "Q3_K_L" => FileType::Q3KL,
+            "IQ4_NL" => FileType::IQ4NL,
+            "IQ4_XS" => FileType::IQ4XS,
             "Q4_K_S" => FileType::Q4KS,
             "Q4_K_M" | "Q4_K" => FileType::Q4KM,
             "Q5_K_S" => FileType::Q5KS,
@@ -46,7 +61,34 @@ impl FileType {
     }
 
     pub const NAMES: &'static str =
-        "Q4_K_M (Q4_K), Q4_K_S, Q5_K_M (Q5_K), Q5_K_S, Q6_K, Q8_0, Q5_1, Q5_0, Q4_1, Q4_0, BF16, F16, F32";
+        "Q2_K, Q2_K_S, Q3_K_S, Q3_K_M (Q3_K), Q3_K_L, IQ4_NL, IQ4_XS, Q4_K_M (Q4_K), Q4_K_S, \
+         Q5_K_M (Q5_K), Q5_K_S, Q6_K, Q8_0, Q5_1, Q5_0, Q4_1, Q4_0, BF16, F16, F32";
+
+    /// The name llama-quantize gives the type.
+    pub fn name(self) -> &'static str {
+        match self {
+            FileType::F32 => "F32",
+            FileType::F16 => "F16",
+            FileType::BF16 => "BF16",
+            FileType::Q4_0 => "Q4_0",
+            FileType::Q4_1 => "Q4_1",
+            FileType::Q5_0 => "Q5_0",
+            FileType::Q5_1 => "Q5_1",
+            FileType::Q8_0 => "Q8_0",
+            FileType::Q2K => "Q2_K",
+            FileType::Q2KS => "Q2_K_S",
+            FileType::Q3KS => "Q3_K_S",
+            FileType::Q3KM => "Q3_K_M",
+            FileType::Q3KL => "Q3_K_L",
+            FileType::IQ4NL => "IQ4_NL",
+            FileType::IQ4XS => "IQ4_XS",
+            FileType::Q4KS => "Q4_K_S",
+            FileType::Q4KM => "Q4_K_M",
+            FileType::Q5KS => "Q5_K_S",
+            FileType::Q5KM => "Q5_K_M",
+            FileType::Q6K => "Q6_K",
+        }
+    }
 
     /// The `general.file_type` value (enum llama_ftype).
     pub fn id(self) -> u32 {
@@ -58,6 +100,13 @@ impl FileType {
             FileType::Q8_0 => 7,
             FileType::Q5_0 => 8,
             FileType::Q5_1 => 9,
+            FileType::Q2K => 10,
+            FileType::Q3KS => 11,
+            FileType::Q3KM => 12,
+            FileType::Q3KL => 13,
+            FileType::Q2KS => 21,
+            FileType::IQ4NL => 25,
+            FileType::IQ4XS => 30,
             FileType::Q4KS => 14,
             FileType::Q4KM => 15,
             FileType::Q5KS => 16,
@@ -78,6 +127,10 @@ impl FileType {
             FileType::Q5_0 => GgmlType::Q5_0,
             FileType::Q5_1 => GgmlType::Q5_1,
             FileType::Q8_0 => GgmlType::Q8_0,
+            FileType::Q2K | FileType::Q2KS => GgmlType::Q2K,
+            FileType::Q3KS | FileType::Q3KM | FileType::Q3KL => GgmlType::Q3K,
+            FileType::IQ4NL => GgmlType::IQ4NL,
+            FileType::IQ4XS => GgmlType::IQ4XS,
             FileType::Q4KS | FileType::Q4KM => GgmlType::Q4K,
             FileType::Q5KS | FileType::Q5KM => GgmlType::Q5K,
             FileType::Q6K => GgmlType::Q6K,
@@ -206,6 +259,19 @@ pub struct ModelFacts {
     pub n_expert: i64,
     /// An imatrix with entries is in use (llama-quantize's `has_imatrix`).
     pub has_imatrix: bool,
+    /// Query heads per KV head (hparams.n_gqa(): head_count / head_count_kv, 0 without KV
+    /// heads).
+    pub n_gqa: i64,
+}
+
+/// tensor_requires_imatrix for the types wquant writes: a Q2_K tensor of a Q2_K_S file
+/// (token_embd and output excepted) needs importance data, else llama-quantize refuses.
+pub fn requires_imatrix(name: &str, t: GgmlType, ftype: FileType) -> bool {
+    let cat = category(name);
+    if matches!(cat, Category::TokenEmbd | Category::Output) {
+        return false;
+    }
+    t == GgmlType::Q2K && ftype == FileType::Q2KS
 }
 
 /// category_is_attn_v: attn_v, attn_qkv and attn_kv_b share the attn_v rules and counter.
@@ -227,6 +293,7 @@ pub fn fallback(t: GgmlType, ne0: u64) -> GgmlType {
         GgmlType::Q4K => GgmlType::Q5_0,
         GgmlType::Q5K => GgmlType::Q5_1,
         GgmlType::Q6K => GgmlType::Q8_0,
+        GgmlType::IQ4XS => GgmlType::IQ4NL,
         other => other,
     };
     if !ne0.is_multiple_of(f.block_size() as u64) {
@@ -330,12 +397,19 @@ fn rule(
         c if is_attn_v(c) => {
             let (i, n) = (*wv.0, wv.1);
             *wv.0 += 1;
-            let mut nt = default;
-            match ftype {
-                FileType::Q4KM | FileType::Q5KM if use_more_bits(i, n) => nt = GgmlType::Q6K,
-                FileType::Q4KS if i < 4 => nt = GgmlType::Q5K,
-                _ => {}
-            }
+            let gqa4 = facts.n_gqa >= 4;
+            let mut nt = match ftype {
+                FileType::Q2K if gqa4 => GgmlType::Q4K,
+                FileType::Q2K => GgmlType::Q3K,
+                FileType::Q2KS if gqa4 => GgmlType::Q4K,
+                FileType::Q3KM if i < 2 => GgmlType::Q5K,
+                FileType::Q3KM => GgmlType::Q4K,
+                FileType::Q3KL => GgmlType::Q5K,
+                FileType::IQ4NL | FileType::IQ4XS if gqa4 => GgmlType::Q5K,
+                FileType::Q4KM | FileType::Q5KM if use_more_bits(i, n) => GgmlType::Q6K,
+                FileType::Q4KS if i < 4 => GgmlType::Q5K,
+                _ => default,
+            };
             if facts.n_expert == 8 {
                 nt = GgmlType::Q8_0;
             }
@@ -351,7 +425,17 @@ fn rule(
             let n_layer = facts.n_layer;
             *i_ffn_down += 1;
             match ftype {
+                FileType::Q2K => GgmlType::Q3K,
+                FileType::Q2KS if i_layer < n_layer / 8 => GgmlType::Q4K,
+                FileType::Q3KM if i_layer < n_layer / 16 => GgmlType::Q5K,
+                FileType::Q3KM => GgmlType::Q4K,
+                FileType::Q3KL => GgmlType::Q5K,
                 FileType::Q4KM | FileType::Q5KM if use_more_bits(i_layer, n_layer) => GgmlType::Q6K,
+                FileType::IQ4NL | FileType::IQ4XS
+                    if !facts.has_imatrix && i_layer < n_layer / 8 =>
+                {
+                    GgmlType::Q5K
+                }
                 FileType::Q4KS if i_layer < n_layer / 8 => GgmlType::Q5K,
                 // Guard for the first ffn_down layers of Q4_0/Q5_0, only with an imatrix.
                 FileType::Q4_0 if facts.has_imatrix && i_layer < n_layer / 8 => GgmlType::Q4_1,
@@ -360,7 +444,19 @@ fn rule(
             }
         }
         Category::AttnOutput if facts.n_expert == 8 => match ftype {
-            FileType::Q4KS | FileType::Q4KM => GgmlType::Q5K,
+            FileType::Q2K
+            | FileType::Q3KS
+            | FileType::Q3KM
+            | FileType::IQ4NL
+            | FileType::Q4KS
+            | FileType::Q4KM
+            | FileType::IQ4XS => GgmlType::Q5K,
+            _ => default,
+        },
+        Category::AttnOutput => match ftype {
+            FileType::Q2K => GgmlType::Q3K,
+            FileType::Q3KM => GgmlType::Q4K,
+            FileType::Q3KL => GgmlType::Q5K,
             _ => default,
         },
         _ => default,

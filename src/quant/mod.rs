@@ -9,8 +9,12 @@
 pub mod bf16;
 pub mod f16;
 pub mod f32;
+pub mod iq4_nl;
+pub mod iq4_xs;
 pub mod legacy;
 pub mod mix;
+pub mod q2_k;
+pub mod q3_k;
 pub mod q4_k;
 pub mod q5_k;
 pub mod q6_k;
@@ -71,7 +75,7 @@ pub(crate) fn min_max(x: &[f32]) -> (f32, f32) {
 }
 
 /// The per-type table: one row per block type wquant implements.
-pub const BLOCK_TYPES: [&BlockType; 11] = [
+pub const BLOCK_TYPES: [&BlockType; 15] = [
     &f32::BLOCK,
     &f16::BLOCK,
     &bf16::BLOCK,
@@ -83,6 +87,10 @@ pub const BLOCK_TYPES: [&BlockType; 11] = [
     &q4_k::BLOCK,
     &q5_k::BLOCK,
     &q6_k::BLOCK,
+    &q2_k::BLOCK,
+    &q3_k::BLOCK,
+    &iq4_nl::BLOCK,
+    &iq4_xs::BLOCK,
 ];
 
 /// The table row of type `t`, if wquant implements it.

@@ -131,17 +131,28 @@ fn quant_at(iscale: f32, x: f32, min: f32, nmax: i32) -> u8 {
 
 /// make_qkx2_quants (use_mad = false). Returns (scale, the_min = −min ≥ 0); `l` gets the quants.
 pub fn make_qkx2_quants(x: &[f32], weights: &[f32], l: &mut [u8], p: KxSearch) -> (f32, f32) {
-    kx_search(x, weights, l, p, false)
+    kx_search::<false>(x, weights, l, p, false)
+}
+
+/// make_qkx2_quants with use_mad = true (quantize_row_q2_K_ref): the error is Σ w·|diff|.
+pub fn make_qkx2_quants_mad(x: &[f32], weights: &[f32], l: &mut [u8], p: KxSearch) -> (f32, f32) {
+    kx_search::<true>(x, weights, l, p, false)
 }
 
 /// make_qkx3_quants (use_mad = false, weights given): like qkx2 but with `max <= min` as the
 /// early exit.
 pub fn make_qkx3_quants(x: &[f32], weights: &[f32], l: &mut [u8], p: KxSearch) -> (f32, f32) {
-    kx_search(x, weights, l, p, true)
+    kx_search::<false>(x, weights, l, p, true)
 }
 
 #[inline(always)]
-fn kx_search(x: &[f32], w: &[f32], l: &mut [u8], p: KxSearch, v3: bool) -> (f32, f32) {
+fn kx_search<const MAD: bool>(
+    x: &[f32],
+    w: &[f32],
+    l: &mut [u8],
+    p: KxSearch,
+    v3: bool,
+) -> (f32, f32) {
     let n = x.len();
     let nmax = p.nmax;
     let mut min = x[0];
@@ -174,7 +185,7 @@ fn kx_search(x: &[f32], w: &[f32], l: &mut [u8], p: KxSearch, v3: bool) -> (f32,
         let q = quant_at(iscale, x[i], min, nmax);
         l[i] = q;
         let diff = ((scale * q as f32) + min) - x[i];
-        best_error += w[i] * (diff * diff);
+        best_error += w[i] * if MAD { diff.abs() } else { diff * diff };
     }
     if p.nstep < 1 {
         return (scale, -min);
@@ -229,7 +240,7 @@ fn kx_search(x: &[f32], w: &[f32], l: &mut [u8], p: KxSearch, v3: bool) -> (f32,
             for c in 0..LANES {
                 let q = round_clamp(iscales[c] * xm, 0.0, nmaxf);
                 let diff = ((this_scale[c] * q) + this_min[c]) - xi;
-                err[c] += wi * (diff * diff);
+                err[c] += wi * if MAD { diff.abs() } else { diff * diff };
             }
         }
         let mut advanced = cnt;
@@ -322,6 +333,69 @@ pub fn make_qp_quants(nmax: i32, x: &[f32], l: &mut [u8], qw: &[f32]) -> f32 {
         if n_changed == 0 {
             break;
         }
+    }
+    if suml2 > 0.0 {
+        sumlx / suml2
+    } else {
+        0.0
+    }
+}
+
+/// make_q3_quants with do_rmse = true (quantize_row_q3_K_ref): the weights are x², the first
+/// guess −nmax/max, then up to five passes that move single quants while Σwxl²/Σwl² grows.
+/// `l` receives quants offset by +nmax. Returns the scale.
+pub fn make_q3_quants(nmax: i32, x: &[f32], l: &mut [i8]) -> f32 {
+    let n = x.len();
+    let mut max = 0f32;
+    let mut amax = 0f32;
+    for &xi in x {
+        let ax = xi.abs();
+        if ax > amax {
+            amax = ax;
+            max = xi;
+        }
+    }
+    if amax < GROUP_MAX_EPS {
+        l[..n].fill(0);
+        return 0.0;
+    }
+    let iscale = -(nmax as f32) / max;
+    let mut sumlx = 0f32;
+    let mut suml2 = 0f32;
+    for i in 0..n {
+        let q = nearest_int(iscale * x[i]).clamp(-nmax, nmax - 1);
+        l[i] = q as i8;
+        let w = x[i] * x[i];
+        sumlx += (w * x[i]) * q as f32;
+        suml2 += (w * q as f32) * q as f32;
+    }
+    for _itry in 0..5 {
+        let mut n_changed = 0;
+        for i in 0..n {
+            let w = x[i] * x[i];
+            let li = l[i] as f32;
+            let mut slx = sumlx - (w * x[i]) * li;
+            if slx > 0.0 {
+                let mut sl2 = suml2 - (w * li) * li;
+                let new_l = nearest_int((x[i] * sl2) / slx).clamp(-nmax, nmax - 1);
+                if new_l != l[i] as i32 {
+                    slx += (w * x[i]) * new_l as f32;
+                    sl2 += (w * new_l as f32) * new_l as f32;
+                    if sl2 > 0.0 && (slx * slx) * suml2 > (sumlx * sumlx) * sl2 {
+                        l[i] = new_l as i8;
+                        sumlx = slx;
+                        suml2 = sl2;
+                        n_changed += 1;
+                    }
+                }
+            }
+        }
+        if n_changed == 0 {
+            break;
+        }
+    }
+    for v in &mut l[..n] {
+        *v += nmax as i8;
     }
     if suml2 > 0.0 {
         sumlx / suml2

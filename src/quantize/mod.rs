@@ -249,6 +249,13 @@ pub fn quantize_file(
     let arch = src.get_str("general.architecture").unwrap_or("llama");
     let n_layer = src.get_int(&format!("{arch}.block_count")).unwrap_or(0);
     let n_expert = src.get_int(&format!("{arch}.expert_count")).unwrap_or(0);
+    let n_head = src
+        .get_int(&format!("{arch}.attention.head_count"))
+        .unwrap_or(0);
+    let n_head_kv = src
+        .get_int(&format!("{arch}.attention.head_count_kv"))
+        .unwrap_or(n_head);
+    let n_gqa = if n_head_kv > 0 { n_head / n_head_kv } else { 0 };
     let metas: Vec<TensorMeta> = src
         .tensors()
         .iter()
@@ -265,6 +272,7 @@ pub fn quantize_file(
             n_layer,
             n_expert,
             has_imatrix: imatrix.is_some(),
+            n_gqa,
         },
         &p.mix,
     );
@@ -283,6 +291,14 @@ pub fn quantize_file(
         }
         if !crate::quant::can_quantize(*nt) {
             bail!("tensor {}: cannot quantize to {nt}", t.name);
+        }
+        if imatrix.is_none() && mix::requires_imatrix(&t.name, *nt, p.ftype) {
+            bail!(
+                "quantizing to {} requires an importance matrix (--imatrix): tensor {} \
+                 would be {nt}",
+                p.ftype.name(),
+                t.name
+            );
         }
         if t.ggml_type.is_quantized() && !p.allow_requantize {
             bail!(
@@ -388,6 +404,14 @@ pub fn quantize_file(
                 }
             },
         };
+        if qw.is_none() && mix::requires_imatrix(&t.name, *nt, p.ftype) {
+            bail!(
+                "tensor {}: missing importance matrix entry for a very low-bit quantization \
+                 ({} to {nt})",
+                t.name,
+                p.ftype.name()
+            );
+        }
         let dst_row = nt.row_bytes(ne0 as u64).unwrap() as usize;
         let n_rows = info.n_rows() as usize;
         let rows_per_slab = (SLAB_BYTES / dst_row.max(1)).clamp(1, n_rows.max(1));
