@@ -167,6 +167,16 @@ impl GpuQuantizer {
     /// A failure falls back to the CPU with a message, or is an error when `strict`.
     pub fn usable(&self, t: GgmlType) -> Result<bool> {
         if !supports(t) {
+            // No kernel for this type (yet): the CPU reference quantizes it, said once.
+            let first = self
+                .canary
+                .lock()
+                .expect("canary cache")
+                .insert(t, false)
+                .is_none();
+            if first && self.verbose && t.is_quantized() {
+                eprintln!("quantize: no GPU kernel for {t}; quantizing it on the CPU");
+            }
             return Ok(false);
         }
         if let Some(&ok) = self.canary.lock().expect("canary cache").get(&t) {

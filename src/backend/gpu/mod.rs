@@ -313,7 +313,7 @@ impl GpuBackend {
         bytes: &[u8],
     ) -> Result<GpuWeight> {
         if kernels::dq_helper(t).is_none() {
-            bail!("tensor {name}: type {t} is not supported by the GPU kernels");
+            bail!("tensor {name}: type {t} is not supported by the GPU kernels; use --device cpu");
         }
         let row_bytes = t.row_bytes(ne0 as u64).unwrap_or(0) as usize;
         if ne0 % t.block_size() != 0 || row_bytes == 0 {

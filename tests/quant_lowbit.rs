@@ -1,0 +1,148 @@
+//! Q2_K, Q3_K, IQ4_NL and IQ4_XS beyond the golden hashes: the round trip stays within
+//! llama.cpp's own error bounds (tests/test-quantize-fns.cpp), Q2_K_S without an imatrix is
+//! refused as llama-quantize refuses it, and the GPU paths (no kernels for these types yet)
+//! fall back to the CPU when quantizing and refuse clearly when a matmul would need them.
+
+mod common;
+
+use common::{f32_model, golden_dir, output_ok, tensors_differing};
+use std::process::Command;
+use wquant::gguf::GgmlType;
+use wquant::quant::{dequantize_to_vec, quantize_row};
+
+const TYPES: [GgmlType; 4] = [
+    GgmlType::Q2K,
+    GgmlType::Q3K,
+    GgmlType::IQ4NL,
+    GgmlType::IQ4XS,
+];
+
+/// test-quantize-fns.cpp's generate_data(0.0, n): 0.1 + 2·cos(i).
+fn cosine_data(n: usize) -> Vec<f32> {
+    (0..n).map(|i| 0.1 + 2.0 * (i as f32).cos()).collect()
+}
+
+/// test-quantize-fns.cpp's total error: sqrt(Σ diff²) / n (accumulated in f64).
+fn total_error(a: &[f32], b: &[f32]) -> f32 {
+    let s: f64 = a
+        .iter()
+        .zip(b)
+        .map(|(x, y)| (*x as f64 - *y as f64).powi(2))
+        .sum();
+    s.sqrt() as f32 / a.len() as f32
+}
+
+/// llama.cpp's MAX_QUANTIZATION_TOTAL_ERROR{,_2BITS,_3BITS} for the type.
+fn bound(t: GgmlType) -> f32 {
+    match t {
+        GgmlType::Q2K => 0.0075,
+        GgmlType::Q3K => 0.0040,
+        _ => 0.002,
+    }
+}
+
+#[test]
+fn round_trip_error_is_within_llama_cpp_bounds() {
+    let n = 32 * 128;
+    let x = cosine_data(n);
+    let ones = vec![1.0f32; n];
+    // Uneven importance: column weights from 0.01 to ~10.
+    let ramp: Vec<f32> = (0..n).map(|i| 0.01 + (i % 97) as f32 * 0.1).collect();
+    for t in TYPES {
+        let bytes_per_row = t.row_bytes(n as u64).unwrap() as usize;
+        for (what, qw) in [("none", None), ("ones", Some(&ones)), ("ramp", Some(&ramp))] {
+            let mut q = vec![0u8; bytes_per_row];
+            quantize_row(t, &x, &mut q, qw.map(|v| &v[..])).unwrap();
+            let y = dequantize_to_vec(t, &q, n).unwrap();
+            let e = total_error(&x, &y);
+            assert!(
+                e < bound(t),
+                "{t} (importance {what}): total error {e} ≥ {}",
+                bound(t)
+            );
+            // A stricter sanity floor: the quantization is not the identity.
+            assert!(e > 0.0, "{t} (importance {what}): no error at all");
+        }
+    }
+}
+
+#[test]
+fn zero_blocks_round_trip_exactly() {
+    // Zeros: every type stores d = 0 and dequantizes to exact zeros.
+    for t in TYPES {
+        let n = 512;
+        let mut q = vec![0u8; t.row_bytes(n as u64).unwrap() as usize];
+        quantize_row(t, &vec![0.0; n], &mut q, None).unwrap();
+        let y = dequantize_to_vec(t, &q, n).unwrap();
+        assert!(y.iter().all(|&v| v == 0.0), "{t}: zeros do not round-trip");
+    }
+}
+
+fn wquant() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_wquant"))
+}
+
+#[test]
+fn q2_k_s_without_an_imatrix_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out.gguf");
+    let r = wquant()
+        .args(["--device", "cpu", "quantize"])
+        .arg(golden_dir().join("synth/synth-dense.gguf"))
+        .arg(&out)
+        .arg("Q2_K_S")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert!(!r.status.success(), "Q2_K_S without an imatrix succeeded");
+    assert!(
+        err.contains("Q2_K_S") && err.contains("importance matrix"),
+        "unclear refusal: {err}"
+    );
+    assert!(!out.exists(), "an output was written");
+}
+
+#[test]
+fn gpu_quantize_falls_back_to_the_cpu_for_types_without_kernels() {
+    // --device gpu (strict) on lavapipe: IQ4_XS has no GPU kernel, so the CPU reference
+    // quantizes it (said on stderr) and the bytes are llama-quantize's.
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out.gguf");
+    let r = output_ok(
+        wquant()
+            .args(["--device", "gpu", "quantize", "--imatrix"])
+            .arg(golden_dir().join("imatrix.gguf"))
+            .arg(f32_model())
+            .arg(&out)
+            .arg("IQ4_XS"),
+    );
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert!(
+        err.contains("no GPU kernel for IQ4_XS"),
+        "no fallback message: {err}"
+    );
+    let bad = tensors_differing(
+        &out,
+        &golden_dir().join("lowbit/smollm2-IQ4_XS.tensors.sha256"),
+        "SmolLM2 IQ4_XS via --device gpu",
+    );
+    assert!(bad.is_empty(), "{}", bad.join("\n"));
+}
+
+#[test]
+fn gpu_matmul_refuses_types_without_kernels() {
+    let gpu = wquant::backend::gpu::GpuBackend::new("gpu").expect("a GPU adapter (lavapipe)");
+    for t in TYPES {
+        let n = 256;
+        let bytes = vec![0u8; t.row_bytes(n as u64).unwrap() as usize];
+        let e = gpu
+            .weight_from_bytes("blk.0.ffn_down.weight", t, n, 1, &bytes)
+            .err()
+            .unwrap_or_else(|| panic!("{t}: uploaded without a GPU dequantization kernel"));
+        let msg = e.to_string();
+        assert!(
+            msg.contains("blk.0.ffn_down.weight") && msg.contains(t.name()),
+            "{t}: unclear error {msg}"
+        );
+    }
+}
