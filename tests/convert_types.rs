@@ -113,12 +113,12 @@ fn bf16_rounding_matches_ggml() {
 #[test]
 fn errors_name_the_problem_and_leave_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    // Q2_K cannot be dequantized by wquant.
+    // Q8_K (a dot-product intermediate, never a weight) cannot be dequantized by wquant.
     let input = model(
         dir.path(),
         Some((
-            TensorSpec::new("blk.2.k", &[256, 2], GgmlType::Q2K),
-            vec![0; 168],
+            TensorSpec::new("blk.2.k", &[256, 2], GgmlType::Q8K),
+            vec![0; 584],
         )),
     );
     let out = dir.path().join("out.gguf");

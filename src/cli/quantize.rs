@@ -12,8 +12,8 @@ pub struct Args {
     pub input: PathBuf,
     /// Output GGUF (written to OUT.tmp, then renamed).
     pub output: PathBuf,
-    /// Q4_K_M (Q4_K), Q4_K_S, Q5_K_M (Q5_K), Q5_K_S, Q6_K, Q8_0, Q5_1, Q5_0, Q4_1, Q4_0, BF16,
-    /// F16, F32.
+    /// Q2_K, Q2_K_S (needs --imatrix), Q3_K_S, Q3_K_M (Q3_K), Q3_K_L, IQ4_NL, IQ4_XS, Q4_K_M
+    /// (Q4_K), Q4_K_S, Q5_K_M (Q5_K), Q5_K_S, Q6_K, Q8_0, Q5_1, Q5_0, Q4_1, Q4_0, BF16, F16, F32.
     #[arg(value_name = "TYPE")]
     pub ftype: String,
     /// Worker threads (default: --threads, else all cores). Output does not depend on it.

@@ -28,15 +28,28 @@ fn cmax(a: f32, b: f32) -> f32 {
 
 const MAGIC: f32 = 12582912.0;
 
-/// nearest_int(v) clamped to [lo, hi], as an exact float, computed in the float domain (the
-/// sum v + 1.5·2²³ rounds to an integer, half to even, exactly like the bit trick) so that the
-/// loops over candidates vectorize.
+/// nearest_int(v) clamped to [lo, hi], as an exact float. `EXACT = false`: in the float domain
+/// (the sum v + 1.5·2²³ rounds to an integer, half to even, exactly like the bit trick) so the
+/// loops over candidates vectorize; valid for |v| ≤ 4194303 only. `EXACT = true`: the bit
+/// trick itself, equal to C's for every input (NaN, ±Inf and |v| ≥ 2²² give 0 or
+/// out-of-range values that the clamp then pins), for the rare blocks outside that range.
 #[inline(always)]
-fn round_clamp(v: f32, lo: f32, hi: f32) -> f32 {
+fn round_clamp<const EXACT: bool>(v: f32, lo: f32, hi: f32) -> f32 {
+    if EXACT {
+        return nearest_int(v).clamp(lo as i32, hi as i32) as f32;
+    }
     let r = v + MAGIC;
     let r = if r < MAGIC + lo { MAGIC + lo } else { r };
     let r = if r > MAGIC + hi { MAGIC + hi } else { r };
     r - MAGIC
+}
+
+/// Whether every |iscale·x| stays within nearest_int's exact range, so the float-domain
+/// rounding equals the bit trick (`xabs`: the largest |x|, `iabs`: the largest |iscale|).
+#[inline(always)]
+fn in_exact_range(xabs: f32, iabs: f32) -> bool {
+    // The product is at most 4·10⁶ < 4194303 (and not NaN) when both are finite and bounded.
+    xabs * iabs <= 4.0e6
 }
 
 /// make_qx_quants for rmse_type 1 (the only one used by the supported types). `l` receives
@@ -85,13 +98,14 @@ pub fn make_qx_quants(nmax: i32, x: &[f32], l: &mut [i8], qw: Option<&[f32]>) ->
     iscales[19] = iscales[0];
     let mut sumlx = [0f32; LANES];
     let mut suml2 = [0f32; LANES];
-    for i in 0..n {
-        let (xi, wi, wxi) = (x[i], w[i], wx[i]);
-        for c in 0..LANES {
-            let q = round_clamp(iscales[c] * xi, lo, hi);
-            sumlx[c] += wxi * q;
-            suml2[c] += (wi * q) * q;
-        }
+    let iabs = iscales
+        .iter()
+        .fold(0f32, |m, v| if v.abs() > m { v.abs() } else { m });
+    let args = (&x[..n], &w[..n], &wx[..n], &iscales, lo, hi);
+    if in_exact_range(amax, iabs) && x.iter().all(|v| v.is_finite()) {
+        qx_sums::<false>(args, &mut sumlx, &mut suml2);
+    } else {
+        qx_sums::<true>(args, &mut sumlx, &mut suml2);
     }
     let mut scale = if suml2[0] != 0.0 {
         sumlx[0] / suml2[0]
@@ -113,6 +127,25 @@ pub fn make_qx_quants(nmax: i32, x: &[f32], l: &mut [i8], qw: Option<&[f32]>) ->
         l[i] = (q + nmax) as i8;
     }
     scale
+}
+
+type QxArgs<'a> = (&'a [f32], &'a [f32], &'a [f32], &'a [f32; 20], f32, f32);
+
+/// make_qx_quants' Σw·x·l and Σw·l² for every candidate lane (each in the C order).
+#[inline(always)]
+fn qx_sums<const EXACT: bool>(
+    (x, w, wx, iscales, lo, hi): QxArgs,
+    sumlx: &mut [f32; 20],
+    suml2: &mut [f32; 20],
+) {
+    for i in 0..x.len() {
+        let (xi, wi, wxi) = (x[i], w[i], wx[i]);
+        for c in 0..20 {
+            let q = round_clamp::<EXACT>(iscales[c] * xi, lo, hi);
+            sumlx[c] += wxi * q;
+            suml2[c] += (wi * q) * q;
+        }
+    }
 }
 
 /// Parameters of the min/scale search shared by make_qkx2_quants and make_qkx3_quants.
@@ -193,7 +226,7 @@ fn kx_search<const MAD: bool>(
     // Candidates are evaluated LANES at a time, side by side (each lane in the C order of
     // operations), assuming `min` stays as it is; when one wins, `min` changes and the search
     // resumes right after it, exactly as the sequential loop would.
-    const LANES: usize = 8;
+    const LANES: usize = KX_LANES;
     let nmaxf = nmax as f32;
     let n_cand = p.nstep as usize + 1;
     let mut next = 0usize;
@@ -204,45 +237,21 @@ fn kx_search<const MAD: bool>(
             let is = (next + c.min(cnt - 1)) as i32;
             *v = ((p.rmin + p.rdelta * is as f32) + nmaxf) / (max - min);
         }
-        let mut sum_l = [0f32; LANES];
-        let mut sum_l2 = [0f32; LANES];
-        let mut sum_xl = [0f32; LANES];
-        for i in 0..n {
-            let (xi, wi) = (x[i], w[i]);
-            let xm = xi - min;
-            for c in 0..LANES {
-                let q = round_clamp(iscales[c] * xm, 0.0, nmaxf);
-                let wl = wi * q;
-                sum_l[c] += wl;
-                sum_l2[c] += wl * q;
-                sum_xl[c] += wl * xi;
-            }
+        let mut xmabs = 0f32;
+        let mut finite = true;
+        for &xi in &x[..n] {
+            let xm = (xi - min).abs();
+            finite &= xm.is_finite();
+            xmabs = if xm > xmabs { xm } else { xmabs };
         }
-        let mut this_scale = [0f32; LANES];
-        let mut this_min = [0f32; LANES];
-        let mut valid = [false; LANES];
-        for c in 0..LANES {
-            let d = sum_w * sum_l2[c] - sum_l[c] * sum_l[c];
-            valid[c] = d > 0.0;
-            let mut ts = (sum_w * sum_xl[c] - sum_x * sum_l[c]) / d;
-            let mut tm = (sum_l2[c] * sum_x - sum_l[c] * sum_xl[c]) / d;
-            if tm > 0.0 {
-                tm = 0.0;
-                ts = sum_xl[c] / sum_l2[c];
-            }
-            this_scale[c] = ts;
-            this_min[c] = tm;
-        }
-        let mut err = [0f32; LANES];
-        for i in 0..n {
-            let (xi, wi) = (x[i], w[i]);
-            let xm = xi - min;
-            for c in 0..LANES {
-                let q = round_clamp(iscales[c] * xm, 0.0, nmaxf);
-                let diff = ((this_scale[c] * q) + this_min[c]) - xi;
-                err[c] += wi * if MAD { diff.abs() } else { diff * diff };
-            }
-        }
+        let iabs = iscales
+            .iter()
+            .fold(0f32, |m, v| if v.abs() > m { v.abs() } else { m });
+        let (this_scale, this_min, valid, err) = if finite && in_exact_range(xmabs, iabs) {
+            kx_chunk::<false, MAD>(&x[..n], &w[..n], min, &iscales, nmaxf, sum_w, sum_x)
+        } else {
+            kx_chunk::<true, MAD>(&x[..n], &w[..n], min, &iscales, nmaxf, sum_w, sum_x)
+        };
         let mut advanced = cnt;
         for c in 0..cnt {
             if valid[c] && err[c] < best_error {
@@ -260,6 +269,68 @@ fn kx_search<const MAD: bool>(
     }
     (scale, -min)
 }
+
+/// One chunk of kx_search's candidates: each lane's least-squares scale and min, whether its
+/// determinant is positive, and its weighted error (|diff| with MAD, else diff²).
+#[inline(always)]
+fn kx_chunk<const EXACT: bool, const MAD: bool>(
+    x: &[f32],
+    w: &[f32],
+    min: f32,
+    iscales: &[f32; KX_LANES],
+    nmaxf: f32,
+    sum_w: f32,
+    sum_x: f32,
+) -> (
+    [f32; KX_LANES],
+    [f32; KX_LANES],
+    [bool; KX_LANES],
+    [f32; KX_LANES],
+) {
+    const LANES: usize = KX_LANES;
+    let mut sum_l = [0f32; LANES];
+    let mut sum_l2 = [0f32; LANES];
+    let mut sum_xl = [0f32; LANES];
+    for i in 0..x.len() {
+        let (xi, wi) = (x[i], w[i]);
+        let xm = xi - min;
+        for c in 0..LANES {
+            let q = round_clamp::<EXACT>(iscales[c] * xm, 0.0, nmaxf);
+            let wl = wi * q;
+            sum_l[c] += wl;
+            sum_l2[c] += wl * q;
+            sum_xl[c] += wl * xi;
+        }
+    }
+    let mut this_scale = [0f32; LANES];
+    let mut this_min = [0f32; LANES];
+    let mut valid = [false; LANES];
+    for c in 0..LANES {
+        let d = sum_w * sum_l2[c] - sum_l[c] * sum_l[c];
+        valid[c] = d > 0.0;
+        let mut ts = (sum_w * sum_xl[c] - sum_x * sum_l[c]) / d;
+        let mut tm = (sum_l2[c] * sum_x - sum_l[c] * sum_xl[c]) / d;
+        if tm > 0.0 {
+            tm = 0.0;
+            ts = sum_xl[c] / sum_l2[c];
+        }
+        this_scale[c] = ts;
+        this_min[c] = tm;
+    }
+    let mut err = [0f32; LANES];
+    for i in 0..x.len() {
+        let (xi, wi) = (x[i], w[i]);
+        let xm = xi - min;
+        for c in 0..LANES {
+            let q = round_clamp::<EXACT>(iscales[c] * xm, 0.0, nmaxf);
+            let diff = ((this_scale[c] * q) + this_min[c]) - xi;
+            err[c] += wi * if MAD { diff.abs() } else { diff * diff };
+        }
+    }
+    (this_scale, this_min, valid, err)
+}
+
+const KX_LANES: usize = 8;
 
 /// make_qp_quants: non-negative values (sub-block scales or mins) to `nmax` levels with
 /// weights `qw`. Returns the least-squares scale.
