@@ -219,7 +219,7 @@ fn measure_speed(device: &str, base: &Path, n_ctx: usize) -> Result<f64> {
         Ok(n as f64 / t0.elapsed().as_secs_f64().max(1e-6))
     }
     match device {
-        "cpu" | "auto" => with(&CpuBackend::new(), base, n_ctx),
+        "cpu" | "auto" => with(&CpuBackend::fast(), base, n_ctx),
         d => with(&crate::backend::gpu::GpuBackend::new(d)?, base, n_ctx),
     }
 }

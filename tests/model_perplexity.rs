@@ -76,7 +76,7 @@ fn perplexity_command_prints_running_and_final_ppl() {
     let stdout = String::from_utf8(out.stdout).unwrap();
 
     let file = Arc::new(GgufFile::open(&model_path).unwrap());
-    let b = CpuBackend::new();
+    let b = CpuBackend::fast();
     let model = Model::load(&b, &file).unwrap();
     let tokens = Tokenizer::from_gguf(&file)
         .unwrap()

@@ -156,7 +156,7 @@ pub fn run(g: &super::GlobalArgs, a: Args) -> Result<()> {
         bail!("--parse-special is not supported by wquant's tokenizer yet");
     }
     match DeviceSpec::parse(&g.device)? {
-        DeviceSpec::Cpu => collect_with(&CpuBackend::new(), g, &a, &model, &text, merged),
+        DeviceSpec::Cpu => collect_with(&CpuBackend::fast(), g, &a, &model, &text, merged),
         // auto: a hardware GPU if there is one; otherwise the CPU reference, which runs this
         // graph far faster than a software Vulkan adapter (lavapipe) does.
         DeviceSpec::Auto => match crate::backend::gpu::device::auto_has_hardware_gpu()
@@ -169,7 +169,7 @@ pub fn run(g: &super::GlobalArgs, a: Args) -> Result<()> {
                 if !g.quiet {
                     eprintln!("imatrix: --device auto: no hardware GPU, using the CPU reference");
                 }
-                collect_with(&CpuBackend::new(), g, &a, &model, &text, merged)
+                collect_with(&CpuBackend::fast(), g, &a, &model, &text, merged)
             }
         },
         _ => collect_with(&GpuBackend::new(&g.device)?, g, &a, &model, &text, merged),

@@ -61,14 +61,14 @@ pub fn run(g: &super::GlobalArgs, a: Args) -> Result<()> {
     // As `wquant perplexity`: auto picks a hardware GPU, else the CPU reference (faster than
     // a software Vulkan adapter on this graph).
     match DeviceSpec::parse(&g.device)? {
-        DeviceSpec::Cpu => run_with(&CpuBackend::new(), g, &a),
+        DeviceSpec::Cpu => run_with(&CpuBackend::fast(), g, &a),
         DeviceSpec::Auto => match crate::backend::gpu::device::auto_has_hardware_gpu()
             .then(|| GpuDevice::open(DeviceSpec::Auto))
         {
             Some(Ok(dev)) if !dev.is_cpu_adapter() => {
                 run_with(&GpuBackend::from_device(dev), g, &a)
             }
-            _ => run_with(&CpuBackend::new(), g, &a),
+            _ => run_with(&CpuBackend::fast(), g, &a),
         },
         _ => run_with(&GpuBackend::new(&g.device)?, g, &a),
     }

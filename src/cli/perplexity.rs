@@ -150,7 +150,7 @@ pub fn run(g: &super::GlobalArgs, a: Args) -> Result<()> {
         return super::kld::run(g, k);
     }
     match DeviceSpec::parse(&g.device)? {
-        DeviceSpec::Cpu => run_with(&CpuBackend::new(), g, &a),
+        DeviceSpec::Cpu => run_with(&CpuBackend::fast(), g, &a),
         // auto: a hardware GPU if there is one; otherwise the CPU reference, which runs this
         // graph far faster than a software Vulkan adapter (lavapipe) does.
         DeviceSpec::Auto => match crate::backend::gpu::device::auto_has_hardware_gpu()
@@ -159,7 +159,7 @@ pub fn run(g: &super::GlobalArgs, a: Args) -> Result<()> {
             Some(Ok(dev)) if !dev.is_cpu_adapter() => {
                 run_with(&GpuBackend::from_device(dev), g, &a)
             }
-            _ => run_with(&CpuBackend::new(), g, &a),
+            _ => run_with(&CpuBackend::fast(), g, &a),
         },
         _ => run_with(&GpuBackend::new(&g.device)?, g, &a),
     }

@@ -1,8 +1,18 @@
-//! Scalar CPU reference backend: plain f32 loops, parallel over independent rows only.
+//! CPU backend: the scalar reference (the oracle), and a fast mode for the product.
 //!
 //! Every output element is computed by one fixed sequence of f32 operations, whichever rayon
 //! thread computes it, so results never depend on the thread count. Float recipes follow
 //! SPEC §8.2 (RMSNorm sum in f64, RoPE cache recipe, softmax with the max subtracted).
+//!
+//! Two modes, chosen at construction:
+//! - `CpuBackend::new()`, the reference: matmul and attention scores as `dot` per element
+//!   (8 f32 lanes, separate multiplies and adds, a fixed reduction tree; the same bits on every
+//!   x86/ARM CPU). The GPU backend, `wquant conformance` and the fast mode are checked against it.
+//! - `CpuBackend::fast()`: matmul through a blocked sgemm (`gemm.rs`: FMA chains in fixed
+//!   k-blocks of 256), everything else shared with the reference. Still independent of the
+//!   thread count and the batch size; it differs from the reference by rounding only.
+
+mod gemm;
 
 use super::{AttnParams, Backend, RopeParams, StatsHost, WeightSource};
 use crate::quant::dequantize_row;
@@ -48,12 +58,38 @@ impl CpuWeight {
     }
 }
 
+/// How the CPU backend multiplies by weight matrices.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum CpuMatmul {
+    /// `dot` per output element: the scalar reference.
+    #[default]
+    Reference,
+    /// Tiles of dequantized weights through a cache-blocked sgemm (`gemm.rs`).
+    Blocked,
+}
+
 #[derive(Clone, Copy, Debug, Default)]
-pub struct CpuBackend;
+pub struct CpuBackend {
+    matmul: CpuMatmul,
+}
 
 impl CpuBackend {
+    /// The scalar reference (the oracle for the GPU and for `fast()`).
     pub fn new() -> CpuBackend {
-        CpuBackend
+        CpuBackend {
+            matmul: CpuMatmul::Reference,
+        }
+    }
+
+    /// The fast mode for imatrix/perplexity/KLD runs: blocked sgemm matmuls.
+    pub fn fast() -> CpuBackend {
+        CpuBackend {
+            matmul: CpuMatmul::Blocked,
+        }
+    }
+
+    pub fn matmul_mode(&self) -> CpuMatmul {
+        self.matmul
     }
 }
 
@@ -226,13 +262,22 @@ pub fn accumulate_stats_rows(s: &mut StatsHost, x: &CpuTensor, row0: usize, n: u
         s.sum2 = vec![0.0; x.cols];
         s.sum = vec![0.0; x.cols];
     }
-    for r in row0..row0 + n {
-        let row = x.row(r);
-        for (j, &v) in row.iter().enumerate() {
-            s.sum2[j] += v * v;
-            s.sum[j] += v;
-        }
-    }
+    // Parallel over column ranges only: each column still sums its rows in row order.
+    const COLS_PER_TASK: usize = 256;
+    s.sum2
+        .par_chunks_mut(COLS_PER_TASK)
+        .zip(s.sum.par_chunks_mut(COLS_PER_TASK))
+        .enumerate()
+        .for_each(|(c, (sum2, sum))| {
+            let c0 = c * COLS_PER_TASK;
+            for r in row0..row0 + n {
+                let row = &x.row(r)[c0..c0 + sum2.len()];
+                for ((s2, s1), &v) in sum2.iter_mut().zip(sum.iter_mut()).zip(row) {
+                    *s2 += v * v;
+                    *s1 += v;
+                }
+            }
+        });
     s.count += n as u64;
 }
 
@@ -274,7 +319,10 @@ impl Backend for CpuBackend {
     type Stats = StatsHost;
 
     fn name(&self) -> String {
-        "cpu".to_string()
+        match self.matmul {
+            CpuMatmul::Reference => "cpu".to_string(),
+            CpuMatmul::Blocked => "cpu (blocked sgemm)".to_string(),
+        }
     }
 
     fn weight(&self, src: &WeightSource) -> anyhow::Result<CpuWeight> {
@@ -367,6 +415,9 @@ impl Backend for CpuBackend {
         assert_eq!(x.cols, k, "matmul {}: activation width", w.src.name);
         if let Some(s) = stats {
             accumulate_stats(s, x);
+        }
+        if self.matmul == CpuMatmul::Blocked {
+            return gemm::matmul_blocked(x, w);
         }
         let rows = x.rows;
         let n_tasks = n.div_ceil(WEIGHT_ROWS_PER_TASK);

@@ -1,0 +1,119 @@
+//! The fast CPU matmul: weight rows dequantized tile by tile into f32 and multiplied with
+//! `matrixmultiply`'s cache-blocked, vectorised sgemm, one rayon task per tile of output columns.
+//!
+//! Order of operations (why the result never depends on `--threads` or `-b`):
+//! `matrixmultiply::sgemm` (0.3.11, without its `threading` feature) splits k into fixed blocks of
+//! KC = 256 (a compile-time constant, the same for its AVX2+FMA and AVX-512 kernels), and for
+//! every output element computes, per block, a sequential FMA chain over the block's k starting
+//! from 0, then adds the block's sum to the element (`c = ab` for the first block, `c = ab + c`
+//! after): `y = ((s₀ + s₁) + s₂) + …`, with sₚ = fma-chain over k ∈ [256p, 256p + 256). The m
+//! and n blocking (MC/NC, the register tile and the masked edge tiles) only decide which
+//! elements are computed together, never the order inside one element, and it has no
+//! size-dependent special paths (no gemv shortcut for small m). We call it single-threaded per
+//! tile of weight rows and parallelise over tiles, never over k. So each element depends only on
+//! its x row, its weight row and the CPU's kernel (FMA or not), not on the number of rows in the
+//! batch, the tile width or the thread count. The `gemm` crate was not chosen because it picks
+//! among kernels and splits by problem size (its order can change with m).
+//!
+//! This path is *not* the reference: the scalar `dot` path in `mod.rs` stays the oracle the GPU
+//! and this path are checked against (tests/model_cpu_fast.rs: NMSE ≤ 1e-7).
+
+use super::{CpuTensor, CpuWeight};
+use crate::gguf::GgmlType;
+use rayon::prelude::*;
+
+/// The widest tile of weight rows per task: its f32 copy (≤ 256 × ne0 × 4 bytes) stays in L2,
+/// and the x rows packed per call are amortised over at least this many outputs.
+const MAX_TILE: usize = 256;
+
+/// Tile width for `n` output columns on `threads` threads: as wide as allowed, but a multiple of
+/// the thread count of tiles, so every thread gets the same work (a multiple of 16 for the
+/// kernel's register tile). Any width gives the same bits; this only balances the load.
+fn tile_width(n: usize, threads: usize) -> usize {
+    let threads = threads.max(1);
+    let rounds = n.div_ceil(threads * MAX_TILE).max(1);
+    let w = n.div_ceil(threads * rounds);
+    (w.div_ceil(16) * 16).clamp(16, MAX_TILE)
+}
+
+/// Raw output pointer shared by the tasks; each writes a disjoint column range.
+#[derive(Clone, Copy)]
+struct OutPtr(*mut f32);
+// SAFETY: tasks write disjoint column ranges of one live buffer (see `matmul_blocked`).
+unsafe impl Send for OutPtr {}
+unsafe impl Sync for OutPtr {}
+
+/// y = x·Wᵀ with the order of operations stated in the module comment.
+pub(super) fn matmul_blocked(x: &CpuTensor, w: &CpuWeight) -> CpuTensor {
+    let k = w.src.ne0;
+    let n = w.src.ne1;
+    let m = x.rows;
+    assert_eq!(x.cols, k, "matmul {}: activation width", w.src.name);
+    let mut y = CpuTensor::zeros(m, n);
+    if m == 0 || n == 0 {
+        return y;
+    }
+    if k == 0 {
+        return y; // empty sums
+    }
+    // F32 weights are used in place when the mapping is aligned (GGUF aligns tensor data).
+    let in_place: Option<&[f32]> = if w.src.ggml_type == GgmlType::F32 {
+        bytemuck::try_cast_slice(w.src.bytes()).ok()
+    } else {
+        None
+    };
+    let tw = tile_width(n, rayon::current_num_threads());
+    let out = OutPtr(y.data.as_mut_ptr());
+    (0..n.div_ceil(tw)).into_par_iter().for_each(|t| {
+        let j0 = t * tw;
+        let j1 = (j0 + tw).min(n);
+        let nt = j1 - j0;
+        let owned;
+        let tile: &[f32] = match in_place {
+            Some(all) => &all[j0 * k..j1 * k],
+            None => {
+                let mut buf = vec![0.0f32; nt * k];
+                w.dequantize_rows(j0, j1, &mut buf);
+                owned = buf;
+                &owned
+            }
+        };
+        let out = out;
+        // SAFETY: x is [m, k] row-major (m·k values), the tile is [nt, k] row-major read as the
+        // k × nt matrix Wᵀ (row stride 1, column stride k), and y is [m, n] row-major whose
+        // columns j0..j1 (row stride n) only this task writes; y outlives the parallel loop.
+        unsafe {
+            matrixmultiply::sgemm(
+                m,
+                k,
+                nt,
+                1.0,
+                x.data.as_ptr(),
+                k as isize,
+                1,
+                tile.as_ptr(),
+                1,
+                k as isize,
+                0.0,
+                out.0.add(j0),
+                n as isize,
+                1,
+            );
+        }
+    });
+    y
+}
+
+#[cfg(test)]
+mod tests {
+    use super::tile_width;
+
+    #[test]
+    fn tiles_cover_the_columns_evenly() {
+        // 576 columns on 2 threads: 2 tiles of 288 would pass MAX_TILE, so 4 of 144.
+        assert_eq!(tile_width(576, 2), 144);
+        assert_eq!(tile_width(49152, 2), 256);
+        assert_eq!(tile_width(5, 7), 16);
+        assert_eq!(tile_width(192, 1), 192);
+    }
+}
