@@ -159,3 +159,45 @@ fn fast_logits_match_the_reference_on_smollm2() {
         .zip(&got[SEQ * n_vocab..])
         .all(|(a, b)| a.to_bits() == b.to_bits()));
 }
+
+#[test]
+fn fast_attention_matches_the_reference_and_ignores_threads_and_sequences() {
+    use wquant::backend::AttnParams;
+    // 100 tokens per sequence crosses the 64-row query blocks; 4 query heads share 2 kv heads.
+    let (n_head, n_head_kv, hd, seq_len) = (4, 2, 16, 100);
+    let p = AttnParams {
+        n_head,
+        n_head_kv,
+        head_dim: hd,
+        seq_len,
+        scale: 1.0 / (hd as f32).sqrt(),
+    };
+    let rows = 2 * seq_len;
+    let (reference, fast) = (CpuBackend::new(), CpuBackend::fast());
+    let qv = values(rows * n_head * hd, 21);
+    let kv = values(rows * n_head_kv * hd, 22);
+    let vv = values(rows * n_head_kv * hd, 23);
+    let q = fast.upload(&qv, rows, n_head * hd);
+    let k = fast.upload(&kv, rows, n_head_kv * hd);
+    let v = fast.upload(&vv, rows, n_head_kv * hd);
+    let want = reference.download(&reference.attention(&q, &k, &v, &p));
+    let got = pool(2).install(|| fast.download(&fast.attention(&q, &k, &v, &p)));
+    let e = nmse(&got, &want);
+    assert!(e <= 1e-7 && e > 0.0, "attention NMSE {e:e}");
+    let seven = pool(7).install(|| fast.download(&fast.attention(&q, &k, &v, &p)));
+    assert!(seven
+        .iter()
+        .zip(&got)
+        .all(|(a, b)| a.to_bits() == b.to_bits()));
+    // The second sequence alone: the bits it had next to the first.
+    let w = n_head * hd;
+    let wk = n_head_kv * hd;
+    let q2 = fast.upload(&qv[seq_len * w..], seq_len, w);
+    let k2 = fast.upload(&kv[seq_len * wk..], seq_len, wk);
+    let v2 = fast.upload(&vv[seq_len * wk..], seq_len, wk);
+    let alone = pool(1).install(|| fast.download(&fast.attention(&q2, &k2, &v2, &p)));
+    assert!(alone
+        .iter()
+        .zip(&got[seq_len * w..])
+        .all(|(a, b)| a.to_bits() == b.to_bits()));
+}

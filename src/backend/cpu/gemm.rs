@@ -104,6 +104,93 @@ pub(super) fn matmul_blocked(x: &CpuTensor, w: &CpuWeight) -> CpuTensor {
     y
 }
 
+/// Query rows per attention task. A constant: the P·V sums run over keys `0..i1` of the task's
+/// block, and the k-blocks of that sum start at key 0 whatever i1 is (the extra keys add exact
+/// zeros), so the bits depend on neither this constant's relation to the batch nor the threads.
+const ATTN_QUERY_BLOCK: usize = 64;
+
+/// Causal attention with sgemm for the scores (Q·Kᵀ) and the weighted values (P·V): one task
+/// per (sequence, head, block of query rows); scores scaled and soft-maxed per row exactly as
+/// the reference does (`softmax_in_place` over keys `0..=i`).
+pub(super) fn attention_blocked(
+    q: &CpuTensor,
+    k: &CpuTensor,
+    v: &CpuTensor,
+    p: &super::AttnParams,
+) -> CpuTensor {
+    let hd = p.head_dim;
+    let rows = q.rows;
+    let l = p.seq_len;
+    let n_seq = rows / l;
+    let group = p.n_head / p.n_head_kv;
+    let n_qb = l.div_ceil(ATTN_QUERY_BLOCK);
+    let mut y = CpuTensor::zeros(rows, p.n_head * hd);
+    let y_cols = y.cols;
+    let out = OutPtr(y.data.as_mut_ptr());
+    (0..n_seq * p.n_head * n_qb).into_par_iter().for_each(|t| {
+        let s = t / (p.n_head * n_qb);
+        let h = (t / n_qb) % p.n_head;
+        let qb = t % n_qb;
+        let kh = h / group;
+        let base = s * l;
+        let i0 = qb * ATTN_QUERY_BLOCK;
+        let i1 = (i0 + ATTN_QUERY_BLOCK).min(l);
+        let (mb, nk) = (i1 - i0, i1);
+        let mut scores = vec![0.0f32; mb * nk];
+        let out = out;
+        // SAFETY: q/k/v rows base..base+l exist (rows % l == 0, checked by the caller); the
+        // head slices are hd wide at column offsets inside each row; `scores` is [mb, nk].
+        unsafe {
+            matrixmultiply::sgemm(
+                mb,
+                hd,
+                nk,
+                1.0,
+                q.data.as_ptr().add((base + i0) * q.cols + h * hd),
+                q.cols as isize,
+                1,
+                k.data.as_ptr().add(base * k.cols + kh * hd),
+                1,
+                k.cols as isize,
+                0.0,
+                scores.as_mut_ptr(),
+                nk as isize,
+                1,
+            );
+        }
+        for (r, row) in scores.chunks_exact_mut(nk).enumerate() {
+            let i = i0 + r;
+            let (live, masked) = row.split_at_mut(i + 1);
+            for x in live.iter_mut() {
+                *x *= p.scale;
+            }
+            super::softmax_in_place(live);
+            masked.fill(0.0);
+        }
+        // SAFETY: `scores` is [mb, nk]; v rows base..base+nk, head kh's hd columns; y rows
+        // base+i0..base+i1, head h's columns, written by this task only; y outlives the loop.
+        unsafe {
+            matrixmultiply::sgemm(
+                mb,
+                nk,
+                hd,
+                1.0,
+                scores.as_ptr(),
+                nk as isize,
+                1,
+                v.data.as_ptr().add(base * v.cols + kh * hd),
+                v.cols as isize,
+                1,
+                0.0,
+                out.0.add((base + i0) * y_cols + h * hd),
+                y_cols as isize,
+                1,
+            );
+        }
+    });
+    y
+}
+
 #[cfg(test)]
 mod tests {
     use super::tile_width;

@@ -8,8 +8,9 @@
 //! - `CpuBackend::new()`, the reference: matmul and attention scores as `dot` per element
 //!   (8 f32 lanes, separate multiplies and adds, a fixed reduction tree; the same bits on every
 //!   x86/ARM CPU). The GPU backend, `wquant conformance` and the fast mode are checked against it.
-//! - `CpuBackend::fast()`: matmul through a blocked sgemm (`gemm.rs`: FMA chains in fixed
-//!   k-blocks of 256), everything else shared with the reference. Still independent of the
+//! - `CpuBackend::fast()`: matmul and the attention products (Q·Kᵀ, P·V) through a blocked
+//!   sgemm (`gemm.rs`: FMA chains in fixed k-blocks of 256), everything else (norms, RoPE,
+//!   softmax, statistics) shared with the reference. Still independent of the
 //!   thread count and the batch size; it differs from the reference by rounding only.
 
 mod gemm;
@@ -64,7 +65,8 @@ pub enum CpuMatmul {
     /// `dot` per output element: the scalar reference.
     #[default]
     Reference,
-    /// Tiles of dequantized weights through a cache-blocked sgemm (`gemm.rs`).
+    /// Tiles of dequantized weights, and the attention products, through a cache-blocked sgemm
+    /// (`gemm.rs`).
     Blocked,
 }
 
@@ -488,6 +490,9 @@ impl Backend for CpuBackend {
         assert_eq!(k.cols, p.n_head_kv * hd);
         assert_eq!(v.cols, p.n_head_kv * hd);
         assert!(rows % p.seq_len == 0, "rows must hold whole sequences");
+        if self.matmul == CpuMatmul::Blocked {
+            return gemm::attention_blocked(q, k, v, p);
+        }
         let n_seq = rows / p.seq_len;
         let group = p.n_head / p.n_head_kv;
         // One task per (sequence, head); each returns its [seq_len, hd] block.
