@@ -2,14 +2,17 @@
 //! matmul): one pass over `n_seq` sequences of 512 tokens, hidden states plus logits of every
 //! token. `cargo bench --bench forward` (set WQUANT_BENCH_SEQS / WQUANT_BENCH_RUNS to change).
 
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use common::assets_dir;
 use std::sync::Arc;
 use std::time::Instant;
 use wquant::backend::cpu::CpuBackend;
 use wquant::backend::Backend;
 use wquant::gguf::GgufFile;
 use wquant::model::tokenizer::read_prompt_file;
-use wquant::model::{Model, Tokenizer};
-use wquant::testutil::assets_dir;
+use wquant::model::{ModelRunner, Tokenizer};
 
 fn env_or(key: &str, d: usize) -> usize {
     std::env::var(key)
@@ -24,7 +27,7 @@ fn main() {
     let runs = env_or("WQUANT_BENCH_RUNS", 2);
     let file = Arc::new(GgufFile::open(assets_dir().join("smollm2-135m-q4_1.gguf")).unwrap());
     let b = CpuBackend::new();
-    let model = Model::load(&b, &file).unwrap();
+    let mut model = ModelRunner::resident(&b, &file, 1).unwrap();
     let text = read_prompt_file(&assets_dir().join("calib.txt")).unwrap();
     let tokens = Tokenizer::from_gguf(&file).unwrap().encode(&text);
     let toks = &tokens[..n_seq * seq_len];
@@ -35,7 +38,7 @@ fn main() {
         let t0 = Instant::now();
         let h = model.hidden(&b, toks, seq_len, None).unwrap();
         let t1 = Instant::now();
-        let logits = model.logits(&b, &h, None);
+        let logits = model.logits(&b, &h, None).unwrap();
         std::hint::black_box(b.shape(&logits));
         let t2 = Instant::now();
         best_hidden = best_hidden.min((t1 - t0).as_secs_f64());

@@ -1,12 +1,15 @@
 //! Criterion benches: opening and indexing the demo GGUF (mmap + header parse), and CPU
 //! dequantization throughput per type (GB/s of f32 output, one core).
 
+#[path = "../tests/common/mod.rs"]
+mod common;
+
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use std::time::Duration;
 use wquant::gguf::{GgmlType, GgufFile};
 
 fn open_and_index(c: &mut Criterion) {
-    let path = wquant::testutil::assets_dir().join("smollm2-135m-q4_1.gguf");
+    let path = common::assets_dir().join("smollm2-135m-q4_1.gguf");
     let mut g = c.benchmark_group("gguf");
     g.sample_size(20).measurement_time(Duration::from_secs(3));
     g.bench_function("open_smollm2_q4_1", |b| {
@@ -44,7 +47,10 @@ fn dequantize(c: &mut Criterion) {
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(2));
     g.throughput(Throughput::BytesDecimal((N * 4) as u64));
-    for t in GgmlType::ALL.into_iter().filter(|t| t.can_dequantize()) {
+    for t in GgmlType::ALL
+        .into_iter()
+        .filter(|t| wquant::quant::can_dequantize(*t))
+    {
         let src = block_bytes(N / t.block_size() * t.type_size(), 0x9e37_79b9_7f4a_7c15);
         let mut dst = vec![0f32; N];
         g.bench_with_input(BenchmarkId::from_parameter(t.name()), &src, |b, src| {

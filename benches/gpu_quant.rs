@@ -6,12 +6,15 @@
 //! (default 1) and the best wall time is printed, with the GPU output checked against the CPU's.
 //! Filter with an argument: `cargo bench --bench gpu_quant -- Q4_K_M`.
 
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use common::golden_dir;
 use std::sync::Arc;
 use std::time::Instant;
-use wquant::gpu_quantize::GpuQuantizer;
 use wquant::quant::mix::FileType;
+use wquant::quantize::gpu::GpuQuantizer;
 use wquant::quantize::{quantize_file, QuantizeParams};
-use wquant::testutil::golden_dir;
 
 fn main() {
     let filter: Vec<String> = std::env::args()
@@ -22,7 +25,7 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(1);
-    let model = wquant::testutil::f32_model();
+    let model = common::f32_model();
     let dir = tempfile::tempdir().unwrap();
     for ftype in ["Q4_K_M", "Q5_K_M"] {
         if !filter.is_empty() && !filter.iter().any(|f| ftype.contains(f.as_str())) {

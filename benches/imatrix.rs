@@ -4,6 +4,10 @@
 //! 64), plus the share of the pass spent outside the matmuls (the same matmuls timed alone).
 //! Run: `cargo bench --bench imatrix`.
 
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use common::{calib_tokens, collect_options, f32_model};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -11,42 +15,23 @@ use wquant::backend::cpu::CpuBackend;
 use wquant::gguf::GgufFile;
 use wquant::imatrix::collect::{collect, CollectOptions};
 use wquant::imatrix::Imatrix;
-use wquant::model::stream::Runner;
-use wquant::testutil::{f32_model, golden_dir};
-
-/// The first `n` tokens of llama.cpp's tokenization of calib.txt.
-fn calib_tokens(n: usize) -> Vec<u32> {
-    std::fs::read_to_string(golden_dir().join("calib.tokens.txt"))
-        .unwrap()
-        .lines()
-        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
-        .map(|l| l.trim().parse().unwrap())
-        .take(n)
-        .collect()
-}
+use wquant::model::ModelRunner;
 
 /// One chunk of `n_ctx`, statistics only (no PPL, no saves).
 fn one_chunk_no_ppl(n_ctx: usize, dir: &std::path::Path) -> CollectOptions {
     CollectOptions {
-        n_ctx,
-        max_chunks: Some(1),
-        skip_chunks: 0,
         compute_ppl: false,
-        process_output: false,
         output_frequency: 1_000_000,
-        save_frequency: 0,
-        out: dir.join("bench.gguf"),
-        dat: false,
-        bos: None,
+        ..collect_options(&dir.join("bench.gguf"), n_ctx, Some(1), false)
     }
 }
 
 fn bench_imatrix(c: &mut Criterion) {
     let n_ctx = 128;
-    let tokens = calib_tokens(2 * n_ctx);
+    let tokens = calib_tokens()[..2 * n_ctx].to_vec();
     let b = CpuBackend::new();
     let file = Arc::new(GgufFile::open(f32_model()).unwrap());
-    let mut model = Runner::resident(&b, &file, 1).unwrap();
+    let mut model = ModelRunner::resident(&b, &file, 1).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let o = one_chunk_no_ppl(n_ctx, dir.path());
     let stop = AtomicBool::new(false);
@@ -94,9 +79,9 @@ fn bench_imatrix_gpu(_c: &mut Criterion) {
         println!("imatrix_gpu: no GPU adapter, skipped");
         return;
     };
-    let tokens = calib_tokens(2 * n_ctx);
+    let tokens = calib_tokens()[..2 * n_ctx].to_vec();
     let file = Arc::new(GgufFile::open(f32_model()).unwrap());
-    let mut model = Runner::resident(&gpu, &file, 1).unwrap();
+    let mut model = ModelRunner::resident(&gpu, &file, 1).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let o = one_chunk_no_ppl(n_ctx, dir.path());
     let stop = AtomicBool::new(false);

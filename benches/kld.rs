@@ -6,6 +6,10 @@
 //! `cargo bench --bench kld` (set WQUANT_KLD_BENCH_CTX to change the context, default 64).
 //! Each own-mode iteration includes loading both models (on the GPU: uploading them).
 
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use common::assets_dir;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use std::sync::Arc;
 use wquant::backend::cpu::CpuBackend;
@@ -15,9 +19,8 @@ use wquant::gguf::GgufFile;
 use wquant::kld::driver::{self, Chunks};
 use wquant::kld::logits_file::{BaseHeader, BaseRecord};
 use wquant::kld::stats::{tokens_kld_from_logits, tokens_kld_from_records};
-use wquant::kld::{token_kld_from_logits, token_kld_from_record};
-use wquant::model::{Model, Tokenizer};
-use wquant::testutil::assets_dir;
+use wquant::kld::{token_kld_from_logits, token_kld_from_record, KldReduce};
+use wquant::model::{ModelRunner, Tokenizer};
 use wquant::util::rng::Rng;
 use wquant::verify::kld::random_rows;
 
@@ -119,7 +122,7 @@ fn own_mode(c: &mut Criterion) {
     own_mode_on(c, "gpu", &gpu, &file, &tokens, &ch);
 }
 
-fn own_mode_on<B: Backend>(
+fn own_mode_on<B: KldReduce>(
     c: &mut Criterion,
     label: &str,
     b: &B,
@@ -133,8 +136,8 @@ fn own_mode_on<B: Backend>(
     g.throughput(Throughput::Elements(ch.n_ctx as u64));
     g.bench_function(format!("ctx{}_1chunk_both_models", ch.n_ctx), |bch| {
         bch.iter(|| {
-            let base = Model::load(b, file).unwrap();
-            let quant = || Model::load(b, file);
+            let base = ModelRunner::resident(b, file, 1).unwrap();
+            let quant = || ModelRunner::resident(b, file, 1);
             driver::own_mode(b, base, quant, tokens, ch, |_| {}, |_, _| {}).unwrap()
         })
     });

@@ -2,14 +2,17 @@
 //! job: read, plan, quantize on all cores, write and fsync the output). llama-quantize's figure
 //! on the project machine is 3.67 s (golden/README.md, 2 threads).
 
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use common::golden_dir;
 use criterion::{criterion_group, criterion_main, Criterion};
 use std::time::Duration;
 use wquant::quant::mix::FileType;
 use wquant::quantize::{quantize_file, QuantizeParams};
-use wquant::testutil::golden_dir;
 
 fn bench(c: &mut Criterion) {
-    let model = wquant::testutil::f32_model();
+    let model = common::f32_model();
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("q4_k_m.gguf");
     let mut p = QuantizeParams::new(FileType::Q4KM);

@@ -512,6 +512,23 @@ fn min_max32() -> vec2<f32> {
     return vec2<f32>(mn, mx);
 }
 
+// Legacy blocks: the nibbles of L at byte qs (element j low, j + 16 high; `low_mask` on the low
+// one) and, with has_qh, the fifth bits as the u32 just before them.
+fn legacy_pack(qs: u32, has_qh: bool, low_mask: u32) {
+    var qh = 0u;
+    for (var j = 0u; j < 16u; j++) {
+        let x0 = L[j];
+        let x1 = L[j + 16u];
+        put8(qs + j, (x0 & low_mask) | ((x1 & 0xfu) << 4u));
+        qh = qh | (((x0 & 0x10u) >> 4u) << j);
+        qh = qh | (((x1 & 0x10u) >> 4u) << (j + 16u));
+    }
+    if (has_qh) {
+        put16(qs - 4u, qh);
+        put16(qs - 2u, qh >> 16u);
+    }
+}
+
 // Q4_K / Q5_K super-block: scales, mins and header (bytes 0..16 of OB), L the final quants.
 fn k_super_block(nmax: i32, ref_rmin: f32, ref_rdelta: f32, ref_nstep: i32) {
     var scales: array<f32, 8>;

@@ -66,35 +66,16 @@ fn output_type(t: &TensorInfo, target: GgmlType) -> GgmlType {
     }
 }
 
-/// Convert `n` f32 values to the target float type's bytes.
-fn encode_floats(src: &[f32], target: GgmlType, out: &mut Vec<u8>) {
+/// Convert `n` f32 values to the target float type's bytes (its table row's quantizer).
+fn encode_floats(src: &[f32], target: GgmlType, out: &mut Vec<u8>) -> anyhow::Result<()> {
     out.clear();
-    match target {
-        GgmlType::F32 => out.extend_from_slice(bytemuck::cast_slice(src)),
-        GgmlType::F16 => {
-            out.reserve(src.len() * 2);
-            for &x in src {
-                out.extend_from_slice(&crate::quant::f2h(x).to_le_bytes());
-            }
-        }
-        GgmlType::BF16 => {
-            out.reserve(src.len() * 2);
-            for &x in src {
-                out.extend_from_slice(&f32_to_bf16(x).to_le_bytes());
-            }
-        }
-        _ => unreachable!("encode_floats called with non-float target {target}"),
-    }
+    out.resize(src.len() * target.type_size(), 0);
+    crate::quant::quantize_row(target, src, out, None)?;
+    Ok(())
 }
 
 /// ggml_compute_fp32_to_bf16: round to nearest even; NaN keeps its sign and becomes quiet.
-pub fn f32_to_bf16(x: f32) -> u16 {
-    let u = x.to_bits();
-    if (u & 0x7fff_ffff) > 0x7f80_0000 {
-        return ((u >> 16) | 64) as u16;
-    }
-    ((u + (0x7fff + ((u >> 16) & 1))) >> 16) as u16
-}
+pub use crate::quant::bf16::from_f32 as f32_to_bf16;
 
 /// Rows converted per slice: bounded memory whatever the tensor size.
 const SLICE_ELEMS: usize = 1 << 20;
@@ -115,16 +96,10 @@ pub fn convert_file_with_progress(
         bail!("convert: target type {target} is not one of F32, F16, BF16");
     };
     let f = GgufFile::open(input)?;
-    if let (Ok(a), Ok(b)) = (std::fs::canonicalize(input), std::fs::canonicalize(output)) {
-        if a == b {
-            bail!(
-                "convert: output {} is the input file; choose another name",
-                output.display()
-            );
-        }
-    }
+    crate::util::check_output_is_not_input(&f.split_paths(), output)
+        .map_err(|e| anyhow::anyhow!("convert: {e}"))?;
     for t in f.tensors() {
-        if output_type(t, target) != t.ggml_type && !t.ggml_type.can_dequantize() {
+        if output_type(t, target) != t.ggml_type && !crate::quant::can_dequantize(t.ggml_type) {
             bail!(
                 "{}: tensor {} has type {}, which wquant cannot dequantize",
                 input.display(),
@@ -174,7 +149,7 @@ pub fn convert_file_with_progress(
                     .zip(src.par_chunks(row_bytes))
                     .try_for_each(|(d, s)| crate::quant::dequantize_row(t.ggml_type, s, d))
                     .with_context(|| format!("{}: tensor {}", input.display(), t.name))?;
-                encode_floats(dst, out_t, &mut bytes);
+                encode_floats(dst, out_t, &mut bytes)?;
                 w.write_tensor(&bytes)?;
                 r0 += nr;
             }

@@ -1,6 +1,8 @@
 //! `wquant inspect` on the demo model: JSON totals agree with the golden tensor list, and a
 //! broken file gives an error naming it.
 
+mod common;
+
 use std::process::Command;
 
 fn wquant() -> Command {
@@ -9,33 +11,17 @@ fn wquant() -> Command {
 
 #[test]
 fn inspect_json_totals_match_golden_tensor_list() {
-    let model = wquant::testutil::assets_dir().join("smollm2-135m-q4_1.gguf");
-    let out = wquant()
-        .args(["inspect", "--json"])
-        .arg(&model)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let model = common::assets_dir().join("smollm2-135m-q4_1.gguf");
+    let out = common::output_ok(wquant().args(["inspect", "--json"]).arg(&model));
     let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
 
     // Expected from golden/smollm2-q4_1.tensors.sha256: per-type counts and element counts.
-    let golden = wquant::testutil::golden_dir().join("smollm2-q4_1.tensors.sha256");
-    let text = std::fs::read_to_string(golden).unwrap();
+    let list = common::hash_list(&common::golden_dir().join("smollm2-q4_1.tensors.sha256"));
     let mut want: std::collections::BTreeMap<String, (u64, u64)> = Default::default();
-    for l in text.lines().filter(|l| !l.is_empty()) {
-        let parts: Vec<&str> = l.splitn(4, "  ").collect();
-        let dims: u64 = parts[3]
-            .trim_matches(|c| c == '[' || c == ']')
-            .split(", ")
-            .map(|d| d.parse::<u64>().unwrap())
-            .product();
-        let e = want.entry(parts[2].to_string()).or_default();
+    for t in list.values() {
+        let e = want.entry(t.ggml_type.clone()).or_default();
         e.0 += 1;
-        e.1 += dims;
+        e.1 += t.dims.iter().product::<u64>();
     }
     let by_type = doc["totals"]["by_type"].as_object().unwrap();
     assert_eq!(by_type.len(), want.len());

@@ -1,7 +1,8 @@
+mod common;
 use wquant::gguf::GgufFile;
 
 fn assets() -> std::path::PathBuf {
-    wquant::testutil::assets_dir()
+    common::assets_dir()
 }
 
 #[test]

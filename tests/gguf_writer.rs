@@ -1,6 +1,8 @@
 //! Writer: byte-exact round trip of the demo model, determinism, validation, and no `.tmp` or
 //! partial output left behind on any error.
 
+mod common;
+
 use std::path::Path;
 use wquant::gguf::{write_gguf, GgmlType, GgufFile, GgufWriter, TensorSpec, Value, ValueType};
 use wquant::util::sha256_hex;
@@ -21,7 +23,7 @@ fn leftovers(dir: &Path) -> Vec<String> {
 
 #[test]
 fn rewriting_the_demo_model_gives_identical_bytes() {
-    let src = wquant::testutil::assets_dir().join("smollm2-135m-q4_1.gguf");
+    let src = common::assets_dir().join("smollm2-135m-q4_1.gguf");
     let f = GgufFile::open(&src).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("copy.gguf");

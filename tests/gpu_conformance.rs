@@ -2,6 +2,8 @@
 //! inputs over every weight type and odd shapes, plus real SmolLM2 weights and activations; and
 //! against the independent plain-loop oracle (f64 sums over `quant::dequantize_row`).
 
+mod common;
+
 use wquant::backend::cpu::CpuBackend;
 use wquant::backend::gpu::GpuBackend;
 use wquant::verify::{format_table, run_checks, HostRef, Options};
@@ -9,7 +11,7 @@ use wquant::verify::{format_table, run_checks, HostRef, Options};
 #[test]
 fn every_kernel_matches_the_cpu_backend() {
     let gpu = GpuBackend::new("auto").expect("a wgpu adapter (lavapipe in CI)");
-    let model = wquant::testutil::assets_dir().join("smollm2-135m-q4_1.gguf");
+    let model = common::assets_dir().join("smollm2-135m-q4_1.gguf");
     assert!(model.is_file(), "missing test asset {}", model.display());
     let opts = Options {
         model: Some(model),

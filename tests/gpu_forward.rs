@@ -1,14 +1,16 @@
 //! The forward pass on the GPU (lavapipe in CI) against the CPU reference on SmolLM2 (Q4_1):
 //! logits of a short chunk within NMSE 1e-7, and the same bytes from two GPU runs.
 
+mod common;
+
+use common::assets_dir;
 use std::sync::Arc;
 use wquant::backend::cpu::CpuBackend;
 use wquant::backend::gpu::GpuBackend;
 use wquant::backend::Backend;
 use wquant::gguf::GgufFile;
 use wquant::model::tokenizer::read_prompt_file;
-use wquant::model::{Model, Tokenizer};
-use wquant::testutil::assets_dir;
+use wquant::model::{ModelRunner, Tokenizer};
 use wquant::verify::nmse;
 
 /// Tokens per sequence: lavapipe runs SmolLM2 at ≤ 25 tokens/s, so two short sequences.
@@ -23,11 +25,11 @@ fn gpu_logits_match_cpu_and_repeat_bit_for_bit() {
     let tokens: Vec<u32> = tok.encode(&text)[..2 * SEQ].to_vec();
 
     let cpu = CpuBackend::new();
-    let cpu_model = Model::load(&cpu, &file).unwrap();
+    let mut cpu_model = ModelRunner::resident(&cpu, &file, 1).unwrap();
     let want = cpu.download(&cpu_model.forward(&cpu, &tokens, SEQ, None).unwrap());
 
     let gpu = GpuBackend::new("auto").expect("a wgpu adapter (lavapipe in CI)");
-    let gpu_model = Model::load(&gpu, &file).unwrap();
+    let mut gpu_model = ModelRunner::resident(&gpu, &file, 1).unwrap();
     let a = gpu.download(&gpu_model.forward(&gpu, &tokens, SEQ, None).unwrap());
     let b = gpu.download(&gpu_model.forward(&gpu, &tokens, SEQ, None).unwrap());
 

@@ -5,9 +5,22 @@
 
 use wquant::backend::gpu::kernels;
 
+/// The backend's kernels and the KLD kernels (`kld::gpu`, kept on the KLD side).
+fn all_sources() -> Vec<(String, String)> {
+    let mut v = kernels::all_sources();
+    v.extend(wquant::kld::gpu::sources());
+    v
+}
+
+fn shader_files() -> Vec<&'static str> {
+    let mut v = kernels::shader_files();
+    v.extend(wquant::kld::gpu::shader_files());
+    v
+}
+
 #[test]
 fn every_assembled_shader_parses_and_validates() {
-    let sources = kernels::all_sources();
+    let sources = all_sources();
     assert!(sources.len() >= 40, "expected every kernel × weight type");
     let mut failures = Vec::new();
     for (label, src) in &sources {
@@ -40,17 +53,14 @@ fn every_shader_file_is_covered() {
         .filter(|n| n.ends_with(".wgsl"))
         .collect();
     on_disk.sort();
-    let mut listed: Vec<String> = kernels::shader_files()
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+    let mut listed: Vec<String> = shader_files().iter().map(|s| s.to_string()).collect();
     listed.sort();
     assert_eq!(
         on_disk, listed,
-        "shaders/*.wgsl and kernels::shader_files() differ"
+        "shaders/*.wgsl and the listed shader files differ"
     );
     // Each listed file's text occurs in at least one assembled source.
-    let all = kernels::all_sources();
+    let all = all_sources();
     for f in &listed {
         let text = std::fs::read_to_string(dir.join(f)).unwrap();
         assert!(

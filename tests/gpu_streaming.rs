@@ -2,32 +2,19 @@
 //! imatrix bytes must not depend on the budget or on how many chunks share a pass, and the
 //! pool's peak of device bytes must stay within the budget.
 
+mod common;
+
+use common::{collect_options, f32_model, golden_dir, lcg_tokens, synth_llama, SynthLlama};
 use std::path::Path;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
-use wquant::backend::gpu::scheduler::{ModelSizes, PassShape, PlanRun};
+use wquant::backend::cpu::CpuBackend;
 use wquant::backend::gpu::GpuBackend;
 use wquant::gguf::GgufFile;
-use wquant::imatrix::collect::{collect, CollectOptions};
+use wquant::imatrix::collect::collect;
 use wquant::imatrix::Imatrix;
-use wquant::model::stream::Runner;
-use wquant::model::Config;
-use wquant::testutil::{f32_model, golden_dir, lcg_tokens, synth_llama, SynthLlama};
-
-fn options(out: &Path, n_ctx: usize, chunks: usize) -> CollectOptions {
-    CollectOptions {
-        n_ctx,
-        max_chunks: Some(chunks),
-        skip_chunks: 0,
-        compute_ppl: true,
-        process_output: true,
-        output_frequency: 1000,
-        save_frequency: 0,
-        out: out.to_path_buf(),
-        dat: false,
-        bos: None,
-    }
-}
+use wquant::model::plan::{plan_run, ModelSizes, PassShape};
+use wquant::model::{Config, ModelRunner};
 
 struct RunOut {
     bytes: Vec<u8>,
@@ -53,18 +40,18 @@ fn run(
     let sizes = ModelSizes::of(&file, &config).unwrap();
     gpu.ctx.pool.trim();
     gpu.ctx.pool.reset_peak();
-    let plan = gpu
-        .plan_run(
-            &sizes,
-            budget,
-            PassShape {
-                n_ctx,
-                logit_rows: n_ctx,
-                want_seqs,
-                max_tokens: usize::MAX,
-            },
-        )
-        .unwrap();
+    let plan = plan_run(
+        gpu,
+        &sizes,
+        budget,
+        PassShape {
+            n_ctx,
+            logit_rows: n_ctx,
+            want_seqs,
+            max_tokens: usize::MAX,
+        },
+    )
+    .unwrap();
     let (resident, seqs_per_pass) = (plan.resident, plan.seqs_per_pass);
     let tokens = lcg_tokens(n_ctx * chunks, config.n_vocab, 7);
     let d = tempfile::tempdir().unwrap();
@@ -72,13 +59,13 @@ fn run(
     let mut base = Imatrix::new(n_ctx as u32);
     base.datasets.push("lcg".into());
     let res = {
-        let mut runner = Runner::new(gpu, &file, plan).unwrap();
+        let mut runner = ModelRunner::new(gpu, &file, plan).unwrap();
         let r = collect(
             gpu,
             &mut runner,
             &tokens,
             base,
-            &options(&out, n_ctx, chunks),
+            &collect_options(&out, n_ctx, Some(chunks), true),
             &AtomicBool::new(false),
             |_, _| {},
         )
@@ -140,19 +127,19 @@ fn synthetic_model_several_times_its_budget_streams_with_identical_bytes() {
     assert_eq!(s.ppl.to_bits(), free.ppl.to_bits());
     // Too small for two layers: a clear error naming the sizes.
     let sizes = ModelSizes::of(&file, &Config::from_gguf(&file).unwrap()).unwrap();
-    let e = gpu
-        .plan_run(
-            &sizes,
-            Some(weights / 16),
-            PassShape {
-                n_ctx,
-                logit_rows: n_ctx,
-                want_seqs: 1,
-                max_tokens: usize::MAX,
-            },
-        )
-        .unwrap_err()
-        .to_string();
+    let e = plan_run(
+        &gpu,
+        &sizes,
+        Some(weights / 16),
+        PassShape {
+            n_ctx,
+            logit_rows: n_ctx,
+            want_seqs: 1,
+            max_tokens: usize::MAX,
+        },
+    )
+    .unwrap_err()
+    .to_string();
     assert!(
         e.contains("too small for two layers") && e.contains("MiB"),
         "{e}"
@@ -230,20 +217,20 @@ fn kld_own_mode_streamed_equals_resident() {
         let file = Arc::new(GgufFile::open(p).unwrap());
         let sizes = ModelSizes::of(&file, &Config::from_gguf(&file).unwrap()).unwrap();
         let budget = budget.map(|div| sizes.weight_bytes() / div);
-        let plan = gpu
-            .plan_run(
-                &sizes,
-                budget,
-                PassShape {
-                    n_ctx,
-                    logit_rows: n_ctx / 2,
-                    want_seqs: 2,
-                    max_tokens: usize::MAX,
-                },
-            )
-            .unwrap();
+        let plan = plan_run(
+            &gpu,
+            &sizes,
+            budget,
+            PassShape {
+                n_ctx,
+                logit_rows: n_ctx / 2,
+                want_seqs: 2,
+                max_tokens: usize::MAX,
+            },
+        )
+        .unwrap();
         assert_eq!(plan.resident, budget.is_none(), "{}", plan.describe());
-        Runner::new(&gpu, &file, plan).unwrap()
+        ModelRunner::new(&gpu, &file, plan).unwrap()
     };
     let resident = own_mode(
         &gpu,
@@ -266,11 +253,105 @@ fn kld_own_mode_streamed_equals_resident() {
     )
     .unwrap();
     gpu.ctx.pool.set_limit(None);
+    // The resident GPU run against the CPU reference backend through the same driver: the
+    // forward passes differ by float rounding only (tests/common's per-token tolerances).
+    let cpu = CpuBackend::new();
+    let cpu_model = |p: &Path| {
+        let file = Arc::new(GgufFile::open(p).unwrap());
+        ModelRunner::resident(&cpu, &file, 1).unwrap()
+    };
+    let on_cpu = own_mode(
+        &cpu,
+        cpu_model(&base_path),
+        || Ok(cpu_model(&quant_path)),
+        &tokens,
+        &ch,
+        |_| {},
+        |_, _| {},
+    )
+    .unwrap();
+    common::assert_kld_close_to_cpu(&on_cpu, &resident);
     let (r, s) = (resident.summary(), streamed.summary());
-    assert!(r.kld.mean > 0.0);
+    let c = on_cpu.summary();
+    assert!(
+        (r.kld.mean - c.kld.mean).abs() <= 1e-4 + 1e-2 * c.kld.mean,
+        "mean KLD gpu {} cpu {}",
+        r.kld.mean,
+        c.kld.mean
+    );
     assert_eq!(
         format!("{r:?}"),
         format!("{s:?}"),
         "streamed vs resident KLD"
+    );
+}
+
+/// `wquant perplexity` runs under the same planner: a model three times its budget streams and
+/// scores every chunk with the same bits as resident; a `-c` whose activations or logits
+/// exceed the adapter's binding limit is a planning error naming `-c`, not a panic.
+#[test]
+fn perplexity_streamed_equals_resident_and_oversized_context_is_an_error() {
+    use wquant::cli::perplexity::perplexity;
+    let gpu = GpuBackend::new("gpu").expect("a wgpu adapter (lavapipe in CI)");
+    let d = tempfile::tempdir().unwrap();
+    let model = d.path().join("synth-llama.gguf");
+    synth_llama(
+        &model,
+        &SynthLlama {
+            n_layer: 12,
+            n_embd: 128,
+            n_ff: 384,
+            n_head: 4,
+            n_head_kv: 2,
+            n_vocab: 1024,
+            output: true,
+            seed: 5,
+        },
+    )
+    .unwrap();
+    let file = Arc::new(GgufFile::open(&model).unwrap());
+    let sizes = ModelSizes::of(&file, &Config::from_gguf(&file).unwrap()).unwrap();
+    let (n_ctx, n_chunk) = (32, 4);
+    let tokens = lcg_tokens(n_ctx * n_chunk, 1024, 9);
+    let shape = PassShape {
+        n_ctx,
+        logit_rows: n_ctx - 1 - n_ctx / 2,
+        want_seqs: 2,
+        max_tokens: usize::MAX,
+    };
+    let score = |budget: Option<u64>| {
+        let plan = plan_run(&gpu, &sizes, budget, shape).unwrap();
+        let resident = plan.resident;
+        let seqs = plan.seqs_per_pass.min(n_chunk);
+        let mut runner = ModelRunner::new(&gpu, &file, plan).unwrap();
+        let r = perplexity(&gpu, &mut runner, &tokens, n_ctx, n_chunk, seqs, |_, _| {}).unwrap();
+        gpu.ctx.pool.set_limit(None);
+        (resident, r)
+    };
+    let (full_resident, full) = score(None);
+    let (streamed_resident, streamed) = score(Some(sizes.weight_bytes() / 3));
+    assert!(full_resident && !streamed_resident);
+    assert_eq!(full.count, n_chunk * (n_ctx - 1 - n_ctx / 2));
+    let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    assert_eq!(bits(&streamed.running), bits(&full.running));
+    assert_eq!(streamed.ppl_unc.to_bits(), full.ppl_unc.to_bits());
+    // No adapter binds 2⁴⁰ bytes: the logits of 2³⁰ rows of 1024 f32 can never fit.
+    let huge = 1usize << 31;
+    let e = plan_run(
+        &gpu,
+        &sizes,
+        None,
+        PassShape {
+            n_ctx: huge,
+            logit_rows: huge / 2,
+            ..shape
+        },
+    )
+    .unwrap_err()
+    .to_string();
+    gpu.ctx.pool.set_limit(None);
+    assert!(
+        e.contains(&format!("-c {huge}")) && e.contains("binding"),
+        "{e}"
     );
 }

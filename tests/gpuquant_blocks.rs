@@ -1,13 +1,16 @@
 //! GPU block quantization (lavapipe here) against the CPU reference `quant::quantize_row`: every
 //! kernel, reference and importance paths, on random data with edge cases (all-zero and constant
-//! blocks, one huge outlier, denormals, tiny values, importance 0, 1 and 1e30): 100% of blocks
-//! byte-identical. Non-finite input is an error naming the tensor.
+//! blocks, one huge outlier, denormals, tiny values, importance 0, 1 and the largest the kernels
+//! are trusted with): 100% of blocks byte-identical. Importance beyond that bound goes to the CPU
+//! (checked against the bound itself). Non-finite input is an error naming the tensor.
+
+mod common;
 
 use wquant::backend::gpu::kernels::quant_block;
 use wquant::gguf::GgmlType;
-use wquant::gpu_quantize::{
-    blocks_identical, cpu_quantize, edge_case_importance, edge_case_rows, row_is_gpu_exact,
-    GpuQuantizer,
+use wquant::quantize::gpu::{cpu_quantize, GpuQuantizer};
+use wquant::verify::quant_cases::{
+    blocks_identical, edge_case_importance, edge_case_rows, row_is_gpu_exact,
 };
 
 fn gpu() -> GpuQuantizer {
@@ -22,11 +25,14 @@ fn every_kernel_matches_the_cpu_on_edge_cases() {
     let ne0 = 512;
     let x = edge_case_rows(7, 12, ne0);
     let imp = edge_case_importance(11, ne0);
-    // All-zero, large and 1e30 importance too (1e30 is outside `row_is_gpu_exact`: the CPU
-    // fallback must give the same bytes).
+    // All-zero, large and the largest uniform importance `row_is_gpu_exact` trusts the kernels
+    // with on these rows: every edge-case row holds a 1e4 outlier (A = 1e4), and the bound
+    // W·A ≤ 1e15 with W = 2·A·w gives w ≤ 1e15 / (2·1e8) = 5e6. (Importance 1e30 is outside the
+    // bound for every row of a weighted type, so `quantize_rows_raw` would be the CPU reference
+    // on both sides: see `importance_beyond_the_bound_goes_to_the_cpu`.)
     let zeros = vec![0f32; ne0];
     let large = vec![1e6f32; ne0];
-    let huge = vec![1e30f32; ne0];
+    let at_bound = vec![4e6f32; ne0];
     let mut report = Vec::new();
     for t in quant_block::TYPES {
         for (label, w) in [
@@ -34,7 +40,7 @@ fn every_kernel_matches_the_cpu_on_edge_cases() {
             ("imatrix", Some(&imp[..])),
             ("w=0", Some(&zeros[..])),
             ("w=1e6", Some(&large[..])),
-            ("w=1e30", Some(&huge[..])),
+            ("w=4e6", Some(&at_bound[..])),
         ] {
             let got = g.quantize_rows_raw(t, &x, ne0, w).unwrap();
             let want = cpu_quantize(t, &x, ne0, w).unwrap();
@@ -55,12 +61,41 @@ fn every_kernel_matches_the_cpu_on_edge_cases() {
                     }
                 }
             }
-            if label != "w=1e30" {
-                assert_eq!(n_gpu_rows, 10, "{t} {label}: rows 5 and 11 hold a 1e30");
-            }
+            // The kernel's own bytes were compared on every row but the two 1e30-outlier ones.
+            assert_eq!(n_gpu_rows, 10, "{t} {label}: rows 5 and 11 hold a 1e30");
         }
     }
     assert!(report.is_empty(), "{}", report.join("\n"));
+}
+
+/// Where f32 intermediates could overflow, rows go to the CPU: the predicate against the bound
+/// worked out by hand (row_is_gpu_exact's doc: A = max|x|, W = 2·A·max(w) for weighted paths,
+/// W = 1 for Q8_0, which ignores the importance; exact iff A, W and W·A are ≤ 1e15).
+#[test]
+fn importance_beyond_the_bound_goes_to_the_cpu() {
+    let ne0 = 256;
+    let row: Vec<f32> = (0..ne0).map(|i| if i == 7 { 1e4 } else { 0.5 }).collect();
+    let w = |v: f32| vec![v; ne0];
+    for t in quant_block::TYPES {
+        let q8 = t == GgmlType::Q8_0;
+        // w = 1e30: W = 2e34 > 1e15.
+        assert_eq!(row_is_gpu_exact(t, &row, Some(&w(1e30))), q8, "{t} w=1e30");
+        // w = 5e6: W = 1e11, W·A = 1e15 (at the bound, inside); w = 5.1e6: W·A = 1.02e15.
+        assert!(row_is_gpu_exact(t, &row, Some(&w(5e6))), "{t} w=5e6");
+        assert_eq!(
+            row_is_gpu_exact(t, &row, Some(&w(5.1e6))),
+            q8,
+            "{t} w=5.1e6"
+        );
+        // Without importance, A = 1e4 is inside for every type.
+        assert!(row_is_gpu_exact(t, &row, None), "{t} no importance");
+    }
+    // A 1e30 outlier is outside for every type, Q8_0 included (A > 1e15).
+    let mut big = row.clone();
+    big[3] = -1e30;
+    for t in quant_block::TYPES {
+        assert!(!row_is_gpu_exact(t, &big, None), "{t} |x| = 1e30");
+    }
 }
 
 #[test]
@@ -133,7 +168,7 @@ fn synth_moe_blocks_that_once_differed() {
     use wquant::gguf::GgufFile;
     use wquant::imatrix::file::Imatrix;
     let g = gpu();
-    let dir = wquant::testutil::golden_dir().join("synth");
+    let dir = common::golden_dir().join("synth");
     let f = GgufFile::open(dir.join("synth-moe.gguf")).unwrap();
     let im = Imatrix::load(dir.join("synth-moe.imatrix.gguf")).unwrap();
     for (name, row, t) in [

@@ -2,27 +2,14 @@
 //! and MoE models for every mix and all ten SmolLM2 goldens, through `quantize_file` with a
 //! strict GPU quantizer (no CPU fallback).
 
-use std::collections::BTreeMap;
-use std::path::Path;
+mod common;
+
+use common::{golden_dir, synth_golden, tensors_differing};
 use std::sync::Arc;
 use wquant::gguf::GgufFile;
-use wquant::gpu_quantize::GpuQuantizer;
 use wquant::quant::mix::FileType;
+use wquant::quantize::gpu::GpuQuantizer;
 use wquant::quantize::{quantize_file, QuantizeParams};
-use wquant::testutil::golden_dir;
-use wquant::util::sha256_hex;
-
-/// name → (type, sha256)
-fn golden(path: &Path) -> BTreeMap<String, (String, String)> {
-    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    text.lines()
-        .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
-        .map(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            (f[1].to_string(), (f[2].to_string(), f[0].to_string()))
-        })
-        .collect()
-}
 
 fn gpu() -> Arc<GpuQuantizer> {
     let mut q = GpuQuantizer::open("auto").expect("a GPU adapter (lavapipe in CI)");
@@ -32,48 +19,23 @@ fn gpu() -> Arc<GpuQuantizer> {
 }
 
 /// The tensors whose bytes differ from the golden hashes.
-fn check_synth(g: &Arc<GpuQuantizer>, model: &str, ftype: &str, with_imatrix: bool) -> Vec<String> {
-    let dir = golden_dir().join("synth");
-    let mut p = QuantizeParams::new(FileType::parse(ftype).unwrap());
-    if with_imatrix {
-        p.imatrix = Some(dir.join(format!("synth-{model}.imatrix.gguf")));
-    }
-    p.gpu = Some(g.clone());
+fn check_synth(
+    gpu: &Arc<GpuQuantizer>,
+    model: &str,
+    ftype: &str,
+    with_imatrix: bool,
+) -> Vec<String> {
+    let mut g = synth_golden(model, ftype, with_imatrix);
+    g.params.gpu = Some(gpu.clone());
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("out.gguf");
-    quantize_file(
-        &dir.join(format!("synth-{model}.gguf")),
-        &out,
-        &p,
-        &mut |_, _| {},
-    )
-    .unwrap();
+    quantize_file(&g.input, &out, &g.params, &mut |_, _| {}).unwrap();
+    let bad = tensors_differing(&out, &g.hashes, &g.what);
     let f = GgufFile::open(&out).unwrap();
-    let got: BTreeMap<String, (String, String)> = f
-        .tensors()
-        .iter()
-        .map(|t| {
-            (
-                t.name.clone(),
-                (t.ggml_type.name().to_string(), sha256_hex(f.tensor_data(t))),
-            )
-        })
-        .collect();
-    let suffix = if with_imatrix { "" } else { "-noimatrix" };
-    let want = golden(&dir.join(format!("synth-{model}-{ftype}{suffix}.tensors.sha256")));
-    assert_eq!(
-        got.keys().collect::<Vec<_>>(),
-        want.keys().collect::<Vec<_>>()
-    );
-    let bad: Vec<String> = want
-        .iter()
-        .filter(|(k, v)| got[*k] != **v)
-        .map(|(k, v)| format!("synth-{model} {ftype}{suffix}: {k} ({})", v.0))
-        .collect();
     // Every quantized type of the mix went through the GPU kernels.
     for t in f.tensors() {
         if t.ggml_type.block_size() > 1 {
-            assert!(g.usable(t.ggml_type).unwrap(), "{}", t.ggml_type);
+            assert!(gpu.usable(t.ggml_type).unwrap(), "{}", t.ggml_type);
         }
     }
     bad
@@ -119,18 +81,12 @@ fn check_smollm2(
     p.gpu = Some(g.clone());
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("out.gguf");
-    quantize_file(&wquant::testutil::f32_model(), &out, &p, &mut |_, _| {}).unwrap();
-    let f = GgufFile::open(&out).unwrap();
-    let want = golden(&golden_dir().join(format!("quant-{name}.tensors.sha256")));
-    assert_eq!(f.tensors().len(), want.len(), "{name}: tensor count");
-    f.tensors()
-        .iter()
-        .filter(|t| {
-            want.get(&t.name)
-                != Some(&(t.ggml_type.name().to_string(), sha256_hex(f.tensor_data(t))))
-        })
-        .map(|t| format!("SmolLM2 {name}: {} ({})", t.name, t.ggml_type.name()))
-        .collect()
+    quantize_file(&common::f32_model(), &out, &p, &mut |_, _| {}).unwrap();
+    tensors_differing(
+        &out,
+        &golden_dir().join(format!("quant-{name}.tensors.sha256")),
+        &format!("SmolLM2 {name}"),
+    )
 }
 
 /// Every SmolLM2 golden (llama-quantize's bytes) quantized on the GPU: all tensors equal.

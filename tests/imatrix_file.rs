@@ -1,7 +1,9 @@
 //! imatrix file formats against llama.cpp's golden files (SPEC §4.3, §5).
 
+mod common;
+
+use common::golden_dir;
 use wquant::imatrix::{Imatrix, ImatrixFormat};
-use wquant::testutil::golden_dir;
 
 fn tmpdir() -> tempfile::TempDir {
     tempfile::tempdir().unwrap()
@@ -177,7 +179,7 @@ fn errors_name_the_file_and_tensor() {
 /// empty imatrix in lenient mode) is a clear error.
 #[test]
 fn a_model_file_is_not_an_imatrix() {
-    let model = wquant::testutil::golden_dir().join("synth/synth-dense.gguf");
+    let model = common::golden_dir().join("synth/synth-dense.gguf");
     let strict = format!("{:#}", Imatrix::load(&model).unwrap_err());
     assert!(
         strict.contains("synth-dense.gguf") && strict.contains("missing imatrix metadata"),

@@ -1,8 +1,10 @@
 //! Merging and converting imatrix files as llama-imatrix `--in-file` does (SPEC §5.3).
 
+mod common;
+
+use common::golden_dir;
 use std::process::Command;
 use wquant::imatrix::{Imatrix, ImatrixEntry, ImatrixFormat};
-use wquant::testutil::golden_dir;
 
 fn wquant() -> Command {
     Command::new(env!("CARGO_BIN_EXE_wquant"))

@@ -1,11 +1,13 @@
 //! llama-perplexity's `--kl-divergence-base` file: llama.cpp's golden header and first record,
 //! encode/write/read round trips, and clear errors on bad files.
 
+mod common;
+
+use common::golden_dir;
 use wquant::kld::logits_file::{
     max_and_log_sum_exp, nearest_int, record_u16s, BaseFileReader, BaseFileWriter, BaseHeader,
     BaseRecord, HEADER_BYTES,
 };
-use wquant::testutil::golden_dir;
 
 fn golden(name: &str) -> Vec<u8> {
     let p = golden_dir().join(name);

@@ -1,10 +1,13 @@
 //! The printed layout against llama-perplexity's own output (golden kld-*.txt): every number of
 //! the golden table and statistics is read back, put into wquant's structures, and printed
-//! again; the lines must come out byte for byte as llama.cpp printed them.
+//! again; the lines must come out byte for byte as llama.cpp printed them. This checks the
+//! formatter only; wquant's own KLD figures against llama.cpp's are in tests/kld_vs_llama.rs.
 
-use wquant::kld::report::{c_fixed, running_line, summary_text, KldReport, TABLE_HEADER};
+mod common;
+
+use common::golden_dir;
+use wquant::kld::output::{c_fixed, running_line, summary_text, KldReport, TABLE_HEADER};
 use wquant::kld::stats::{DeltaPPercentiles, KldPercentiles, RunningLine, Summary};
-use wquant::testutil::golden_dir;
 
 const NAMES: [&str; 6] = [
     "Q4_K_M",
@@ -58,7 +61,8 @@ fn parse_summary(lines: &[&str]) -> Summary {
     let f = |label: &str| a(label)[0] as f32;
     let pf = |label: &str| (a(label)[0] / 100.0) as f32;
     Summary {
-        count: 0,
+        // 141 chunks × 255 scored tokens (n_ctx 512: positions 256..510).
+        count: 141 * 255,
         ppl: a("Mean PPL(Q) ")[0],
         ppl_unc: a("Mean PPL(Q) ")[1],
         ppl_base: a("Mean PPL(base)")[0],
@@ -161,7 +165,13 @@ fn printed_layout_matches_llama_perplexity() {
         assert_eq!(report.text(), golden_block, "{name}");
         let json: serde_json::Value = serde_json::to_value(&report).unwrap();
         assert_eq!(json["chunks"].as_array().unwrap().len(), 141);
-        assert!(json["summary"]["kld"]["mean"].as_f64().unwrap() > 0.0);
+        // The JSON carries llama.cpp's printed mean KLD (the "Mean    KLD" line's first number).
+        let printed = after(&lines[s0..=s1], "Mean    KLD")[0];
+        assert_eq!(
+            json["summary"]["kld"]["mean"].as_f64(),
+            Some(printed),
+            "{name}"
+        );
     }
 }
 

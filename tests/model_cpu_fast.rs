@@ -2,13 +2,15 @@
 //! (`CpuBackend::new()`): matmuls and whole-model logits within NMSE 1e-7 (the bound the GPU is
 //! held to), and the same bits for any thread count and any number of rows in the batch.
 
+mod common;
+
+use common::assets_dir;
 use std::sync::Arc;
 use wquant::backend::cpu::{CpuBackend, CpuMatmul};
 use wquant::backend::{Backend, WeightSource};
 use wquant::gguf::{write_gguf, GgmlType, GgufFile, TensorSpec, Value};
 use wquant::model::tokenizer::read_prompt_file;
-use wquant::model::{Model, Tokenizer};
-use wquant::testutil::assets_dir;
+use wquant::model::{ModelRunner, Tokenizer};
 use wquant::verify::nmse;
 
 fn values(n: usize, seed: u32) -> Vec<f32> {
@@ -135,24 +137,22 @@ fn fast_logits_match_the_reference_on_smollm2() {
     let tokens: Vec<u32> = tok.encode(&text)[..2 * SEQ].to_vec();
 
     let reference = CpuBackend::new();
-    let model = Model::load(&reference, &file).unwrap();
+    let mut model = ModelRunner::resident(&reference, &file, 1).unwrap();
     let want = reference.download(&model.forward(&reference, &tokens, SEQ, None).unwrap());
 
     let fast = CpuBackend::fast();
-    let fast_model = Model::load(&fast, &file).unwrap();
-    let got =
-        pool(2).install(|| fast.download(&fast_model.forward(&fast, &tokens, SEQ, None).unwrap()));
+    let mut fast_model = ModelRunner::resident(&fast, &file, 1).unwrap();
+    // (ModelRunner is not Send, so the global pool here; the ops' tests above vary the threads.)
+    let got = fast.download(&fast_model.forward(&fast, &tokens, SEQ, None).unwrap());
     let e = nmse(&got, &want);
     eprintln!("SmolLM2 Q4_1 logits NMSE fast vs reference: {e:.3e}");
     assert!(e <= 1e-7, "logits NMSE {e:e} > 1e-7");
     // One sequence alone gives the bits it had in the batch of two.
-    let one = pool(1).install(|| {
-        fast.download(
-            &fast_model
-                .forward(&fast, &tokens[SEQ..], SEQ, None)
-                .unwrap(),
-        )
-    });
+    let one = fast.download(
+        &fast_model
+            .forward(&fast, &tokens[SEQ..], SEQ, None)
+            .unwrap(),
+    );
     let n_vocab = model.config.n_vocab;
     assert!(one
         .iter()

@@ -1,13 +1,18 @@
 //! The forward graph on the synthetic Llama fixtures: MoE (Mixtral layout, BF16, tied head) and
-//! dense (F16, untied head); MoE routing against a hand check; architecture errors.
+//! dense (F16, untied head): logits against HostRef, the plain-loop reference; MoE routing against
+//! a hand check; architecture errors.
 
+mod common;
+
+use common::{golden_dir, host_ref_logits, lcg_tokens};
 use std::sync::Arc;
 use wquant::backend::cpu::CpuBackend;
 use wquant::backend::Backend;
 use wquant::gguf::{write_gguf, GgufFile, Value};
-use wquant::model::graph::{route, StatsCollector};
-use wquant::model::{Config, Model};
-use wquant::testutil::{golden_dir, lcg_tokens};
+use wquant::imatrix::collector::StatsCollector;
+use wquant::model::graph::route;
+use wquant::model::{Config, ModelRunner};
+use wquant::verify::nmse;
 
 fn open(name: &str) -> Arc<GgufFile> {
     Arc::new(GgufFile::open(golden_dir().join("synth").join(name)).unwrap())
@@ -31,18 +36,21 @@ fn router_takes_top2_and_renormalizes_softmax_weights() {
 }
 
 #[test]
-fn synth_moe_runs_without_nans_and_collects_per_expert_stats() {
+fn synth_moe_logits_match_host_ref_and_per_expert_stats_are_collected() {
     let file = open("synth-moe.gguf");
     let b = CpuBackend::new();
-    let model = Model::load(&b, &file).unwrap();
-    let c = &model.config;
+    let mut model = ModelRunner::resident(&b, &file, 1).unwrap();
+    let c = &model.config.clone();
     assert_eq!((c.n_expert, c.n_expert_used, c.has_output), (4, 2, false));
     let seq_len = 32;
     let toks = lcg_tokens(2 * seq_len, c.n_vocab, 7);
     let mut stats = StatsCollector::new(false);
     let logits = b.download(&model.forward(&b, &toks, seq_len, Some(&mut stats)).unwrap());
     assert_eq!(logits.len(), toks.len() * c.n_vocab);
-    assert!(logits.iter().all(|v| v.is_finite()));
+    // Against HostRef (plain loops, f64 sums): llama.cpp's test-backend-ops NMSE threshold.
+    let want = host_ref_logits(&golden_dir().join("synth/synth-moe.gguf"), &toks, seq_len);
+    let e = nmse(&logits, &want);
+    assert!(e <= 1e-7, "MoE logits: NMSE {e:e} against HostRef");
 
     let n = toks.len() as u64;
     for il in 0..c.n_layer {
@@ -69,7 +77,7 @@ fn batching_does_not_change_results() {
     // Sequences are independent: one pass over two sequences equals two single passes, bit for bit.
     let file = open("synth-moe.gguf");
     let b = CpuBackend::new();
-    let model = Model::load(&b, &file).unwrap();
+    let mut model = ModelRunner::resident(&b, &file, 1).unwrap();
     let seq_len = 24;
     let toks = lcg_tokens(2 * seq_len, model.config.n_vocab, 11);
     let both = b.download(&model.forward(&b, &toks, seq_len, None).unwrap());
@@ -79,16 +87,18 @@ fn batching_does_not_change_results() {
 }
 
 #[test]
-fn synth_dense_f16_untied_runs_and_collects_output_only_when_asked() {
+fn synth_dense_f16_untied_matches_host_ref_and_collects_output_only_when_asked() {
     let file = open("synth-dense.gguf");
     let b = CpuBackend::new();
-    let model = Model::load(&b, &file).unwrap();
+    let mut model = ModelRunner::resident(&b, &file, 1).unwrap();
     assert!(model.config.has_output && !model.config.is_moe());
     let toks = lcg_tokens(32, model.config.n_vocab, 3);
+    let want = host_ref_logits(&golden_dir().join("synth/synth-dense.gguf"), &toks, 16);
     for process_output in [false, true] {
         let mut stats = StatsCollector::new(process_output);
         let logits = b.download(&model.forward(&b, &toks, 16, Some(&mut stats)).unwrap());
-        assert!(logits.iter().all(|v| v.is_finite()));
+        let e = nmse(&logits, &want);
+        assert!(e <= 1e-7, "dense logits: NMSE {e:e} against HostRef");
         assert_eq!(stats.entries.contains_key("output.weight"), process_output);
         // 7 matmuls per layer, each its own entry.
         let n_blk = stats

@@ -1,8 +1,10 @@
 //! Single-tensor checks against llama-quantize's bytes (golden/tensors/*.bin), block by block.
 
+mod common;
+
+use common::golden_dir;
 use wquant::gguf::{GgmlType, GgufFile};
 use wquant::quant::quantize_row;
-use wquant::testutil::golden_dir;
 
 fn read_f32(path: &std::path::Path) -> Vec<f32> {
     let b = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));

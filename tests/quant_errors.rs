@@ -1,10 +1,12 @@
 //! Bad input gives clear errors and no output; flags that change types do what they say.
 
+mod common;
+
+use common::golden_dir;
 use std::path::Path;
 use wquant::gguf::{write_gguf, GgmlType, GgufFile, TensorSpec, Value};
 use wquant::quant::mix::FileType;
 use wquant::quantize::{quantize_file, QuantizeParams};
-use wquant::testutil::golden_dir;
 
 fn f32_bytes(v: &[f32]) -> Vec<u8> {
     v.iter().flat_map(|x| x.to_le_bytes()).collect()

@@ -2,72 +2,26 @@
 //! every tensor of llama-quantize's outputs (golden/quant-*.tensors.sha256), with the GGUF or the
 //! legacy .dat imatrix and with 1, 2 or 7 threads.
 
-use std::collections::BTreeMap;
+mod common;
+
+use common::{assert_same_tensors, golden_dir};
 use std::path::{Path, PathBuf};
 use wquant::gguf::GgufFile;
 use wquant::quant::mix::FileType;
 use wquant::quantize::{quantize_file, QuantizeParams};
-use wquant::testutil::golden_dir;
-use wquant::util::sha256_hex;
 
-/// `name → (type, sha256)` from a golden hash list.
-fn golden(path: &Path) -> BTreeMap<String, (String, String)> {
-    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    text.lines()
-        .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
-        .map(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            (f[1].to_string(), (f[2].to_string(), f[0].to_string()))
-        })
-        .collect()
-}
-
-fn hashes(path: &Path) -> BTreeMap<String, (String, String)> {
-    let f = GgufFile::open(path).unwrap();
-    f.tensors()
-        .iter()
-        .map(|t| {
-            (
-                t.name.clone(),
-                (t.ggml_type.name().to_string(), sha256_hex(f.tensor_data(t))),
-            )
-        })
-        .collect()
-}
-
-fn assert_same(
-    got: &BTreeMap<String, (String, String)>,
-    want: &BTreeMap<String, (String, String)>,
-    what: &str,
-) {
-    assert_eq!(
-        got.keys().collect::<Vec<_>>(),
-        want.keys().collect::<Vec<_>>(),
-        "{what}: tensor names"
-    );
-    let bad: Vec<String> = want
-        .iter()
-        .filter(|(k, v)| got[*k] != **v)
-        .map(|(k, v)| format!("{k}: got {} want {}", got[k].0, v.0))
-        .collect();
-    assert!(
-        bad.is_empty(),
-        "{what}: {} of {} tensors differ: {:?}",
-        bad.len(),
-        want.len(),
-        &bad[..bad.len().min(8)]
-    );
-}
-
-/// The F32 SmolLM2 (testutil::f32_model), checked once per process against the golden F32
+/// The F32 SmolLM2 (common::f32_model), checked once per process against the golden F32
 /// hashes that llama-quantize's source file had.
 fn f32_model() -> PathBuf {
     static MODEL: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
     MODEL
         .get_or_init(|| {
-            let out = wquant::testutil::f32_model();
-            let want = golden(&golden_dir().join("smollm2-f32.tensors.sha256"));
-            assert_same(&hashes(&out), &want, "F32");
+            let out = common::f32_model();
+            assert_same_tensors(
+                &out,
+                &golden_dir().join("smollm2-f32.tensors.sha256"),
+                "F32",
+            );
             out
         })
         .clone()
@@ -94,8 +48,11 @@ fn run(name: &str, ftype: &str, pure: bool, imatrix: Option<&str>, threads: usiz
             vec!["did not find weights for token_embd.weight"]
         );
     }
-    let want = golden(&golden_dir().join(format!("quant-{name}.tensors.sha256")));
-    assert_same(&hashes(&out), &want, &format!("{name} ({threads} threads)"));
+    assert_same_tensors(
+        &out,
+        &golden_dir().join(format!("quant-{name}.tensors.sha256")),
+        &format!("{name} ({threads} threads)"),
+    );
     if name == "Q4_K_M" && imatrix == Some("imatrix.gguf") {
         check_kv_order(&out);
     }

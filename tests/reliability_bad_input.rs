@@ -3,9 +3,11 @@
 //! model's context, a full disk. Each must fail with exit code ≠ 0, a message naming the cause,
 //! and no panic.
 
+mod common;
+
+use common::{assets_dir, golden_dir};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use wquant::testutil::{assets_dir, golden_dir};
 
 fn wquant() -> Command {
     Command::new(env!("CARGO_BIN_EXE_wquant"))
@@ -174,7 +176,7 @@ fn texts_too_short_and_chunks_too_long() {
     std::fs::write(&short, "A few words, far less than one chunk.\n").unwrap();
     let calib = assets_dir().join("calib.txt");
     // The synthetic models' tokenizer is not one wquant reads: texts go through SmolLM2.
-    let model = wquant::testutil::f32_model();
+    let model = common::f32_model();
     for (t, label) in [(&empty, "empty.txt"), (&short, "short.txt")] {
         let mut c = wquant();
         c.args(["perplexity", "-c", "64", "-m"])

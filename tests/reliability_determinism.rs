@@ -2,22 +2,19 @@
 //! quantize (with an imatrix, several mixes) and imatrix collection, through the built binary.
 //! (VRAM budgets: tests/gpu_streaming.rs.)
 
+mod common;
+
+use common::{assets_dir, golden_dir};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use wquant::testutil::{assets_dir, golden_dir};
 
 fn run_ok(args: &[&str], threads: usize) {
-    let out = Command::new(env!("CARGO_BIN_EXE_wquant"))
-        .arg("--threads")
-        .arg(threads.to_string())
-        .arg("--quiet")
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "wquant {args:?} --threads {threads}: {}",
-        String::from_utf8_lossy(&out.stderr)
+    common::output_ok(
+        Command::new(env!("CARGO_BIN_EXE_wquant"))
+            .arg("--threads")
+            .arg(threads.to_string())
+            .arg("--quiet")
+            .args(args),
     );
 }
 
@@ -52,7 +49,7 @@ fn quantize_bytes_do_not_depend_on_threads_or_run() {
 #[test]
 fn imatrix_bytes_do_not_depend_on_threads_batch_size_or_run() {
     let dir = tempfile::tempdir().unwrap();
-    let model = wquant::testutil::f32_model();
+    let model = common::f32_model();
     let calib = assets_dir().join("calib.txt");
     let mut outputs: Vec<(String, Vec<u8>)> = Vec::new();
     // -b 64 runs one chunk per pass, -b 128 both chunks in one pass.

@@ -2,11 +2,13 @@
 //! output or a complete new one (never a torn file), and the next run finishes with the same
 //! bytes as an uninterrupted one.
 
+mod common;
+
+use common::{assets_dir, f32_model};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-use wquant::testutil::{assets_dir, f32_model};
 
 const OLD: &[u8] = b"old output\n";
 

@@ -1,38 +1,35 @@
 //! `wquant run` end to end on SmolLM2 (F32, small chunks): report files, KLD figures, and
 //! resuming: a second run skips every step; a changed evaluation text reruns only KLD.
 
+mod common;
+
+use common::{assets_dir, f32_model};
 use serde_json::Value;
 use std::path::Path;
 use std::process::Command;
-use wquant::testutil::{assets_dir, f32_model};
 
 fn run(dir: &Path, eval: &Path) -> Value {
-    let out = Command::new(env!("CARGO_BIN_EXE_wquant"))
-        .arg("--quiet")
-        .arg("run")
-        .arg(f32_model())
-        .arg("--calib")
-        .arg(assets_dir().join("calib.txt"))
-        .arg("--eval")
-        .arg(eval)
-        .args([
-            "-c",
-            "64",
-            "--imatrix-chunks",
-            "2",
-            "--kld-chunks",
-            "4",
-            "--types",
-            "Q8_0,Q4_K_M",
-            "-o",
-        ])
-        .arg(dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "wquant run: {}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = common::output_ok(
+        Command::new(env!("CARGO_BIN_EXE_wquant"))
+            .arg("--quiet")
+            .arg("run")
+            .arg(f32_model())
+            .arg("--calib")
+            .arg(assets_dir().join("calib.txt"))
+            .arg("--eval")
+            .arg(eval)
+            .args([
+                "-c",
+                "64",
+                "--imatrix-chunks",
+                "2",
+                "--kld-chunks",
+                "4",
+                "--types",
+                "Q8_0,Q4_K_M",
+                "-o",
+            ])
+            .arg(dir),
     );
     let md = std::fs::read_to_string(dir.join("report.md")).unwrap();
     assert_eq!(

@@ -1,9 +1,11 @@
 //! `wquant stats` against llama-imatrix --show-statistics (golden/imatrix.stats.txt).
 
+mod common;
+
+use common::golden_dir;
 use std::process::Command;
-use wquant::imatrix::report::Report;
+use wquant::imatrix::metrics::Report;
 use wquant::imatrix::{Imatrix, ImatrixEntry};
-use wquant::testutil::golden_dir;
 
 /// The golden log without llama.cpp's timestamps ("0.00.009.776 I "), the WALL line and blanks.
 fn golden_table_lines() -> Vec<String> {
@@ -19,15 +21,10 @@ fn golden_table_lines() -> Vec<String> {
 fn golden_stats_equal_llama_imatrix_output() {
     let g = golden_dir();
     // llama-imatrix printed the path as given on its command line: "imatrix.gguf".
-    let out = Command::new(env!("CARGO_BIN_EXE_wquant"))
-        .current_dir(&g)
-        .args(["stats", "imatrix.gguf"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = common::output_ok(
+        Command::new(env!("CARGO_BIN_EXE_wquant"))
+            .current_dir(&g)
+            .args(["stats", "imatrix.gguf"]),
     );
     let ours: Vec<String> = String::from_utf8(out.stdout)
         .unwrap()
@@ -151,17 +148,12 @@ fn plots_are_written_and_deterministic() {
     let g = golden_dir();
     let d = tempfile::tempdir().unwrap();
     let run = |dir: &std::path::Path| {
-        let st = Command::new(env!("CARGO_BIN_EXE_wquant"))
-            .args(["-q", "stats", "--csv"])
-            .arg(g.join("imatrix.gguf"))
-            .arg("--plot")
-            .arg(dir)
-            .output()
-            .unwrap();
-        assert!(
-            st.status.success(),
-            "{}",
-            String::from_utf8_lossy(&st.stderr)
+        let st = common::output_ok(
+            Command::new(env!("CARGO_BIN_EXE_wquant"))
+                .args(["-q", "stats", "--csv"])
+                .arg(g.join("imatrix.gguf"))
+                .arg("--plot")
+                .arg(dir),
         );
         // CSV: header + 210 tensors.
         assert_eq!(String::from_utf8_lossy(&st.stdout).lines().count(), 211);

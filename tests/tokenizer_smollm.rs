@@ -1,9 +1,11 @@
 //! SmolLM2's byte-level BPE tokenizer against llama-tokenize's golden ids.
 
+mod common;
+
+use common::{assets_dir, golden_dir};
 use wquant::gguf::GgufFile;
 use wquant::model::tokenizer::process_escapes;
 use wquant::model::Tokenizer;
-use wquant::testutil::{assets_dir, golden_dir};
 
 fn tokenizer() -> Tokenizer {
     let f = GgufFile::open(assets_dir().join("smollm2-135m-q4_1.gguf")).unwrap();

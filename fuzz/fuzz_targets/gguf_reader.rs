@@ -23,7 +23,7 @@ fuzz_target!(|data: &[u8]| {
     for t in f.tensors() {
         let bytes = f.tensor_data(t);
         assert_eq!(bytes.len() as u64, t.n_bytes);
-        if t.ggml_type.can_dequantize() && t.ne0() <= 4096 && t.n_elements() > 0 {
+        if wquant::quant::can_dequantize(t.ggml_type) && t.ne0() <= 4096 && t.n_elements() > 0 {
             let n = t.ne0() as usize;
             let mut row = vec![0f32; n];
             wquant::quant::dequantize_row(t.ggml_type, bytes, &mut row).unwrap();

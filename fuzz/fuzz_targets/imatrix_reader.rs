@@ -14,7 +14,7 @@ fn exercise(im: &Imatrix) {
         let _ = im.importance(name, 0.0);
         let _ = im.importance(name, 1.0);
     }
-    let _ = wquant::imatrix::report::Report::new("fuzz", im);
+    let _ = wquant::imatrix::metrics::Report::new("fuzz", im);
     // Legacy .dat round trip (it has no in_sum and one count per entry).
     if let Ok(bytes) = im.to_dat_bytes() {
         let back = Imatrix::from_dat(std::path::Path::new("fuzz.dat"), &bytes)

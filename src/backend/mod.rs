@@ -5,6 +5,7 @@
 
 pub mod cpu;
 pub mod gpu;
+pub mod select;
 
 use crate::gguf::{GgmlType, GgufFile, TensorInfo};
 use std::sync::Arc;
@@ -21,7 +22,9 @@ pub struct WeightSource {
     pub ne0: usize,
     /// Number of rows (output features).
     pub ne1: usize,
-    /// Byte range inside the file.
+    /// Part of a split model holding the bytes (0 unless split).
+    pub split: u16,
+    /// Byte range inside that file.
     pub byte_offset: usize,
     pub n_bytes: usize,
 }
@@ -36,7 +39,7 @@ impl WeightSource {
         let ne0 = t.ne(0) as usize;
         let ne1 = t.ne(1) as usize;
         let per = t.ggml_type.row_bytes(ne0 as u64).unwrap_or(0) as usize * ne1;
-        let base = (file.header.data_offset + t.offset) as usize;
+        let (_, base) = file.tensor_location(t);
         let (off, n) = match expert {
             None => (base, t.n_bytes as usize),
             Some(e) => (base + e * per, per),
@@ -47,13 +50,15 @@ impl WeightSource {
             ggml_type: t.ggml_type,
             ne0,
             ne1,
+            split: t.split,
             byte_offset: off,
             n_bytes: n,
         }
     }
 
     pub fn bytes(&self) -> &[u8] {
-        &self.file.bytes()[self.byte_offset..self.byte_offset + self.n_bytes]
+        let all = self.file.split_bytes(self.split);
+        &all[self.byte_offset..self.byte_offset + self.n_bytes]
     }
 
     pub fn row_bytes(&self) -> usize {
@@ -70,6 +75,17 @@ pub struct StatsHost {
     pub sum: Vec<f32>,
     /// Number of activation rows (tokens) accumulated.
     pub count: u64,
+}
+
+/// What a device tells the memory planner (`model::plan`). Backends whose weights are views of
+/// host memory (the CPU reference) report none and keep every weight resident.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct DeviceMemory {
+    /// The most bytes one buffer binding may address (an activation buffer must fit in one).
+    pub max_binding_bytes: u64,
+    /// The budget the driver reports for this process (already with headroom), or None when
+    /// the driver reports nothing.
+    pub driver_budget: Option<u64>,
 }
 
 /// RoPE parameters (NORM mode rotates adjacent pairs; NEOX rotates halves).
@@ -150,44 +166,17 @@ pub trait Backend {
         idx: &[u32],
         scale: &[f32],
     );
-    /// Per-token KL(base‖quant), Δp, both nll and top-token agreement of `[targets.len(),
-    /// n_vocab]` logits, row i scored against `targets[i]`. The default downloads both matrices
-    /// and runs the CPU reference (`kld::stats`); the GPU reduces on the device instead.
-    fn kld_tokens(
-        &self,
-        quant_logits: &Self::Tensor,
-        base_logits: &Self::Tensor,
-        targets: &[u32],
-    ) -> Vec<crate::kld::TokenKld> {
-        let (_, n_vocab) = self.shape(quant_logits);
-        crate::kld::stats::tokens_kld_from_logits(
-            &self.download(quant_logits),
-            &self.download(base_logits),
-            n_vocab,
-            targets,
-        )
-    }
-    /// As `kld_tokens`, row i of the quant logits against base-file record `base[i]`
-    /// (llama-perplexity's `--kl-divergence`).
-    fn kld_tokens_from_records(
-        &self,
-        quant_logits: &Self::Tensor,
-        base: &[crate::kld::BaseRecord],
-        targets: &[u32],
-    ) -> Vec<crate::kld::TokenKld> {
-        let (_, n_vocab) = self.shape(quant_logits);
-        crate::kld::stats::tokens_kld_from_records(
-            &self.download(quant_logits),
-            n_vocab,
-            base,
-            targets,
-        )
-    }
-
     /// Accumulate Σx², Σx of rows `row0..row0 + n` of x into `s`, in row order, and add `n` to
     /// its count: one sequence of a batch that holds several (each chunk keeps its own sums).
     fn stats_add_rows(&self, x: &Self::Tensor, row0: usize, n: usize, s: &mut Self::Stats);
 
     fn stats_new(&self, n_cols: usize) -> Self::Stats;
     fn stats_read(&self, s: &Self::Stats) -> StatsHost;
+
+    /// What the memory planner needs to know; None: weights live in host memory, plan nothing.
+    fn device_memory(&self) -> Option<DeviceMemory> {
+        None
+    }
+    /// Cap the device bytes held at once (None: no cap); the planner sets the budget it used.
+    fn set_memory_limit(&self, _bytes: Option<u64>) {}
 }

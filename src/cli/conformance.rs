@@ -1,7 +1,7 @@
 //! `wquant conformance`: every GPU kernel against the CPU reference on this machine's adapter.
 
 use crate::backend::cpu::CpuBackend;
-use crate::backend::gpu::GpuBackend;
+use crate::backend::select::select_gpu;
 use crate::verify::{format_table, run_checks, Options};
 use std::path::PathBuf;
 
@@ -20,15 +20,12 @@ pub struct Args {
 }
 
 pub fn run(g: &super::GlobalArgs, a: Args) -> anyhow::Result<()> {
-    if g.device.trim().eq_ignore_ascii_case("cpu") {
-        anyhow::bail!("--device cpu: conformance compares a GPU adapter with the CPU reference; pick auto, gpu or gpu:N");
-    }
-    let gpu = GpuBackend::new(&g.device)?;
+    let gpu = select_gpu(&g.device, "conformance")?;
     let model = if a.no_model {
         None
     } else {
         a.model.clone().or_else(|| {
-            let p = crate::testutil::assets_dir().join("smollm2-135m-q4_1.gguf");
+            let p = crate::util::demo_assets_dir().join("smollm2-135m-q4_1.gguf");
             p.is_file().then_some(p)
         })
     };

@@ -5,16 +5,13 @@
 //! saved to `-o` and the process exits with status 130 (the shell convention for SIGINT), so a
 //! script can tell a complete run (0) from an interrupted one.
 
-use crate::backend::cpu::CpuBackend;
-use crate::backend::gpu::device::{DeviceSpec, GpuDevice};
-use crate::backend::gpu::scheduler::{parse_size, ModelSizes, PassShape, PlanRun};
-use crate::backend::gpu::GpuBackend;
+use crate::backend::select::select;
 use crate::backend::Backend;
 use crate::gguf::GgufFile;
 use crate::imatrix::collect::{collect, plan_chunks, CollectOptions};
 use crate::imatrix::Imatrix;
-use crate::model::stream::Runner;
-use crate::model::{Config, Tokenizer};
+use crate::model::plan::{parse_size, plan_run, ModelSizes, PassShape};
+use crate::model::{Config, ModelRunner, Tokenizer};
 use anyhow::{bail, Context, Result};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -112,6 +109,9 @@ pub fn load_in_files(a: &Args) -> Result<Imatrix> {
 }
 
 pub fn run(g: &super::GlobalArgs, a: Args) -> Result<()> {
+    if a.batch == 0 {
+        bail!("-b 0: the batch must hold at least one token");
+    }
     if a.output_frequency == 0 {
         bail!("--output-frequency must be at least 1");
     }
@@ -120,7 +120,7 @@ pub fn run(g: &super::GlobalArgs, a: Args) -> Result<()> {
             bail!("--show-statistics needs exactly one --in-file");
         };
         let im = super::stats::load_for_stats(f, a.ctx as u32)?;
-        let report = crate::imatrix::report::Report::new(&f.display().to_string(), &im);
+        let report = crate::imatrix::metrics::Report::new(&f.display().to_string(), &im);
         print!("{}", report.llama_text());
         print!("{}", report.activation_text());
         return Ok(());
@@ -155,31 +155,14 @@ pub fn run(g: &super::GlobalArgs, a: Args) -> Result<()> {
     if a.parse_special {
         bail!("--parse-special is not supported by wquant's tokenizer yet");
     }
-    match DeviceSpec::parse(&g.device)? {
-        DeviceSpec::Cpu => collect_with(&CpuBackend::fast(), g, &a, &model, &text, merged),
-        // auto: a hardware GPU if there is one; otherwise the CPU reference, which runs this
-        // graph far faster than a software Vulkan adapter (lavapipe) does.
-        DeviceSpec::Auto => match crate::backend::gpu::device::auto_has_hardware_gpu()
-            .then(|| GpuDevice::open(DeviceSpec::Auto))
-        {
-            Some(Ok(dev)) if !dev.is_cpu_adapter() => {
-                collect_with(&GpuBackend::from_device(dev), g, &a, &model, &text, merged)
-            }
-            _ => {
-                if !g.quiet {
-                    eprintln!("imatrix: --device auto: no hardware GPU, using the CPU reference");
-                }
-                collect_with(&CpuBackend::fast(), g, &a, &model, &text, merged)
-            }
-        },
-        _ => collect_with(&GpuBackend::new(&g.device)?, g, &a, &model, &text, merged),
-    }
+    let sel = select(&g.device, "imatrix", g.quiet)?;
+    crate::with_backend!(sel, |b| collect_with(&b, g, &a, &model, &text, merged))
 }
 
 /// Set by the Ctrl-C handler; polled between chunks.
 static STOP: AtomicBool = AtomicBool::new(false);
 
-fn collect_with<B: Backend + PlanRun>(
+fn collect_with<B: Backend>(
     b: &B,
     g: &super::GlobalArgs,
     a: &Args,
@@ -192,7 +175,8 @@ fn collect_with<B: Backend + PlanRun>(
     let config = Config::from_gguf(&file)?;
     let budget = g.vram_budget.as_deref().map(parse_size).transpose()?;
     let sizes = ModelSizes::of(&file, &config)?;
-    let plan = b.plan_run(
+    let plan = plan_run(
+        b,
         &sizes,
         budget,
         PassShape {
@@ -227,7 +211,7 @@ fn collect_with<B: Backend + PlanRun>(
         plan_chunks(tokens.len(), &o).with_context(|| text_path.display().to_string())?;
     let mut plan = plan;
     plan.seqs_per_pass = plan.seqs_per_pass.min(n_chunk.max(1));
-    let mut model = Runner::new(b, &file, plan)?;
+    let mut model = ModelRunner::new(b, &file, plan)?;
     ctrlc::set_handler(|| {
         if STOP.swap(true, Ordering::SeqCst) {
             // Second Ctrl-C: give up at once (saves are atomic, so no torn file).

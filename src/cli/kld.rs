@@ -4,20 +4,17 @@
 //! - `-m BASE -f TEXT --kl-divergence-base FILE`: write llama-perplexity's base log-prob file;
 //! - `-m QUANT --kl-divergence-base FILE --kl-divergence`: read one (llama.cpp's or wquant's).
 
-use crate::backend::cpu::CpuBackend;
-use crate::backend::gpu::device::{DeviceSpec, GpuDevice};
-use crate::backend::gpu::scheduler::{parse_size, ModelSizes, PassShape, PlanRun};
-use crate::backend::gpu::GpuBackend;
+use crate::backend::select::select;
 use crate::backend::Backend;
 use crate::gguf::GgufFile;
 use crate::kld::driver::{self, chunk_count, Chunks};
 use crate::kld::logits_file::{BaseFileReader, BaseFileWriter, BaseHeader};
-use crate::kld::report::{
+use crate::kld::output::{
     running_line, summary_text, KldReport, MIN_TOKENS_FOR_SUMMARY, TABLE_HEADER,
 };
-use crate::kld::KldAccumulator;
-use crate::model::stream::Runner;
-use crate::model::{Config, Tokenizer};
+use crate::kld::{KldAccumulator, KldReduce};
+use crate::model::plan::{parse_size, plan_run, ModelSizes, PassShape};
+use crate::model::{Config, ModelRunner, Tokenizer};
 use anyhow::{bail, Context, Result};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -58,23 +55,19 @@ pub struct Args {
 }
 
 pub fn run(g: &super::GlobalArgs, a: Args) -> Result<()> {
-    // As `wquant perplexity`: auto picks a hardware GPU, else the CPU reference (faster than
-    // a software Vulkan adapter on this graph).
-    match DeviceSpec::parse(&g.device)? {
-        DeviceSpec::Cpu => run_with(&CpuBackend::fast(), g, &a),
-        DeviceSpec::Auto => match crate::backend::gpu::device::auto_has_hardware_gpu()
-            .then(|| GpuDevice::open(DeviceSpec::Auto))
-        {
-            Some(Ok(dev)) if !dev.is_cpu_adapter() => {
-                run_with(&GpuBackend::from_device(dev), g, &a)
-            }
-            _ => run_with(&CpuBackend::fast(), g, &a),
-        },
-        _ => run_with(&GpuBackend::new(&g.device)?, g, &a),
+    if a.batch == 0 {
+        bail!("-b 0: the batch must hold at least one token");
     }
+    let sel = select(&g.device, "kld", g.quiet)?;
+    crate::with_backend!(sel, |b| run_with(&b, g, &a))
 }
 
-fn run_with<B: Backend + PlanRun>(b: &B, g: &super::GlobalArgs, a: &Args) -> Result<()> {
+fn run_with<B: KldReduce>(b: &B, g: &super::GlobalArgs, a: &Args) -> Result<()> {
+    if let Some(c) = a.ctx {
+        if c < 4 {
+            bail!("-c {c}: the context must hold at least 4 tokens");
+        }
+    }
     match (&a.base_model, &a.kl_divergence_base, a.kl_divergence) {
         (Some(base), None, false) => own(b, g, a, base),
         (None, Some(file), false) => write_base(b, g, a, file),
@@ -92,14 +85,14 @@ fn run_with<B: Backend + PlanRun>(b: &B, g: &super::GlobalArgs, a: &Args) -> Res
 }
 
 /// A model driven under `--vram-budget` (`budget_used`: bytes another model keeps resident).
-fn open_runner<B: Backend + PlanRun>(
+fn open_runner<B: Backend>(
     b: &B,
     g: &super::GlobalArgs,
     path: &Path,
     n_ctx: usize,
     want_seqs: usize,
     budget_used: u64,
-) -> Result<(Runner<B>, Arc<GgufFile>)> {
+) -> Result<(ModelRunner<B>, Arc<GgufFile>)> {
     let file = Arc::new(GgufFile::open(path)?);
     let config = Config::from_gguf(&file)?;
     let sizes = ModelSizes::of(&file, &config)?;
@@ -109,23 +102,23 @@ fn open_runner<B: Backend + PlanRun>(
         .map(parse_size)
         .transpose()?
         .map(|v| v.saturating_sub(budget_used));
-    let plan = b
-        .plan_run(
-            &sizes,
-            budget,
-            PassShape {
-                n_ctx,
-                logit_rows: n_ctx / 2,
-                want_seqs,
-                max_tokens: usize::MAX,
-            },
-        )
-        .with_context(|| format!("{}: planning", path.display()))?;
+    let plan = plan_run(
+        b,
+        &sizes,
+        budget,
+        PassShape {
+            n_ctx,
+            logit_rows: n_ctx / 2,
+            want_seqs,
+            max_tokens: usize::MAX,
+        },
+    )
+    .with_context(|| format!("{}: planning", path.display()))?;
     if !g.quiet && !plan.resident {
         eprintln!("kld: {}: {}", path.display(), plan.describe());
     }
     let model =
-        Runner::new(b, &file, plan).with_context(|| format!("{}: loading", path.display()))?;
+        ModelRunner::new(b, &file, plan).with_context(|| format!("{}: loading", path.display()))?;
     Ok((model, file))
 }
 
@@ -192,7 +185,7 @@ fn finish_report(
         n_chunk: ch.n_chunk,
         n_vocab,
         chunks: table.lines,
-        summary: (acc.count >= MIN_TOKENS_FOR_SUMMARY).then(|| acc.summary()),
+        summary: (acc.count > 0).then(|| acc.summary()),
         base_file_bytes,
         seconds,
         tokens_per_second: (ch.n_chunk * ch.n_ctx) as f64 / seconds,
@@ -201,8 +194,11 @@ fn finish_report(
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         println!();
-        if let Some(s) = &report.summary {
-            print!("{}", summary_text(s));
+        // The text keeps llama-perplexity's rule (no statistics below 100 tokens); the JSON
+        // has them whenever a token was scored.
+        match &report.summary {
+            Some(s) if acc.count >= MIN_TOKENS_FOR_SUMMARY => print!("{}", summary_text(s)),
+            _ => {}
         }
     }
     eprintln!(
@@ -217,12 +213,7 @@ fn finish_report(
     Ok(())
 }
 
-fn own<B: Backend + PlanRun>(
-    b: &B,
-    g: &super::GlobalArgs,
-    a: &Args,
-    base_path: &Path,
-) -> Result<()> {
+fn own<B: KldReduce>(b: &B, g: &super::GlobalArgs, a: &Args, base_path: &Path) -> Result<()> {
     let t0 = Instant::now();
     let text = read_text(need_text(a)?)?;
     // Metadata first: a bad pairing fails before any weights are loaded.
@@ -305,12 +296,7 @@ fn own<B: Backend + PlanRun>(
     )
 }
 
-fn write_base<B: Backend + PlanRun>(
-    b: &B,
-    g: &super::GlobalArgs,
-    a: &Args,
-    out: &Path,
-) -> Result<()> {
+fn write_base<B: Backend>(b: &B, g: &super::GlobalArgs, a: &Args, out: &Path) -> Result<()> {
     let text_path = need_text(a)?;
     let text = read_text(text_path)?;
     let n_ctx = a.ctx.unwrap_or(512);
@@ -362,12 +348,7 @@ fn write_base<B: Backend + PlanRun>(
     Ok(())
 }
 
-fn from_file<B: Backend + PlanRun>(
-    b: &B,
-    g: &super::GlobalArgs,
-    a: &Args,
-    path: &Path,
-) -> Result<()> {
+fn from_file<B: KldReduce>(b: &B, g: &super::GlobalArgs, a: &Args, path: &Path) -> Result<()> {
     let t0 = Instant::now();
     let mut reader = BaseFileReader::open(path)?;
     let h = reader.header;

@@ -72,8 +72,11 @@ pub enum Command {
 pub fn main() -> anyhow::Result<()> {
     let cli = Cli::parse_from(imatrix::rewrite_single_dash_flags(std::env::args_os()));
     if let Some(n) = cli.global.threads {
+        if n == 0 {
+            anyhow::bail!("--threads 0: give at least 1 (or leave it out to use every core)");
+        }
         rayon::ThreadPoolBuilder::new()
-            .num_threads(n.max(1))
+            .num_threads(n)
             .build_global()
             .ok();
     }

@@ -1,13 +1,12 @@
 //! `wquant perplexity`: llama-perplexity's chunked PPL (SPEC §6.5): each chunk of `-c` tokens is
 //! its own sequence, the second half of each chunk is scored, running PPL printed per chunk.
 
-use crate::backend::cpu::CpuBackend;
-use crate::backend::gpu::device::{DeviceSpec, GpuDevice};
-use crate::backend::gpu::GpuBackend;
+use crate::backend::select::select;
 use crate::backend::Backend;
 use crate::gguf::GgufFile;
+use crate::model::plan::{parse_size, PassShape};
 use crate::model::tokenizer::read_prompt_file;
-use crate::model::{Model, Tokenizer};
+use crate::model::{ModelRunner, Tokenizer};
 use anyhow::{bail, Context, Result};
 use std::io::Write;
 use std::path::PathBuf;
@@ -62,26 +61,13 @@ pub fn nll_of(z: &[f32], target: usize) -> f64 {
     -(((z[target] - max) as f64) - sum.ln())
 }
 
-/// Number of chunks llama-perplexity scores: tokens / n_ctx, capped by `--chunks`.
-pub fn chunk_count(n_tokens: usize, n_ctx: usize, max_chunks: Option<usize>) -> Result<usize> {
-    if n_ctx < 4 {
-        bail!("-c {n_ctx}: the context must hold at least 4 tokens");
-    }
-    if n_tokens < 2 * n_ctx {
-        bail!(
-            "the text has {n_tokens} tokens; -c {n_ctx} needs at least {} (2 chunks)",
-            2 * n_ctx
-        );
-    }
-    let n = n_tokens / n_ctx;
-    Ok(max_chunks.map_or(n, |m| m.min(n)))
-}
+pub use crate::model::plan::chunk_count;
 
 /// Score `n_chunk` chunks of `tokens` with `seqs_per_pass` chunks per forward pass. `on_chunk`
 /// gets (chunk index, running PPL) after each chunk.
 pub fn perplexity<B: Backend>(
     b: &B,
-    model: &Model<B>,
+    model: &mut ModelRunner<B>,
     tokens: &[u32],
     n_ctx: usize,
     n_chunk: usize,
@@ -102,8 +88,11 @@ pub fn perplexity<B: Backend>(
             // Only the scored rows go through the output head.
             let rows: Vec<u32> = scored.iter().map(|&k| (s * n_ctx) as u32 + k).collect();
             let h = b.gather_rows(&hidden, &rows);
-            let logits = b.download(&model.logits(b, &h, None));
+            let logits = model.logits_host(b, &h, None)?;
             let chunk = &toks[s * n_ctx..(s + 1) * n_ctx];
+            if logits.iter().any(|v| !v.is_finite()) {
+                return Err(model.non_finite_error(b, chunk, n_ctx, i + s + 1));
+            }
             for (j, &k) in scored.iter().enumerate() {
                 let z = &logits[j * n_vocab..(j + 1) * n_vocab];
                 let v = nll_of(z, chunk[k as usize + 1] as usize);
@@ -149,26 +138,13 @@ pub fn run(g: &super::GlobalArgs, a: Args) -> Result<()> {
         };
         return super::kld::run(g, k);
     }
-    match DeviceSpec::parse(&g.device)? {
-        DeviceSpec::Cpu => run_with(&CpuBackend::fast(), g, &a),
-        // auto: a hardware GPU if there is one; otherwise the CPU reference, which runs this
-        // graph far faster than a software Vulkan adapter (lavapipe) does.
-        DeviceSpec::Auto => match crate::backend::gpu::device::auto_has_hardware_gpu()
-            .then(|| GpuDevice::open(DeviceSpec::Auto))
-        {
-            Some(Ok(dev)) if !dev.is_cpu_adapter() => {
-                run_with(&GpuBackend::from_device(dev), g, &a)
-            }
-            _ => run_with(&CpuBackend::fast(), g, &a),
-        },
-        _ => run_with(&GpuBackend::new(&g.device)?, g, &a),
-    }
+    let sel = select(&g.device, "perplexity", g.quiet)?;
+    crate::with_backend!(sel, |b| run_with(&b, g, &a))
 }
 
 fn run_with<B: Backend>(b: &B, g: &super::GlobalArgs, a: &Args) -> Result<()> {
     let file = Arc::new(GgufFile::open(&a.model)?);
     let tokenizer = Tokenizer::from_gguf(&file)?;
-    let model = Model::load(b, &file)?;
     let file_path = a
         .file
         .as_deref()
@@ -177,17 +153,38 @@ fn run_with<B: Backend>(b: &B, g: &super::GlobalArgs, a: &Args) -> Result<()> {
     let tokens = tokenizer.encode(&text);
     let n_chunk = chunk_count(tokens.len(), a.ctx, a.chunks)
         .with_context(|| format!("{}", file_path.display()))?;
-    let n_seq = (a.batch / a.ctx).max(1);
+    if a.batch == 0 {
+        bail!("-b 0: the batch must hold at least one token");
+    }
+    // Planned as `wquant imatrix` and `wquant kld` plan: -b/-c chunks per pass, fewer under the
+    // VRAM budget or the adapter's binding limit; the scored half of a chunk goes through the
+    // output head at a time.
+    let budget = g.vram_budget.as_deref().map(parse_size).transpose()?;
+    let mut model = ModelRunner::planned(
+        b,
+        &file,
+        budget,
+        PassShape {
+            n_ctx: a.ctx,
+            logit_rows: a.ctx - 1 - a.ctx / 2,
+            want_seqs: (a.batch / a.ctx).clamp(1, n_chunk),
+            max_tokens: usize::MAX,
+        },
+    )
+    .with_context(|| format!("{}: planning", a.model.display()))?;
+    model.plan.seqs_per_pass = model.plan.seqs_per_pass.min(n_chunk);
+    let n_seq = model.plan.seqs_per_pass;
     if !g.quiet {
         eprintln!(
-            "perplexity: {} tokens, {n_chunk} chunks of {}, {n_seq} per pass, backend {}",
+            "perplexity: {} tokens, {n_chunk} chunks of {}, {n_seq} per pass, backend {}; {}",
             tokens.len(),
             a.ctx,
-            b.name()
+            b.name(),
+            model.plan.describe()
         );
     }
     let mut out = std::io::stdout();
-    let res = perplexity(b, &model, &tokens, a.ctx, n_chunk, n_seq, |i, ppl| {
+    let res = perplexity(b, &mut model, &tokens, a.ctx, n_chunk, n_seq, |i, ppl| {
         let _ = write!(out, "[{}]{:.4},", i + 1, ppl);
         let _ = out.flush();
     })?;

@@ -2,7 +2,7 @@
 
 use crate::gguf::GgmlType;
 use crate::quant::mix::{FileType, MixOptions};
-use crate::quantize::{quantize_file, QuantizeParams};
+use crate::quantize::{quantize_file, OutputSplit, QuantizeParams};
 use anyhow::{anyhow, bail, Context, Result};
 use std::path::PathBuf;
 
@@ -52,6 +52,14 @@ pub struct Args {
     /// With a GPU: also quantize every tensor on the CPU and fail if any byte differs.
     #[arg(long)]
     pub verify_gpu: bool,
+    /// Write the output in as many parts as the (split) input, each tensor in its input
+    /// part's place: OUT-00001-of-0000N.gguf … (llama-quantize --keep-split).
+    #[arg(long)]
+    pub keep_split: bool,
+    /// Split the output in parts of at most SIZE of tensor data (bytes, or K/M/G/KiB/MiB/GiB;
+    /// gguf-split's naming and keys, so llama.cpp loads it from the first part).
+    #[arg(long, value_name = "SIZE")]
+    pub split_max_size: Option<String>,
 }
 
 fn parse_type(flag: &str, s: &str) -> Result<GgmlType> {
@@ -103,11 +111,25 @@ pub fn run(g: &super::GlobalArgs, a: Args) -> Result<()> {
     p.exclude_weights = a.exclude_weights.clone();
     p.allow_requantize = a.allow_requantize;
     p.prior_weight = a.prior_weight;
-    p.gpu = crate::gpu_quantize::choose(&g.device, a.verify_gpu, g.quiet)?.map(std::sync::Arc::new);
+    p.split = match (a.keep_split, &a.split_max_size) {
+        (true, Some(_)) => bail!("--keep-split and --split-max-size cannot be used together"),
+        (true, None) => OutputSplit::KeepInput,
+        (false, Some(s)) => OutputSplit::MaxBytes(
+            crate::util::parse_size(s).map_err(|e| anyhow!("--split-max-size {s:?}: {e}"))?,
+        ),
+        (false, None) => OutputSplit::Single,
+    };
+    p.gpu =
+        crate::quantize::gpu::choose(&g.device, a.verify_gpu, g.quiet)?.map(std::sync::Arc::new);
 
     let total: u64 = {
         let f = crate::gguf::GgufFile::open(&a.input)
             .with_context(|| format!("reading {}", a.input.display()))?;
+        let mut inputs = f.split_paths();
+        if let Some(im) = &a.imatrix {
+            inputs.push(im);
+        }
+        crate::util::check_output_is_not_input(&inputs, &a.output)?;
         f.tensors().iter().map(|t| t.n_elements()).sum()
     };
     let pb = super::common::progress(total, "quantize", g.quiet);
@@ -115,7 +137,10 @@ pub fn run(g: &super::GlobalArgs, a: Args) -> Result<()> {
     let pool = {
         let mut b = rayon::ThreadPoolBuilder::new();
         if let Some(n) = threads {
-            b = b.num_threads(n.max(1));
+            if n == 0 {
+                bail!("THREADS: 0; give at least 1 (or leave it out to use every core)");
+            }
+            b = b.num_threads(n);
         }
         b.build()?
     };
@@ -131,9 +156,17 @@ pub fn run(g: &super::GlobalArgs, a: Args) -> Result<()> {
         eprintln!("warning: {w}");
     }
     if !g.quiet {
+        let written = match report.outputs.as_slice() {
+            [one] => one.display().to_string(),
+            many => format!(
+                "{} (+{} parts)",
+                many[0].display(),
+                many.len().saturating_sub(1)
+            ),
+        };
         eprintln!(
             "{}: {} tensors ({} quantized), {:.1} MiB → {:.1} MiB in {:.2} s",
-            a.output.display(),
+            written,
             report.n_tensors,
             report.n_quantized,
             report.bytes_in as f64 / 1048576.0,

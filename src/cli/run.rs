@@ -2,8 +2,8 @@
 //! MODEL it runs on the demo assets (fetched on first use), converting the Q4_1 demo model to
 //! F32 as the base.
 
+use crate::pipeline::{demo_assets, run as run_pipeline, RunOptions};
 use crate::quant::mix::FileType;
-use crate::run::{demo_assets, run as run_pipeline, RunOptions};
 use anyhow::{anyhow, bail, Result};
 use std::path::PathBuf;
 
@@ -78,7 +78,7 @@ pub fn run(g: &super::GlobalArgs, a: Args) -> Result<()> {
     };
     let t0 = std::time::Instant::now();
     let r = run_pipeline(&o)?;
-    print!("{}", crate::report::markdown(&r));
+    print!("{}", crate::pipeline::report::markdown(&r));
     if !g.quiet {
         eprintln!(
             "run: report in {} ({:.1} s)",

@@ -1,7 +1,7 @@
 //! `wquant stats IMATRIX`: llama-imatrix `--show-statistics`' per-tensor and per-layer table
 //! (same numbers), activation-based statistics when the file has `in_sum`, JSON/CSV, SVG plots.
 
-use crate::imatrix::report::Report;
+use crate::imatrix::metrics::Report;
 use crate::imatrix::Imatrix;
 use anyhow::{bail, Context, Result};
 use std::path::PathBuf;

@@ -1,6 +1,7 @@
 //! GGUF container: reader (mmap, validated), writer (atomic, deterministic), value and type ids.
 
 pub mod reader;
+pub mod split;
 pub mod types;
 pub mod value;
 pub mod writer;

@@ -15,9 +15,11 @@ pub struct TensorInfo {
     /// ggml dimension order: ne[0] is the row length. Always 1..=4 entries as stored.
     pub dims: Vec<u64>,
     pub ggml_type: GgmlType,
-    /// Offset relative to the data section.
+    /// Offset relative to the data section (of split file `split`).
     pub offset: u64,
     pub n_bytes: u64,
+    /// Which file of a split model holds the data (0: the first, or the only one).
+    pub split: u16,
 }
 
 impl TensorInfo {
@@ -61,12 +63,66 @@ enum Bytes {
     Owned(Vec<u8>),
 }
 
-/// An opened GGUF file: validated header plus the mapped bytes.
+/// An opened GGUF file: validated header plus the mapped bytes. A model split by gguf-split
+/// (`NAME-00001-of-0000N.gguf`) opens as one file from its first part: `header` holds the first
+/// part's keys and every part's tensors (`TensorInfo::split` says which part holds the data).
 pub struct GgufFile {
     pub path: PathBuf,
     pub header: Header,
     bytes: Bytes,
     index: HashMap<String, usize>,
+    /// Parts 2..N of a split model: (path, bytes, data offset).
+    other_splits: Vec<(PathBuf, Bytes, u64)>,
+}
+
+/// llama.cpp's split keys (gguf-split, `llama_split_path`).
+pub const KEY_SPLIT_NO: &str = "split.no";
+pub const KEY_SPLIT_COUNT: &str = "split.count";
+pub const KEY_SPLIT_TENSORS_COUNT: &str = "split.tensors.count";
+
+/// `PREFIX-0000I-of-0000N.gguf`, I counted from 1 (llama.cpp's `llama_split_path`).
+pub fn split_path(prefix: &str, split_no: usize, split_count: usize) -> PathBuf {
+    PathBuf::from(format!(
+        "{prefix}-{:05}-of-{split_count:05}.gguf",
+        split_no + 1
+    ))
+}
+
+/// The prefix of a split file name, if `path` is part `split_no` of `split_count`
+/// (llama.cpp's `llama_split_prefix`).
+pub fn split_prefix(path: &Path, split_no: usize, split_count: usize) -> Option<String> {
+    let s = path.to_str()?;
+    let tail = format!("-{:05}-of-{split_count:05}.gguf", split_no + 1);
+    s.strip_suffix(&tail).map(str::to_string)
+}
+
+fn map_file(path: &Path) -> Result<Bytes, GgufError> {
+    let file = std::fs::File::open(path).map_err(|e| GgufError::Io {
+        path: path.to_path_buf(),
+        source: e,
+    })?;
+    // SAFETY: the file is opened read-only; wquant never writes to files it reads, and
+    // outputs are written to NAME.tmp and renamed, so a mapped input is not modified by us.
+    let mmap = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| GgufError::Io {
+        path: path.to_path_buf(),
+        source: e,
+    })?;
+    Ok(Bytes::Mmap(mmap))
+}
+
+fn bytes_of(b: &Bytes) -> &[u8] {
+    match b {
+        Bytes::Mmap(m) => m,
+        Bytes::Owned(v) => v,
+    }
+}
+
+/// A split key as an integer, if present and integral.
+fn split_key(h: &Header, key: &str) -> Option<i64> {
+    h.kvs
+        .iter()
+        .find(|(k, _)| k == key)
+        .and_then(|(_, v)| v.as_i64())
 }
 
 struct Cursor<'a> {
@@ -226,6 +282,10 @@ pub fn parse_header(buf: &[u8], path: &Path) -> Result<Header, GgufError> {
         if name.len() >= 64 {
             return Err(c.err(format!("tensor name {name:?} is longer than 63 bytes")));
         }
+        // ggml names are C strings: a NUL would cut the name short (llama.cpp refuses it).
+        if name.contains('\0') {
+            return Err(c.err(format!("tensor name {name:?} holds a NUL byte")));
+        }
         let n_dims = c.u32(&format!("tensor {name}: n_dims"))?;
         if n_dims as usize > MAX_DIMS {
             return Err(c.err(format!(
@@ -279,6 +339,7 @@ pub fn parse_header(buf: &[u8], path: &Path) -> Result<Header, GgufError> {
             ggml_type,
             offset,
             n_bytes,
+            split: 0,
         });
     }
     let data_offset = (c.pos as u64).div_ceil(alignment) * alignment;
@@ -330,20 +391,122 @@ pub fn parse_header(buf: &[u8], path: &Path) -> Result<Header, GgufError> {
 }
 
 impl GgufFile {
-    /// Open and validate a GGUF file (memory-mapped).
+    /// Open and validate a GGUF file (memory-mapped). The first part of a split model opens
+    /// the whole model: every part must be present, numbered, and agree on the split count
+    /// and the total tensor count.
     pub fn open(path: impl AsRef<Path>) -> Result<GgufFile, GgufError> {
         let path = path.as_ref().to_path_buf();
-        let file = std::fs::File::open(&path).map_err(|e| GgufError::Io {
-            path: path.clone(),
-            source: e,
+        let mut f = Self::from_bytes_inner(path.clone(), map_file(&path)?)?;
+        f.open_other_splits()?;
+        Ok(f)
+    }
+
+    fn open_other_splits(&mut self) -> Result<(), GgufError> {
+        let bad = |p: &Path, what: String| GgufError::Malformed {
+            path: p.to_path_buf(),
+            what,
+        };
+        let Some(count) = split_key(&self.header, KEY_SPLIT_COUNT) else {
+            return Ok(());
+        };
+        let no = split_key(&self.header, KEY_SPLIT_NO).unwrap_or(0);
+        if count <= 1 && no == 0 {
+            return Ok(());
+        }
+        if !(1..=9999).contains(&count) {
+            return Err(bad(
+                &self.path,
+                format!("{KEY_SPLIT_COUNT} = {count} is out of range"),
+            ));
+        }
+        if no != 0 {
+            return Err(bad(
+                &self.path,
+                format!(
+                    "this is part {} of a {count}-part split model: open the first part \
+                     (…-00001-of-{count:05}.gguf)",
+                    no + 1
+                ),
+            ));
+        }
+        let count = count as usize;
+        let prefix = split_prefix(&self.path, 0, count).ok_or_else(|| {
+            bad(
+                &self.path,
+                format!(
+                    "a {count}-part split model's first part must be named \
+                     PREFIX-00001-of-{count:05}.gguf"
+                ),
+            )
         })?;
-        // SAFETY: the file is opened read-only; wquant never writes to files it reads, and
-        // outputs are written to NAME.tmp and renamed, so a mapped input is not modified by us.
-        let mmap = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| GgufError::Io {
-            path: path.clone(),
-            source: e,
-        })?;
-        Self::from_bytes_inner(path, Bytes::Mmap(mmap))
+        let total = split_key(&self.header, KEY_SPLIT_TENSORS_COUNT);
+        for i in 1..count {
+            let p = split_path(&prefix, i, count);
+            if !p.is_file() {
+                return Err(bad(
+                    &self.path,
+                    format!(
+                        "split part {} of {count} is missing: {}",
+                        i + 1,
+                        p.display()
+                    ),
+                ));
+            }
+            let bytes = map_file(&p)?;
+            let h = parse_header(bytes_of(&bytes), &p)?;
+            let (pno, pcount) = (split_key(&h, KEY_SPLIT_NO), split_key(&h, KEY_SPLIT_COUNT));
+            if pno != Some(i as i64) || pcount != Some(count as i64) {
+                return Err(bad(
+                    &p,
+                    format!(
+                        "split keys say part {:?} of {:?}, expected part {i} (0-based) of {count}",
+                        pno, pcount
+                    ),
+                ));
+            }
+            if split_key(&h, KEY_SPLIT_TENSORS_COUNT) != total {
+                return Err(bad(
+                    &p,
+                    format!("{KEY_SPLIT_TENSORS_COUNT} differs from the first part's"),
+                ));
+            }
+            for mut t in h.tensors {
+                if self.index.contains_key(&t.name) {
+                    return Err(bad(
+                        &p,
+                        format!("tensor {} is also in an earlier part", t.name),
+                    ));
+                }
+                t.split = i as u16;
+                self.index.insert(t.name.clone(), self.header.tensors.len());
+                self.header.tensors.push(t);
+            }
+            self.other_splits.push((p, bytes, h.data_offset));
+        }
+        if let Some(total) = total {
+            if total != self.header.tensors.len() as i64 {
+                return Err(bad(
+                    &self.path,
+                    format!(
+                        "{KEY_SPLIT_TENSORS_COUNT} = {total}, but the {count} parts hold {} tensors",
+                        self.header.tensors.len()
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Number of files the model is stored in (1 unless split).
+    pub fn split_count(&self) -> usize {
+        1 + self.other_splits.len()
+    }
+
+    /// Paths of every part (just `path` unless split).
+    pub fn split_paths(&self) -> Vec<&Path> {
+        std::iter::once(self.path.as_path())
+            .chain(self.other_splits.iter().map(|(p, _, _)| p.as_path()))
+            .collect()
     }
 
     /// Parse a GGUF held in memory (tests, fuzzing).
@@ -368,6 +531,7 @@ impl GgufFile {
             header,
             bytes,
             index,
+            other_splits: Vec::new(),
         })
     }
 
@@ -392,8 +556,28 @@ impl GgufFile {
 
     /// The tensor's stored bytes (bounds were checked at open).
     pub fn tensor_data(&self, t: &TensorInfo) -> &[u8] {
-        let start = (self.header.data_offset + t.offset) as usize;
-        &self.bytes()[start..start + t.n_bytes as usize]
+        let (bytes, start) = self.tensor_location(t);
+        &bytes[start..start + t.n_bytes as usize]
+    }
+
+    /// All bytes of part `split` of the model (0: the first or only file).
+    pub fn split_bytes(&self, split: u16) -> &[u8] {
+        match split {
+            0 => self.bytes(),
+            i => bytes_of(&self.other_splits[i as usize - 1].1),
+        }
+    }
+
+    /// The bytes of the file holding `t` (the part of a split model) and the tensor's
+    /// absolute offset in them.
+    pub fn tensor_location(&self, t: &TensorInfo) -> (&[u8], usize) {
+        match t.split {
+            0 => (self.bytes(), (self.header.data_offset + t.offset) as usize),
+            i => {
+                let (_, b, data_offset) = &self.other_splits[i as usize - 1];
+                (bytes_of(b), (data_offset + t.offset) as usize)
+            }
+        }
     }
 
     pub fn get(&self, key: &str) -> Option<&Value> {

@@ -114,11 +114,6 @@ impl GgmlType {
         !matches!(self, GgmlType::F32 | GgmlType::F16 | GgmlType::BF16)
     }
 
-    /// Whether wquant can dequantize this type (all but Q2_K, Q3_K, Q8_K).
-    pub fn can_dequantize(self) -> bool {
-        !matches!(self, GgmlType::Q2K | GgmlType::Q3K | GgmlType::Q8K)
-    }
-
     /// Name as gguf-py and llama.cpp print it (Q4_K, not Q4K).
     pub fn name(self) -> &'static str {
         match self {

@@ -75,6 +75,9 @@ pub fn validate(
                 t.name
             )));
         }
+        if t.name.contains('\0') {
+            return Err(bad(format!("tensor name {:?} holds a NUL byte", t.name)));
+        }
         if !names.insert(t.name.as_str()) {
             return Err(bad(format!("duplicate tensor name {}", t.name)));
         }

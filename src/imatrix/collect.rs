@@ -9,10 +9,10 @@
 //! and resuming (`--in-file` + `--chunk K`) adds the same per-chunk partial sums in the same
 //! order as an uninterrupted run.
 
+use super::collector::{StatsCollector, MIN_STATS_ROWS};
 use super::file::Imatrix;
 use crate::backend::Backend;
-use crate::model::graph::StatsCollector;
-use crate::model::stream::Runner;
+use crate::model::ModelRunner;
 use anyhow::{bail, Result};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -57,17 +57,22 @@ pub struct CollectResult {
 /// The chunks llama-imatrix processes: drop `skip` chunks, need 2 chunks' worth of tokens.
 pub fn plan_chunks(n_tokens: usize, o: &CollectOptions) -> Result<(usize, usize)> {
     let n_ctx = o.n_ctx;
-    if n_ctx < crate::model::graph::MIN_STATS_ROWS {
+    if n_ctx < MIN_STATS_ROWS {
         bail!(
             "-c {n_ctx}: wquant keeps each chunk's statistics apart, and llama.cpp collects \
-             nothing from matmuls under {} rows; use -c {} or more",
-            crate::model::graph::MIN_STATS_ROWS,
-            crate::model::graph::MIN_STATS_ROWS
+             nothing from matmuls under {MIN_STATS_ROWS} rows; use -c {MIN_STATS_ROWS} or more"
         );
+    }
+    if o.max_chunks == Some(0) {
+        bail!("--chunks 0: nothing to collect; give at least 1 (or leave it out for all)");
     }
     let mut start = 0;
     if o.skip_chunks > 0 {
-        if (o.skip_chunks + 2) * n_ctx >= n_tokens {
+        let needed = o
+            .skip_chunks
+            .checked_add(2)
+            .and_then(|c| c.checked_mul(n_ctx));
+        if needed.is_none_or(|n| n >= n_tokens) {
             bail!(
                 "--chunk {}: not enough tokens left after removing {} chunks ({n_tokens} tokens, -c {n_ctx})",
                 o.skip_chunks,
@@ -109,6 +114,18 @@ fn at_path(out: &Path, chunk: u32) -> PathBuf {
     PathBuf::from(s)
 }
 
+/// Statistics of a chunk that are not finite: the weight whose input they are.
+#[derive(Debug)]
+struct NonFinite(String);
+
+impl std::fmt::Display for NonFinite {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "non-finite activation statistics in {}", self.0)
+    }
+}
+
+impl std::error::Error for NonFinite {}
+
 /// Fold sequence `seq`'s statistics (one chunk) into `im`, checking that they are finite.
 fn fold<B: Backend>(
     b: &B,
@@ -128,7 +145,7 @@ fn fold<B: Backend>(
             .iter()
             .any(|(s2, s, _)| s2.iter().chain(s).any(|v| !v.is_finite()))
         {
-            bail!("non-finite activation statistics in {name}");
+            return Err(NonFinite(name.clone()).into());
         }
         im.add_collected(name, &experts)?;
     }
@@ -141,7 +158,7 @@ fn fold<B: Backend>(
 /// passes (Ctrl-C), and a pass it interrupts is dropped whole.
 pub fn collect<B: Backend>(
     b: &B,
-    model: &mut Runner<B>,
+    model: &mut ModelRunner<B>,
     tokens: &[u32],
     base: Imatrix,
     o: &CollectOptions,
@@ -196,21 +213,28 @@ pub fn collect<B: Backend>(
                 // output.weight sees every position, as in llama-imatrix (all logits requested).
                 sc.first_seq = j;
                 let lg = if k == 1 {
-                    model.logits(b, &hidden, Some(&mut sc))?
+                    model.logits_host(b, &hidden, Some(&mut sc))?
                 } else {
                     let rows: Vec<u32> = ((j * n_ctx) as u32..((j + 1) * n_ctx) as u32).collect();
-                    model.logits(b, &b.gather_rows(&hidden, &rows), Some(&mut sc))?
+                    model.logits_host(b, &b.gather_rows(&hidden, &rows), Some(&mut sc))?
                 };
                 Some((lg, 0usize))
             } else if o.compute_ppl {
                 let rows: Vec<u32> =
                     ((j * n_ctx + first) as u32..(j * n_ctx + n_ctx - 1) as u32).collect();
                 let h = b.gather_rows(&hidden, &rows);
-                Some((model.logits(b, &h, None)?, first))
+                Some((model.logits_host(b, &h, None)?, first))
             } else {
                 None
             };
             let mut v = Vec::new();
+            if logits
+                .as_ref()
+                .is_some_and(|(lg, _)| lg.iter().any(|x| !x.is_finite()))
+            {
+                let chunk = &batch[j * n_ctx..(j + 1) * n_ctx];
+                return Err(model.non_finite_error(b, chunk, n_ctx, i + j + 1));
+            }
             if let (true, Some((lg, row0))) = (o.compute_ppl, logits.as_ref()) {
                 // Original tokens are the targets (the BOS swap only affects the input).
                 let c = i + j;
@@ -237,7 +261,14 @@ pub fn collect<B: Backend>(
                 count += v.len();
                 running = Some((nll_sum / count as f64).exp());
             }
-            fold(b, &mut im, &sc, j)?;
+            if let Err(e) = fold(b, &mut im, &sc, j) {
+                if e.downcast_ref::<NonFinite>().is_some() {
+                    let chunk = &batch[j * n_ctx..(j + 1) * n_ctx];
+                    let located = model.non_finite_error(b, chunk, n_ctx, i + j + 1);
+                    return Err(located.context(e.to_string()));
+                }
+                return Err(e);
+            }
             done += 1;
             let prev = im.chunk_count;
             im.update_chunk_count();

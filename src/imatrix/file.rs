@@ -105,12 +105,43 @@ impl Imatrix {
         // llama.cpp tries GGUF and falls back to legacy when that fails. A file with the GGUF
         // magic that does not parse is reported as a broken GGUF (a clearer error than the
         // garbage a legacy parse of it would give).
-        if bytes.starts_with(crate::gguf::GGUF_MAGIC) {
+        let im = if bytes.starts_with(crate::gguf::GGUF_MAGIC) {
             let g = GgufFile::from_vec(path, bytes)?;
-            Self::from_gguf(&g, require_metadata)
+            Self::from_gguf(&g, require_metadata)?
         } else {
-            Self::from_dat(path, &bytes)
+            Self::from_dat(path, &bytes)?
+        };
+        im.check_values(path)?;
+        Ok(im)
+    }
+
+    /// Sums of squares and counts are ≥ 0 and every value is finite: anything else cannot come
+    /// from a collection and would turn into NaN importances.
+    pub fn check_values(&self, path: &Path) -> Result<()> {
+        let p = path.display();
+        for (name, e) in &self.entries {
+            if let Some(i) = e.in_sum2.iter().position(|v| !(v.is_finite() && *v >= 0.0)) {
+                bail!(
+                    "{p}: entry {name}: Σx² value {} at index {i} is not a finite number ≥ 0",
+                    e.in_sum2[i]
+                );
+            }
+            if let Some(s) = &e.in_sum {
+                if let Some(i) = s.iter().position(|v| !v.is_finite()) {
+                    bail!(
+                        "{p}: entry {name}: Σx value {} at index {i} is not finite",
+                        s[i]
+                    );
+                }
+            }
+            if let Some(i) = e.counts.iter().position(|&c| c < 0) {
+                bail!(
+                    "{p}: entry {name}: count {} of matrix {i} is negative",
+                    e.counts[i]
+                );
+            }
         }
+        Ok(())
     }
 
     /// Read the GGUF form (common_imatrix_load): `<name>.in_sum2` / `<name>.counts` pairs (F32),
@@ -190,7 +221,11 @@ impl Imatrix {
                 bail!("{p}: mismatched sums and counts for {name} (needs both {name}{SUFFIX_IN_SUM2} and {name}{SUFFIX_COUNTS})");
             };
             let in_sum2 = read_f32(s2)?;
-            let counts: Vec<i64> = read_f32(c)?
+            let raw_counts = read_f32(c)?;
+            if let Some(v) = raw_counts.iter().find(|v| !v.is_finite()) {
+                bail!("{p}: tensor {}: count {v} is not finite", c.name);
+            }
+            let counts: Vec<i64> = raw_counts
                 .into_iter()
                 // lround: half away from zero, as f32::round does.
                 .map(|v| v.round() as i64)

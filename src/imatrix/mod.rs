@@ -1,9 +1,10 @@
 //! Importance matrices: files (GGUF and legacy .dat), merging, collection, statistics.
 
 pub mod collect;
+pub mod collector;
 pub mod file;
 pub mod merge;
 
 pub use file::{Imatrix, ImatrixEntry, ImatrixFormat};
+pub mod metrics;
 pub mod plot;
-pub mod report;

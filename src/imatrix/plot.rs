@@ -1,7 +1,7 @@
 //! SVG plots of a `stats` report (plotters): per-layer curves of the main metrics and tensor ×
 //! layer heatmaps. Deterministic output (same report → same bytes).
 
-use super::report::Report;
+use super::metrics::Report;
 use anyhow::{anyhow, Result};
 use plotters::prelude::*;
 use std::collections::BTreeMap;
@@ -170,7 +170,7 @@ fn heatmap(
     r: &Report,
     path: &Path,
     title: &str,
-    value: impl Fn(&super::report::TensorStats) -> Option<f64>,
+    value: impl Fn(&super::metrics::TensorStats) -> Option<f64>,
 ) -> Result<()> {
     let e = err(path);
     // Rows: tensor kinds (sorted); columns: layers.

@@ -12,10 +12,10 @@
 //! count or on how many chunks share a forward pass.
 
 use super::logits_file::{max_and_log_sum_exp, BaseFileReader, BaseFileWriter, BaseRecord};
+use super::reduce::KldReduce;
 use super::stats::KldAccumulator;
 use crate::backend::Backend;
-use crate::model::stream::Forward;
-use crate::model::Config;
+use crate::model::{Config, ModelRunner};
 use anyhow::{bail, Result};
 use rayon::prelude::*;
 
@@ -64,58 +64,61 @@ impl Chunks {
     }
 }
 
-/// Chunk count llama-perplexity uses: tokens / n_ctx (at least 2 chunks' worth of text),
-/// capped by `--chunks`.
-pub fn chunk_count(n_tokens: usize, n_ctx: usize, max_chunks: Option<usize>) -> Result<usize> {
-    if n_ctx < 4 {
-        bail!("-c {n_ctx}: the context must hold at least 4 tokens");
-    }
-    if n_tokens < 2 * n_ctx {
-        bail!(
-            "the text has {n_tokens} tokens; -c {n_ctx} needs at least {} (2 chunks)",
-            2 * n_ctx
-        );
-    }
-    let n = n_tokens / n_ctx;
-    if max_chunks == Some(0) {
-        bail!("--chunks 0: nothing to evaluate");
-    }
-    Ok(max_chunks.map_or(n, |m| m.min(n)))
-}
+pub use crate::model::plan::chunk_count;
 
 /// Logits `[rows, n_vocab]` on the host for hidden rows given on the host.
-fn head_logits<B: Backend, M: Forward<B>>(
+fn head_logits<B: Backend>(
     b: &B,
-    model: &mut M,
+    model: &mut ModelRunner<B>,
     hidden: &[f32],
     n_embd: usize,
 ) -> Result<Vec<f32>> {
     let rows = hidden.len() / n_embd;
     let h = b.upload(hidden, rows, n_embd);
-    Ok(b.download(&model.head_logits(b, &h)?))
+    Ok(b.download(&model.logits(b, &h, None)?))
 }
 
 /// Final hidden states (after output_norm) of the scored positions of one pass, on the device.
-fn scored_hidden_on_device<B: Backend, M: Forward<B>>(
+fn scored_hidden_on_device<B: Backend>(
     b: &B,
-    model: &mut M,
+    model: &mut ModelRunner<B>,
     ch: &Chunks,
     tokens: &[u32],
     n_seq: usize,
 ) -> Result<B::Tensor> {
-    let hidden = model.hidden_states(b, tokens, ch.n_ctx)?;
+    let hidden = model.hidden(b, tokens, ch.n_ctx, None)?;
     Ok(b.gather_rows(&hidden, &ch.scored_rows(n_seq)))
 }
 
 /// As `scored_hidden_on_device`, on the host.
-fn scored_hidden<B: Backend, M: Forward<B>>(
+fn scored_hidden<B: Backend>(
     b: &B,
-    model: &mut M,
+    model: &mut ModelRunner<B>,
     ch: &Chunks,
     tokens: &[u32],
     n_seq: usize,
 ) -> Result<Vec<f32>> {
     Ok(b.download(&scored_hidden_on_device(b, model, ch, tokens, n_seq)?))
+}
+
+fn token_is_finite(r: &super::TokenKld) -> bool {
+    r.kld.is_finite() && r.p_diff.is_finite() && r.nll.is_finite() && r.nll_base.is_finite()
+}
+
+/// The error for a chunk whose per-token results are not finite: where the quantized model's
+/// pass first produces non-finite values, else the base model's.
+fn non_finite_pair<B: Backend>(
+    b: &B,
+    quant: &mut ModelRunner<B>,
+    base: &mut ModelRunner<B>,
+    chunk: &[u32],
+    n_ctx: usize,
+    chunk_no: usize,
+) -> anyhow::Error {
+    match quant.locate_non_finite(b, chunk, n_ctx) {
+        Ok(None) => base.non_finite_error(b, chunk, n_ctx, chunk_no),
+        _ => quant.non_finite_error(b, chunk, n_ctx, chunk_no),
+    }
 }
 
 /// Check the two models can be compared token for token.
@@ -134,38 +137,41 @@ pub fn check_pair(base: &Config, quant: &Config) -> Result<()> {
 /// once the base model's layers are dropped, so one model's layers are resident at a time.
 /// `on_chunk(c, acc)` runs after each chunk `c`; `on_base_pass(done_chunks)` after each base
 /// pass (progress).
-pub fn own_mode<B: Backend, M: Forward<B>, Q: Forward<B>>(
+pub fn own_mode<B: KldReduce>(
     b: &B,
-    mut base: M,
-    load_quant: impl FnOnce() -> Result<Q>,
+    mut base: ModelRunner<B>,
+    load_quant: impl FnOnce() -> Result<ModelRunner<B>>,
     tokens: &[u32],
     ch: &Chunks,
     mut on_base_pass: impl FnMut(usize),
     mut on_chunk: impl FnMut(usize, &KldAccumulator),
 ) -> Result<KldAccumulator> {
     ch.check(tokens.len())?;
-    if let Some(&t) = tokens
-        .iter()
-        .find(|&&t| t as usize >= base.config().n_vocab)
-    {
+    if let Some(&t) = tokens.iter().find(|&&t| t as usize >= base.config.n_vocab) {
         bail!(
             "token id {t} is outside the vocabulary ({} tokens)",
-            base.config().n_vocab
+            base.config.n_vocab
         );
     }
-    let n_embd_b = base.config().n_embd;
+    let n_embd_b = base.config.n_embd;
     let per = ch.scored_per_chunk();
     // Pass 1: the base model's final hidden states at the scored positions.
     let mut base_hidden = Vec::with_capacity(ch.n_chunk * per * n_embd_b);
     for (i, n_seq) in ch.passes() {
         let toks = &tokens[i * ch.n_ctx..(i + n_seq) * ch.n_ctx];
-        base_hidden.extend(scored_hidden(b, &mut base, ch, toks, n_seq)?);
+        let h = scored_hidden(b, &mut base, ch, toks, n_seq)?;
+        if let Some(bad) = h.iter().position(|v| !v.is_finite()) {
+            let s = bad / (per * n_embd_b);
+            let chunk = &toks[s * ch.n_ctx..(s + 1) * ch.n_ctx];
+            return Err(base.non_finite_error(b, chunk, ch.n_ctx, i + s + 1));
+        }
+        base_hidden.extend(h);
         on_base_pass(i + n_seq);
     }
     // Only the output head (and its norm, already applied) is needed from here on.
     base.drop_layers();
     let mut quant = load_quant()?;
-    check_pair(base.config(), quant.config())?;
+    check_pair(&base.config, &quant.config)?;
     // Pass 2: the quantized model, both heads, per-token KLD. Both chunks' logits stay on the
     // device; `kld_tokens` returns only the per-token results.
     let mut acc = KldAccumulator::new();
@@ -175,11 +181,22 @@ pub fn own_mode<B: Backend, M: Forward<B>, Q: Forward<B>>(
         for s in 0..n_seq {
             let c = i + s;
             let rows: Vec<u32> = (s * per..(s + 1) * per).map(|r| r as u32).collect();
-            let zq = quant.head_logits(b, &b.gather_rows(&qh, &rows))?;
+            let zq = quant.logits(b, &b.gather_rows(&qh, &rows), None)?;
             let hb = &base_hidden[c * per * n_embd_b..(c + 1) * per * n_embd_b];
-            let zb = base.head_logits(b, &b.upload(hb, per, n_embd_b))?;
+            let zb = base.logits(b, &b.upload(hb, per, n_embd_b), None)?;
             let targets = &tokens[c * ch.n_ctx + ch.first() + 1..(c + 1) * ch.n_ctx];
             let results = b.kld_tokens(&zq, &zb, targets);
+            if results.iter().any(|r| !token_is_finite(r)) {
+                let chunk = &tokens[c * ch.n_ctx..(c + 1) * ch.n_ctx];
+                return Err(non_finite_pair(
+                    b,
+                    &mut quant,
+                    &mut base,
+                    chunk,
+                    ch.n_ctx,
+                    c + 1,
+                ));
+            }
             for r in &results {
                 acc.add(r);
             }
@@ -192,23 +209,23 @@ pub fn own_mode<B: Backend, M: Forward<B>, Q: Forward<B>>(
 /// llama-perplexity's base run: the model over `ch.n_chunk` chunks of `tokens`, every scored
 /// position's log-probs written to `out`. Returns (running PPL after each chunk, PPL, its
 /// uncertainty), with llama-perplexity's f32 nll of this run (SPEC §7.1).
-pub fn write_base_file<B: Backend, M: Forward<B>>(
+pub fn write_base_file<B: Backend>(
     b: &B,
-    model: &mut M,
+    model: &mut ModelRunner<B>,
     tokens: &[u32],
     ch: &Chunks,
     out: &mut BaseFileWriter,
     mut on_chunk: impl FnMut(usize, f64),
 ) -> Result<(Vec<f64>, f64, f64)> {
     ch.check(tokens.len())?;
-    let n_vocab = model.config().n_vocab;
+    let n_vocab = model.config.n_vocab;
     if out.header.n_vocab as usize != n_vocab {
         bail!(
             "base file header says n_vocab {}, the model has {n_vocab}",
             out.header.n_vocab
         );
     }
-    let n_embd = model.config().n_embd;
+    let n_embd = model.config.n_embd;
     let per = ch.scored_per_chunk();
     let (mut nll, mut nll2, mut count) = (0.0f64, 0.0f64, 0usize);
     let mut running = Vec::with_capacity(ch.n_chunk);
@@ -223,6 +240,10 @@ pub fn write_base_file<B: Backend, M: Forward<B>>(
                 &h[s * per * n_embd..(s + 1) * per * n_embd],
                 n_embd,
             )?;
+            if z.iter().any(|v| !v.is_finite()) {
+                let chunk = &tokens[c * ch.n_ctx..(c + 1) * ch.n_ctx];
+                return Err(model.non_finite_error(b, chunk, ch.n_ctx, c + 1));
+            }
             let targets = &tokens[c * ch.n_ctx + ch.first() + 1..(c + 1) * ch.n_ctx];
             let records: Vec<(BaseRecord, f32)> = z
                 .par_chunks(n_vocab)
@@ -256,16 +277,16 @@ pub fn write_base_file<B: Backend, M: Forward<B>>(
 
 /// llama-perplexity's `--kl-divergence` run: the quantized model over the file's tokens, the
 /// first `n_chunk` chunks, against the stored base log-probs.
-pub fn file_mode<B: Backend, M: Forward<B>>(
+pub fn file_mode<B: KldReduce>(
     b: &B,
-    quant: &mut M,
+    quant: &mut ModelRunner<B>,
     base: &mut BaseFileReader,
     n_chunk: usize,
     seqs_per_pass: usize,
     mut on_chunk: impl FnMut(usize, &KldAccumulator),
 ) -> Result<KldAccumulator> {
     let h = base.header;
-    let n_vocab = quant.config().n_vocab;
+    let n_vocab = quant.config.n_vocab;
     if h.n_vocab as usize != n_vocab {
         bail!(
             "{}: base file is for a vocabulary of {} tokens, {} has {n_vocab}: not the same model family",
@@ -294,9 +315,13 @@ pub fn file_mode<B: Backend, M: Forward<B>>(
             }
             // The quant logits stay on the device; the records go to it.
             let rows: Vec<u32> = (s * per..(s + 1) * per).map(|r| r as u32).collect();
-            let zq = quant.head_logits(b, &b.gather_rows(&qh, &rows))?;
+            let zq = quant.logits(b, &b.gather_rows(&qh, &rows), None)?;
             let targets = &tokens[c * ch.n_ctx + ch.first() + 1..(c + 1) * ch.n_ctx];
             let results = b.kld_tokens_from_records(&zq, &records, targets);
+            if results.iter().any(|r| !token_is_finite(r)) {
+                let chunk = &tokens[c * ch.n_ctx..(c + 1) * ch.n_ctx];
+                return Err(quant.non_finite_error(b, chunk, ch.n_ctx, c + 1));
+            }
             for r in &results {
                 acc.add(r);
             }

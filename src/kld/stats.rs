@@ -99,7 +99,7 @@ pub fn token_kld_from_parts(kld: f64, nll: f32, nll_base: f32, same_top: bool) -
 }
 
 /// `token_kld_from_logits` for every row of `[targets.len(), n_vocab]` logits matrices, rows in
-/// parallel, results in row order (the CPU side of `Backend::kld_tokens`).
+/// parallel, results in row order (the CPU side of `KldReduce::kld_tokens`).
 pub fn tokens_kld_from_logits(
     quant_logits: &[f32],
     base_logits: &[f32],
@@ -129,7 +129,7 @@ pub fn tokens_kld_from_logits(
 
 /// `token_kld_from_record` for every row of `[targets.len(), n_vocab]` quant logits against
 /// `base[row]`, rows in parallel, results in row order (the CPU side of
-/// `Backend::kld_tokens_from_records`).
+/// `KldReduce::kld_tokens_from_records`).
 pub fn tokens_kld_from_records(
     quant_logits: &[f32],
     n_vocab: usize,
@@ -220,13 +220,17 @@ impl KldAccumulator {
             ppl,
             ppl_unc: ppl * uq,
             ln_ratio: lq - lb,
-            ln_ratio_unc: (uq * uq + ub * ub - 2.0 * cov).sqrt(),
+            ln_ratio_unc: sqrt_or_zero(uq * uq + ub * ub - 2.0 * cov),
             kld,
             kld_unc,
             p_diff_rms: rms,
-            p_diff_rms_unc: 0.5 / rms * mse_unc,
+            p_diff_rms_unc: rms_unc(rms, mse_unc),
             same_top: top,
-            same_top_unc: (top * (1.0 - top) / (n as f64 - 1.0)).sqrt(),
+            same_top_unc: if n > 1 {
+                sqrt_or_zero(top * (1.0 - top) / (n as f64 - 1.0))
+            } else {
+                0.0
+            },
         }
     }
 
@@ -241,7 +245,7 @@ impl KldAccumulator {
         let ppl_base = lb.exp();
         let ppl_base_unc = ppl_base * ub;
         let ln_ratio = lq - lb;
-        let ln_ratio_unc = (uq * uq + ub * ub - 2.0 * cov).sqrt();
+        let ln_ratio_unc = sqrt_or_zero(uq * uq + ub * ub - 2.0 * cov);
         let ratio = ln_ratio.exp();
         let (kld_mean, kld_unc) = mean_and_uncertainty(self.sum_kld, self.sum_kld2, n);
         let (p_mean, p_unc) = mean_and_uncertainty(self.sum_p_diff, self.sum_p_diff2, n);
@@ -260,15 +264,15 @@ impl KldAccumulator {
             ppl_unc,
             ppl_base,
             ppl_base_unc,
-            cor: cov / (uq * ub),
+            cor: correlation(cov, uq, ub, self.sum_nll == self.sum_nll_base),
             ln_ratio,
             ln_ratio_unc,
             ratio,
             ratio_unc: ratio * ln_ratio_unc,
             diff: ppl - ppl_base,
-            diff_unc: (ppl_unc * ppl_unc + ppl_base_unc * ppl_base_unc
-                - 2.0 * (ppl * ppl_base * cov))
-                .sqrt(),
+            diff_unc: sqrt_or_zero(
+                ppl_unc * ppl_unc + ppl_base_unc * ppl_base_unc - 2.0 * (ppl * ppl_base * cov),
+            ),
             kld: KldPercentiles {
                 mean: kld_mean,
                 mean_unc: kld_unc,
@@ -301,11 +305,46 @@ impl KldAccumulator {
                 p0_1: p_pct(0.001),
                 min: *pv.first().unwrap_or(&0.0),
                 rms,
-                rms_unc: 0.5 / rms * mse_unc,
+                rms_unc: rms_unc(rms, mse_unc),
             },
             same_top: top,
-            same_top_unc: (top * (1.0 - top) / (n as f64 - 1.0)).sqrt(),
+            same_top_unc: if n > 1 {
+                sqrt_or_zero(top * (1.0 - top) / (n as f64 - 1.0))
+            } else {
+                0.0
+            },
         }
+    }
+}
+
+/// √x of a variance built from differences, which rounding can leave a hair below 0 when it is
+/// 0 (a model compared with itself); llama-perplexity prints `-nan` there.
+fn sqrt_or_zero(x: f64) -> f64 {
+    if x > 0.0 {
+        x.sqrt()
+    } else {
+        0.0
+    }
+}
+
+/// Uncertainty of √mse from that of mse (d√m = dm / 2√m); 0 when every Δp is 0.
+fn rms_unc(rms: f64, mse_unc: f64) -> f64 {
+    if rms > 0.0 {
+        0.5 / rms * mse_unc
+    } else {
+        0.0
+    }
+}
+
+/// Correlation of the two nll means from their covariance; with no spread on one side it is
+/// undefined: 1 for identical sums (a model against itself), else 0.
+fn correlation(cov: f64, uq: f64, ub: f64, identical: bool) -> f64 {
+    if uq > 0.0 && ub > 0.0 {
+        cov / (uq * ub)
+    } else if identical {
+        1.0
+    } else {
+        0.0
     }
 }
 

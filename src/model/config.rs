@@ -63,8 +63,46 @@ impl Config {
         let n_ff = int("feed_forward_length")?;
         let n_head = int("attention.head_count")?;
         let n_head_kv = int_or("attention.head_count_kv", n_head)?;
-        if n_head == 0 || n_head_kv == 0 || n_embd % n_head != 0 || n_head % n_head_kv != 0 {
-            bail!("{path}: bad attention shape: n_embd {n_embd}, head_count {n_head}, head_count_kv {n_head_kv}");
+        for (k, v) in [
+            ("block_count", n_layer),
+            ("embedding_length", n_embd),
+            ("feed_forward_length", n_ff),
+            ("attention.head_count", n_head),
+            ("attention.head_count_kv", n_head_kv),
+        ] {
+            if v == 0 {
+                bail!("{path}: {} is 0", key(k));
+            }
+        }
+        if n_embd % n_head != 0 {
+            bail!(
+                "{path}: {} = {n_head} does not divide {} = {n_embd}",
+                key("attention.head_count"),
+                key("embedding_length")
+            );
+        }
+        if n_head % n_head_kv != 0 {
+            bail!(
+                "{path}: {} = {n_head_kv} does not divide {} = {n_head}",
+                key("attention.head_count_kv"),
+                key("attention.head_count")
+            );
+        }
+        // Every layer has at least its two norms and four attention weights: a block count
+        // the file cannot hold is refused before anything is sized by it.
+        let n_tensors = f.tensors().len();
+        if n_layer > n_tensors / 6 {
+            bail!(
+                "{path}: {} = {n_layer}, but the file holds only {n_tensors} tensors",
+                key("block_count")
+            );
+        }
+        let last = format!("blk.{}.attn_norm.weight", n_layer - 1);
+        if f.tensor(&last).is_none() {
+            bail!(
+                "{path}: {} = {n_layer}, but tensor {last} is missing",
+                key("block_count")
+            );
         }
         let head_dim = n_embd / n_head;
         let n_rot = int_or("rope.dimension_count", head_dim)?;
@@ -78,6 +116,12 @@ impl Config {
             Some(_) => f.get_f64(&key("rope.freq_base"))? as f32,
             None => 10000.0,
         };
+        if !(freq_base.is_finite() && freq_base > 0.0) {
+            bail!(
+                "{path}: {} = {freq_base} is not a positive number",
+                key("rope.freq_base")
+            );
+        }
         // Linear scaling only ("rope.scaling.type" = linear stores factor = 1/freq_scale).
         let mut freq_scale = 1.0f32;
         if let Some(v) = f.get(&key("rope.scaling.type")) {
@@ -86,6 +130,12 @@ impl Config {
                 "none" => {}
                 "linear" => {
                     let factor = f.get_f64(&key("rope.scaling.factor"))? as f32;
+                    if !factor.is_finite() || factor < 0.0 {
+                        bail!(
+                            "{path}: {} = {factor} is not a positive number",
+                            key("rope.scaling.factor")
+                        );
+                    }
                     if factor > 0.0 {
                         freq_scale = 1.0 / factor;
                     }
@@ -99,6 +149,12 @@ impl Config {
         let rms_eps = f
             .get_f64(&key("attention.layer_norm_rms_epsilon"))
             .with_context(|| format!("{path}: RMSNorm epsilon"))? as f32;
+        if !(rms_eps.is_finite() && rms_eps >= 0.0) {
+            bail!(
+                "{path}: {} = {rms_eps} is not a finite number ≥ 0",
+                key("attention.layer_norm_rms_epsilon")
+            );
+        }
         let token_embd = f.require_tensor("token_embd.weight")?;
         let n_vocab = token_embd.ne(1) as usize;
         if token_embd.ne(0) as usize != n_embd {
@@ -110,7 +166,25 @@ impl Config {
         let n_expert = int_or("expert_count", 0)?;
         let n_expert_used = int_or("expert_used_count", 0)?;
         if n_expert > 0 && (n_expert_used == 0 || n_expert_used > n_expert) {
-            bail!("{path}: expert_used_count {n_expert_used} does not fit expert_count {n_expert}");
+            bail!(
+                "{path}: {} = {n_expert_used} does not fit {} = {n_expert}",
+                key("expert_used_count"),
+                key("expert_count")
+            );
+        }
+        let n_ctx_train = int_or("context_length", 0)?;
+        if f.get(&key("context_length")).is_some() && n_ctx_train == 0 {
+            bail!("{path}: {} is 0", key("context_length"));
+        }
+        let expert_weights_scale = match f.get(&key("expert_weights_scale")) {
+            Some(_) => f.get_f64(&key("expert_weights_scale"))? as f32,
+            None => 0.0,
+        };
+        if !expert_weights_scale.is_finite() {
+            bail!(
+                "{path}: {} = {expert_weights_scale} is not finite",
+                key("expert_weights_scale")
+            );
         }
         Ok(Config {
             n_layer,
@@ -120,7 +194,7 @@ impl Config {
             n_head_kv,
             head_dim,
             n_vocab,
-            n_ctx_train: int_or("context_length", 0)?,
+            n_ctx_train,
             rms_eps,
             rope: RopeParams {
                 n_rot,
@@ -130,10 +204,7 @@ impl Config {
             },
             n_expert,
             n_expert_used,
-            expert_weights_scale: match f.get(&key("expert_weights_scale")) {
-                Some(_) => f.get_f64(&key("expert_weights_scale"))? as f32,
-                None => 0.0,
-            },
+            expert_weights_scale,
             has_output: f.tensor("output.weight").is_some(),
             arch,
         })

@@ -1,19 +1,20 @@
-//! The Llama forward pass (SPEC §8.2), written once over `backend::Backend`.
+//! The Llama forward pass (SPEC §8.2), written once over `backend::Backend`: the weights of one
+//! layer (`LayerWeights`) and `layer_forward`, which `model::runner::ModelRunner` drives layer by
+//! layer (resident or streamed).
 //!
 //! A batch is `n_seq` whole sequences of `seq_len` tokens laid out one after the other (row =
-//! token). `Model::hidden` returns the final hidden states after `output_norm` (what the KLD
-//! command keeps), `Model::logits` applies the output head. A `StatsCollector` receives the
-//! activations of every matmul llama-imatrix would collect (SPEC §6.1).
+//! token). A `MatmulObserver` is told the input of every matmul (dense, per expert); the
+//! imatrix statistics collector is one.
 
 use super::config::Config;
+use super::observer::{MatmulObserver, SeqRows};
 use crate::backend::{AttnParams, Backend, WeightSource};
 use crate::gguf::GgufFile;
 use anyhow::{bail, Result};
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
-/// llama-imatrix ignores dense matmuls whose activation has fewer rows than this (SPEC §6.1).
-pub const MIN_STATS_ROWS: usize = 16;
+/// The observer of a pass, if any (`None`: plain inference).
+pub type Observer<'a, B> = Option<&'a mut dyn MatmulObserver<B>>;
 
 /// A weight and the tensor name it came from (statistics are keyed by name).
 pub struct Named<W> {
@@ -46,99 +47,11 @@ pub struct LayerWeights<W> {
     pub ffn: Ffn<W>,
 }
 
-/// Per weight name, one statistics accumulator per expert (1 for a dense matrix) and per
-/// sequence of the batch: a batch of several chunks keeps each chunk's sums apart, so they are
-/// folded chunk by chunk exactly as if each chunk had run alone.
-pub struct StatsCollector<S> {
-    /// Also collect `output.weight` (llama-imatrix `--process-output`; never a tied embedding).
-    pub process_output: bool,
-    /// Sequences in the batch (1: the whole activation is one sequence).
-    pub n_seq: usize,
-    /// Tokens per sequence when `n_seq > 1`.
-    pub seq_len: usize,
-    /// Sequence of row 0 of the activations being processed (the output head runs on one
-    /// chunk's rows at a time).
-    pub first_seq: usize,
-    /// `[expert * n_seq + seq]` per name.
-    pub entries: BTreeMap<String, Vec<S>>,
-    /// Names in the order they were first collected.
-    pub order: Vec<String>,
-}
-
-impl<S> StatsCollector<S> {
-    pub fn new(process_output: bool) -> Self {
-        Self::batched(process_output, 1, 0)
-    }
-
-    /// A collector for `n_seq` sequences of `seq_len` tokens run in one batch.
-    pub fn batched(process_output: bool, n_seq: usize, seq_len: usize) -> Self {
-        StatsCollector {
-            process_output,
-            n_seq: n_seq.max(1),
-            seq_len,
-            first_seq: 0,
-            entries: BTreeMap::new(),
-            order: Vec::new(),
-        }
-    }
-
-    /// The accumulator of `expert` of `name` for sequence `seq`, created (all experts, all
-    /// sequences) on first use.
-    pub fn slot<B: Backend<Stats = S>>(
-        &mut self,
-        b: &B,
-        name: &str,
-        n_expert: usize,
-        n_cols: usize,
-        expert: usize,
-        seq: usize,
-    ) -> &mut S {
-        let n_seq = self.n_seq;
-        if !self.entries.contains_key(name) {
-            let v = (0..n_expert.max(1) * n_seq)
-                .map(|_| b.stats_new(n_cols))
-                .collect();
-            self.entries.insert(name.to_string(), v);
-            self.order.push(name.to_string());
-        }
-        &mut self.entries.get_mut(name).unwrap()[expert * n_seq + seq]
-    }
-
-    /// Sequence `seq`'s accumulators of every name: (name, one per expert).
-    pub fn of_seq(&self, seq: usize) -> impl Iterator<Item = (&String, Vec<&S>)> + '_ {
-        let n_seq = self.n_seq;
-        self.entries
-            .iter()
-            .map(move |(name, v)| (name, v.iter().skip(seq).step_by(n_seq).collect::<Vec<&S>>()))
-    }
-
-    /// Statistics of a dense matmul's input `x` under `name`, with llama-imatrix's rule (≥ 16
-    /// rows per sequence). A single-sequence batch returns the slot for the matmul to fill; a
-    /// multi-sequence batch accumulates each sequence's rows into its own slot here and returns
-    /// None.
-    pub(crate) fn dense<B: Backend<Stats = S>>(
-        &mut self,
-        b: &B,
-        x: &B::Tensor,
-        name: &str,
-    ) -> Option<&mut S> {
-        let (rows, cols) = b.shape(x);
-        if self.n_seq <= 1 {
-            return (rows >= MIN_STATS_ROWS).then(|| self.slot(b, name, 1, cols, 0, 0));
-        }
-        let per = self.seq_len;
-        if per >= MIN_STATS_ROWS {
-            for j in 0..rows / per {
-                let seq = self.first_seq + j;
-                let s = self.slot(b, name, 1, cols, 0, seq);
-                b.stats_add_rows(x, j * per, per, s);
-            }
-        }
-        None
-    }
-}
-
-fn load<B: Backend>(b: &B, file: &Arc<GgufFile>, name: &str) -> Result<Named<B::Weight>> {
+pub(crate) fn load<B: Backend>(
+    b: &B,
+    file: &Arc<GgufFile>,
+    name: &str,
+) -> Result<Named<B::Weight>> {
     let t = file.require_tensor(name)?;
     Ok(Named {
         name: name.to_string(),
@@ -146,7 +59,7 @@ fn load<B: Backend>(b: &B, file: &Arc<GgufFile>, name: &str) -> Result<Named<B::
     })
 }
 
-fn check_shape(file: &GgufFile, name: &str, want: &[usize]) -> Result<()> {
+pub(crate) fn check_shape(file: &GgufFile, name: &str, want: &[usize]) -> Result<()> {
     let t = file.require_tensor(name)?;
     let got: Vec<usize> = (0..want.len()).map(|i| t.ne(i) as usize).collect();
     if got != want || t.n_dims() > want.len() {
@@ -272,116 +185,10 @@ pub fn route(logits: &[f32], k: usize, w_scale: f32) -> Route {
     }
 }
 
-pub struct Model<B: Backend> {
-    pub config: Config,
-    pub token_embd: Named<B::Weight>,
-    pub output_norm: Named<B::Weight>,
-    /// `output.weight`, or the tied `token_embd.weight` loaded a second time.
-    pub output: Named<B::Weight>,
-    pub layers: Vec<LayerWeights<B::Weight>>,
-}
-
-impl<B: Backend> Model<B> {
-    pub fn load(b: &B, file: &Arc<GgufFile>) -> Result<Model<B>> {
-        let config = Config::from_gguf(file)?;
-        check_shape(file, "output_norm.weight", &[config.n_embd])?;
-        let layers = (0..config.n_layer)
-            .map(|il| LayerWeights::load(b, file, &config, il))
-            .collect::<Result<Vec<_>>>()?;
-        let output = if config.has_output {
-            check_shape(file, "output.weight", &[config.n_embd, config.n_vocab])?;
-            load(b, file, "output.weight")?
-        } else {
-            load(b, file, "token_embd.weight")?
-        };
-        Ok(Model {
-            token_embd: load(b, file, "token_embd.weight")?,
-            output_norm: load(b, file, "output_norm.weight")?,
-            output,
-            layers,
-            config,
-        })
-    }
-
-    /// Embedding rows of `tokens` (checked against the vocabulary size).
-    pub fn embed(&self, b: &B, tokens: &[u32]) -> Result<B::Tensor> {
-        if let Some(&t) = tokens.iter().find(|&&t| t as usize >= self.config.n_vocab) {
-            bail!(
-                "token id {t} is outside the model's vocabulary ({} tokens)",
-                self.config.n_vocab
-            );
-        }
-        Ok(b.get_rows(&self.token_embd.w, tokens))
-    }
-
-    /// Final hidden states after `output_norm`: `[tokens.len(), n_embd]`. `tokens` holds whole
-    /// sequences of `seq_len` tokens.
-    pub fn hidden(
-        &self,
-        b: &B,
-        tokens: &[u32],
-        seq_len: usize,
-        mut stats: Option<&mut StatsCollector<B::Stats>>,
-    ) -> Result<B::Tensor> {
-        if seq_len == 0 || tokens.len() % seq_len != 0 {
-            bail!(
-                "{} tokens do not make whole sequences of {seq_len}",
-                tokens.len()
-            );
-        }
-        let mut h = self.embed(b, tokens)?;
-        for (il, layer) in self.layers.iter().enumerate() {
-            layer_forward(
-                b,
-                &self.config,
-                layer,
-                il,
-                &mut h,
-                seq_len,
-                stats.as_deref_mut(),
-            );
-        }
-        Ok(b.rms_norm(&h, &self.output_norm.w, self.config.rms_eps))
-    }
-
-    /// Logits `[rows, n_vocab]` of final hidden states from `hidden`.
-    pub fn logits(
-        &self,
-        b: &B,
-        hidden: &B::Tensor,
-        stats: Option<&mut StatsCollector<B::Stats>>,
-    ) -> B::Tensor {
-        let s = match stats {
-            Some(s) if self.config.has_output && s.process_output => {
-                s.dense(b, hidden, &self.output.name)
-            }
-            _ => None,
-        };
-        b.matmul(hidden, &self.output.w, s)
-    }
-
-    /// Logits of every token: `hidden` then `logits`.
-    pub fn forward(
-        &self,
-        b: &B,
-        tokens: &[u32],
-        seq_len: usize,
-        mut stats: Option<&mut StatsCollector<B::Stats>>,
-    ) -> Result<B::Tensor> {
-        let h = self.hidden(b, tokens, seq_len, stats.as_deref_mut())?;
-        Ok(self.logits(b, &h, stats))
-    }
-}
-
-/// Dense matmul with llama-imatrix's collection rule (≥ 16 activation rows).
-fn mm<B: Backend>(
-    b: &B,
-    x: &B::Tensor,
-    w: &Named<B::Weight>,
-    stats: &mut Option<&mut StatsCollector<B::Stats>>,
-) -> B::Tensor {
-    let slot = match stats {
-        Some(s) => s.dense(b, x, &w.name),
+/// Dense matmul, its input shown to the observer first.
+fn mm<B: Backend>(b: &B, x: &B::Tensor, w: &Named<B::Weight>, obs: &mut Observer<B>) -> B::Tensor {
+    let slot = match obs {
+        Some(o) => o.dense(b, x, &w.name),
         None => None,
     };
     b.matmul(x, &w.w, slot)
@@ -395,12 +202,12 @@ pub fn layer_forward<B: Backend>(
     _il: usize,
     h: &mut B::Tensor,
     seq_len: usize,
-    mut stats: Option<&mut StatsCollector<B::Stats>>,
+    mut obs: Observer<B>,
 ) {
     let a = b.rms_norm(h, &layer.attn_norm.w, c.rms_eps);
-    let mut q = mm(b, &a, &layer.wq, &mut stats);
-    let mut k = mm(b, &a, &layer.wk, &mut stats);
-    let v = mm(b, &a, &layer.wv, &mut stats);
+    let mut q = mm(b, &a, &layer.wq, &mut obs);
+    let mut k = mm(b, &a, &layer.wk, &mut obs);
+    let v = mm(b, &a, &layer.wv, &mut obs);
     b.rope(&mut q, c.n_head, c.head_dim, seq_len, &c.rope);
     b.rope(&mut k, c.n_head_kv, c.head_dim, seq_len, &c.rope);
     let attn = b.attention(
@@ -415,16 +222,16 @@ pub fn layer_forward<B: Backend>(
             scale: c.kq_scale(),
         },
     );
-    let o = mm(b, &attn, &layer.wo, &mut stats);
+    let o = mm(b, &attn, &layer.wo, &mut obs);
     b.add_assign(h, &o);
 
     let f = b.rms_norm(h, &layer.ffn_norm.w, c.rms_eps);
     let out = match &layer.ffn {
         Ffn::Dense { gate, up, down } => {
-            let g = mm(b, &f, gate, &mut stats);
-            let u = mm(b, &f, up, &mut stats);
+            let g = mm(b, &f, gate, &mut obs);
+            let u = mm(b, &f, up, &mut obs);
             let m = b.silu_mul(&g, &u);
-            mm(b, &m, down, &mut stats)
+            mm(b, &m, down, &mut obs)
         }
         Ffn::Moe {
             gate_inp,
@@ -432,39 +239,26 @@ pub fn layer_forward<B: Backend>(
             up_exps,
             down_exps,
         } => moe_ffn(
-            b, c, &f, gate_inp, gate_exps, up_exps, down_exps, &mut stats,
+            b, c, &f, seq_len, gate_inp, gate_exps, up_exps, down_exps, &mut obs,
         ),
     };
     b.add_assign(h, &out);
 }
 
-/// Expert matmul: MUL_MAT_ID statistics are always collected (no row minimum). `pieces` are
-/// (first row, rows, sequence) of x in accumulation order, used when the batch holds several
-/// sequences.
+/// Expert `e`'s matmul, its input and the sequence of each of its rows shown to the observer.
 fn mm_expert<B: Backend>(
     b: &B,
     x: &B::Tensor,
     w: &Named<Vec<B::Weight>>,
     e: usize,
-    pieces: &[(usize, usize, usize)],
-    stats: &mut Option<&mut StatsCollector<B::Stats>>,
+    pieces: &[SeqRows],
+    obs: &mut Observer<B>,
 ) -> B::Tensor {
-    let cols = b.shape(x).1;
-    let n_expert = w.w.len();
-    match stats {
-        Some(s) if s.n_seq <= 1 => {
-            let slot = s.slot(b, &w.name, n_expert, cols, e, 0);
-            b.matmul(x, &w.w[e], Some(slot))
-        }
-        Some(s) => {
-            for &(r0, n, seq) in pieces {
-                let slot = s.slot(b, &w.name, n_expert, cols, e, seq);
-                b.stats_add_rows(x, r0, n, slot);
-            }
-            b.matmul(x, &w.w[e], None)
-        }
-        None => b.matmul(x, &w.w[e], None),
-    }
+    let slot = match obs {
+        Some(o) => o.expert(b, x, &w.name, w.w.len(), e, pieces),
+        None => None,
+    };
+    b.matmul(x, &w.w[e], slot)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -472,14 +266,15 @@ fn moe_ffn<B: Backend>(
     b: &B,
     c: &Config,
     f: &B::Tensor,
+    seq_len: usize,
     gate_inp: &Named<B::Weight>,
     gate_exps: &Named<Vec<B::Weight>>,
     up_exps: &Named<Vec<B::Weight>>,
     down_exps: &Named<Vec<B::Weight>>,
-    stats: &mut Option<&mut StatsCollector<B::Stats>>,
+    obs: &mut Observer<B>,
 ) -> B::Tensor {
     let (rows, n_embd) = b.shape(f);
-    let router = b.download(&mm(b, f, gate_inp, stats));
+    let router = b.download(&mm(b, f, gate_inp, obs));
     let k = c.n_expert_used;
     let routes: Vec<Route> = router
         .chunks(c.n_expert)
@@ -510,31 +305,33 @@ fn moe_ffn<B: Backend>(
         }
         // Expert e's rows of each sequence in accumulation order: slot by slot, and inside a
         // slot's range tokens ascend, so each sequence's rows form one run per slot.
-        let mut pieces: Vec<(usize, usize, usize)> = Vec::new();
-        if let Some(sc) = stats.as_deref() {
-            if sc.n_seq > 1 {
-                let per = sc.seq_len.max(1);
-                let mut by_seq: Vec<Vec<(usize, usize, usize)>> = vec![Vec::new(); rows / per];
-                for &(lo, hi) in &seg[e] {
-                    let mut r = lo;
-                    while r < hi {
-                        let seq = idx[e][r] as usize / per;
-                        let mut end = r + 1;
-                        while end < hi && idx[e][end] as usize / per == seq {
-                            end += 1;
-                        }
-                        by_seq[seq].push((r, end - r, sc.first_seq + seq));
-                        r = end;
+        let mut pieces: Vec<SeqRows> = Vec::new();
+        if obs.is_some() {
+            let per = seq_len.max(1);
+            let mut by_seq: Vec<Vec<SeqRows>> = vec![Vec::new(); rows / per];
+            for &(lo, hi) in &seg[e] {
+                let mut r = lo;
+                while r < hi {
+                    let seq = idx[e][r] as usize / per;
+                    let mut end = r + 1;
+                    while end < hi && idx[e][end] as usize / per == seq {
+                        end += 1;
                     }
+                    by_seq[seq].push(SeqRows {
+                        row0: r,
+                        n: end - r,
+                        seq,
+                    });
+                    r = end;
                 }
-                pieces = by_seq.concat();
             }
+            pieces = by_seq.concat();
         }
         let x = b.gather_rows(f, &idx[e]);
-        let g = mm_expert(b, &x, gate_exps, e, &pieces, stats);
-        let u = mm_expert(b, &x, up_exps, e, &pieces, stats);
+        let g = mm_expert(b, &x, gate_exps, e, &pieces, obs);
+        let u = mm_expert(b, &x, up_exps, e, &pieces, obs);
         let m = b.silu_mul(&g, &u);
-        expert_out.push(Some(mm_expert(b, &m, down_exps, e, &pieces, stats)));
+        expert_out.push(Some(mm_expert(b, &m, down_exps, e, &pieces, obs)));
     }
     // Combine slot by slot so each token sums its experts in slot order, as llama.cpp does.
     let mut out = b.upload(&vec![0.0f32; rows * n_embd], rows, n_embd);

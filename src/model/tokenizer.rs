@@ -236,6 +236,21 @@ impl Tokenizer {
             );
         }
         let tokens = str_array(f, "tokenizer.ggml.tokens")?;
+        if tokens.len() < 2 {
+            bail!(
+                "{path}: tokenizer.ggml.tokens holds {} token(s); a vocabulary needs at least 2",
+                tokens.len()
+            );
+        }
+        if let Some(emb) = f.tensor("token_embd.weight") {
+            if emb.ne(1) != tokens.len() as u64 {
+                bail!(
+                    "{path}: tokenizer.ggml.tokens holds {} tokens, token_embd.weight has {} rows",
+                    tokens.len(),
+                    emb.ne(1)
+                );
+            }
+        }
         let merges = str_array(f, "tokenizer.ggml.merges")?;
         let types: Vec<i64> = match f
             .get("tokenizer.ggml.token_type")
@@ -244,6 +259,13 @@ impl Tokenizer {
             Some((_, items)) => items.iter().map(|v| v.as_i64().unwrap_or(1)).collect(),
             None => vec![1; tokens.len()],
         };
+        if types.len() != tokens.len() {
+            bail!(
+                "{path}: tokenizer.ggml.token_type has {} entries for {} tokens",
+                types.len(),
+                tokens.len()
+            );
+        }
         let mut token_to_id = HashMap::with_capacity(tokens.len());
         for (i, t) in tokens.iter().enumerate() {
             // A repeated text maps to its last id, as llama.cpp's token_to_id.
@@ -254,9 +276,12 @@ impl Tokenizer {
             // Split at the first space after the first byte, as llama.cpp.
             let space = m.bytes().skip(1).position(|c| c == b' ').map(|p| p + 1);
             let (a, b) = match space {
-                Some(p) => (m[..p].to_string(), m[p + 1..].to_string()),
-                None => (String::new(), String::new()),
+                Some(p) if p + 1 < m.len() => (m[..p].to_string(), m[p + 1..].to_string()),
+                _ => bail!("{path}: tokenizer.ggml.merges[{i}] = {m:?} is not two tokens separated by a space"),
             };
+            if !token_to_id.contains_key(&a) || !token_to_id.contains_key(&b) {
+                bail!("{path}: tokenizer.ggml.merges[{i}] = {m:?} names a token that is not in the vocabulary");
+            }
             merge_rank.entry((a, b)).or_insert(i);
         }
         let mut user_defined: Vec<(String, u32)> = types
@@ -266,16 +291,24 @@ impl Tokenizer {
             .map(|(i, _)| (tokens[i].clone(), i as u32))
             .collect();
         user_defined.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
-        let id = |key: &str| -> Option<u32> {
-            f.get_int(key)
-                .ok()
-                .filter(|&v| v >= 0 && (v as usize) < tokens.len())
-                .map(|v| v as u32)
+        // BOS/EOS are used when tokenizing: an id outside the vocabulary is an error (llama.cpp
+        // falls back to a default id with a warning).
+        let id = |key: &str| -> Result<Option<u32>> {
+            match f.get(key) {
+                None => Ok(None),
+                Some(v) => match v.as_i64() {
+                    Some(v) if v >= 0 && (v as usize) < tokens.len() => Ok(Some(v as u32)),
+                    _ => bail!(
+                        "{path}: {key} = {v:?} is not a token id of the {}-token vocabulary",
+                        tokens.len()
+                    ),
+                },
+            }
         };
         let flag = |key: &str| f.get_bool(key).unwrap_or(false);
         Ok(Tokenizer {
-            bos: id("tokenizer.ggml.bos_token_id"),
-            eos: id("tokenizer.ggml.eos_token_id"),
+            bos: id("tokenizer.ggml.bos_token_id")?,
+            eos: id("tokenizer.ggml.eos_token_id")?,
             add_bos: flag("tokenizer.ggml.add_bos_token"),
             add_eos: flag("tokenizer.ggml.add_eos_token"),
             byte_to_char: bytes_to_unicode(),
@@ -484,6 +517,17 @@ fn strtol_hex2(a: u8, b: u8) -> Option<u8> {
 pub fn read_prompt_file(path: &std::path::Path) -> Result<String> {
     let mut raw =
         std::fs::read(path).map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))?;
+    // A binary file given as text (a model, an archive) is a mistake, not a calibration text.
+    if let Err(e) = std::str::from_utf8(&raw) {
+        anyhow::bail!(
+            "{}: not UTF-8 text (invalid byte at offset {})",
+            path.display(),
+            e.valid_up_to()
+        );
+    }
+    if let Some(at) = raw.iter().position(|&b| b == 0) {
+        anyhow::bail!("{}: not text (a NUL byte at offset {at})", path.display());
+    }
     if raw.last() == Some(&b'\n') {
         raw.pop();
     }

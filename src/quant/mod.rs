@@ -1,15 +1,17 @@
-//! Block types: CPU dequantization (SPEC §2) and the reference quantizers (SPEC §3), one file per
-//! type. `dequantize_row` / `quantize_row` dispatch on the ggml type.
+//! Block types: CPU dequantization (SPEC §2), the reference quantizers (SPEC §3) and the WGSL
+//! of their GPU kernels, one file per type (`legacy.rs`: the four 32-value Q4/Q5 types, two
+//! generic layouts). Each type file ends in its row of the per-type table, a [`BlockType`];
+//! [`BLOCK_TYPES`] lists the rows and [`block_type`] finds one. Everything that depends on the
+//! type (`dequantize_row`, `quantize_row`, the GPU kernels' sources, the generated test weights)
+//! reads the table, so a new type is its file plus its row. Ids, names, block sizes and bytes
+//! stay with `gguf::GgmlType` (the file format).
 
 pub mod bf16;
 pub mod f16;
 pub mod f32;
+pub mod legacy;
 pub mod mix;
-pub mod q4_0;
-pub mod q4_1;
 pub mod q4_k;
-pub mod q5_0;
-pub mod q5_1;
 pub mod q5_k;
 pub mod q6_k;
 pub mod q8_0;
@@ -35,35 +37,6 @@ pub fn h2f(b: &[u8]) -> f32 {
 #[inline]
 pub fn f2h(x: f32) -> u16 {
     half::f16::from_f32(x).to_bits()
-}
-
-/// Dequantize `src` (whole blocks of type `t`) into `dst` (`dst.len()` elements).
-pub fn dequantize_row(t: GgmlType, src: &[u8], dst: &mut [f32]) -> Result<(), QuantError> {
-    let bs = t.block_size();
-    if dst.len() % bs != 0 {
-        return Err(QuantError::BadLength {
-            t,
-            n: dst.len(),
-            bs,
-        });
-    }
-    let need = dst.len() / bs * t.type_size();
-    let src = &src[..need];
-    match t {
-        GgmlType::F32 => f32::dequantize(src, dst),
-        GgmlType::F16 => f16::dequantize(src, dst),
-        GgmlType::BF16 => bf16::dequantize(src, dst),
-        GgmlType::Q4_0 => q4_0::dequantize(src, dst),
-        GgmlType::Q4_1 => q4_1::dequantize(src, dst),
-        GgmlType::Q5_0 => q5_0::dequantize(src, dst),
-        GgmlType::Q5_1 => q5_1::dequantize(src, dst),
-        GgmlType::Q8_0 => q8_0::dequantize(src, dst),
-        GgmlType::Q4K => q4_k::dequantize(src, dst),
-        GgmlType::Q5K => q5_k::dequantize(src, dst),
-        GgmlType::Q6K => q6_k::dequantize(src, dst),
-        other => return Err(QuantError::Unsupported(other)),
-    }
-    Ok(())
 }
 
 /// Dequantize a whole tensor's bytes into a new vector of `n` floats.
@@ -97,22 +70,118 @@ pub(crate) fn min_max(x: &[f32]) -> (f32, f32) {
     (min, max)
 }
 
+/// The per-type table: one row per block type wquant implements.
+pub const BLOCK_TYPES: [&BlockType; 11] = [
+    &f32::BLOCK,
+    &f16::BLOCK,
+    &bf16::BLOCK,
+    &q8_0::BLOCK,
+    &legacy::Q4_0,
+    &legacy::Q4_1,
+    &legacy::Q5_0,
+    &legacy::Q5_1,
+    &q4_k::BLOCK,
+    &q5_k::BLOCK,
+    &q6_k::BLOCK,
+];
+
+/// The table row of type `t`, if wquant implements it.
+pub fn block_type(t: GgmlType) -> Option<&'static BlockType> {
+    BLOCK_TYPES.iter().copied().find(|b| b.ggml == t)
+}
+
+/// One WGSL source of a block type: a `dq32`/`dq1` helper for the matmul and get_rows kernels,
+/// or a quantization kernel. A generic file (the legacy pairs) is instantiated by `consts`.
+#[derive(Clone, Copy, Debug)]
+pub struct Wgsl {
+    /// File name under `shaders/`.
+    pub file: &'static str,
+    pub source: &'static str,
+    /// WGSL `const` declarations the host prepends to `source` ("" for a type's own file).
+    pub consts: &'static str,
+}
+
+/// The largest effective weight the GPU kernel's reference path (no importance) forms, as a
+/// function of A = max|x| of the row (`quantize::gpu::row_is_gpu_exact`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RefWeightBound {
+    /// No weights (legacy types, Q8_0).
+    One,
+    /// The K-quants' 2·|x| style weights.
+    TwoAbsMax,
+    /// Q6_K's x² weights.
+    AbsMaxSquared,
+}
+
+/// A GPU quantization kernel (`shaders/quant_common.wgsl` + `kernel`, one invocation per block).
+#[derive(Clone, Copy, Debug)]
+pub struct GpuQuantize {
+    pub kernel: Wgsl,
+    /// With importance, the kernel reads each row's σ² = Σx²/n from the host (the legacy types:
+    /// a sequential sum over the whole row, computed in the CPU's order).
+    pub row_sigma2: bool,
+    pub ref_weight_bound: RefWeightBound,
+}
+
+/// A row quantizer: values (whole blocks) → bytes, with optional importance (one per value).
+pub type QuantizeFn = fn(&[f32], &mut [u8], Option<&[f32]>);
+
+/// One row of the per-type table (candle's `GgmlType` idea): what wquant does with a type.
+#[derive(Clone, Copy, Debug)]
+pub struct BlockType {
+    pub ggml: GgmlType,
+    /// Whole blocks of bytes → their values (`dst.len()` values).
+    pub dequantize: fn(&[u8], &mut [f32]),
+    /// Whole blocks of one row → bytes, as ggml_quantize_chunk does: with importance (one per
+    /// column) the type's `_impl` path, without it the `_ref` path. `None`: read-only type.
+    pub quantize: Option<QuantizeFn>,
+    /// Whether `quantize` reads the importance (Q8_0 ignores it, as llama.cpp does).
+    pub uses_importance: bool,
+    /// Byte offsets of the f16 scale fields in a block: generated test weights set these to
+    /// finite, moderate values (random bytes there give Inf/NaN scales).
+    pub f16_fields: &'static [usize],
+    /// The GPU dequantization helper (`None`: the GPU kernels cannot read the type).
+    pub wgsl_dequantize: Option<Wgsl>,
+    /// The GPU quantization kernel, if any.
+    pub gpu_quantize: Option<GpuQuantize>,
+}
+
+impl BlockType {
+    /// Elements per block (from the file format's facts).
+    pub fn block_size(&self) -> usize {
+        self.ggml.block_size()
+    }
+
+    /// Bytes per block (from the file format's facts).
+    pub fn block_bytes(&self) -> usize {
+        self.ggml.type_size()
+    }
+}
+
+/// Whether wquant can read (dequantize) type `t`.
+pub fn can_dequantize(t: GgmlType) -> bool {
+    block_type(t).is_some()
+}
+
 /// Whether `quantize_row` can produce type `t`.
 pub fn can_quantize(t: GgmlType) -> bool {
-    matches!(
-        t,
-        GgmlType::F32
-            | GgmlType::F16
-            | GgmlType::BF16
-            | GgmlType::Q4_0
-            | GgmlType::Q4_1
-            | GgmlType::Q5_0
-            | GgmlType::Q5_1
-            | GgmlType::Q8_0
-            | GgmlType::Q4K
-            | GgmlType::Q5K
-            | GgmlType::Q6K
-    )
+    block_type(t).is_some_and(|b| b.quantize.is_some())
+}
+
+/// Dequantize `src` (whole blocks of type `t`) into `dst` (`dst.len()` elements).
+pub fn dequantize_row(t: GgmlType, src: &[u8], dst: &mut [f32]) -> Result<(), QuantError> {
+    let bs = t.block_size();
+    if !dst.len().is_multiple_of(bs) {
+        return Err(QuantError::BadLength {
+            t,
+            n: dst.len(),
+            bs,
+        });
+    }
+    let b = block_type(t).ok_or(QuantError::Unsupported(t))?;
+    let need = dst.len() / bs * t.type_size();
+    (b.dequantize)(&src[..need], dst);
+    Ok(())
 }
 
 /// Quantize one row `x` (whole blocks) to type `t` into `dst` (exactly the row's bytes), as
@@ -132,31 +201,9 @@ pub fn quantize_row(
     if dst.len() != need || qw.is_some_and(|w| w.len() != x.len()) {
         return Err(QuantError::BadLength { t, n: x.len(), bs });
     }
-    match t {
-        GgmlType::F32 => {
-            for (d, v) in dst.chunks_exact_mut(4).zip(x) {
-                d.copy_from_slice(&v.to_le_bytes());
-            }
-        }
-        GgmlType::F16 => {
-            for (d, v) in dst.chunks_exact_mut(2).zip(x) {
-                d.copy_from_slice(&f2h(*v).to_le_bytes());
-            }
-        }
-        GgmlType::BF16 => {
-            for (d, v) in dst.chunks_exact_mut(2).zip(x) {
-                d.copy_from_slice(&bf16::from_f32(*v).to_le_bytes());
-            }
-        }
-        GgmlType::Q4_0 => q4_0::quantize(x, dst, qw),
-        GgmlType::Q4_1 => q4_1::quantize(x, dst, qw),
-        GgmlType::Q5_0 => q5_0::quantize(x, dst, qw),
-        GgmlType::Q5_1 => q5_1::quantize(x, dst, qw),
-        GgmlType::Q8_0 => q8_0::quantize(x, dst),
-        GgmlType::Q4K => q4_k::quantize(x, dst, qw),
-        GgmlType::Q5K => q5_k::quantize(x, dst, qw),
-        GgmlType::Q6K => q6_k::quantize(x, dst, qw),
-        other => return Err(QuantError::Unsupported(other)),
-    }
+    let quantize = block_type(t)
+        .and_then(|b| b.quantize)
+        .ok_or(QuantError::Unsupported(t))?;
+    quantize(x, dst, qw);
     Ok(())
 }

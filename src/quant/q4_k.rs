@@ -1,5 +1,7 @@
 //! Q4_K: super-blocks of 256 = 8 sub-blocks of 32 with 6-bit scales and mins.
 use super::h2f;
+use super::{BlockType, GpuQuantize, RefWeightBound, Wgsl};
+use crate::gguf::GgmlType;
 pub const BLOCK_BYTES: usize = 144;
 
 /// get_scale_min_k4: 6-bit (scale, min) of sub-block j from the 12 packed bytes.
@@ -187,3 +189,26 @@ pub fn quantize(x: &[f32], dst: &mut [u8], qw: Option<&[f32]>) {
         }
     }
 }
+
+/// This type's row of the per-type table (`quant::BLOCK_TYPES`).
+pub const BLOCK: BlockType = BlockType {
+    ggml: GgmlType::Q4K,
+    dequantize,
+    quantize: Some(quantize),
+    uses_importance: true,
+    f16_fields: &[0, 2],
+    wgsl_dequantize: Some(Wgsl {
+        file: "dq_q4_k.wgsl",
+        source: include_str!("../../shaders/dq_q4_k.wgsl"),
+        consts: "",
+    }),
+    gpu_quantize: Some(GpuQuantize {
+        kernel: Wgsl {
+            file: "quant_q4_k.wgsl",
+            source: include_str!("../../shaders/quant_q4_k.wgsl"),
+            consts: "",
+        },
+        row_sigma2: false,
+        ref_weight_bound: RefWeightBound::TwoAbsMax,
+    }),
+};

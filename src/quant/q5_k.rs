@@ -1,6 +1,8 @@
 //! Q5_K: Q4_K's scales plus a fifth bit per element in qh.
 use super::h2f;
 use super::q4_k::get_scale_min_k4;
+use super::{BlockType, GpuQuantize, RefWeightBound, Wgsl};
+use crate::gguf::GgmlType;
 pub const BLOCK_BYTES: usize = 176;
 
 pub fn dequantize(src: &[u8], dst: &mut [f32]) {
@@ -65,3 +67,26 @@ pub fn quantize(x: &[f32], dst: &mut [u8], qw: Option<&[f32]>) {
         }
     }
 }
+
+/// This type's row of the per-type table (`quant::BLOCK_TYPES`).
+pub const BLOCK: BlockType = BlockType {
+    ggml: GgmlType::Q5K,
+    dequantize,
+    quantize: Some(quantize),
+    uses_importance: true,
+    f16_fields: &[0, 2],
+    wgsl_dequantize: Some(Wgsl {
+        file: "dq_q5_k.wgsl",
+        source: include_str!("../../shaders/dq_q5_k.wgsl"),
+        consts: "",
+    }),
+    gpu_quantize: Some(GpuQuantize {
+        kernel: Wgsl {
+            file: "quant_q5_k.wgsl",
+            source: include_str!("../../shaders/quant_q5_k.wgsl"),
+            consts: "",
+        },
+        row_sigma2: false,
+        ref_weight_bound: RefWeightBound::TwoAbsMax,
+    }),
+};

@@ -1,5 +1,7 @@
 //! Q6_K: 16 sub-blocks of 16 with int8 scales; 4 low bits in ql, 2 high bits in qh; d last.
 use super::h2f;
+use super::{BlockType, GpuQuantize, RefWeightBound, Wgsl};
+use crate::gguf::GgmlType;
 pub const BLOCK_BYTES: usize = 210;
 
 pub fn dequantize(src: &[u8], dst: &mut [f32]) {
@@ -91,3 +93,26 @@ pub fn quantize(x: &[f32], dst: &mut [u8], qw: Option<&[f32]>) {
         }
     }
 }
+
+/// This type's row of the per-type table (`quant::BLOCK_TYPES`).
+pub const BLOCK: BlockType = BlockType {
+    ggml: GgmlType::Q6K,
+    dequantize,
+    quantize: Some(quantize),
+    uses_importance: true,
+    f16_fields: &[208],
+    wgsl_dequantize: Some(Wgsl {
+        file: "dq_q6_k.wgsl",
+        source: include_str!("../../shaders/dq_q6_k.wgsl"),
+        consts: "",
+    }),
+    gpu_quantize: Some(GpuQuantize {
+        kernel: Wgsl {
+            file: "quant_q6_k.wgsl",
+            source: include_str!("../../shaders/quant_q6_k.wgsl"),
+            consts: "",
+        },
+        row_sigma2: false,
+        ref_weight_bound: RefWeightBound::AbsMaxSquared,
+    }),
+};

@@ -1,5 +1,7 @@
 //! Q8_0: d:f16, 32 int8; y = q·d.
 use super::h2f;
+use super::{BlockType, GpuQuantize, RefWeightBound, Wgsl};
+use crate::gguf::GgmlType;
 pub const BLOCK_BYTES: usize = 34;
 
 pub fn dequantize(src: &[u8], dst: &mut [f32]) {
@@ -13,7 +15,7 @@ pub fn dequantize(src: &[u8], dst: &mut [f32]) {
 
 /// quantize_row_q8_0_ref: d = amax/127, q = roundf(x·(1/d)). The imatrix is ignored, as in
 /// ggml's quantize_q8_0.
-pub fn quantize(x: &[f32], dst: &mut [u8]) {
+pub fn quantize(x: &[f32], dst: &mut [u8], _qw: Option<&[f32]>) {
     for (xb, b) in x.chunks_exact(32).zip(dst.chunks_exact_mut(BLOCK_BYTES)) {
         let mut amax = 0f32;
         for &v in xb {
@@ -28,3 +30,26 @@ pub fn quantize(x: &[f32], dst: &mut [u8]) {
         }
     }
 }
+
+/// This type's row of the per-type table (`quant::BLOCK_TYPES`).
+pub const BLOCK: BlockType = BlockType {
+    ggml: GgmlType::Q8_0,
+    dequantize,
+    quantize: Some(quantize),
+    uses_importance: false,
+    f16_fields: &[0],
+    wgsl_dequantize: Some(Wgsl {
+        file: "dq_q8_0.wgsl",
+        source: include_str!("../../shaders/dq_q8_0.wgsl"),
+        consts: "",
+    }),
+    gpu_quantize: Some(GpuQuantize {
+        kernel: Wgsl {
+            file: "quant_q8_0.wgsl",
+            source: include_str!("../../shaders/quant_q8_0.wgsl"),
+            consts: "",
+        },
+        row_sigma2: false,
+        ref_weight_bound: RefWeightBound::One,
+    }),
+};

@@ -33,13 +33,8 @@ pub fn random_weight_bytes(rng: &mut Rng, t: GgmlType, ne0: usize, rows: usize) 
         }
         _ => {
             let bs = t.type_size();
-            // Byte offsets of f16 scale fields inside a block.
-            let fields: &[usize] = match t {
-                GgmlType::Q4_0 | GgmlType::Q5_0 | GgmlType::Q8_0 => &[0],
-                GgmlType::Q4_1 | GgmlType::Q5_1 | GgmlType::Q4K | GgmlType::Q5K => &[0, 2],
-                GgmlType::Q6K => &[208],
-                _ => &[],
-            };
+            // Byte offsets of f16 scale fields inside a block (the type's table row).
+            let fields = crate::quant::block_type(t).map_or(&[][..], |b| b.f16_fields);
             for blk in b.chunks_exact_mut(bs) {
                 for &o in fields {
                     let v = rng.f32() * 0.02;

@@ -19,6 +19,9 @@ pub struct HostWeight {
     pub data: Vec<f32>,
 }
 
+/// The KLD reductions of the CPU reference (`kld::stats`) on the downloaded logits.
+impl crate::kld::KldReduce for HostRef {}
+
 impl Backend for HostRef {
     type Tensor = HostTensor;
     type Weight = HostWeight;

@@ -24,8 +24,9 @@ use crate::backend::gpu::GpuBackend;
 use crate::backend::Backend;
 use crate::gguf::GgufFile;
 use crate::kld::logits_file::BaseRecord;
+use crate::kld::reduce::KldReduce;
 use crate::kld::stats::TokenKld;
-use crate::model::{Model, Tokenizer};
+use crate::model::{ModelRunner, Tokenizer};
 use crate::util::rng::Rng;
 use crate::verify::{nmse, CheckRow};
 use anyhow::{Context, Result};
@@ -181,13 +182,13 @@ pub fn model_rows<R: Backend>(r: &R, path: &Path, rng: &mut Rng) -> Result<KldRo
              the hours it should stay open, they agreed to ask the city for more money and to \
              start the work in the spring, once the plans had been approved by the council.",
         );
-    let model = Model::load(r, &file)?;
+    let mut model = ModelRunner::resident(r, &file, 1)?;
     let h = model.hidden(r, &tokens, tokens.len(), None)?;
     let (rows, n_embd) = r.shape(&h);
     let hb = r.download(&h);
     let hq: Vec<f32> = hb.iter().map(|&x| x * (1.0 + 0.03 * gauss(rng))).collect();
-    let base = r.download(&model.logits(r, &r.upload(&hb, rows, n_embd), None));
-    let quant = r.download(&model.logits(r, &r.upload(&hq, rows, n_embd), None));
+    let base = model.logits_host(r, &r.upload(&hb, rows, n_embd), None)?;
+    let quant = model.logits_host(r, &r.upload(&hq, rows, n_embd), None)?;
     let n_vocab = model.config.n_vocab;
     // Row i predicts token i + 1; the last row predicts the first token again.
     let targets = (0..rows).map(|i| tokens[(i + 1) % rows]).collect();
@@ -306,7 +307,7 @@ pub fn compare(got: &[TokenKld], want: &[TokenKld], offset_tol: &[f64]) -> KldCo
 }
 
 /// The reduction on the GPU and on the reference for one set of rows.
-pub fn compare_rows<R: Backend>(gpu: &GpuBackend, r: &R, rows: &KldRows) -> KldComparison {
+pub fn compare_rows<R: KldReduce>(gpu: &GpuBackend, r: &R, rows: &KldRows) -> KldComparison {
     let (m, n) = (rows.rows(), rows.n_vocab);
     let got = gpu.kld_tokens(
         &gpu.upload(&rows.quant, m, n),
@@ -332,7 +333,7 @@ pub fn compare_rows<R: Backend>(gpu: &GpuBackend, r: &R, rows: &KldRows) -> KldC
 
 /// Base-file mode: each base row encoded as llama-perplexity's 16-bit record, then the record
 /// kernel against `token_kld_from_record` on the reference.
-pub fn compare_rows_vs_records<R: Backend>(
+pub fn compare_rows_vs_records<R: KldReduce>(
     gpu: &GpuBackend,
     r: &R,
     rows: &KldRows,
@@ -347,7 +348,7 @@ pub fn compare_rows_vs_records<R: Backend>(
 }
 
 /// Quant logits rows against base records on the GPU and on the reference.
-pub fn compare_quant_vs_records<R: Backend>(
+pub fn compare_quant_vs_records<R: KldReduce>(
     gpu: &GpuBackend,
     r: &R,
     quant: &[f32],
@@ -380,7 +381,7 @@ fn row(rows: &KldRows, c: &KldComparison) -> CheckRow {
 
 /// The conformance rows: random rows at SmolLM2's vocabulary and odd sizes, edge cases, and
 /// real rows when a model is given.
-pub fn check_kld<R: Backend>(
+pub fn check_kld<R: KldReduce>(
     gpu: &GpuBackend,
     r: &R,
     rng: &mut Rng,

@@ -9,6 +9,7 @@
 pub mod gen;
 pub mod host_ref;
 pub mod kld;
+pub mod quant_cases;
 
 use crate::backend::gpu::{kernels, GpuBackend, MatmulVariant};
 use crate::backend::{AttnParams, Backend, RopeParams, StatsHost, WeightSource};
@@ -112,7 +113,11 @@ fn matmul_shapes(t: GgmlType) -> Vec<(usize, usize, usize)> {
 }
 
 /// Run every check: GPU `gpu` against the reference backend `r`.
-pub fn run_checks<R: Backend>(gpu: &GpuBackend, r: &R, opts: &Options) -> Result<Vec<CheckRow>> {
+pub fn run_checks<R: crate::kld::KldReduce>(
+    gpu: &GpuBackend,
+    r: &R,
+    opts: &Options,
+) -> Result<Vec<CheckRow>> {
     let mut rows = Vec::new();
     let mut rng = Rng::new(opts.seed);
 
@@ -326,12 +331,13 @@ pub fn run_checks<R: Backend>(gpu: &GpuBackend, r: &R, opts: &Options) -> Result
 /// GPU block quantization vs `quant::quantize_row` on random rows with edge cases (zero,
 /// constant, outlier, denormal and tiny blocks; importance 0, 1, 100), reference and importance
 /// paths: the fraction of byte-identical blocks (must be 100%). Rows outside
-/// `gpu_quantize::row_is_gpu_exact` are left out (the CPU quantizes those).
+/// `quantize::gpu::row_is_gpu_exact` are left out (the CPU quantizes those).
 fn check_quant_kernels(gpu: &GpuBackend) -> Result<Vec<CheckRow>> {
-    use crate::gpu_quantize as gq;
+    use crate::quantize::gpu as gq;
+    use quant_cases as qc;
     let (n_rows, ne0) = (12, 512);
-    let x = gq::edge_case_rows(0x5EED, n_rows, ne0);
-    let imp = gq::edge_case_importance(0x1AB, ne0);
+    let x = qc::edge_case_rows(0x5EED, n_rows, ne0);
+    let imp = qc::edge_case_importance(0x1AB, ne0);
     let mut rows = Vec::new();
     for t in crate::backend::gpu::kernels::quant_block::TYPES {
         for (path, w) in [("ref", None), ("imatrix", Some(&imp[..]))] {
@@ -341,7 +347,7 @@ fn check_quant_kernels(gpu: &GpuBackend) -> Result<Vec<CheckRow>> {
             let (mut same, mut total) = (0, 0);
             for (r, row) in x.chunks_exact(ne0).enumerate() {
                 if gq::row_is_gpu_exact(t, row, w) {
-                    let (s, n) = gq::blocks_identical(
+                    let (s, n) = qc::blocks_identical(
                         t,
                         &got[r * rb..(r + 1) * rb],
                         &want[r * rb..(r + 1) * rb],

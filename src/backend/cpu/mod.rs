@@ -353,7 +353,7 @@ impl Backend for CpuBackend {
 
     fn weight(&self, src: &WeightSource) -> anyhow::Result<CpuWeight> {
         let t = src.ggml_type;
-        if !t.can_dequantize() {
+        if !crate::quant::can_dequantize(t) {
             bail!(
                 "{}: tensor {} has type {}, which wquant cannot read",
                 src.file.path.display(),

@@ -5,9 +5,8 @@
 pub mod device;
 pub mod kernels;
 pub mod pool;
-pub mod scheduler;
 
-use crate::backend::{AttnParams, Backend, RopeParams, StatsHost, WeightSource};
+use crate::backend::{AttnParams, Backend, DeviceMemory, RopeParams, StatsHost, WeightSource};
 use crate::gguf::GgmlType;
 use anyhow::{bail, Result};
 use device::{DeviceSpec, GpuDevice};
@@ -500,24 +499,6 @@ impl Backend for GpuBackend {
         kernels::scatter_add::run(&self.ctx, dst, src, idx, scale);
     }
 
-    fn kld_tokens(
-        &self,
-        quant_logits: &GpuTensor,
-        base_logits: &GpuTensor,
-        targets: &[u32],
-    ) -> Vec<crate::kld::TokenKld> {
-        kernels::kld::run(&self.ctx, quant_logits, base_logits, targets)
-    }
-
-    fn kld_tokens_from_records(
-        &self,
-        quant_logits: &GpuTensor,
-        base: &[crate::kld::BaseRecord],
-        targets: &[u32],
-    ) -> Vec<crate::kld::TokenKld> {
-        kernels::kld::run_vs_base_file(&self.ctx, quant_logits, base, targets)
-    }
-
     fn stats_add_rows(&self, x: &GpuTensor, row0: usize, n: usize, s: &mut GpuStats) {
         kernels::mm_stats::run(&self.ctx, x, row0, n, s);
     }
@@ -535,5 +516,18 @@ impl Backend for GpuBackend {
             sum: w[k..2 * k].iter().map(|&b| f32::from_bits(b)).collect(),
             count: w[2 * k] as u64 | ((w[2 * k + 1] as u64) << 32),
         }
+    }
+
+    fn device_memory(&self) -> Option<DeviceMemory> {
+        let lim = &self.ctx.dev.limits;
+        Some(DeviceMemory {
+            max_binding_bytes: lim.max_storage_buffer_binding_size.min(lim.max_buffer_size),
+            // Vulkan's VK_EXT_memory_budget (90% of it); other backends report nothing.
+            driver_budget: device::vram_info(&self.ctx.dev.adapter).map(|v| v.default_budget()),
+        })
+    }
+
+    fn set_memory_limit(&self, bytes: Option<u64>) {
+        self.ctx.pool.set_limit(bytes);
     }
 }

@@ -91,7 +91,7 @@ fn generated(tm: usize, tn: usize) -> String {
 pub fn source(t: GgmlType) -> String {
     super::assemble(&[
         super::WBYTES,
-        super::dq_helper(t).expect("supported weight type"),
+        &super::dq_helper(t).expect("supported weight type"),
         &generated(TM, TN),
         SHADER,
     ])

@@ -1,11 +1,11 @@
 //! One host module per kernel; each owns exactly one `shaders/<op>.wgsl`. Shared WGSL helpers
-//! (`wbytes.wgsl`, `dq_<type>.wgsl`) are prepended by `assemble`.
+//! (`wbytes.wgsl`, each weight type's `dq32` helper from its `quant::BlockType` row) are prepended
+//! by `assemble`.
 
 pub mod add;
 pub mod attention;
 pub mod gather_rows;
 pub mod get_rows;
-pub mod kld;
 pub mod matmul;
 pub mod matmul_tiled;
 pub mod matmul_unrolled;
@@ -17,41 +17,49 @@ pub mod scatter_add;
 pub mod silu_mul;
 
 use crate::gguf::GgmlType;
+use crate::quant;
 
 /// Byte readers over the raw weight words `wq`.
 pub const WBYTES: &str = include_str!("../../../../shaders/wbytes.wgsl");
 
-/// Weight types the kernels dequantize.
-pub const WEIGHT_TYPES: [GgmlType; 11] = [
-    GgmlType::F32,
-    GgmlType::F16,
-    GgmlType::BF16,
-    GgmlType::Q8_0,
-    GgmlType::Q4_0,
-    GgmlType::Q4_1,
-    GgmlType::Q5_0,
-    GgmlType::Q5_1,
-    GgmlType::Q4K,
-    GgmlType::Q5K,
-    GgmlType::Q6K,
-];
+/// Weight types the kernels dequantize: the table's rows with a WGSL dequantization helper.
+pub const WEIGHT_TYPES: [GgmlType; N_WEIGHT_TYPES] = table_types(true);
+const N_WEIGHT_TYPES: usize = count_table_types(true);
 
-/// The `dq32` helper for a weight type.
-pub fn dq_helper(t: GgmlType) -> Option<&'static str> {
-    Some(match t {
-        GgmlType::F32 => include_str!("../../../../shaders/dq_f32.wgsl"),
-        GgmlType::F16 => include_str!("../../../../shaders/dq_f16.wgsl"),
-        GgmlType::BF16 => include_str!("../../../../shaders/dq_bf16.wgsl"),
-        GgmlType::Q8_0 => include_str!("../../../../shaders/dq_q8_0.wgsl"),
-        GgmlType::Q4_0 => include_str!("../../../../shaders/dq_q4_0.wgsl"),
-        GgmlType::Q4_1 => include_str!("../../../../shaders/dq_q4_1.wgsl"),
-        GgmlType::Q5_0 => include_str!("../../../../shaders/dq_q5_0.wgsl"),
-        GgmlType::Q5_1 => include_str!("../../../../shaders/dq_q5_1.wgsl"),
-        GgmlType::Q4K => include_str!("../../../../shaders/dq_q4_k.wgsl"),
-        GgmlType::Q5K => include_str!("../../../../shaders/dq_q5_k.wgsl"),
-        GgmlType::Q6K => include_str!("../../../../shaders/dq_q6_k.wgsl"),
-        _ => return None,
-    })
+/// How many table rows have a dequantization helper (`dq`) or a quantization kernel.
+pub(crate) const fn count_table_types(dq: bool) -> usize {
+    let mut n = 0;
+    let mut i = 0;
+    while i < quant::BLOCK_TYPES.len() {
+        let b = quant::BLOCK_TYPES[i];
+        if (dq && b.wgsl_dequantize.is_some()) || (!dq && b.gpu_quantize.is_some()) {
+            n += 1;
+        }
+        i += 1;
+    }
+    n
+}
+
+/// Those rows' types, in table order (`N` from `count_table_types`).
+pub(crate) const fn table_types<const N: usize>(dq: bool) -> [GgmlType; N] {
+    let mut v = [GgmlType::F32; N];
+    let mut n = 0;
+    let mut i = 0;
+    while i < quant::BLOCK_TYPES.len() {
+        let b = quant::BLOCK_TYPES[i];
+        if (dq && b.wgsl_dequantize.is_some()) || (!dq && b.gpu_quantize.is_some()) {
+            v[n] = b.ggml;
+            n += 1;
+        }
+        i += 1;
+    }
+    v
+}
+
+/// The `dq32`/`dq1` helper for a weight type, with the constants that instantiate it.
+pub fn dq_helper(t: GgmlType) -> Option<String> {
+    let h = quant::block_type(t)?.wgsl_dequantize?;
+    Some(assemble(&[h.consts, h.source]))
 }
 
 /// Helpers first, then the kernel (WGSL module scope is order-independent; this keeps line
@@ -67,10 +75,15 @@ pub fn assemble(parts: &[&str]) -> String {
 
 /// The assembled source of a kernel that reads weights of type `t`.
 pub fn with_weights(t: GgmlType, kernel: &str) -> String {
-    assemble(&[WBYTES, dq_helper(t).expect("supported weight type"), kernel])
+    assemble(&[
+        WBYTES,
+        &dq_helper(t).expect("supported weight type"),
+        kernel,
+    ])
 }
 
-/// Every shader as the host assembles it: (label, source), for validation with naga.
+/// Every shader as the host assembles it: (label, source), for validation with naga. The KLD
+/// kernels are `kld::gpu`'s (`kld::gpu::sources`).
 pub fn all_sources() -> Vec<(String, String)> {
     let mut v = Vec::new();
     for t in WEIGHT_TYPES {
@@ -90,8 +103,6 @@ pub fn all_sources() -> Vec<(String, String)> {
     v.push(("add.wgsl".into(), add::SHADER.into()));
     v.push(("gather_rows.wgsl".into(), gather_rows::SHADER.into()));
     v.push(("scatter_add.wgsl".into(), scatter_add::SHADER.into()));
-    v.push(("kld.wgsl".into(), kld::source()));
-    v.push(("kld_record.wgsl".into(), kld::record_source()));
     for t in quant_block::TYPES {
         v.push((
             format!("quant+{t}"),
@@ -101,21 +112,11 @@ pub fn all_sources() -> Vec<(String, String)> {
     v
 }
 
-/// The `shaders/*.wgsl` file names that `all_sources` covers (kernels and helpers).
+/// The `shaders/*.wgsl` file names that `all_sources` covers (kernels and helpers): the
+/// type-independent ones and each table row's.
 pub fn shader_files() -> Vec<&'static str> {
-    vec![
+    let mut v = vec![
         "wbytes.wgsl",
-        "dq_f32.wgsl",
-        "dq_f16.wgsl",
-        "dq_bf16.wgsl",
-        "dq_q8_0.wgsl",
-        "dq_q4_0.wgsl",
-        "dq_q4_1.wgsl",
-        "dq_q5_0.wgsl",
-        "dq_q5_1.wgsl",
-        "dq_q4_k.wgsl",
-        "dq_q5_k.wgsl",
-        "dq_q6_k.wgsl",
         "matmul.wgsl",
         "matmul_tiled.wgsl",
         "matmul_unrolled.wgsl",
@@ -128,17 +129,16 @@ pub fn shader_files() -> Vec<&'static str> {
         "add.wgsl",
         "gather_rows.wgsl",
         "scatter_add.wgsl",
-        "kld_common.wgsl",
-        "kld.wgsl",
-        "kld_record.wgsl",
         "quant_common.wgsl",
-        "quant_q8_0.wgsl",
-        "quant_q4_0.wgsl",
-        "quant_q4_1.wgsl",
-        "quant_q5_0.wgsl",
-        "quant_q5_1.wgsl",
-        "quant_q4_k.wgsl",
-        "quant_q5_k.wgsl",
-        "quant_q6_k.wgsl",
-    ]
+    ];
+    for b in quant::BLOCK_TYPES {
+        let dq = b.wgsl_dequantize.map(|w| w.file);
+        let q = b.gpu_quantize.map(|g| g.kernel.file);
+        for f in [dq, q].into_iter().flatten() {
+            if !v.contains(&f) {
+                v.push(f);
+            }
+        }
+    }
+    v
 }

@@ -1,41 +1,21 @@
 //! `shaders/quant_<type>.wgsl` (+ the shared `quant_common.wgsl`): block quantization, one
-//! invocation per block, bytes identical to `quant::quantize_row` (see `gpu_quantize`).
+//! invocation per block, bytes identical to `quant::quantize_row` (see `quantize::gpu`). The kernel
+//! of each type is its `quant::BlockType` row's `gpu_quantize`.
 
 use super::super::Ctx;
 use crate::gguf::GgmlType;
+use crate::quant;
 
 pub const COMMON: &str = include_str!("../../../../shaders/quant_common.wgsl");
 
-/// Block types with a quantization kernel.
-pub const TYPES: [GgmlType; 8] = [
-    GgmlType::Q8_0,
-    GgmlType::Q4_0,
-    GgmlType::Q4_1,
-    GgmlType::Q5_0,
-    GgmlType::Q5_1,
-    GgmlType::Q4K,
-    GgmlType::Q5K,
-    GgmlType::Q6K,
-];
+/// Block types with a quantization kernel (the table's rows that have one).
+pub const TYPES: [GgmlType; N_TYPES] = super::table_types(false);
+const N_TYPES: usize = super::count_table_types(false);
 
-/// The kernel's own file for type `t`.
-pub fn shader(t: GgmlType) -> Option<&'static str> {
-    Some(match t {
-        GgmlType::Q8_0 => include_str!("../../../../shaders/quant_q8_0.wgsl"),
-        GgmlType::Q4_0 => include_str!("../../../../shaders/quant_q4_0.wgsl"),
-        GgmlType::Q4_1 => include_str!("../../../../shaders/quant_q4_1.wgsl"),
-        GgmlType::Q5_0 => include_str!("../../../../shaders/quant_q5_0.wgsl"),
-        GgmlType::Q5_1 => include_str!("../../../../shaders/quant_q5_1.wgsl"),
-        GgmlType::Q4K => include_str!("../../../../shaders/quant_q4_k.wgsl"),
-        GgmlType::Q5K => include_str!("../../../../shaders/quant_q5_k.wgsl"),
-        GgmlType::Q6K => include_str!("../../../../shaders/quant_q6_k.wgsl"),
-        _ => return None,
-    })
-}
-
-/// The assembled source for type `t`.
+/// The assembled source for type `t`: the shared helpers, the kernel's constants, the kernel.
 pub fn source(t: GgmlType) -> Option<String> {
-    shader(t).map(|s| super::assemble(&[COMMON, s]))
+    let k = quant::block_type(t)?.gpu_quantize?.kernel;
+    Some(super::assemble(&[COMMON, k.consts, k.source]))
 }
 
 /// Words of the output slot one block occupies (the block's bytes rounded up to 4).

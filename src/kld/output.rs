@@ -163,7 +163,8 @@ pub struct KldReport {
     pub n_vocab: usize,
     /// Running values after each chunk.
     pub chunks: Vec<RunningLine>,
-    /// Final statistics; absent below 100 scored tokens (as llama-perplexity).
+    /// Final statistics (absent only when no token was scored); the text form prints them
+    /// from 100 scored tokens, as llama-perplexity.
     pub summary: Option<Summary>,
     /// Bytes written to disk for the base distribution (0 in own mode).
     pub base_file_bytes: u64,
@@ -182,8 +183,11 @@ impl KldReport {
             let _ = writeln!(o, "{}", running_line(i + 1, r));
         }
         let _ = writeln!(o);
-        if let Some(s) = &self.summary {
-            o.push_str(&summary_text(s));
+        // Scored tokens: the second half of each chunk but its last token.
+        let scored = self.n_chunk * (self.n_ctx - self.n_ctx / 2).saturating_sub(1);
+        match &self.summary {
+            Some(s) if scored as u64 >= MIN_TOKENS_FOR_SUMMARY => o.push_str(&summary_text(s)),
+            _ => {}
         }
         o
     }

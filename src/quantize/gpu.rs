@@ -8,12 +8,12 @@
 //! byte. If they do not, that type is quantized on the CPU (`--device auto`, with a message) or
 //! the run fails (`--device gpu[:N]`). `verify` additionally checks every tensor on the CPU.
 
+use super::canary;
 use crate::backend::gpu::device::DeviceSpec;
 use crate::backend::gpu::kernels::quant_block;
 use crate::backend::gpu::GpuBackend;
 use crate::gguf::GgmlType;
-use crate::quant;
-use crate::util::rng::Rng;
+use crate::quant::{self, RefWeightBound};
 use anyhow::{anyhow, bail, Context, Result};
 use rayon::prelude::*;
 use std::collections::HashMap;
@@ -22,9 +22,9 @@ use std::sync::Mutex;
 /// Input values per dispatch: 16 MiB of f32, far under every adapter's binding limit.
 const MAX_VALUES_PER_DISPATCH: usize = 4 << 20;
 
-/// Whether a GPU kernel exists for type `t`.
+/// Whether a GPU kernel exists for type `t` (its table row has one).
 pub fn supports(t: GgmlType) -> bool {
-    quant_block::shader(t).is_some()
+    quant::block_type(t).is_some_and(|b| b.gpu_quantize.is_some())
 }
 
 pub struct GpuQuantizer {
@@ -44,49 +44,20 @@ impl std::fmt::Debug for GpuQuantizer {
     }
 }
 
-/// What `--device` chooses for `wquant quantize`: `None` is the CPU reference.
+/// What `--device` chooses for `wquant quantize` (`backend::select`): `None` is the CPU
+/// reference. With auto (a hardware GPU) every tensor is verified against the CPU reference
+/// (a mismatch uses the CPU bytes): shader compilers may fuse or reorder float operations
+/// (lavapipe reassociated a constant add until shaders/quant_common.wgsl's `opaque()`), and a
+/// per-type canary cannot see data-dependent differences. An explicit `gpu[:N]` is strict.
 pub fn choose(device: &str, verify: bool, quiet: bool) -> Result<Option<GpuQuantizer>> {
-    let spec = DeviceSpec::parse(device)?;
-    let q = match spec {
-        DeviceSpec::Cpu => return Ok(None),
-        // auto: a hardware GPU, every tensor verified against the CPU reference (a mismatch
-        // uses the CPU bytes): shader compilers may fuse or reorder float operations (lavapipe
-        // reassociated a constant add until shaders/quant_common.wgsl's `opaque()`), and a
-        // per-type canary cannot see data-dependent differences. A software adapter (lavapipe)
-        // is slower than the CPU reference, so auto uses the CPU there.
-        DeviceSpec::Auto if !crate::backend::gpu::device::auto_has_hardware_gpu() => {
-            if !quiet {
-                eprintln!("quantize: no hardware GPU; quantizing on the CPU reference");
-            }
-            return Ok(None);
-        }
-        DeviceSpec::Auto => match GpuQuantizer::open(device) {
-            Ok(q) if q.gpu.is_cpu_adapter() => {
-                if !quiet {
-                    eprintln!(
-                        "quantize: only a software adapter ({}); quantizing on the CPU reference",
-                        q.adapter_name()
-                    );
-                }
-                return Ok(None);
-            }
-            Ok(mut q) => {
-                q.verify = true;
-                q
-            }
-            Err(e) => {
-                eprintln!("quantize: no GPU adapter ({e:#}); quantizing on the CPU");
-                return Ok(None);
-            }
-        },
-        DeviceSpec::Gpu(_) => {
-            let mut q = GpuQuantizer::open(device)?;
-            q.strict = true;
-            q
-        }
+    let auto = DeviceSpec::parse(device)? == DeviceSpec::Auto;
+    let gpu = match crate::backend::select::select(device, "quantize", quiet)? {
+        crate::backend::select::SelectedBackend::Cpu(_) => return Ok(None),
+        crate::backend::select::SelectedBackend::Gpu(g) => g,
     };
-    let mut q = q;
-    q.verify |= verify;
+    let mut q = GpuQuantizer::from_backend(gpu);
+    q.verify = auto || verify;
+    q.strict = !auto;
     q.verbose = !quiet;
     if !quiet {
         eprintln!("quantize: GPU adapter {}", q.adapter_name());
@@ -224,8 +195,8 @@ impl GpuQuantizer {
     /// identical; `Ok(Some(why))`: a mismatch.
     pub fn run_canary(&self, t: GgmlType) -> std::result::Result<Option<String>, String> {
         let ne0 = 512;
-        let x = edge_case_rows(0xC0FFEE ^ t.type_size() as u64, 12, ne0);
-        let qw = edge_case_importance(0xBEEF, ne0);
+        let x = canary::edge_case_rows(0xC0FFEE ^ t.type_size() as u64, 12, ne0);
+        let qw = canary::edge_case_importance(0xBEEF, ne0);
         for w in [None, Some(&qw[..])] {
             let gpu = self
                 .quantize_rows_raw(t, &x, ne0, w)
@@ -257,7 +228,7 @@ pub fn kernel_rows(
         bail!("no GPU quantization kernel for type {t}");
     }
     let bs = t.block_size();
-    if ne0 == 0 || ne0 % bs != 0 || x.len() % ne0 != 0 {
+    if ne0 == 0 || !ne0.is_multiple_of(bs) || !x.len().is_multiple_of(ne0) {
         bail!(
             "{} values in rows of {ne0}: not whole rows of {t} blocks of {bs}",
             x.len()
@@ -279,7 +250,8 @@ pub fn kernel_rows(
     }
     // The legacy types' σ² is a sequential sum over the whole row: done here, in the CPU's
     // order, rather than by one invocation per block.
-    let legacy_w = qw.is_some() && bs == 32 && t != GgmlType::Q8_0;
+    let kernel = quant::block_type(t).and_then(|b| b.gpu_quantize);
+    let legacy_w = qw.is_some() && kernel.is_some_and(|k| k.row_sigma2);
     let ctx = &gpu.ctx;
     let wbuf = ctx.upload_f32(qw.unwrap_or(&[0.0]));
     let rows_per_chunk = (MAX_VALUES_PER_DISPATCH / ne0).max(1);
@@ -324,13 +296,20 @@ pub fn kernel_rows(
 /// Real weights (|x| ≲ 1e3, importance ≲ 1e8) are always inside.
 pub fn row_is_gpu_exact(t: GgmlType, row: &[f32], qw: Option<&[f32]>) -> bool {
     let a = row.iter().fold(0f64, |m, v| m.max(v.abs() as f64));
+    let Some(b) = quant::block_type(t) else {
+        return false;
+    };
+    let bound = b
+        .gpu_quantize
+        .map_or(RefWeightBound::One, |k| k.ref_weight_bound);
     let w = match qw {
         // Q8_0 ignores the importance; the legacy reference paths have no weights.
-        _ if t == GgmlType::Q8_0 => 1.0,
-        None if t == GgmlType::Q6K => a * a,
-        None if t.block_size() == 256 => 2.0 * a,
-        None => 1.0,
-        Some(q) => q.iter().fold(0f64, |m, v| m.max(v.abs() as f64)) * 2.0 * a,
+        Some(q) if b.uses_importance => q.iter().fold(0f64, |m, v| m.max(v.abs() as f64)) * 2.0 * a,
+        _ => match bound {
+            RefWeightBound::One => 1.0,
+            RefWeightBound::TwoAbsMax => 2.0 * a,
+            RefWeightBound::AbsMaxSquared => a * a,
+        },
     };
     a <= 1e15 && w <= 1e15 && w * a <= 1e15
 }
@@ -354,127 +333,4 @@ pub fn first_mismatch(t: GgmlType, a: &[u8], b: &[u8]) -> Option<usize> {
         return Some(a.len().min(b.len()) / ts);
     }
     a.chunks(ts).zip(b.chunks(ts)).position(|(x, y)| x != y)
-}
-
-/// Number of blocks with identical bytes, out of the total.
-pub fn blocks_identical(t: GgmlType, a: &[u8], b: &[u8]) -> (usize, usize) {
-    let ts = t.type_size();
-    let total = a.len().max(b.len()) / ts;
-    let same = a
-        .chunks(ts)
-        .zip(b.chunks(ts))
-        .filter(|(x, y)| x == y)
-        .count();
-    (same, total)
-}
-
-/// `rows` rows of `ne0` values (ne0 a multiple of 256): random data of several magnitudes with
-/// edge-case 32-value stretches mixed in (all zero, constant, negative constant, one huge
-/// outlier, denormals, tiny values, a single non-zero, alternating signs); every 6th row has
-/// a 1e30 outlier (outside `row_is_gpu_exact`: quantized by the CPU fallback).
-pub fn edge_case_rows(seed: u64, rows: usize, ne0: usize) -> Vec<f32> {
-    let mut rng = Rng::new(seed);
-    let mut x = Vec::with_capacity(rows * ne0);
-    for r in 0..rows {
-        let scale = [1.0f32, 0.02, 300.0, 1e-3][r % 4];
-        let mut row = rng.vec(ne0, scale);
-        for (k, s) in row.chunks_exact_mut(32).enumerate() {
-            match (r * 7 + k) % 11 {
-                0 => s.fill(0.0),
-                1 => s.fill(0.375),
-                2 => s.fill(-1.5),
-                3 => s[rng.below(32)] = 1e4,
-                4 => {
-                    for v in s.iter_mut() {
-                        *v = f32::from_bits(1 + (rng.next_u64() % 0x7f_ffff) as u32)
-                            * if rng.f32() < 0.0 { -1.0 } else { 1.0 };
-                    }
-                }
-                5 => {
-                    for v in s.iter_mut() {
-                        *v *= 1e-14;
-                    }
-                }
-                6 => {
-                    s.fill(0.0);
-                    s[rng.below(32)] = -2.5;
-                }
-                7 => {
-                    for (i, v) in s.iter_mut().enumerate() {
-                        *v = if i % 2 == 0 { 1.0 } else { -1.0 };
-                    }
-                }
-                _ => {}
-            }
-        }
-        if r % 6 == 5 {
-            row[ne0 / 2 + 3] = -1e30;
-        }
-        // A whole zero super-block and a whole constant one now and then.
-        if r % 5 == 3 {
-            row[..256].fill(0.0);
-        }
-        if r % 5 == 4 && ne0 >= 512 {
-            row[256..512].fill(-0.125);
-        }
-        x.extend_from_slice(&row);
-    }
-    x
-}
-
-/// Importance for rows of `ne0`: random positive values with zeros, 100 and 1 mixed in.
-pub fn edge_case_importance(seed: u64, ne0: usize) -> Vec<f32> {
-    let mut rng = Rng::new(seed);
-    (0..ne0)
-        .map(|i| match i % 37 {
-            0 | 5 | 6 => 0.0,
-            11 => 100.0,
-            17 => 1.0,
-            _ => (rng.f32() + 1.0) * 4.0,
-        })
-        .collect()
-}
-
-/// Quantize a slab of rows of tensor `name` (`nr` rows from `row0`, read from `data` of type
-/// `src_type`) into `out` on the GPU; the hook `quantize::quantize_file` calls.
-#[allow(clippy::too_many_arguments)]
-pub fn quantize_slab(
-    g: &GpuQuantizer,
-    name: &str,
-    src_type: GgmlType,
-    data: &[u8],
-    src_row: usize,
-    row0: usize,
-    nr: usize,
-    ne0: usize,
-    rows_per_expert: usize,
-    qw: Option<&[f32]>,
-    nt: GgmlType,
-    out: &mut [u8],
-) -> Result<()> {
-    let mut xs = vec![0f32; nr * ne0];
-    xs.par_chunks_mut(ne0)
-        .enumerate()
-        .try_for_each(|(k, buf)| {
-            let r = row0 + k;
-            quant::dequantize_row(src_type, &data[r * src_row..(r + 1) * src_row], buf)?;
-            if let Some(c) = buf.iter().position(|x| !x.is_finite()) {
-                bail!(
-                    "tensor {name}: non-finite weight {} at row {r}, column {c}",
-                    buf[c]
-                );
-            }
-            Ok(())
-        })?;
-    let dst_row = out.len() / nr.max(1);
-    let mut k = 0;
-    while k < nr {
-        let e = (row0 + k) / rows_per_expert.max(1);
-        let end = ((e + 1) * rows_per_expert.max(1) - row0).min(nr);
-        let w = qw.map(|v| &v[e * ne0..(e + 1) * ne0]);
-        let bytes = g.quantize_rows(name, nt, &xs[k * ne0..end * ne0], ne0, w)?;
-        out[k * dst_row..end * dst_row].copy_from_slice(&bytes);
-        k = end;
-    }
-    Ok(())
 }

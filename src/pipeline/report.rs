@@ -1,9 +1,45 @@
-//! `wquant run`'s report: `report.md` (tables) and the KLD-vs-bits-per-weight SVG.
+//! `wquant run`'s report: what the pipeline found (`RunReport`, written as `report.json`), as
+//! `report.md` (tables) and the KLD-vs-bits-per-weight SVG.
 
-use crate::run::{RunReport, TypeResult};
 use anyhow::{anyhow, Result};
 use plotters::prelude::*;
+use serde::Serialize;
 use std::fmt::Write;
+
+/// One quantization's results.
+#[derive(Clone, Debug, Serialize)]
+pub struct TypeResult {
+    pub ftype: String,
+    pub file: String,
+    pub bytes: u64,
+    pub bits_per_weight: f64,
+    pub kld_mean: Option<f64>,
+    pub kld_mean_unc: Option<f64>,
+    pub same_top_p: Option<f64>,
+    pub same_top_p_unc: Option<f64>,
+    pub ppl_ratio: Option<f64>,
+    pub ppl_ratio_unc: Option<f64>,
+    pub quantize_seconds: f64,
+    pub kld_seconds: f64,
+}
+
+/// What one `wquant run` found (`report.json`; `markdown` prints it as `report.md`).
+#[derive(Clone, Debug, Serialize)]
+pub struct RunReport {
+    pub model: String,
+    pub base: String,
+    pub calib: String,
+    pub eval: String,
+    pub device: String,
+    pub n_ctx: usize,
+    pub measured_tokens_per_second: Option<f64>,
+    pub imatrix_chunks: usize,
+    pub kld_chunks: usize,
+    pub chunk_choice: String,
+    pub steps: Vec<(String, f64, bool)>,
+    pub types: Vec<TypeResult>,
+    pub plots: Vec<String>,
+}
 
 fn pm(v: Option<f64>, u: Option<f64>, prec: usize, scale: f64) -> String {
     match (v, u) {

@@ -1,4 +1,7 @@
-//! Planning a run under a VRAM budget (DESIGN.md, layer-major streaming).
+//! The memory plan of a model run (DESIGN.md, layer-major streaming): what `ModelRunner` keeps
+//! on the device and how many chunks share a pass, from the model's tensor sizes
+//! (`ModelSizes`), the pass (`PassShape`) and a VRAM budget (`--vram-budget`, else the
+//! driver's, which the backend reports through `Backend::device_memory`).
 //!
 //! If every weight fits next to one pass's activations, the layers stay resident and are
 //! uploaded once. Otherwise the run goes layer-major over *waves* of chunks: the wave's hidden
@@ -8,8 +11,9 @@
 //! streamed in row slices after the layers. The plan is arithmetic over tensor sizes only: the
 //! results do not depend on it (statistics are kept per chunk, every op is row-independent).
 
+use super::Config;
+use crate::backend::Backend;
 use crate::gguf::GgufFile;
-use crate::model::Config;
 use anyhow::{bail, Result};
 
 /// Byte sizes of what a run puts on the device.
@@ -216,74 +220,88 @@ impl Plan {
 
 /// Parse a size such as `6GiB`, `512MiB`, `1.5G`, `800M`, `123456` (bytes).
 pub fn parse_size(s: &str) -> Result<u64> {
-    let t = s.trim();
-    let split = t
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let v: f64 = num.parse().map_err(|_| {
-        anyhow::anyhow!("--vram-budget {s:?}: expected a size such as 6GiB or 800MiB")
-    })?;
-    let mult: f64 = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1.0,
-        "k" | "kb" => 1e3,
-        "kib" => 1024.0,
-        "m" | "mb" => 1e6,
-        "mib" => (1u64 << 20) as f64,
-        "g" | "gb" => 1e9,
-        "gib" => (1u64 << 30) as f64,
-        "t" | "tb" => 1e12,
-        "tib" => (1u64 << 40) as f64,
-        u => bail!(
-            "--vram-budget {s:?}: unknown unit {u:?} (use B, KiB, MiB, GiB, TiB, or K, M, G, T)"
-        ),
-    };
-    let bytes = v * mult;
-    if !bytes.is_finite() || bytes < 1.0 {
-        bail!("--vram-budget {s:?}: must be a positive size");
-    }
-    Ok(bytes as u64)
+    crate::util::parse_size(s).map_err(|e| anyhow::anyhow!("--vram-budget {s:?}: {e}"))
 }
 
 /// Weights an adapter that does not report its memory is assumed to hold.
 const UNKNOWN_VRAM_LIMIT: u64 = 2 << 30;
 
-/// A backend that can plan a run: the GPU from its limits and budget, the CPU reference keeps
-/// everything resident (its weights are views of the memory map).
-pub trait PlanRun {
-    /// `shape.max_tokens` is filled in by the backend.
-    fn plan_run(&self, sizes: &ModelSizes, budget: Option<u64>, shape: PassShape) -> Result<Plan>;
+/// Plan a run of a model of `sizes` on backend `b` under `budget` (`--vram-budget`, None: the
+/// driver's), and cap the backend's pool at the budget used. A backend without device memory
+/// (the CPU reference: its weights are views of the memory map) keeps everything resident with
+/// the chunks per pass asked for. `shape.max_tokens` is filled in from the device's binding
+/// limit.
+pub fn plan_run<B: Backend>(
+    b: &B,
+    sizes: &ModelSizes,
+    budget: Option<u64>,
+    shape: PassShape,
+) -> Result<Plan> {
+    let Some(mem) = b.device_memory() else {
+        return Ok(Plan::unbudgeted(sizes, shape.want_seqs));
+    };
+    // The widest activation row is the FFN's (or a MoE token's routed copies).
+    let widest = (sizes.act_bytes_per_token / 4).max(1);
+    let max_tokens = (mem.max_binding_bytes / widest).max(1) as usize;
+    // One chunk's activations and one chunk's logits must each fit in a buffer binding; a
+    // bigger -c cannot run on this adapter at all (a bigger -b only lowers the chunks per pass).
+    if shape.n_ctx > max_tokens {
+        bail!(
+            "-c {}: one chunk's activations need more than the adapter's largest buffer \
+             binding ({}); this model runs at most -c {max_tokens} here",
+            shape.n_ctx,
+            mib(mem.max_binding_bytes)
+        );
+    }
+    let logits = shape.logit_rows as u64 * sizes.n_vocab * 4;
+    if logits > mem.max_binding_bytes {
+        bail!(
+            "-c {}: the logits of {} rows ({}) exceed the adapter's largest buffer binding ({}); \
+             use a smaller -c",
+            shape.n_ctx,
+            shape.logit_rows,
+            mib(logits),
+            mib(mem.max_binding_bytes)
+        );
+    }
+    // No --vram-budget: the driver's; else everything resident unless the model is too big to
+    // assume it fits.
+    let budget = match (budget, mem.driver_budget) {
+        (Some(b), _) => Some(b),
+        (None, Some(d)) => Some(d),
+        (None, None) if sizes.weight_bytes() > UNKNOWN_VRAM_LIMIT => bail!(
+            "the model has {} of weights and this adapter does not report its memory: \
+             pass --vram-budget SIZE (e.g. 6GiB)",
+            mib(sizes.weight_bytes())
+        ),
+        (None, None) => None,
+    };
+    let plan = Plan::new(
+        sizes,
+        budget,
+        PassShape {
+            max_tokens,
+            ..shape
+        },
+    )?;
+    b.set_memory_limit(budget);
+    Ok(plan)
 }
 
-impl PlanRun for crate::backend::cpu::CpuBackend {
-    fn plan_run(&self, sizes: &ModelSizes, _budget: Option<u64>, s: PassShape) -> Result<Plan> {
-        Ok(Plan::unbudgeted(sizes, s.want_seqs))
+/// Number of chunks of `n_ctx` tokens llama-perplexity scores in `n_tokens`: tokens / n_ctx,
+/// capped by `--chunks` (perplexity and KLD; the scored half of a chunk needs two of them).
+pub fn chunk_count(n_tokens: usize, n_ctx: usize, max_chunks: Option<usize>) -> Result<usize> {
+    if n_ctx < 4 {
+        bail!("-c {n_ctx}: the context must hold at least 4 tokens");
     }
-}
-
-impl PlanRun for super::GpuBackend {
-    fn plan_run(&self, sizes: &ModelSizes, budget: Option<u64>, s: PassShape) -> Result<Plan> {
-        let lim = &self.ctx.dev.limits;
-        let max_bind = (lim.max_storage_buffer_binding_size as u64).min(lim.max_buffer_size);
-        // The widest activation row is the FFN's (or a MoE token's routed copies).
-        let widest = (sizes.act_bytes_per_token / 4).max(1);
-        let max_tokens = (max_bind / widest).max(1) as usize;
-        // No --vram-budget: the driver's (Vulkan); else everything resident unless the model
-        // is too big to assume it fits.
-        let budget = match budget {
-            Some(b) => Some(b),
-            None => match super::device::vram_info(&self.ctx.dev.adapter) {
-                Some(v) => Some(v.default_budget()),
-                None if sizes.weight_bytes() > UNKNOWN_VRAM_LIMIT => bail!(
-                    "the model has {} of weights and this adapter does not report its memory: \
-                     pass --vram-budget SIZE (e.g. 6GiB)",
-                    mib(sizes.weight_bytes())
-                ),
-                None => None,
-            },
-        };
-        let plan = Plan::new(sizes, budget, PassShape { max_tokens, ..s })?;
-        self.ctx.pool.set_limit(budget);
-        Ok(plan)
+    if max_chunks == Some(0) {
+        bail!("--chunks 0: nothing to evaluate; give at least 1 (or leave it out for all)");
     }
+    if n_tokens < 2 * n_ctx {
+        bail!(
+            "the text has {n_tokens} tokens; -c {n_ctx} needs at least {} (2 chunks)",
+            2 * n_ctx
+        );
+    }
+    Ok(max_chunks.map_or(n_tokens / n_ctx, |m| m.min(n_tokens / n_ctx)))
 }

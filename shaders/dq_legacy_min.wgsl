@@ -1,11 +1,18 @@
-// Helper (prepended): Q5_1, blocks of 32 = d:f16, m:f16, qh:u32 + 16 bytes of nibbles; y = q·d + m.
+// Helper (prepended): Q4_1 / Q5_1 (dequantize_row_q4_1 / _q5_1), blocks of 32 = d:f16, m:f16,
+// [qh:u32 when HAS_QH] + 16 bytes of nibbles; y = q·d + m. The host prepends BLOCK_BYTES
+// (20 / 24) and HAS_QH.
 fn dq32(row: u32, k0: u32, out: ptr<function, array<f32, 32>>) {
-    // 24-byte blocks in rows of whole blocks: always word aligned, 6 words.
-    let a = (row + (k0 / 32u) * 24u) >> 2u;
+    // 20- or 24-byte blocks in rows of whole blocks: always word aligned.
+    let a = (row + (k0 / 32u) * BLOCK_BYTES) >> 2u;
     let dm = unpack2x16float(wq[a]);
-    let qh = wq[a + 1u];
+    var qh = 0u;
+    var qs = a + 1u;
+    if (HAS_QH) {
+        qh = wq[a + 1u];
+        qs = a + 2u;
+    }
     for (var w = 0u; w < 4u; w++) {
-        let q = wq[a + 2u + w];
+        let q = wq[qs + w];
         for (var i = 0u; i < 4u; i++) {
             let j = 4u * w + i;
             let v = (q >> (8u * i)) & 0xffu;

@@ -10,10 +10,13 @@
 //! Imatrix collection and KLD run as child processes of the current executable (`wquant
 //! imatrix`, `wquant kld --json`) into `DIR/.work/` and are renamed into place when they succeed.
 
-use crate::backend::cpu::CpuBackend;
+pub mod report;
+
+pub use report::{RunReport, TypeResult};
+
 use crate::backend::Backend;
 use crate::gguf::{GgmlType, GgufFile};
-use crate::model::{Model, Tokenizer};
+use crate::model::{ModelRunner, Tokenizer};
 use crate::quant::mix::FileType;
 use crate::quantize::{quantize_file, QuantizeParams};
 use crate::util::{sha256_hex, write_atomic};
@@ -204,11 +207,11 @@ fn is_float_model(f: &GgufFile) -> bool {
 }
 
 /// Tokens per second of one forward pass over `n_ctx` tokens (after a short warm-up), on the
-/// backend the child commands will use.
+/// backend the child commands will use (`--device` chosen as they choose it).
 fn measure_speed(device: &str, base: &Path, n_ctx: usize) -> Result<f64> {
     fn with<B: Backend>(b: &B, base: &Path, n_ctx: usize) -> Result<f64> {
         let file = Arc::new(GgufFile::open(base)?);
-        let model = Model::load(b, &file)?;
+        let mut model = ModelRunner::resident(b, &file, 1)?;
         let warm: Vec<u32> = (0..32u32).map(|i| i + 100).collect();
         let _ = b.download(&model.hidden(b, &warm, warm.len(), None)?);
         // Half a chunk: long enough for attention's share to show, short enough to be cheap.
@@ -218,10 +221,8 @@ fn measure_speed(device: &str, base: &Path, n_ctx: usize) -> Result<f64> {
         let _ = b.download(&model.hidden(b, &toks, n, None)?);
         Ok(n as f64 / t0.elapsed().as_secs_f64().max(1e-6))
     }
-    match device {
-        "cpu" | "auto" => with(&CpuBackend::fast(), base, n_ctx),
-        d => with(&crate::backend::gpu::GpuBackend::new(d)?, base, n_ctx),
-    }
+    let sel = crate::backend::select::select(device, "run", true)?;
+    crate::with_backend!(sel, |b| with(&b, base, n_ctx))
 }
 
 /// Chunks available in a text for `n_ctx` (tokenized with the model's tokenizer).
@@ -236,40 +237,6 @@ fn text_chunks(tok: &Tokenizer, path: &Path, n_ctx: usize) -> Result<usize> {
         );
     }
     Ok(n / n_ctx)
-}
-
-/// One quantization's results.
-#[derive(Clone, Debug, Serialize)]
-pub struct TypeResult {
-    pub ftype: String,
-    pub file: String,
-    pub bytes: u64,
-    pub bits_per_weight: f64,
-    pub kld_mean: Option<f64>,
-    pub kld_mean_unc: Option<f64>,
-    pub same_top_p: Option<f64>,
-    pub same_top_p_unc: Option<f64>,
-    pub ppl_ratio: Option<f64>,
-    pub ppl_ratio_unc: Option<f64>,
-    pub quantize_seconds: f64,
-    pub kld_seconds: f64,
-}
-
-#[derive(Clone, Debug, Serialize)]
-pub struct RunReport {
-    pub model: String,
-    pub base: String,
-    pub calib: String,
-    pub eval: String,
-    pub device: String,
-    pub n_ctx: usize,
-    pub measured_tokens_per_second: Option<f64>,
-    pub imatrix_chunks: usize,
-    pub kld_chunks: usize,
-    pub chunk_choice: String,
-    pub steps: Vec<(String, f64, bool)>,
-    pub types: Vec<TypeResult>,
-    pub plots: Vec<String>,
 }
 
 /// Size and bits per weight of a GGUF (tensor data only).
@@ -484,14 +451,11 @@ pub fn run(o: &RunOptions) -> Result<RunReport> {
         .with_context(|| format!("{}: cannot create", plots_dir.display()))?;
     let mut plots = Vec::new();
     let kld_svg = plots_dir.join("kld-vs-bpw.svg");
-    write_atomic(
-        &kld_svg,
-        crate::report::kld_vs_bpw_svg(&results)?.as_bytes(),
-    )
-    .with_context(|| format!("{}: cannot write", kld_svg.display()))?;
+    write_atomic(&kld_svg, report::kld_vs_bpw_svg(&results)?.as_bytes())
+        .with_context(|| format!("{}: cannot write", kld_svg.display()))?;
     plots.push(kld_svg.display().to_string());
     let im = crate::imatrix::Imatrix::load(&imatrix)?;
-    let ir = crate::imatrix::report::Report::new(&imatrix.display().to_string(), &im);
+    let ir = crate::imatrix::metrics::Report::new(&imatrix.display().to_string(), &im);
     for p in crate::imatrix::plot::write_all(&ir, &plots_dir)? {
         plots.push(p.display().to_string());
     }
@@ -511,7 +475,7 @@ pub fn run(o: &RunOptions) -> Result<RunReport> {
         plots,
     };
     let md = o.out_dir.join("report.md");
-    write_atomic(&md, crate::report::markdown(&report).as_bytes())
+    write_atomic(&md, report::markdown(&report).as_bytes())
         .with_context(|| format!("{}: cannot write", md.display()))?;
     let js = o.out_dir.join("report.json");
     write_atomic(&js, &serde_json::to_vec_pretty(&report)?)
@@ -522,7 +486,7 @@ pub fn run(o: &RunOptions) -> Result<RunReport> {
 
 /// The demo assets directory, fetched with `scripts/fetch-assets.sh` when a file is missing.
 pub fn demo_assets() -> Result<PathBuf> {
-    let dir = crate::testutil::assets_dir();
+    let dir = crate::util::demo_assets_dir();
     let need = ["smollm2-135m-q4_1.gguf", "calib.txt", "eval.txt"];
     if need.iter().all(|f| dir.join(f).is_file()) {
         return Ok(dir);

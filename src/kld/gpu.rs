@@ -1,25 +1,42 @@
-//! `shaders/kld.wgsl` (both models' logits) and `shaders/kld_record.wgsl` (quant logits against
-//! a llama-perplexity base file), with `shaders/kld_common.wgsl`: per-token KL(base‖quant) on
-//! the device, one workgroup per token row. Only an 8-word record per token comes back; the host
-//! finishes nll, Δp and same_top with the CPU reference's own f32 formulas
-//! (`kld::stats::token_kld_from_parts`).
+//! The GPU side of `KldReduce`: `shaders/kld.wgsl` (both models' logits) and
+//! `shaders/kld_record.wgsl` (quant logits against a llama-perplexity base file), with the
+//! reduction they share in `shaders/kld_common.wgsl`: per-token KL(base‖quant) on the device, one
+//! workgroup per token row. Only an 8-word record per token comes back; the host finishes nll,
+//! Δp and same_top with the CPU reference's own f32 formulas (`kld::stats::token_kld_from_parts`).
+//! Written against `backend::gpu`'s public API (`Ctx`: pipelines, pool, dispatch), which knows
+//! nothing of KLD.
 
-use super::super::{Ctx, GpuTensor};
-use crate::kld::stats::token_kld_from_parts;
-use crate::kld::{BaseRecord, TokenKld};
+use super::logits_file::BaseRecord;
+use super::reduce::KldReduce;
+use super::stats::{token_kld_from_parts, TokenKld};
+use crate::backend::gpu::kernels::assemble;
+use crate::backend::gpu::{Ctx, GpuBackend, GpuTensor};
 
-pub const SHADER: &str = include_str!("../../../../shaders/kld.wgsl");
+pub const SHADER: &str = include_str!("../../shaders/kld.wgsl");
 /// Against base-file records (llama-perplexity's `--kl-divergence`).
-pub const RECORD_SHADER: &str = include_str!("../../../../shaders/kld_record.wgsl");
-/// Helpers both kernels share.
-pub const COMMON: &str = include_str!("../../../../shaders/kld_common.wgsl");
+pub const RECORD_SHADER: &str = include_str!("../../shaders/kld_record.wgsl");
+/// The reduction both kernels share.
+pub const COMMON: &str = include_str!("../../shaders/kld_common.wgsl");
 
 pub fn source() -> String {
-    super::assemble(&[COMMON, SHADER])
+    assemble(&[COMMON, SHADER])
 }
 
 pub fn record_source() -> String {
-    super::assemble(&[COMMON, RECORD_SHADER])
+    assemble(&[COMMON, RECORD_SHADER])
+}
+
+/// Both kernels as the host assembles them: (label, source), for validation with naga.
+pub fn sources() -> Vec<(String, String)> {
+    vec![
+        ("kld.wgsl".into(), source()),
+        ("kld_record.wgsl".into(), record_source()),
+    ]
+}
+
+/// The `shaders/*.wgsl` files that `sources` covers.
+pub fn shader_files() -> Vec<&'static str> {
+    vec!["kld_common.wgsl", "kld.wgsl", "kld_record.wgsl"]
 }
 
 /// Words per token in the kernel's output.
@@ -86,7 +103,7 @@ fn check(zq: &GpuTensor, base_rows: usize, base_cols: usize, targets: &[u32]) ->
 fn dispatch_rows(
     ctx: &Ctx,
     pipe: &wgpu::ComputePipeline,
-    extra_params: &[u32],
+    rec_words: u32,
     zq: &GpuTensor,
     base: (&wgpu::Buffer, u64),
     targets: &[u32],
@@ -106,8 +123,8 @@ fn dispatch_rows(
     let mut r0 = 0;
     while r0 < rows {
         let m = rows_per.min(rows - r0);
-        let mut params = vec![m as u32, n_vocab as u32, r0 as u32, 0];
-        params.extend_from_slice(extra_params);
+        // kld_common.wgsl's Params.
+        let params = [m as u32, n_vocab as u32, r0 as u32, 0, rec_words, 0, 0, 0];
         ctx.dispatch_ranges(
             pipe,
             &params,
@@ -136,7 +153,7 @@ pub fn records(ctx: &Ctx, zq: &GpuTensor, zb: &GpuTensor, targets: &[u32]) -> Ve
     dispatch_rows(
         ctx,
         &pipe,
-        &[],
+        0,
         zq,
         (zb.buffer(), (zb.cols * 4) as u64),
         targets,
@@ -182,14 +199,14 @@ pub fn records_vs_base_file(
     dispatch_rows(
         ctx,
         &pipe,
-        &[w as u32, 0, 0, 0],
+        w as u32,
         zq,
         (rb.buffer(), (w * 4) as u64),
         targets,
     )
 }
 
-/// Per-token results against base-file records (see `Backend::kld_tokens_from_records`).
+/// Per-token results against base-file records (see `KldReduce::kld_tokens_from_records`).
 pub fn run_vs_base_file(
     ctx: &Ctx,
     zq: &GpuTensor,
@@ -209,10 +226,30 @@ pub fn run_vs_base_file(
         .collect()
 }
 
-/// Per-token results (see `Backend::kld_tokens`).
+/// Per-token results (see `KldReduce::kld_tokens`).
 pub fn run(ctx: &Ctx, zq: &GpuTensor, zb: &GpuTensor, targets: &[u32]) -> Vec<TokenKld> {
     records(ctx, zq, zb, targets)
         .iter()
         .map(KldRecord::token)
         .collect()
+}
+
+impl KldReduce for GpuBackend {
+    fn kld_tokens(
+        &self,
+        quant_logits: &GpuTensor,
+        base_logits: &GpuTensor,
+        targets: &[u32],
+    ) -> Vec<TokenKld> {
+        run(&self.ctx, quant_logits, base_logits, targets)
+    }
+
+    fn kld_tokens_from_records(
+        &self,
+        quant_logits: &GpuTensor,
+        base: &[BaseRecord],
+        targets: &[u32],
+    ) -> Vec<TokenKld> {
+        run_vs_base_file(&self.ctx, quant_logits, base, targets)
+    }
 }

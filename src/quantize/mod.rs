@@ -1,8 +1,16 @@
 //! The quantize driver (SPEC §4): type plan, imatrix lookup, rows quantized in parallel with
 //! rayon (bytes independent of the thread count), tensors streamed to the output GGUF in
 //! llama.cpp's visiting order, metadata as llama-quantize writes it.
+//!
+//! Each tensor is quantized slab by slab through a [`RowQuantizer`]: [`CpuQuantizer`] (the
+//! reference) or [`gpu::GpuQuantizer`] (for the types whose kernel passed its canary).
 
-use crate::gguf::{GgufFile, GgufWriter, TensorSpec, Value};
+pub mod canary;
+pub mod gpu;
+
+use crate::gguf::split::{SplitLayout, SplitWriter};
+use crate::gguf::GgmlType;
+use crate::gguf::{GgufFile, TensorSpec, Value};
 use crate::imatrix::file::Imatrix;
 use crate::quant::mix::{self, FileType, MixOptions, ModelFacts, TensorMeta};
 use crate::quant::{dequantize_row, quantize_row};
@@ -25,7 +33,19 @@ pub struct QuantizeParams {
     /// Passed to the imatrix reader; recorded in the metadata only when non-zero.
     pub prior_weight: f32,
     /// Quantize on this GPU the types whose kernel passed the canary (`None`: CPU reference).
-    pub gpu: Option<std::sync::Arc<crate::gpu_quantize::GpuQuantizer>>,
+    pub gpu: Option<std::sync::Arc<gpu::GpuQuantizer>>,
+    /// How the output is split over files.
+    pub split: OutputSplit,
+}
+
+/// The output's files: one, the input's parts (`--keep-split`, as llama-quantize), or parts of
+/// at most a size (`--split-max-size`, as gguf-split).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub enum OutputSplit {
+    #[default]
+    Single,
+    KeepInput,
+    MaxBytes(u64),
 }
 
 impl QuantizeParams {
@@ -39,6 +59,7 @@ impl QuantizeParams {
             allow_requantize: false,
             prior_weight: 0.0,
             gpu: None,
+            split: OutputSplit::Single,
         }
     }
 }
@@ -50,6 +71,8 @@ pub struct QuantizeReport {
     pub n_quantized: usize,
     pub bytes_in: u64,
     pub bytes_out: u64,
+    /// The files written (one unless the output is split).
+    pub outputs: Vec<PathBuf>,
     /// e.g. "did not find weights for X" (llama-quantize's warnings).
     pub warnings: Vec<String>,
 }
@@ -64,6 +87,136 @@ pub fn filter_entries(im: &mut Imatrix, include: &[String], exclude: &[String]) 
     if !exclude.is_empty() {
         im.entries
             .retain(|k, _| !exclude.iter().any(|s| k.contains(s.as_str())));
+    }
+}
+
+/// The rows of one tensor to quantize: its source bytes and where its importance comes from.
+#[derive(Clone, Copy, Debug)]
+pub struct TensorRows<'a> {
+    pub name: &'a str,
+    pub src_type: GgmlType,
+    /// The whole tensor's bytes.
+    pub data: &'a [u8],
+    /// Values per row.
+    pub ne0: usize,
+    /// Rows per expert: importance entry e covers rows e·rows_per_expert.. (ne1 of the tensor).
+    pub rows_per_expert: usize,
+    /// Importance, `ne0` values per expert.
+    pub importance: Option<&'a [f32]>,
+    pub dst_type: GgmlType,
+}
+
+impl TensorRows<'_> {
+    fn src_row_bytes(&self) -> usize {
+        self.src_type.row_bytes(self.ne0 as u64).unwrap_or(0) as usize
+    }
+
+    /// Row r's values, dequantized into `buf` (`ne0` values); non-finite weights are an error
+    /// naming the tensor.
+    fn read_row(&self, r: usize, buf: &mut [f32]) -> Result<()> {
+        let sr = self.src_row_bytes();
+        dequantize_row(self.src_type, &self.data[r * sr..(r + 1) * sr], buf)?;
+        if let Some(c) = buf.iter().position(|x| !x.is_finite()) {
+            bail!(
+                "tensor {}: non-finite weight {} at row {r}, column {c}",
+                self.name,
+                buf[c]
+            );
+        }
+        Ok(())
+    }
+
+    /// The importance of row r's expert.
+    fn importance_of_row(&self, r: usize) -> Option<&[f32]> {
+        let e = r / self.rows_per_expert.max(1);
+        self.importance
+            .map(|v| &v[e * self.ne0..(e + 1) * self.ne0])
+    }
+}
+
+/// Where `quantize_file` sends each slab of rows: the CPU reference or a GPU. Every
+/// implementation produces `quant::quantize_row`'s bytes.
+pub trait RowQuantizer: Sync {
+    /// Whether this quantizer takes tensors of output type `t` (the CPU: always; a GPU: its
+    /// kernel exists and passed the canary, or an error in strict mode).
+    fn accepts(&self, t: GgmlType) -> Result<bool>;
+
+    /// Quantize rows `row0..row0 + nr` of `tensor` into `out` (`nr` output rows).
+    fn quantize_rows(
+        &self,
+        tensor: &TensorRows,
+        row0: usize,
+        nr: usize,
+        out: &mut [u8],
+    ) -> Result<()>;
+}
+
+/// The CPU reference: rows in parallel with rayon (bytes independent of the thread count).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CpuQuantizer;
+
+impl RowQuantizer for CpuQuantizer {
+    fn accepts(&self, t: GgmlType) -> Result<bool> {
+        Ok(crate::quant::can_quantize(t))
+    }
+
+    fn quantize_rows(
+        &self,
+        tensor: &TensorRows,
+        row0: usize,
+        nr: usize,
+        out: &mut [u8],
+    ) -> Result<()> {
+        let dst_row = out.len() / nr.max(1);
+        out.par_chunks_mut(dst_row).enumerate().try_for_each_init(
+            || vec![0f32; tensor.ne0],
+            |buf, (k, dst)| -> Result<()> {
+                let r = row0 + k;
+                tensor.read_row(r, buf)?;
+                quantize_row(tensor.dst_type, buf, dst, tensor.importance_of_row(r))?;
+                Ok(())
+            },
+        )
+    }
+}
+
+impl RowQuantizer for gpu::GpuQuantizer {
+    fn accepts(&self, t: GgmlType) -> Result<bool> {
+        self.usable(t)
+    }
+
+    /// The slab is dequantized on the CPU, then quantized on the GPU one expert's rows at a
+    /// time (each expert has its own importance).
+    fn quantize_rows(
+        &self,
+        tensor: &TensorRows,
+        row0: usize,
+        nr: usize,
+        out: &mut [u8],
+    ) -> Result<()> {
+        let ne0 = tensor.ne0;
+        let mut xs = vec![0f32; nr * ne0];
+        xs.par_chunks_mut(ne0)
+            .enumerate()
+            .try_for_each(|(k, buf)| tensor.read_row(row0 + k, buf))?;
+        let dst_row = out.len() / nr.max(1);
+        let rpe = tensor.rows_per_expert.max(1);
+        let mut k = 0;
+        while k < nr {
+            let e = (row0 + k) / rpe;
+            let end = ((e + 1) * rpe - row0).min(nr);
+            let w = tensor.importance_of_row(row0 + k);
+            let bytes = self.quantize_rows(
+                tensor.name,
+                tensor.dst_type,
+                &xs[k * ne0..end * ne0],
+                ne0,
+                w,
+            )?;
+            out[k * dst_row..end * dst_row].copy_from_slice(&bytes);
+            k = end;
+        }
+        Ok(())
     }
 }
 
@@ -118,6 +271,13 @@ pub fn quantize_file(
 
     // Check the whole plan before writing anything.
     for (t, nt) in &plan {
+        if t.dims.contains(&0) {
+            bail!(
+                "tensor {}: shape {:?} has a zero dimension; nothing to quantize or copy",
+                t.name,
+                t.dims
+            );
+        }
         if *nt == t.ggml_type {
             continue;
         }
@@ -138,7 +298,7 @@ pub fn quantize_file(
                 t.dims
             );
         }
-        if !t.ggml_type.can_dequantize() {
+        if !crate::quant::can_dequantize(t.ggml_type) {
             bail!("tensor {}: cannot read type {}", t.name, t.ggml_type);
         }
         if t.dims[0] % nt.block_size() as u64 != 0 {
@@ -156,7 +316,20 @@ pub fn quantize_file(
         .iter()
         .map(|(t, nt)| TensorSpec::new(t.name.clone(), &t.dims, *nt))
         .collect();
-    let mut w = GgufWriter::create(output, &kvs, specs)
+    let layout = match p.split {
+        OutputSplit::Single => SplitLayout::Single,
+        // Each tensor stays in the part it came from (llama-quantize --keep-split), even for
+        // an input in one file: OUT-00001-of-00001.gguf.
+        OutputSplit::KeepInput => SplitLayout::Parts {
+            part_of: plan
+                .iter()
+                .map(|(t, _)| src.require_tensor(&t.name).map(|i| i.split))
+                .collect::<std::result::Result<_, _>>()?,
+            count: src.split_count(),
+        },
+        OutputSplit::MaxBytes(max) => SplitLayout::by_max_size(&specs, max),
+    };
+    let mut w = SplitWriter::create(output, &kvs, specs, &layout)
         .with_context(|| format!("creating {}", output.display()))?;
 
     for (t, nt) in &plan {
@@ -215,64 +388,35 @@ pub fn quantize_file(
                 }
             },
         };
-        let src_row = t.ggml_type.row_bytes(ne0 as u64).unwrap() as usize;
         let dst_row = nt.row_bytes(ne0 as u64).unwrap() as usize;
         let n_rows = info.n_rows() as usize;
         let rows_per_slab = (SLAB_BYTES / dst_row.max(1)).clamp(1, n_rows.max(1));
         let mut out = vec![0u8; rows_per_slab.min(n_rows) * dst_row];
-        let gpu = match &p.gpu {
-            Some(g) if g.usable(*nt)? => Some(g),
-            _ => None,
+        let quantizer: &dyn RowQuantizer = match &p.gpu {
+            Some(g) if g.accepts(*nt)? => g.as_ref(),
+            _ => &CpuQuantizer,
+        };
+        let rows = TensorRows {
+            name: &t.name,
+            src_type: t.ggml_type,
+            data,
+            ne0,
+            rows_per_expert,
+            importance: qw.map(|v| &v[..]),
+            dst_type: *nt,
         };
         let mut row0 = 0;
         while row0 < n_rows {
             let nr = rows_per_slab.min(n_rows - row0);
             let out = &mut out[..nr * dst_row];
-            if let Some(g) = &gpu {
-                crate::gpu_quantize::quantize_slab(
-                    g,
-                    &t.name,
-                    t.ggml_type,
-                    data,
-                    src_row,
-                    row0,
-                    nr,
-                    ne0,
-                    rows_per_expert,
-                    qw.map(|v| &v[..]),
-                    *nt,
-                    out,
-                )?;
-                w.write_tensor(out)?;
-                report.bytes_out += out.len() as u64;
-                row0 += nr;
-                continue;
-            }
-            out.par_chunks_mut(dst_row).enumerate().try_for_each_init(
-                || vec![0f32; ne0],
-                |buf, (k, dst)| -> Result<()> {
-                    let r = row0 + k;
-                    dequantize_row(t.ggml_type, &data[r * src_row..(r + 1) * src_row], buf)?;
-                    if let Some(c) = buf.iter().position(|x| !x.is_finite()) {
-                        bail!(
-                            "tensor {}: non-finite weight {} at row {r}, column {c}",
-                            t.name,
-                            buf[c]
-                        );
-                    }
-                    let e = r / rows_per_expert;
-                    let w = qw.map(|v| &v[e * ne0..(e + 1) * ne0]);
-                    quantize_row(*nt, buf, dst, w)?;
-                    Ok(())
-                },
-            )?;
+            quantizer.quantize_rows(&rows, row0, nr, out)?;
             w.write_tensor(out)?;
             report.bytes_out += out.len() as u64;
             row0 += nr;
         }
         on_tensor(&t.name, info.n_elements());
     }
-    w.finish()?;
+    report.outputs = w.finish()?;
     Ok(report)
 }
 
