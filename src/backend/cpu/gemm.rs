@@ -44,6 +44,13 @@ struct OutPtr(*mut f32);
 unsafe impl Send for OutPtr {}
 unsafe impl Sync for OutPtr {}
 
+impl OutPtr {
+    /// The element `i` places on (a method, so closures capture the Sync wrapper, not the field).
+    fn at(self, i: usize) -> *mut f32 {
+        self.0.wrapping_add(i)
+    }
+}
+
 /// y = x·Wᵀ with the order of operations stated in the module comment.
 pub(super) fn matmul_blocked(x: &CpuTensor, w: &CpuWeight) -> CpuTensor {
     let k = w.src.ne0;
@@ -79,7 +86,6 @@ pub(super) fn matmul_blocked(x: &CpuTensor, w: &CpuWeight) -> CpuTensor {
                 &owned
             }
         };
-        let out = out;
         // SAFETY: x is [m, k] row-major (m·k values), the tile is [nt, k] row-major read as the
         // k × nt matrix Wᵀ (row stride 1, column stride k), and y is [m, n] row-major whose
         // columns j0..j1 (row stride n) only this task writes; y outlives the parallel loop.
@@ -96,7 +102,7 @@ pub(super) fn matmul_blocked(x: &CpuTensor, w: &CpuWeight) -> CpuTensor {
                 1,
                 k as isize,
                 0.0,
-                out.0.add(j0),
+                out.at(j0),
                 n as isize,
                 1,
             );
@@ -138,7 +144,6 @@ pub(super) fn attention_blocked(
         let i1 = (i0 + ATTN_QUERY_BLOCK).min(l);
         let (mb, nk) = (i1 - i0, i1);
         let mut scores = vec![0.0f32; mb * nk];
-        let out = out;
         // SAFETY: q/k/v rows base..base+l exist (rows % l == 0, checked by the caller); the
         // head slices are hd wide at column offsets inside each row; `scores` is [mb, nk].
         unsafe {
@@ -183,7 +188,7 @@ pub(super) fn attention_blocked(
                 v.cols as isize,
                 1,
                 0.0,
-                out.0.add((base + i0) * y_cols + h * hd),
+                out.at((base + i0) * y_cols + h * hd),
                 y_cols as isize,
                 1,
             );

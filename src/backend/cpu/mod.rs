@@ -361,7 +361,7 @@ impl Backend for CpuBackend {
                 t.name()
             );
         }
-        if src.ne0 % t.block_size() != 0 || src.row_bytes() * src.ne1 != src.n_bytes {
+        if !src.ne0.is_multiple_of(t.block_size()) || src.row_bytes() * src.ne1 != src.n_bytes {
             bail!(
                 "{}: tensor {} ({} × {}, {}) has an inconsistent size",
                 src.file.path.display(),
@@ -513,7 +513,10 @@ impl Backend for CpuBackend {
         assert_eq!(q.cols, p.n_head * hd);
         assert_eq!(k.cols, p.n_head_kv * hd);
         assert_eq!(v.cols, p.n_head_kv * hd);
-        assert!(rows % p.seq_len == 0, "rows must hold whole sequences");
+        assert!(
+            rows.is_multiple_of(p.seq_len),
+            "rows must hold whole sequences"
+        );
         if self.matmul == CpuMatmul::Blocked {
             return gemm::attention_blocked(q, k, v, p);
         }
