@@ -320,10 +320,6 @@ fn qwen2_perplexity_matches_llama_cpp_cpu() {
     );
     let text =
         String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-    assert!(
-        text.contains("166853 tokens"),
-        "llama-tokenize's count: {text}"
-    );
     let got = running_ppl(&text);
     let golden =
         std::fs::read_to_string(golden_dir().join("qwen2/ppl-calib-c512-2chunks-f32.txt")).unwrap();
