@@ -344,7 +344,7 @@ impl Backend for CpuBackend {
         // The weight's width is the group normalized on its own: the row, or one head.
         let n = w.vector.len();
         assert!(
-            n > 0 && x.cols % n == 0,
+            n > 0 && x.cols.is_multiple_of(n),
             "norm {} width {n} vs {} columns",
             w.src.name,
             x.cols

@@ -8,7 +8,7 @@ pub const SHADER: &str = include_str!("../../../../shaders/rms_norm.wgsl");
 
 pub fn run(ctx: &Ctx, x: &GpuTensor, w: &GpuWeight, eps: f32, y: &GpuTensor) {
     assert!(
-        w.ggml_type == GgmlType::F32 && w.ne1 <= 1 && w.ne0 > 0 && x.cols % w.ne0 == 0,
+        w.ggml_type == GgmlType::F32 && w.ne1 <= 1 && w.ne0 > 0 && x.cols.is_multiple_of(w.ne0),
         "rms_norm: weight {} must be F32 with a width dividing {}",
         w.name,
         x.cols
