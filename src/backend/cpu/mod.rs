@@ -415,9 +415,15 @@ impl Backend for CpuBackend {
     }
 
     fn rms_norm(&self, x: &CpuTensor, w: &CpuWeight, eps: f32) -> CpuTensor {
-        assert_eq!(w.vector.len(), x.cols, "norm {} width", w.src.name);
+        // The weight's width is the group normalized on its own: the row, or one head.
+        let n = w.vector.len();
+        assert!(
+            n > 0 && x.cols.is_multiple_of(n),
+            "norm {} width {n} vs {} columns",
+            w.src.name,
+            x.cols
+        );
         let mut out = CpuTensor::zeros(x.rows, x.cols);
-        let n = x.cols;
         out.data
             .par_chunks_mut(n)
             .zip(x.data.par_chunks(n))
@@ -574,6 +580,15 @@ impl Backend for CpuBackend {
                 *o = (a / (1.0f32 + (-a).exp())) * b;
             });
         out
+    }
+
+    fn add_bias(&self, x: &mut CpuTensor, bias: &CpuWeight) {
+        assert_eq!(bias.vector.len(), x.cols, "bias {} width", bias.src.name);
+        x.data.par_chunks_mut(x.cols.max(1)).for_each(|row| {
+            for (v, &b) in row.iter_mut().zip(&bias.vector) {
+                *v += b;
+            }
+        });
     }
 
     fn add_assign(&self, a: &mut CpuTensor, b: &CpuTensor) {
