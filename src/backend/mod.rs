@@ -125,7 +125,9 @@ pub trait Backend {
 
     /// Rows `ids` of an embedding matrix, dequantized: `[ids.len(), ne0]`.
     fn get_rows(&self, w: &Self::Weight, ids: &[u32]) -> Self::Tensor;
-    /// y = x / sqrt(mean(x²) + eps) · w  (row-wise; w is F32 `[cols]`).
+    /// y = x / sqrt(mean(x²) + eps) · w, over each group of `w.len()` consecutive values of a row
+    /// (w is F32 `[cols]`: the whole row; or `[head_dim]` dividing cols: each head on its own, as
+    /// the q/k norms of qwen3 and gemma3).
     fn rms_norm(&self, x: &Self::Tensor, w: &Self::Weight, eps: f32) -> Self::Tensor;
     /// y = x·Wᵀ: `[rows, ne0] → [rows, ne1]`. When `stats` is given, also accumulate Σx², Σx
     /// per column of x and the row count, in row order.
@@ -154,6 +156,8 @@ pub trait Backend {
     ) -> Self::Tensor;
     /// silu(g)·u element-wise.
     fn silu_mul(&self, g: &Self::Tensor, u: &Self::Tensor) -> Self::Tensor;
+    /// x[r][c] += bias[c] for every row (the Q/K/V biases of qwen2; bias is F32 `[cols]`).
+    fn add_bias(&self, x: &mut Self::Tensor, bias: &Self::Weight);
     /// a += b element-wise.
     fn add_assign(&self, a: &mut Self::Tensor, b: &Self::Tensor);
     /// Rows `idx` of x (MoE dispatch).

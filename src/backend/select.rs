@@ -1,6 +1,7 @@
 //! Device selection (`--device auto|cpu|gpu[:N]`), the one place every command picks its
 //! backend:
-//! - `cpu`: the CPU reference;
+//! - `cpu`: the CPU backend in its fast mode (`CpuBackend::fast()`, checked against the
+//!   scalar reference `CpuBackend::new()` in tests/model_cpu_fast.rs);
 //! - `gpu`, `gpu:N`: that adapter, whatever its kind, or an error (strict);
 //! - `auto`: a hardware GPU when there is one; otherwise the CPU reference, with a message,
 //!   because it runs the graph far faster than a software Vulkan adapter (lavapipe) does.
@@ -30,7 +31,7 @@ impl SelectedBackend {
 pub fn select(device: &str, purpose: &str, quiet: bool) -> Result<SelectedBackend> {
     let spec = DeviceSpec::parse(device)?;
     Ok(match spec {
-        DeviceSpec::Cpu => SelectedBackend::Cpu(CpuBackend::new()),
+        DeviceSpec::Cpu => SelectedBackend::Cpu(CpuBackend::fast()),
         DeviceSpec::Auto => {
             // Probe without opening a device first: a software adapter's driver need not start.
             let gpu = auto_has_hardware_gpu()
@@ -45,7 +46,7 @@ pub fn select(device: &str, purpose: &str, quiet: bool) -> Result<SelectedBacken
                             "{purpose}: --device auto: no hardware GPU, using the CPU reference"
                         );
                     }
-                    SelectedBackend::Cpu(CpuBackend::new())
+                    SelectedBackend::Cpu(CpuBackend::fast())
                 }
             }
         }

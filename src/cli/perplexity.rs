@@ -51,16 +51,6 @@ pub struct PplResult {
     pub count: usize,
 }
 
-/// −log softmax(z)[target]: f32 max, Σ expf(z − max) in f64, (f32)(z_t − max) − log(sum).
-pub fn nll_of(z: &[f32], target: usize) -> f64 {
-    let max = z.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let mut sum = 0.0f64;
-    for &v in z {
-        sum += (v - max).exp() as f64;
-    }
-    -(((z[target] - max) as f64) - sum.ln())
-}
-
 pub use crate::model::plan::chunk_count;
 
 /// Score `n_chunk` chunks of `tokens` with `seqs_per_pass` chunks per forward pass. `on_chunk`
@@ -93,9 +83,9 @@ pub fn perplexity<B: Backend>(
             if logits.iter().any(|v| !v.is_finite()) {
                 return Err(model.non_finite_error(b, chunk, n_ctx, i + s + 1));
             }
-            for (j, &k) in scored.iter().enumerate() {
-                let z = &logits[j * n_vocab..(j + 1) * n_vocab];
-                let v = nll_of(z, chunk[k as usize + 1] as usize);
+            let targets: Vec<u32> = scored.iter().map(|&k| chunk[k as usize + 1]).collect();
+            // Per token in parallel, summed in token order.
+            for v in crate::model::token_nlls(&logits, n_vocab, &targets) {
                 nll += v;
                 nll2 += v * v;
             }

@@ -92,17 +92,6 @@ pub fn plan_chunks(n_tokens: usize, o: &CollectOptions) -> Result<(usize, usize)
     Ok((start, o.max_chunks.map_or(n, |m| m.min(n))))
 }
 
-/// −log softmax(z)[t] as llama.cpp's log_softmax: f32 max, Σ expf(z − max) in f64,
-/// (f32)(z_t − max) − log(sum) in f64.
-fn nll(z: &[f32], t: usize) -> f64 {
-    let max = z.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let mut sum = 0.0f64;
-    for &v in z {
-        sum += (v - max).exp() as f64;
-    }
-    -(((z[t] - max) as f64) - sum.ln())
-}
-
 /// Save `im` to `path` (GGUF or .dat).
 fn save(im: &Imatrix, path: &Path, dat: bool) -> Result<()> {
     im.save(path, dat)
@@ -239,10 +228,9 @@ pub fn collect<B: Backend>(
                 // Original tokens are the targets (the BOS swap only affects the input).
                 let c = i + j;
                 let orig = &tokens[start + c * n_ctx..start + (c + 1) * n_ctx];
-                for t in first..n_ctx - 1 {
-                    let z = &lg[(t - row0) * n_vocab..(t - row0 + 1) * n_vocab];
-                    v.push(nll(z, orig[t + 1] as usize));
-                }
+                let rows = &lg[(first - row0) * n_vocab..(n_ctx - 1 - row0) * n_vocab];
+                let targets = &orig[first + 1..n_ctx];
+                v = crate::model::token_nlls(rows, n_vocab, targets);
             }
             nlls.push(v);
         }

@@ -1,20 +1,69 @@
-//! Model hyper-parameters read from GGUF metadata (llama architecture, dense or Mixtral-style MoE).
+//! Model hyper-parameters read from GGUF metadata: the architecture as data (`ArchSpec`: which
+//! variations of the one graph it uses) and its sizes.
 
 use crate::backend::RopeParams;
 use crate::gguf::GgufFile;
 use anyhow::{bail, Context, Result};
 
 /// Architectures the forward graph implements.
-pub const SUPPORTED_ARCHITECTURES: &[&str] = &["llama"];
+pub const SUPPORTED_ARCHITECTURES: &[&str] = &["llama", "qwen2", "qwen3", "qwen3moe"];
+
+/// The variations of the one graph (`graph::layer_forward`) an architecture uses.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ArchSpec {
+    /// `attn_{q,k,v}.bias` added after the projections (llama.cpp src/models/qwen2.cpp).
+    pub qkv_bias: bool,
+    /// Per-head RMS `attn_q_norm`/`attn_k_norm` before RoPE (src/models/qwen3.cpp, qwen3moe.cpp).
+    pub qk_norm: bool,
+    /// NEOX RoPE (rotate halves): LLAMA_ROPE_TYPE_NEOX in llama-model.cpp's llama_model_rope_type
+    /// for qwen2/qwen3/qwen3moe; llama uses NORM (adjacent pairs).
+    pub rope_neox: bool,
+    /// The FFN is always MoE; experts are `expert_feed_forward_length` wide (qwen3moe.cpp).
+    pub moe_only: bool,
+}
+
+impl ArchSpec {
+    pub fn of(arch: &str) -> Option<ArchSpec> {
+        let base = ArchSpec {
+            qkv_bias: false,
+            qk_norm: false,
+            rope_neox: false,
+            moe_only: false,
+        };
+        Some(match arch {
+            "llama" => base,
+            "qwen2" => ArchSpec {
+                qkv_bias: true,
+                rope_neox: true,
+                ..base
+            },
+            "qwen3" => ArchSpec {
+                qk_norm: true,
+                rope_neox: true,
+                ..base
+            },
+            "qwen3moe" => ArchSpec {
+                qk_norm: true,
+                rope_neox: true,
+                moe_only: true,
+                ..base
+            },
+            _ => return None,
+        })
+    }
+}
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct Config {
     pub arch: String,
+    pub spec: ArchSpec,
     pub n_layer: usize,
     pub n_embd: usize,
+    /// FFN width: the dense FFN's, or each expert's (qwen3moe: `expert_feed_forward_length`).
     pub n_ff: usize,
     pub n_head: usize,
     pub n_head_kv: usize,
+    /// Per-head width of q/k/v (`attention.key_length`, else n_embd / n_head).
     pub head_dim: usize,
     pub n_vocab: usize,
     pub n_ctx_train: usize,
@@ -37,12 +86,12 @@ impl Config {
             .get_str("general.architecture")
             .with_context(|| format!("{path}: reading the model architecture"))?
             .to_string();
-        if !SUPPORTED_ARCHITECTURES.contains(&arch.as_str()) {
+        let Some(spec) = ArchSpec::of(&arch) else {
             bail!(
                 "{path}: general.architecture = {arch:?} is not supported (supported: {})",
                 SUPPORTED_ARCHITECTURES.join(", ")
             );
-        }
+        };
         let key = |k: &str| format!("{arch}.{k}");
         let int = |k: &str| -> Result<usize> {
             let v = f.get_int(&key(k))?;
@@ -74,13 +123,32 @@ impl Config {
                 bail!("{path}: {} is 0", key(k));
             }
         }
-        if n_embd % n_head != 0 {
-            bail!(
-                "{path}: {} = {n_head} does not divide {} = {n_embd}",
-                key("attention.head_count"),
-                key("embedding_length")
-            );
-        }
+        // llama.cpp's n_embd_head_k: attention.key_length, else n_embd / n_head
+        // (llama-model.cpp load_hparams); the value width must equal it (one head_dim here).
+        let head_dim = if f.get(&key("attention.key_length")).is_some() {
+            let hk = int("attention.key_length")?;
+            if hk == 0 {
+                bail!("{path}: {} is 0", key("attention.key_length"));
+            }
+            let hv = int_or("attention.value_length", hk)?;
+            if hv != hk {
+                bail!(
+                    "{path}: {} = {hv} differs from {} = {hk} (not supported)",
+                    key("attention.value_length"),
+                    key("attention.key_length")
+                );
+            }
+            hk
+        } else {
+            if n_embd % n_head != 0 {
+                bail!(
+                    "{path}: {} = {n_head} does not divide {} = {n_embd}",
+                    key("attention.head_count"),
+                    key("embedding_length")
+                );
+            }
+            n_embd / n_head
+        };
         if n_head % n_head_kv != 0 {
             bail!(
                 "{path}: {} = {n_head_kv} does not divide {} = {n_head}",
@@ -104,7 +172,6 @@ impl Config {
                 key("block_count")
             );
         }
-        let head_dim = n_embd / n_head;
         let n_rot = int_or("rope.dimension_count", head_dim)?;
         if n_rot > head_dim || n_rot % 2 != 0 {
             bail!(
@@ -165,6 +232,23 @@ impl Config {
         }
         let n_expert = int_or("expert_count", 0)?;
         let n_expert_used = int_or("expert_used_count", 0)?;
+        if spec.moe_only && n_expert == 0 {
+            bail!(
+                "{path}: {} is missing or 0 ({arch} is a MoE architecture)",
+                key("expert_count")
+            );
+        }
+        // qwen3moe's experts: expert_feed_forward_length, else n_ff / n_expert_used
+        // (src/models/qwen3moe.cpp load_arch_tensors).
+        let n_ff = if spec.moe_only && n_expert_used > 0 {
+            let w = int_or("expert_feed_forward_length", n_ff / n_expert_used)?;
+            if w == 0 {
+                bail!("{path}: {} is 0", key("expert_feed_forward_length"));
+            }
+            w
+        } else {
+            n_ff
+        };
         if n_expert > 0 && (n_expert_used == 0 || n_expert_used > n_expert) {
             bail!(
                 "{path}: {} = {n_expert_used} does not fit {} = {n_expert}",
@@ -200,13 +284,14 @@ impl Config {
                 n_rot,
                 freq_base,
                 freq_scale,
-                neox: false, // llama uses LLAMA_ROPE_TYPE_NORM (adjacent pairs)
+                neox: spec.rope_neox,
             },
             n_expert,
             n_expert_used,
             expert_weights_scale,
             has_output: f.tensor("output.weight").is_some(),
             arch,
+            spec,
         })
     }
 

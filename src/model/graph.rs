@@ -1,6 +1,7 @@
-//! The Llama forward pass (SPEC §8.2), written once over `backend::Backend`: the weights of one
-//! layer (`LayerWeights`) and `layer_forward`, which `model::runner::ModelRunner` drives layer by
-//! layer (resident or streamed).
+//! The forward pass (SPEC §8.2), written once over `backend::Backend` for every supported
+//! architecture (`config::ArchSpec` says which variations a model uses: Q/K/V biases, per-head q/k
+//! norms, NEOX RoPE, MoE): the weights of one layer (`LayerWeights`) and `layer_forward`, which
+//! `model::runner::ModelRunner` drives layer by layer (resident or streamed).
 //!
 //! A batch is `n_seq` whole sequences of `seq_len` tokens laid out one after the other (row =
 //! token). A `MatmulObserver` is told the input of every matmul (dense, per expert); the
@@ -43,6 +44,10 @@ pub struct LayerWeights<W> {
     pub wk: Named<W>,
     pub wv: Named<W>,
     pub wo: Named<W>,
+    /// `attn_{q,k,v}.bias` (qwen2).
+    pub qkv_bias: Option<[Named<W>; 3]>,
+    /// `attn_q_norm`, `attn_k_norm`: per-head RMS weights (qwen3, qwen3moe).
+    pub qk_norm: Option<[Named<W>; 2]>,
     pub ffn_norm: Named<W>,
     pub ffn: Ffn<W>,
 }
@@ -114,7 +119,23 @@ impl<W> LayerWeights<W> {
                 down: load(b, file, &n("ffn_down"))?,
             }
         };
+        let bias = |s: &str| load(b, file, &format!("blk.{il}.{s}.bias"));
+        let qkv_bias = if c.spec.qkv_bias {
+            Some([bias("attn_q")?, bias("attn_k")?, bias("attn_v")?])
+        } else {
+            None
+        };
+        let qk_norm = if c.spec.qk_norm {
+            Some([
+                load(b, file, &n("attn_q_norm"))?,
+                load(b, file, &n("attn_k_norm"))?,
+            ])
+        } else {
+            None
+        };
         Ok(LayerWeights {
+            qkv_bias,
+            qk_norm,
             attn_norm: load(b, file, &n("attn_norm"))?,
             wq: load(b, file, &n("attn_q"))?,
             wk: load(b, file, &n("attn_k"))?,
@@ -130,11 +151,23 @@ impl<W> LayerWeights<W> {
 pub fn check_layer_shapes(file: &GgufFile, c: &Config, il: usize) -> Result<()> {
     let n = |s: &str| format!("blk.{il}.{s}.weight");
     let kv = c.n_head_kv * c.head_dim;
+    let q = c.n_head * c.head_dim;
     check_shape(file, &n("attn_norm"), &[c.n_embd])?;
-    check_shape(file, &n("attn_q"), &[c.n_embd, c.n_embd])?;
+    check_shape(file, &n("attn_q"), &[c.n_embd, q])?;
     check_shape(file, &n("attn_k"), &[c.n_embd, kv])?;
     check_shape(file, &n("attn_v"), &[c.n_embd, kv])?;
-    check_shape(file, &n("attn_output"), &[c.n_embd, c.n_embd])?;
+    check_shape(file, &n("attn_output"), &[q, c.n_embd])?;
+    if c.spec.qkv_bias {
+        let b = |s: &str| format!("blk.{il}.{s}.bias");
+        check_shape(file, &b("attn_q"), &[q])?;
+        check_shape(file, &b("attn_k"), &[kv])?;
+        check_shape(file, &b("attn_v"), &[kv])?;
+    }
+    if c.spec.qk_norm {
+        // One weight per head width, shared by all heads (llama.cpp: {n_embd_head_k}).
+        check_shape(file, &n("attn_q_norm"), &[c.head_dim])?;
+        check_shape(file, &n("attn_k_norm"), &[c.head_dim])?;
+    }
     check_shape(file, &n("ffn_norm"), &[c.n_embd])?;
     if c.is_moe() {
         let e = c.n_expert;
@@ -207,7 +240,17 @@ pub fn layer_forward<B: Backend>(
     let a = b.rms_norm(h, &layer.attn_norm.w, c.rms_eps);
     let mut q = mm(b, &a, &layer.wq, &mut obs);
     let mut k = mm(b, &a, &layer.wk, &mut obs);
-    let v = mm(b, &a, &layer.wv, &mut obs);
+    let mut v = mm(b, &a, &layer.wv, &mut obs);
+    if let Some([bq, bk, bv]) = &layer.qkv_bias {
+        b.add_bias(&mut q, &bq.w);
+        b.add_bias(&mut k, &bk.w);
+        b.add_bias(&mut v, &bv.w);
+    }
+    if let Some([qn, kn]) = &layer.qk_norm {
+        // Each head normalized on its own (the weight is head_dim wide), before RoPE.
+        q = b.rms_norm(&q, &qn.w, c.rms_eps);
+        k = b.rms_norm(&k, &kn.w, c.rms_eps);
+    }
     b.rope(&mut q, c.n_head, c.head_dim, seq_len, &c.rope);
     b.rope(&mut k, c.n_head_kv, c.head_dim, seq_len, &c.rope);
     let attn = b.attention(

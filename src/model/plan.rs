@@ -67,7 +67,10 @@ impl ModelSizes {
         // Live at once inside a layer: h, norm out, q, attention out, o, ffn norm out, ffn out
         // (n_embd each), k, v, and gate, up, silu·up (n_ff each); MoE adds each token's routed
         // copies (k experts × (2·n_embd + 3·n_ff)) and the router logits.
-        let mut floats = 7 * e + 2 * kv + 3 * f;
+        // q and the attention output are n_head·head_dim wide (= n_embd but for qwen3-style
+        // explicit head sizes).
+        let q = (c.n_head * c.head_dim) as u64;
+        let mut floats = 5 * e + 2 * q + 2 * kv + 3 * f;
         if c.is_moe() {
             let k = c.n_expert_used as u64;
             floats += k * (3 * e + 3 * f) + c.n_expert as u64;

@@ -9,9 +9,25 @@ use std::sync::OnceLock;
 
 /// `tokenizer.ggml.model` values this tokenizer implements.
 pub const SUPPORTED_MODELS: &[&str] = &["gpt2"];
-/// `tokenizer.ggml.pre` values this tokenizer implements (all share SmolLM2's regex pair:
-/// `\p{N}` then the GPT-2 pattern).
-pub const SUPPORTED_PRE: &[&str] = &["smollm", "starcoder", "refact", "command-r", "codeshell"];
+/// `tokenizer.ggml.pre` values this tokenizer implements: SmolLM2's regex pair (`\p{N}` then the
+/// GPT-2 pattern) for the first five, Qwen2's pattern (`PreTokenizer::Qwen2`) for the last.
+pub const SUPPORTED_PRE: &[&str] = &[
+    "smollm",
+    "starcoder",
+    "refact",
+    "command-r",
+    "codeshell",
+    "qwen2",
+];
+
+/// How text is split into words before BPE (chosen by `tokenizer.ggml.pre`).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum PreTokenizer {
+    /// `\p{N}`, then the GPT-2 pattern (`pre_tokenize`).
+    Smollm,
+    /// llama.cpp's LLAMA_VOCAB_PRE_TYPE_QWEN2 pattern (`pre_tokenize_qwen2`).
+    Qwen2,
+}
 
 /// llama.cpp token types (`tokenizer.ggml.token_type`).
 const TOKEN_TYPE_USER_DEFINED: i64 = 4;
@@ -24,6 +40,7 @@ pub struct Tokenizer {
     /// USER_DEFINED tokens, matched in raw text, longest first.
     user_defined: Vec<(String, u32)>,
     byte_to_char: [char; 256],
+    pub pre: PreTokenizer,
     pub bos: Option<u32>,
     pub eos: Option<u32>,
     pub add_bos: bool,
@@ -218,6 +235,71 @@ pub fn pre_tokenize(text: &str) -> Vec<String> {
         .collect()
 }
 
+/// Qwen2's pattern as llama.cpp applies it (src/llama-vocab.cpp, LLAMA_VOCAB_PRE_TYPE_QWEN2):
+/// `(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}|
+/// ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+`. No hand-written splitter matches it, so
+/// llama.cpp's unicode_regex_split (src/unicode.cpp) runs std::regex over a "collapsed" text:
+/// ASCII stays, every other code point becomes one stand-in for its class (whitespace → \x0B,
+/// letter, number, other), and `\s` is std::regex's ASCII whitespace. The same is done here,
+/// with private-use stand-ins and explicit classes. Unmatched stretches are words too.
+pub fn pre_tokenize_qwen2(text: &str) -> Vec<String> {
+    const OTHER: char = '\u{E000}';
+    const LETTER: char = '\u{E001}';
+    const NUMBER: char = '\u{E002}';
+    static RE: OnceLock<fancy_regex::Regex> = OnceLock::new();
+    let re = RE.get_or_init(|| {
+        let l = "A-Za-z\u{E001}";
+        let n = "0-9\u{E002}";
+        let ws = "\t\n\x0B\x0C\r ";
+        let pat = format!(
+            "(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n{l}{n}]?[{l}]+|[{n}]| ?[^{ws}{l}{n}]+[\r\n]*|[{ws}]*[\r\n]+|[{ws}]+(?![^{ws}])|[{ws}]+"
+        );
+        fancy_regex::Regex::new(&pat).expect("qwen2 pattern compiles")
+    });
+    let cpts: Vec<char> = text.chars().collect();
+    let collapsed: String = cpts
+        .iter()
+        .map(|&c| {
+            if c.is_ascii() {
+                return c;
+            }
+            let f = flags(c);
+            if f.whitespace {
+                '\x0B'
+            } else if f.letter {
+                LETTER
+            } else if f.number {
+                NUMBER
+            } else {
+                OTHER
+            }
+        })
+        .collect();
+    // Byte offset in `collapsed` → code point index.
+    let mut cpt_at = vec![0usize; collapsed.len() + 1];
+    for (i, (b, _)) in collapsed.char_indices().enumerate() {
+        cpt_at[b] = i;
+    }
+    cpt_at[collapsed.len()] = cpts.len();
+    let mut words = Vec::new();
+    let mut push = |a: usize, b: usize| {
+        if b > a {
+            words.push(cpts[a..b].iter().collect::<String>());
+        }
+    };
+    let mut prev = 0;
+    for m in re.find_iter(&collapsed) {
+        // The pattern has no backreferences and bounded look-ahead: matching cannot fail.
+        let m = m.expect("qwen2 pattern match");
+        let (a, b) = (cpt_at[m.start()], cpt_at[m.end()]);
+        push(prev, a);
+        push(a, b);
+        prev = b;
+    }
+    push(prev, cpts.len());
+    words
+}
+
 impl Tokenizer {
     pub fn from_gguf(f: &GgufFile) -> Result<Tokenizer> {
         let path = f.path.display();
@@ -235,6 +317,11 @@ impl Tokenizer {
                 SUPPORTED_PRE.join(", ")
             );
         }
+        let pre = if pre == "qwen2" {
+            PreTokenizer::Qwen2
+        } else {
+            PreTokenizer::Smollm
+        };
         let tokens = str_array(f, "tokenizer.ggml.tokens")?;
         if tokens.len() < 2 {
             bail!(
@@ -312,6 +399,7 @@ impl Tokenizer {
             add_bos: flag("tokenizer.ggml.add_bos_token"),
             add_eos: flag("tokenizer.ggml.add_eos_token"),
             byte_to_char: bytes_to_unicode(),
+            pre,
             tokens,
             token_to_id,
             merge_rank,
@@ -335,7 +423,11 @@ impl Tokenizer {
             match frag {
                 Fragment::Token(id) => out.push(id),
                 Fragment::Text(t) => {
-                    for word in pre_tokenize(t) {
+                    let words = match self.pre {
+                        PreTokenizer::Smollm => pre_tokenize(t),
+                        PreTokenizer::Qwen2 => pre_tokenize_qwen2(t),
+                    };
+                    for word in words {
                         if let Some(ids) = cache.get(&word) {
                             out.extend_from_slice(ids);
                             continue;
@@ -557,6 +649,18 @@ mod tests {
         assert_eq!(words("end  "), ["end", "  "]);
         assert_eq!(words("x\n\ny"), ["x", "\n", "\n", "y"]);
         assert_eq!(words("x²y"), ["x", "²", "y"]);
+    }
+
+    #[test]
+    fn qwen2_pre_tokenizer_follows_its_pattern() {
+        let w = pre_tokenize_qwen2;
+        // Hand-derived from the pattern: contractions split off, single digits, a leading
+        // non-letter joins the letters, the last space of a run goes to the next word.
+        assert_eq!(w("it's 2024!"), ["it", "'s", " ", "2", "0", "2", "4", "!"]);
+        assert_eq!(w("a  b"), ["a", " ", " b"]);
+        assert_eq!(w("x\n\ny"), ["x", "\n\n", "y"]);
+        assert_eq!(w("(foo) ü"), ["(foo", ")", " ü"]);
+        assert_eq!(w("end  "), ["end", "  "]);
     }
 
     #[test]

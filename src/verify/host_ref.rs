@@ -71,13 +71,14 @@ impl Backend for HostRef {
     }
 
     fn rms_norm(&self, x: &HostTensor, w: &HostWeight, eps: f32) -> HostTensor {
+        // Each group of w's width (the row, or one head) is normalized on its own.
+        let g = w.data.len();
         let mut data = vec![0f32; x.data.len()];
-        for r in 0..x.rows {
-            let row = &x.data[r * x.cols..(r + 1) * x.cols];
+        for (o, row) in data.chunks_mut(g).zip(x.data.chunks(g)) {
             let s: f64 = row.iter().map(|&v| v as f64 * v as f64).sum();
-            let scale = (1.0 / (s / x.cols as f64 + eps as f64).sqrt()) as f32;
-            for c in 0..x.cols {
-                data[r * x.cols + c] = row[c] * scale * w.data[c];
+            let scale = (1.0 / (s / g as f64 + eps as f64).sqrt()) as f32;
+            for c in 0..g {
+                o[c] = row[c] * scale * w.data[c];
             }
         }
         HostTensor {
@@ -199,6 +200,14 @@ impl Backend for HostRef {
             data,
             rows: g.rows,
             cols: g.cols,
+        }
+    }
+
+    fn add_bias(&self, x: &mut HostTensor, bias: &HostWeight) {
+        for row in x.data.chunks_mut(x.cols.max(1)) {
+            for (v, b) in row.iter_mut().zip(&bias.data) {
+                *v += b;
+            }
         }
     }
 

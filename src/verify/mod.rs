@@ -184,19 +184,43 @@ pub fn run_checks<R: crate::kld::KldReduce>(
         ));
     }
 
-    // rms_norm.
-    for (m, k) in [(1usize, 64usize), (5, 576), (13, 97)] {
-        let w = rng.vec(k, 1.0);
-        let file = memory_gguf(&[("n".into(), GgmlType::F32, k, 1, f32_bytes(&w))])?;
+    // rms_norm: whole rows, and per head (a weight of the head width: qwen3's q/k norms).
+    for (m, k, g) in [
+        (1usize, 64usize, 64usize),
+        (5, 576, 576),
+        (13, 97, 97),
+        (7, 4 * 96, 96),
+        (3, 2 * 128, 128),
+    ] {
+        let w = rng.vec(g, 1.0);
+        let file = memory_gguf(&[("n".into(), GgmlType::F32, g, 1, f32_bytes(&w))])?;
         let src = source(&file, "n")?;
         let x = rng.vec(m * k, 2.0);
         let want = r.download(&r.rms_norm(&r.upload(&x, m, k), &r.weight(&src)?, 1e-5));
         let got = gpu.download(&gpu.rms_norm(&gpu.upload(&x, m, k), &gpu.weight(&src)?, 1e-5));
+        let shape = if g == k {
+            format!("{m}x{k}")
+        } else {
+            format!("{m}x{k} per {g}")
+        };
+        rows.push(CheckRow::nmse("rms_norm", "F32", shape, nmse(&got, &want)));
+    }
+
+    // Row-broadcast bias add (qwen2's Q/K/V biases).
+    for (m, k) in [(1usize, 64usize), (9, 1536), (17, 97)] {
+        let bias = rng.vec(k, 1.0);
+        let file = memory_gguf(&[("b".into(), GgmlType::F32, k, 1, f32_bytes(&bias))])?;
+        let src = source(&file, "b")?;
+        let x = rng.vec(m * k, 2.0);
+        let mut rx = r.upload(&x, m, k);
+        r.add_bias(&mut rx, &r.weight(&src)?);
+        let mut gx = gpu.upload(&x, m, k);
+        gpu.add_bias(&mut gx, &gpu.weight(&src)?);
         rows.push(CheckRow::nmse(
-            "rms_norm",
+            "add_bias",
             "F32",
             format!("{m}x{k}"),
-            nmse(&got, &want),
+            nmse(&gpu.download(&gx), &r.download(&rx)),
         ));
     }
 

@@ -1,8 +1,19 @@
-//! Scalar CPU reference backend: plain f32 loops, parallel over independent rows only.
+//! CPU backend: the scalar reference (the oracle), and a fast mode for the product.
 //!
 //! Every output element is computed by one fixed sequence of f32 operations, whichever rayon
 //! thread computes it, so results never depend on the thread count. Float recipes follow
 //! SPEC §8.2 (RMSNorm sum in f64, RoPE cache recipe, softmax with the max subtracted).
+//!
+//! Two modes, chosen at construction:
+//! - `CpuBackend::new()`, the reference: matmul and attention scores as `dot` per element
+//!   (8 f32 lanes, separate multiplies and adds, a fixed reduction tree; the same bits on every
+//!   x86/ARM CPU). The GPU backend, `wquant conformance` and the fast mode are checked against it.
+//! - `CpuBackend::fast()`: matmul and the attention products (Q·Kᵀ, P·V) through a blocked
+//!   sgemm (`gemm.rs`: FMA chains in fixed k-blocks of 256), everything else (norms, RoPE,
+//!   softmax, statistics) shared with the reference. Still independent of the
+//!   thread count and the batch size; it differs from the reference by rounding only.
+
+mod gemm;
 
 use super::{AttnParams, Backend, RopeParams, StatsHost, WeightSource};
 use crate::quant::dequantize_row;
@@ -48,12 +59,39 @@ impl CpuWeight {
     }
 }
 
+/// How the CPU backend multiplies by weight matrices.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum CpuMatmul {
+    /// `dot` per output element: the scalar reference.
+    #[default]
+    Reference,
+    /// Tiles of dequantized weights, and the attention products, through a cache-blocked sgemm
+    /// (`gemm.rs`).
+    Blocked,
+}
+
 #[derive(Clone, Copy, Debug, Default)]
-pub struct CpuBackend;
+pub struct CpuBackend {
+    matmul: CpuMatmul,
+}
 
 impl CpuBackend {
+    /// The scalar reference (the oracle for the GPU and for `fast()`).
     pub fn new() -> CpuBackend {
-        CpuBackend
+        CpuBackend {
+            matmul: CpuMatmul::Reference,
+        }
+    }
+
+    /// The fast mode for imatrix/perplexity/KLD runs: blocked sgemm matmuls.
+    pub fn fast() -> CpuBackend {
+        CpuBackend {
+            matmul: CpuMatmul::Blocked,
+        }
+    }
+
+    pub fn matmul_mode(&self) -> CpuMatmul {
+        self.matmul
     }
 }
 
@@ -226,13 +264,46 @@ pub fn accumulate_stats_rows(s: &mut StatsHost, x: &CpuTensor, row0: usize, n: u
         s.sum2 = vec![0.0; x.cols];
         s.sum = vec![0.0; x.cols];
     }
-    for r in row0..row0 + n {
-        let row = x.row(r);
-        for (j, &v) in row.iter().enumerate() {
-            s.sum2[j] += v * v;
-            s.sum[j] += v;
-        }
-    }
+    // Parallel over column ranges only: each column still sums its rows in row order.
+    const COLS_PER_TASK: usize = 256;
+    s.sum2
+        .par_chunks_mut(COLS_PER_TASK)
+        .zip(s.sum.par_chunks_mut(COLS_PER_TASK))
+        .enumerate()
+        .for_each(|(c, (sum2, sum))| {
+            let c0 = c * COLS_PER_TASK;
+            // 16 columns at a time held in registers across the rows (vectorised across
+            // columns; each column's own sum is unchanged: f32 adds in row order).
+            const W: usize = 16;
+            let mut j = 0;
+            while j < sum2.len() {
+                let w = W.min(sum2.len() - j);
+                let mut a2 = [0.0f32; W];
+                let mut a1 = [0.0f32; W];
+                a2[..w].copy_from_slice(&sum2[j..j + w]);
+                a1[..w].copy_from_slice(&sum[j..j + w]);
+                if w == W {
+                    for r in row0..row0 + n {
+                        let xr: &[f32; W] = x.row(r)[c0 + j..c0 + j + W].try_into().unwrap();
+                        for l in 0..W {
+                            a2[l] += xr[l] * xr[l];
+                            a1[l] += xr[l];
+                        }
+                    }
+                } else {
+                    for r in row0..row0 + n {
+                        let xr = &x.row(r)[c0 + j..c0 + j + w];
+                        for l in 0..w {
+                            a2[l] += xr[l] * xr[l];
+                            a1[l] += xr[l];
+                        }
+                    }
+                }
+                sum2[j..j + w].copy_from_slice(&a2[..w]);
+                sum[j..j + w].copy_from_slice(&a1[..w]);
+                j += w;
+            }
+        });
     s.count += n as u64;
 }
 
@@ -274,7 +345,10 @@ impl Backend for CpuBackend {
     type Stats = StatsHost;
 
     fn name(&self) -> String {
-        "cpu".to_string()
+        match self.matmul {
+            CpuMatmul::Reference => "cpu".to_string(),
+            CpuMatmul::Blocked => "cpu (blocked sgemm)".to_string(),
+        }
     }
 
     fn weight(&self, src: &WeightSource) -> anyhow::Result<CpuWeight> {
@@ -287,7 +361,7 @@ impl Backend for CpuBackend {
                 t.name()
             );
         }
-        if src.ne0 % t.block_size() != 0 || src.row_bytes() * src.ne1 != src.n_bytes {
+        if !src.ne0.is_multiple_of(t.block_size()) || src.row_bytes() * src.ne1 != src.n_bytes {
             bail!(
                 "{}: tensor {} ({} × {}, {}) has an inconsistent size",
                 src.file.path.display(),
@@ -341,9 +415,15 @@ impl Backend for CpuBackend {
     }
 
     fn rms_norm(&self, x: &CpuTensor, w: &CpuWeight, eps: f32) -> CpuTensor {
-        assert_eq!(w.vector.len(), x.cols, "norm {} width", w.src.name);
+        // The weight's width is the group normalized on its own: the row, or one head.
+        let n = w.vector.len();
+        assert!(
+            n > 0 && x.cols.is_multiple_of(n),
+            "norm {} width {n} vs {} columns",
+            w.src.name,
+            x.cols
+        );
         let mut out = CpuTensor::zeros(x.rows, x.cols);
-        let n = x.cols;
         out.data
             .par_chunks_mut(n)
             .zip(x.data.par_chunks(n))
@@ -367,6 +447,9 @@ impl Backend for CpuBackend {
         assert_eq!(x.cols, k, "matmul {}: activation width", w.src.name);
         if let Some(s) = stats {
             accumulate_stats(s, x);
+        }
+        if self.matmul == CpuMatmul::Blocked {
+            return gemm::matmul_blocked(x, w);
         }
         let rows = x.rows;
         let n_tasks = n.div_ceil(WEIGHT_ROWS_PER_TASK);
@@ -436,7 +519,13 @@ impl Backend for CpuBackend {
         assert_eq!(q.cols, p.n_head * hd);
         assert_eq!(k.cols, p.n_head_kv * hd);
         assert_eq!(v.cols, p.n_head_kv * hd);
-        assert!(rows % p.seq_len == 0, "rows must hold whole sequences");
+        assert!(
+            rows.is_multiple_of(p.seq_len),
+            "rows must hold whole sequences"
+        );
+        if self.matmul == CpuMatmul::Blocked {
+            return gemm::attention_blocked(q, k, v, p);
+        }
         let n_seq = rows / p.seq_len;
         let group = p.n_head / p.n_head_kv;
         // One task per (sequence, head); each returns its [seq_len, hd] block.
@@ -491,6 +580,15 @@ impl Backend for CpuBackend {
                 *o = (a / (1.0f32 + (-a).exp())) * b;
             });
         out
+    }
+
+    fn add_bias(&self, x: &mut CpuTensor, bias: &CpuWeight) {
+        assert_eq!(bias.vector.len(), x.cols, "bias {} width", bias.src.name);
+        x.data.par_chunks_mut(x.cols.max(1)).for_each(|row| {
+            for (v, &b) in row.iter_mut().zip(&bias.vector) {
+                *v += b;
+            }
+        });
     }
 
     fn add_assign(&self, a: &mut CpuTensor, b: &CpuTensor) {

@@ -485,6 +485,10 @@ impl Backend for GpuBackend {
         y
     }
 
+    fn add_bias(&self, x: &mut GpuTensor, bias: &GpuWeight) {
+        kernels::add_bias::run(&self.ctx, x, bias);
+    }
+
     fn add_assign(&self, a: &mut GpuTensor, b: &GpuTensor) {
         kernels::add::run(&self.ctx, a, b);
     }

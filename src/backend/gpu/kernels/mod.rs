@@ -3,6 +3,7 @@
 //! by `assemble`.
 
 pub mod add;
+pub mod add_bias;
 pub mod attention;
 pub mod gather_rows;
 pub mod get_rows;
@@ -101,6 +102,7 @@ pub fn all_sources() -> Vec<(String, String)> {
     v.push(("attention.wgsl".into(), attention::SHADER.into()));
     v.push(("silu_mul.wgsl".into(), silu_mul::SHADER.into()));
     v.push(("add.wgsl".into(), add::SHADER.into()));
+    v.push(("add_bias.wgsl".into(), add_bias::SHADER.into()));
     v.push(("gather_rows.wgsl".into(), gather_rows::SHADER.into()));
     v.push(("scatter_add.wgsl".into(), scatter_add::SHADER.into()));
     for t in quant_block::TYPES {
@@ -127,6 +129,7 @@ pub fn shader_files() -> Vec<&'static str> {
         "attention.wgsl",
         "silu_mul.wgsl",
         "add.wgsl",
+        "add_bias.wgsl",
         "gather_rows.wgsl",
         "scatter_add.wgsl",
         "quant_common.wgsl",

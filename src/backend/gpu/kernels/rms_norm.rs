@@ -1,4 +1,5 @@
-//! `shaders/rms_norm.wgsl`: RMSNorm with an F32 weight vector.
+//! `shaders/rms_norm.wgsl`: RMSNorm with an F32 weight vector, over groups of the weight's width
+//! (a whole row, or each head for per-head q/k norms: the shader sees groups as rows).
 
 use super::super::{Ctx, GpuTensor, GpuWeight};
 use crate::gguf::GgmlType;
@@ -7,17 +8,19 @@ pub const SHADER: &str = include_str!("../../../../shaders/rms_norm.wgsl");
 
 pub fn run(ctx: &Ctx, x: &GpuTensor, w: &GpuWeight, eps: f32, y: &GpuTensor) {
     assert!(
-        w.ggml_type == GgmlType::F32 && w.ne0 * w.ne1.max(1) == x.cols,
-        "rms_norm: weight {} must be F32 with {} values",
+        w.ggml_type == GgmlType::F32 && w.ne1 <= 1 && w.ne0 > 0 && x.cols.is_multiple_of(w.ne0),
+        "rms_norm: weight {} must be F32 with a width dividing {}",
         w.name,
         x.cols
     );
+    let g = w.ne0;
+    let groups_n = x.rows * (x.cols / g);
     if x.rows == 0 {
         return;
     }
     let pipe = ctx.pipeline("rms_norm", || SHADER.to_string());
-    let params = [x.rows as u32, x.cols as u32, eps.to_bits()];
-    let groups = [x.rows.div_ceil(64) as u32, 1, 1];
+    let params = [groups_n as u32, g as u32, eps.to_bits()];
+    let groups = [groups_n.div_ceil(64) as u32, 1, 1];
     ctx.dispatch(
         &pipe,
         &params,
