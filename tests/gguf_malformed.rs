@@ -340,8 +340,8 @@ fn tensor_fields() {
         &["tensor b.weight", "unknown ggml type id 99"],
     );
     let mut g = G::valid();
-    g.tis[1].type_id = 20; // IQ4_NL: a real ggml type wquant does not know
-    expect_err("ggmltype20", g.encode(), &["tensor b.weight", "20"]);
+    g.tis[1].type_id = 16; // IQ2_XXS: a real ggml type wquant does not know
+    expect_err("ggmltype16", g.encode(), &["tensor b.weight", "16"]);
     let mut g = G::valid();
     g.tis[1].dims = vec![16, 2];
     expect_err("block", g.encode(), &["tensor b.weight", "block size"]);
