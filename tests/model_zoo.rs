@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::{assets_dir, golden_dir, output_ok};
+use common::{assert_imatrix_close, assets_dir, golden_dir, output_ok};
 use std::path::PathBuf;
 use std::process::Command;
 use std::sync::Mutex;
@@ -75,47 +75,6 @@ fn check_ppl(name: &str, device: &str) {
             i + 1
         );
     }
-}
-
-/// Σx² of `ours` against `golden`: the same chunks and entries, equal counts, the worst and the
-/// median relative error (printed) within the bounds.
-fn assert_imatrix_close(ours: &Imatrix, golden: &Imatrix, what: &str, max: f64, med: f64) {
-    assert_eq!(ours.chunk_count, golden.chunk_count, "{what}");
-    assert_eq!(ours.chunk_size, golden.chunk_size, "{what}");
-    assert_eq!(
-        ours.entries.keys().collect::<Vec<_>>(),
-        golden.entries.keys().collect::<Vec<_>>(),
-        "{what}"
-    );
-    let mut rel = Vec::new();
-    let mut worst = (0f64, String::new());
-    for (n, g) in &golden.entries {
-        let e = &ours.entries[n];
-        assert_eq!(e.counts, g.counts, "{what}: counts of {n}");
-        assert_eq!(e.in_sum2.len(), g.in_sum2.len(), "{what}: {n}");
-        for (a, b) in e.in_sum2.iter().zip(&g.in_sum2) {
-            let r = ((*a as f64 - *b as f64) / (*b as f64).abs().max(1e-30)).abs();
-            if r > worst.0 {
-                worst = (r, n.clone());
-            }
-            rel.push(r);
-        }
-    }
-    rel.sort_by(f64::total_cmp);
-    let median = rel[rel.len() / 2];
-    println!(
-        "{what}: Σx² over {} values: max rel {:.3e} ({}), median {median:.3e}",
-        rel.len(),
-        worst.0,
-        worst.1
-    );
-    assert!(
-        worst.0 <= max,
-        "{what}: max relative error {:.3e} in {}",
-        worst.0,
-        worst.1
-    );
-    assert!(median <= med, "{what}: median relative error {median:.3e}");
 }
 
 /// wquant imatrix -c 128 --chunks 2 vs llama-imatrix (f32 KV cache, no flash attention): the same

@@ -877,50 +877,30 @@ fn a_model_compared_with_itself_gives_a_complete_zero_summary() {
     let g = good.to_str().unwrap();
     let t = assets_dir().join("calib.txt");
     let t = t.to_str().unwrap();
+    let args = s(&[
+        "--device",
+        "cpu",
+        "kld",
+        "--base-model",
+        g,
+        "-m",
+        g,
+        "-f",
+        t,
+        "-c",
+        "128",
+        "--chunks",
+        "2",
+    ]);
     let mut o = Outcome {
         problems: Vec::new(),
         runs: 0,
     };
-    check(
-        &mut o,
-        "self",
-        &s(&[
-            "--device",
-            "cpu",
-            "kld",
-            "--base-model",
-            g,
-            "-m",
-            g,
-            "-f",
-            t,
-            "-c",
-            "128",
-            "--chunks",
-            "2",
-        ]),
-        None,
-        Expect::Either,
-        &[],
-    );
+    check(&mut o, "self", &args, None, Expect::Either, &[]);
     assert!(o.problems.is_empty(), "{}", o.problems.join("\n"));
     let out = Command::new(env!("CARGO_BIN_EXE_wquant"))
-        .args([
-            "--device",
-            "cpu",
-            "kld",
-            "--base-model",
-            g,
-            "-m",
-            g,
-            "-f",
-            t,
-            "-c",
-            "128",
-            "--chunks",
-            "2",
-            "--json",
-        ])
+        .args(&args)
+        .arg("--json")
         .output()
         .unwrap();
     assert!(out.status.success());
@@ -944,4 +924,12 @@ fn a_model_compared_with_itself_gives_a_complete_zero_summary() {
     let mut bad = Vec::new();
     walk(summary, "summary", &mut bad);
     assert!(bad.is_empty(), "{bad:?}\n{summary}");
+    // The same logits on both sides: the same top token everywhere, the same perplexity, and a
+    // KL divergence of 0 up to the rounding of Σ p·(log p − log q) with equal logs.
+    assert_eq!(summary["same_top"].as_f64(), Some(1.0), "{summary}");
+    assert_eq!(summary["ppl"], summary["ppl_base"], "{summary}");
+    assert!(
+        summary["kld"]["mean"].as_f64().unwrap().abs() < 1e-9,
+        "{summary}"
+    );
 }
