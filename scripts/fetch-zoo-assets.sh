@@ -9,7 +9,9 @@
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 out=${1:-${WQUANT_ASSETS:-$HOME/.cache/wquant/assets}}
-golden=${2:-$here/../shared/golden}
+golden=${2:-${WQUANT_GOLDEN:-$here/../shared/golden}}
+# As the tests look for it (tests/common golden_dir): beside the repository, else /work/shared.
+[ -d "$golden" ] || golden=/work/shared/golden
 golden=$(cd "$golden" && pwd)
 mkdir -p "$out"
 cd "$out"
