@@ -1,7 +1,7 @@
 //! Q3_K: 256-value super-blocks of 16 sub-blocks of 16; 2 low bits per quant in qs, the third
 //! bit in hmask, sixteen 6-bit signed sub-block scales (+32) packed in 12 bytes, f16 d last
 //! (block_q3_K: hmask[32], qs[64], scales[12], d).
-use super::search::{make_q3_quants, make_qx_quants, nearest_int};
+use super::search::{make_q3_quants, make_qx_quants, nearest_int, requantize_sym16};
 use super::{f2h, h2f, BlockType};
 use crate::gguf::GgmlType;
 
@@ -62,17 +62,9 @@ pub fn dequantize(src: &[u8], dst: &mut [f32]) {
 /// (the common tail of quantize_row_q3_K_ref and quantize_row_q3_K_impl).
 fn finish_block(xb: &[f32], l: &mut [i8; 256], b: &mut [u8]) {
     let d_all = h2f(&b[108..110]);
-    for j in 0..16 {
-        let sc = scale_of(&b[96..108], j) - 32;
-        let d = d_all * sc as f32;
-        if d == 0.0 {
-            continue;
-        }
-        for ii in 0..16 {
-            let q = nearest_int(xb[16 * j + ii] / d).clamp(-4, 3);
-            l[16 * j + ii] = (q + 4) as i8;
-        }
-    }
+    requantize_sym16(xb, l, -4, 3, |j| {
+        d_all * (scale_of(&b[96..108], j) - 32) as f32
+    });
     let (hmask, rest) = b.split_at_mut(32);
     hmask.fill(0);
     let mut m = 0;

@@ -33,7 +33,7 @@ pub fn dequantize(src: &[u8], dst: &mut [f32]) {
 /// quantize_row_q6_K_ref (qw None) or quantize_row_q6_K_impl (one row, imatrix `qw` used as
 /// the raw weights of make_qx_quants).
 pub fn quantize(x: &[f32], dst: &mut [u8], qw: Option<&[f32]>) {
-    use super::search::{make_qx_quants, nearest_int, GROUP_MAX_EPS};
+    use super::search::{make_qx_quants, nearest_int, requantize_sym16, GROUP_MAX_EPS};
     let mut l = [0i8; 256];
     let mut scales = [0f32; 16];
     for (i, (xb, b)) in x
@@ -63,16 +63,7 @@ pub fn quantize(x: &[f32], dst: &mut [u8], qw: Option<&[f32]>) {
             b[192 + ib] = nearest_int(iscale * scales[ib]).min(127) as i8 as u8;
         }
         let d = h2f(&b[208..210]);
-        for j in 0..16 {
-            let dd = d * (b[192 + j] as i8) as f32;
-            if dd == 0.0 {
-                continue;
-            }
-            for k in 0..16 {
-                let q = nearest_int(xb[16 * j + k] / dd).clamp(-32, 31);
-                l[16 * j + k] = (q + 32) as i8;
-            }
-        }
+        requantize_sym16(xb, &mut l, -32, 31, |j| d * (b[192 + j] as i8) as f32);
         let (ql_all, rest) = b.split_at_mut(128);
         let qh_all = &mut rest[..64];
         for n in 0..2 {

@@ -52,6 +52,42 @@ fn in_exact_range(xabs: f32, iabs: f32) -> bool {
     xabs * iabs <= 4.0e6
 }
 
+/// The value of largest magnitude (the first one, with its sign) and that magnitude; (0, 0)
+/// for an empty or all-zero block (make_qx_quants / make_q3_quants's opening loop).
+fn signed_abs_max(x: &[f32]) -> (f32, f32) {
+    let (mut max, mut amax) = (0f32, 0f32);
+    for &xi in x {
+        let ax = xi.abs();
+        if ax > amax {
+            amax = ax;
+            max = xi;
+        }
+    }
+    (max, amax)
+}
+
+/// Final quants of a 256-value superblock from its 16 stored sub-block scales `d_of(j)`
+/// (ggml's second pass of the symmetric K-quants, Q3_K and Q6_K): `l = nearest_int(x / d)`
+/// clamped to [`lo`, `hi`] and offset by −`lo`; a sub-block whose scale is 0 keeps its quants.
+pub(crate) fn requantize_sym16(
+    xb: &[f32],
+    l: &mut [i8; 256],
+    lo: i32,
+    hi: i32,
+    d_of: impl Fn(usize) -> f32,
+) {
+    for j in 0..16 {
+        let d = d_of(j);
+        if d == 0.0 {
+            continue;
+        }
+        for i in 0..16 {
+            let q = nearest_int(xb[16 * j + i] / d).clamp(lo, hi);
+            l[16 * j + i] = (q - lo) as i8;
+        }
+    }
+}
+
 /// make_qx_quants for rmse_type 1 (the only one used by the supported types). `l` receives
 /// quants offset by +nmax. Returns the scale.
 ///
@@ -61,15 +97,7 @@ fn in_exact_range(xabs: f32, iabs: f32) -> bool {
 pub fn make_qx_quants(nmax: i32, x: &[f32], l: &mut [i8], qw: Option<&[f32]>) -> f32 {
     let n = x.len();
     debug_assert!(n <= 32);
-    let mut max = 0f32;
-    let mut amax = 0f32;
-    for &xi in x {
-        let ax = xi.abs();
-        if ax > amax {
-            amax = ax;
-            max = xi;
-        }
-    }
+    let (max, amax) = signed_abs_max(x);
     if amax < GROUP_MAX_EPS {
         l[..n].fill(0);
         return 0.0;
@@ -417,15 +445,7 @@ pub fn make_qp_quants(nmax: i32, x: &[f32], l: &mut [u8], qw: &[f32]) -> f32 {
 /// `l` receives quants offset by +nmax. Returns the scale.
 pub fn make_q3_quants(nmax: i32, x: &[f32], l: &mut [i8]) -> f32 {
     let n = x.len();
-    let mut max = 0f32;
-    let mut amax = 0f32;
-    for &xi in x {
-        let ax = xi.abs();
-        if ax > amax {
-            amax = ax;
-            max = xi;
-        }
-    }
+    let (max, amax) = signed_abs_max(x);
     if amax < GROUP_MAX_EPS {
         l[..n].fill(0);
         return 0.0;
