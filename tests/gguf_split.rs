@@ -46,12 +46,7 @@ fn wquant(args: &[&str]) -> std::process::Output {
 }
 
 fn ok(args: &[&str]) -> String {
-    let o = wquant(args);
-    assert!(
-        o.status.success(),
-        "wquant {args:?}: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    let o = common::output_ok(Command::new(env!("CARGO_BIN_EXE_wquant")).args(args));
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
