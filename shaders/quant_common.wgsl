@@ -1,9 +1,16 @@
 // Shared helpers of the block quantizers (quant_<type>.wgsl): one invocation quantizes one block,
 // reproducing src/quant/search.rs (llama.cpp's ggml-quants.c) operation by operation in f32.
-// Exactness notes: every product is bound to its own `let` before it is added, so the source has
-// no `a*b+c` expression to contract (a compiler may still fuse; the start-up canary and
-// `--verify` catch that); f16 conversions and C/Rust rounding are done with integer code, not
-// with pack2x16float/round(), so that they do not depend on the adapter.
+// Exactness by construction (no dependence on the driver's float accuracy):
+// - every product that is later added is `mul_rn(a, b)` = fma(a, b, −0.0) with −0.0 read from a
+//   uniform: one rounding of a·b whether or not the fma is fused, and nothing left for a compiler
+//   to contract with the following add (on Vulkan the SPIR-V path also marks every float op
+//   NoContraction: src/backend/gpu/spirv.rs);
+// - division and sqrt are `div_rn` / `sqrt_rn`, correctly rounded in integer arithmetic (Vulkan
+//   allows OpFDiv 2.5 ulp and sqrt 2 ulp, and may flush subnormal results);
+// - f16 conversions and C/Rust rounding are integer code, not pack2x16float/round().
+// Adds, subtracts and compares are correctly rounded on every Vulkan/Metal/DX12 adapter, except
+// that an adapter may flush subnormals unless the SPIR-V path declares DenormPreserve (the
+// canary's denormal blocks measure that).
 
 struct Params {
     n_blocks: u32,
@@ -12,6 +19,11 @@ struct Params {
     // 1: importance weights given (binding 2), 0: the reference path.
     has_w: u32,
     _pad: u32,
+    // −0.0 (0x80000000), the addend of `mul_rn`: a uniform, so no compiler can fold it away.
+    neg_zero: f32,
+    _pad1: u32,
+    _pad2: u32,
+    _pad3: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -79,23 +91,151 @@ fn out_store(b: u32, words: u32) {
     }
 }
 
-// The product `v`, opaque to the optimizer: a select on a uniform that is never true (the host
-// passes _pad = 0) keeps a compiler from contracting it with the add that follows into an FMA,
-// which rounds once instead of twice and would change the bytes.
-fn rounded(v: f32) -> f32 {
-    return select(v, 0.0, p._pad == 0x7fc00001u);
-}
-
 // The value `v`, hidden from the optimizer behind an integer xor with a uniform that is 0: no
-// constant folding or reassociation can cross it (`rounded` did not suffice for kx_search's
-// `num`: the constants were still folded, presumably through the select).
+// constant folding or reassociation can cross it (a select on a uniform did not suffice for
+// kx_search's `num` on lavapipe: the constants were still folded). The SPIR-V path's
+// NoContraction makes it unnecessary there; the WGSL path (Metal, DX12) still needs it.
 fn opaque(v: f32) -> f32 {
     return bitcast<f32>(bitcast<u32>(v) ^ p._pad);
 }
 
-// llama.cpp's nearest_int: round half to even via 1.5·2²³ (|f| ≤ 2²²).
+// a·b rounded once: fma(a, b, −0) = round(a·b) whether the fma is fused or computed as a
+// multiply and an add (x + (−0) = x), and an fma is never contracted with the add that follows.
+fn mul_rn(a: f32, b: f32) -> f32 {
+    return fma(a, b, p.neg_zero);
+}
+
+const F32_NAN: u32 = 0x7fc00000u;
+const F32_INF: u32 = 0x7f800000u;
+
+// |x| (bits `a`: finite, non-zero) as m·2^(e − 150) with m in [2²³, 2²⁴): (m, e). Subnormals are
+// normalized with integer code, so a flushing adapter still sees their value.
+fn unpack_norm(a: u32) -> vec2<i32> {
+    let e = a >> 23u;
+    if (e != 0u) {
+        return vec2<i32>(i32((a & 0x7fffffu) | 0x800000u), i32(e));
+    }
+    let s = countLeadingZeros(a) - 8u;
+    return vec2<i32>(i32(a << s), 1 - i32(s));
+}
+
+// The f32 of sign·q·2^(e − 150), q in [2²³, 2²⁴) the truncated significand, rounded to nearest
+// even: `up_normal` says whether a normal result rounds up (the caller's guard and sticky
+// information), `below` whether anything non-zero lies below q (for subnormal results, which
+// drop bits of q itself).
+fn pack_rounded(sign: u32, q: u32, e: i32, up_normal: bool, below: bool) -> f32 {
+    if (e >= 1) {
+        let m = q + select(0u, 1u, up_normal);
+        if (e >= 255) {
+            return bitcast<f32>(sign | F32_INF);
+        }
+        // A carry out of the 24 bits moves to the exponent (and to Inf past the largest).
+        let bits = (u32(e - 1) << 23u) + m;
+        return bitcast<f32>(sign | min(bits, F32_INF));
+    }
+    let sh = u32(1 - e);
+    if (sh > 24u) {
+        return bitcast<f32>(sign);
+    }
+    // Subnormal: keep q >> sh, round on the dropped bits and what lies below q.
+    let kept = q >> sh;
+    let dropped = q & ((1u << sh) - 1u);
+    let half = 1u << (sh - 1u);
+    let up = dropped > half || (dropped == half && (below || (kept & 1u) == 1u));
+    return bitcast<f32>(sign | (kept + select(0u, 1u, up)));
+}
+
+// a / b correctly rounded (round to nearest even, subnormals kept): 24 quotient bits by
+// restoring division of the significands, then the remainder decides the rounding. Matches
+// IEEE 754 (Rust's f32 `/`) bit for bit, NaN payloads aside.
+fn div_rn(a: f32, b: f32) -> f32 {
+    let ua = bitcast<u32>(a);
+    let ub = bitcast<u32>(b);
+    let sign = (ua ^ ub) & 0x80000000u;
+    let aa = ua & 0x7fffffffu;
+    let ab = ub & 0x7fffffffu;
+    if (aa > F32_INF || ab > F32_INF || (aa == ab && (aa == 0u || aa == F32_INF))) {
+        return bitcast<f32>(F32_NAN);
+    }
+    if (aa == F32_INF || ab == 0u) {
+        return bitcast<f32>(sign | F32_INF);
+    }
+    if (ab == F32_INF || aa == 0u) {
+        return bitcast<f32>(sign);
+    }
+    let na = unpack_norm(aa);
+    let nb = unpack_norm(ab);
+    var r = u32(na.x);
+    let mb = u32(nb.x);
+    var e = na.y - nb.y + 127;
+    if (r < mb) {
+        r = r << 1u;
+        e -= 1;
+    }
+    // r/mb in [1, 2); r < 2·mb < 2²⁵ throughout.
+    var q = 0u;
+    for (var i = 0u; i < 24u; i++) {
+        q = q << 1u;
+        if (r >= mb) {
+            r -= mb;
+            q = q | 1u;
+        }
+        r = r << 1u;
+    }
+    // r = 2·remainder: the exact quotient is (q + r / (2·mb))·2^(e − 150).
+    let up = r > mb || (r == mb && (q & 1u) == 1u);
+    return pack_rounded(sign, q, e, up, r != 0u);
+}
+
+// sqrt(x) correctly rounded: the significand's integer square root, digit by digit (two bits
+// a step), rounded up when the remainder exceeds the root (no ties exist). Matches Rust's f32
+// `sqrt` bit for bit (−0 → −0, negative → NaN).
+fn sqrt_rn(x: f32) -> f32 {
+    let u = bitcast<u32>(x);
+    if ((u & 0x7fffffffu) == 0u || u == F32_INF) {
+        return x;
+    }
+    if (u > F32_INF) {
+        return bitcast<f32>(F32_NAN);
+    }
+    let n = unpack_norm(u);
+    // x = m·2^d; N = m·2^j (j = 23 or 24, d − j even) in [2⁴⁶, 2⁴⁸): sqrt(x) = sqrt(N)·2^((d − j)/2).
+    let d = n.y - 150;
+    var j = 23u;
+    if (((d - 23) & 1) != 0) {
+        j = 24u;
+    }
+    let m = u32(n.x);
+    let nh = m >> (32u - j);
+    let nl = m << j;
+    var rem = 0u;
+    var root = 0u;
+    for (var i = 0u; i < 24u; i++) {
+        let pos = 46u - 2u * i;
+        var pair = 0u;
+        if (pos >= 32u) {
+            pair = (nh >> (pos - 32u)) & 3u;
+        } else {
+            pair = (nl >> pos) & 3u;
+        }
+        rem = (rem << 2u) | pair;
+        let t = (root << 2u) | 1u;
+        if (rem >= t) {
+            rem -= t;
+            root = (root << 1u) | 1u;
+        } else {
+            root = root << 1u;
+        }
+    }
+    // root in [2²³, 2²⁴): the result is root·2^((d − j)/2), a normal number.
+    let e = 150 + ((d - i32(j)) >> 1u);
+    return pack_rounded(0u, root, e, rem > root, false);
+}
+
+// llama.cpp's nearest_int: round half to even via 1.5·2²³ (|f| ≤ 2²²). `f` comes from mul_rn or
+// div_rn: an inline product could be contracted with the add.
 fn nearest_int(f: f32) -> i32 {
-    let v = rounded(f) + 12582912.0;
+    let v = f + 12582912.0;
     return (bitcast<i32>(v) & 0x7fffff) - 0x400000;
 }
 
@@ -166,7 +306,7 @@ fn h2f(h: u32) -> f32 {
     let e = (h >> 10u) & 0x1fu;
     let m = h & 0x3ffu;
     if (e == 0u) {
-        let v = rounded(f32(m) * bitcast<f32>(0x33800000u));
+        let v = mul_rn(f32(m), bitcast<f32>(0x33800000u));
         return select(v, -v, s != 0u);
     }
     if (e == 31u) {
@@ -197,71 +337,71 @@ fn make_qx_quants(nmax: i32, off: u32, n: u32, wmode: u32) -> f32 {
         return 0.0;
     }
     let nmaxf = f32(nmax);
-    var iscale = -nmaxf / mx;
+    var iscale = div_rn(-nmaxf, mx);
     var sumlx = 0.0;
     var suml2 = 0.0;
     for (var i = 0u; i < n; i++) {
         let xi = X[off + i];
-        let l = clamp_i(nearest_int(iscale * xi), -nmax, nmax - 1);
+        let l = clamp_i(nearest_int(mul_rn(iscale, xi)), -nmax, nmax - 1);
         L[off + i] = u32(l + nmax);
         let lf = f32(l);
         var w = 0.0;
         if (wmode == 0u) {
-            w = xi * xi;
+            w = mul_rn(xi, xi);
         } else if (wmode == 1u) {
             w = QW[off + i];
         } else {
             w = WT[off + i];
         }
-        let wx = rounded(w * xi);
-        let wxl = rounded(wx * lf);
+        let wx = mul_rn(w, xi);
+        let wxl = mul_rn(wx, lf);
         sumlx += wxl;
-        let wl = rounded(w * lf);
-        let wll = rounded(wl * lf);
+        let wl = mul_rn(w, lf);
+        let wll = mul_rn(wl, lf);
         suml2 += wll;
     }
     var scale = 0.0;
     if (suml2 != 0.0) {
-        scale = sumlx / suml2;
+        scale = div_rn(sumlx, suml2);
     }
-    var best = scale * sumlx;
+    var best = mul_rn(scale, sumlx);
     for (var is = -9; is <= 9; is++) {
         if (is == 0) {
             continue;
         }
-        let tenth = rounded(0.1 * f32(is));
+        let tenth = mul_rn(0.1, f32(is));
         let num = nmaxf + tenth;
-        iscale = -num / mx;
+        iscale = div_rn(-num, mx);
         sumlx = 0.0;
         suml2 = 0.0;
         for (var i = 0u; i < n; i++) {
             let xi = X[off + i];
-            let l = clamp_i(nearest_int(iscale * xi), -nmax, nmax - 1);
+            let l = clamp_i(nearest_int(mul_rn(iscale, xi)), -nmax, nmax - 1);
             let lf = f32(l);
             var w = 0.0;
             if (wmode == 0u) {
-                w = xi * xi;
+                w = mul_rn(xi, xi);
             } else if (wmode == 1u) {
                 w = QW[off + i];
             } else {
                 w = WT[off + i];
             }
-            let wx = rounded(w * xi);
-            let wxl = rounded(wx * lf);
+            let wx = mul_rn(w, xi);
+            let wxl = mul_rn(wx, lf);
             sumlx += wxl;
-            let wl = rounded(w * lf);
-            let wll = rounded(wl * lf);
+            let wl = mul_rn(w, lf);
+            let wll = mul_rn(wl, lf);
             suml2 += wll;
         }
-        let lhs = rounded(sumlx * sumlx);
-        let rhs = rounded(best * suml2);
+        let lhs = mul_rn(sumlx, sumlx);
+        let rhs = mul_rn(best, suml2);
         if (suml2 > 0.0 && lhs > rhs) {
             for (var i = 0u; i < n; i++) {
-                let l = clamp_i(nearest_int(iscale * X[off + i]), -nmax, nmax - 1);
+                let l = clamp_i(nearest_int(mul_rn(iscale, X[off + i])), -nmax, nmax - 1);
                 L[off + i] = u32(l + nmax);
             }
-            scale = sumlx / suml2;
-            best = scale * sumlx;
+            scale = div_rn(sumlx, suml2);
+            best = mul_rn(scale, sumlx);
         }
     }
     return scale;
@@ -269,7 +409,7 @@ fn make_qx_quants(nmax: i32, off: u32, n: u32, wmode: u32) -> f32 {
 
 fn quant_at(iscale: f32, x: f32, mn: f32, nmax: i32) -> u32 {
     let xm = x - mn;
-    return u32(clamp_i(nearest_int(iscale * xm), 0, nmax));
+    return u32(clamp_i(nearest_int(mul_rn(iscale, xm)), 0, nmax));
 }
 
 // make_qkx2_quants (v3 false) / make_qkx3_quants (v3 true), use_mad false, over X[off..off+32]
@@ -279,7 +419,7 @@ fn kx_search(off: u32, nmax: i32, rmin: f32, rdelta: f32, nstep: i32, v3: bool) 
     var mn = X[off];
     var mx = X[off];
     var sum_w = WT[off];
-    var sum_x = sum_w * X[off];
+    var sum_x = mul_rn(sum_w, X[off]);
     for (var i = 1u; i < n; i++) {
         let xi = X[off + i];
         if (xi < mn) {
@@ -290,7 +430,7 @@ fn kx_search(off: u32, nmax: i32, rmin: f32, rdelta: f32, nstep: i32, v3: bool) 
         }
         let wi = WT[off + i];
         sum_w += wi;
-        let wx = rounded(wi * xi);
+        let wx = mul_rn(wi, xi);
         sum_x += wx;
     }
     if (mn > 0.0) {
@@ -308,28 +448,28 @@ fn kx_search(off: u32, nmax: i32, rmin: f32, rdelta: f32, nstep: i32, v3: bool) 
     }
     let nmaxf = f32(nmax);
     let range = mx - mn;
-    let iscale0 = nmaxf / range;
-    var scale = 1.0 / iscale0;
+    let iscale0 = div_rn(nmaxf, range);
+    var scale = div_rn(1.0, iscale0);
     var best_error = 0.0;
     for (var i = 0u; i < n; i++) {
         let q = quant_at(iscale0, X[off + i], mn, nmax);
         L[off + i] = q;
-        let sq = rounded(scale * f32(q));
+        let sq = mul_rn(scale, f32(q));
         let diff = (sq + mn) - X[off + i];
-        let d2 = rounded(diff * diff);
-        let e = rounded(WT[off + i] * d2);
+        let d2 = mul_rn(diff, diff);
+        let e = mul_rn(WT[off + i], d2);
         best_error += e;
     }
     if (nstep < 1) {
         return vec2<f32>(scale, -mn);
     }
     for (var is = 0; is <= nstep; is++) {
-        let step = rounded(rdelta * f32(is));
+        let step = mul_rn(rdelta, f32(is));
         // `opaque`: with constant rmin and nmax, lavapipe's NIR reassociates the sum into
         // step + (rmin + nmax) (folded), which rounds differently (synth-moe
         // blk.1.ffn_gate_exps, block 47, is = 12: 14.700001 instead of 14.7).
         let num = opaque(rmin + step) + nmaxf;
-        let iscale = num / (mx - mn);
+        let iscale = div_rn(num, mx - mn);
         var sum_l = 0.0;
         var sum_l2 = 0.0;
         var sum_xl = 0.0;
@@ -337,33 +477,33 @@ fn kx_search(off: u32, nmax: i32, rmin: f32, rdelta: f32, nstep: i32, v3: bool) 
             let q = quant_at(iscale, X[off + i], mn, nmax);
             LAUX[i] = q;
             let qf = f32(q);
-            let wl = rounded(WT[off + i] * qf);
+            let wl = mul_rn(WT[off + i], qf);
             sum_l += wl;
-            let wll = rounded(wl * qf);
+            let wll = mul_rn(wl, qf);
             sum_l2 += wll;
-            let wlx = rounded(wl * X[off + i]);
+            let wlx = mul_rn(wl, X[off + i]);
             sum_xl += wlx;
         }
-        let a1 = rounded(sum_w * sum_l2);
-        let a2 = rounded(sum_l * sum_l);
+        let a1 = mul_rn(sum_w, sum_l2);
+        let a2 = mul_rn(sum_l, sum_l);
         let d = a1 - a2;
         if (d > 0.0) {
-            let b1 = rounded(sum_w * sum_xl);
-            let b2 = rounded(sum_x * sum_l);
-            var this_scale = (b1 - b2) / d;
-            let c1 = rounded(sum_l2 * sum_x);
-            let c2 = rounded(sum_l * sum_xl);
-            var this_min = (c1 - c2) / d;
+            let b1 = mul_rn(sum_w, sum_xl);
+            let b2 = mul_rn(sum_x, sum_l);
+            var this_scale = div_rn(b1 - b2, d);
+            let c1 = mul_rn(sum_l2, sum_x);
+            let c2 = mul_rn(sum_l, sum_xl);
+            var this_min = div_rn(c1 - c2, d);
             if (this_min > 0.0) {
                 this_min = 0.0;
-                this_scale = sum_xl / sum_l2;
+                this_scale = div_rn(sum_xl, sum_l2);
             }
             var cur_error = 0.0;
             for (var i = 0u; i < n; i++) {
-                let sq = rounded(this_scale * f32(LAUX[i]));
+                let sq = mul_rn(this_scale, f32(LAUX[i]));
                 let diff = (sq + this_min) - X[off + i];
-                let d2 = rounded(diff * diff);
-                let e = rounded(WT[off + i] * d2);
+                let d2 = mul_rn(diff, diff);
+                let e = mul_rn(WT[off + i], d2);
                 cur_error += e;
             }
             if (cur_error < best_error) {
@@ -395,34 +535,34 @@ fn make_qp_quants(nmax: i32) -> f32 {
         return 0.0;
     }
     let nmaxf = f32(nmax);
-    var iscale = nmaxf / mx;
+    var iscale = div_rn(nmaxf, mx);
     for (var i = 0u; i < n; i++) {
-        QPL[i] = u32(nearest_int(iscale * QPX[i])) & 0xffu;
+        QPL[i] = u32(nearest_int(mul_rn(iscale, QPX[i]))) & 0xffu;
     }
-    let scale0 = 1.0 / iscale;
+    let scale0 = div_rn(1.0, iscale);
     var best_mse = 0.0;
     for (var i = 0u; i < n; i++) {
-        let sl = rounded(scale0 * f32(QPL[i]));
+        let sl = mul_rn(scale0, f32(QPL[i]));
         let diff = QPX[i] - sl;
-        let wd = rounded(QPW[i] * diff);
-        let e = rounded(wd * diff);
+        let wd = mul_rn(QPW[i], diff);
+        let e = mul_rn(wd, diff);
         best_mse += e;
     }
     for (var is = -4; is <= 4; is++) {
         if (is == 0) {
             continue;
         }
-        let tenth = rounded(0.1 * f32(is));
+        let tenth = mul_rn(0.1, f32(is));
         let num = tenth + nmaxf;
-        let iscale_is = num / mx;
-        let scale_is = 1.0 / iscale_is;
+        let iscale_is = div_rn(num, mx);
+        let scale_is = div_rn(1.0, iscale_is);
         var mse = 0.0;
         for (var i = 0u; i < n; i++) {
-            let q = min(nearest_int(iscale_is * QPX[i]), nmax);
-            let sl = rounded(scale_is * f32(q));
+            let q = min(nearest_int(mul_rn(iscale_is, QPX[i])), nmax);
+            let sl = mul_rn(scale_is, f32(q));
             let diff = QPX[i] - sl;
-            let wd = rounded(QPW[i] * diff);
-            let e = rounded(wd * diff);
+            let wd = mul_rn(QPW[i], diff);
+            let e = mul_rn(wd, diff);
             mse += e;
         }
         if (mse < best_mse) {
@@ -433,15 +573,15 @@ fn make_qp_quants(nmax: i32) -> f32 {
     var sumlx = 0.0;
     var suml2 = 0.0;
     for (var i = 0u; i < n; i++) {
-        let q = min(nearest_int(iscale * QPX[i]), nmax);
+        let q = min(nearest_int(mul_rn(iscale, QPX[i])), nmax);
         QPL[i] = u32(q) & 0xffu;
         let qf = f32(q);
         let w = QPW[i];
-        let wx = rounded(w * QPX[i]);
-        let wxq = rounded(wx * qf);
+        let wx = mul_rn(w, QPX[i]);
+        let wxq = mul_rn(wx, qf);
         sumlx += wxq;
-        let wq = rounded(w * qf);
-        let wqq = rounded(wq * qf);
+        let wq = mul_rn(w, qf);
+        let wqq = mul_rn(wq, qf);
         suml2 += wqq;
     }
     for (var itry = 0; itry < 5; itry++) {
@@ -449,26 +589,26 @@ fn make_qp_quants(nmax: i32) -> f32 {
         for (var i = 0u; i < n; i++) {
             let w = QPW[i];
             let li = f32(QPL[i]);
-            let wx = rounded(w * QPX[i]);
-            let wxl = rounded(wx * li);
+            let wx = mul_rn(w, QPX[i]);
+            let wxl = mul_rn(wx, li);
             var slx = sumlx - wxl;
-            let wl = rounded(w * li);
-            let wll = rounded(wl * li);
+            let wl = mul_rn(w, li);
+            let wll = mul_rn(wl, li);
             var sl2 = suml2 - wll;
             if (slx > 0.0 && sl2 > 0.0) {
-                let xs = rounded(QPX[i] * sl2);
-                let new_l = min(nearest_int(xs / slx), nmax);
+                let xs = mul_rn(QPX[i], sl2);
+                let new_l = min(nearest_int(div_rn(xs, slx)), nmax);
                 if (new_l != i32(QPL[i])) {
                     let nf = f32(new_l);
-                    let a = rounded(wx * nf);
+                    let a = mul_rn(wx, nf);
                     slx += a;
-                    let wn = rounded(w * nf);
-                    let b = rounded(wn * nf);
+                    let wn = mul_rn(w, nf);
+                    let b = mul_rn(wn, nf);
                     sl2 += b;
-                    let s1 = rounded(slx * slx);
-                    let lhs = rounded(s1 * suml2);
-                    let s2 = rounded(sumlx * sumlx);
-                    let rhs = rounded(s2 * sl2);
+                    let s1 = mul_rn(slx, slx);
+                    let lhs = mul_rn(s1, suml2);
+                    let s2 = mul_rn(sumlx, sumlx);
+                    let rhs = mul_rn(s2, sl2);
                     if (lhs > rhs) {
                         QPL[i] = u32(new_l) & 0xffu;
                         sumlx = slx;
@@ -483,7 +623,7 @@ fn make_qp_quants(nmax: i32) -> f32 {
         }
     }
     if (suml2 > 0.0) {
-        return sumlx / suml2;
+        return div_rn(sumlx, suml2);
     }
     return 0.0;
 }
@@ -491,9 +631,9 @@ fn make_qp_quants(nmax: i32) -> f32 {
 // Legacy blocks with importance: WT = qw·sqrt(σ² + x²) over the block's 32 values.
 fn legacy_weights(sigma2: f32) {
     for (var j = 0u; j < 32u; j++) {
-        let x2 = rounded(X[j] * X[j]);
-        let s = sqrt(sigma2 + x2);
-        WT[j] = QW[j] * s;
+        let x2 = mul_rn(X[j], X[j]);
+        let s = sqrt_rn(sigma2 + x2);
+        WT[j] = mul_rn(QW[j], s);
     }
 }
 
@@ -544,10 +684,10 @@ fn k_super_block(nmax: i32, ref_rmin: f32, ref_rdelta: f32, ref_nstep: i32) {
             var sum_x2 = 0.0;
             for (var i = 0u; i < 32u; i++) {
                 let v = X[32u * j + i];
-                let v2 = rounded(v * v);
+                let v2 = mul_rn(v, v);
                 sum_x2 += v2;
             }
-            let av_x = sqrt(sum_x2 / 32.0);
+            let av_x = sqrt_rn(div_rn(sum_x2, 32.0));
             for (var i = 0u; i < 32u; i++) {
                 WT[32u * j + i] = av_x + abs(X[32u * j + i]);
             }
@@ -563,33 +703,33 @@ fn k_super_block(nmax: i32, ref_rmin: f32, ref_rdelta: f32, ref_nstep: i32) {
         }
         var inv_scale = 0.0;
         if (max_scale > 0.0) {
-            inv_scale = 63.0 / max_scale;
+            inv_scale = div_rn(63.0, max_scale);
         }
         var inv_min = 0.0;
         if (max_min > 0.0) {
-            inv_min = 63.0 / max_min;
+            inv_min = div_rn(63.0, max_min);
         }
         for (var j = 0u; j < 8u; j++) {
-            ls[j] = min(u32(nearest_int(inv_scale * scales[j])) & 0xffu, 63u);
-            lm[j] = min(u32(nearest_int(inv_min * mins[j])) & 0xffu, 63u);
+            ls[j] = min(u32(nearest_int(mul_rn(inv_scale, scales[j]))) & 0xffu, 63u);
+            lm[j] = min(u32(nearest_int(mul_rn(inv_min, mins[j]))) & 0xffu, 63u);
         }
-        d_block = max_scale / 63.0;
-        m_block = max_min / 63.0;
+        d_block = div_rn(max_scale, 63.0);
+        m_block = div_rn(max_min, 63.0);
     } else {
         var sum_x2 = 0.0;
         for (var i = 0u; i < 256u; i++) {
-            let v2 = rounded(X[i] * X[i]);
+            let v2 = mul_rn(X[i], X[i]);
             sum_x2 += v2;
         }
-        let two = rounded(2.0 * sum_x2);
-        let sigma2 = two / 256.0;
+        let two = mul_rn(2.0, sum_x2);
+        let sigma2 = div_rn(two, 256.0);
         for (var j = 0u; j < 8u; j++) {
             var sumw = 0.0;
             for (var i = 0u; i < 32u; i++) {
                 let k = 32u * j + i;
-                let x2 = rounded(X[k] * X[k]);
-                let s = sqrt(sigma2 + x2);
-                WT[k] = QW[k] * s;
+                let x2 = mul_rn(X[k], X[k]);
+                let s = sqrt_rn(sigma2 + x2);
+                WT[k] = mul_rn(QW[k], s);
                 sumw += WT[k];
             }
             QPW[j] = sumw;
@@ -637,15 +777,15 @@ fn k_super_block(nmax: i32, ref_rmin: f32, ref_rdelta: f32, ref_nstep: i32) {
     let d = h2f(dh);
     let dmin = h2f(mh);
     for (var j = 0u; j < 8u; j++) {
-        let dd = rounded(d * f32(ls[j]));
+        let dd = mul_rn(d, f32(ls[j]));
         if (dd == 0.0) {
             continue;
         }
-        let dm = rounded(dmin * f32(lm[j]));
+        let dm = mul_rn(dmin, f32(lm[j]));
         for (var i = 0u; i < 32u; i++) {
             let k = 32u * j + i;
             let num = X[k] + dm;
-            L[k] = u32(clamp_i(nearest_int(num / dd), 0, nmax));
+            L[k] = u32(clamp_i(nearest_int(div_rn(num, dd)), 0, nmax));
         }
     }
 }

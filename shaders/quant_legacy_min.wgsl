@@ -15,13 +15,13 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     if (p.has_w == 0u) {
         let r = min_max32();
         m = r.x;
-        d = (r.y - r.x) / NMAX_F;
+        d = div_rn(r.y - r.x, NMAX_F);
         var id = 0.0;
         if (d != 0.0) {
-            id = 1.0 / d;
+            id = div_rn(1.0, d);
         }
         for (var j = 0u; j < 32u; j++) {
-            let t = rounded((X[j] - m) * id);
+            let t = mul_rn(X[j] - m, id);
             let v = t + 0.5;
             L[j] = u32(min(wrap_i8(rs_i32(v)), NMAX)) & 0xffu;
         }

@@ -20,13 +20,13 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
                 mx = X[j];
             }
         }
-        d = mx / NEG_HALF;
+        d = div_rn(mx, NEG_HALF);
         var id = 0.0;
         if (d != 0.0) {
-            id = 1.0 / d;
+            id = div_rn(1.0, d);
         }
         for (var j = 0u; j < 32u; j++) {
-            let t = rounded(X[j] * id);
+            let t = mul_rn(X[j], id);
             let v = t + BIAS;
             L[j] = u32(min(wrap_i8(rs_i32(v)), NMAX)) & 0xffu;
         }

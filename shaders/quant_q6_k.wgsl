@@ -23,23 +23,23 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
         out_store(b, 53u);
         return;
     }
-    let iscale = -128.0 / max_scale;
-    let dh = f2h(1.0 / iscale);
+    let iscale = div_rn(-128.0, max_scale);
+    let dh = f2h(div_rn(1.0, iscale));
     put16(208u, dh);
     var sc: array<i32, 16>;
     for (var ib = 0u; ib < 16u; ib++) {
-        let v = wrap_i8(min(nearest_int(iscale * scales[ib]), 127));
+        let v = wrap_i8(min(nearest_int(mul_rn(iscale, scales[ib])), 127));
         sc[ib] = v;
         put8(192u + ib, u32(v));
     }
     let d = h2f(dh);
     for (var j = 0u; j < 16u; j++) {
-        let dd = rounded(d * f32(sc[j]));
+        let dd = mul_rn(d, f32(sc[j]));
         if (dd == 0.0) {
             continue;
         }
         for (var k = 0u; k < 16u; k++) {
-            let q = clamp_i(nearest_int(X[16u * j + k] / dd), -32, 31);
+            let q = clamp_i(nearest_int(div_rn(X[16u * j + k], dd)), -32, 31);
             L[16u * j + k] = u32(q + 32);
         }
     }

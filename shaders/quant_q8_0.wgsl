@@ -13,14 +13,14 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
         let a = abs(X[j]);
         amax = select(a, amax, amax > a);
     }
-    let d = amax / 127.0;
+    let d = div_rn(amax, 127.0);
     var id = 0.0;
     if (d != 0.0) {
-        id = 1.0 / d;
+        id = div_rn(1.0, d);
     }
     put16(0u, f2h(d));
     for (var j = 0u; j < 32u; j++) {
-        let v = rounded(X[j] * id);
+        let v = mul_rn(X[j], id);
         put8(2u + j, u32(rs_i32(roundf(v))));
     }
     out_store(b, 9u);

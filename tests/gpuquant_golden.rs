@@ -29,7 +29,10 @@ fn check_synth(
     g.params.gpu = Some(gpu.clone());
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("out.gguf");
-    quantize_file(&g.input, &out, &g.params, &mut |_, _| {}).unwrap();
+    let report = quantize_file(&g.input, &out, &g.params, &mut |_, _| {}).unwrap();
+    // Strict: every block-quantized tensor came from the GPU kernels, none from the CPU.
+    assert!(report.n_on_gpu > 0, "{model} {ftype}: nothing on the GPU");
+    assert_eq!(report.n_on_cpu, 0, "{model} {ftype}: tensors on the CPU");
     let bad = tensors_differing(&out, &g.hashes, &g.what);
     let f = GgufFile::open(&out).unwrap();
     // Every quantized type of the mix went through the GPU kernels.
@@ -81,7 +84,9 @@ fn check_smollm2(
     p.gpu = Some(g.clone());
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("out.gguf");
-    quantize_file(&common::f32_model(), &out, &p, &mut |_, _| {}).unwrap();
+    let report = quantize_file(&common::f32_model(), &out, &p, &mut |_, _| {}).unwrap();
+    assert!(report.n_on_gpu > 0, "{name}: nothing on the GPU");
+    assert_eq!(report.n_on_cpu, 0, "{name}: tensors on the CPU");
     tensors_differing(
         &out,
         &golden_dir().join(format!("quant-{name}.tensors.sha256")),

@@ -1,5 +1,6 @@
 //! `wquant devices`: every wgpu adapter with its name, backend, driver, type, key limits and
-//! the optional features the kernels could use; marks the one `--device auto` picks.
+//! the optional features the kernels could use, the float guarantees of the exact quantization
+//! kernels (backend::gpu::spirv); marks the one `--device auto` picks.
 
 use crate::backend::gpu::device::{adapters, auto_index, instance};
 
@@ -40,6 +41,9 @@ pub fn run(_g: &super::GlobalArgs, a: Args) -> anyhow::Result<()> {
             .map(|(_, n)| *n)
             .collect();
         let picked = auto == Some(i);
+        // What the exact quantization kernels get on this adapter (device.rs requests
+        // passthrough wherever it is offered).
+        let exact = crate::backend::gpu::spirv::guarantees(ad, f);
         let vram = crate::backend::gpu::device::vram_info(ad);
         let vram_text = match vram {
             Some(v) => format!(
@@ -75,6 +79,13 @@ pub fn run(_g: &super::GlobalArgs, a: Args) -> anyhow::Result<()> {
                     "min_storage_buffer_offset_alignment": l.min_storage_buffer_offset_alignment,
                 },
                 "features": feats,
+                "exact_quantize": {
+                    "path": exact.path(),
+                    "no_contraction": exact.spirv,
+                    "denorm_preserve": exact.denorm_preserve,
+                    "rounding_mode_rte": exact.rte,
+                    "signed_zero_inf_nan_preserve": exact.signed_zero_inf_nan,
+                },
                 "vram": vram.map(|v| serde_json::json!({
                     "heap_bytes": v.heap_bytes,
                     "budget_bytes": v.budget_bytes,
@@ -100,6 +111,7 @@ pub fn run(_g: &super::GlobalArgs, a: Args) -> anyhow::Result<()> {
             l.max_storage_buffers_per_shader_stage,
         );
         println!("  vram    {vram_text}");
+        println!("  exact quantize: {}", exact.describe());
         println!(
             "  features {}",
             if feats.is_empty() {

@@ -165,10 +165,14 @@ pub fn run(g: &super::GlobalArgs, a: Args) -> Result<()> {
             ),
         };
         eprintln!(
-            "{}: {} tensors ({} quantized), {:.1} MiB → {:.1} MiB in {:.2} s",
+            "{}: {} tensors ({} quantized, {} of them to block types) ({} on GPU, {} on CPU), \
+             {:.1} MiB → {:.1} MiB in {:.2} s",
             written,
             report.n_tensors,
             report.n_quantized,
+            report.n_on_gpu + report.n_on_cpu,
+            report.n_on_gpu,
+            report.n_on_cpu,
             report.bytes_in as f64 / 1048576.0,
             report.bytes_out as f64 / 1048576.0,
             started.elapsed().as_secs_f64()

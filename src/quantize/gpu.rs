@@ -1,22 +1,25 @@
 //! Quantization on the GPU: rows (and the importance of their columns) are uploaded, one kernel
 //! invocation quantizes one block (`shaders/quant_<type>.wgsl`), the bytes are read back.
 //!
-//! The kernels reproduce `quant::quantize_row` operation by operation, but WGSL cannot forbid
-//! contraction of `a*b+c` and lets division/sqrt be inexact, so the bytes are only trusted on an
-//! adapter after a canary: at the first use of each type, known inputs (edge cases included) are
+//! The kernels reproduce `quant::quantize_row` operation by operation, exact by construction
+//! where the adapter allows it: correctly rounded division and sqrt in integer code, products
+//! rounded on their own (quant_common.wgsl), and on Vulkan SPIR-V with every float op
+//! NoContraction plus the float-controls modes the device supports (backend::gpu::spirv). An
+//! adapter may still flush subnormals (no DenormPreserve) or, without SPIR-V, contract in ways
+//! WGSL cannot forbid, so the bytes are only trusted on an adapter after a canary: at the first use of each type, known inputs (edge cases included) are
 //! quantized on the GPU and on the CPU, with and without importance, and must agree byte for
 //! byte. If they do not, that type is quantized on the CPU (`--device auto`, with a message) or
 //! the run fails (`--device gpu[:N]`). `verify` additionally checks every tensor on the CPU.
 
 use super::canary;
 use crate::backend::gpu::device::DeviceSpec;
-use crate::backend::gpu::kernels::quant_block;
+use crate::backend::gpu::kernels::quant_block::{self, KernelPath};
 use crate::backend::gpu::GpuBackend;
 use crate::gguf::GgmlType;
 use crate::quant::{self, RefWeightBound};
 use anyhow::{anyhow, bail, Context, Result};
 use rayon::prelude::*;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 
 /// Input values per dispatch: 16 MiB of f32, far under every adapter's binding limit.
@@ -36,6 +39,9 @@ pub struct GpuQuantizer {
     /// Print what the canary decided (stderr).
     pub verbose: bool,
     canary: Mutex<HashMap<GgmlType, bool>>,
+    /// Tensors some of whose bytes came from the CPU reference (rows outside the kernels' exact
+    /// range, or a tensor re-done after a failed check): the summary's CPU count.
+    cpu_touched: Mutex<HashSet<String>>,
 }
 
 impl std::fmt::Debug for GpuQuantizer {
@@ -60,7 +66,11 @@ pub fn choose(device: &str, verify: bool, quiet: bool) -> Result<Option<GpuQuant
     q.strict = !auto;
     q.verbose = !quiet;
     if !quiet {
-        eprintln!("quantize: GPU adapter {}", q.adapter_name());
+        eprintln!(
+            "quantize: GPU adapter {} (kernels: {})",
+            q.adapter_name(),
+            q.guarantees().describe()
+        );
     }
     Ok(Some(q))
 }
@@ -78,11 +88,17 @@ impl GpuQuantizer {
             strict: false,
             verbose: false,
             canary: Mutex::new(HashMap::new()),
+            cpu_touched: Mutex::new(HashSet::new()),
         }
     }
 
     pub fn adapter_name(&self) -> String {
         self.gpu.adapter_name()
+    }
+
+    /// What the kernels' path guarantees on this adapter (`quant_block::best_path`).
+    pub fn guarantees(&self) -> crate::backend::gpu::spirv::Guarantees {
+        quant_block::guarantees(&self.gpu.ctx, quant_block::best_path(&self.gpu.ctx))
     }
 
     /// Quantize `x` (rows of `ne0` values) to `t` with importance `qw` (one per column): the
@@ -96,14 +112,39 @@ impl GpuQuantizer {
         ne0: usize,
         qw: Option<&[f32]>,
     ) -> Result<Vec<u8>> {
+        Ok(self.quantize_rows_counted(t, x, ne0, qw)?.0)
+    }
+
+    /// As `quantize_rows_raw`, with the number of rows the CPU quantized.
+    fn quantize_rows_counted(
+        &self,
+        t: GgmlType,
+        x: &[f32],
+        ne0: usize,
+        qw: Option<&[f32]>,
+    ) -> Result<(Vec<u8>, usize)> {
         let mut out = self.kernel_rows(t, x, ne0, qw)?;
         let rb = out.len() / (x.len() / ne0).max(1);
+        let mut n_cpu = 0;
         for (r, row) in x.chunks_exact(ne0).enumerate() {
             if !row_is_gpu_exact(t, row, qw) {
                 quant::quantize_row(t, row, &mut out[r * rb..(r + 1) * rb], qw)?;
+                n_cpu += 1;
             }
         }
-        Ok(out)
+        Ok((out, n_cpu))
+    }
+
+    /// Whether some bytes of tensor `name` came from the CPU reference.
+    pub fn touched_cpu(&self, name: &str) -> bool {
+        self.cpu_touched.lock().expect("cpu set").contains(name)
+    }
+
+    fn mark_cpu(&self, name: &str) {
+        self.cpu_touched
+            .lock()
+            .expect("cpu set")
+            .insert(name.to_string());
     }
 
     /// The kernel alone over every row (no CPU fallback).
@@ -138,9 +179,12 @@ impl GpuQuantizer {
         if let Some(c) = qw.and_then(|w| w.iter().position(|v| !v.is_finite())) {
             bail!("tensor {name}: non-finite importance at column {c}");
         }
-        let bytes = self
-            .quantize_rows_raw(t, x, ne0, qw)
+        let (bytes, n_cpu_rows) = self
+            .quantize_rows_counted(t, x, ne0, qw)
             .with_context(|| format!("tensor {name}: GPU quantization to {t}"))?;
+        if n_cpu_rows > 0 {
+            self.mark_cpu(name);
+        }
         if self.verify {
             let cpu = cpu_quantize(t, x, ne0, qw)?;
             if let Some(b) = first_mismatch(t, &bytes, &cpu) {
@@ -151,6 +195,7 @@ impl GpuQuantizer {
                          block {b} of {t} (adapter {}); using the CPU bytes",
                         self.adapter_name()
                     );
+                    self.mark_cpu(name);
                     return Ok(cpu);
                 }
                 bail!(
@@ -164,8 +209,17 @@ impl GpuQuantizer {
     }
 
     /// Whether `t` is quantized on this adapter: the canary (run once per type) must pass.
-    /// A failure falls back to the CPU with a message, or is an error when `strict`.
+    /// A failure falls back to the CPU with a message, or is an error when `strict`; so is a
+    /// block type without a GPU kernel (F32/F16/BF16 conversions are the CPU's in both modes).
     pub fn usable(&self, t: GgmlType) -> Result<bool> {
+        if self.strict && t.is_quantized() && !supports(t) {
+            let have: Vec<&str> = quant_block::TYPES.iter().map(|k| k.name()).collect();
+            bail!(
+                "--device gpu: no GPU quantization kernel for type {t} (GPU kernels: {}); use \
+                 --device auto (the CPU quantizes {t}) or --device cpu",
+                have.join(", ")
+            );
+        }
         if !supports(t) {
             // No kernel for this type (yet): the CPU reference quantizes it, said once.
             let first = self
@@ -226,7 +280,7 @@ impl GpuQuantizer {
 }
 
 /// The quantization kernel for type `t` over rows of `ne0` values on `gpu` (no CPU fallback,
-/// no canary, no finiteness check).
+/// no canary, no finiteness check), on the device's best path (`quant_block::best_path`).
 pub fn kernel_rows(
     gpu: &GpuBackend,
     t: GgmlType,
@@ -234,6 +288,24 @@ pub fn kernel_rows(
     ne0: usize,
     qw: Option<&[f32]>,
 ) -> Result<Vec<u8>> {
+    kernel_rows_on(gpu, quant_block::best_path(&gpu.ctx), t, x, ne0, qw)
+}
+
+/// As `kernel_rows`, on `path`.
+pub fn kernel_rows_on(
+    gpu: &GpuBackend,
+    path: KernelPath,
+    t: GgmlType,
+    x: &[f32],
+    ne0: usize,
+    qw: Option<&[f32]>,
+) -> Result<Vec<u8>> {
+    if path == KernelPath::Spirv && !quant_block::spirv_available(&gpu.ctx) {
+        bail!(
+            "no SPIR-V passthrough on adapter {} (Vulkan only)",
+            gpu.adapter_name()
+        );
+    }
     if !supports(t) {
         bail!("no GPU quantization kernel for type {t}");
     }
@@ -278,8 +350,9 @@ pub fn kernel_rows(
         let sbuf = ctx.upload_f32(&sig);
         let n_blocks = nr * bpr;
         let obuf = ctx.pool.get((n_blocks * slot * 4) as u64);
-        quant_block::run(
+        quant_block::run_on(
             ctx,
+            path,
             t,
             xbuf.buffer(),
             wbuf.buffer(),

@@ -69,6 +69,11 @@ impl QuantizeParams {
 pub struct QuantizeReport {
     pub n_tensors: usize,
     pub n_quantized: usize,
+    /// Of the tensors converted to a block type: quantized by the GPU kernels (every row)...
+    pub n_on_gpu: usize,
+    /// ...and by the CPU reference (no GPU quantizer, no kernel or failed canary with
+    /// `--device auto`, rows outside the kernels' exact range, or bytes re-done after a check).
+    pub n_on_cpu: usize,
     pub bytes_in: u64,
     pub bytes_out: u64,
     /// The files written (one unless the output is split).
@@ -416,9 +421,13 @@ pub fn quantize_file(
         let n_rows = info.n_rows() as usize;
         let rows_per_slab = (SLAB_BYTES / dst_row.max(1)).clamp(1, n_rows.max(1));
         let mut out = vec![0u8; rows_per_slab.min(n_rows) * dst_row];
-        let quantizer: &dyn RowQuantizer = match &p.gpu {
-            Some(g) if g.accepts(*nt)? => g.as_ref(),
-            _ => &CpuQuantizer,
+        let gpu = match &p.gpu {
+            Some(g) if g.accepts(*nt)? => Some(g.as_ref()),
+            _ => None,
+        };
+        let quantizer: &dyn RowQuantizer = match gpu {
+            Some(g) => g,
+            None => &CpuQuantizer,
         };
         let rows = TensorRows {
             name: &t.name,
@@ -437,6 +446,13 @@ pub fn quantize_file(
             w.write_tensor(out)?;
             report.bytes_out += out.len() as u64;
             row0 += nr;
+        }
+        if nt.is_quantized() {
+            if gpu.is_some_and(|g| !g.touched_cpu(&t.name)) {
+                report.n_on_gpu += 1;
+            } else {
+                report.n_on_cpu += 1;
+            }
         }
         on_tensor(&t.name, info.n_elements());
     }

@@ -355,8 +355,72 @@ pub fn run_checks<R: crate::kld::KldReduce>(
 /// GPU block quantization vs `quant::quantize_row` on random rows with edge cases (zero,
 /// constant, outlier, denormal and tiny blocks; importance 0, 1, 100), reference and importance
 /// paths: the fraction of byte-identical blocks (must be 100%). Rows outside
-/// `quantize::gpu::row_is_gpu_exact` are left out (the CPU quantizes those).
+/// `quantize::gpu::row_is_gpu_exact` are left out (the CPU quantizes those). First the exact
+/// helpers (`div_rn`, `sqrt_rn`, `mul_rn`) against Rust's f32 bit for bit, then every kernel on
+/// the path `wquant quantize` uses (`quant_block::best_path`: SPIR-V with NoContraction and
+/// float controls on Vulkan); where that is SPIR-V, the plain WGSL path's rows follow
+/// (`@wgsl`, information only: quantize does not use that path here) to show whether CR
+/// division/sqrt and fma-rounded products alone are exact on this adapter, as they must be where
+/// WGSL is the only path (Metal, DX12).
 fn check_quant_kernels(gpu: &GpuBackend) -> Result<Vec<CheckRow>> {
+    use crate::backend::gpu::kernels::quant_block::{self, ArithOp, KernelPath};
+    let best = quant_block::best_path(&gpu.ctx);
+    let mut paths = vec![best];
+    if best == KernelPath::Spirv {
+        paths.push(KernelPath::Wgsl);
+    }
+    let mut rows = Vec::new();
+    for &path in &paths {
+        let suffix = if path == best {
+            String::new()
+        } else {
+            format!("@{}", path.name())
+        };
+        let (a, b) = quant_cases::arith_cases(0xA217, 100_000);
+        for op in [ArithOp::Div, ArithOp::Sqrt, ArithOp::Mul] {
+            let got = quant_block::arith(&gpu.ctx, path, op, &a, &b);
+            let bad = quant_cases::arith_mismatches(op, &a, &b, &got);
+            let mut row = CheckRow::exact(
+                &format!("quant_arith{suffix}"),
+                &format!("{op:?}").to_lowercase(),
+                format!("{} pairs", a.len()),
+                bad.is_empty(),
+                0.0,
+                "bits vs Rust f32",
+            );
+            if let Some(&i) = bad.first() {
+                row.note = format!(
+                    "{} differ; first {:#x} {:?} {:#x} -> {:#x}",
+                    bad.len(),
+                    a[i].to_bits(),
+                    op,
+                    b[i].to_bits(),
+                    got[i]
+                );
+            }
+            rows.push(row);
+        }
+        let start = rows.len();
+        rows.extend(check_quant_kernels_on(gpu, path, &suffix)?);
+        if path != best {
+            for r in &mut rows[start - 3..] {
+                r.note = format!("info only, quantize uses {}: {}", best.name(), r.note);
+                r.pass = true;
+            }
+        }
+    }
+    if let Some(first) = rows.first_mut() {
+        let g = quant_block::guarantees(&gpu.ctx, best);
+        first.note = format!("{} [{}]", first.note, g.describe());
+    }
+    Ok(rows)
+}
+
+fn check_quant_kernels_on(
+    gpu: &GpuBackend,
+    path: crate::backend::gpu::kernels::quant_block::KernelPath,
+    suffix: &str,
+) -> Result<Vec<CheckRow>> {
     use crate::quantize::gpu as gq;
     use quant_cases as qc;
     let (n_rows, ne0) = (12, 512);
@@ -364,8 +428,8 @@ fn check_quant_kernels(gpu: &GpuBackend) -> Result<Vec<CheckRow>> {
     let imp = qc::edge_case_importance(0x1AB, ne0);
     let mut rows = Vec::new();
     for t in crate::backend::gpu::kernels::quant_block::TYPES {
-        for (path, w) in [("ref", None), ("imatrix", Some(&imp[..]))] {
-            let got = gq::kernel_rows(gpu, t, &x, ne0, w)?;
+        for (label, w) in [("ref", None), ("imatrix", Some(&imp[..]))] {
+            let got = gq::kernel_rows_on(gpu, path, t, &x, ne0, w)?;
             let want = gq::cpu_quantize(t, &x, ne0, w)?;
             let rb = want.len() / n_rows;
             let (mut same, mut total) = (0, 0);
@@ -381,9 +445,9 @@ fn check_quant_kernels(gpu: &GpuBackend) -> Result<Vec<CheckRow>> {
                 }
             }
             let mut row = CheckRow::exact(
-                "quantize",
+                &format!("quantize{suffix}"),
                 t.name(),
-                format!("{n_rows}x{ne0} {path}"),
+                format!("{n_rows}x{ne0} {label}"),
                 same == total && total > 0,
                 0.0,
                 "bytes",

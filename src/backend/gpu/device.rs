@@ -128,9 +128,11 @@ impl GpuDevice {
     pub fn from_adapter(adapter: wgpu::Adapter) -> Result<GpuDevice> {
         let info = adapter.get_info();
         let limits = adapter.limits();
-        // Only optional feature: subgroups, where offered (the register matmul shares activation
-        // loads across a subgroup; without them it falls back to plain loads).
-        let features = adapter.features() & wgpu::Features::SUBGROUP;
+        // Optional features, where offered: subgroups (the register matmul shares activation
+        // loads across a subgroup; without them it falls back to plain loads) and SPIR-V
+        // passthrough (the exact quantization kernels: spirv.rs).
+        let features = adapter.features()
+            & (wgpu::Features::SUBGROUP | wgpu::Features::PASSTHROUGH_SHADERS);
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
             label: Some("wquant"),
             required_features: features,

@@ -5,6 +5,7 @@
 pub mod device;
 pub mod kernels;
 pub mod pool;
+pub mod spirv;
 
 use crate::backend::{AttnParams, Backend, DeviceMemory, RopeParams, StatsHost, WeightSource};
 use crate::gguf::GgmlType;
@@ -69,6 +70,22 @@ impl Ctx {
                 cache: None,
             },
         ));
+        map.insert(key.to_string(), p.clone());
+        p
+    }
+
+    /// The pipeline for `key`, built by `build` on first use (kernels that create their own
+    /// module and layout: the SPIR-V passthrough of `spirv.rs`).
+    pub fn pipeline_with(
+        &self,
+        key: &str,
+        build: impl FnOnce(&wgpu::Device) -> wgpu::ComputePipeline,
+    ) -> Arc<wgpu::ComputePipeline> {
+        let mut map = self.pipelines.lock().expect("pipeline cache");
+        if let Some(p) = map.get(key) {
+            return p.clone();
+        }
+        let p = Arc::new(build(&self.dev.device));
         map.insert(key.to_string(), p.clone());
         p
     }

@@ -111,6 +111,7 @@ pub fn all_sources() -> Vec<(String, String)> {
             quant_block::source(t).expect("listed type"),
         ));
     }
+    v.push(("quant_arith.wgsl".into(), quant_block::arith_source()));
     v
 }
 
@@ -133,6 +134,7 @@ pub fn shader_files() -> Vec<&'static str> {
         "gather_rows.wgsl",
         "scatter_add.wgsl",
         "quant_common.wgsl",
+        "quant_arith.wgsl",
     ];
     for b in quant::BLOCK_TYPES {
         let dq = b.wgsl_dequantize.map(|w| w.file);

@@ -1,16 +1,67 @@
 //! `shaders/quant_<type>.wgsl` (+ the shared `quant_common.wgsl`): block quantization, one
 //! invocation per block, bytes identical to `quant::quantize_row` (see `quantize::gpu`). The kernel
-//! of each type is its `quant::BlockType` row's `gpu_quantize`.
+//! of each type is its `quant::BlockType` row's `gpu_quantize`. On Vulkan the kernels go to the
+//! driver as SPIR-V with every float op `NoContraction` and the float-controls modes the device
+//! supports (`spirv.rs`); elsewhere as WGSL. `shaders/quant_arith.wgsl` runs the exact helpers
+//! (`div_rn`, `sqrt_rn`, `mul_rn`) one operation per invocation, for the tests.
 
+use super::super::spirv::{self, Guarantees};
 use super::super::Ctx;
 use crate::gguf::GgmlType;
 use crate::quant;
+use std::borrow::Cow;
+use std::sync::Arc;
 
 pub const COMMON: &str = include_str!("../../../../shaders/quant_common.wgsl");
+pub const ARITH: &str = include_str!("../../../../shaders/quant_arith.wgsl");
 
 /// Block types with a quantization kernel (the table's rows that have one).
 pub const TYPES: [GgmlType; N_TYPES] = super::table_types(false);
 const N_TYPES: usize = super::count_table_types(false);
+
+/// How a kernel reaches the driver.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KernelPath {
+    /// naga SPIR-V with NoContraction and float controls, through wgpu's passthrough (Vulkan).
+    Spirv,
+    /// WGSL through wgpu (every backend).
+    Wgsl,
+}
+
+impl KernelPath {
+    pub fn name(self) -> &'static str {
+        match self {
+            KernelPath::Spirv => "spirv",
+            KernelPath::Wgsl => "wgsl",
+        }
+    }
+}
+
+/// The path with the stronger guarantees on this device: SPIR-V wherever passthrough is enabled.
+pub fn best_path(ctx: &Ctx) -> KernelPath {
+    if spirv_available(ctx) {
+        KernelPath::Spirv
+    } else {
+        KernelPath::Wgsl
+    }
+}
+
+/// Whether the SPIR-V path can run on this device (Vulkan with passthrough enabled).
+pub fn spirv_available(ctx: &Ctx) -> bool {
+    ctx.dev.info.backend == wgpu::Backend::Vulkan
+        && ctx
+            .dev
+            .features
+            .contains(wgpu::Features::PASSTHROUGH_SHADERS)
+}
+
+/// What `path` guarantees on this device.
+pub fn guarantees(ctx: &Ctx, path: KernelPath) -> Guarantees {
+    match path {
+        KernelPath::Wgsl => Guarantees::WGSL,
+        KernelPath::Spirv => spirv::guarantees(&ctx.dev.adapter, ctx.dev.features),
+    }
+}
 
 /// The assembled source for type `t`: the shared helpers, the kernel's constants, the kernel.
 pub fn source(t: GgmlType) -> Option<String> {
@@ -18,14 +69,108 @@ pub fn source(t: GgmlType) -> Option<String> {
     Some(super::assemble(&[COMMON, k.consts, k.source]))
 }
 
+/// The assembled arithmetic test kernel.
+pub fn arith_source() -> String {
+    super::assemble(&[COMMON, ARITH])
+}
+
 /// Words of the output slot one block occupies (the block's bytes rounded up to 4).
 pub fn slot_words(t: GgmlType) -> usize {
     t.type_size().div_ceil(4)
 }
 
+/// The pipeline of `key` (assembled `src`) on `path`. The SPIR-V one has an explicit layout
+/// (passthrough modules carry no reflection): binding 0 the uniform parameters, 1–3 read-only
+/// storage, 4 the read-write output, as quant_common.wgsl declares them.
+fn pipeline(
+    ctx: &Ctx,
+    key: &str,
+    path: KernelPath,
+    src: impl FnOnce() -> String,
+) -> Arc<wgpu::ComputePipeline> {
+    match path {
+        KernelPath::Wgsl => ctx.pipeline(&format!("{key}@wgsl"), src),
+        KernelPath::Spirv => {
+            assert!(
+                spirv_available(ctx),
+                "the SPIR-V path needs Vulkan with PASSTHROUGH_SHADERS"
+            );
+            let g = guarantees(ctx, path);
+            let label = format!("{key}@spirv");
+            ctx.pipeline_with(&label, |d| {
+                // The sources are validated by naga in tests (kernels::all_sources): a failure
+                // here is a bug, not bad input.
+                let words = spirv::compile(&src(), &g).expect("quant kernel compiles to SPIR-V");
+                // SAFETY: the module is naga's own output for a validated WGSL module, changed
+                // only by decorations and execution modes the device supports (spirv.rs); its
+                // interface matches the explicit layout below.
+                let module = unsafe {
+                    d.create_shader_module_passthrough(wgpu::ShaderModuleDescriptorPassthrough {
+                        label: Some(&label),
+                        entry_points: Cow::Owned(vec![wgpu::PassthroughShaderEntryPoint {
+                            name: "main".into(),
+                            workgroup_size: (64, 1, 1),
+                        }]),
+                        spirv: Some(Cow::Owned(words)),
+                        ..Default::default()
+                    })
+                };
+                let storage = |binding: u32, read_only: bool| wgpu::BindGroupLayoutEntry {
+                    binding,
+                    visibility: wgpu::ShaderStages::COMPUTE,
+                    ty: wgpu::BindingType::Buffer {
+                        ty: wgpu::BufferBindingType::Storage { read_only },
+                        has_dynamic_offset: false,
+                        min_binding_size: None,
+                    },
+                    count: None,
+                };
+                let mut entries = vec![wgpu::BindGroupLayoutEntry {
+                    binding: 0,
+                    visibility: wgpu::ShaderStages::COMPUTE,
+                    ty: wgpu::BindingType::Buffer {
+                        ty: wgpu::BufferBindingType::Uniform,
+                        has_dynamic_offset: false,
+                        min_binding_size: None,
+                    },
+                    count: None,
+                }];
+                entries.extend([
+                    storage(1, true),
+                    storage(2, true),
+                    storage(3, true),
+                    storage(4, false),
+                ]);
+                let bgl = d.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+                    label: Some(&label),
+                    entries: &entries,
+                });
+                let layout = d.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+                    label: Some(&label),
+                    bind_group_layouts: &[Some(&bgl)],
+                    immediate_size: 0,
+                });
+                d.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                    label: Some(&label),
+                    layout: Some(&layout),
+                    module: &module,
+                    entry_point: Some("main"),
+                    compilation_options: Default::default(),
+                    cache: None,
+                })
+            })
+        }
+    }
+}
+
+/// The uniform parameters (quant_common.wgsl's `Params`): `neg_zero` is −0.0, `_pad` 0.
+fn params(n: u32, blocks_per_row: u32, has_w: u32) -> [u32; 8] {
+    [n, blocks_per_row, has_w, 0, 0x8000_0000, 0, 0, 0]
+}
+
 /// Quantize `n_blocks` blocks of `x` (`blocks_per_row` per row, `bs` values each). `w` holds one
 /// importance per column (bound but unread when `has_w` is false), `sigma2` one σ² per row.
-/// Writes `n_blocks · slot_words(t)` words to `out`.
+/// Writes `n_blocks · slot_words(t)` words to `out`. The kernel runs on `best_path`.
 #[allow(clippy::too_many_arguments)]
 pub fn run(
     ctx: &Ctx,
@@ -38,13 +183,73 @@ pub fn run(
     blocks_per_row: usize,
     has_w: bool,
 ) {
+    run_on(
+        ctx,
+        best_path(ctx),
+        t,
+        x,
+        w,
+        sigma2,
+        out,
+        n_blocks,
+        blocks_per_row,
+        has_w,
+    )
+}
+
+/// As `run`, on `path`.
+#[allow(clippy::too_many_arguments)]
+pub fn run_on(
+    ctx: &Ctx,
+    path: KernelPath,
+    t: GgmlType,
+    x: &wgpu::Buffer,
+    w: &wgpu::Buffer,
+    sigma2: &wgpu::Buffer,
+    out: &wgpu::Buffer,
+    n_blocks: usize,
+    blocks_per_row: usize,
+    has_w: bool,
+) {
     let key = format!("quant_{t}");
-    let pipe = ctx.pipeline(&key, || source(t).expect("type with a quant kernel"));
-    let params = [n_blocks as u32, blocks_per_row as u32, has_w as u32, 0];
+    let pipe = pipeline(ctx, &key, path, || {
+        source(t).expect("type with a quant kernel")
+    });
     ctx.dispatch(
         &pipe,
-        &params,
+        &params(n_blocks as u32, blocks_per_row as u32, has_w as u32),
         &[x, w, sigma2, out],
         Ctx::groups_1d(n_blocks),
     );
+}
+
+/// An operation of `quant_arith.wgsl`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ArithOp {
+    /// `div_rn(a, b)`.
+    Div = 0,
+    /// `sqrt_rn(a)`.
+    Sqrt = 1,
+    /// `mul_rn(a, b)`.
+    Mul = 2,
+}
+
+/// The bits of `op` applied on the device (on `path`) to each `(a[i], b[i])`.
+pub fn arith(ctx: &Ctx, path: KernelPath, op: ArithOp, a: &[f32], b: &[f32]) -> Vec<u32> {
+    assert_eq!(a.len(), b.len(), "one b per a");
+    if a.is_empty() {
+        return Vec::new();
+    }
+    let pipe = pipeline(ctx, "quant_arith", path, arith_source);
+    let abuf = ctx.upload_f32(a);
+    let bbuf = ctx.upload_f32(b);
+    let sbuf = ctx.upload_f32(&[0.0]);
+    let obuf = ctx.pool.get((a.len() * 4) as u64);
+    ctx.dispatch(
+        &pipe,
+        &params(a.len() as u32, 1, op as u32),
+        &[abuf.buffer(), bbuf.buffer(), sbuf.buffer(), obuf.buffer()],
+        Ctx::groups_1d(a.len()),
+    );
+    ctx.read_u32(obuf.buffer(), a.len())
 }
