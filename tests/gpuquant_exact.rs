@@ -57,7 +57,9 @@ fn a_wrong_helper_would_be_seen() {
     let (a, b) = arith_cases(1, 1000);
     let mut want: Vec<u32> = a.iter().zip(&b).map(|(x, y)| (x / y).to_bits()).collect();
     assert!(arith_mismatches(ArithOp::Div, &a, &b, &want).is_empty());
-    let i = (0..want.len()).find(|&i| (a[i] / b[i]).is_finite()).unwrap();
+    let i = (0..want.len())
+        .find(|&i| (a[i] / b[i]).is_finite())
+        .unwrap();
     want[i] ^= 1;
     assert_eq!(arith_mismatches(ArithOp::Div, &a, &b, &want), vec![i]);
 }

@@ -99,7 +99,11 @@ pub fn arith_cases(seed: u64, n: usize) -> (Vec<f32>, Vec<f32>) {
 }
 
 /// The reference result of `op` for one pair (Rust's IEEE f32 operations).
-pub fn arith_reference(op: crate::backend::gpu::kernels::quant_block::ArithOp, a: f32, b: f32) -> f32 {
+pub fn arith_reference(
+    op: crate::backend::gpu::kernels::quant_block::ArithOp,
+    a: f32,
+    b: f32,
+) -> f32 {
     use crate::backend::gpu::kernels::quant_block::ArithOp;
     match op {
         ArithOp::Div => a / b,

@@ -131,8 +131,8 @@ impl GpuDevice {
         // Optional features, where offered: subgroups (the register matmul shares activation
         // loads across a subgroup; without them it falls back to plain loads) and SPIR-V
         // passthrough (the exact quantization kernels: spirv.rs).
-        let features = adapter.features()
-            & (wgpu::Features::SUBGROUP | wgpu::Features::PASSTHROUGH_SHADERS);
+        let features =
+            adapter.features() & (wgpu::Features::SUBGROUP | wgpu::Features::PASSTHROUGH_SHADERS);
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
             label: Some("wquant"),
             required_features: features,

@@ -115,9 +115,8 @@ fn vulkan_float_controls(adapter: &wgpu::Adapter) -> Option<Guarantees> {
         inst.get_physical_device_properties2(phys, &mut props);
         // With independence NONE all widths must share one mode; only 32-bit floats are
         // declared, so require per-width independence (or 32-bit-only grouping).
-        let independent = |i: vk::ShaderFloatControlsIndependence| {
-            i != vk::ShaderFloatControlsIndependence::NONE
-        };
+        let independent =
+            |i: vk::ShaderFloatControlsIndependence| i != vk::ShaderFloatControlsIndependence::NONE;
         g.denorm_preserve = fc.shader_denorm_preserve_float32 == vk::TRUE
             && independent(fc.denorm_behavior_independence);
         g.rte = fc.shader_rounding_mode_rte_float32 == vk::TRUE
@@ -139,7 +138,8 @@ fn vulkan_float_controls(_adapter: &wgpu::Adapter) -> Option<Guarantees> {
 
 /// WGSL → SPIR-V (entry point `main`, compute) with the exact semantics `g` allows.
 pub fn compile(wgsl: &str, g: &Guarantees) -> Result<Vec<u32>> {
-    let module = naga::front::wgsl::parse_str(wgsl).map_err(|e| anyhow!("{}", e.emit_to_string(wgsl)))?;
+    let module =
+        naga::front::wgsl::parse_str(wgsl).map_err(|e| anyhow!("{}", e.emit_to_string(wgsl)))?;
     let info = naga::valid::Validator::new(
         naga::valid::ValidationFlags::all(),
         naga::valid::Capabilities::default(),
@@ -376,8 +376,9 @@ mod tests {
                 "mode {m}"
             );
         }
-        assert!(ins.iter().any(|(o, w)| *o == OP_EXTENSION
-            && w[..] == string_words("SPV_KHR_float_controls")[..]));
+        assert!(ins.iter().any(
+            |(o, w)| *o == OP_EXTENSION && w[..] == string_words("SPV_KHR_float_controls")[..]
+        ));
         // Logical layout: every decoration before the first type, capabilities first.
         let first_type = ins.iter().position(|(o, _)| !PREAMBLE.contains(o)).unwrap();
         let last_decorate = ins.iter().rposition(|(o, _)| *o == OP_DECORATE).unwrap();
