@@ -37,9 +37,12 @@ impl KernelPath {
     }
 }
 
-/// The path with the stronger guarantees on this device: SPIR-V wherever passthrough is enabled.
+/// The path with the stronger guarantees on this device: SPIR-V wherever passthrough is enabled,
+/// unless the environment sets `WQUANT_QUANT_PATH=wgsl` (an escape hatch should a driver reject
+/// the SPIR-V; the canary still guards the WGSL path).
 pub fn best_path(ctx: &Ctx) -> KernelPath {
-    if spirv_available(ctx) {
+    let forced_wgsl = std::env::var("WQUANT_QUANT_PATH").is_ok_and(|v| v == "wgsl");
+    if spirv_available(ctx) && !forced_wgsl {
         KernelPath::Spirv
     } else {
         KernelPath::Wgsl
