@@ -105,8 +105,9 @@ fn q2_k_s_without_an_imatrix_is_refused() {
 
 #[test]
 fn strict_gpu_quantize_refuses_types_without_kernels() {
-    // --device gpu is strict: IQ4_XS has no GPU kernel, so the run is an error naming the type
-    // (and writes nothing) instead of a silent CPU fallback.
+    // --device gpu is strict: the IQ4_XS mix's types (IQ4_NL first, then IQ4_XS) have no GPU
+    // kernel, so the run is an error naming the type (and writes nothing) instead of a silent
+    // CPU fallback.
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("out.gguf");
     let r = wquant()
@@ -120,7 +121,8 @@ fn strict_gpu_quantize_refuses_types_without_kernels() {
     let err = String::from_utf8_lossy(&r.stderr);
     assert!(!r.status.success(), "IQ4_XS on --device gpu succeeded");
     assert!(
-        err.contains("no GPU quantization kernel for type IQ4_XS"),
+        err.contains("no GPU quantization kernel for type IQ4_NL")
+            || err.contains("no GPU quantization kernel for type IQ4_XS"),
         "unclear refusal: {err}"
     );
     assert!(!out.exists(), "an output was written");
