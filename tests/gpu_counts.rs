@@ -1,0 +1,173 @@
+//! Counted, not timed: submits, readbacks and dispatches of one 2048-token pass on the GPU
+//! backend (lavapipe here), from `Ctx::counters`. Recording must not change results: the same
+//! pass submitted one op at a time (`Ctx::set_max_pending(1)`, the old behaviour) gives the same
+//! bits, and the logits stay within float tolerance of the CPU reference.
+
+mod common;
+
+use common::{collect_options, lcg_tokens, synth_llama, SynthLlama};
+use std::path::Path;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use wquant::backend::cpu::CpuBackend;
+use wquant::backend::gpu::{Counters, GpuBackend};
+use wquant::backend::Backend;
+use wquant::gguf::GgufFile;
+use wquant::imatrix::collect::collect;
+use wquant::imatrix::Imatrix;
+use wquant::model::ModelRunner;
+
+/// Many thin layers: the counts scale with layers, the arithmetic stays cheap on lavapipe.
+const SPEC: SynthLlama = SynthLlama {
+    n_layer: 16,
+    n_embd: 64,
+    n_ff: 128,
+    n_head: 4,
+    n_head_kv: 2,
+    n_vocab: 256,
+    output: true,
+    seed: 3,
+};
+const N_CTX: usize = 512;
+const SEQS: usize = 4;
+/// One pass: 4 sequences of 512.
+const PASS_TOKENS: usize = N_CTX * SEQS;
+
+fn model() -> (tempfile::TempDir, std::path::PathBuf) {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path().join("synth16.gguf");
+    synth_llama(&p, &SPEC).unwrap();
+    (d, p)
+}
+
+/// Logits of one pass over `tokens` and what the context counted for it.
+fn forward_counted(gpu: &GpuBackend, path: &Path, tokens: &[u32]) -> (Vec<f32>, Counters) {
+    let file = Arc::new(GgufFile::open(path).unwrap());
+    let mut m = ModelRunner::resident(gpu, &file, SEQS).unwrap();
+    gpu.ctx.reset_counters();
+    let logits = m.forward(gpu, tokens, N_CTX, None).unwrap();
+    let host = gpu.download(&logits);
+    (host, gpu.ctx.counters())
+}
+
+#[test]
+fn forward_pass_submits_at_most_two_per_layer_and_matches_per_op_submits() {
+    let gpu = GpuBackend::new("auto").expect("a wgpu adapter (lavapipe in CI)");
+    let (_d, path) = model();
+    let tokens = lcg_tokens(PASS_TOKENS, SPEC.n_vocab, 11);
+
+    let (recorded, c) = forward_counted(&gpu, &path, &tokens);
+    println!("recorded pass of {PASS_TOKENS} tokens: {c:?}");
+    // The pass did its work: at least the 7 matmuls and 6 other ops of every layer.
+    assert!(
+        c.dispatches >= 13 * SPEC.n_layer as u64,
+        "only {} dispatches",
+        c.dispatches
+    );
+    // One readback: the logits.
+    assert_eq!(c.readbacks, 1);
+    assert_eq!(
+        c.bytes_read,
+        (PASS_TOKENS * SPEC.n_vocab * 4) as u64,
+        "bytes read back"
+    );
+    // ≤ 2 submits per layer, + 2: the embedding before the first layer and the head after the
+    // last may each end in a submit of their own (the readback's).
+    let limit = 2 * SPEC.n_layer as u64 + 2;
+    assert!(
+        c.submits <= limit,
+        "{} submits for {} layers (limit {limit})",
+        c.submits,
+        SPEC.n_layer
+    );
+    // Bind groups are reused across layers for the activations (same pooled buffers), so a
+    // second pass creates fewer than the first.
+    let (again, c2) = forward_counted(&gpu, &path, &tokens);
+    assert!(recorded == again, "two recorded passes differ");
+    assert!(
+        c2.bind_groups < c.bind_groups,
+        "bind group cache: {} then {}",
+        c.bind_groups,
+        c2.bind_groups
+    );
+
+    // The old behaviour: one submit per op. Same kernels in the same order: the same bits.
+    gpu.ctx.set_max_pending(1);
+    let (per_op, c1) = forward_counted(&gpu, &path, &tokens);
+    gpu.ctx.set_max_pending(usize::MAX);
+    println!("one submit per op: {c1:?}");
+    assert!(c1.submits >= c1.dispatches, "{c1:?}");
+    assert_eq!(c1.dispatches, c.dispatches);
+    assert!(
+        recorded == per_op,
+        "recorded and per-op-submitted logits differ"
+    );
+
+    // And against the CPU reference (independent arithmetic).
+    let cpu = CpuBackend::new();
+    let file = Arc::new(GgufFile::open(&path).unwrap());
+    let mut m = ModelRunner::resident(&cpu, &file, SEQS).unwrap();
+    let want = cpu.download(&m.forward(&cpu, &tokens, N_CTX, None).unwrap());
+    let e = wquant::verify::nmse(&recorded, &want);
+    println!("logits NMSE vs CPU reference: {e:.3e}");
+    // Each kernel is within 1e-7 of the CPU (conformance); 16 layers of f32 rounding in another
+    // summation order stay orders of magnitude below this.
+    assert!(e <= 1e-6, "logits NMSE vs CPU {e:e}");
+}
+
+/// One imatrix pass (4 chunks of 512 in one pass, statistics and perplexity as `wquant
+/// imatrix` collects them).
+fn imatrix_counted(gpu: &GpuBackend, path: &Path, tokens: &[u32]) -> (Vec<u8>, Counters) {
+    let file = Arc::new(GgufFile::open(path).unwrap());
+    let mut m = ModelRunner::resident(gpu, &file, SEQS).unwrap();
+    let d = tempfile::tempdir().unwrap();
+    let out = d.path().join("im.gguf");
+    let mut base = Imatrix::new(N_CTX as u32);
+    base.datasets.push("lcg".into());
+    gpu.ctx.reset_counters();
+    let res = collect(
+        gpu,
+        &mut m,
+        tokens,
+        base,
+        &collect_options(&out, N_CTX, Some(SEQS), false),
+        &AtomicBool::new(false),
+        |_, _| {},
+    )
+    .unwrap();
+    let c = gpu.ctx.counters();
+    assert_eq!(res.chunks_done, SEQS);
+    assert_eq!(m.counters.passes, 1, "one pass");
+    res.imatrix.save(&out, false).unwrap();
+    (std::fs::read(&out).unwrap(), c)
+}
+
+#[test]
+fn imatrix_pass_submits_besides_readbacks_at_most_two_per_layer() {
+    let gpu = GpuBackend::new("auto").expect("a wgpu adapter (lavapipe in CI)");
+    let (_d, path) = model();
+    let tokens = lcg_tokens(PASS_TOKENS + 1, SPEC.n_vocab, 5);
+
+    let (recorded, c) = imatrix_counted(&gpu, &path, &tokens);
+    println!("imatrix pass of {PASS_TOKENS} tokens: {c:?}");
+    assert!(c.dispatches >= 13 * SPEC.n_layer as u64, "{c:?}");
+    assert!(c.readbacks >= 1, "{c:?}");
+    // Every readback submits what is recorded before it; the other submits are flushes at the
+    // dispatch cap, at most 2 per layer (+2 as in the forward test).
+    let flushes = c.submits - c.readbacks;
+    let limit = 2 * SPEC.n_layer as u64 + 2;
+    assert!(
+        flushes <= limit,
+        "{flushes} submits besides readbacks: {c:?}"
+    );
+
+    gpu.ctx.set_max_pending(1);
+    let (per_op, c1) = imatrix_counted(&gpu, &path, &tokens);
+    gpu.ctx.set_max_pending(usize::MAX);
+    println!("one submit per op: {c1:?}");
+    assert!(c1.submits >= c1.dispatches, "{c1:?}");
+    assert!(
+        recorded == per_op,
+        "recorded and per-op imatrix bytes differ"
+    );
+}
