@@ -86,6 +86,9 @@ pub struct DeviceMemory {
     /// The budget the driver reports for this process (already with headroom), or None when
     /// the driver reports nothing.
     pub driver_budget: Option<u64>,
+    /// The most tokens one pass may hold: kernels that give each token a workgroup row
+    /// (attention) are bounded by the adapter's max_compute_workgroups_per_dimension.
+    pub max_rows: u64,
 }
 
 /// RoPE parameters (NORM mode rotates adjacent pairs; NEOX rotates halves).

@@ -760,6 +760,7 @@ impl Backend for GpuBackend {
             max_binding_bytes: lim.max_storage_buffer_binding_size.min(lim.max_buffer_size),
             // Vulkan's VK_EXT_memory_budget (90% of it); other backends report nothing.
             driver_budget: device::vram_info(&self.ctx.dev.adapter).map(|v| v.default_budget()),
+            max_rows: lim.max_compute_workgroups_per_dimension as u64,
         })
     }
 
