@@ -246,17 +246,6 @@ pub fn plan_run<B: Backend>(
     // The widest activation row is the FFN's (or a MoE token's routed copies).
     let widest = (sizes.act_bytes_per_token / 4).max(1);
     let max_tokens = (mem.max_binding_bytes / widest).max(1) as usize;
-    if shape.n_ctx as u64 > mem.max_rows {
-        bail!(
-            "-c {}: a chunk of more than {} tokens exceeds the adapter's \
-             max_compute_workgroups_per_dimension ({}); use a smaller -c",
-            shape.n_ctx,
-            mem.max_rows,
-            mem.max_rows
-        );
-    }
-    // Whole passes (-b) stay under it too: more chunks per pass past it are not allowed.
-    let max_tokens = max_tokens.min(mem.max_rows.max(1) as usize);
     // One chunk's activations and one chunk's logits must each fit in a buffer binding; a
     // bigger -c cannot run on this adapter at all (a bigger -b only lowers the chunks per pass).
     if shape.n_ctx > max_tokens {
@@ -278,6 +267,17 @@ pub fn plan_run<B: Backend>(
             mib(mem.max_binding_bytes)
         );
     }
+    if shape.n_ctx as u64 > mem.max_rows {
+        bail!(
+            "-c {}: a chunk of more than {} tokens exceeds the adapter's \
+             max_compute_workgroups_per_dimension ({}); use a smaller -c",
+            shape.n_ctx,
+            mem.max_rows,
+            mem.max_rows
+        );
+    }
+    // Whole passes (-b) stay under it too: more chunks per pass past it are not allowed.
+    let max_tokens = max_tokens.min(mem.max_rows.max(1) as usize);
     // No --vram-budget: the driver's; else everything resident unless the model is too big to
     // assume it fits.
     let budget = match (budget, mem.driver_budget) {
