@@ -83,14 +83,18 @@ impl Inputs {
     }
 }
 
+fn tiles_note(t: &attention_flash::Tiles) -> String {
+    format!(
+        "{} rows x {} keys per tile, {} threads",
+        t.rows,
+        t.keys,
+        t.workgroup_size()
+    )
+}
+
 fn flash_note(gpu: &GpuBackend, hd: usize) -> String {
     match attention_flash::tiles(&gpu.ctx, hd) {
-        Some(t) => format!(
-            "{} rows x {} keys per tile, {} threads",
-            t.rows,
-            t.keys,
-            t.workgroup_size()
-        ),
+        Some(t) => tiles_note(&t),
         None => "no tiles".into(),
     }
 }
@@ -113,6 +117,21 @@ pub fn check_attention<R: Backend>(gpu: &GpuBackend, r: &R, rng: &mut Rng) -> Ve
             }
             rows.push(row);
         }
+    }
+
+    // WebGPU's minimum workgroup memory (16 KiB): fewer keys per tile than most adapters get.
+    for (n_head, n_head_kv, hd, seq) in [(7usize, 1usize, 256usize, 45usize), (6, 2, 128, 40)] {
+        let x = Inputs::random(rng, n_head, n_head_kv, hd, seq, 2);
+        let t = attention_flash::Tiles::choose(hd, 16384).expect("fits 16 KiB");
+        let want = x.run(r, |q, k, v| r.attention(q, k, v, &x.p));
+        let got = x.run(gpu, |q, k, v| {
+            let o = gpu.upload(&vec![0.0; x.q.len()], x.rows, n_head * hd);
+            attention_flash::run_tiles(&gpu.ctx, &t, q, k, v, &x.p, &o);
+            o
+        });
+        let mut row = CheckRow::nmse("attention/flash 16K", "-", x.shape(), nmse(&got, &want));
+        row.note = tiles_note(&t);
+        rows.push(row);
     }
 
     // One sequence alone, then as the middle of a batch of three: the flash kernel's rows must

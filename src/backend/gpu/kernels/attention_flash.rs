@@ -91,17 +91,36 @@ pub fn sources() -> Vec<(String, String)> {
         .collect()
 }
 
+/// The kernel with the adapter's tiles.
 pub fn run(ctx: &Ctx, q: &GpuTensor, k: &GpuTensor, v: &GpuTensor, p: &AttnParams, o: &GpuTensor) {
-    super::attention::check_shapes(q, k, v, p);
-    if q.rows == 0 {
-        return;
-    }
     let t = tiles(ctx, p.head_dim).unwrap_or_else(|| {
         panic!(
             "attention: head_dim {} does not fit the flash kernel (at most {MAX_HEAD_DIM}, adapter workgroup memory {} bytes)",
             p.head_dim, ctx.dev.limits.max_compute_workgroup_storage_size
         )
     });
+    run_tiles(ctx, &t, q, k, v, p, o)
+}
+
+/// The kernel with explicit tiles (conformance also runs WebGPU's 16 KiB tiles on adapters
+/// that offer more).
+pub fn run_tiles(
+    ctx: &Ctx,
+    t: &Tiles,
+    q: &GpuTensor,
+    k: &GpuTensor,
+    v: &GpuTensor,
+    p: &AttnParams,
+    o: &GpuTensor,
+) {
+    super::attention::check_shapes(q, k, v, p);
+    assert_eq!(
+        t.head_dim, p.head_dim,
+        "attention: tiles for another head_dim"
+    );
+    if q.rows == 0 {
+        return;
+    }
     let n_seq = q.rows / p.seq_len;
     let n_blocks = (p.seq_len * (p.n_head / p.n_head_kv)).div_ceil(t.rows);
     let n_groups = n_seq * p.n_head_kv * n_blocks;
