@@ -27,7 +27,9 @@ impl AttentionVariant {
         }
     }
 
-    /// The flash kernel everywhere: it also wins on lavapipe (see `benches/attention.rs`).
+    /// The flash kernel everywhere: it also wins on lavapipe despite its barriers
+    /// (`benches/attention.rs`, 512 tokens, CPU s per call per-row → flash: SmolLM2 9/3×64
+    /// 0.32 → 0.21, Qwen 12/2×128 0.69 → 0.56, Gemma 4/1×256 0.56 → 0.35).
     pub fn for_adapter(_ctx: &Ctx) -> AttentionVariant {
         AttentionVariant::Flash
     }
@@ -38,14 +40,14 @@ pub fn check_shapes(q: &GpuTensor, k: &GpuTensor, v: &GpuTensor, p: &AttnParams)
     assert!(
         p.head_dim <= MAX_HEAD_DIM
             && p.n_head_kv > 0
-            && p.n_head % p.n_head_kv == 0
+            && p.n_head.is_multiple_of(p.n_head_kv)
             && q.cols == p.n_head * p.head_dim
             && k.cols == p.n_head_kv * p.head_dim
             && v.cols == k.cols
             && k.rows == q.rows
             && v.rows == q.rows
             && p.seq_len > 0
-            && q.rows % p.seq_len == 0,
+            && q.rows.is_multiple_of(p.seq_len),
         "attention: shapes q [{}, {}], k [{}, {}], v [{}, {}] do not fit {:?}",
         q.rows,
         q.cols,
