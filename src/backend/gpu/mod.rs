@@ -141,7 +141,7 @@ impl Ctx {
         buffers: &[(&wgpu::Buffer, u64, u64)],
         groups: [u32; 3],
     ) {
-        let maxb = self.dev.limits.max_storage_buffer_binding_size as u64;
+        let maxb = self.dev.limits.max_storage_buffer_binding_size;
         for &(b, _, size) in buffers {
             // An invariant, not an input check: the planner keeps every tensor under the limit
             // (plan::plan_run) and kernels bind larger ones in ranges.
@@ -523,7 +523,7 @@ impl GpuBackend {
         };
         let pool = Pool::new(
             dev.device.clone(),
-            dev.limits.max_storage_buffer_binding_size as u64,
+            dev.limits.max_storage_buffer_binding_size,
         );
         GpuBackend {
             ctx: Ctx::new(dev, pool),
@@ -554,7 +554,7 @@ impl GpuBackend {
             bail!("tensor {name}: type {t} is not supported by the GPU kernels; use --device cpu");
         }
         let row_bytes = t.row_bytes(ne0 as u64).unwrap_or(0) as usize;
-        if ne0 % t.block_size() != 0 || row_bytes == 0 {
+        if !ne0.is_multiple_of(t.block_size()) || row_bytes == 0 {
             bail!("tensor {name}: row length {ne0} is not a multiple of {t}'s block size");
         }
         if bytes.len() < row_bytes * ne1 {
@@ -566,7 +566,7 @@ impl GpuBackend {
         }
         let lim = &self.ctx.dev.limits;
         // Leave 8 bytes: rd32u may read one word past the last block.
-        let max_bytes = (lim.max_storage_buffer_binding_size as u64).min(lim.max_buffer_size) - 8;
+        let max_bytes = lim.max_storage_buffer_binding_size.min(lim.max_buffer_size) - 8;
         let rows_per = (max_bytes as usize / row_bytes).max(1);
         if row_bytes as u64 > max_bytes {
             bail!("tensor {name}: one row ({row_bytes} bytes) exceeds the adapter's binding limit");

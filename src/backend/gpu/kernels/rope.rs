@@ -34,7 +34,10 @@ pub fn run(
     p: &RopeParams,
 ) {
     assert!(
-        x.cols == n_head * head_dim && p.n_rot <= head_dim && p.n_rot % 2 == 0 && seq_len > 0,
+        x.cols == n_head * head_dim
+            && p.n_rot <= head_dim
+            && p.n_rot.is_multiple_of(2)
+            && seq_len > 0,
         "rope: x [{}, {}] vs {n_head} heads of {head_dim}, n_rot {}",
         x.rows,
         x.cols,
