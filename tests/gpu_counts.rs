@@ -174,3 +174,37 @@ fn imatrix_pass_submits_besides_readbacks_at_most_two_per_layer() {
         "recorded and per-op imatrix bytes differ"
     );
 }
+
+/// A chunk longer than the adapter's workgroup grid allows (one workgroup row per token in some
+/// kernels) is refused by the planner with the limit and the flag named, before any pass; a
+/// pass of many chunks is cut to fit instead.
+#[test]
+fn a_chunk_past_the_workgroup_grid_limit_is_a_clear_error() {
+    use wquant::model::plan::{plan_run, ModelSizes, PassShape};
+    use wquant::model::Config;
+    let gpu = GpuBackend::new("auto").expect("a wgpu adapter (lavapipe in CI)");
+    let (_d, path) = model();
+    let file = GgufFile::open(&path).unwrap();
+    let sizes = ModelSizes::of(&file, &Config::from_gguf(&file).unwrap()).unwrap();
+    let max_rows = gpu.device_memory().unwrap().max_rows as usize;
+    let shape = |n_ctx: usize, want_seqs: usize| PassShape {
+        n_ctx,
+        // A few scored rows: only the grid limit is in the way.
+        logit_rows: 4,
+        want_seqs,
+        max_tokens: usize::MAX,
+    };
+    let n_ctx = max_rows + 1;
+    let e = plan_run(&gpu, &sizes, Some(1 << 40), shape(n_ctx, 1))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains(&format!("-c {n_ctx}")) && e.contains("max_compute_workgroups_per_dimension"),
+        "{e}"
+    );
+    // Chunks of 4096: as many per pass as stay within the grid.
+    let plan = plan_run(&gpu, &sizes, Some(1 << 40), shape(4096, 1000)).unwrap();
+    assert!(plan.seqs_per_pass * 4096 <= max_rows, "{plan:?}");
+    assert!(plan.seqs_per_pass >= 1);
+    gpu.ctx.pool.set_limit(None);
+}
