@@ -103,13 +103,16 @@ pub fn run(ctx: &Ctx, counts: &StatsCounts, x: &GpuTensor, runs: &[StatsRows], s
     }
 }
 
+/// A staging buffer and the accumulators copied into it: (index in `sets`, byte offset, bytes).
+type Staging = (wgpu::Buffer, Vec<(usize, u64, u64)>);
+
 /// The device words of every accumulator in `sets` (each `n_slots · 2 · n_cols` f32 bits):
 /// all copied into staging buffers in one submission and mapped with one wait.
 pub fn read_all(ctx: &Ctx, counts: &StatsCounts, sets: &[&GpuStats]) -> Vec<Vec<u32>> {
     let d = &ctx.dev.device;
     let lim = ctx.dev.limits.max_buffer_size.max(4);
     // Staging buffers of at most the adapter's buffer size, each holding whole accumulators.
-    let mut stagings: Vec<(wgpu::Buffer, Vec<(usize, u64, u64)>)> = Vec::new();
+    let mut stagings: Vec<Staging> = Vec::new();
     let mut enc = d.create_command_encoder(&wgpu::CommandEncoderDescriptor {
         label: Some("stats readback"),
     });
@@ -118,7 +121,7 @@ pub fn read_all(ctx: &Ctx, counts: &StatsCounts, sets: &[&GpuStats]) -> Vec<Vec<
     let flush = |group: &mut Vec<(usize, u64, u64)>,
                  bytes: &mut u64,
                  enc: &mut wgpu::CommandEncoder,
-                 stagings: &mut Vec<(wgpu::Buffer, Vec<(usize, u64, u64)>)>| {
+                 stagings: &mut Vec<Staging>| {
         if group.is_empty() {
             return;
         }
