@@ -109,14 +109,25 @@ impl Pending {
 
     /// Submit what is pending (the ring written first); nothing if nothing is.
     pub fn flush(&mut self, queue: &wgpu::Queue, ring: &wgpu::Buffer) {
+        self.flush_with(queue, ring, None);
+    }
+
+    /// As `flush`, with `extra` (recorded elsewhere) after the pending commands in one submit.
+    pub fn flush_with(
+        &mut self,
+        queue: &wgpu::Queue,
+        ring: &wgpu::Buffer,
+        extra: Option<wgpu::CommandBuffer>,
+    ) {
         self.pass = None;
-        let Some(enc) = self.encoder.take() else {
+        let enc = self.encoder.take();
+        if enc.is_none() && extra.is_none() {
             return;
-        };
+        }
         if !self.params.is_empty() {
             queue.write_buffer(ring, 0, &self.params);
         }
-        queue.submit([enc.finish()]);
+        queue.submit(enc.map(|e| e.finish()).into_iter().chain(extra));
         self.params.clear();
         self.n_dispatch = 0;
         self.counters.submits += 1;
