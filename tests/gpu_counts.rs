@@ -146,7 +146,7 @@ fn imatrix_counted(gpu: &GpuBackend, path: &Path, tokens: &[u32]) -> (Vec<u8>, C
 }
 
 #[test]
-fn imatrix_pass_submits_besides_readbacks_at_most_two_per_layer() {
+fn imatrix_pass_submits_at_most_two_per_layer() {
     let gpu = GpuBackend::new("auto").expect("a wgpu adapter (lavapipe in CI)");
     let (_d, path) = model();
     let tokens = lcg_tokens(PASS_TOKENS + 1, SPEC.n_vocab, 5);
@@ -155,14 +155,11 @@ fn imatrix_pass_submits_besides_readbacks_at_most_two_per_layer() {
     println!("imatrix pass of {PASS_TOKENS} tokens: {c:?}");
     assert!(c.dispatches >= 13 * SPEC.n_layer as u64, "{c:?}");
     assert!(c.readbacks >= 1, "{c:?}");
-    // Every readback submits what is recorded before it; the other submits are flushes at the
-    // dispatch cap, at most 2 per layer (+2 as in the forward test).
-    let flushes = c.submits - c.readbacks;
+    // Every readback (the statistics once per pass, the NLL of each chunk) submits what is
+    // recorded before it; the other submits are flushes at the dispatch cap. All together at
+    // most 2 per layer (+2 as in the forward test).
     let limit = 2 * SPEC.n_layer as u64 + 2;
-    assert!(
-        flushes <= limit,
-        "{flushes} submits besides readbacks: {c:?}"
-    );
+    assert!(c.submits <= limit, "{} submits: {c:?}", c.submits);
 
     gpu.ctx.set_max_pending(1);
     let (per_op, c1) = imatrix_counted(&gpu, &path, &tokens);
