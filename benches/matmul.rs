@@ -4,7 +4,7 @@
 //! tokens; GFLOP/s is what counts).
 //! Arguments (any order): `small` or `large` to run one group (default both), `types=F32,Q8_0`
 //! to pick weight types, `tokens=N` to override the token count of every shape,
-//! `variant=register|tiled|tiled-many|tiled-few|tiled64` to run another kernel than the adapter's
+//! `variant=register|tiled|tiled-many|tiled-few` to run another kernel than the adapter's
 //! default, `compile` to time each pipeline's first dispatch instead (run with
 //! MESA_SHADER_CACHE_DISABLE=true).
 //! Columns: mean and best GFLOP/s over the timed runs (≥ 2 s or 30 runs), and GFLOP per CPU
@@ -36,12 +36,11 @@ struct Measure {
     runs: usize,
 }
 
-const VARIANTS: [MatmulVariant; 5] = [
+const VARIANTS: [MatmulVariant; 4] = [
     MatmulVariant::Register,
     MatmulVariant::Tiled,
     MatmulVariant::TiledMany,
     MatmulVariant::TiledFew,
-    MatmulVariant::Tiled64,
 ];
 
 fn bench(
@@ -136,7 +135,7 @@ fn main() {
             .iter()
             .find(|v| v.name() == name)
             .unwrap_or_else(|| {
-                panic!("variant={name}: not one of register, tiled, tiled-many, tiled-few, tiled64")
+                panic!("variant={name}: not one of register, tiled, tiled-many, tiled-few")
             }),
         None => gpu.matmul_variant,
     };

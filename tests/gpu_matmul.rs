@@ -2,7 +2,8 @@
 //! usable, `matmul.wgsl` otherwise), every weight type:
 //! - a row's result does not depend on the batch it is computed in (its size, its position in
 //!   it): batched chunks of text rely on it;
-//! - the register and tiled variants agree bit for bit (same per-32-block partial sums).
+//! - the same for the hardware (SGEMM) tiles, run explicitly, which must also agree with each
+//!   other bit for bit (same summation order in every tile).
 
 use wquant::backend::cpu::CpuBackend;
 use wquant::backend::gpu::{kernels, GpuBackend, MatmulVariant};
@@ -53,23 +54,6 @@ fn rows_do_not_depend_on_the_batch() {
                 r0 + len
             );
         }
-    }
-}
-
-#[test]
-fn register_and_tiled_agree_bit_for_bit() {
-    let gpu = GpuBackend::new("auto").expect("a wgpu adapter (lavapipe in CI)");
-    let mut rng = Rng::new(22);
-    for t in kernels::WEIGHT_TYPES {
-        let (m, k, n) = (37, row_len(t, false), 70);
-        let w = gpu
-            .weight_from_bytes("w", t, k, n, &random_weight_bytes(&mut rng, t, k, n))
-            .unwrap();
-        let x = gpu.upload(&rng.vec(m * k, 1.0), m, k);
-        let reg = gpu.download(&gpu.matmul_with(&x, &w, MatmulVariant::Register));
-        let til = gpu.download(&gpu.matmul_with(&x, &w, MatmulVariant::Tiled));
-        assert!(reg.iter().all(|v| v.is_finite()), "{t}: non-finite output");
-        assert_eq!(bits(&reg), bits(&til), "{t}: register and tiled differ");
     }
 }
 

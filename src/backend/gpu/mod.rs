@@ -28,8 +28,6 @@ pub enum MatmulVariant {
     TiledMany,
     /// The few-token SGEMM tile whatever the token count.
     TiledFew,
-    /// The former 64×64 tiled kernel (`matmul_tiled.wgsl`), for comparison.
-    Tiled64,
 }
 
 impl MatmulVariant {
@@ -39,7 +37,6 @@ impl MatmulVariant {
             MatmulVariant::Tiled => "tiled",
             MatmulVariant::TiledMany => "tiled-many",
             MatmulVariant::TiledFew => "tiled-few",
-            MatmulVariant::Tiled64 => "tiled64",
         }
     }
 }

@@ -17,7 +17,7 @@ pub fn source(t: GgmlType) -> String {
 pub fn sgemm_tile(ctx: &Ctx, variant: MatmulVariant, m: usize) -> Option<Tile> {
     let lim = &ctx.dev.limits;
     match variant {
-        MatmulVariant::Register | MatmulVariant::Tiled64 => None,
+        MatmulVariant::Register => None,
         MatmulVariant::TiledMany => Some(Tile::many(lim)),
         MatmulVariant::TiledFew => Some(Tile::few(lim)),
         MatmulVariant::Tiled if m <= matmul_sgemm::FEW_TOKENS => Some(Tile::few(lim)),
@@ -29,12 +29,9 @@ pub fn sgemm_tile(ctx: &Ctx, variant: MatmulVariant, m: usize) -> Option<Tile> {
 pub fn run(ctx: &Ctx, variant: MatmulVariant, x: &GpuTensor, w: &GpuWeight, y: &GpuTensor) {
     let t = w.ggml_type;
     let tile = sgemm_tile(ctx, variant, x.rows);
-    let pipe = match (variant, tile) {
-        (_, Some(tile)) => matmul_sgemm::pipeline(ctx, t, tile, w.ne0),
-        (MatmulVariant::Tiled64, _) => ctx.pipeline(&format!("matmul_tiled/{t}"), || {
-            super::matmul_tiled::source(t)
-        }),
-        _ => ctx.pipeline(&format!("matmul/{t}"), || source(t)),
+    let pipe = match tile {
+        Some(tile) => matmul_sgemm::pipeline(ctx, t, tile, w.ne0),
+        None => ctx.pipeline(&format!("matmul/{t}"), || source(t)),
     };
     if x.rows == 0 {
         return;
@@ -82,14 +79,11 @@ pub fn run(ctx: &Ctx, variant: MatmulVariant, x: &GpuTensor, w: &GpuWeight, y: &
                 }
                 continue;
             }
-            let groups = match variant {
-                MatmulVariant::Tiled64 => [s.rows.div_ceil(64) as u32, m.div_ceil(64) as u32, 1],
-                _ => [
-                    (s.rows.div_ceil(4)).div_ceil(64) as u32,
-                    m.div_ceil(4) as u32,
-                    1,
-                ],
-            };
+            let groups = [
+                (s.rows.div_ceil(4)).div_ceil(64) as u32,
+                m.div_ceil(4) as u32,
+                1,
+            ];
             ctx.dispatch_ranges(&pipe, &params, &[wr, xr, yr], groups);
         }
         r0 += m;

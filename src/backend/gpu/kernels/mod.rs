@@ -9,7 +9,6 @@ pub mod gather_rows;
 pub mod get_rows;
 pub mod matmul;
 pub mod matmul_sgemm;
-pub mod matmul_tiled;
 pub mod matmul_unrolled;
 pub mod mm_stats;
 pub mod quant_block;
@@ -90,7 +89,6 @@ pub fn all_sources() -> Vec<(String, String)> {
     let mut v = Vec::new();
     for t in WEIGHT_TYPES {
         v.push((format!("matmul.wgsl+{t}"), matmul::source(t)));
-        v.push((format!("matmul_tiled.wgsl+{t}"), matmul_tiled::source(t)));
         // Every tile shape, x read as vec4s and as floats.
         let tiles = matmul_sgemm::MANY_TILES
             .into_iter()
@@ -131,7 +129,6 @@ pub fn shader_files() -> Vec<&'static str> {
     let mut v = vec![
         "wbytes.wgsl",
         "matmul.wgsl",
-        "matmul_tiled.wgsl",
         "matmul_sgemm.wgsl",
         "matmul_unrolled.wgsl",
         "get_rows.wgsl",
