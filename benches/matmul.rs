@@ -145,10 +145,14 @@ fn main() {
     }
     let want =
         |g: &str| !args.iter().any(|a| a == "small" || a == "large") || args.iter().any(|a| a == g);
+    let lim = &gpu.ctx.dev.limits;
     println!(
-        "adapter: {}  kernel: {}",
+        "adapter: {}  kernel: {}  (SGEMM tiles here: many {}, few {} up to {} tokens)",
         gpu.adapter_name(),
-        variant.name()
+        variant.name(),
+        kernels::matmul_sgemm::Tile::many(lim).key(),
+        kernels::matmul_sgemm::Tile::few(lim).key(),
+        kernels::matmul_sgemm::FEW_TOKENS
     );
     println!(
         "| type | tokens × weight (N×K) | GFLOP/s | best | GFLOP/CPU-s | runs |\n|---|---|--:|--:|--:|--:|"

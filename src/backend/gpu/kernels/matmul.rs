@@ -73,7 +73,8 @@ pub fn run(ctx: &Ctx, variant: MatmulVariant, x: &GpuTensor, w: &GpuWeight, y: &
             ];
             if let Some(tile) = tile {
                 let tiles = (s.rows.div_ceil(tile.bn), m.div_ceil(tile.bm));
-                for (n0, m0, groups) in matmul_sgemm::grids(ctx, tiles.0, tiles.1) {
+                let max = ctx.dev.limits.max_compute_workgroups_per_dimension;
+                for (n0, m0, groups) in matmul_sgemm::grids(max, tiles.0, tiles.1) {
                     (params[6], params[7]) = (n0, m0);
                     ctx.dispatch_ranges(&pipe, &params, &[wr, xr, yr], groups);
                 }

@@ -227,10 +227,10 @@ pub fn pipeline(
     ctx.pipeline(&key, || source(t, tile, x_vec4))
 }
 
-/// Workgroup grids covering `tiles_n` × `tiles_m` tiles, each under the adapter's per-dimension
-/// limit: (first tile along n, first along m, groups).
-pub fn grids(ctx: &Ctx, tiles_n: usize, tiles_m: usize) -> Vec<(u32, u32, [u32; 3])> {
-    let max = ctx.dev.limits.max_compute_workgroups_per_dimension.max(1) as usize;
+/// Workgroup grids covering `tiles_n` × `tiles_m` tiles, each at most `max` (the adapter's
+/// max_compute_workgroups_per_dimension) per dimension: (first tile along n, along m, groups).
+pub fn grids(max: u32, tiles_n: usize, tiles_m: usize) -> Vec<(u32, u32, [u32; 3])> {
+    let max = max.max(1) as usize;
     let mut v = Vec::new();
     for m0 in (0..tiles_m).step_by(max) {
         for n0 in (0..tiles_n).step_by(max) {
@@ -243,4 +243,43 @@ pub fn grids(ctx: &Ctx, tiles_n: usize, tiles_m: usize) -> Vec<(u32, u32, [u32; 
         }
     }
     v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grids_cover_every_tile_once_within_the_limit() {
+        for (max, tn, tm) in [(65535, 3, 5), (4, 10, 1), (3, 7, 9), (65535, 0, 4)] {
+            let mut seen = vec![0; tn * tm];
+            for (n0, m0, g) in grids(max, tn, tm) {
+                assert!(g[0] as usize <= max as usize && g[1] <= max && g[2] == 1);
+                for j in 0..g[1] as usize {
+                    for i in 0..g[0] as usize {
+                        seen[(m0 as usize + j) * tn + n0 as usize + i] += 1;
+                    }
+                }
+            }
+            assert!(
+                seen.iter().all(|&c| c == 1),
+                "max {max}, {tn}x{tm}: {seen:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn tiles_fit_webgpu_default_limits() {
+        let lim = wgpu::Limits::default();
+        assert_eq!(Tile::many(&lim), MANY_TILES[2]);
+        assert_eq!(Tile::few(&lim), FEW_TILE);
+        let mut big = lim.clone();
+        big.max_compute_workgroup_storage_size = 48 << 10;
+        assert_eq!(Tile::many(&big), MANY_TILES[0]);
+        let mut small = lim.clone();
+        small.max_compute_workgroup_storage_size = 8 << 10;
+        small.max_compute_invocations_per_workgroup = 64;
+        assert_eq!(Tile::many(&small), FALLBACK_TILE);
+        assert_eq!(Tile::few(&small), FALLBACK_TILE);
+    }
 }
