@@ -6,7 +6,9 @@ pub mod device;
 pub mod kernels;
 pub mod pool;
 
-use crate::backend::{AttnParams, Backend, DeviceMemory, RopeParams, StatsHost, WeightSource};
+use crate::backend::{
+    AttnParams, Backend, DeviceMemory, RopeParams, StatsHost, StatsRows, WeightSource,
+};
 use crate::gguf::GgmlType;
 use anyhow::{bail, Result};
 use device::{DeviceSpec, GpuDevice};
@@ -46,6 +48,16 @@ pub struct Ctx {
     pub dev: GpuDevice,
     pub pool: Arc<Pool>,
     pipelines: Mutex<HashMap<String, Arc<wgpu::ComputePipeline>>>,
+    /// Bytes copied back to the host since the last `reset_counters`.
+    bytes_read: std::sync::atomic::AtomicU64,
+}
+
+/// What a `Ctx` did since its last `reset_counters` (a minimal stand-in, readbacks only, until
+/// the recording layer's full counters land).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counters {
+    /// Bytes read back to the host.
+    pub bytes_read: u64,
 }
 
 impl Ctx {
@@ -186,12 +198,26 @@ impl Ctx {
         b
     }
 
+    /// What was done since the last `reset_counters`.
+    pub fn counters(&self) -> Counters {
+        Counters {
+            bytes_read: self.bytes_read.load(std::sync::atomic::Ordering::Relaxed),
+        }
+    }
+
+    pub fn reset_counters(&self) {
+        self.bytes_read
+            .store(0, std::sync::atomic::Ordering::Relaxed);
+    }
+
     /// Copy the first `n_words` words of `buf` back to the host (waits for the queue).
     pub fn read_u32(&self, buf: &wgpu::Buffer, n_words: usize) -> Vec<u32> {
         if n_words == 0 {
             return Vec::new();
         }
         let bytes = (n_words * 4) as u64;
+        self.bytes_read
+            .fetch_add(bytes, std::sync::atomic::Ordering::Relaxed);
         let d = &self.dev.device;
         let staging = d.create_buffer(&wgpu::BufferDescriptor {
             label: Some("readback"),
@@ -263,15 +289,20 @@ impl Drop for GpuWeight {
     }
 }
 
-/// Σx², Σx per input column and the row count, on the device (layout in shaders/mm_stats.wgsl).
+/// Statistics of `n_slots` slots on the device: slot s holds Σx² (`n_cols` f32) then Σx at word
+/// `s · 2 · n_cols` (shaders/mm_stats.wgsl); the row counts are known on the host.
 pub struct GpuStats {
     pub(crate) buf: PooledBuffer,
     pub n_cols: usize,
+    pub n_slots: usize,
+    pub(crate) counts: Vec<u64>,
 }
 
 pub struct GpuBackend {
     pub ctx: Ctx,
     pub matmul_variant: MatmulVariant,
+    /// Statistics dispatches and readbacks so far.
+    pub stats_counts: kernels::mm_stats::StatsCounts,
 }
 
 impl GpuBackend {
@@ -296,8 +327,10 @@ impl GpuBackend {
                 dev,
                 pool,
                 pipelines: Mutex::new(HashMap::new()),
+                bytes_read: Default::default(),
             },
             matmul_variant: variant,
+            stats_counts: Default::default(),
         }
     }
 
@@ -479,7 +512,12 @@ impl Backend for GpuBackend {
 
     fn matmul(&self, x: &GpuTensor, w: &GpuWeight, stats: Option<&mut GpuStats>) -> GpuTensor {
         if let Some(s) = stats {
-            kernels::mm_stats::run(&self.ctx, x, 0, x.rows, s);
+            let all = StatsRows {
+                row0: 0,
+                n: x.rows,
+                slot: 0,
+            };
+            self.stats_add(x, &[all], s);
         }
         self.matmul_with(x, w, self.matmul_variant)
     }
@@ -524,23 +562,43 @@ impl Backend for GpuBackend {
         kernels::scatter_add::run(&self.ctx, dst, src, idx, scale);
     }
 
-    fn stats_add_rows(&self, x: &GpuTensor, row0: usize, n: usize, s: &mut GpuStats) {
-        kernels::mm_stats::run(&self.ctx, x, row0, n, s);
+    fn stats_add(&self, x: &GpuTensor, runs: &[StatsRows], s: &mut GpuStats) {
+        kernels::mm_stats::run(&self.ctx, &self.stats_counts, x, runs, s);
     }
 
-    fn stats_new(&self, n_cols: usize) -> GpuStats {
-        let buf = self.ctx.upload_u32(&vec![0u32; 2 * n_cols + 2]);
-        GpuStats { buf, n_cols }
-    }
-
-    fn stats_read(&self, s: &GpuStats) -> StatsHost {
-        let w = self.ctx.read_u32(s.buf.buffer(), 2 * s.n_cols + 2);
-        let k = s.n_cols;
-        StatsHost {
-            sum2: w[..k].iter().map(|&b| f32::from_bits(b)).collect(),
-            sum: w[k..2 * k].iter().map(|&b| f32::from_bits(b)).collect(),
-            count: w[2 * k] as u64 | ((w[2 * k + 1] as u64) << 32),
+    fn stats_new(&self, n_cols: usize, n_slots: usize) -> GpuStats {
+        let buf = self.ctx.upload_u32(&vec![0u32; 2 * n_cols * n_slots]);
+        GpuStats {
+            buf,
+            n_cols,
+            n_slots,
+            counts: vec![0; n_slots],
         }
+    }
+
+    fn token_nlls(&self, logits: &GpuTensor, targets: &[u32]) -> Vec<f64> {
+        kernels::nll::run(&self.ctx, logits, targets)
+    }
+
+    fn stats_read(&self, sets: &[&GpuStats]) -> Vec<Vec<StatsHost>> {
+        let words = kernels::mm_stats::read_all(&self.ctx, &self.stats_counts, sets);
+        let f = |w: &[u32]| w.iter().map(|&b| f32::from_bits(b)).collect::<Vec<f32>>();
+        sets.iter()
+            .zip(&words)
+            .map(|(s, w)| {
+                let k = s.n_cols;
+                (0..s.n_slots)
+                    .map(|j| {
+                        let at = &w[j * 2 * k..(j + 1) * 2 * k];
+                        StatsHost {
+                            sum2: f(&at[..k]),
+                            sum: f(&at[k..]),
+                            count: s.counts[j],
+                        }
+                    })
+                    .collect()
+            })
+            .collect()
     }
 
     fn device_memory(&self) -> Option<DeviceMemory> {
