@@ -3,8 +3,8 @@
 //! every weight type, odd shapes. Shared by `wquant conformance` and the tests.
 //!
 //! The metric is llama.cpp's test-backend-ops NMSE = Σ(gpu − ref)² / Σref², threshold 1e-7.
-//! Statistics and the two matmul variants are also checked for exact (bit) equality where the
-//! kernels promise it.
+//! Statistics and the matmul tiles (and a row alone vs in its batch) are also checked for exact
+//! (bit) equality where the kernels promise it.
 
 pub mod attention;
 pub mod gen;
@@ -104,13 +104,14 @@ impl Default for Options {
     }
 }
 
-/// Row counts and shapes: small and odd (not multiples of the 4×4 or 64×64 tiles).
+/// Row counts and shapes: small and odd (not multiples of the 4×4 register tile or of the 16×64,
+/// 64×64 and 128×128 SGEMM tiles), one token, 300 tokens over several tiles, K past one 32-slice.
 fn matmul_shapes(t: GgmlType) -> Vec<(usize, usize, usize)> {
     // (tokens, ne0, ne1)
     match t.block_size() {
-        1 => vec![(1, 45, 3), (7, 96, 67), (33, 130, 70)],
-        32 => vec![(1, 32, 5), (7, 96, 67), (33, 160, 70)],
-        _ => vec![(1, 256, 5), (7, 256, 67), (33, 512, 70)],
+        1 => vec![(1, 45, 3), (7, 96, 67), (33, 130, 70), (300, 100, 130)],
+        32 => vec![(1, 32, 5), (7, 96, 67), (33, 160, 70), (300, 96, 130)],
+        _ => vec![(1, 256, 5), (7, 256, 67), (33, 512, 70), (300, 512, 130)],
     }
 }
 
@@ -123,7 +124,7 @@ pub fn run_checks<R: crate::kld::KldReduce>(
     let mut rows = Vec::new();
     let mut rng = Rng::new(opts.seed);
 
-    // Matmul over every weight type, both kernel variants, plus the statistics pass.
+    // Matmul over every weight type: the register kernel and the hardware (SGEMM) tiles.
     for t in kernels::WEIGHT_TYPES {
         for (m, k, n) in matmul_shapes(t) {
             let wb = random_weight_bytes(&mut rng, t, k, n);
@@ -136,29 +137,45 @@ pub fn run_checks<R: crate::kld::KldReduce>(
             let rx = r.upload(&x, m, k);
             let gx = gpu.upload(&x, m, k);
             let want = r.download(&r.matmul(&rx, &rw, None));
-            let reg = gpu.download(&gpu.matmul_with(&gx, &gw, MatmulVariant::Register));
-            rows.push(CheckRow::nmse(
-                "matmul/register",
-                t.name(),
-                shape.clone(),
-                nmse(&reg, &want),
-            ));
-            if check_tiled(gpu, t) {
-                let til = gpu.download(&gpu.matmul_with(&gx, &gw, MatmulVariant::Tiled));
+            let mut run = |variant: MatmulVariant| {
+                let got = gpu.download(&gpu.matmul_with(&gx, &gw, variant));
+                let op = format!("matmul/{}", variant.name());
                 rows.push(CheckRow::nmse(
-                    "matmul/tiled",
+                    &op,
                     t.name(),
                     shape.clone(),
-                    nmse(&til, &want),
+                    nmse(&got, &want),
                 ));
-                // Same per-32 partial sums in the same order: the variants must agree bit for bit.
+                got
+            };
+            run(MatmulVariant::Register);
+            let few = run(MatmulVariant::TiledFew);
+            if check_tiled(gpu, t) {
+                // Same summation order in every tile: the tiles must agree bit for bit.
+                let many = run(MatmulVariant::TiledMany);
                 rows.push(CheckRow::exact(
-                    "matmul tiled=register",
+                    "matmul tiled-many=tiled-few",
+                    t.name(),
+                    shape.clone(),
+                    bits_equal(&many, &few),
+                    nmse(&many, &few),
+                    "vs tiled-few",
+                ));
+            }
+            if m > 3 {
+                // Three rows from the middle alone (the default tiled choice for 3 tokens): a
+                // row's bits must not depend on the batch.
+                let r0 = m / 2;
+                let part = gpu.upload(&x[r0 * k..(r0 + 3) * k], 3, k);
+                let alone = gpu.download(&gpu.matmul_with(&part, &gw, MatmulVariant::Tiled));
+                let batch = &few[r0 * n..(r0 + 3) * n];
+                rows.push(CheckRow::exact(
+                    "matmul/tiled 3 rows alone",
                     t.name(),
                     shape,
-                    bits_equal(&reg, &til),
-                    nmse(&til, &reg),
-                    "vs register",
+                    bits_equal(&alone, batch),
+                    nmse(&alone, batch),
+                    &format!("vs rows {r0}..{} of {m}", r0 + 3),
                 ));
             }
         }
@@ -368,10 +385,10 @@ fn check_quant_kernels(gpu: &GpuBackend) -> Result<Vec<CheckRow>> {
     Ok(rows)
 }
 
-/// On CPU adapters (llvmpipe) the tiled kernel takes ~20 s per weight type to compile (barriers
-/// become coroutines there) and is never used, so it is checked on three types only: its tiling is
-/// type-independent and `dq32` is covered for every type by the register kernel. Hardware GPUs
-/// check it on every type.
+/// On CPU adapters (llvmpipe) the many-token SGEMM tile is slow to compile (barriers become
+/// coroutines there) and is never used by default, so it is checked on three types only: its
+/// tiling is type-independent, and the few-token tile (the same shader with other constants)
+/// covers `dq32` in it for every type. Hardware GPUs check both tiles on every type.
 pub const TILED_TYPES_ON_CPU_ADAPTERS: [GgmlType; 3] =
     [GgmlType::F16, GgmlType::Q4_1, GgmlType::Q6K];
 

@@ -24,8 +24,14 @@ use wgpu::util::DeviceExt;
 pub enum MatmulVariant {
     /// Register-blocked, no barriers (CPU adapters such as llvmpipe).
     Register,
-    /// Workgroup-shared tiles (hardware GPUs).
+    /// SGEMM tiles in workgroup memory (hardware GPUs): the few-token tile for up to
+    /// `matmul_sgemm::FEW_TOKENS` tokens, the many-token tile above. Both sum each output in the
+    /// same order, so the choice never changes bits.
     Tiled,
+    /// The many-token SGEMM tile whatever the token count (conformance, tests, benches).
+    TiledMany,
+    /// The few-token SGEMM tile whatever the token count.
+    TiledFew,
 }
 
 impl MatmulVariant {
@@ -33,6 +39,8 @@ impl MatmulVariant {
         match self {
             MatmulVariant::Register => "register",
             MatmulVariant::Tiled => "tiled",
+            MatmulVariant::TiledMany => "tiled-many",
+            MatmulVariant::TiledFew => "tiled-few",
         }
     }
 }
