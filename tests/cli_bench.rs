@@ -97,7 +97,10 @@ fn tiny_bench_gives_positive_finite_figures_in_json() {
     assert_eq!(im["chunks"], 2);
     assert_eq!(im["tokens"], 64);
     positive(&im["tokens_per_second"], "imatrix tokens/s");
-    positive(&im["tokens_per_second_with_load"], "imatrix tokens/s with load");
+    positive(
+        &im["tokens_per_second_with_load"],
+        "imatrix tokens/s with load",
+    );
     positive(&im["ppl"], "imatrix ppl");
     assert_eq!(im["counted"]["passes"], 1, "2 chunks share one pass");
     for k in [
@@ -106,9 +109,15 @@ fn tiny_bench_gives_positive_finite_figures_in_json() {
         "bytes_read_back_per_token",
     ] {
         let c = &im["counted"][k];
-        assert!(c.is_null() || c.as_f64().is_some_and(|x| x.is_finite() && x >= 0.0), "{k}: {c}");
+        assert!(
+            c.is_null() || c.as_f64().is_some_and(|x| x.is_finite() && x >= 0.0),
+            "{k}: {c}"
+        );
     }
-    assert_eq!(im["llama_cpp"]["source"], "none", "no anchor for a synthetic model");
+    assert_eq!(
+        im["llama_cpp"]["source"], "none",
+        "no anchor for a synthetic model"
+    );
 
     let kld = &v["kld"];
     assert_eq!(kld["tokens"], 64);
@@ -127,10 +136,18 @@ fn bad_flags_and_files_are_clear_errors() {
     let base = ["--quiet", "--device", "cpu", "bench"];
     let cases: &[(&[&str], &[(&str, &str)], &str)] = &[
         (&["--matmul-shape", "16x64"], &[], "--matmul-shape"),
-        (&["--matmul-shape", "0x64x64"], &[], "three positive numbers"),
+        (
+            &["--matmul-shape", "0x64x64"],
+            &[],
+            "three positive numbers",
+        ),
         (&["--types", "Q9_9"], &[], "--types \"Q9_9\""),
         (&["--only", "speed"], &[], "--only \"speed\""),
-        (&["--model", "/nonexistent/m.gguf"], &[], "/nonexistent/m.gguf"),
+        (
+            &["--model", "/nonexistent/m.gguf"],
+            &[],
+            "/nonexistent/m.gguf",
+        ),
         (&["--synthetic", "gpt5"], &[], "unknown shape"),
         (&["--seconds", "0"], &[], "--seconds"),
         (&["--chunks", "0"], &[], "--chunks 0"),
@@ -171,5 +188,8 @@ fn bad_flags_and_files_are_clear_errors() {
         &[],
     );
     assert!(!ok);
-    assert!(stderr.contains("IQ4_NL") && stderr.contains("supported"), "{stderr}");
+    assert!(
+        stderr.contains("IQ4_NL") && stderr.contains("supported"),
+        "{stderr}"
+    );
 }

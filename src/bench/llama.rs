@@ -83,13 +83,7 @@ fn timed(cmd: &mut Command, log: &Path) -> Result<f64> {
     Ok(secs)
 }
 
-fn anchors(
-    out: &Out,
-    list: &[(f64, &str)],
-    ours: f64,
-    applies: bool,
-    what: &str,
-) -> Value {
+fn anchors(out: &Out, list: &[(f64, &str)], ours: f64, applies: bool, what: &str) -> Value {
     if !applies {
         out.line(&format!(
             "llama.cpp: no recorded {what} anchor for this model/context (set LLAMA_CPP_BIN to a llama.cpp build to time it here)"

@@ -228,10 +228,8 @@ impl WorkDir {
                     .map(|d| d.subsec_nanos())
                     .unwrap_or(0);
                 (
-                    std::env::temp_dir().join(format!(
-                        "wquant-bench-{}-{nanos}",
-                        std::process::id()
-                    )),
+                    std::env::temp_dir()
+                        .join(format!("wquant-bench-{}-{nanos}", std::process::id())),
                     true,
                 )
             }
@@ -366,9 +364,7 @@ fn random_weight_bytes(rng: &mut Rng, t: GgmlType, ne0: usize, rows: usize) -> V
     let n = row_bytes * rows;
     let f16 = |v: f32| crate::quant::f2h(v).to_le_bytes();
     match t {
-        GgmlType::F32 => (0..n / 4)
-            .flat_map(|_| rng.f32().to_le_bytes())
-            .collect(),
+        GgmlType::F32 => (0..n / 4).flat_map(|_| rng.f32().to_le_bytes()).collect(),
         GgmlType::F16 => (0..n / 2).flat_map(|_| f16(rng.f32())).collect(),
         GgmlType::BF16 => (0..n / 2)
             .flat_map(|_| ((rng.f32().to_bits() >> 16) as u16).to_le_bytes())
@@ -553,7 +549,11 @@ fn prepare_model(o: &BenchOptions, out: &Out, work: &Path) -> Result<BenchModel>
                     "(converting the demo model to F32 into {})",
                     p.display()
                 ));
-                crate::convert::convert_file(&dir.join("smollm2-135m-q4_1.gguf"), &p, GgmlType::F32)?;
+                crate::convert::convert_file(
+                    &dir.join("smollm2-135m-q4_1.gguf"),
+                    &p,
+                    GgmlType::F32,
+                )?;
                 p
             };
             (path, "SmolLM2-135M F32 (demo assets)".to_string(), true)
@@ -601,8 +601,9 @@ fn prepare_model(o: &BenchOptions, out: &Out, work: &Path) -> Result<BenchModel>
     if let ModelChoice::Synthetic(..) = o.model {
         if o.text.is_none() {
             let mut rng = Rng::new(7);
-            let mut ids =
-                |n: usize| -> Vec<u32> { (0..n).map(|_| rng.below(config.n_vocab) as u32).collect() };
+            let mut ids = |n: usize| -> Vec<u32> {
+                (0..n).map(|_| rng.below(config.n_vocab) as u32).collect()
+            };
             return Ok(BenchModel {
                 path,
                 what,

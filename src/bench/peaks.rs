@@ -40,18 +40,20 @@ pub fn peak_of(adapter_name: &str) -> Option<Peak> {
     let n = adapter_name.to_ascii_lowercase();
     // "NVIDIA A100" must not match "NVIDIA A10", nor "NVIDIA L40S" "NVIDIA L4": those keys
     // need the name to end or continue with a non-alphanumeric character after them.
-    TABLE.iter().find_map(|&(key, name, f32_tflops, f16_tflops)| {
-        let at = n.find(key)?;
-        let next = n[at + key.len()..].chars().next();
-        if next.is_some_and(|c| c.is_ascii_alphanumeric()) {
-            return None;
-        }
-        Some(Peak {
-            name,
-            f32_tflops,
-            f16_tflops,
+    TABLE
+        .iter()
+        .find_map(|&(key, name, f32_tflops, f16_tflops)| {
+            let at = n.find(key)?;
+            let next = n[at + key.len()..].chars().next();
+            if next.is_some_and(|c| c.is_ascii_alphanumeric()) {
+                return None;
+            }
+            Some(Peak {
+                name,
+                f32_tflops,
+                f16_tflops,
+            })
         })
-    })
 }
 
 #[cfg(test)]

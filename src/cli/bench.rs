@@ -74,8 +74,11 @@ fn options(g: &super::GlobalArgs, a: Args) -> Result<BenchOptions> {
             a.types
                 .iter()
                 .map(|n| {
-                    GgmlType::from_name(&n.to_ascii_uppercase())
-                        .ok_or_else(|| anyhow::anyhow!("--types {n:?}: not a ggml type name (e.g. F32, Q8_0, Q4_K)"))
+                    GgmlType::from_name(&n.to_ascii_uppercase()).ok_or_else(|| {
+                        anyhow::anyhow!(
+                            "--types {n:?}: not a ggml type name (e.g. F32, Q8_0, Q4_K)"
+                        )
+                    })
                 })
                 .collect::<Result<Vec<_>>>()?,
         )
