@@ -2,7 +2,7 @@
 //! scale first (dequantize_row_iq4_nl). The block search (quantize_row_iq4_nl_impl) is shared
 //! with IQ4_XS, which runs it over 256-value super-blocks.
 use super::search::{nearest_int, GROUP_MAX_EPS};
-use super::{f2h, h2f, BlockType};
+use super::{f2h, h2f, BlockType, Wgsl};
 use crate::gguf::GgmlType;
 
 pub const BLOCK_BYTES: usize = 18;
@@ -200,6 +200,10 @@ pub const BLOCK: BlockType = BlockType {
     quantize: Some(quantize),
     uses_importance: true,
     f16_fields: &[0],
-    wgsl_dequantize: None,
+    wgsl_dequantize: Some(Wgsl {
+        file: "dq_iq4.wgsl",
+        source: include_str!("../../shaders/dq_iq4.wgsl"),
+        consts: "const XS = false;",
+    }),
     gpu_quantize: None,
 };

@@ -2,7 +2,7 @@
 //! block scales (dequantize_row_iq4_xs): d, scales_h (u16, 2 high bits per block), scales_l
 //! (4 low bits per block), then 128 bytes of indices.
 use super::iq4_nl::{quantize_super, KVALUES_IQ4NL};
-use super::{h2f, BlockType};
+use super::{h2f, BlockType, Wgsl};
 use crate::gguf::GgmlType;
 
 pub const BLOCK_BYTES: usize = 136;
@@ -53,6 +53,10 @@ pub const BLOCK: BlockType = BlockType {
     quantize: Some(quantize),
     uses_importance: true,
     f16_fields: &[0],
-    wgsl_dequantize: None,
+    wgsl_dequantize: Some(Wgsl {
+        file: "dq_iq4.wgsl",
+        source: include_str!("../../shaders/dq_iq4.wgsl"),
+        consts: "const XS = true;",
+    }),
     gpu_quantize: None,
 };

@@ -3,7 +3,7 @@
 use super::search::{
     make_qkx2_quants_mad, make_qkx3_quants, make_qp_quants, nearest_int, KxSearch,
 };
-use super::{f2h, h2f, BlockType};
+use super::{f2h, h2f, BlockType, Wgsl};
 use crate::gguf::GgmlType;
 
 pub const BLOCK_BYTES: usize = 84;
@@ -172,6 +172,10 @@ pub const BLOCK: BlockType = BlockType {
     quantize: Some(quantize),
     uses_importance: true,
     f16_fields: &[80, 82],
-    wgsl_dequantize: None,
+    wgsl_dequantize: Some(Wgsl {
+        file: "dq_q2_k.wgsl",
+        source: include_str!("../../shaders/dq_q2_k.wgsl"),
+        consts: "",
+    }),
     gpu_quantize: None,
 };

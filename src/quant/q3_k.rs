@@ -2,7 +2,7 @@
 //! bit in hmask, sixteen 6-bit signed sub-block scales (+32) packed in 12 bytes, f16 d last
 //! (block_q3_K: hmask[32], qs[64], scales[12], d).
 use super::search::{make_q3_quants, make_qx_quants, nearest_int, requantize_sym16};
-use super::{f2h, h2f, BlockType};
+use super::{f2h, h2f, BlockType, Wgsl};
 use crate::gguf::GgmlType;
 
 pub const BLOCK_BYTES: usize = 110;
@@ -177,6 +177,10 @@ pub const BLOCK: BlockType = BlockType {
     quantize: Some(quantize),
     uses_importance: true,
     f16_fields: &[108],
-    wgsl_dequantize: None,
+    wgsl_dequantize: Some(Wgsl {
+        file: "dq_q3_k.wgsl",
+        source: include_str!("../../shaders/dq_q3_k.wgsl"),
+        consts: "",
+    }),
     gpu_quantize: None,
 };

@@ -6,13 +6,14 @@
 //! Statistics and the two matmul variants are also checked for exact (bit) equality where the
 //! kernels promise it.
 
+pub mod attention;
 pub mod gen;
 pub mod host_ref;
 pub mod kld;
 pub mod quant_cases;
 
 use crate::backend::gpu::{kernels, GpuBackend, MatmulVariant};
-use crate::backend::{AttnParams, Backend, RopeParams, StatsHost, WeightSource};
+use crate::backend::{Backend, RopeParams, StatsHost, WeightSource};
 use crate::gguf::{GgmlType, GgufFile};
 use crate::util::rng::Rng;
 use anyhow::{Context, Result};
@@ -252,42 +253,8 @@ pub fn run_checks<R: crate::kld::KldReduce>(
         ));
     }
 
-    // Attention: causal per sequence, GQA.
-    for (n_head, n_head_kv, hd, seq, nseq) in [
-        (4usize, 4usize, 16usize, 7usize, 1usize),
-        (9, 3, 64, 11, 2),
-        (6, 2, 24, 5, 3),
-    ] {
-        let m = seq * nseq;
-        let q = rng.vec(m * n_head * hd, 1.5);
-        let k = rng.vec(m * n_head_kv * hd, 1.5);
-        let v = rng.vec(m * n_head_kv * hd, 1.0);
-        let p = AttnParams {
-            n_head,
-            n_head_kv,
-            head_dim: hd,
-            seq_len: seq,
-            scale: 1.0 / (hd as f32).sqrt(),
-        };
-        let want = r.download(&r.attention(
-            &r.upload(&q, m, n_head * hd),
-            &r.upload(&k, m, n_head_kv * hd),
-            &r.upload(&v, m, n_head_kv * hd),
-            &p,
-        ));
-        let got = gpu.download(&gpu.attention(
-            &gpu.upload(&q, m, n_head * hd),
-            &gpu.upload(&k, m, n_head_kv * hd),
-            &gpu.upload(&v, m, n_head_kv * hd),
-            &p,
-        ));
-        rows.push(CheckRow::nmse(
-            "attention",
-            "-",
-            format!("{m} rows, {n_head}/{n_head_kv} heads x{hd}, seq {seq}"),
-            nmse(&got, &want),
-        ));
-    }
+    // Attention: both kernels, causal per sequence, GQA; the flash kernel's batch independence.
+    rows.extend(attention::check_attention(gpu, r, &mut rng));
 
     // Element-wise ops and MoE row movement.
     for (m, k) in [(3usize, 77usize), (17, 1536)] {

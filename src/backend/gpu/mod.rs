@@ -382,6 +382,20 @@ impl GpuBackend {
         }
     }
 
+    /// Attention with an explicit kernel (conformance checks both on every adapter).
+    pub fn attention_with(
+        &self,
+        q: &GpuTensor,
+        k: &GpuTensor,
+        v: &GpuTensor,
+        p: &AttnParams,
+        variant: kernels::attention::AttentionVariant,
+    ) -> GpuTensor {
+        let o = self.alloc(q.rows, q.cols);
+        kernels::attention::run_with(&self.ctx, variant, q, k, v, p, &o);
+        o
+    }
+
     /// y = x·Wᵀ with an explicit kernel variant (the conformance suite checks both).
     pub fn matmul_with(&self, x: &GpuTensor, w: &GpuWeight, variant: MatmulVariant) -> GpuTensor {
         assert_eq!(
@@ -474,9 +488,8 @@ impl Backend for GpuBackend {
     }
 
     fn attention(&self, q: &GpuTensor, k: &GpuTensor, v: &GpuTensor, p: &AttnParams) -> GpuTensor {
-        let o = self.alloc(q.rows, q.cols);
-        kernels::attention::run(&self.ctx, q, k, v, p, &o);
-        o
+        let variant = kernels::attention::AttentionVariant::for_adapter(&self.ctx);
+        self.attention_with(q, k, v, p, variant)
     }
 
     fn silu_mul(&self, g: &GpuTensor, u: &GpuTensor) -> GpuTensor {

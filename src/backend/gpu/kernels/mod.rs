@@ -5,6 +5,7 @@
 pub mod add;
 pub mod add_bias;
 pub mod attention;
+pub mod attention_flash;
 pub mod gather_rows;
 pub mod get_rows;
 pub mod matmul;
@@ -100,6 +101,7 @@ pub fn all_sources() -> Vec<(String, String)> {
     v.push(("rms_norm.wgsl".into(), rms_norm::SHADER.into()));
     v.push(("rope.wgsl".into(), rope::SHADER.into()));
     v.push(("attention.wgsl".into(), attention::SHADER.into()));
+    v.extend(attention_flash::sources());
     v.push(("silu_mul.wgsl".into(), silu_mul::SHADER.into()));
     v.push(("add.wgsl".into(), add::SHADER.into()));
     v.push(("add_bias.wgsl".into(), add_bias::SHADER.into()));
@@ -127,6 +129,7 @@ pub fn shader_files() -> Vec<&'static str> {
         "rms_norm.wgsl",
         "rope.wgsl",
         "attention.wgsl",
+        "attention_flash.wgsl",
         "silu_mul.wgsl",
         "add.wgsl",
         "add_bias.wgsl",
