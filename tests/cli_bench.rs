@@ -171,7 +171,8 @@ fn bad_flags_and_files_are_clear_errors() {
         assert!(stderr.contains(want), "{args:?}: {stderr}");
         assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
     }
-    // A weight type the GPU kernels lack is named with the supported list.
+    // A weight type the device has no matmul for (Q8_K: llama.cpp's intermediate type) is
+    // named with the supported list.
     let (ok, _, stderr) = wquant(
         &[
             "--quiet",
@@ -181,7 +182,7 @@ fn bad_flags_and_files_are_clear_errors() {
             "--only",
             "matmul",
             "--types",
-            "IQ4_NL",
+            "Q8_K",
             "--matmul-shape",
             "8x256x8",
         ],
@@ -189,7 +190,7 @@ fn bad_flags_and_files_are_clear_errors() {
     );
     assert!(!ok);
     assert!(
-        stderr.contains("IQ4_NL") && stderr.contains("supported"),
+        stderr.contains("Q8_K") && stderr.contains("supported"),
         "{stderr}"
     );
 }
