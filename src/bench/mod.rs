@@ -179,8 +179,12 @@ impl BenchDevice for GpuBackend {
         Some(self.ctx.dev.info.name.clone())
     }
     fn counters(&self) -> Option<DeviceCounters> {
-        // WIRE HERE: the GPU recording counters (branch `rec` adds submits, readbacks and bytes
-        // read back to `Ctx`). Until they are on main, the figures print as n/a.
+        // WIRE HERE: the GPU recording counters (branch `rec` adds them to `Ctx`). Once merged:
+        //   let c = self.ctx.counters();
+        //   Some(DeviceCounters { submits: c.submits, readbacks: c.readbacks,
+        //                         bytes_read_back: c.bytes_read })
+        // (readings are differenced around each measured run, so they must not be reset inside
+        // a pass). Until then the figures print as n/a.
         None
     }
     fn matmul_types(&self) -> Vec<GgmlType> {
