@@ -177,6 +177,15 @@ pub trait Backend {
     fn stats_new(&self, n_cols: usize) -> Self::Stats;
     fn stats_read(&self, s: &Self::Stats) -> StatsHost;
 
+    /// −log softmax(row i)[targets[i]] of `[targets.len(), n_vocab]` logits (perplexity,
+    /// imatrix's running PPL); NaN for a row that holds a non-finite logit. The default
+    /// downloads the logits and runs the CPU reference (`cpu::nll`); the GPU reduces each row on
+    /// the device and reads back 16 bytes per token.
+    fn token_nlls(&self, logits: &Self::Tensor, targets: &[u32]) -> Vec<f64> {
+        let (_, n_vocab) = self.shape(logits);
+        cpu::nll::token_nlls(&self.download(logits), n_vocab, targets)
+    }
+
     /// What the memory planner needs to know; None: weights live in host memory, plan nothing.
     fn device_memory(&self) -> Option<DeviceMemory> {
         None

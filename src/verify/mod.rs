@@ -10,6 +10,7 @@ pub mod attention;
 pub mod gen;
 pub mod host_ref;
 pub mod kld;
+pub mod nll;
 pub mod quant_cases;
 
 use crate::backend::gpu::{kernels, GpuBackend, MatmulVariant};
@@ -316,6 +317,8 @@ pub fn run_checks<R: crate::kld::KldReduce>(
     if let Some(path) = &opts.model {
         rows.extend(check_real_model(gpu, r, path, &mut rng)?);
     }
+    // Per-token NLL (perplexity): its bound is in verify::nll.
+    rows.extend(crate::verify::nll::check_nll(gpu, r, &mut rng));
     Ok(rows)
 }
 

@@ -14,6 +14,7 @@
 //!   thread count and the batch size; it differs from the reference by rounding only.
 
 mod gemm;
+pub mod nll;
 
 use super::{AttnParams, Backend, RopeParams, StatsHost, WeightSource};
 use crate::quant::dequantize_row;

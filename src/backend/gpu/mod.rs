@@ -38,6 +38,16 @@ pub struct Ctx {
     pub dev: GpuDevice,
     pub pool: Arc<Pool>,
     pipelines: Mutex<HashMap<String, Arc<wgpu::ComputePipeline>>>,
+    /// Bytes copied back to the host since the last `reset_counters`.
+    bytes_read: std::sync::atomic::AtomicU64,
+}
+
+/// What a `Ctx` did since its last `reset_counters` (a minimal stand-in, readbacks only, until
+/// the recording layer's full counters land).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counters {
+    /// Bytes read back to the host.
+    pub bytes_read: u64,
 }
 
 impl Ctx {
@@ -178,12 +188,26 @@ impl Ctx {
         b
     }
 
+    /// What was done since the last `reset_counters`.
+    pub fn counters(&self) -> Counters {
+        Counters {
+            bytes_read: self.bytes_read.load(std::sync::atomic::Ordering::Relaxed),
+        }
+    }
+
+    pub fn reset_counters(&self) {
+        self.bytes_read
+            .store(0, std::sync::atomic::Ordering::Relaxed);
+    }
+
     /// Copy the first `n_words` words of `buf` back to the host (waits for the queue).
     pub fn read_u32(&self, buf: &wgpu::Buffer, n_words: usize) -> Vec<u32> {
         if n_words == 0 {
             return Vec::new();
         }
         let bytes = (n_words * 4) as u64;
+        self.bytes_read
+            .fetch_add(bytes, std::sync::atomic::Ordering::Relaxed);
         let d = &self.dev.device;
         let staging = d.create_buffer(&wgpu::BufferDescriptor {
             label: Some("readback"),
@@ -288,6 +312,7 @@ impl GpuBackend {
                 dev,
                 pool,
                 pipelines: Mutex::new(HashMap::new()),
+                bytes_read: Default::default(),
             },
             matmul_variant: variant,
         }
@@ -533,6 +558,10 @@ impl Backend for GpuBackend {
             sum: w[k..2 * k].iter().map(|&b| f32::from_bits(b)).collect(),
             count: w[2 * k] as u64 | ((w[2 * k + 1] as u64) << 32),
         }
+    }
+
+    fn token_nlls(&self, logits: &GpuTensor, targets: &[u32]) -> Vec<f64> {
+        kernels::nll::run(&self.ctx, logits, targets)
     }
 
     fn device_memory(&self) -> Option<DeviceMemory> {

@@ -12,6 +12,7 @@ pub mod matmul;
 pub mod matmul_tiled;
 pub mod matmul_unrolled;
 pub mod mm_stats;
+pub mod nll;
 pub mod quant_block;
 pub mod rms_norm;
 pub mod rope;
@@ -107,6 +108,7 @@ pub fn all_sources() -> Vec<(String, String)> {
     v.push(("add_bias.wgsl".into(), add_bias::SHADER.into()));
     v.push(("gather_rows.wgsl".into(), gather_rows::SHADER.into()));
     v.push(("scatter_add.wgsl".into(), scatter_add::SHADER.into()));
+    v.push(("nll.wgsl".into(), nll::source()));
     for t in quant_block::TYPES {
         v.push((
             format!("quant+{t}"),
@@ -135,6 +137,8 @@ pub fn shader_files() -> Vec<&'static str> {
         "add_bias.wgsl",
         "gather_rows.wgsl",
         "scatter_add.wgsl",
+        "lse_common.wgsl",
+        "nll.wgsl",
         "quant_common.wgsl",
     ];
     for b in quant::BLOCK_TYPES {
