@@ -134,7 +134,9 @@ fn tiny_bench_gives_positive_finite_figures_in_json() {
 #[test]
 fn bad_flags_and_files_are_clear_errors() {
     let base = ["--quiet", "--device", "cpu", "bench"];
-    let cases: &[(&[&str], &[(&str, &str)], &str)] = &[
+    // (flags, environment, what the error must say)
+    type Case<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], &'a str);
+    let cases: &[Case] = &[
         (&["--matmul-shape", "16x64"], &[], "--matmul-shape"),
         (
             &["--matmul-shape", "0x64x64"],
