@@ -9,7 +9,7 @@
 //! and resuming (`--in-file` + `--chunk K`) adds the same per-chunk partial sums in the same
 //! order as an uninterrupted run.
 
-use super::collector::{StatsCollector, MIN_STATS_ROWS};
+use super::collector::{HostStats, StatsCollector, MIN_STATS_ROWS};
 use super::file::Imatrix;
 use crate::backend::Backend;
 use crate::model::ModelRunner;
@@ -115,20 +115,13 @@ impl std::fmt::Display for NonFinite {
 
 impl std::error::Error for NonFinite {}
 
-/// Fold sequence `seq`'s statistics (one chunk) into `im`, checking that they are finite.
-fn fold<B: Backend>(
-    b: &B,
-    im: &mut Imatrix,
-    sc: &StatsCollector<B::Stats>,
-    seq: usize,
-) -> Result<()> {
-    for (name, slots) in sc.of_seq(seq) {
-        let experts: Vec<(Vec<f32>, Vec<f32>, u64)> = slots
+/// Fold sequence `seq`'s statistics (one chunk) of a pass's `stats` into `im`, checking that
+/// they are finite.
+fn fold(im: &mut Imatrix, stats: &HostStats, seq: usize) -> Result<()> {
+    for (name, per_seq) in stats {
+        let experts: Vec<(Vec<f32>, Vec<f32>, u64)> = per_seq[seq]
             .iter()
-            .map(|s| {
-                let h = b.stats_read(s);
-                (h.sum2, h.sum, h.count)
-            })
+            .map(|h| (h.sum2.clone(), h.sum.clone(), h.count))
             .collect();
         if experts
             .iter()
@@ -241,6 +234,8 @@ pub fn collect<B: Backend>(
             interrupted = true;
             break;
         }
+        // Every statistic of the pass in one readback.
+        let stats = sc.read(b);
         for (j, v) in nlls.iter().enumerate() {
             let mut running = None;
             if o.compute_ppl {
@@ -251,7 +246,7 @@ pub fn collect<B: Backend>(
                 count += v.len();
                 running = Some((nll_sum / count as f64).exp());
             }
-            if let Err(e) = fold(b, &mut im, &sc, j) {
+            if let Err(e) = fold(&mut im, &stats, j) {
                 if e.downcast_ref::<NonFinite>().is_some() {
                     let chunk = &batch[j * n_ctx..(j + 1) * n_ctx];
                     let located = model.non_finite_error(b, chunk, n_ctx, i + j + 1);

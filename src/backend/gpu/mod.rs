@@ -6,7 +6,9 @@ pub mod device;
 pub mod kernels;
 pub mod pool;
 
-use crate::backend::{AttnParams, Backend, DeviceMemory, RopeParams, StatsHost, WeightSource};
+use crate::backend::{
+    AttnParams, Backend, DeviceMemory, RopeParams, StatsHost, StatsRows, WeightSource,
+};
 use crate::gguf::GgmlType;
 use anyhow::{bail, Result};
 use device::{DeviceSpec, GpuDevice};
@@ -20,8 +22,14 @@ use wgpu::util::DeviceExt;
 pub enum MatmulVariant {
     /// Register-blocked, no barriers (CPU adapters such as llvmpipe).
     Register,
-    /// Workgroup-shared tiles (hardware GPUs).
+    /// SGEMM tiles in workgroup memory (hardware GPUs): the few-token tile for up to
+    /// `matmul_sgemm::FEW_TOKENS` tokens, the many-token tile above. Both sum each output in the
+    /// same order, so the choice never changes bits.
     Tiled,
+    /// The many-token SGEMM tile whatever the token count (conformance, tests, benches).
+    TiledMany,
+    /// The few-token SGEMM tile whatever the token count.
+    TiledFew,
 }
 
 impl MatmulVariant {
@@ -29,6 +37,8 @@ impl MatmulVariant {
         match self {
             MatmulVariant::Register => "register",
             MatmulVariant::Tiled => "tiled",
+            MatmulVariant::TiledMany => "tiled-many",
+            MatmulVariant::TiledFew => "tiled-few",
         }
     }
 }
@@ -279,15 +289,20 @@ impl Drop for GpuWeight {
     }
 }
 
-/// Σx², Σx per input column and the row count, on the device (layout in shaders/mm_stats.wgsl).
+/// Statistics of `n_slots` slots on the device: slot s holds Σx² (`n_cols` f32) then Σx at word
+/// `s · 2 · n_cols` (shaders/mm_stats.wgsl); the row counts are known on the host.
 pub struct GpuStats {
     pub(crate) buf: PooledBuffer,
     pub n_cols: usize,
+    pub n_slots: usize,
+    pub(crate) counts: Vec<u64>,
 }
 
 pub struct GpuBackend {
     pub ctx: Ctx,
     pub matmul_variant: MatmulVariant,
+    /// Statistics dispatches and readbacks so far.
+    pub stats_counts: kernels::mm_stats::StatsCounts,
 }
 
 impl GpuBackend {
@@ -315,6 +330,7 @@ impl GpuBackend {
                 bytes_read: Default::default(),
             },
             matmul_variant: variant,
+            stats_counts: Default::default(),
         }
     }
 
@@ -496,7 +512,12 @@ impl Backend for GpuBackend {
 
     fn matmul(&self, x: &GpuTensor, w: &GpuWeight, stats: Option<&mut GpuStats>) -> GpuTensor {
         if let Some(s) = stats {
-            kernels::mm_stats::run(&self.ctx, x, 0, x.rows, s);
+            let all = StatsRows {
+                row0: 0,
+                n: x.rows,
+                slot: 0,
+            };
+            self.stats_add(x, &[all], s);
         }
         self.matmul_with(x, w, self.matmul_variant)
     }
@@ -541,27 +562,43 @@ impl Backend for GpuBackend {
         kernels::scatter_add::run(&self.ctx, dst, src, idx, scale);
     }
 
-    fn stats_add_rows(&self, x: &GpuTensor, row0: usize, n: usize, s: &mut GpuStats) {
-        kernels::mm_stats::run(&self.ctx, x, row0, n, s);
+    fn stats_add(&self, x: &GpuTensor, runs: &[StatsRows], s: &mut GpuStats) {
+        kernels::mm_stats::run(&self.ctx, &self.stats_counts, x, runs, s);
     }
 
-    fn stats_new(&self, n_cols: usize) -> GpuStats {
-        let buf = self.ctx.upload_u32(&vec![0u32; 2 * n_cols + 2]);
-        GpuStats { buf, n_cols }
-    }
-
-    fn stats_read(&self, s: &GpuStats) -> StatsHost {
-        let w = self.ctx.read_u32(s.buf.buffer(), 2 * s.n_cols + 2);
-        let k = s.n_cols;
-        StatsHost {
-            sum2: w[..k].iter().map(|&b| f32::from_bits(b)).collect(),
-            sum: w[k..2 * k].iter().map(|&b| f32::from_bits(b)).collect(),
-            count: w[2 * k] as u64 | ((w[2 * k + 1] as u64) << 32),
+    fn stats_new(&self, n_cols: usize, n_slots: usize) -> GpuStats {
+        let buf = self.ctx.upload_u32(&vec![0u32; 2 * n_cols * n_slots]);
+        GpuStats {
+            buf,
+            n_cols,
+            n_slots,
+            counts: vec![0; n_slots],
         }
     }
 
     fn token_nlls(&self, logits: &GpuTensor, targets: &[u32]) -> Vec<f64> {
         kernels::nll::run(&self.ctx, logits, targets)
+    }
+
+    fn stats_read(&self, sets: &[&GpuStats]) -> Vec<Vec<StatsHost>> {
+        let words = kernels::mm_stats::read_all(&self.ctx, &self.stats_counts, sets);
+        let f = |w: &[u32]| w.iter().map(|&b| f32::from_bits(b)).collect::<Vec<f32>>();
+        sets.iter()
+            .zip(&words)
+            .map(|(s, w)| {
+                let k = s.n_cols;
+                (0..s.n_slots)
+                    .map(|j| {
+                        let at = &w[j * 2 * k..(j + 1) * 2 * k];
+                        StatsHost {
+                            sum2: f(&at[..k]),
+                            sum: f(&at[k..]),
+                            count: s.counts[j],
+                        }
+                    })
+                    .collect()
+            })
+            .collect()
     }
 
     fn device_memory(&self) -> Option<DeviceMemory> {

@@ -9,7 +9,7 @@ pub mod attention_flash;
 pub mod gather_rows;
 pub mod get_rows;
 pub mod matmul;
-pub mod matmul_tiled;
+pub mod matmul_sgemm;
 pub mod matmul_unrolled;
 pub mod mm_stats;
 pub mod nll;
@@ -91,7 +91,16 @@ pub fn all_sources() -> Vec<(String, String)> {
     let mut v = Vec::new();
     for t in WEIGHT_TYPES {
         v.push((format!("matmul.wgsl+{t}"), matmul::source(t)));
-        v.push((format!("matmul_tiled.wgsl+{t}"), matmul_tiled::source(t)));
+        // Every tile shape, x read as vec4s and as floats.
+        let tiles = matmul_sgemm::MANY_TILES
+            .into_iter()
+            .chain([matmul_sgemm::FEW_TILE, matmul_sgemm::FALLBACK_TILE]);
+        for (i, tile) in tiles.enumerate() {
+            v.push((
+                format!("matmul_sgemm.wgsl+{t}+{}", tile.key()),
+                matmul_sgemm::source(t, tile, i % 2 == 0),
+            ));
+        }
         v.push((
             format!("matmul_unrolled.wgsl+{t}"),
             matmul_unrolled::source(t),
@@ -124,7 +133,7 @@ pub fn shader_files() -> Vec<&'static str> {
     let mut v = vec![
         "wbytes.wgsl",
         "matmul.wgsl",
-        "matmul_tiled.wgsl",
+        "matmul_sgemm.wgsl",
         "matmul_unrolled.wgsl",
         "get_rows.wgsl",
         "mm_stats.wgsl",
