@@ -105,7 +105,7 @@ fn tiny_bench_gives_positive_finite_figures_in_json() {
     assert_eq!(im["counted"]["passes"], 1, "2 chunks share one pass");
     for k in [
         "submits_per_pass",
-        "readbacks_per_pass",
+        "stats_readbacks_per_pass",
         "bytes_read_back_per_token",
     ] {
         let c = &im["counted"][k];
@@ -114,6 +114,8 @@ fn tiny_bench_gives_positive_finite_figures_in_json() {
             "{k}: {c}"
         );
     }
+    // The GPU backend counts its statistics readbacks: one per pass.
+    assert_eq!(im["counted"]["stats_readbacks_per_pass"], 1.0);
     assert_eq!(
         im["llama_cpp"]["source"], "none",
         "no anchor for a synthetic model"

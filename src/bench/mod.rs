@@ -138,12 +138,13 @@ pub struct BenchOptions {
     pub quiet: bool,
 }
 
-/// What the recording counters of a device say (zero-based totals since the device opened).
+/// What the counters of a device say (totals so far; None where the device does not count).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct DeviceCounters {
-    pub submits: u64,
-    pub readbacks: u64,
-    pub bytes_read_back: u64,
+    pub submits: Option<u64>,
+    /// Statistics readbacks (imatrix).
+    pub stats_readbacks: Option<u64>,
+    pub bytes_read_back: Option<u64>,
 }
 
 /// A backend `wquant bench` can time: wait for queued work, name the adapter, count.
@@ -179,13 +180,14 @@ impl BenchDevice for GpuBackend {
         Some(self.ctx.dev.info.name.clone())
     }
     fn counters(&self) -> Option<DeviceCounters> {
-        // WIRE HERE: the GPU recording counters (branch `rec` adds them to `Ctx`). Once merged:
-        //   let c = self.ctx.counters();
-        //   Some(DeviceCounters { submits: c.submits, readbacks: c.readbacks,
-        //                         bytes_read_back: c.bytes_read })
-        // (readings are differenced around each measured run, so they must not be reset inside
-        // a pass). Until then the figures print as n/a.
-        None
+        // WIRE HERE: submits come with the recording layer (branch `rec`: `Counters::submits`
+        // on `Ctx`); until it is merged they print as n/a. Readings are differenced around each
+        // measured run, so nothing may reset them inside it.
+        Some(DeviceCounters {
+            submits: None,
+            stats_readbacks: Some(self.stats_counts.readbacks()),
+            bytes_read_back: Some(self.ctx.counters().bytes_read),
+        })
     }
     fn matmul_types(&self) -> Vec<GgmlType> {
         kernels::WEIGHT_TYPES.to_vec()
@@ -729,35 +731,27 @@ fn counted(
     passes: u64,
     tokens: usize,
 ) -> Value {
-    match (before, after) {
-        (Some(a), Some(z)) if passes > 0 => json!({
-            "passes": passes,
-            "submits_per_pass": (z.submits - a.submits) as f64 / passes as f64,
-            "readbacks_per_pass": (z.readbacks - a.readbacks) as f64 / passes as f64,
-            "bytes_read_back_per_token": (z.bytes_read_back - a.bytes_read_back) as f64 / tokens.max(1) as f64,
-        }),
-        _ => json!({
-            "passes": passes,
-            "submits_per_pass": Value::Null,
-            "readbacks_per_pass": Value::Null,
-            "bytes_read_back_per_token": Value::Null,
-        }),
-    }
+    let (a, z) = (before.unwrap_or_default(), after.unwrap_or_default());
+    let per = |x: Option<u64>, y: Option<u64>, n: f64| match (x, y) {
+        (Some(x), Some(y)) if n > 0.0 => json!(y.saturating_sub(x) as f64 / n),
+        _ => Value::Null,
+    };
+    json!({
+        "passes": passes,
+        "submits_per_pass": per(a.submits, z.submits, passes as f64),
+        "stats_readbacks_per_pass": per(a.stats_readbacks, z.stats_readbacks, passes as f64),
+        "bytes_read_back_per_token": per(a.bytes_read_back, z.bytes_read_back, tokens as f64),
+    })
 }
 
 fn counted_line(c: &Value) -> String {
     let f = |k: &str| fmt_opt(c[k].as_f64(), 1);
     format!(
-        "counted: {} submits per pass, {} readbacks per pass, {} bytes read back per token ({} passes){}",
+        "counted: {} submits per pass, {} statistics readbacks per pass, {} bytes read back per token ({} passes; n/a: not counted by this device/build)",
         f("submits_per_pass"),
-        f("readbacks_per_pass"),
+        f("stats_readbacks_per_pass"),
         f("bytes_read_back_per_token"),
         c["passes"],
-        if c["submits_per_pass"].is_null() {
-            " — this device does not count them (yet)"
-        } else {
-            ""
-        }
     )
 }
 
