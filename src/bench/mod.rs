@@ -180,11 +180,10 @@ impl BenchDevice for GpuBackend {
         Some(self.ctx.dev.info.name.clone())
     }
     fn counters(&self) -> Option<DeviceCounters> {
-        // WIRE HERE: submits come with the recording layer (branch `rec`: `Counters::submits`
-        // on `Ctx`); until it is merged they print as n/a. Readings are differenced around each
-        // measured run, so nothing may reset them inside it.
+        // Readings are differenced around each measured run, so nothing may reset them inside
+        // it.
         Some(DeviceCounters {
-            submits: None,
+            submits: Some(self.ctx.counters().submits),
             stats_readbacks: Some(self.stats_counts.readbacks()),
             bytes_read_back: Some(self.ctx.counters().bytes_read),
         })
