@@ -115,7 +115,7 @@ fn bench_imatrix_gpu(_c: &mut Criterion) {
         .collect();
     let mm = || {
         for (w, x) in weights.iter().zip(&inputs) {
-            let mut s = gpu.stats_new(w.ne0);
+            let mut s = gpu.stats_new(w.ne0, 1);
             let _ = gpu.matmul(x, w, Some(&mut s));
         }
         gpu.sync();

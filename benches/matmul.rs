@@ -1,9 +1,12 @@
 //! Matmul GFLOP/s per weight type on the default adapter (`cargo bench --bench matmul`).
-//! Shapes: SmolLM2's 576×1536 and 1536×576 weights at 512 tokens (`small`); a 4096×4096 weight
-//! at 128 tokens (`large`: llvmpipe takes seconds per run at 2048 tokens; GFLOP/s is what counts).
+//! Shapes: SmolLM2's 576×1536 and 1536×576 weights at 512 tokens (`small`); 4096×4096 and
+//! 4096×14336 (ffn up) weights at 128 tokens (`large`: llvmpipe takes seconds per run at 2048
+//! tokens; GFLOP/s is what counts).
 //! Arguments (any order): `small` or `large` to run one group (default both), `types=F32,Q8_0`
-//! to pick weight types, `tokens=N` to override the token count of every shape, `compile` to
-//! time each pipeline's first dispatch instead (run with MESA_SHADER_CACHE_DISABLE=true).
+//! to pick weight types, `tokens=N` to override the token count of every shape,
+//! `variant=register|tiled|tiled-many|tiled-few` to run another kernel than the adapter's
+//! default, `compile` to time each pipeline's first dispatch instead (run with
+//! MESA_SHADER_CACHE_DISABLE=true).
 //! Columns: mean and best GFLOP/s over the timed runs (≥ 2 s or 30 runs), and GFLOP per CPU
 //! second of this process (llvmpipe's threads included), which moves less than wall time when
 //! other jobs share the machine.
@@ -33,8 +36,21 @@ struct Measure {
     runs: usize,
 }
 
-fn bench(gpu: &GpuBackend, t: GgmlType, m: usize, k: usize, n: usize) -> Measure {
-    let variant = gpu.matmul_variant;
+const VARIANTS: [MatmulVariant; 4] = [
+    MatmulVariant::Register,
+    MatmulVariant::Tiled,
+    MatmulVariant::TiledMany,
+    MatmulVariant::TiledFew,
+];
+
+fn bench(
+    gpu: &GpuBackend,
+    variant: MatmulVariant,
+    t: GgmlType,
+    m: usize,
+    k: usize,
+    n: usize,
+) -> Measure {
     let mut rng = Rng::new(1);
     let wb = random_weight_bytes(&mut rng, t, k, n);
     let w = gpu.weight_from_bytes("bench", t, k, n, &wb).unwrap();
@@ -77,7 +93,7 @@ fn compile_times(gpu: &GpuBackend, types: &[GgmlType]) {
             .weight_from_bytes("c", t, k, 4, &random_weight_bytes(&mut rng, t, k, 4))
             .unwrap();
         let x = gpu.upload(&rng.vec(4 * k, 1.0), 4, k);
-        for v in [MatmulVariant::Register, MatmulVariant::Tiled] {
+        for v in VARIANTS {
             let s = Instant::now();
             drop(gpu.matmul_with(&x, &w, v));
             gpu.sync();
@@ -114,16 +130,29 @@ fn main() {
     };
     let tokens: Option<usize> = value("tokens").map(|v| v.parse().expect("tokens=N"));
     let gpu = GpuBackend::new("auto").expect("a wgpu adapter");
+    let variant = match value("variant") {
+        Some(name) => *VARIANTS
+            .iter()
+            .find(|v| v.name() == name)
+            .unwrap_or_else(|| {
+                panic!("variant={name}: not one of register, tiled, tiled-many, tiled-few")
+            }),
+        None => gpu.matmul_variant,
+    };
     if args.iter().any(|a| a == "compile") {
         compile_times(&gpu, &types);
         return;
     }
     let want =
         |g: &str| !args.iter().any(|a| a == "small" || a == "large") || args.iter().any(|a| a == g);
+    let lim = &gpu.ctx.dev.limits;
     println!(
-        "adapter: {}  kernel: {}",
+        "adapter: {}  kernel: {}  (SGEMM tiles here: many {}, few {} up to {} tokens)",
         gpu.adapter_name(),
-        gpu.matmul_variant.name()
+        variant.name(),
+        kernels::matmul_sgemm::Tile::many(lim).key(),
+        kernels::matmul_sgemm::Tile::few(lim).key(),
+        kernels::matmul_sgemm::FEW_TOKENS
     );
     println!(
         "| type | tokens × weight (N×K) | GFLOP/s | best | GFLOP/CPU-s | runs |\n|---|---|--:|--:|--:|--:|"
@@ -135,6 +164,7 @@ fn main() {
     }
     if want("large") {
         shapes.push((128, 4096, 4096));
+        shapes.push((128, 4096, 14336));
     }
     for (m, k, n) in shapes {
         let m = tokens.unwrap_or(m);
@@ -145,7 +175,7 @@ fn main() {
                 println!("| {} | {shape} | n/a | | | |", t.name());
                 continue;
             }
-            let r = bench(&gpu, t, m, k, n);
+            let r = bench(&gpu, variant, t, m, k, n);
             println!(
                 "| {} | {shape} | {:.2} | {:.2} | {} | {} |",
                 t.name(),

@@ -14,7 +14,7 @@ struct Params {
 @compute @workgroup_size(64)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     let c = gid.x;
-    let i = gid.y;
+    let i = gid.z * 65535u + gid.y; // rows folded into z (Ctx::groups_rows)
     if (c >= p.cols || i >= p.n_idx) {
         return;
     }

@@ -18,7 +18,7 @@ struct Params {
 @compute @workgroup_size(64)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     let k0 = gid.x * 32u;
-    let i = gid.y;
+    let i = gid.z * 65535u + gid.y; // rows folded into z (Ctx::groups_rows)
     if (k0 >= p.k || i >= p.n_ids) {
         return;
     }

@@ -9,7 +9,7 @@
 // with subgroupBroadcast. A lane owns TN weight rows (nb + 8r) and the subgroup TM tokens; the
 // lane dequantizes each 32-block of its rows once for all TM tokens.
 //
-// Summation order as matmul.wgsl / matmul_tiled.wgsl: per 32-block s = Σ_j x_j·w_j (j in order,
+// Summation order as matmul.wgsl: per 32-block s = Σ_j x_j·w_j (j in order,
 // from 0), then acc += s, blocks in order. Row t's result does not depend on the other rows of x.
 struct Params {
     m: u32,         // rows of x (tokens)

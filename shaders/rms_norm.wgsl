@@ -13,7 +13,7 @@ struct Params {
 
 @compute @workgroup_size(64)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
-    let r = gid.x;
+    let r = gid.y * 65536u + gid.x; // folded into y past 65535 workgroups (Ctx::groups_1d)
     if (r >= p.rows) {
         return;
     }

@@ -20,7 +20,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     let half_rot = p.n_rot / 2u;
     let i = gid.x % half_rot;
     let h = gid.x / half_rot;
-    let r = gid.y;
+    let r = gid.z * 65535u + gid.y; // rows folded into z (Ctx::groups_rows)
     if (h >= p.n_head || r >= p.rows) {
         return;
     }

@@ -4,6 +4,7 @@
 //! tokenizer, forward graph), `backend` (cpu reference, gpu), `imatrix`, `kld`, `cli`.
 
 pub mod backend;
+pub mod bench;
 pub mod cli;
 pub mod convert;
 pub mod gguf;

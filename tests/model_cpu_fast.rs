@@ -114,8 +114,8 @@ fn fast_statistics_equal_the_reference() {
     let src = WeightSource::from_tensor(&file, file.tensor("w").unwrap(), None);
     let xv = values(rows * k, 11);
     let (reference, fast) = (CpuBackend::new(), CpuBackend::fast());
-    let mut s_ref = reference.stats_new(k);
-    let mut s_fast = fast.stats_new(k);
+    let mut s_ref = reference.stats_new(k, 1);
+    let mut s_fast = fast.stats_new(k, 1);
     let x = fast.upload(&xv, rows, k);
     reference.matmul(&x, &reference.weight(&src).unwrap(), Some(&mut s_ref));
     pool(7).install(|| fast.matmul(&x, &fast.weight(&src).unwrap(), Some(&mut s_fast)));
@@ -123,8 +123,8 @@ fn fast_statistics_equal_the_reference() {
     // Hand-derived: column c's Σx² over the rows, summed in row order in f32.
     let c = 517;
     let want: f32 = (0..rows).fold(0.0, |s, r| s + xv[r * k + c] * xv[r * k + c]);
-    assert_eq!(s_fast.sum2[c], want);
-    assert_eq!(s_fast.count, rows as u64);
+    assert_eq!(s_fast[0].sum2[c], want);
+    assert_eq!(s_fast[0].count, rows as u64);
 }
 
 #[test]

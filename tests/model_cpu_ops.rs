@@ -44,7 +44,7 @@ fn matmul_equals_dot_for_any_shape_and_thread_count() {
     for rows in [1, 3, 4, 7, 18] {
         let xv = values(rows * k, rows as u32 + 10);
         let x = b.upload(&xv, rows, k);
-        let mut stats = b.stats_new(k);
+        let mut stats = b.stats_new(k, 1);
         let y = b.download(&b.matmul(&x, &wt, Some(&mut stats)));
         for r in 0..rows {
             for j in 0..n {
@@ -60,7 +60,7 @@ fn matmul_equals_dot_for_any_shape_and_thread_count() {
                 assert!((want as f64 - exact).abs() < 1e-5);
             }
         }
-        assert_eq!(stats.count, rows as u64);
+        assert_eq!(stats[0].count, rows as u64);
         for c in 0..k {
             let (mut s2, mut s1) = (0.0f32, 0.0f32);
             for r in 0..rows {
@@ -68,7 +68,7 @@ fn matmul_equals_dot_for_any_shape_and_thread_count() {
                 s2 += v * v;
                 s1 += v;
             }
-            assert_eq!((stats.sum2[c], stats.sum[c]), (s2, s1));
+            assert_eq!((stats[0].sum2[c], stats[0].sum[c]), (s2, s1));
         }
         let one = rayon::ThreadPoolBuilder::new()
             .num_threads(1)

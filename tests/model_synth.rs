@@ -53,21 +53,29 @@ fn synth_moe_logits_match_host_ref_and_per_expert_stats_are_collected() {
     assert!(e <= 1e-7, "MoE logits: NMSE {e:e} against HostRef");
 
     let n = toks.len() as u64;
+    let host = stats.read(&b);
     for il in 0..c.n_layer {
-        let dense = &stats.entries[&format!("blk.{il}.ffn_gate_inp.weight")];
+        // [seq 0][expert]
+        let dense = &host[&format!("blk.{il}.ffn_gate_inp.weight")][0];
         assert_eq!(dense.len(), 1);
         assert_eq!(dense[0].count, n);
         // Each token goes to exactly 2 experts: per-expert counts sum to 2·tokens.
         for t in ["ffn_gate_exps", "ffn_up_exps", "ffn_down_exps"] {
-            let e = &stats.entries[&format!("blk.{il}.{t}.weight")];
+            let e = &host[&format!("blk.{il}.{t}.weight")][0];
             assert_eq!(e.len(), 4);
             assert_eq!(e.iter().map(|s| s.count).sum::<u64>(), 2 * n, "{t}");
         }
-        // gate and up see the same activations.
-        let g = &stats.entries[&format!("blk.{il}.ffn_gate_exps.weight")];
-        let u = &stats.entries[&format!("blk.{il}.ffn_up_exps.weight")];
-        assert_eq!(g, u);
+        // gate and up see the same activations: one accumulator for both (q/k/v too).
+        let set = |t: &str| stats.entries[&format!("blk.{il}.{t}.weight")].set;
+        assert_eq!(set("ffn_gate_exps"), set("ffn_up_exps"));
+        assert_ne!(set("ffn_gate_exps"), set("ffn_down_exps"));
+        assert_eq!(set("attn_q"), set("attn_k"));
+        assert_eq!(set("attn_q"), set("attn_v"));
+        assert_ne!(set("attn_q"), set("attn_output"));
     }
+    // One accumulator per distinct input: attn norm, attention output, ffn norm (router),
+    // experts' input, experts' down input.
+    assert_eq!(stats.sets.len(), 5 * c.n_layer);
     // Tied head: token_embd is never collected; output.weight does not exist.
     assert!(!stats.entries.keys().any(|k| !k.starts_with("blk.")));
 }
@@ -107,7 +115,8 @@ fn synth_dense_f16_untied_matches_host_ref_and_collects_output_only_when_asked()
             .filter(|k| k.starts_with("blk."))
             .count();
         assert_eq!(n_blk, 7 * model.config.n_layer);
-        assert!(stats.entries.values().all(|v| v[0].count == 32));
+        let host = stats.read(&b);
+        assert!(host.values().all(|v| v[0][0].count == 32));
     }
     // Fewer than 16 rows: llama-imatrix skips dense matmuls.
     let mut stats = StatsCollector::new(true);

@@ -1,8 +1,8 @@
 //! Q2_K, Q3_K, IQ4_NL and IQ4_XS beyond the golden hashes: the round trip stays within
 //! llama.cpp's own error bounds (tests/test-quantize-fns.cpp), Q2_K_S without an imatrix is
-//! refused as llama-quantize refuses it, and the GPU paths (no kernels for these types yet)
-//! refuse clearly with --device gpu (strict) or when a matmul would need them, and fall back to
-//! the CPU in a lenient GPU quantizer.
+//! refused as llama-quantize refuses it, the GPU quantization paths (no kernels for these types
+//! yet) refuse clearly with --device gpu (strict) and fall back to the CPU in a lenient GPU
+//! quantizer, and the GPU matmul dequantizes them.
 
 mod common;
 
@@ -150,20 +150,45 @@ fn lenient_gpu_quantize_falls_back_to_the_cpu_for_types_without_kernels() {
     assert!(bad.is_empty(), "{}", bad.join("\n"));
 }
 
+/// The GPU matmul dequantizes these types (their `dq32` helpers): rows quantized by the CPU
+/// quantizer, multiplied on the GPU, against the CPU reference over the same bytes (NMSE ≤ 1e-7,
+/// the conformance bound).
 #[test]
-fn gpu_matmul_refuses_types_without_kernels() {
+fn gpu_matmul_runs_the_low_bit_types() {
+    use wquant::backend::Backend;
     let gpu = wquant::backend::gpu::GpuBackend::new("gpu").expect("a GPU adapter (lavapipe)");
+    let (k, n, m) = (512, 24, 5);
     for t in TYPES {
-        let n = 256;
-        let bytes = vec![0u8; t.row_bytes(n as u64).unwrap() as usize];
-        let e = gpu
-            .weight_from_bytes("blk.0.ffn_down.weight", t, n, 1, &bytes)
-            .err()
-            .unwrap_or_else(|| panic!("{t}: uploaded without a GPU dequantization kernel"));
-        let msg = e.to_string();
-        assert!(
-            msg.contains("blk.0.ffn_down.weight") && msg.contains(t.name()),
-            "{t}: unclear error {msg}"
-        );
+        let w: Vec<f32> = cosine_data(k * n).iter().map(|v| v * 0.1).collect();
+        let row = t.row_bytes(k as u64).unwrap() as usize;
+        let mut bytes = vec![0u8; row * n];
+        for (src, dst) in w.chunks_exact(k).zip(bytes.chunks_exact_mut(row)) {
+            quantize_row(t, src, dst, None).unwrap();
+        }
+        let x: Vec<f32> = (0..m * k)
+            .map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0)
+            .collect();
+        let gw = gpu
+            .weight_from_bytes("blk.0.ffn_down.weight", t, k, n, &bytes)
+            .unwrap_or_else(|e| panic!("{t}: {e}"));
+        let got = gpu.download(&gpu.matmul(&gpu.upload(&x, m, k), &gw, None));
+        // Reference: the CPU's dequantization of the same bytes, dot products in f64.
+        let wd = dequantize_to_vec(t, &bytes, k * n).unwrap();
+        let want: Vec<f32> = (0..m * n)
+            .map(|i| {
+                let (xr, wr) = (&x[i / n * k..][..k], &wd[i % n * k..][..k]);
+                xr.iter()
+                    .zip(wr)
+                    .map(|(a, b)| *a as f64 * *b as f64)
+                    .sum::<f64>() as f32
+            })
+            .collect();
+        let err: f64 = got
+            .iter()
+            .zip(&want)
+            .map(|(a, b)| ((a - b) as f64).powi(2))
+            .sum();
+        let norm: f64 = want.iter().map(|b| (*b as f64).powi(2)).sum();
+        assert!(norm > 0.0 && err / norm <= 1e-7, "{t}: NMSE {}", err / norm);
     }
 }

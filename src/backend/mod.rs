@@ -77,6 +77,16 @@ pub struct StatsHost {
     pub count: u64,
 }
 
+/// Rows `row0..row0 + n` of an activation that go to statistics slot `slot` of an accumulator
+/// (a sequence of the batch, or one expert's sequence). A slot's runs, concatenated in the order
+/// given, are the rows it accumulates.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StatsRows {
+    pub row0: usize,
+    pub n: usize,
+    pub slot: usize,
+}
+
 /// What a device tells the memory planner (`model::plan`). Backends whose weights are views of
 /// host memory (the CPU reference) report none and keep every weight resident.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -86,6 +96,9 @@ pub struct DeviceMemory {
     /// The budget the driver reports for this process (already with headroom), or None when
     /// the driver reports nothing.
     pub driver_budget: Option<u64>,
+    /// The most tokens one pass may hold: kernels that give each token a workgroup row
+    /// (attention) are bounded by the adapter's max_compute_workgroups_per_dimension.
+    pub max_rows: u64,
 }
 
 /// RoPE parameters (NORM mode rotates adjacent pairs; NEOX rotates halves).
@@ -113,7 +126,8 @@ pub trait Backend {
     type Tensor;
     /// A weight matrix (or norm vector) prepared for this device.
     type Weight;
-    /// Per-matrix statistics accumulator (Σx², Σx, count) on the device.
+    /// Statistics accumulator on the device: Σx², Σx per column and a row count for each of
+    /// its slots (the sequences of a batch, times the experts of an expert weight).
     type Stats;
 
     fn name(&self) -> String;
@@ -129,8 +143,8 @@ pub trait Backend {
     /// (w is F32 `[cols]`: the whole row; or `[head_dim]` dividing cols: each head on its own, as
     /// the q/k norms of qwen3 and gemma3).
     fn rms_norm(&self, x: &Self::Tensor, w: &Self::Weight, eps: f32) -> Self::Tensor;
-    /// y = x·Wᵀ: `[rows, ne0] → [rows, ne1]`. When `stats` is given, also accumulate Σx², Σx
-    /// per column of x and the row count, in row order.
+    /// y = x·Wᵀ: `[rows, ne0] → [rows, ne1]`. When `stats` is given, also add all of x's rows to
+    /// its slot 0 (as `stats_add`).
     fn matmul(
         &self,
         x: &Self::Tensor,
@@ -170,12 +184,28 @@ pub trait Backend {
         idx: &[u32],
         scale: &[f32],
     );
-    /// Accumulate Σx², Σx of rows `row0..row0 + n` of x into `s`, in row order, and add `n` to
-    /// its count: one sequence of a batch that holds several (each chunk keeps its own sums).
-    fn stats_add_rows(&self, x: &Self::Tensor, row0: usize, n: usize, s: &mut Self::Stats);
+    /// Add Σx², Σx of the rows `runs` give each slot of `s` to that slot's sums, and their
+    /// number to its count: every slot of one input in one call (one dispatch on a GPU).
+    /// Each backend sums a slot's rows in a fixed order that depends only on each row's
+    /// position among that slot's rows (CPU: row order; GPU: see shaders/mm_stats.wgsl), so a
+    /// slot's sums never depend on the other slots or on the batch. Give a slot all its rows
+    /// in one call: rows of a later call are summed onto the earlier total.
+    fn stats_add(&self, x: &Self::Tensor, runs: &[StatsRows], s: &mut Self::Stats);
 
-    fn stats_new(&self, n_cols: usize) -> Self::Stats;
-    fn stats_read(&self, s: &Self::Stats) -> StatsHost;
+    /// A zeroed accumulator of `n_slots` slots of `n_cols` columns.
+    fn stats_new(&self, n_cols: usize, n_slots: usize) -> Self::Stats;
+    /// Every slot of every accumulator in `s`, `[accumulator][slot]`, read back at once (one
+    /// staging copy and one wait on a GPU).
+    fn stats_read(&self, s: &[&Self::Stats]) -> Vec<Vec<StatsHost>>;
+
+    /// −log softmax(row i)[targets[i]] of `[targets.len(), n_vocab]` logits (perplexity,
+    /// imatrix's running PPL); NaN for a row that holds a non-finite logit. The default
+    /// downloads the logits and runs the CPU reference (`cpu::nll`); the GPU reduces each row on
+    /// the device and reads back 16 bytes per token.
+    fn token_nlls(&self, logits: &Self::Tensor, targets: &[u32]) -> Vec<f64> {
+        let (_, n_vocab) = self.shape(logits);
+        cpu::nll::token_nlls(&self.download(logits), n_vocab, targets)
+    }
 
     /// What the memory planner needs to know; None: weights live in host memory, plan nothing.
     fn device_memory(&self) -> Option<DeviceMemory> {

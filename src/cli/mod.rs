@@ -2,6 +2,7 @@
 
 use clap::{Parser, Subcommand};
 
+pub mod bench;
 pub mod common;
 pub mod conformance;
 pub mod convert;
@@ -67,6 +68,8 @@ pub enum Command {
     Run(run::Args),
     /// KL divergence of a quantized model from its base (llama-perplexity's statistics).
     Kld(kld::Args),
+    /// Throughput: matmul GFLOP/s per weight type, imatrix and KLD tokens/s, llama.cpp beside.
+    Bench(bench::Args),
 }
 
 pub fn main() -> anyhow::Result<()> {
@@ -91,5 +94,6 @@ pub fn main() -> anyhow::Result<()> {
         Command::Stats(a) => stats::run(&cli.global, a),
         Command::Run(a) => run::run(&cli.global, a),
         Command::Kld(a) => kld::run(&cli.global, a),
+        Command::Bench(a) => bench::run(&cli.global, a),
     }
 }

@@ -66,7 +66,6 @@ pub fn perplexity<B: Backend>(
 ) -> Result<PplResult> {
     let first = n_ctx / 2;
     let scored: Vec<u32> = (first..n_ctx - 1).map(|k| k as u32).collect();
-    let n_vocab = model.config.n_vocab;
     let (mut nll, mut nll2, mut count) = (0.0f64, 0.0f64, 0usize);
     let mut running = Vec::with_capacity(n_chunk);
     let mut i = 0;
@@ -78,14 +77,17 @@ pub fn perplexity<B: Backend>(
             // Only the scored rows go through the output head.
             let rows: Vec<u32> = scored.iter().map(|&k| (s * n_ctx) as u32 + k).collect();
             let h = b.gather_rows(&hidden, &rows);
-            let logits = model.logits_host(b, &h, None)?;
+            let logits = model.logits(b, &h, None)?;
             let chunk = &toks[s * n_ctx..(s + 1) * n_ctx];
-            if logits.iter().any(|v| !v.is_finite()) {
+            let targets: Vec<u32> = scored.iter().map(|&k| chunk[k as usize + 1]).collect();
+            // −log p per token on the backend's device (a few bytes per token come back, not
+            // the logits); NaN marks a row with a non-finite logit.
+            let nlls = b.token_nlls(&logits, &targets);
+            if nlls.iter().any(|v| !v.is_finite()) {
                 return Err(model.non_finite_error(b, chunk, n_ctx, i + s + 1));
             }
-            let targets: Vec<u32> = scored.iter().map(|&k| chunk[k as usize + 1]).collect();
-            // Per token in parallel, summed in token order.
-            for v in crate::model::token_nlls(&logits, n_vocab, &targets) {
+            // Summed in token order.
+            for v in nlls {
                 nll += v;
                 nll2 += v * v;
             }

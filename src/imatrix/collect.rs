@@ -9,7 +9,7 @@
 //! and resuming (`--in-file` + `--chunk K`) adds the same per-chunk partial sums in the same
 //! order as an uninterrupted run.
 
-use super::collector::{StatsCollector, MIN_STATS_ROWS};
+use super::collector::{HostStats, StatsCollector, MIN_STATS_ROWS};
 use super::file::Imatrix;
 use crate::backend::Backend;
 use crate::model::ModelRunner;
@@ -115,20 +115,13 @@ impl std::fmt::Display for NonFinite {
 
 impl std::error::Error for NonFinite {}
 
-/// Fold sequence `seq`'s statistics (one chunk) into `im`, checking that they are finite.
-fn fold<B: Backend>(
-    b: &B,
-    im: &mut Imatrix,
-    sc: &StatsCollector<B::Stats>,
-    seq: usize,
-) -> Result<()> {
-    for (name, slots) in sc.of_seq(seq) {
-        let experts: Vec<(Vec<f32>, Vec<f32>, u64)> = slots
+/// Fold sequence `seq`'s statistics (one chunk) of a pass's `stats` into `im`, checking that
+/// they are finite.
+fn fold(im: &mut Imatrix, stats: &HostStats, seq: usize) -> Result<()> {
+    for (name, per_seq) in stats {
+        let experts: Vec<(Vec<f32>, Vec<f32>, u64)> = per_seq[seq]
             .iter()
-            .map(|s| {
-                let h = b.stats_read(s);
-                (h.sum2, h.sum, h.count)
-            })
+            .map(|h| (h.sum2.clone(), h.sum.clone(), h.count))
             .collect();
         if experts
             .iter()
@@ -166,7 +159,6 @@ pub fn collect<B: Backend>(
     }
     let (start, n_chunk) = plan_chunks(tokens.len(), o)?;
     let n_ctx = o.n_ctx;
-    let n_vocab = model.config.n_vocab;
     let first = n_ctx / 2;
     let per_pass = model.plan.seqs_per_pass.max(1);
     let mut im = base;
@@ -198,39 +190,42 @@ pub fn collect<B: Backend>(
         // Per chunk of the pass: the −log p of its scored tokens, in token order.
         let mut nlls: Vec<Vec<f64>> = Vec::with_capacity(k);
         for j in 0..k {
-            let logits = if o.process_output {
+            // Original tokens are the targets (the BOS swap only affects the input).
+            let c = i + j;
+            let orig = &tokens[start + c * n_ctx..start + (c + 1) * n_ctx];
+            // −log p per row (from row `row0` of the chunk) on the backend's device: a few bytes
+            // per token come back, not the logits; NaN marks a row with a non-finite logit.
+            let row_nlls = if o.process_output {
                 // output.weight sees every position, as in llama-imatrix (all logits requested).
                 sc.first_seq = j;
                 let lg = if k == 1 {
-                    model.logits_host(b, &hidden, Some(&mut sc))?
+                    model.logits(b, &hidden, Some(&mut sc))?
                 } else {
                     let rows: Vec<u32> = ((j * n_ctx) as u32..((j + 1) * n_ctx) as u32).collect();
-                    model.logits_host(b, &b.gather_rows(&hidden, &rows), Some(&mut sc))?
+                    model.logits(b, &b.gather_rows(&hidden, &rows), Some(&mut sc))?
                 };
-                Some((lg, 0usize))
+                // Every row is checked; the last has no next token (0 stands in, not scored).
+                let targets: Vec<u32> = orig[1..].iter().copied().chain([0]).collect();
+                Some((b.token_nlls(&lg, &targets), 0usize))
             } else if o.compute_ppl {
                 let rows: Vec<u32> =
                     ((j * n_ctx + first) as u32..(j * n_ctx + n_ctx - 1) as u32).collect();
                 let h = b.gather_rows(&hidden, &rows);
-                Some((model.logits_host(b, &h, None)?, first))
+                let lg = model.logits(b, &h, None)?;
+                Some((b.token_nlls(&lg, &orig[first + 1..n_ctx]), first))
             } else {
                 None
             };
             let mut v = Vec::new();
-            if logits
+            if row_nlls
                 .as_ref()
-                .is_some_and(|(lg, _)| lg.iter().any(|x| !x.is_finite()))
+                .is_some_and(|(r, _)| r.iter().any(|x| !x.is_finite()))
             {
                 let chunk = &batch[j * n_ctx..(j + 1) * n_ctx];
                 return Err(model.non_finite_error(b, chunk, n_ctx, i + j + 1));
             }
-            if let (true, Some((lg, row0))) = (o.compute_ppl, logits.as_ref()) {
-                // Original tokens are the targets (the BOS swap only affects the input).
-                let c = i + j;
-                let orig = &tokens[start + c * n_ctx..start + (c + 1) * n_ctx];
-                let rows = &lg[(first - row0) * n_vocab..(n_ctx - 1 - row0) * n_vocab];
-                let targets = &orig[first + 1..n_ctx];
-                v = crate::model::token_nlls(rows, n_vocab, targets);
+            if let (true, Some((r, row0))) = (o.compute_ppl, row_nlls) {
+                v = r[first - row0..n_ctx - 1 - row0].to_vec();
             }
             nlls.push(v);
         }
@@ -239,6 +234,8 @@ pub fn collect<B: Backend>(
             interrupted = true;
             break;
         }
+        // Every statistic of the pass in one readback.
+        let stats = sc.read(b);
         for (j, v) in nlls.iter().enumerate() {
             let mut running = None;
             if o.compute_ppl {
@@ -249,7 +246,7 @@ pub fn collect<B: Backend>(
                 count += v.len();
                 running = Some((nll_sum / count as f64).exp());
             }
-            if let Err(e) = fold(b, &mut im, &sc, j) {
+            if let Err(e) = fold(&mut im, &stats, j) {
                 if e.downcast_ref::<NonFinite>().is_some() {
                     let chunk = &batch[j * n_ctx..(j + 1) * n_ctx];
                     let located = model.non_finite_error(b, chunk, n_ctx, i + j + 1);

@@ -1,19 +1,29 @@
 //! `StatsCollector`: llama-imatrix's statistics rules (SPEC §6.1) as a `MatmulObserver` of the
-//! forward graph. Per weight name it keeps one accumulator (Σx², Σx, count on the device) per
-//! expert (1 for a dense matrix) and per sequence of the batch: a batch of several chunks keeps
-//! each chunk's sums apart, so they are folded chunk by chunk exactly as if each chunk had run
-//! alone. The rules:
+//! forward graph. It keeps one accumulator per distinct matmul input (q/k/v share one, gate/up
+//! share one; an expert weight's input has one per layer for all its experts), with a slot per
+//! (expert, sequence of the batch): a batch of several chunks keeps each chunk's sums apart, so
+//! they are folded chunk by chunk exactly as if each chunk had run alone. Every name sharing an
+//! input gets the same values, as llama-imatrix writes them. All slots of an input are filled in
+//! one `Backend::stats_add`, and a pass's statistics are read back at once (`read`). The rules:
 //! - a dense matmul is collected only when its input has at least `MIN_STATS_ROWS` rows (per
 //!   sequence, when the batch holds several);
 //! - an expert matmul (llama.cpp's MUL_MAT_ID) is always collected, whatever its row count;
 //! - the output head only with `process_output` (`--process-output`), never a tied embedding.
 
-use crate::backend::Backend;
+use crate::backend::{Backend, StatsHost, StatsRows};
 use crate::model::observer::{MatmulObserver, SeqRows};
 use std::collections::BTreeMap;
 
 /// llama-imatrix ignores dense matmuls whose activation has fewer rows than this (SPEC §6.1).
 pub const MIN_STATS_ROWS: usize = 16;
+
+/// Where a weight's statistics live: accumulator `set` of the collector, `n_expert` experts
+/// (1 for a dense matrix), slot `expert · n_seq + seq`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Entry {
+    pub set: usize,
+    pub n_expert: usize,
+}
 
 pub struct StatsCollector<S> {
     /// Also collect `output.weight` (llama-imatrix `--process-output`; never a tied embedding).
@@ -25,11 +35,14 @@ pub struct StatsCollector<S> {
     /// Sequence of row 0 of the activations being processed (the output head runs on one
     /// chunk's rows at a time).
     pub first_seq: usize,
-    /// `[expert * n_seq + seq]` per name.
-    pub entries: BTreeMap<String, Vec<S>>,
-    /// Names in the order they were first collected.
-    pub order: Vec<String>,
+    /// One accumulator per distinct input, `n_expert · n_seq` slots.
+    pub sets: Vec<S>,
+    /// Weight name → its accumulator.
+    pub entries: BTreeMap<String, Entry>,
 }
+
+/// A pass's statistics on the host: per weight name, `[seq][expert]`.
+pub type HostStats = BTreeMap<String, Vec<Vec<StatsHost>>>;
 
 impl<S> StatsCollector<S> {
     pub fn new(process_output: bool) -> Self {
@@ -43,102 +56,130 @@ impl<S> StatsCollector<S> {
             n_seq: n_seq.max(1),
             seq_len,
             first_seq: 0,
+            sets: Vec::new(),
             entries: BTreeMap::new(),
-            order: Vec::new(),
         }
     }
 
-    /// The accumulator of `expert` of `name` for sequence `seq`, created (all experts, all
-    /// sequences) on first use.
-    pub fn slot<B: Backend<Stats = S>>(
+    /// The accumulator shared by `names` (`n_expert` experts of `n_cols` columns), created on
+    /// first use; a name seen before keeps its accumulator.
+    fn set_of<B: Backend<Stats = S>>(
         &mut self,
         b: &B,
-        name: &str,
+        names: &[&str],
         n_expert: usize,
         n_cols: usize,
-        expert: usize,
-        seq: usize,
     ) -> &mut S {
-        let n_seq = self.n_seq;
-        if !self.entries.contains_key(name) {
-            let v = (0..n_expert.max(1) * n_seq)
-                .map(|_| b.stats_new(n_cols))
-                .collect();
-            self.entries.insert(name.to_string(), v);
-            self.order.push(name.to_string());
+        let known = names.iter().find_map(|n| self.entries.get(*n)).copied();
+        let entry = match known {
+            Some(e) => e,
+            None => {
+                let n_expert = n_expert.max(1);
+                self.sets.push(b.stats_new(n_cols, n_expert * self.n_seq));
+                Entry {
+                    set: self.sets.len() - 1,
+                    n_expert,
+                }
+            }
+        };
+        for n in names {
+            self.entries.entry(n.to_string()).or_insert(entry);
         }
-        &mut self.entries.get_mut(name).unwrap()[expert * n_seq + seq]
+        &mut self.sets[entry.set]
     }
 
-    /// Sequence `seq`'s accumulators of every name: (name, one per expert).
-    pub fn of_seq(&self, seq: usize) -> impl Iterator<Item = (&String, Vec<&S>)> + '_ {
+    /// Every weight's statistics, read back in one `Backend::stats_read`: the names sharing an
+    /// input get copies of the same values.
+    pub fn read<B: Backend<Stats = S>>(&self, b: &B) -> HostStats {
+        let sets: Vec<&S> = self.sets.iter().collect();
+        let host = b.stats_read(&sets);
         let n_seq = self.n_seq;
         self.entries
             .iter()
-            .map(move |(name, v)| (name, v.iter().skip(seq).step_by(n_seq).collect::<Vec<&S>>()))
+            .map(|(name, e)| {
+                let slots = &host[e.set];
+                let per_seq = (0..n_seq)
+                    .map(|s| {
+                        (0..e.n_expert)
+                            .map(|x| slots[x * n_seq + s].clone())
+                            .collect()
+                    })
+                    .collect();
+                (name.clone(), per_seq)
+            })
+            .collect()
     }
 
-    /// Statistics of a dense matmul's input `x` under `name`, with llama-imatrix's rule (≥ 16
-    /// rows per sequence). A single-sequence batch returns the slot for the matmul to fill; a
-    /// multi-sequence batch accumulates each sequence's rows into its own slot here and returns
-    /// None.
-    fn dense_slot<B: Backend<Stats = S>>(
-        &mut self,
-        b: &B,
-        x: &B::Tensor,
-        name: &str,
-    ) -> Option<&mut S> {
+    /// Statistics of a dense input `x` of the weights `names`, with llama-imatrix's rule (≥ 16
+    /// rows per sequence): every sequence's rows into its own slot, one `stats_add`.
+    fn add_dense<B: Backend<Stats = S>>(&mut self, b: &B, x: &B::Tensor, names: &[&str]) {
         let (rows, cols) = b.shape(x);
-        if self.n_seq <= 1 {
-            return (rows >= MIN_STATS_ROWS).then(|| self.slot(b, name, 1, cols, 0, 0));
+        let (n_in_x, per) = if self.n_seq <= 1 {
+            (1, rows)
+        } else {
+            (rows / self.seq_len.max(1), self.seq_len)
+        };
+        if per < MIN_STATS_ROWS || n_in_x == 0 {
+            return;
         }
-        let per = self.seq_len;
-        if per >= MIN_STATS_ROWS {
-            for j in 0..rows / per {
-                let seq = self.first_seq + j;
-                let s = self.slot(b, name, 1, cols, 0, seq);
-                b.stats_add_rows(x, j * per, per, s);
-            }
-        }
-        None
+        let runs: Vec<StatsRows> = (0..n_in_x)
+            .map(|j| StatsRows {
+                row0: j * per,
+                n: per,
+                slot: if self.n_seq <= 1 {
+                    0
+                } else {
+                    self.first_seq + j
+                },
+            })
+            .collect();
+        let set = self.set_of(b, names, 1, cols);
+        b.stats_add(x, &runs, set);
     }
 }
 
 impl<B: Backend> MatmulObserver<B> for StatsCollector<B::Stats> {
-    fn dense(&mut self, b: &B, x: &B::Tensor, name: &str) -> Option<&mut B::Stats> {
-        self.dense_slot(b, x, name)
+    fn dense(&mut self, b: &B, x: &B::Tensor, names: &[&str]) {
+        self.add_dense(b, x, names)
     }
 
-    /// MUL_MAT_ID statistics are always collected (no row minimum). One sequence: the matmul
-    /// fills the slot; several: each sequence's rows go to its own slot, in `pieces` order.
+    /// MUL_MAT_ID statistics are always collected (no row minimum): each sequence's rows of
+    /// this expert go to its slot, in `pieces` order (one sequence: all rows in order).
     fn expert(
         &mut self,
         b: &B,
         x: &B::Tensor,
-        name: &str,
+        names: &[&str],
         n_expert: usize,
         expert: usize,
         pieces: &[SeqRows],
-    ) -> Option<&mut B::Stats> {
-        let cols = b.shape(x).1;
-        if self.n_seq <= 1 {
-            return Some(self.slot(b, name, n_expert, cols, expert, 0));
-        }
-        for p in pieces {
-            let seq = self.first_seq + p.seq;
-            let slot = self.slot(b, name, n_expert, cols, expert, seq);
-            b.stats_add_rows(x, p.row0, p.n, slot);
-        }
-        None
+    ) {
+        let (rows, cols) = b.shape(x);
+        let n_seq = self.n_seq;
+        let base = expert * n_seq;
+        let runs: Vec<StatsRows> = if n_seq <= 1 {
+            vec![StatsRows {
+                row0: 0,
+                n: rows,
+                slot: base,
+            }]
+        } else {
+            pieces
+                .iter()
+                .map(|p| StatsRows {
+                    row0: p.row0,
+                    n: p.n,
+                    slot: base + self.first_seq + p.seq,
+                })
+                .collect()
+        };
+        let set = self.set_of(b, names, n_expert, cols);
+        b.stats_add(x, &runs, set);
     }
 
     fn output_head(&mut self, b: &B, x: &B::Tensor, name: &str) {
-        if !self.process_output {
-            return;
-        }
-        let rows = b.shape(x).0;
-        if let Some(slot) = self.dense_slot(b, x, name) {
-            b.stats_add_rows(x, 0, rows, slot);
+        if self.process_output {
+            self.add_dense(b, x, &[name]);
         }
     }
 }

@@ -1,6 +1,7 @@
 //! The GPU side of `KldReduce`: `shaders/kld.wgsl` (both models' logits) and
 //! `shaders/kld_record.wgsl` (quant logits against a llama-perplexity base file), with the
-//! reduction they share in `shaders/kld_common.wgsl`: per-token KL(base‖quant) on the device, one
+//! reduction they share in `shaders/kld_common.wgsl` (its compensated sums and exp are
+//! `shaders/lse_common.wgsl`'s, shared with the NLL kernel): per-token KL(base‖quant) on the device, one
 //! workgroup per token row. Only an 8-word record per token comes back; the host finishes nll,
 //! Δp and same_top with the CPU reference's own f32 formulas (`kld::stats::token_kld_from_parts`).
 //! Written against `backend::gpu`'s public API (`Ctx`: pipelines, pool, dispatch), which knows
@@ -9,7 +10,7 @@
 use super::logits_file::BaseRecord;
 use super::reduce::KldReduce;
 use super::stats::{token_kld_from_parts, TokenKld};
-use crate::backend::gpu::kernels::assemble;
+use crate::backend::gpu::kernels::{assemble, nll::LSE_COMMON};
 use crate::backend::gpu::{Ctx, GpuBackend, GpuTensor};
 
 pub const SHADER: &str = include_str!("../../shaders/kld.wgsl");
@@ -19,11 +20,11 @@ pub const RECORD_SHADER: &str = include_str!("../../shaders/kld_record.wgsl");
 pub const COMMON: &str = include_str!("../../shaders/kld_common.wgsl");
 
 pub fn source() -> String {
-    assemble(&[COMMON, SHADER])
+    assemble(&[LSE_COMMON, COMMON, SHADER])
 }
 
 pub fn record_source() -> String {
-    assemble(&[COMMON, RECORD_SHADER])
+    assemble(&[LSE_COMMON, COMMON, RECORD_SHADER])
 }
 
 /// Both kernels as the host assembles them: (label, source), for validation with naga.

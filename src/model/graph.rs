@@ -4,8 +4,8 @@
 //! `model::runner::ModelRunner` drives layer by layer (resident or streamed).
 //!
 //! A batch is `n_seq` whole sequences of `seq_len` tokens laid out one after the other (row =
-//! token). A `MatmulObserver` is told the input of every matmul (dense, per expert); the
-//! imatrix statistics collector is one.
+//! token). A `MatmulObserver` is told every distinct matmul input once, with the weights that
+//! multiply it (dense, per expert); the imatrix statistics collector is one.
 
 use super::config::Config;
 use super::observer::{MatmulObserver, SeqRows};
@@ -218,13 +218,18 @@ pub fn route(logits: &[f32], k: usize, w_scale: f32) -> Route {
     }
 }
 
-/// Dense matmul, its input shown to the observer first.
+/// Show the observer `x`, the input of the dense matmuls of `ws`, once.
+fn observe<B: Backend, W>(b: &B, x: &B::Tensor, ws: &[&Named<W>], obs: &mut Observer<B>) {
+    if let Some(o) = obs {
+        let names: Vec<&str> = ws.iter().map(|w| w.name.as_str()).collect();
+        o.dense(b, x, &names);
+    }
+}
+
+/// Dense matmul of an input no other weight shares, shown to the observer first.
 fn mm<B: Backend>(b: &B, x: &B::Tensor, w: &Named<B::Weight>, obs: &mut Observer<B>) -> B::Tensor {
-    let slot = match obs {
-        Some(o) => o.dense(b, x, &w.name),
-        None => None,
-    };
-    b.matmul(x, &w.w, slot)
+    observe(b, x, &[w], obs);
+    b.matmul(x, &w.w, None)
 }
 
 /// One transformer block: `h += attn(norm(h))`, then `h += ffn(norm(h))`.
@@ -238,9 +243,10 @@ pub fn layer_forward<B: Backend>(
     mut obs: Observer<B>,
 ) {
     let a = b.rms_norm(h, &layer.attn_norm.w, c.rms_eps);
-    let mut q = mm(b, &a, &layer.wq, &mut obs);
-    let mut k = mm(b, &a, &layer.wk, &mut obs);
-    let mut v = mm(b, &a, &layer.wv, &mut obs);
+    observe(b, &a, &[&layer.wq, &layer.wk, &layer.wv], &mut obs);
+    let mut q = b.matmul(&a, &layer.wq.w, None);
+    let mut k = b.matmul(&a, &layer.wk.w, None);
+    let mut v = b.matmul(&a, &layer.wv.w, None);
     if let Some([bq, bk, bv]) = &layer.qkv_bias {
         b.add_bias(&mut q, &bq.w);
         b.add_bias(&mut k, &bk.w);
@@ -271,8 +277,9 @@ pub fn layer_forward<B: Backend>(
     let f = b.rms_norm(h, &layer.ffn_norm.w, c.rms_eps);
     let out = match &layer.ffn {
         Ffn::Dense { gate, up, down } => {
-            let g = mm(b, &f, gate, &mut obs);
-            let u = mm(b, &f, up, &mut obs);
+            observe(b, &f, &[gate, up], &mut obs);
+            let g = b.matmul(&f, &gate.w, None);
+            let u = b.matmul(&f, &up.w, None);
             let m = b.silu_mul(&g, &u);
             mm(b, &m, down, &mut obs)
         }
@@ -288,20 +295,20 @@ pub fn layer_forward<B: Backend>(
     b.add_assign(h, &out);
 }
 
-/// Expert `e`'s matmul, its input and the sequence of each of its rows shown to the observer.
-fn mm_expert<B: Backend>(
+/// Show the observer `x`, expert `e`'s input of the weights `ws`, and the sequence of each of
+/// its rows, once.
+fn observe_expert<B: Backend>(
     b: &B,
     x: &B::Tensor,
-    w: &Named<Vec<B::Weight>>,
+    ws: &[&Named<Vec<B::Weight>>],
     e: usize,
     pieces: &[SeqRows],
     obs: &mut Observer<B>,
-) -> B::Tensor {
-    let slot = match obs {
-        Some(o) => o.expert(b, x, &w.name, w.w.len(), e, pieces),
-        None => None,
-    };
-    b.matmul(x, &w.w[e], slot)
+) {
+    if let Some(o) = obs {
+        let names: Vec<&str> = ws.iter().map(|w| w.name.as_str()).collect();
+        o.expert(b, x, &names, ws[0].w.len(), e, pieces);
+    }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -371,10 +378,12 @@ fn moe_ffn<B: Backend>(
             pieces = by_seq.concat();
         }
         let x = b.gather_rows(f, &idx[e]);
-        let g = mm_expert(b, &x, gate_exps, e, &pieces, obs);
-        let u = mm_expert(b, &x, up_exps, e, &pieces, obs);
+        observe_expert(b, &x, &[gate_exps, up_exps], e, &pieces, obs);
+        let g = b.matmul(&x, &gate_exps.w[e], None);
+        let u = b.matmul(&x, &up_exps.w[e], None);
         let m = b.silu_mul(&g, &u);
-        expert_out.push(Some(mm_expert(b, &m, down_exps, e, &pieces, obs)));
+        observe_expert(b, &m, &[down_exps], e, &pieces, obs);
+        expert_out.push(Some(b.matmul(&m, &down_exps.w[e], None)));
     }
     // Combine slot by slot so each token sums its experts in slot order, as llama.cpp does.
     let mut out = b.upload(&vec![0.0f32; rows * n_embd], rows, n_embd);

@@ -1,7 +1,8 @@
-//! `MatmulObserver`: what the forward graph tells an observer about the input of every matmul
-//! it runs (the imatrix statistics collector, `imatrix::collector::StatsCollector`, is one).
-//! The graph knows nothing of the observer's rules; the observer decides what to accumulate and
-//! may hand back an accumulator for the matmul to fill as it runs (the fused statistics path).
+//! `MatmulObserver`: what the forward graph tells an observer about the inputs of its matmuls
+//! (the imatrix statistics collector, `imatrix::collector::StatsCollector`, is one). The graph
+//! knows nothing of the observer's rules. It shows each distinct input once, with the names of
+//! every weight that multiplies it (q, k and v share the attention norm's output; gate and up
+//! share the FFN norm's), so an observer can compute one set of statistics per input.
 
 use crate::backend::Backend;
 
@@ -16,26 +17,23 @@ pub struct SeqRows {
 }
 
 pub trait MatmulObserver<B: Backend> {
-    /// A dense matmul of weight `name` is about to run on `x` (`[rows, cols]`, one row per
-    /// token of the batch). Returns an accumulator for the matmul to fill with all of x's rows,
-    /// or None.
-    fn dense(&mut self, b: &B, x: &B::Tensor, name: &str) -> Option<&mut B::Stats>;
+    /// Dense matmuls of the weights `names` are about to run on `x` (`[rows, cols]`, one row
+    /// per token of the batch).
+    fn dense(&mut self, b: &B, x: &B::Tensor, names: &[&str]);
 
-    /// Expert `expert` (of `n_expert`) of weight `name` is about to run on `x`, the rows routed
-    /// to it; `pieces` say which sequence each run of rows belongs to. Returns an accumulator
-    /// for the matmul to fill with all of x's rows, or None.
+    /// Expert `expert` (of `n_expert`) of the weights `names` is about to run on `x`, the rows
+    /// routed to it; `pieces` say which sequence each run of rows belongs to.
     fn expert(
         &mut self,
         b: &B,
         x: &B::Tensor,
-        name: &str,
+        names: &[&str],
         n_expert: usize,
         expert: usize,
         pieces: &[SeqRows],
-    ) -> Option<&mut B::Stats>;
+    );
 
     /// The output head `name` (a model's own `output.weight`, never a tied embedding) is about
-    /// to run on the final hidden states `x`. The head may run in row slices, so the observer
-    /// accumulates here rather than through the matmul.
+    /// to run on the final hidden states `x`.
     fn output_head(&mut self, b: &B, x: &B::Tensor, name: &str);
 }

@@ -267,6 +267,17 @@ pub fn plan_run<B: Backend>(
             mib(mem.max_binding_bytes)
         );
     }
+    if shape.n_ctx as u64 > mem.max_rows {
+        bail!(
+            "-c {}: a chunk of more than {} tokens exceeds the adapter's \
+             max_compute_workgroups_per_dimension ({}); use a smaller -c",
+            shape.n_ctx,
+            mem.max_rows,
+            mem.max_rows
+        );
+    }
+    // Whole passes (-b) stay under it too: more chunks per pass past it are not allowed.
+    let max_tokens = max_tokens.min(mem.max_rows.max(1) as usize);
     // No --vram-budget: the driver's; else everything resident unless the model is too big to
     // assume it fits.
     let budget = match (budget, mem.driver_budget) {

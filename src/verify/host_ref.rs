@@ -1,6 +1,6 @@
 //! `HostRef`: a second, plain-loop CPU backend that shares no code with the kernels.
 
-use crate::backend::{AttnParams, Backend, RopeParams, StatsHost, WeightSource};
+use crate::backend::{AttnParams, Backend, RopeParams, StatsHost, StatsRows, WeightSource};
 use anyhow::{Context, Result};
 
 /// A plain-loop reference (f64-accumulated matmul over `quant::dequantize_row`), the oracle until
@@ -25,7 +25,8 @@ impl crate::kld::KldReduce for HostRef {}
 impl Backend for HostRef {
     type Tensor = HostTensor;
     type Weight = HostWeight;
-    type Stats = StatsHost;
+    /// One `StatsHost` per slot.
+    type Stats = Vec<StatsHost>;
 
     fn name(&self) -> String {
         "host reference".into()
@@ -88,8 +89,14 @@ impl Backend for HostRef {
         }
     }
 
-    fn matmul(&self, x: &HostTensor, w: &HostWeight, stats: Option<&mut StatsHost>) -> HostTensor {
+    fn matmul(
+        &self,
+        x: &HostTensor,
+        w: &HostWeight,
+        stats: Option<&mut Vec<StatsHost>>,
+    ) -> HostTensor {
         if let Some(s) = stats {
+            let s = &mut s[0];
             for r in 0..x.rows {
                 for c in 0..x.cols {
                     let v = x.data[r * x.cols + c];
@@ -244,29 +251,29 @@ impl Backend for HostRef {
         }
     }
 
-    fn stats_add_rows(&self, x: &HostTensor, row0: usize, n: usize, s: &mut StatsHost) {
-        if s.sum2.len() != x.cols {
-            s.sum2 = vec![0.0; x.cols];
-            s.sum = vec![0.0; x.cols];
-        }
-        for r in row0..row0 + n {
-            for (j, &v) in x.data[r * x.cols..(r + 1) * x.cols].iter().enumerate() {
-                s.sum2[j] += v * v;
-                s.sum[j] += v;
+    fn stats_add(&self, x: &HostTensor, runs: &[StatsRows], s: &mut Vec<StatsHost>) {
+        for run in runs {
+            let s = &mut s[run.slot];
+            for r in run.row0..run.row0 + run.n {
+                for (j, &v) in x.data[r * x.cols..(r + 1) * x.cols].iter().enumerate() {
+                    s.sum2[j] += v * v;
+                    s.sum[j] += v;
+                }
             }
+            s.count += run.n as u64;
         }
-        s.count += n as u64;
     }
 
-    fn stats_new(&self, n_cols: usize) -> StatsHost {
-        StatsHost {
+    fn stats_new(&self, n_cols: usize, n_slots: usize) -> Vec<StatsHost> {
+        let zero = StatsHost {
             sum2: vec![0.0; n_cols],
             sum: vec![0.0; n_cols],
             count: 0,
-        }
+        };
+        vec![zero; n_slots]
     }
 
-    fn stats_read(&self, s: &StatsHost) -> StatsHost {
-        s.clone()
+    fn stats_read(&self, s: &[&Vec<StatsHost>]) -> Vec<Vec<StatsHost>> {
+        s.iter().map(|v| v.to_vec()).collect()
     }
 }

@@ -3,16 +3,18 @@
 //! every weight type, odd shapes. Shared by `wquant conformance` and the tests.
 //!
 //! The metric is llama.cpp's test-backend-ops NMSE = Σ(gpu − ref)² / Σref², threshold 1e-7.
-//! Statistics and the two matmul variants are also checked for exact (bit) equality where the
-//! kernels promise it.
+//! Statistics and the matmul tiles (and a row alone vs in its batch) are also checked for exact
+//! (bit) equality where the kernels promise it.
 
+pub mod attention;
 pub mod gen;
 pub mod host_ref;
 pub mod kld;
+pub mod nll;
 pub mod quant_cases;
 
-use crate::backend::gpu::{kernels, GpuBackend, MatmulVariant};
-use crate::backend::{AttnParams, Backend, RopeParams, StatsHost, WeightSource};
+use crate::backend::gpu::{kernels, GpuBackend, GpuStats, MatmulVariant};
+use crate::backend::{Backend, RopeParams, StatsHost, StatsRows, WeightSource};
 use crate::gguf::{GgmlType, GgufFile};
 use crate::util::rng::Rng;
 use anyhow::{Context, Result};
@@ -102,13 +104,14 @@ impl Default for Options {
     }
 }
 
-/// Row counts and shapes: small and odd (not multiples of the 4×4 or 64×64 tiles).
+/// Row counts and shapes: small and odd (not multiples of the 4×4 register tile or of the 16×64,
+/// 64×64 and 128×128 SGEMM tiles), one token, 300 tokens over several tiles, K past one 32-slice.
 fn matmul_shapes(t: GgmlType) -> Vec<(usize, usize, usize)> {
     // (tokens, ne0, ne1)
     match t.block_size() {
-        1 => vec![(1, 45, 3), (7, 96, 67), (33, 130, 70)],
-        32 => vec![(1, 32, 5), (7, 96, 67), (33, 160, 70)],
-        _ => vec![(1, 256, 5), (7, 256, 67), (33, 512, 70)],
+        1 => vec![(1, 45, 3), (7, 96, 67), (33, 130, 70), (300, 100, 130)],
+        32 => vec![(1, 32, 5), (7, 96, 67), (33, 160, 70), (300, 96, 130)],
+        _ => vec![(1, 256, 5), (7, 256, 67), (33, 512, 70), (300, 512, 130)],
     }
 }
 
@@ -121,7 +124,7 @@ pub fn run_checks<R: crate::kld::KldReduce>(
     let mut rows = Vec::new();
     let mut rng = Rng::new(opts.seed);
 
-    // Matmul over every weight type, both kernel variants, plus the statistics pass.
+    // Matmul over every weight type: the register kernel and the hardware (SGEMM) tiles.
     for t in kernels::WEIGHT_TYPES {
         for (m, k, n) in matmul_shapes(t) {
             let wb = random_weight_bytes(&mut rng, t, k, n);
@@ -134,29 +137,45 @@ pub fn run_checks<R: crate::kld::KldReduce>(
             let rx = r.upload(&x, m, k);
             let gx = gpu.upload(&x, m, k);
             let want = r.download(&r.matmul(&rx, &rw, None));
-            let reg = gpu.download(&gpu.matmul_with(&gx, &gw, MatmulVariant::Register));
-            rows.push(CheckRow::nmse(
-                "matmul/register",
-                t.name(),
-                shape.clone(),
-                nmse(&reg, &want),
-            ));
-            if check_tiled(gpu, t) {
-                let til = gpu.download(&gpu.matmul_with(&gx, &gw, MatmulVariant::Tiled));
+            let mut run = |variant: MatmulVariant| {
+                let got = gpu.download(&gpu.matmul_with(&gx, &gw, variant));
+                let op = format!("matmul/{}", variant.name());
                 rows.push(CheckRow::nmse(
-                    "matmul/tiled",
+                    &op,
                     t.name(),
                     shape.clone(),
-                    nmse(&til, &want),
+                    nmse(&got, &want),
                 ));
-                // Same per-32 partial sums in the same order: the variants must agree bit for bit.
+                got
+            };
+            run(MatmulVariant::Register);
+            let few = run(MatmulVariant::TiledFew);
+            if check_tiled(gpu, t) {
+                // Same summation order in every tile: the tiles must agree bit for bit.
+                let many = run(MatmulVariant::TiledMany);
                 rows.push(CheckRow::exact(
-                    "matmul tiled=register",
+                    "matmul tiled-many=tiled-few",
+                    t.name(),
+                    shape.clone(),
+                    bits_equal(&many, &few),
+                    nmse(&many, &few),
+                    "vs tiled-few",
+                ));
+            }
+            if m > 3 {
+                // Three rows from the middle alone (the default tiled choice for 3 tokens): a
+                // row's bits must not depend on the batch.
+                let r0 = m / 2;
+                let part = gpu.upload(&x[r0 * k..(r0 + 3) * k], 3, k);
+                let alone = gpu.download(&gpu.matmul_with(&part, &gw, MatmulVariant::Tiled));
+                let batch = &few[r0 * n..(r0 + 3) * n];
+                rows.push(CheckRow::exact(
+                    "matmul/tiled 3 rows alone",
                     t.name(),
                     shape,
-                    bits_equal(&reg, &til),
-                    nmse(&til, &reg),
-                    "vs register",
+                    bits_equal(&alone, batch),
+                    nmse(&alone, batch),
+                    &format!("vs rows {r0}..{} of {m}", r0 + 3),
                 ));
             }
         }
@@ -252,42 +271,8 @@ pub fn run_checks<R: crate::kld::KldReduce>(
         ));
     }
 
-    // Attention: causal per sequence, GQA.
-    for (n_head, n_head_kv, hd, seq, nseq) in [
-        (4usize, 4usize, 16usize, 7usize, 1usize),
-        (9, 3, 64, 11, 2),
-        (6, 2, 24, 5, 3),
-    ] {
-        let m = seq * nseq;
-        let q = rng.vec(m * n_head * hd, 1.5);
-        let k = rng.vec(m * n_head_kv * hd, 1.5);
-        let v = rng.vec(m * n_head_kv * hd, 1.0);
-        let p = AttnParams {
-            n_head,
-            n_head_kv,
-            head_dim: hd,
-            seq_len: seq,
-            scale: 1.0 / (hd as f32).sqrt(),
-        };
-        let want = r.download(&r.attention(
-            &r.upload(&q, m, n_head * hd),
-            &r.upload(&k, m, n_head_kv * hd),
-            &r.upload(&v, m, n_head_kv * hd),
-            &p,
-        ));
-        let got = gpu.download(&gpu.attention(
-            &gpu.upload(&q, m, n_head * hd),
-            &gpu.upload(&k, m, n_head_kv * hd),
-            &gpu.upload(&v, m, n_head_kv * hd),
-            &p,
-        ));
-        rows.push(CheckRow::nmse(
-            "attention",
-            "-",
-            format!("{m} rows, {n_head}/{n_head_kv} heads x{hd}, seq {seq}"),
-            nmse(&got, &want),
-        ));
-    }
+    // Attention: both kernels, causal per sequence, GQA; the flash kernel's batch independence.
+    rows.extend(attention::check_attention(gpu, r, &mut rng));
 
     // Element-wise ops and MoE row movement.
     for (m, k) in [(3usize, 77usize), (17, 1536)] {
@@ -349,6 +334,8 @@ pub fn run_checks<R: crate::kld::KldReduce>(
     if let Some(path) = &opts.model {
         rows.extend(check_real_model(gpu, r, path, &mut rng)?);
     }
+    // Per-token NLL (perplexity): its bound is in verify::nll.
+    rows.extend(crate::verify::nll::check_nll(gpu, r, &mut rng));
     Ok(rows)
 }
 
@@ -462,10 +449,10 @@ fn check_quant_kernels_on(
     Ok(rows)
 }
 
-/// On CPU adapters (llvmpipe) the tiled kernel takes ~20 s per weight type to compile (barriers
-/// become coroutines there) and is never used, so it is checked on three types only: its tiling is
-/// type-independent and `dq32` is covered for every type by the register kernel. Hardware GPUs
-/// check it on every type.
+/// On CPU adapters (llvmpipe) the many-token SGEMM tile is slow to compile (barriers become
+/// coroutines there) and is never used by default, so it is checked on three types only: its
+/// tiling is type-independent, and the few-token tile (the same shader with other constants)
+/// covers `dq32` in it for every type. Hardware GPUs check both tiles on every type.
 pub const TILED_TYPES_ON_CPU_ADAPTERS: [GgmlType; 3] =
     [GgmlType::F16, GgmlType::Q4_1, GgmlType::Q6K];
 
@@ -485,66 +472,105 @@ fn stats_equal(a: &StatsHost, b: &StatsHost) -> bool {
     a.count == b.count && bits_equal(&a.sum2, &b.sum2) && bits_equal(&a.sum, &b.sum)
 }
 
-/// Σx², Σx and counts: against the reference, and bit-equal for any split of the rows.
+/// Every slot of `sets`, Σx² then Σx, concatenated (for one NMSE over them all).
+fn stats_flat(sets: &[Vec<StatsHost>]) -> (Vec<f32>, Vec<f32>, Vec<u64>) {
+    let slots = sets.iter().flatten();
+    (
+        slots.clone().flat_map(|h| h.sum2.iter().copied()).collect(),
+        slots.clone().flat_map(|h| h.sum.iter().copied()).collect(),
+        slots.map(|h| h.count).collect(),
+    )
+}
+
+/// Σx², Σx and counts of several slots filled in one `stats_add` (uneven runs, an empty slot, a
+/// slot long enough for every lane of the GPU kernel): against the reference; each slot bit-equal
+/// to its rows added alone (a chunk's sums do not depend on its batch); one readback for many
+/// accumulators, equal to reading each alone.
 fn check_stats<R: Backend>(gpu: &GpuBackend, r: &R, rng: &mut Rng) -> Result<Vec<CheckRow>> {
-    let (k, n) = (96usize, 5usize);
-    let t = GgmlType::Q8_0;
-    let file = memory_gguf(&[("w".into(), t, k, n, random_weight_bytes(rng, t, k, n))])?;
-    let src = source(&file, "w")?;
-    let (rw, gw) = (r.weight(&src)?, gpu.weight(&src)?);
-    let m = 23;
+    let (m, k) = (700usize, 100usize);
     let x = rng.vec(m * k, 3.0);
-    let mut rs = r.stats_new(k);
-    let mut gs = gpu.stats_new(k);
-    r.matmul(&r.upload(&x, m, k), &rw, Some(&mut rs));
-    gpu.matmul(&gpu.upload(&x, m, k), &gw, Some(&mut gs));
-    let (want, got) = (r.stats_read(&rs), gpu.stats_read(&gs));
+    let run = |row0, n, slot| StatsRows { row0, n, slot };
+    let runs = [
+        run(0, 600, 0),
+        run(650, 20, 2),
+        run(610, 40, 3),
+        run(600, 10, 2),
+        run(670, 30, 3),
+    ];
+    let (mut rs, mut gs) = (r.stats_new(k, 4), gpu.stats_new(k, 4));
+    r.stats_add(&r.upload(&x, m, k), &runs, &mut rs);
+    let gx = gpu.upload(&x, m, k);
+    gpu.stats_add(&gx, &runs, &mut gs);
+    let want = r.stats_read(&[&rs]);
+    let readbacks = gpu.stats_counts.readbacks();
+    let got = gpu.stats_read(&[&gs]);
+    let (w2, w1, wc) = stats_flat(&want);
+    let (g2, g1, gc) = stats_flat(&got);
+    let shape = format!("{m}x{k}, 4 slots");
     let mut rows = Vec::new();
-    let shape = format!("{m}x{k}");
-    let mut row = CheckRow::nmse("stats Σx²", "-", shape.clone(), nmse(&got.sum2, &want.sum2));
-    row.pass &= got.count == want.count && got.count == m as u64;
-    row.note = format!("count {} (ref {})", got.count, want.count);
+    let mut row = CheckRow::nmse("stats Σx²", "-", shape.clone(), nmse(&g2, &w2));
+    row.pass &= gc == wc && gc == [600, 0, 30, 70];
+    row.note = format!("counts {gc:?} (ref {wc:?})");
     rows.push(row);
     rows.push(CheckRow::nmse(
         "stats Σx",
         "-",
         shape.clone(),
-        nmse(&got.sum, &want.sum),
+        nmse(&g1, &w1),
     ));
-    // The same rows fed as batches of 1, 5, 17 tokens.
-    let mut split = gpu.stats_new(k);
-    let mut at = 0;
-    for b in [1usize, 5, 17] {
-        let part = &x[at * k..(at + b) * k];
-        gpu.matmul(&gpu.upload(part, b, k), &gw, Some(&mut split));
-        at += b;
+
+    // Each slot's rows gathered and added alone, as slot 0 of their own accumulator.
+    let mut alone_equal = true;
+    let mut worst = 0.0f64;
+    let mut alone_sets = Vec::new();
+    for slot in 0..4 {
+        let idx: Vec<u32> = runs
+            .iter()
+            .filter(|r| r.slot == slot)
+            .flat_map(|r| (r.row0..r.row0 + r.n).map(|i| i as u32))
+            .collect();
+        let mut a = gpu.stats_new(k, 1);
+        if !idx.is_empty() {
+            let xs = gpu.gather_rows(&gx, &idx);
+            gpu.stats_add(&xs, &[run(0, idx.len(), 0)], &mut a);
+        }
+        alone_sets.push(a);
     }
-    let s = gpu.stats_read(&split);
+    let alone_refs: Vec<&GpuStats> = alone_sets.iter().collect();
+    let alone = gpu.stats_read(&alone_refs);
+    for (slot, a) in alone.iter().enumerate() {
+        alone_equal &= stats_equal(&a[0], &got[0][slot]);
+        worst = worst.max(nmse(&a[0].sum2, &got[0][slot].sum2));
+    }
     rows.push(CheckRow::exact(
-        "stats split 1+5+17",
+        "stats slot=alone",
         "-",
         shape.clone(),
-        stats_equal(&s, &got),
-        nmse(&s.sum2, &got.sum2),
-        "vs one batch",
+        alone_equal,
+        worst,
+        "vs each slot's rows alone",
     ));
-    // One sequence of a multi-sequence batch: rows 7..18 only, vs the reference and vs the same
-    // rows uploaded on their own (a chunk's sums must not depend on its batch).
-    let (mut rr, mut gr) = (r.stats_new(k), gpu.stats_new(k));
-    r.stats_add_rows(&r.upload(&x, m, k), 7, 11, &mut rr);
-    gpu.stats_add_rows(&gpu.upload(&x, m, k), 7, 11, &mut gr);
-    let (want, got) = (r.stats_read(&rr), gpu.stats_read(&gr));
-    let mut alone = gpu.stats_new(k);
-    gpu.matmul(&gpu.upload(&x[7 * k..18 * k], 11, k), &gw, Some(&mut alone));
-    let alone = gpu.stats_read(&alone);
-    let mut row = CheckRow::nmse(
-        "stats rows 7..18",
+
+    // One readback for several accumulators, equal to reading each on its own.
+    let before = gpu.stats_counts.readbacks();
+    let mut all: Vec<&GpuStats> = vec![&gs];
+    all.extend(alone_refs.iter().copied());
+    let together = gpu.stats_read(&all);
+    let one_readback = gpu.stats_counts.readbacks() - before == 1 && before - readbacks == 2;
+    let same = together[0] == got[0] && together[1..] == alone[..];
+    let mut row = CheckRow::exact(
+        "stats read all",
         "-",
-        shape,
-        nmse(&got.sum2, &want.sum2).max(nmse(&got.sum, &want.sum)),
+        format!("{} accumulators", all.len()),
+        same && one_readback,
+        0.0,
+        "vs each read alone",
     );
-    row.pass &= got.count == 11 && want.count == 11 && stats_equal(&got, &alone);
-    row.note = format!("count {}; bit-equal to the rows alone", got.count);
+    row.note = format!(
+        "{}; {} readback(s)",
+        row.note,
+        gpu.stats_counts.readbacks() - before
+    );
     rows.push(row);
     Ok(rows)
 }

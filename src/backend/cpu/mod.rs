@@ -14,8 +14,9 @@
 //!   thread count and the batch size; it differs from the reference by rounding only.
 
 mod gemm;
+pub mod nll;
 
-use super::{AttnParams, Backend, RopeParams, StatsHost, WeightSource};
+use super::{AttnParams, Backend, RopeParams, StatsHost, StatsRows, WeightSource};
 use crate::quant::dequantize_row;
 use anyhow::{bail, Context};
 use rayon::prelude::*;
@@ -342,7 +343,8 @@ pub fn rope_cache(seq_len: usize, p: &RopeParams) -> Vec<(f32, f32)> {
 impl Backend for CpuBackend {
     type Tensor = CpuTensor;
     type Weight = CpuWeight;
-    type Stats = StatsHost;
+    /// One `StatsHost` per slot.
+    type Stats = Vec<StatsHost>;
 
     fn name(&self) -> String {
         match self.matmul {
@@ -441,12 +443,17 @@ impl Backend for CpuBackend {
         out
     }
 
-    fn matmul(&self, x: &CpuTensor, w: &CpuWeight, stats: Option<&mut StatsHost>) -> CpuTensor {
+    fn matmul(
+        &self,
+        x: &CpuTensor,
+        w: &CpuWeight,
+        stats: Option<&mut Vec<StatsHost>>,
+    ) -> CpuTensor {
         let k = w.src.ne0;
         let n = w.src.ne1;
         assert_eq!(x.cols, k, "matmul {}: activation width", w.src.name);
         if let Some(s) = stats {
-            accumulate_stats(s, x);
+            accumulate_stats(&mut s[0], x);
         }
         if self.matmul == CpuMatmul::Blocked {
             return gemm::matmul_blocked(x, w);
@@ -620,19 +627,23 @@ impl Backend for CpuBackend {
         }
     }
 
-    fn stats_add_rows(&self, x: &CpuTensor, row0: usize, n: usize, s: &mut StatsHost) {
-        accumulate_stats_rows(s, x, row0, n)
-    }
-
-    fn stats_new(&self, n_cols: usize) -> StatsHost {
-        StatsHost {
-            sum2: vec![0.0; n_cols],
-            sum: vec![0.0; n_cols],
-            count: 0,
+    fn stats_add(&self, x: &CpuTensor, runs: &[StatsRows], s: &mut Vec<StatsHost>) {
+        // Row order within each slot: runs in the order given.
+        for r in runs {
+            accumulate_stats_rows(&mut s[r.slot], x, r.row0, r.n)
         }
     }
 
-    fn stats_read(&self, s: &StatsHost) -> StatsHost {
-        s.clone()
+    fn stats_new(&self, n_cols: usize, n_slots: usize) -> Vec<StatsHost> {
+        let zero = StatsHost {
+            sum2: vec![0.0; n_cols],
+            sum: vec![0.0; n_cols],
+            count: 0,
+        };
+        vec![zero; n_slots]
+    }
+
+    fn stats_read(&self, s: &[&Vec<StatsHost>]) -> Vec<Vec<StatsHost>> {
+        s.iter().map(|v| v.to_vec()).collect()
     }
 }

@@ -1,17 +1,21 @@
 //! GPU backend on wgpu: every graph op as a WGSL compute kernel (one `kernels/<op>.rs` per
-//! `shaders/<op>.wgsl`). Each op is recorded and submitted on its own; queue order keeps ops,
-//! uploads and buffer reuse from the pool in program order.
+//! `shaders/<op>.wgsl`). Ops, uploads and copies are recorded into one pending command encoder
+//! and submitted together (`record`), in program order, so buffer reuse from the pool is safe.
 
 pub mod device;
 pub mod kernels;
 pub mod pool;
+pub mod record;
 pub mod spirv;
 
-use crate::backend::{AttnParams, Backend, DeviceMemory, RopeParams, StatsHost, WeightSource};
+use crate::backend::{
+    AttnParams, Backend, DeviceMemory, RopeParams, StatsHost, StatsRows, WeightSource,
+};
 use crate::gguf::GgmlType;
 use anyhow::{bail, Result};
 use device::{DeviceSpec, GpuDevice};
 use pool::{Pool, PooledBuffer};
+pub use record::Counters;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use wgpu::util::DeviceExt;
@@ -21,8 +25,14 @@ use wgpu::util::DeviceExt;
 pub enum MatmulVariant {
     /// Register-blocked, no barriers (CPU adapters such as llvmpipe).
     Register,
-    /// Workgroup-shared tiles (hardware GPUs).
+    /// SGEMM tiles in workgroup memory (hardware GPUs): the few-token tile for up to
+    /// `matmul_sgemm::FEW_TOKENS` tokens, the many-token tile above. Both sum each output in the
+    /// same order, so the choice never changes bits.
     Tiled,
+    /// The many-token SGEMM tile whatever the token count (conformance, tests, benches).
+    TiledMany,
+    /// The few-token SGEMM tile whatever the token count.
+    TiledFew,
 }
 
 impl MatmulVariant {
@@ -30,19 +40,57 @@ impl MatmulVariant {
         match self {
             MatmulVariant::Register => "register",
             MatmulVariant::Tiled => "tiled",
+            MatmulVariant::TiledMany => "tiled-many",
+            MatmulVariant::TiledFew => "tiled-few",
         }
     }
 }
 
-/// Device, queue, pool and compiled pipelines shared by the kernels.
+/// Device, queue, pool, compiled pipelines and the pending command recording shared by the
+/// kernels. Kernels record through `dispatch`/`dispatch_ranges`/`dispatch_entries`/`encode`;
+/// uploads and readbacks go through `write`/`upload_*`/`read_*` so the recording stays in
+/// program order (see `record`).
 pub struct Ctx {
     pub dev: GpuDevice,
     pub pool: Arc<Pool>,
     pipelines: Mutex<HashMap<String, Arc<wgpu::ComputePipeline>>>,
+    pending: Mutex<record::Pending>,
+    /// Parameters of the pending dispatches, one `PARAM_SLOT_BYTES` slot each.
+    ring: wgpu::Buffer,
+    bind_groups: Mutex<record::BindCache>,
+    /// Constant tables (RoPE cos/sin) by key, oldest first.
+    tables: Mutex<Vec<(String, wgpu::Buffer)>>,
 }
 
+/// Constant tables kept on the device (one per RoPE shape in use).
+const MAX_TABLES: usize = 8;
+
 impl Ctx {
-    /// The pipeline for `key`, compiled from `source()` on first use.
+    pub fn new(dev: GpuDevice, pool: Arc<Pool>) -> Ctx {
+        let ring = dev.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("params ring"),
+            size: record::MAX_PENDING_DISPATCHES as u64 * record::PARAM_SLOT_BYTES,
+            usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        Ctx {
+            dev,
+            pool,
+            pipelines: Mutex::new(HashMap::new()),
+            pending: Mutex::new(record::Pending::default()),
+            ring,
+            bind_groups: Mutex::new(record::BindCache::new()),
+            tables: Mutex::new(Vec::new()),
+        }
+    }
+
+    fn pending(&self) -> std::sync::MutexGuard<'_, record::Pending> {
+        self.pending.lock().expect("command recording")
+    }
+
+    /// The pipeline for `key`, compiled from `source()` on first use. Its layout comes from the
+    /// shader's declarations, with the parameters (binding 0) at a dynamic offset into the ring;
+    /// only pipelines made here can be dispatched.
     pub fn pipeline(
         &self,
         key: &str,
@@ -53,23 +101,29 @@ impl Ctx {
             return p.clone();
         }
         let src = source();
-        let module = self
-            .dev
-            .device
-            .create_shader_module(wgpu::ShaderModuleDescriptor {
-                label: Some(key),
-                source: wgpu::ShaderSource::Wgsl(src.into()),
-            });
-        let p = Arc::new(self.dev.device.create_compute_pipeline(
-            &wgpu::ComputePipelineDescriptor {
-                label: Some(key),
-                layout: None,
-                module: &module,
-                entry_point: Some("main"),
-                compilation_options: Default::default(),
-                cache: None,
-            },
-        ));
+        let d = &self.dev.device;
+        let entries = record::layout_entries(key, &src);
+        let bgl = d.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+            label: Some(key),
+            entries: &entries,
+        });
+        let layout = d.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+            label: Some(key),
+            bind_group_layouts: &[Some(&bgl)],
+            immediate_size: 0,
+        });
+        let module = d.create_shader_module(wgpu::ShaderModuleDescriptor {
+            label: Some(key),
+            source: wgpu::ShaderSource::Wgsl(src.into()),
+        });
+        let p = Arc::new(d.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+            label: Some(key),
+            layout: Some(&layout),
+            module: &module,
+            entry_point: Some("main"),
+            compilation_options: Default::default(),
+            cache: None,
+        }));
         map.insert(key.to_string(), p.clone());
         p
     }
@@ -90,7 +144,9 @@ impl Ctx {
         p
     }
 
-    /// Bind `params` (uniform, binding 0) and whole `buffers` (bindings 1..), dispatch, submit.
+    /// Record a dispatch binding `params` (uniform, binding 0) and whole `buffers` (bindings
+    /// 1..). Callers keep tensors within the binding limit (the planner sizes batches so; see
+    /// `plan::plan_run`).
     pub fn dispatch(
         &self,
         pipe: &wgpu::ComputePipeline,
@@ -98,22 +154,13 @@ impl Ctx {
         buffers: &[&wgpu::Buffer],
         groups: [u32; 3],
     ) {
-        let maxb = self.dev.limits.max_storage_buffer_binding_size as u64;
-        let ranges: Vec<(&wgpu::Buffer, u64, u64)> = buffers
-            .iter()
-            .map(|b| {
-                assert!(
-                    b.size() <= maxb,
-                    "a {}-byte tensor exceeds the adapter's storage binding limit ({maxb} bytes): use fewer tokens per batch",
-                    b.size()
-                );
-                (*b, 0, b.size())
-            })
-            .collect();
+        let ranges: Vec<(&wgpu::Buffer, u64, u64)> =
+            buffers.iter().map(|b| (*b, 0, b.size())).collect();
         self.dispatch_ranges(pipe, params, &ranges, groups)
     }
 
-    /// As `dispatch`, binding (buffer, byte offset, byte size) ranges.
+    /// As `dispatch`, binding (buffer, byte offset, byte size) ranges. The bind group is cached
+    /// by pipeline and ranges.
     pub fn dispatch_ranges(
         &self,
         pipe: &wgpu::ComputePipeline,
@@ -121,46 +168,110 @@ impl Ctx {
         buffers: &[(&wgpu::Buffer, u64, u64)],
         groups: [u32; 3],
     ) {
-        let d = &self.dev.device;
-        let mut words = params.to_vec();
-        while words.len() % 4 != 0 || words.is_empty() {
-            words.push(0);
+        let maxb = self.dev.limits.max_storage_buffer_binding_size;
+        for &(b, _, size) in buffers {
+            // An invariant, not an input check: the planner keeps every tensor under the limit
+            // (plan::plan_run) and kernels bind larger ones in ranges.
+            assert!(
+                size <= maxb,
+                "internal: a {size}-byte binding of a {}-byte buffer exceeds the adapter's \
+                 max_storage_buffer_binding_size ({maxb}); use a smaller -b or -c",
+                b.size()
+            );
         }
-        let ubuf = d.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-            label: Some("params"),
-            contents: bytemuck::cast_slice(&words),
-            usage: wgpu::BufferUsages::UNIFORM,
-        });
-        let mut entries = vec![wgpu::BindGroupEntry {
-            binding: 0,
-            resource: ubuf.as_entire_binding(),
-        }];
-        for (i, &(b, offset, size)) in buffers.iter().enumerate() {
-            entries.push(wgpu::BindGroupEntry {
-                binding: i as u32 + 1,
-                resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
-                    buffer: b,
-                    offset,
-                    size: wgpu::BufferSize::new(size),
-                }),
-            });
-        }
-        let bg = d.create_bind_group(&wgpu::BindGroupDescriptor {
-            label: None,
-            layout: &pipe.get_bind_group_layout(0),
-            entries: &entries,
-        });
-        let mut enc = d.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
-        {
-            let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
+        let key: record::BindKey = (
+            pipe.clone(),
+            buffers.iter().map(|&(b, o, s)| (b.clone(), o, s)).collect(),
+        );
+        let (bg, created) = {
+            let mut cache = self.bind_groups.lock().expect("bind group cache");
+            cache.refresh(self.pool.generation());
+            match cache.map.get(&key) {
+                Some(bg) => (bg.clone(), false),
+                None => {
+                    let entries: Vec<wgpu::BindGroupEntry> = buffers
+                        .iter()
+                        .enumerate()
+                        .map(|(i, &(b, offset, size))| wgpu::BindGroupEntry {
+                            binding: i as u32 + 1,
+                            resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                                buffer: b,
+                                offset,
+                                size: wgpu::BufferSize::new(size),
+                            }),
+                        })
+                        .collect();
+                    let bg = self.bind_group(pipe, &entries);
+                    cache.map.insert(key, bg.clone());
+                    (bg, true)
+                }
+            }
+        };
+        self.record_dispatch(pipe, params, &bg, created, groups);
+    }
+
+    /// Record a dispatch with explicit bind group `entries` for bindings 1.. (textures; not
+    /// cached).
+    pub fn dispatch_entries(
+        &self,
+        pipe: &wgpu::ComputePipeline,
+        params: &[u32],
+        entries: &[wgpu::BindGroupEntry],
+        groups: [u32; 3],
+    ) {
+        let bg = self.bind_group(pipe, entries);
+        self.record_dispatch(pipe, params, &bg, true, groups);
+    }
+
+    fn bind_group(
+        &self,
+        pipe: &wgpu::ComputePipeline,
+        entries: &[wgpu::BindGroupEntry],
+    ) -> wgpu::BindGroup {
+        let mut all = vec![record::ring_entry(&self.ring)];
+        all.extend(entries.iter().cloned());
+        self.dev
+            .device
+            .create_bind_group(&wgpu::BindGroupDescriptor {
                 label: None,
-                timestamp_writes: None,
-            });
-            pass.set_pipeline(pipe);
-            pass.set_bind_group(0, &bg, &[]);
-            pass.dispatch_workgroups(groups[0], groups[1], groups[2]);
+                layout: &pipe.get_bind_group_layout(0),
+                entries: &all,
+            })
+    }
+
+    fn record_dispatch(
+        &self,
+        pipe: &wgpu::ComputePipeline,
+        params: &[u32],
+        bg: &wgpu::BindGroup,
+        new_bind_group: bool,
+        groups: [u32; 3],
+    ) {
+        let maxg = self.dev.limits.max_compute_workgroups_per_dimension;
+        // An invariant: kernels fold or split their grids (`groups_1d`, `groups_rows`).
+        assert!(
+            groups.iter().all(|&g| g <= maxg),
+            "internal: workgroup grid {groups:?} exceeds the adapter's \
+             max_compute_workgroups_per_dimension ({maxg})"
+        );
+        let mut p = self.pending();
+        if p.full() {
+            p.flush(&self.dev.queue, &self.ring);
         }
-        self.dev.queue.submit([enc.finish()]);
+        let offset = p.push_params(params);
+        p.n_dispatch += 1;
+        p.counters.dispatches += 1;
+        p.counters.bind_groups += u64::from(new_bind_group);
+        let pass = p.pass(&self.dev.device);
+        pass.set_pipeline(pipe);
+        pass.set_bind_group(0, bg, &[offset]);
+        pass.dispatch_workgroups(groups[0], groups[1], groups[2]);
+    }
+
+    /// Record commands outside a compute pass (copies), in order with the dispatches.
+    pub fn encode<R>(&self, f: impl FnOnce(&mut wgpu::CommandEncoder) -> R) -> R {
+        let mut p = self.pending();
+        f(p.encoder(&self.dev.device))
     }
 
     /// Workgroups (of 64) covering `n` elements, folded into y past 65535 (kernels index
@@ -174,43 +285,150 @@ impl Ctx {
         }
     }
 
+    /// `x` workgroups by one per row, rows folded into z past 65535 (kernels take row
+    /// `gid.z * 65535 + gid.y` and skip rows past the end).
+    pub fn groups_rows(x: usize, rows: usize) -> [u32; 3] {
+        [
+            x.max(1) as u32,
+            rows.clamp(1, 65535) as u32,
+            rows.div_ceil(65535).max(1) as u32,
+        ]
+    }
+
+    /// Record a copy of `data` into `buf` at byte `offset` (from a fresh staging buffer, so it
+    /// takes its place in the recording: earlier commands see the old contents, later ones the
+    /// new).
+    pub fn write(&self, buf: &wgpu::Buffer, offset: u64, data: &[u8]) {
+        if data.is_empty() {
+            return;
+        }
+        assert!(
+            data.len().is_multiple_of(4) && offset.is_multiple_of(4),
+            "uploads are whole words"
+        );
+        let staging = self
+            .dev
+            .device
+            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                label: Some("upload"),
+                contents: data,
+                usage: wgpu::BufferUsages::COPY_SRC,
+            });
+        let mut p = self.pending();
+        p.counters.uploads += 1;
+        p.counters.bytes_uploaded += data.len() as u64;
+        p.encoder(&self.dev.device).copy_buffer_to_buffer(
+            &staging,
+            0,
+            buf,
+            offset,
+            data.len() as u64,
+        );
+    }
+
     /// A storage buffer holding `data` (at least 4 bytes).
     pub fn upload_u32(&self, data: &[u32]) -> PooledBuffer {
         let b = self.pool.get((data.len() * 4).max(4) as u64);
-        if !data.is_empty() {
-            self.dev
-                .queue
-                .write_buffer(b.buffer(), 0, bytemuck::cast_slice(data));
-        }
+        self.write(b.buffer(), 0, bytemuck::cast_slice(data));
         b
     }
 
     pub fn upload_f32(&self, data: &[f32]) -> PooledBuffer {
         let b = self.pool.get((data.len() * 4).max(4) as u64);
-        if !data.is_empty() {
-            self.dev
-                .queue
-                .write_buffer(b.buffer(), 0, bytemuck::cast_slice(data));
-        }
+        self.write(b.buffer(), 0, bytemuck::cast_slice(data));
         b
     }
 
-    /// Copy the first `n_words` words of `buf` back to the host (waits for the queue).
-    pub fn read_u32(&self, buf: &wgpu::Buffer, n_words: usize) -> Vec<u32> {
-        if n_words == 0 {
-            return Vec::new();
+    /// A storage buffer of at least `bytes` bytes, all zero (a recorded clear, no upload).
+    pub fn zeroed(&self, bytes: u64) -> PooledBuffer {
+        let b = self.pool.get(bytes.max(4));
+        self.encode(|enc| enc.clear_buffer(b.buffer(), 0, None));
+        b
+    }
+
+    /// A constant f32 table kept on the device under `key` (built by `build` the first time;
+    /// the few most recent keys are kept).
+    pub fn table_f32(&self, key: &str, build: impl FnOnce() -> Vec<f32>) -> wgpu::Buffer {
+        let mut tables = self.tables.lock().expect("tables");
+        if let Some((_, b)) = tables.iter().find(|(k, _)| k == key) {
+            return b.clone();
         }
-        let bytes = (n_words * 4) as u64;
+        let mut data = build();
+        if data.is_empty() {
+            data.push(0.0);
+        }
+        // Created initialised (mapped at creation): nothing is queued.
+        let buf = self
+            .dev
+            .device
+            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                label: Some(key),
+                contents: bytemuck::cast_slice(&data),
+                usage: wgpu::BufferUsages::STORAGE,
+            });
+        self.pool.note_alloc(buf.size());
+        {
+            let mut p = self.pending();
+            p.counters.uploads += 1;
+            p.counters.bytes_uploaded += buf.size();
+        }
+        if tables.len() >= MAX_TABLES {
+            let (_, old) = tables.remove(0);
+            self.pool.note_free(old.size());
+        }
+        tables.push((key.to_string(), buf.clone()));
+        buf
+    }
+
+    /// Submit what is recorded (the GPU starts on it; nothing waits).
+    pub fn flush(&self) {
+        self.pending().flush(&self.dev.queue, &self.ring);
+    }
+
+    /// Submit what is recorded and wait until the GPU has finished it.
+    pub fn sync(&self) {
+        self.flush();
+        self.dev
+            .device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .expect("GPU device lost");
+    }
+
+    /// Copy the first `n_words` words of `buf` back to the host (submits and waits).
+    pub fn read_u32(&self, buf: &wgpu::Buffer, n_words: usize) -> Vec<u32> {
+        self.read_many(&[(buf, 0, n_words)])
+            .pop()
+            .expect("one read")
+    }
+
+    /// Copy (buffer, byte offset, words) ranges back in one submit and one wait.
+    pub fn read_many(&self, ranges: &[(&wgpu::Buffer, u64, usize)]) -> Vec<Vec<u32>> {
+        let total: u64 = ranges.iter().map(|r| r.2 as u64 * 4).sum();
+        if total == 0 {
+            return ranges.iter().map(|_| Vec::new()).collect();
+        }
         let d = &self.dev.device;
         let staging = d.create_buffer(&wgpu::BufferDescriptor {
             label: Some("readback"),
-            size: bytes,
+            size: total,
             usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         });
-        let mut enc = d.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
-        enc.copy_buffer_to_buffer(buf, 0, &staging, 0, bytes);
-        self.dev.queue.submit([enc.finish()]);
+        {
+            let mut p = self.pending();
+            let enc = p.encoder(d);
+            let mut at = 0;
+            for &(b, offset, n) in ranges {
+                let bytes = n as u64 * 4;
+                if bytes > 0 {
+                    enc.copy_buffer_to_buffer(b, offset, &staging, at, bytes);
+                }
+                at += bytes;
+            }
+            p.flush(&self.dev.queue, &self.ring);
+            p.counters.readbacks += 1;
+            p.counters.bytes_read += total;
+        }
         let (tx, rx) = std::sync::mpsc::channel();
         staging.slice(..).map_async(wgpu::MapMode::Read, move |r| {
             let _ = tx.send(r);
@@ -225,10 +443,54 @@ impl Ctx {
                 .slice(..)
                 .get_mapped_range()
                 .expect("mapped readback range");
-            bytemuck::cast_slice::<u8, u32>(&view).to_vec()
+            let words: &[u32] = bytemuck::cast_slice(&view);
+            let mut at = 0;
+            ranges
+                .iter()
+                .map(|r| {
+                    let v = words[at..at + r.2].to_vec();
+                    at += r.2;
+                    v
+                })
+                .collect()
         };
         staging.unmap();
         out
+    }
+
+    /// Submit `cmd` (copies into staging buffers recorded in an encoder of its own) after
+    /// everything recorded, in one submit, counted as one readback of `bytes`; the caller maps
+    /// and waits.
+    pub fn submit_readback(&self, cmd: wgpu::CommandBuffer, bytes: u64) {
+        let mut p = self.pending();
+        p.flush_with(&self.dev.queue, &self.ring, Some(cmd));
+        p.counters.readbacks += 1;
+        p.counters.bytes_read += bytes;
+    }
+
+    /// What was done since the last `reset_counters`.
+    pub fn counters(&self) -> Counters {
+        self.pending().counters
+    }
+
+    pub fn reset_counters(&self) {
+        self.pending().counters = Counters::default();
+    }
+
+    /// Submit after at most `n` dispatches (clamped to 1..=`record::MAX_PENDING_DISPATCHES`;
+    /// 1 is the one-submit-per-op behaviour, for comparisons).
+    pub fn set_max_pending(&self, n: usize) {
+        let mut p = self.pending();
+        p.flush(&self.dev.queue, &self.ring);
+        p.max_pending = n.clamp(1, record::MAX_PENDING_DISPATCHES);
+    }
+}
+
+impl Drop for Ctx {
+    fn drop(&mut self) {
+        if let Ok(mut p) = self.pending.lock() {
+            p.flush(&self.dev.queue, &self.ring);
+        }
     }
 }
 
@@ -272,15 +534,20 @@ impl Drop for GpuWeight {
     }
 }
 
-/// Σx², Σx per input column and the row count, on the device (layout in shaders/mm_stats.wgsl).
+/// Statistics of `n_slots` slots on the device: slot s holds Σx² (`n_cols` f32) then Σx at word
+/// `s · 2 · n_cols` (shaders/mm_stats.wgsl); the row counts are known on the host.
 pub struct GpuStats {
     pub(crate) buf: PooledBuffer,
     pub n_cols: usize,
+    pub n_slots: usize,
+    pub(crate) counts: Vec<u64>,
 }
 
 pub struct GpuBackend {
     pub ctx: Ctx,
     pub matmul_variant: MatmulVariant,
+    /// Statistics dispatches and readbacks so far.
+    pub stats_counts: kernels::mm_stats::StatsCounts,
 }
 
 impl GpuBackend {
@@ -298,15 +565,12 @@ impl GpuBackend {
         };
         let pool = Pool::new(
             dev.device.clone(),
-            dev.limits.max_storage_buffer_binding_size as u64,
+            dev.limits.max_storage_buffer_binding_size,
         );
         GpuBackend {
-            ctx: Ctx {
-                dev,
-                pool,
-                pipelines: Mutex::new(HashMap::new()),
-            },
+            ctx: Ctx::new(dev, pool),
             matmul_variant: variant,
+            stats_counts: Default::default(),
         }
     }
 
@@ -333,7 +597,7 @@ impl GpuBackend {
             bail!("tensor {name}: type {t} is not supported by the GPU kernels; use --device cpu");
         }
         let row_bytes = t.row_bytes(ne0 as u64).unwrap_or(0) as usize;
-        if ne0 % t.block_size() != 0 || row_bytes == 0 {
+        if !ne0.is_multiple_of(t.block_size()) || row_bytes == 0 {
             bail!("tensor {name}: row length {ne0} is not a multiple of {t}'s block size");
         }
         if bytes.len() < row_bytes * ne1 {
@@ -345,7 +609,7 @@ impl GpuBackend {
         }
         let lim = &self.ctx.dev.limits;
         // Leave 8 bytes: rd32u may read one word past the last block.
-        let max_bytes = (lim.max_storage_buffer_binding_size as u64).min(lim.max_buffer_size) - 8;
+        let max_bytes = lim.max_storage_buffer_binding_size.min(lim.max_buffer_size) - 8;
         let rows_per = (max_bytes as usize / row_bytes).max(1);
         if row_bytes as u64 > max_bytes {
             bail!("tensor {name}: one row ({row_bytes} bytes) exceeds the adapter's binding limit");
@@ -388,15 +652,32 @@ impl GpuBackend {
     fn alloc(&self, rows: usize, cols: usize) -> GpuTensor {
         let bytes = (rows * cols * 4).max(4) as u64;
         let maxb = self.ctx.dev.limits.max_buffer_size;
+        // An invariant, not an input check: the planner (plan::plan_run) rejects a -c whose
+        // activations or logits exceed the binding limit and sizes -b's batches under it.
         assert!(
             bytes <= maxb,
-            "activation [{rows}, {cols}] needs {bytes} bytes, over the adapter's buffer limit {maxb}: use fewer tokens per batch"
+            "internal: activation [{rows}, {cols}] needs {bytes} bytes, over the adapter's \
+             max_buffer_size ({maxb}); use a smaller -b or -c"
         );
         GpuTensor {
             buf: self.ctx.pool.get(bytes),
             rows,
             cols,
         }
+    }
+
+    /// Attention with an explicit kernel (conformance checks both on every adapter).
+    pub fn attention_with(
+        &self,
+        q: &GpuTensor,
+        k: &GpuTensor,
+        v: &GpuTensor,
+        p: &AttnParams,
+        variant: kernels::attention::AttentionVariant,
+    ) -> GpuTensor {
+        let o = self.alloc(q.rows, q.cols);
+        kernels::attention::run_with(&self.ctx, variant, q, k, v, p, &o);
+        o
     }
 
     /// y = x·Wᵀ with an explicit kernel variant (the conformance suite checks both).
@@ -411,13 +692,9 @@ impl GpuBackend {
         y
     }
 
-    /// Wait until every submitted op has finished (benches).
+    /// Submit what is recorded and wait until it has finished (benches).
     pub fn sync(&self) {
-        self.ctx
-            .dev
-            .device
-            .poll(wgpu::PollType::wait_indefinitely())
-            .expect("GPU device lost");
+        self.ctx.sync();
     }
 
     /// Device bytes allocated now and at peak.
@@ -442,12 +719,7 @@ impl Backend for GpuBackend {
     fn upload(&self, data: &[f32], rows: usize, cols: usize) -> GpuTensor {
         assert_eq!(data.len(), rows * cols, "upload: data length vs shape");
         let t = self.alloc(rows, cols);
-        if !data.is_empty() {
-            self.ctx
-                .dev
-                .queue
-                .write_buffer(t.buffer(), 0, bytemuck::cast_slice(data));
-        }
+        self.ctx.write(t.buffer(), 0, bytemuck::cast_slice(data));
         t
     }
 
@@ -474,7 +746,12 @@ impl Backend for GpuBackend {
 
     fn matmul(&self, x: &GpuTensor, w: &GpuWeight, stats: Option<&mut GpuStats>) -> GpuTensor {
         if let Some(s) = stats {
-            kernels::mm_stats::run(&self.ctx, x, 0, x.rows, s);
+            let all = StatsRows {
+                row0: 0,
+                n: x.rows,
+                slot: 0,
+            };
+            self.stats_add(x, &[all], s);
         }
         self.matmul_with(x, w, self.matmul_variant)
     }
@@ -491,9 +768,8 @@ impl Backend for GpuBackend {
     }
 
     fn attention(&self, q: &GpuTensor, k: &GpuTensor, v: &GpuTensor, p: &AttnParams) -> GpuTensor {
-        let o = self.alloc(q.rows, q.cols);
-        kernels::attention::run(&self.ctx, q, k, v, p, &o);
-        o
+        let variant = kernels::attention::AttentionVariant::for_adapter(&self.ctx);
+        self.attention_with(q, k, v, p, variant)
     }
 
     fn silu_mul(&self, g: &GpuTensor, u: &GpuTensor) -> GpuTensor {
@@ -520,23 +796,44 @@ impl Backend for GpuBackend {
         kernels::scatter_add::run(&self.ctx, dst, src, idx, scale);
     }
 
-    fn stats_add_rows(&self, x: &GpuTensor, row0: usize, n: usize, s: &mut GpuStats) {
-        kernels::mm_stats::run(&self.ctx, x, row0, n, s);
+    fn stats_add(&self, x: &GpuTensor, runs: &[StatsRows], s: &mut GpuStats) {
+        kernels::mm_stats::run(&self.ctx, &self.stats_counts, x, runs, s);
     }
 
-    fn stats_new(&self, n_cols: usize) -> GpuStats {
-        let buf = self.ctx.upload_u32(&vec![0u32; 2 * n_cols + 2]);
-        GpuStats { buf, n_cols }
-    }
-
-    fn stats_read(&self, s: &GpuStats) -> StatsHost {
-        let w = self.ctx.read_u32(s.buf.buffer(), 2 * s.n_cols + 2);
-        let k = s.n_cols;
-        StatsHost {
-            sum2: w[..k].iter().map(|&b| f32::from_bits(b)).collect(),
-            sum: w[k..2 * k].iter().map(|&b| f32::from_bits(b)).collect(),
-            count: w[2 * k] as u64 | ((w[2 * k + 1] as u64) << 32),
+    fn stats_new(&self, n_cols: usize, n_slots: usize) -> GpuStats {
+        // A recorded clear: no upload.
+        let buf = self.ctx.zeroed((2 * n_cols * n_slots) as u64 * 4);
+        GpuStats {
+            buf,
+            n_cols,
+            n_slots,
+            counts: vec![0; n_slots],
         }
+    }
+
+    fn token_nlls(&self, logits: &GpuTensor, targets: &[u32]) -> Vec<f64> {
+        kernels::nll::run(&self.ctx, logits, targets)
+    }
+
+    fn stats_read(&self, sets: &[&GpuStats]) -> Vec<Vec<StatsHost>> {
+        let words = kernels::mm_stats::read_all(&self.ctx, &self.stats_counts, sets);
+        let f = |w: &[u32]| w.iter().map(|&b| f32::from_bits(b)).collect::<Vec<f32>>();
+        sets.iter()
+            .zip(&words)
+            .map(|(s, w)| {
+                let k = s.n_cols;
+                (0..s.n_slots)
+                    .map(|j| {
+                        let at = &w[j * 2 * k..(j + 1) * 2 * k];
+                        StatsHost {
+                            sum2: f(&at[..k]),
+                            sum: f(&at[k..]),
+                            count: s.counts[j],
+                        }
+                    })
+                    .collect()
+            })
+            .collect()
     }
 
     fn device_memory(&self) -> Option<DeviceMemory> {
@@ -545,6 +842,7 @@ impl Backend for GpuBackend {
             max_binding_bytes: lim.max_storage_buffer_binding_size.min(lim.max_buffer_size),
             // Vulkan's VK_EXT_memory_budget (90% of it); other backends report nothing.
             driver_budget: device::vram_info(&self.ctx.dev.adapter).map(|v| v.default_budget()),
+            max_rows: lim.max_compute_workgroups_per_dimension as u64,
         })
     }
 

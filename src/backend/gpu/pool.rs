@@ -14,6 +14,9 @@ pub struct Pool {
     peak: AtomicU64,
     /// VRAM budget: past it, free pooled buffers are released before allocating more.
     limit: AtomicU64,
+    /// Bumped whenever device memory is freed, so caches holding buffer handles (bind groups)
+    /// let go of them.
+    generation: AtomicU64,
 }
 
 /// A storage buffer from the pool; goes back to the free list when dropped.
@@ -56,6 +59,7 @@ impl Pool {
             allocated: AtomicU64::new(0),
             peak: AtomicU64::new(0),
             limit: AtomicU64::new(u64::MAX),
+            generation: AtomicU64::new(0),
         })
     }
 
@@ -107,6 +111,12 @@ impl Pool {
 
     pub fn note_free(&self, bytes: u64) {
         self.allocated.fetch_sub(bytes, Ordering::Relaxed);
+        self.generation.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Changes whenever buffers are freed (see `note_free`).
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Relaxed)
     }
 
     /// Bytes currently allocated on the device (including free pooled buffers).

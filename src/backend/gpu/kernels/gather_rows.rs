@@ -13,7 +13,7 @@ pub fn run(ctx: &Ctx, x: &GpuTensor, idx: &[u32], y: &GpuTensor) {
     }
     let pipe = ctx.pipeline("gather_rows", || SHADER.to_string());
     let ib = ctx.upload_u32(idx);
-    let groups = [x.cols.div_ceil(64) as u32, idx.len() as u32, 1];
+    let groups = Ctx::groups_rows(x.cols.div_ceil(64), idx.len());
     ctx.dispatch(
         &pipe,
         &[idx.len() as u32, x.cols as u32],

@@ -30,7 +30,7 @@ pub fn run(ctx: &Ctx, w: &GpuWeight, ids: &[u32], y: &GpuTensor) {
             s.row0 as u32,
             s.rows as u32,
         ];
-        let groups = [w.ne0.div_ceil(32).div_ceil(64) as u32, ids.len() as u32, 1];
+        let groups = Ctx::groups_rows(w.ne0.div_ceil(32).div_ceil(64), ids.len());
         ctx.dispatch(&pipe, &params, &[&s.buf, idb.buffer(), y.buffer()], groups);
     }
 }

@@ -1,9 +1,10 @@
 //! `shaders/matmul.wgsl`: y = x·Wᵀ, register-blocked 4×4, no barriers. Also the dispatcher
 //! for every variant over the weight's slices: the register variant runs
 //! `matmul_unrolled.wgsl` where that kernel is usable (subgroups, whole 32-blocks) and this one
-//! otherwise; all give the same bits.
+//! otherwise (both give the same bits); the tiled variants run `matmul_sgemm.wgsl`.
 
 use super::super::{Ctx, GpuTensor, GpuWeight, MatmulVariant};
+use super::matmul_sgemm::{self, Tile};
 use crate::gguf::GgmlType;
 
 pub const SHADER: &str = include_str!("../../../../shaders/matmul.wgsl");
@@ -12,14 +13,25 @@ pub fn source(t: GgmlType) -> String {
     super::with_weights(t, SHADER)
 }
 
+/// The SGEMM tile a tiled variant runs for `m` tokens (None: not a tiled variant).
+pub fn sgemm_tile(ctx: &Ctx, variant: MatmulVariant, m: usize) -> Option<Tile> {
+    let lim = &ctx.dev.limits;
+    match variant {
+        MatmulVariant::Register => None,
+        MatmulVariant::TiledMany => Some(Tile::many(lim)),
+        MatmulVariant::TiledFew => Some(Tile::few(lim)),
+        MatmulVariant::Tiled if m <= matmul_sgemm::FEW_TOKENS => Some(Tile::few(lim)),
+        MatmulVariant::Tiled => Some(Tile::many(lim)),
+    }
+}
+
 /// Record y = x·Wᵀ (one dispatch per weight slice; each writes its own output columns).
 pub fn run(ctx: &Ctx, variant: MatmulVariant, x: &GpuTensor, w: &GpuWeight, y: &GpuTensor) {
     let t = w.ggml_type;
-    let pipe = match variant {
-        MatmulVariant::Register => ctx.pipeline(&format!("matmul/{t}"), || source(t)),
-        MatmulVariant::Tiled => ctx.pipeline(&format!("matmul_tiled/{t}"), || {
-            super::matmul_tiled::source(t)
-        }),
+    let tile = sgemm_tile(ctx, variant, x.rows);
+    let pipe = match tile {
+        Some(tile) => matmul_sgemm::pipeline(ctx, t, tile, w.ne0),
+        None => ctx.pipeline(&format!("matmul/{t}"), || source(t)),
     };
     if x.rows == 0 {
         return;
@@ -48,23 +60,31 @@ pub fn run(ctx: &Ctx, variant: MatmulVariant, x: &GpuTensor, w: &GpuWeight, y: &
         let xr = (x.buffer(), (r0 * w.ne0 * 4) as u64, (m * w.ne0 * 4) as u64);
         let yr = (y.buffer(), (r0 * w.ne1 * 4) as u64, (m * w.ne1 * 4) as u64);
         for s in &w.slices {
-            let params = [
+            let wr = (&s.buf, 0, s.buf.size());
+            let mut params = [
                 m as u32,
                 s.rows as u32,
                 w.ne0 as u32,
                 w.row_bytes as u32,
                 s.row0 as u32,
                 w.ne1 as u32,
+                0,
+                0,
             ];
-            let groups = match variant {
-                MatmulVariant::Register => [
-                    (s.rows.div_ceil(4)).div_ceil(64) as u32,
-                    m.div_ceil(4) as u32,
-                    1,
-                ],
-                MatmulVariant::Tiled => [s.rows.div_ceil(64) as u32, m.div_ceil(64) as u32, 1],
-            };
-            let wr = (&s.buf, 0, s.buf.size());
+            if let Some(tile) = tile {
+                let tiles = (s.rows.div_ceil(tile.bn), m.div_ceil(tile.bm));
+                let max = ctx.dev.limits.max_compute_workgroups_per_dimension;
+                for (n0, m0, groups) in matmul_sgemm::grids(max, tiles.0, tiles.1) {
+                    (params[6], params[7]) = (n0, m0);
+                    ctx.dispatch_ranges(&pipe, &params, &[wr, xr, yr], groups);
+                }
+                continue;
+            }
+            let groups = [
+                (s.rows.div_ceil(4)).div_ceil(64) as u32,
+                m.div_ceil(4) as u32,
+                1,
+            ];
             ctx.dispatch_ranges(&pipe, &params, &[wr, xr, yr], groups);
         }
         r0 += m;

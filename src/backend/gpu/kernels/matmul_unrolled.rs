@@ -5,7 +5,6 @@
 use super::super::{Ctx, GpuTensor, GpuWeight};
 use crate::gguf::GgmlType;
 use std::fmt::Write;
-use wgpu::util::DeviceExt;
 
 pub const SHADER: &str = include_str!("../../../../shaders/matmul_unrolled.wgsl");
 
@@ -136,40 +135,39 @@ pub fn run(ctx: &Ctx, x: &GpuTensor, r0: usize, m: usize, w: &GpuWeight, y: &Gpu
         usage: wgpu::TextureUsages::TEXTURE_BINDING | wgpu::TextureUsages::COPY_DST,
         view_formats: &[],
     });
-    let mut enc = d.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
     let x0 = (r0 * k * 4) as u64;
     let row_bytes = (TEX_WIDTH * 16) as u64;
-    for (y0, height, width) in [(0, full, TEX_WIDTH), (full, usize::from(rest > 0), rest)] {
-        if height == 0 {
-            continue;
-        }
-        let mut dst = tex.as_image_copy();
-        dst.origin.y = y0 as u32;
-        enc.copy_buffer_to_texture(
-            wgpu::TexelCopyBufferInfo {
-                buffer: x.buffer(),
-                layout: wgpu::TexelCopyBufferLayout {
-                    offset: x0 + y0 as u64 * row_bytes,
-                    bytes_per_row: Some(row_bytes as u32),
-                    rows_per_image: None,
+    ctx.encode(|enc| {
+        for (y0, height, width) in [(0, full, TEX_WIDTH), (full, usize::from(rest > 0), rest)] {
+            if height == 0 {
+                continue;
+            }
+            let mut dst = tex.as_image_copy();
+            dst.origin.y = y0 as u32;
+            enc.copy_buffer_to_texture(
+                wgpu::TexelCopyBufferInfo {
+                    buffer: x.buffer(),
+                    layout: wgpu::TexelCopyBufferLayout {
+                        offset: x0 + y0 as u64 * row_bytes,
+                        bytes_per_row: Some(row_bytes as u32),
+                        rows_per_image: None,
+                    },
                 },
-            },
-            dst,
-            wgpu::Extent3d {
-                width: width as u32,
-                height: height as u32,
-                depth_or_array_layers: 1,
-            },
-        );
-    }
+                dst,
+                wgpu::Extent3d {
+                    width: width as u32,
+                    height: height as u32,
+                    depth_or_array_layers: 1,
+                },
+            );
+        }
+    });
     let view = tex.create_view(&wgpu::TextureViewDescriptor::default());
-    let layout = pipe.get_bind_group_layout(0);
     let y_range = wgpu::BufferBinding {
         buffer: y.buffer(),
         offset: (r0 * w.ne1 * 4) as u64,
         size: wgpu::BufferSize::new((m * w.ne1 * 4) as u64),
     };
-    let mut groups = Vec::new();
     for s in &w.slices {
         let params = [
             m as u32,
@@ -178,49 +176,22 @@ pub fn run(ctx: &Ctx, x: &GpuTensor, r0: usize, m: usize, w: &GpuWeight, y: &Gpu
             w.row_bytes as u32,
             s.row0 as u32,
             w.ne1 as u32,
-            0,
-            0,
         ];
-        let ubuf = d.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-            label: Some("params"),
-            contents: bytemuck::cast_slice(&params),
-            usage: wgpu::BufferUsages::UNIFORM,
-        });
-        let bg = d.create_bind_group(&wgpu::BindGroupDescriptor {
-            label: None,
-            layout: &layout,
-            entries: &[
-                wgpu::BindGroupEntry {
-                    binding: 0,
-                    resource: ubuf.as_entire_binding(),
-                },
-                wgpu::BindGroupEntry {
-                    binding: 1,
-                    resource: s.buf.as_entire_binding(),
-                },
-                wgpu::BindGroupEntry {
-                    binding: 2,
-                    resource: wgpu::BindingResource::TextureView(&view),
-                },
-                wgpu::BindGroupEntry {
-                    binding: 3,
-                    resource: wgpu::BindingResource::Buffer(y_range.clone()),
-                },
-            ],
-        });
+        let entries = [
+            wgpu::BindGroupEntry {
+                binding: 1,
+                resource: s.buf.as_entire_binding(),
+            },
+            wgpu::BindGroupEntry {
+                binding: 2,
+                resource: wgpu::BindingResource::TextureView(&view),
+            },
+            wgpu::BindGroupEntry {
+                binding: 3,
+                resource: wgpu::BindingResource::Buffer(y_range.clone()),
+            },
+        ];
         let g = [s.rows.div_ceil(LANES * TN) as u32, m.div_ceil(TM) as u32, 1];
-        groups.push((bg, g));
+        ctx.dispatch_entries(&pipe, &params, &entries, g);
     }
-    {
-        let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
-            label: None,
-            timestamp_writes: None,
-        });
-        pass.set_pipeline(&pipe);
-        for (bg, g) in &groups {
-            pass.set_bind_group(0, bg, &[]);
-            pass.dispatch_workgroups(g[0], g[1], g[2]);
-        }
-    }
-    ctx.dev.queue.submit([enc.finish()]);
 }

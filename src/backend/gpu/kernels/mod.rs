@@ -5,12 +5,14 @@
 pub mod add;
 pub mod add_bias;
 pub mod attention;
+pub mod attention_flash;
 pub mod gather_rows;
 pub mod get_rows;
 pub mod matmul;
-pub mod matmul_tiled;
+pub mod matmul_sgemm;
 pub mod matmul_unrolled;
 pub mod mm_stats;
+pub mod nll;
 pub mod quant_block;
 pub mod rms_norm;
 pub mod rope;
@@ -89,7 +91,16 @@ pub fn all_sources() -> Vec<(String, String)> {
     let mut v = Vec::new();
     for t in WEIGHT_TYPES {
         v.push((format!("matmul.wgsl+{t}"), matmul::source(t)));
-        v.push((format!("matmul_tiled.wgsl+{t}"), matmul_tiled::source(t)));
+        // Every tile shape, x read as vec4s and as floats.
+        let tiles = matmul_sgemm::MANY_TILES
+            .into_iter()
+            .chain([matmul_sgemm::FEW_TILE, matmul_sgemm::FALLBACK_TILE]);
+        for (i, tile) in tiles.enumerate() {
+            v.push((
+                format!("matmul_sgemm.wgsl+{t}+{}", tile.key()),
+                matmul_sgemm::source(t, tile, i % 2 == 0),
+            ));
+        }
         v.push((
             format!("matmul_unrolled.wgsl+{t}"),
             matmul_unrolled::source(t),
@@ -100,11 +111,13 @@ pub fn all_sources() -> Vec<(String, String)> {
     v.push(("rms_norm.wgsl".into(), rms_norm::SHADER.into()));
     v.push(("rope.wgsl".into(), rope::SHADER.into()));
     v.push(("attention.wgsl".into(), attention::SHADER.into()));
+    v.extend(attention_flash::sources());
     v.push(("silu_mul.wgsl".into(), silu_mul::SHADER.into()));
     v.push(("add.wgsl".into(), add::SHADER.into()));
     v.push(("add_bias.wgsl".into(), add_bias::SHADER.into()));
     v.push(("gather_rows.wgsl".into(), gather_rows::SHADER.into()));
     v.push(("scatter_add.wgsl".into(), scatter_add::SHADER.into()));
+    v.push(("nll.wgsl".into(), nll::source()));
     for t in quant_block::TYPES {
         v.push((
             format!("quant+{t}"),
@@ -121,18 +134,21 @@ pub fn shader_files() -> Vec<&'static str> {
     let mut v = vec![
         "wbytes.wgsl",
         "matmul.wgsl",
-        "matmul_tiled.wgsl",
+        "matmul_sgemm.wgsl",
         "matmul_unrolled.wgsl",
         "get_rows.wgsl",
         "mm_stats.wgsl",
         "rms_norm.wgsl",
         "rope.wgsl",
         "attention.wgsl",
+        "attention_flash.wgsl",
         "silu_mul.wgsl",
         "add.wgsl",
         "add_bias.wgsl",
         "gather_rows.wgsl",
         "scatter_add.wgsl",
+        "lse_common.wgsl",
+        "nll.wgsl",
         "quant_common.wgsl",
         "quant_arith.wgsl",
     ];

@@ -103,7 +103,8 @@ fn pipeline(
             ctx.pipeline_with(&label, |d| {
                 // The sources are validated by naga in tests (kernels::all_sources): a failure
                 // here is a bug, not bad input.
-                let words = spirv::compile(&src(), &g).expect("quant kernel compiles to SPIR-V");
+                let src_text = src();
+                let words = spirv::compile(&src_text, &g).expect("quant kernel compiles to SPIR-V");
                 // SAFETY: the module is naga's own output for a validated WGSL module, changed
                 // only by decorations and execution modes the device supports (spirv.rs); its
                 // interface matches the explicit layout below.
@@ -118,32 +119,9 @@ fn pipeline(
                         ..Default::default()
                     })
                 };
-                let storage = |binding: u32, read_only: bool| wgpu::BindGroupLayoutEntry {
-                    binding,
-                    visibility: wgpu::ShaderStages::COMPUTE,
-                    ty: wgpu::BindingType::Buffer {
-                        ty: wgpu::BufferBindingType::Storage { read_only },
-                        has_dynamic_offset: false,
-                        min_binding_size: None,
-                    },
-                    count: None,
-                };
-                let mut entries = vec![wgpu::BindGroupLayoutEntry {
-                    binding: 0,
-                    visibility: wgpu::ShaderStages::COMPUTE,
-                    ty: wgpu::BindingType::Buffer {
-                        ty: wgpu::BufferBindingType::Uniform,
-                        has_dynamic_offset: false,
-                        min_binding_size: None,
-                    },
-                    count: None,
-                }];
-                entries.extend([
-                    storage(1, true),
-                    storage(2, true),
-                    storage(3, true),
-                    storage(4, false),
-                ]);
+                // The layout every kernel gets from its WGSL (record.rs): dynamic-offset
+                // uniform at 0, storage by access.
+                let entries = super::super::record::layout_entries(&label, &src_text);
                 let bgl = d.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
                     label: Some(&label),
                     entries: &entries,

@@ -20,7 +20,7 @@ pub fn run(ctx: &Ctx, x: &GpuTensor, w: &GpuWeight, eps: f32, y: &GpuTensor) {
     }
     let pipe = ctx.pipeline("rms_norm", || SHADER.to_string());
     let params = [groups_n as u32, g as u32, eps.to_bits()];
-    let groups = [groups_n.div_ceil(64) as u32, 1, 1];
+    let groups = Ctx::groups_1d(groups_n);
     ctx.dispatch(
         &pipe,
         &params,

@@ -1,6 +1,7 @@
 //! `shaders/rope.wgsl`: rotary position embedding in place. The cos/sin table is computed on
 //! the host the way ggml does (θ = pos·freq_scale·base^(−2i/n_rot), the power taken as a running
-//! product), so every backend sees the same angles.
+//! product), so every backend sees the same angles. The table depends only on (seq_len, n_rot,
+//! freq_base, freq_scale) and is built once per such shape (`Ctx::table_f32`).
 
 use super::super::{Ctx, GpuTensor};
 use crate::backend::RopeParams;
@@ -33,7 +34,10 @@ pub fn run(
     p: &RopeParams,
 ) {
     assert!(
-        x.cols == n_head * head_dim && p.n_rot <= head_dim && p.n_rot % 2 == 0 && seq_len > 0,
+        x.cols == n_head * head_dim
+            && p.n_rot <= head_dim
+            && p.n_rot.is_multiple_of(2)
+            && seq_len > 0,
         "rope: x [{}, {}] vs {n_head} heads of {head_dim}, n_rot {}",
         x.rows,
         x.cols,
@@ -43,7 +47,14 @@ pub fn run(
         return;
     }
     let pipe = ctx.pipeline("rope", || SHADER.to_string());
-    let cs = ctx.upload_f32(&cos_sin_table(seq_len, p));
+    // Built once per shape and kept on the device (every layer and pass uses the same one).
+    let key = format!(
+        "rope/{seq_len}/{}/{:08x}/{:08x}",
+        p.n_rot,
+        p.freq_base.to_bits(),
+        p.freq_scale.to_bits()
+    );
+    let cs = ctx.table_f32(&key, || cos_sin_table(seq_len, p));
     let params = [
         x.rows as u32,
         n_head as u32,
@@ -52,6 +63,6 @@ pub fn run(
         p.n_rot as u32,
         p.neox as u32,
     ];
-    let groups = [(n_head * p.n_rot / 2).div_ceil(64) as u32, x.rows as u32, 1];
-    ctx.dispatch(&pipe, &params, &[cs.buffer(), x.buffer()], groups);
+    let groups = Ctx::groups_rows((n_head * p.n_rot / 2).div_ceil(64), x.rows);
+    ctx.dispatch(&pipe, &params, &[&cs, x.buffer()], groups);
 }
