@@ -203,7 +203,7 @@ fn instr(op: u32, operands: &[u32]) -> Vec<u32> {
 fn string_words(s: &str) -> Vec<u32> {
     let mut b = s.as_bytes().to_vec();
     b.push(0);
-    while b.len() % 4 != 0 {
+    while !b.len().is_multiple_of(4) {
         b.push(0);
     }
     b.chunks_exact(4)
