@@ -73,8 +73,9 @@ if [ -n "${WQUANT_BENCH_QUICK:-}" ]; then
   QWEN=(--synthetic tiny -c 64 --chunks 2)
   S=1
 else
-  FULL=(--full)
-  SMOL=(--synthetic smollm2)
+  # --full's big shapes on the types the issue names (every type runs on the small shapes).
+  FULL=(--full --types F32,F16,Q8_0,Q4_0,Q4_K,Q5_K,Q6_K,IQ4_XS)
+  SMOL=(--synthetic smollm2 --work-dir /tmp/wqb)
   QWEN=(--synthetic qwen2.5-1.5b)
 fi
 
@@ -92,6 +93,20 @@ grep 'FAIL' "$O/conformance.txt" | head -20
 echo "== wquant bench ${FULL[*]} ${SMOL[*]} (matmul, imatrix, KLD)"
 tm 260 "$W" --device gpu bench "${FULL[@]}" "${SMOL[@]}" --seconds "$S" --json >"$O/bench-smollm2.json"
 echo "exit $?"
+
+if [ -z "${WQUANT_BENCH_QUICK:-}" ] && [ -f /tmp/wqb/synthetic-smollm2-f32.gguf ] && [ -f /tmp/wqb/bench-imatrix.gguf ]; then
+  echo "== quantize Q4_K_M with the bench's imatrix: --device cpu (all cores) vs --device gpu, bytes compared"
+  for d in cpu gpu; do
+    t0=$(date +%s.%N)
+    tm 60 "$W" --device $d quantize --imatrix /tmp/wqb/bench-imatrix.gguf /tmp/wqb/synthetic-smollm2-f32.gguf /tmp/wqb/q-$d.gguf Q4_K_M 2>&1 | tail -3
+    echo "  $d: rc ${PIPESTATUS[0]}, $(awk "BEGIN{printf \"%.2f\", $(date +%s.%N)-$t0}") s"
+  done
+  cmp -s /tmp/wqb/q-cpu.gguf /tmp/wqb/q-gpu.gguf && echo "Q4_K_M: GPU bytes == CPU bytes" || {
+    echo "Q4_K_M: GPU file differs or is missing; again on the plain WGSL path (WQUANT_QUANT_PATH=wgsl)"
+    WQUANT_QUANT_PATH=wgsl tm 60 "$W" --device gpu quantize --imatrix /tmp/wqb/bench-imatrix.gguf /tmp/wqb/synthetic-smollm2-f32.gguf /tmp/wqb/q-wgsl.gguf Q4_K_M 2>&1 | tail -3
+    cmp -s /tmp/wqb/q-cpu.gguf /tmp/wqb/q-wgsl.gguf && echo "Q4_K_M (wgsl path): GPU bytes == CPU bytes" || echo "Q4_K_M (wgsl path): differs or missing"
+  }
+fi
 
 echo "== wquant bench --only imatrix,kld ${QWEN[*]}"
 tm 200 "$W" --device gpu bench --only imatrix,kld "${QWEN[@]}" --seconds "$S" --json >"$O/bench-qwen2.5-1.5b.json"
