@@ -554,6 +554,36 @@ impl GgufFile {
         self.index.get(name).map(|&i| &self.header.tensors[i])
     }
 
+    /// Let the OS drop the resident pages of a tensor read once (quantize visits each tensor
+    /// once: without this the whole mapped model stays in the process's RSS). Only a hint: the
+    /// bytes stay readable, re-read from the file on the next access.
+    pub fn release_tensor_pages(&self, t: &TensorInfo) {
+        let (_, start) = self.tensor_location(t);
+        let bytes = if t.split == 0 {
+            &self.bytes
+        } else {
+            match self.other_splits.get(t.split as usize - 1) {
+                Some((_, b, _)) => b,
+                None => return,
+            }
+        };
+        #[cfg(unix)]
+        if let Bytes::Mmap(m) = bytes {
+            // SAFETY: a read-only private mapping of a file nobody writes (see map_file):
+            // MADV_DONTNEED drops clean pages only, and the next access faults the same bytes
+            // back in from the file, so every outstanding slice keeps its contents.
+            let _ = unsafe {
+                m.unchecked_advise_range(
+                    memmap2::UncheckedAdvice::DontNeed,
+                    start,
+                    t.n_bytes as usize,
+                )
+            };
+        }
+        #[cfg(not(unix))]
+        let _ = (bytes, start);
+    }
+
     /// The tensor's stored bytes (bounds were checked at open).
     pub fn tensor_data(&self, t: &TensorInfo) -> &[u8] {
         let (bytes, start) = self.tensor_location(t);

@@ -361,6 +361,7 @@ pub fn quantize_file(
         if *nt == t.ggml_type {
             w.write_tensor(data)?;
             report.bytes_out += data.len() as u64;
+            src.release_tensor_pages(info);
             on_tensor(&t.name, info.n_elements());
             continue;
         }
@@ -454,6 +455,7 @@ pub fn quantize_file(
                 report.n_on_cpu += 1;
             }
         }
+        src.release_tensor_pages(info);
         on_tensor(&t.name, info.n_elements());
     }
     report.outputs = w.finish()?;
