@@ -9,7 +9,13 @@
 //! WGSL cannot forbid, so the bytes are only trusted on an adapter after a canary: at the first use of each type, known inputs (edge cases included) are
 //! quantized on the GPU and on the CPU, with and without importance, and must agree byte for
 //! byte. If they do not, that type is quantized on the CPU (`--device auto`, with a message) or
-//! the run fails (`--device gpu[:N]`). `verify` additionally checks every tensor on the CPU.
+//! the run fails (`--device gpu[:N]`).
+//!
+//! Trust policy (`CheckPolicy`): on an adapter whose path is exact (`adapter_is_exact`), each
+//! tensor is checked on a deterministic sample of its blocks (1 in `SAMPLE_ONE_IN`, chosen by a
+//! hash of tensor name and block index, at least one per call) re-quantized on the CPU; a
+//! mismatch re-does the tensor on the CPU. Elsewhere `--device auto` checks every block
+//! (`--verify-gpu` does everywhere).
 
 use super::canary;
 use crate::backend::gpu::device::DeviceSpec;
@@ -30,10 +36,31 @@ pub fn supports(t: GgmlType) -> bool {
     quant::block_type(t).is_some_and(|b| b.gpu_quantize.is_some())
 }
 
+/// Blocks of a tensor checked on the CPU under `CheckPolicy::Sampled`: one in this many.
+pub const SAMPLE_ONE_IN: u32 = 64;
+
+/// How much of the GPU's output is re-quantized on the CPU and compared.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CheckPolicy {
+    /// Nothing beyond the per-type canary.
+    CanaryOnly,
+    /// The blocks `sampled_blocks` picks (1 in `one_in`); a mismatch re-does the tensor on the
+    /// CPU, also when strict (the output stays the CPU's bytes; the summary counts it as CPU).
+    Sampled { one_in: u32 },
+    /// Every block (`--verify-gpu`): a mismatch uses the CPU bytes, or is an error when strict.
+    Full,
+}
+
+/// A post-processing hook on the kernel's bytes before any check: `(tensor, type, bytes)`.
+/// Tests inject faults with it (one flipped rounding).
+pub type FaultHook = Box<dyn Fn(&str, GgmlType, &mut [u8]) + Send + Sync>;
+
 pub struct GpuQuantizer {
     gpu: GpuBackend,
-    /// Compare every tensor's bytes with the CPU reference (error on a mismatch).
-    pub verify: bool,
+    /// What is compared with the CPU reference (`choose` sets it from the adapter's guarantees).
+    pub check: CheckPolicy,
+    #[doc(hidden)]
+    pub fault_hook: Option<FaultHook>,
     /// A failed canary is an error instead of a fallback to the CPU.
     pub strict: bool,
     /// Print what the canary decided (stderr).
@@ -51,10 +78,7 @@ impl std::fmt::Debug for GpuQuantizer {
 }
 
 /// What `--device` chooses for `wquant quantize` (`backend::select`): `None` is the CPU
-/// reference. With auto (a hardware GPU) every tensor is verified against the CPU reference
-/// (a mismatch uses the CPU bytes): shader compilers may fuse or reorder float operations
-/// (lavapipe reassociated a constant add until shaders/quant_common.wgsl's `opaque()`), and a
-/// per-type canary cannot see data-dependent differences. An explicit `gpu[:N]` is strict.
+/// reference. The check follows `trust_policy`; an explicit `gpu[:N]` is strict.
 pub fn choose(device: &str, verify: bool, quiet: bool) -> Result<Option<GpuQuantizer>> {
     let auto = DeviceSpec::parse(device)? == DeviceSpec::Auto;
     let gpu = match crate::backend::select::select(device, "quantize", quiet)? {
@@ -62,14 +86,19 @@ pub fn choose(device: &str, verify: bool, quiet: bool) -> Result<Option<GpuQuant
         crate::backend::select::SelectedBackend::Gpu(g) => g,
     };
     let mut q = GpuQuantizer::from_backend(gpu);
-    q.verify = auto || verify;
+    q.check = q.trust_policy(auto, verify);
     q.strict = !auto;
     q.verbose = !quiet;
     if !quiet {
         eprintln!(
-            "quantize: GPU adapter {} (kernels: {})",
+            "quantize: GPU adapter {} (kernels: {}; check: {})",
             q.adapter_name(),
-            q.guarantees().describe()
+            q.guarantees().describe(),
+            match q.check {
+                CheckPolicy::CanaryOnly => "canary".to_string(),
+                CheckPolicy::Sampled { one_in } => format!("canary + 1 block in {one_in}"),
+                CheckPolicy::Full => "every block on the CPU".to_string(),
+            }
         );
     }
     Ok(Some(q))
@@ -84,7 +113,8 @@ impl GpuQuantizer {
     pub fn from_backend(gpu: GpuBackend) -> GpuQuantizer {
         GpuQuantizer {
             gpu,
-            verify: false,
+            check: CheckPolicy::CanaryOnly,
+            fault_hook: None,
             strict: false,
             verbose: false,
             canary: Mutex::new(HashMap::new()),
@@ -94,6 +124,32 @@ impl GpuQuantizer {
 
     pub fn adapter_name(&self) -> String {
         self.gpu.adapter_name()
+    }
+
+    /// Whether the kernels' path has exact semantics here: SPIR-V passthrough (every float op
+    /// NoContraction) with RoundingModeRTE declared. Subnormals: DenormPreserve when declared,
+    /// else (lavapipe) each type's canary, whose rows include subnormal and tiny blocks, must
+    /// pass before the type is used at all (`usable`) and stands in for the declaration.
+    pub fn adapter_is_exact(&self) -> bool {
+        let g = self.guarantees();
+        g.spirv && g.rte
+    }
+
+    /// The check for `--device auto` (`auto`) or `gpu[:N]`, with or without `--verify-gpu`:
+    /// full with `--verify-gpu`; sampled on an exact adapter; otherwise full for auto (a
+    /// per-type canary cannot see data-dependent differences) and canary only for `gpu[:N]`.
+    pub fn trust_policy(&self, auto: bool, verify: bool) -> CheckPolicy {
+        if verify {
+            CheckPolicy::Full
+        } else if self.adapter_is_exact() {
+            CheckPolicy::Sampled {
+                one_in: SAMPLE_ONE_IN,
+            }
+        } else if auto {
+            CheckPolicy::Full
+        } else {
+            CheckPolicy::CanaryOnly
+        }
     }
 
     /// What the kernels' path guarantees on this adapter (`quant_block::best_path`).
@@ -158,11 +214,25 @@ impl GpuQuantizer {
         kernel_rows(&self.gpu, t, x, ne0, qw)
     }
 
-    /// Quantize rows of tensor `name`: non-finite input is an error naming the tensor; with
-    /// `verify`, the bytes are compared with the CPU reference.
+    /// Quantize rows of tensor `name` (the whole tensor, or the rows from its block `block0` on):
+    /// non-finite input is an error naming the tensor; the bytes are checked per `check`.
     pub fn quantize_rows(
         &self,
         name: &str,
+        t: GgmlType,
+        x: &[f32],
+        ne0: usize,
+        qw: Option<&[f32]>,
+    ) -> Result<Vec<u8>> {
+        self.quantize_rows_at(name, 0, t, x, ne0, qw)
+    }
+
+    /// As `quantize_rows`, for rows starting at block `block0` of the tensor (the sample is a
+    /// function of the tensor's block indices, whatever the slab or expert split).
+    pub fn quantize_rows_at(
+        &self,
+        name: &str,
+        block0: usize,
         t: GgmlType,
         x: &[f32],
         ne0: usize,
@@ -179,30 +249,51 @@ impl GpuQuantizer {
         if let Some(c) = qw.and_then(|w| w.iter().position(|v| !v.is_finite())) {
             bail!("tensor {name}: non-finite importance at column {c}");
         }
-        let (bytes, n_cpu_rows) = self
+        if matches!(self.check, CheckPolicy::Sampled { .. }) && self.touched_cpu(name) {
+            // An earlier part of this tensor failed its sample: the rest is the CPU's too.
+            return cpu_quantize(t, x, ne0, qw);
+        }
+        let (mut bytes, n_cpu_rows) = self
             .quantize_rows_counted(t, x, ne0, qw)
             .with_context(|| format!("tensor {name}: GPU quantization to {t}"))?;
+        if let Some(hook) = &self.fault_hook {
+            hook(name, t, &mut bytes);
+        }
         if n_cpu_rows > 0 {
             self.mark_cpu(name);
         }
-        if self.verify {
-            let cpu = cpu_quantize(t, x, ne0, qw)?;
-            if let Some(b) = first_mismatch(t, &bytes, &cpu) {
-                if !self.strict {
-                    // The safety net: a block the GPU got wrong never reaches the output.
+        match self.check {
+            CheckPolicy::CanaryOnly => {}
+            CheckPolicy::Sampled { one_in } => {
+                if let Some(b) = sampled_mismatch(name, block0, one_in, t, x, ne0, qw, &bytes)? {
                     eprintln!(
-                        "quantize: tensor {name}: GPU bytes differ from the CPU reference at \
-                         block {b} of {t} (adapter {}); using the CPU bytes",
+                        "quantize: tensor {name}: sampled block {b} of {t} differs from the CPU                          reference (adapter {}); re-doing the tensor on the CPU",
                         self.adapter_name()
                     );
                     self.mark_cpu(name);
-                    return Ok(cpu);
+                    return cpu_quantize(t, x, ne0, qw);
                 }
-                bail!(
-                    "tensor {name}: GPU bytes differ from the CPU reference at block {b} of {t} \
-                     (adapter {}); rerun with --device cpu",
-                    self.adapter_name()
-                );
+            }
+            CheckPolicy::Full => {
+                let cpu = cpu_quantize(t, x, ne0, qw)?;
+                if let Some(b) = first_mismatch(t, &bytes, &cpu) {
+                    let b = block0 + b;
+                    if !self.strict {
+                        // The safety net: a block the GPU got wrong never reaches the output.
+                        eprintln!(
+                            "quantize: tensor {name}: GPU bytes differ from the CPU reference at \
+                             block {b} of {t} (adapter {}); using the CPU bytes",
+                            self.adapter_name()
+                        );
+                        self.mark_cpu(name);
+                        return Ok(cpu);
+                    }
+                    bail!(
+                        "tensor {name}: GPU bytes differ from the CPU reference at block {b} of \
+                         {t} (adapter {}); rerun with --device cpu",
+                        self.adapter_name()
+                    );
+                }
             }
         }
         Ok(bytes)
@@ -416,4 +507,85 @@ pub fn first_mismatch(t: GgmlType, a: &[u8], b: &[u8]) -> Option<usize> {
         return Some(a.len().min(b.len()) / ts);
     }
     a.chunks(ts).zip(b.chunks(ts)).position(|(x, y)| x != y)
+}
+
+/// The blocks `block0 .. block0 + n_blocks` of tensor `name` that a sampled check compares: those
+/// whose hash of (name, block index) is 0 mod `one_in`, or, when none is, the one the name's
+/// hash picks (at least one block per call). Deterministic: a function of its arguments only.
+pub fn sampled_blocks(name: &str, block0: usize, n_blocks: usize, one_in: u32) -> Vec<usize> {
+    if n_blocks == 0 {
+        return Vec::new();
+    }
+    let h_name = fnv1a(name.as_bytes());
+    let one_in = one_in.max(1) as u64;
+    let mut picked: Vec<usize> = (0..n_blocks)
+        .filter(|&b| splitmix64(h_name ^ (block0 + b) as u64).is_multiple_of(one_in))
+        .collect();
+    if picked.is_empty() {
+        picked.push((splitmix64(h_name ^ 0x5EED ^ block0 as u64) % n_blocks as u64) as usize);
+    }
+    picked
+}
+
+/// The sampled check (`sampled_blocks`) of `gpu`, the bytes of rows `x` (blocks from `block0`
+/// of tensor `name`): the first sampled block (tensor index) whose bytes differ from the CPU
+/// reference's. Each sampled block is re-quantized alone (the k-quants' blocks are independent;
+/// with importance, the legacy types' σ² needs its whole row, so that row is re-quantized).
+#[allow(clippy::too_many_arguments)]
+pub fn sampled_mismatch(
+    name: &str,
+    block0: usize,
+    one_in: u32,
+    t: GgmlType,
+    x: &[f32],
+    ne0: usize,
+    qw: Option<&[f32]>,
+    gpu: &[u8],
+) -> Result<Option<usize>> {
+    let bs = t.block_size();
+    let ts = t.type_size();
+    let bpr = ne0 / bs;
+    let n_blocks = x.len() / bs;
+    if gpu.len() != n_blocks * ts {
+        bail!(
+            "tensor {name}: {} GPU bytes for {n_blocks} blocks of {t}",
+            gpu.len()
+        );
+    }
+    let row_sigma = qw.is_some()
+        && quant::block_type(t)
+            .and_then(|b| b.gpu_quantize)
+            .is_some_and(|k| k.row_sigma2);
+    let mut one = vec![0u8; ts];
+    let mut row_bytes = vec![0u8; bpr * ts];
+    for b in sampled_blocks(name, block0, n_blocks, one_in) {
+        let got = &gpu[b * ts..(b + 1) * ts];
+        let (r, c) = (b / bpr, b % bpr);
+        let want: &[u8] = if row_sigma {
+            quant::quantize_row(t, &x[r * ne0..(r + 1) * ne0], &mut row_bytes, qw)?;
+            &row_bytes[c * ts..(c + 1) * ts]
+        } else {
+            let xb = &x[b * bs..(b + 1) * bs];
+            let wb = qw.map(|w| &w[c * bs..(c + 1) * bs]);
+            quant::quantize_row(t, xb, &mut one, wb)?;
+            &one
+        };
+        if got != want {
+            return Ok(Some(block0 + b));
+        }
+    }
+    Ok(None)
+}
+
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
+        (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
+fn splitmix64(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
 }

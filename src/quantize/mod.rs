@@ -211,8 +211,10 @@ impl RowQuantizer for gpu::GpuQuantizer {
             let e = (row0 + k) / rpe;
             let end = ((e + 1) * rpe - row0).min(nr);
             let w = tensor.importance_of_row(row0 + k);
-            let bytes = self.quantize_rows(
+            let block0 = (row0 + k) * (ne0 / tensor.dst_type.block_size().max(1));
+            let bytes = self.quantize_rows_at(
                 tensor.name,
+                block0,
                 tensor.dst_type,
                 &xs[k * ne0..end * ne0],
                 ne0,
