@@ -1,6 +1,6 @@
 //! GPU-quantized models (lavapipe here) equal llama-quantize's tensor hashes: the synthetic dense
 //! and MoE models for every mix and all ten SmolLM2 goldens, through `quantize_file` with a
-//! strict GPU quantizer (no CPU fallback).
+//! strict GPU quantizer (no CPU fallback) under the sampled check.
 
 mod common;
 
@@ -8,13 +8,22 @@ use common::{golden_dir, synth_golden, tensors_differing};
 use std::sync::Arc;
 use wquant::gguf::GgufFile;
 use wquant::quant::mix::FileType;
-use wquant::quantize::gpu::GpuQuantizer;
+use wquant::quantize::gpu::{CheckPolicy, GpuQuantizer};
 use wquant::quantize::{quantize_file, QuantizeParams};
 
 fn gpu() -> Arc<GpuQuantizer> {
     let mut q = GpuQuantizer::open("auto").expect("a GPU adapter (lavapipe in CI)");
     // A failed canary must fail the test, not fall back to the CPU.
     q.strict = true;
+    // The sampled check `--device auto` uses on an exact adapter (lavapipe is one): a block
+    // differing from the CPU's would re-do its tensor on the CPU, failing `n_on_cpu == 0`.
+    q.check = q.trust_policy(true, false);
+    assert_eq!(
+        q.check,
+        CheckPolicy::Sampled {
+            one_in: wquant::quantize::gpu::SAMPLE_ONE_IN
+        }
+    );
     Arc::new(q)
 }
 

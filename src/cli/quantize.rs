@@ -49,7 +49,8 @@ pub struct Args {
     /// Allow quantizing tensors that are already quantized (they are dequantized first).
     #[arg(long)]
     pub allow_requantize: bool,
-    /// With a GPU: also quantize every tensor on the CPU and fail if any byte differs.
+    /// With a GPU: also quantize every tensor on the CPU and compare every block (instead of
+    /// the sampled check an exact adapter gets); `--device gpu` fails if any byte differs.
     #[arg(long)]
     pub verify_gpu: bool,
     /// Write the output in as many parts as the (split) input, each tensor in its input

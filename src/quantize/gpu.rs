@@ -51,9 +51,10 @@ pub enum CheckPolicy {
     Full,
 }
 
-/// A post-processing hook on the kernel's bytes before any check: `(tensor, type, bytes)`.
+/// A post-processing hook on the kernel's bytes before any check: `(tensor, index of the first
+/// block in the tensor, type, bytes)`.
 /// Tests inject faults with it (one flipped rounding).
-pub type FaultHook = Box<dyn Fn(&str, GgmlType, &mut [u8]) + Send + Sync>;
+pub type FaultHook = Box<dyn Fn(&str, usize, GgmlType, &mut [u8]) + Send + Sync>;
 
 pub struct GpuQuantizer {
     gpu: GpuBackend,
@@ -69,6 +70,8 @@ pub struct GpuQuantizer {
     /// Tensors some of whose bytes came from the CPU reference (rows outside the kernels' exact
     /// range, or a tensor re-done after a failed check): the summary's CPU count.
     cpu_touched: Mutex<HashSet<String>>,
+    /// Tensors a sampled check caught: their remaining rows are quantized on the CPU.
+    distrusted: Mutex<HashSet<String>>,
 }
 
 impl std::fmt::Debug for GpuQuantizer {
@@ -119,6 +122,7 @@ impl GpuQuantizer {
             verbose: false,
             canary: Mutex::new(HashMap::new()),
             cpu_touched: Mutex::new(HashSet::new()),
+            distrusted: Mutex::new(HashSet::new()),
         }
     }
 
@@ -249,7 +253,12 @@ impl GpuQuantizer {
         if let Some(c) = qw.and_then(|w| w.iter().position(|v| !v.is_finite())) {
             bail!("tensor {name}: non-finite importance at column {c}");
         }
-        if matches!(self.check, CheckPolicy::Sampled { .. }) && self.touched_cpu(name) {
+        if self
+            .distrusted
+            .lock()
+            .expect("distrusted set")
+            .contains(name)
+        {
             // An earlier part of this tensor failed its sample: the rest is the CPU's too.
             return cpu_quantize(t, x, ne0, qw);
         }
@@ -257,7 +266,7 @@ impl GpuQuantizer {
             .quantize_rows_counted(t, x, ne0, qw)
             .with_context(|| format!("tensor {name}: GPU quantization to {t}"))?;
         if let Some(hook) = &self.fault_hook {
-            hook(name, t, &mut bytes);
+            hook(name, block0, t, &mut bytes);
         }
         if n_cpu_rows > 0 {
             self.mark_cpu(name);
@@ -271,6 +280,10 @@ impl GpuQuantizer {
                         self.adapter_name()
                     );
                     self.mark_cpu(name);
+                    self.distrusted
+                        .lock()
+                        .expect("distrusted set")
+                        .insert(name.to_string());
                     return cpu_quantize(t, x, ne0, qw);
                 }
             }
