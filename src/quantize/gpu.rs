@@ -276,7 +276,8 @@ impl GpuQuantizer {
             CheckPolicy::Sampled { one_in } => {
                 if let Some(b) = sampled_mismatch(name, block0, one_in, t, x, ne0, qw, &bytes)? {
                     eprintln!(
-                        "quantize: tensor {name}: sampled block {b} of {t} differs from the CPU                          reference (adapter {}); re-doing the tensor on the CPU",
+                        "quantize: tensor {name}: sampled block {b} of {t} differs from the CPU \
+                         reference (adapter {}); re-doing the tensor on the CPU",
                         self.adapter_name()
                     );
                     self.mark_cpu(name);
@@ -522,20 +523,27 @@ pub fn first_mismatch(t: GgmlType, a: &[u8], b: &[u8]) -> Option<usize> {
     a.chunks(ts).zip(b.chunks(ts)).position(|(x, y)| x != y)
 }
 
-/// The blocks `block0 .. block0 + n_blocks` of tensor `name` that a sampled check compares: those
-/// whose hash of (name, block index) is 0 mod `one_in`, or, when none is, the one the name's
-/// hash picks (at least one block per call). Deterministic: a function of its arguments only.
+/// The blocks `block0 .. block0 + n_blocks` of tensor `name` that a sampled check compares
+/// (indices from `block0`): stratified, one block in each aligned group of `one_in` tensor
+/// blocks, at the offset a hash of (name, group) picks, so any block is in the sample with
+/// probability 1/`one_in` over the hash and no run of `one_in` blocks goes unchecked; when no
+/// picked block falls in the range, the one a hash of (name, `block0`) picks (at least one per
+/// call). Deterministic: a function of its arguments only, whatever the split into calls.
 pub fn sampled_blocks(name: &str, block0: usize, n_blocks: usize, one_in: u32) -> Vec<usize> {
     if n_blocks == 0 {
         return Vec::new();
     }
     let h_name = fnv1a(name.as_bytes());
-    let one_in = one_in.max(1) as u64;
-    let mut picked: Vec<usize> = (0..n_blocks)
-        .filter(|&b| splitmix64(h_name ^ (block0 + b) as u64).is_multiple_of(one_in))
+    let g = one_in.max(1) as usize;
+    let end = block0 + n_blocks;
+    let picked: Vec<usize> = (block0 / g..end.div_ceil(g))
+        .map(|group| group * g + (splitmix64(h_name ^ group as u64) % g as u64) as usize)
+        .filter(|b| (block0..end).contains(b))
+        .map(|b| b - block0)
         .collect();
     if picked.is_empty() {
-        picked.push((splitmix64(h_name ^ 0x5EED ^ block0 as u64) % n_blocks as u64) as usize);
+        let h = splitmix64(h_name ^ 0x5EED_0000_0000 ^ block0 as u64);
+        return vec![(h % n_blocks as u64) as usize];
     }
     picked
 }
