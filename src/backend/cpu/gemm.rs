@@ -118,7 +118,7 @@ const ATTN_QUERY_BLOCK: usize = 64;
 
 /// Causal attention with sgemm for the scores (Q·Kᵀ) and the weighted values (P·V): one task
 /// per (sequence, head, block of query rows); scores scaled and soft-maxed per row exactly as
-/// the reference does (`softmax_in_place` over keys `0..=i`).
+/// the reference does (`softmax_attention` over keys `0..=i`).
 pub(super) fn attention_blocked(
     q: &CpuTensor,
     k: &CpuTensor,
@@ -170,7 +170,7 @@ pub(super) fn attention_blocked(
             for x in live.iter_mut() {
                 *x *= p.scale;
             }
-            super::softmax_in_place(live);
+            super::softmax_attention(live);
             masked.fill(0.0);
         }
         // SAFETY: `scores` is [mb, nk]; v rows base..base+nk, head kh's hd columns; y rows

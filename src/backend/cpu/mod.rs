@@ -308,7 +308,60 @@ pub fn accumulate_stats_rows(s: &mut StatsHost, x: &CpuTensor, row0: usize, n: u
     s.count += n as u64;
 }
 
-/// Softmax of `x` in place: max subtracted, f32 exps summed in f64, scaled by (f32)(1/sum).
+/// e^x as the attention softmax takes it: Cephes' expf (Cody-Waite reduction by ln 2 in two
+/// parts, a degree-5 polynomial; within 2 ulp of the true value over the f32 range softmax meets)
+/// written branch-free with separate multiplies and adds (Rust never fuses them), so loops over
+/// it vectorize and every build and CPU gives the same bits. Below −87 (results under 2⁻¹²⁶,
+/// invisible next to the row's maximum term 1) it returns 0; NaN stays NaN. llama.cpp's soft_max
+/// also uses a polynomial exp (ggml_v_expf), not libm.
+#[inline]
+pub fn exp_for_softmax(x: f32) -> f32 {
+    const ROUND: f32 = 12_582_912.0; // 1.5·2²³: adding it rounds to an integer (ties to even)
+    let xc = x.clamp(-87.0, 88.0);
+    let t = xc * std::f32::consts::LOG2_E + ROUND;
+    let n = t - ROUND;
+    let r = (xc - n * 0.693_359_4) - n * -2.121_944_4e-4;
+    let p = ((((1.987_569_1e-4 * r + 1.398_199_9e-3) * r + 8.333_452e-3) * r + 4.166_579_6e-2) * r
+        + 1.666_666_5e-1)
+        * r
+        + 5.000_000_1e-1;
+    let y = p * (r * r) + r + 1.0;
+    let e = (t.to_bits() as i32).wrapping_sub(ROUND.to_bits() as i32);
+    let v = y * f32::from_bits(((e + 127) << 23) as u32);
+    if x < -87.0 {
+        0.0
+    } else {
+        v
+    }
+}
+
+/// The attention softmax of `x` in place: max subtracted, `exp_for_softmax`, the f32 exps summed
+/// in f64 over 8 fixed interleaved lanes (lane j takes elements ≡ j mod 8, the lanes added in
+/// order: a fixed order that depends only on the row's length), scaled by (f32)(1/sum).
+pub fn softmax_attention(x: &mut [f32]) {
+    let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    for v in x.iter_mut() {
+        *v = exp_for_softmax(*v - max);
+    }
+    let mut lanes = [0.0f64; 8];
+    let mut chunks = x.chunks_exact(8);
+    for c in &mut chunks {
+        for (l, v) in lanes.iter_mut().zip(c) {
+            *l += *v as f64;
+        }
+    }
+    for (l, v) in lanes.iter_mut().zip(chunks.remainder()) {
+        *l += *v as f64;
+    }
+    let sum: f64 = lanes.iter().sum();
+    let inv = (1.0 / sum) as f32;
+    for v in x.iter_mut() {
+        *v *= inv;
+    }
+}
+
+/// Softmax of `x` in place: max subtracted, f32 exps summed in f64, scaled by (f32)(1/sum)
+/// (MoE routing: libm's expf, as llama.cpp's routing softmax).
 pub fn softmax_in_place(x: &mut [f32]) {
     let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
     let mut sum = 0.0f64;
@@ -552,7 +605,7 @@ impl Backend for CpuBackend {
                         let kj = &k.row(base + j)[kh * hd..(kh + 1) * hd];
                         *sj = dot(qi, kj) * p.scale;
                     }
-                    softmax_in_place(sc);
+                    softmax_attention(sc);
                     let o = &mut out[i * hd..(i + 1) * hd];
                     for (j, &pj) in sc.iter().enumerate() {
                         let vj = &v.row(base + j)[kh * hd..(kh + 1) * hd];
@@ -645,5 +698,60 @@ impl Backend for CpuBackend {
 
     fn stats_read(&self, s: &[&Vec<StatsHost>]) -> Vec<Vec<StatsHost>> {
         s.iter().map(|v| v.to_vec()).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{exp_for_softmax, softmax_attention};
+
+    /// Distance in units in the last place between two positive normal f32s.
+    fn ulps(a: f32, b: f32) -> u32 {
+        (a.to_bits() as i64 - b.to_bits() as i64).unsigned_abs() as u32
+    }
+
+    #[test]
+    fn exp_for_softmax_is_within_2_ulp_of_exp() {
+        // The true value from f64's exp, rounded once to f32: over [-87, 88] in 2^20 steps plus
+        // the ends and small values near 0.
+        let mut worst = 0;
+        let n = 1 << 20;
+        let xs = (0..=n)
+            .map(|i| -87.0 + 175.0 * i as f32 / n as f32)
+            .chain([0.0, -0.0, 1e-30, -1e-30, -1e-7, 88.0, -87.0]);
+        for x in xs {
+            let want = (x as f64).exp() as f32;
+            let got = exp_for_softmax(x);
+            worst = worst.max(ulps(got, want));
+            assert!(ulps(got, want) <= 2, "exp({x:e}) = {got:e}, want {want:e}");
+        }
+        assert!(
+            worst >= 1,
+            "the polynomial is not libm: some rounding differs"
+        );
+        assert_eq!(exp_for_softmax(-87.5), 0.0);
+        assert_eq!(exp_for_softmax(f32::NEG_INFINITY), 0.0);
+        assert!(exp_for_softmax(f32::NAN).is_nan());
+    }
+
+    #[test]
+    fn softmax_attention_sums_to_one_and_keeps_order() {
+        let mut x: Vec<f32> = (0..37)
+            .map(|i| ((i * 7919) % 101) as f32 / 10.0 - 5.0)
+            .collect();
+        let orig = x.clone();
+        softmax_attention(&mut x);
+        let s: f64 = x.iter().map(|v| *v as f64).sum();
+        assert!((s - 1.0).abs() < 1e-6, "sum {s}");
+        // Against the f64 softmax of the same inputs: x − max rounded to f32 (|x − max| ≤ 10,
+        // half an ulp ≈ 5e-7) moves e^(x − max) by up to that much relatively; the exp's 2 ulp
+        // and the f32 scaling add a few 1e-7.
+        let m = orig.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
+        let z: f64 = orig.iter().map(|v| (*v as f64 - m).exp()).sum();
+        for (p, v) in x.iter().zip(&orig) {
+            let want = ((*v as f64 - m).exp() / z) as f32;
+            let rel = (p - want).abs() / want;
+            assert!(rel <= 2e-6, "{p:e} vs {want:e} (x {v}, relative error {rel:e})");
+        }
     }
 }
