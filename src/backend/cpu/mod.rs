@@ -751,7 +751,10 @@ mod tests {
         for (p, v) in x.iter().zip(&orig) {
             let want = ((*v as f64 - m).exp() / z) as f32;
             let rel = (p - want).abs() / want;
-            assert!(rel <= 2e-6, "{p:e} vs {want:e} (x {v}, relative error {rel:e})");
+            assert!(
+                rel <= 2e-6,
+                "{p:e} vs {want:e} (x {v}, relative error {rel:e})"
+            );
         }
     }
 }
