@@ -138,6 +138,11 @@ fn vulkan_float_controls(_adapter: &wgpu::Adapter) -> Option<Guarantees> {
 
 /// WGSL → SPIR-V (entry point `main`, compute) with the exact semantics `g` allows.
 pub fn compile(wgsl: &str, g: &Guarantees) -> Result<Vec<u32>> {
+    add_exact_semantics(&naga_spirv(wgsl, g.spirv_version)?, g)
+}
+
+/// naga's own SPIR-V for `wgsl` (entry point `main`, compute), before `add_exact_semantics`.
+fn naga_spirv(wgsl: &str, lang_version: (u8, u8)) -> Result<Vec<u32>> {
     let module =
         naga::front::wgsl::parse_str(wgsl).map_err(|e| anyhow!("{}", e.emit_to_string(wgsl)))?;
     let info = naga::valid::Validator::new(
@@ -147,7 +152,7 @@ pub fn compile(wgsl: &str, g: &Guarantees) -> Result<Vec<u32>> {
     .validate(&module)
     .map_err(|e| anyhow!("{}", e.emit_to_string(wgsl)))?;
     let options = naga::back::spv::Options {
-        lang_version: g.spirv_version,
+        lang_version,
         flags: naga::back::spv::WriterFlags::empty(),
         // Resource bindings map one to one (group → set, binding → binding).
         fake_missing_bindings: true,
@@ -164,9 +169,8 @@ pub fn compile(wgsl: &str, g: &Guarantees) -> Result<Vec<u32>> {
         entry_point: "main".into(),
         shader_stage: naga::ShaderStage::Compute,
     };
-    let words = naga::back::spv::write_vec(&module, &info, &options, Some(&pipeline))
-        .map_err(|e| anyhow!("SPIR-V generation: {e}"))?;
-    add_exact_semantics(&words, g)
+    naga::back::spv::write_vec(&module, &info, &options, Some(&pipeline))
+        .map_err(|e| anyhow!("SPIR-V generation: {e}"))
 }
 
 // SPIR-V opcodes, decorations, execution modes and capabilities used below (SPIR-V spec §3).
@@ -394,32 +398,7 @@ mod tests {
             spirv_version: (1, 3),
             ..Guarantees::WGSL
         };
-        let plain = {
-            let module = naga::front::wgsl::parse_str(SRC).unwrap();
-            let info = naga::valid::Validator::new(
-                naga::valid::ValidationFlags::all(),
-                naga::valid::Capabilities::default(),
-            )
-            .validate(&module)
-            .unwrap();
-            let options = naga::back::spv::Options {
-                lang_version: (1, 3),
-                flags: naga::back::spv::WriterFlags::empty(),
-                fake_missing_bindings: true,
-                bounds_check_policies: naga::proc::BoundsCheckPolicies {
-                    index: naga::proc::BoundsCheckPolicy::Restrict,
-                    buffer: naga::proc::BoundsCheckPolicy::Restrict,
-                    image_load: naga::proc::BoundsCheckPolicy::Restrict,
-                    binding_array: naga::proc::BoundsCheckPolicy::Unchecked,
-                },
-                ..Default::default()
-            };
-            let pipeline = naga::back::spv::PipelineOptions {
-                entry_point: "main".into(),
-                shader_stage: naga::ShaderStage::Compute,
-            };
-            naga::back::spv::write_vec(&module, &info, &options, Some(&pipeline)).unwrap()
-        };
+        let plain = naga_spirv(SRC, (1, 3)).unwrap();
         let words = compile(SRC, &g).unwrap();
         // Exactly four OpDecorate NoContraction instructions (3 words each) more.
         assert_eq!(words.len(), plain.len() + 4 * 3);
