@@ -4,19 +4,13 @@
 //! Shapes: SmolLM2-135M (9/3 heads × 64), Qwen2.5-1.5B (12/2 × 128), Gemma-3-1B (4/1 × 256),
 //! one 512-token sequence each; `seq=N` and `nseq=N` override, `runs=N` caps the timed runs.
 
+mod bench_util;
+use bench_util::cpu_seconds;
 use std::time::Instant;
 use wquant::backend::gpu::kernels::attention::AttentionVariant;
 use wquant::backend::gpu::GpuBackend;
 use wquant::backend::{AttnParams, Backend};
 use wquant::util::rng::Rng;
-
-fn cpu_seconds() -> Option<f64> {
-    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
-    let rest = &stat[stat.rfind(')')? + 2..];
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
-    Some(ticks / 100.0)
-}
 
 fn arg(name: &str, default: usize) -> usize {
     std::env::args()

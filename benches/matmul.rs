@@ -11,23 +11,14 @@
 //! second of this process (llvmpipe's threads included), which moves less than wall time when
 //! other jobs share the machine.
 
+mod bench_util;
+use bench_util::cpu_seconds;
 use std::time::Instant;
 use wquant::backend::gpu::{kernels, GpuBackend, MatmulVariant};
 use wquant::backend::Backend;
 use wquant::gguf::GgmlType;
 use wquant::util::rng::Rng;
 use wquant::verify::random_weight_bytes;
-
-/// CPU seconds used by this process so far, all threads, from /proc/self/stat (Linux; clock
-/// ticks of 1/100 s); None elsewhere.
-fn cpu_seconds() -> Option<f64> {
-    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
-    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
-    let rest = &stat[stat.rfind(')')? + 2..];
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
-    Some(ticks / 100.0)
-}
 
 struct Measure {
     mean: f64,
