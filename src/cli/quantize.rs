@@ -14,8 +14,9 @@ pub struct Args {
     pub output: PathBuf,
     /// Q2_K, Q2_K_S (needs --imatrix), Q3_K_S, Q3_K_M (Q3_K), Q3_K_L, IQ4_NL, IQ4_XS, Q4_K_M
     /// (Q4_K), Q4_K_S, Q5_K_M (Q5_K), Q5_K_S, Q6_K, Q8_0, Q5_1, Q5_0, Q4_1, Q4_0, BF16, F16, F32.
+    /// Omitted with --target-bpw / --target-size.
     #[arg(value_name = "TYPE")]
-    pub ftype: String,
+    pub ftype: Option<String>,
     /// Worker threads (default: --threads, else all cores). Output does not depend on it.
     pub threads: Option<usize>,
     /// Importance matrix (GGUF or legacy .dat).
@@ -57,6 +58,35 @@ pub struct Args {
     /// part's place: OUT-00001-of-0000N.gguf … (llama-quantize --keep-split).
     #[arg(long)]
     pub keep_split: bool,
+    /// Mix optimizer: choose every tensor's type for this many bits per weight (all tensor
+    /// data bits over all weights, unquantized norms included); TYPE is omitted.
+    #[arg(long, value_name = "BPW", allow_hyphen_values = true)]
+    pub target_bpw: Option<String>,
+    /// Mix optimizer: the whole output file at most SIZE (bytes or K/M/G/KiB/MiB/GiB); the
+    /// tensor data budget is SIZE minus the metadata. TYPE is omitted.
+    #[arg(long, value_name = "SIZE", allow_hyphen_values = true)]
+    pub target_size: Option<String>,
+    /// Mix optimizer: candidate types (default Q2_K,Q3_K,Q4_K,Q5_K,Q6_K,Q8_0,IQ4_XS); a row
+    /// width that does not fit a type's blocks gets llama.cpp's fallback type.
+    #[arg(long, value_name = "T1,T2,...")]
+    pub types: Option<String>,
+    /// Mix optimizer: `proxy` (importance-weighted quantization error, default) or `measured`
+    /// (KLD measured per layer group on the calibration text -f).
+    #[arg(long, value_name = "proxy|measured", default_value = "proxy")]
+    pub sensitivity: String,
+    /// Calibration text for --sensitivity measured.
+    #[arg(short = 'f', long = "file", value_name = "TEXT")]
+    pub calib_text: Option<PathBuf>,
+    /// Chunks of --calib-ctx tokens that --sensitivity measured runs.
+    #[arg(long, default_value_t = 2)]
+    pub calib_chunks: usize,
+    /// Tokens per calibration chunk for --sensitivity measured.
+    #[arg(long, default_value_t = 512)]
+    pub calib_ctx: usize,
+    /// Read --tensor-type REGEX=TYPE entries from a file, separated by white space
+    /// (llama-quantize --tensor-type-file; a mix optimizer's OUT.recipe).
+    #[arg(long, value_name = "FILE")]
+    pub tensor_type_file: Option<PathBuf>,
     /// Split the output in parts of at most SIZE of tensor data (bytes, or K/M/G/KiB/MiB/GiB;
     /// gguf-split's naming and keys, so llama.cpp loads it from the first part).
     #[arg(long, value_name = "SIZE")]
@@ -71,14 +101,34 @@ fn parse_type(flag: &str, s: &str) -> Result<GgmlType> {
     Ok(t)
 }
 
-pub fn run(g: &super::GlobalArgs, a: Args) -> Result<()> {
-    let ftype = FileType::parse(&a.ftype).ok_or_else(|| {
-        anyhow!(
-            "TYPE: unknown quantization type {:?} (one of {})",
-            a.ftype,
+pub fn run(g: &super::GlobalArgs, mut a: Args) -> Result<()> {
+    let optimize = a.target_bpw.is_some() || a.target_size.is_some();
+    if optimize {
+        // TYPE is omitted with a target: a number in its place is THREADS.
+        if let Some(t) = a.ftype.take() {
+            match t.parse::<usize>() {
+                Ok(n) if a.threads.is_none() => a.threads = Some(n),
+                _ => bail!(
+                    "TYPE {t:?}: with --target-bpw/--target-size the optimizer chooses the \
+                     types; leave TYPE out"
+                ),
+            }
+        }
+    }
+    let ftype = match &a.ftype {
+        None if optimize => FileType::Q4KM,
+        None => bail!(
+            "TYPE: missing quantization type (one of {}), or give --target-bpw/--target-size",
             FileType::NAMES
-        )
-    })?;
+        ),
+        Some(name) => FileType::parse(name).ok_or_else(|| {
+            anyhow!(
+                "TYPE: unknown quantization type {:?} (one of {})",
+                name,
+                FileType::NAMES
+            )
+        })?,
+    };
     if !a.prior_weight.is_finite() || a.prior_weight < 0.0 {
         bail!(
             "--prior-weight: must be a finite value ≥ 0, got {}",
@@ -96,11 +146,18 @@ pub fn run(g: &super::GlobalArgs, a: Args) -> Result<()> {
     if let Some(s) = &a.token_embedding_type {
         mix.token_embedding_type = Some(parse_type("--token-embedding-type", s)?);
     }
-    for spec in &a.tensor_type {
+    let mut specs = a.tensor_type.clone();
+    if let Some(f) = &a.tensor_type_file {
+        let text = std::fs::read_to_string(f)
+            .with_context(|| format!("--tensor-type-file {}: cannot read", f.display()))?;
+        specs.extend(text.split_whitespace().map(str::to_string));
+    }
+    for spec in &specs {
+        // As llama-quantize: the name is what precedes the first '=', lower-cased.
         let (re, ty) = spec
-            .rsplit_once('=')
+            .split_once('=')
             .ok_or_else(|| anyhow!("--tensor-type {spec:?}: expected REGEX=TYPE"))?;
-        let re = regex::Regex::new(re)
+        let re = regex::Regex::new(&re.to_ascii_lowercase())
             .with_context(|| format!("--tensor-type {spec:?}: bad regular expression"))?;
         mix.tensor_types
             .push((re, parse_type(&format!("--tensor-type {spec:?}"), ty)?));
@@ -146,6 +203,9 @@ pub fn run(g: &super::GlobalArgs, a: Args) -> Result<()> {
         b.build()?
     };
     let started = std::time::Instant::now();
+    if optimize {
+        return run_optimizer(g, &a, p, &pool, &pb, started);
+    }
     let report = pool.install(|| {
         quantize_file(&a.input, &a.output, &p, &mut |name, n| {
             pb.set_message(name.to_string());
@@ -177,6 +237,114 @@ pub fn run(g: &super::GlobalArgs, a: Args) -> Result<()> {
             report.bytes_in as f64 / 1048576.0,
             report.bytes_out as f64 / 1048576.0,
             started.elapsed().as_secs_f64()
+        );
+    }
+    Ok(())
+}
+
+/// `--target-bpw` / `--target-size`: the mix optimizer (quantize::optimize).
+fn run_optimizer(
+    g: &super::GlobalArgs,
+    a: &Args,
+    p: QuantizeParams,
+    pool: &rayon::ThreadPool,
+    pb: &indicatif::ProgressBar,
+    started: std::time::Instant,
+) -> Result<()> {
+    use crate::quantize::optimize::{self, OptimizeParams, Sensitivity, Target};
+    let target = match (&a.target_bpw, &a.target_size) {
+        (Some(_), Some(_)) => bail!("--target-bpw and --target-size: give one"),
+        (Some(b), None) => Target::Bpw(optimize::parse_target_bpw(b)?),
+        (None, Some(s)) => Target::FileSize(optimize::parse_target_size(s)?),
+        (None, None) => unreachable!("run_optimizer without a target"),
+    };
+    for (set, flag) in [
+        (a.pure, "--pure"),
+        (!a.tensor_type.is_empty(), "--tensor-type"),
+        (a.tensor_type_file.is_some(), "--tensor-type-file"),
+        (a.output_tensor_type.is_some(), "--output-tensor-type"),
+        (a.token_embedding_type.is_some(), "--token-embedding-type"),
+    ] {
+        if set {
+            bail!(
+                "{flag}: cannot be combined with --target-bpw/--target-size (the optimizer \
+                   chooses every tensor's type)"
+            );
+        }
+    }
+    let sensitivity = match a.sensitivity.as_str() {
+        "proxy" => Sensitivity::Proxy,
+        "measured" => Sensitivity::Measured,
+        other => bail!("--sensitivity {other:?}: expected proxy or measured"),
+    };
+    if sensitivity == Sensitivity::Measured && a.calib_text.is_none() {
+        bail!("--sensitivity measured: needs calibration text (-f TEXT)");
+    }
+    let types = match &a.types {
+        Some(s) => optimize::parse_types(s)?,
+        None => optimize::DEFAULT_TYPES.to_vec(),
+    };
+    let o = OptimizeParams {
+        target,
+        types,
+        sensitivity,
+        calib_text: a.calib_text.clone(),
+        calib_chunks: a.calib_chunks,
+        calib_ctx: a.calib_ctx,
+        device: g.device.clone(),
+        quantize: p,
+        quiet: g.quiet,
+    };
+    let quiet = g.quiet;
+    let r = pool.install(|| {
+        optimize::optimize_file(
+            &a.input,
+            &a.output,
+            &o,
+            &mut |step| {
+                if !quiet {
+                    pb.set_message(step.to_string());
+                }
+            },
+            &mut |name, n| {
+                pb.set_message(name.to_string());
+                pb.inc(n);
+            },
+        )
+    })?;
+    pb.finish_and_clear();
+    for w in &r.quantize.warnings {
+        eprintln!("warning: {w}");
+    }
+    if !g.quiet {
+        let mut counts: Vec<(crate::gguf::GgmlType, usize)> = Vec::new();
+        for (t, &j) in r.problem.tensors.iter().zip(&r.choice) {
+            let ty = t.candidates[j].ggml_type;
+            match counts.iter_mut().find(|(x, _)| *x == ty) {
+                Some(e) => e.1 += 1,
+                None => counts.push((ty, 1)),
+            }
+        }
+        let counts: Vec<String> = counts.iter().map(|(t, n)| format!("{n} {t}")).collect();
+        eprintln!(
+            "{}: optimized mix {} ({} tensor data bytes of a {} byte budget, {:.4} bits per \
+             weight, estimated KLD {:.6}); sensitivity {:.1} s proxy + {:.1} s measured, total \
+             {:.1} s",
+            a.output.display(),
+            counts.join(", "),
+            r.tensor_bytes,
+            r.budget_bytes,
+            r.tensor_bytes as f64 * 8.0 / r.n_weights as f64,
+            r.estimated_kld,
+            r.sensitivity_seconds,
+            r.measure_seconds,
+            started.elapsed().as_secs_f64()
+        );
+        eprintln!(
+            "recipe: {} (llama-quantize --imatrix IMATRIX --tensor-type-file {} IN OUT {})",
+            r.recipe_path.display(),
+            r.recipe_path.display(),
+            r.base.name()
         );
     }
     Ok(())

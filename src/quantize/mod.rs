@@ -7,6 +7,8 @@
 
 pub mod canary;
 pub mod gpu;
+pub mod optimize;
+pub mod sensitivity;
 
 use crate::gguf::split::{SplitLayout, SplitWriter};
 use crate::gguf::GgmlType;
@@ -36,6 +38,8 @@ pub struct QuantizeParams {
     pub gpu: Option<std::sync::Arc<gpu::GpuQuantizer>>,
     /// How the output is split over files.
     pub split: OutputSplit,
+    /// Key-values appended to the output's metadata (the mix optimizer's recipe).
+    pub extra_kvs: Vec<(String, Value)>,
 }
 
 /// The output's files: one, the input's parts (`--keep-split`, as llama-quantize), or parts of
@@ -60,6 +64,7 @@ impl QuantizeParams {
             prior_weight: 0.0,
             gpu: None,
             split: OutputSplit::Single,
+            extra_kvs: Vec::new(),
         }
     }
 }
@@ -466,7 +471,7 @@ pub fn quantize_file(
 
 /// Output metadata (SPEC §4.5): the input KVs in order; quantization_version and file_type moved
 /// to the end; split keys dropped; then the imatrix keys.
-fn output_kvs(
+pub(crate) fn output_kvs(
     src: &GgufFile,
     p: &QuantizeParams,
     imatrix: Option<&Imatrix>,
@@ -510,5 +515,6 @@ fn output_kvs(
             ));
         }
     }
+    kvs.extend(p.extra_kvs.iter().cloned());
     kvs
 }
