@@ -7,6 +7,7 @@ use common::{assets_dir, f32_model};
 use serde_json::Value;
 use std::path::Path;
 use std::process::Command;
+use wquant::gguf::GgufFile;
 
 fn run(dir: &Path, eval: &Path) -> Value {
     let out = common::output_ok(
@@ -27,6 +28,8 @@ fn run(dir: &Path, eval: &Path) -> Value {
                 "4",
                 "--types",
                 "Q8_0,Q4_K_M",
+                "--target-bpw",
+                "5",
                 "-o",
             ])
             .arg(dir),
@@ -59,8 +62,15 @@ fn run_reports_and_resumes() {
     assert_eq!(r["imatrix_chunks"], 2);
     assert_eq!(r["kld_chunks"], 4);
     let types = r["types"].as_array().unwrap();
-    assert_eq!(types.len(), 2);
-    let (q8, q4) = (&types[0], &types[1]);
+    assert_eq!(types.len(), 3);
+    let (q8, q4, mix) = (&types[0], &types[1], &types[2]);
+    // The optimized mix (mix optimizer, --target-bpw 5) sits next to the stock types.
+    assert_eq!(mix["ftype"], "mix-5");
+    let mix_file = GgufFile::open(dir.path().join("model-mix-5.gguf")).unwrap();
+    let tensor_bits: u64 = mix_file.tensors().iter().map(|t| t.n_bytes * 8).sum();
+    let weights: u64 = mix_file.tensors().iter().map(|t| t.n_elements()).sum();
+    assert!(tensor_bits as f64 / weights as f64 <= 5.0, "{mix}");
+    assert!(mix_file.get_str("quantize.recipe").is_ok());
     assert_eq!(q8["ftype"], "Q8_0");
     for t in types {
         let k = t["kld_mean"]
@@ -89,6 +99,8 @@ fn run_reports_and_resumes() {
         "kld Q8_0",
         "quantize Q4_K_M",
         "kld Q4_K_M",
+        "quantize mix-5",
+        "kld mix-5",
     ] {
         assert!(cached(&r2, s), "{s} was redone");
     }

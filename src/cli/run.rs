@@ -35,6 +35,10 @@ pub struct Args {
     /// Seconds of compute the automatic chunk counts aim at.
     #[arg(long, default_value_t = 180.0)]
     pub budget: f64,
+    /// Also optimized mixes at these bits per weight (comma-separated; the mix optimizer with
+    /// the proxy sensitivity), next to the stock types on the plot and in the table.
+    #[arg(long, value_name = "B1,B2,...")]
+    pub target_bpw: Option<String>,
 }
 
 pub fn run(g: &super::GlobalArgs, a: Args) -> Result<()> {
@@ -49,6 +53,15 @@ pub fn run(g: &super::GlobalArgs, a: Args) -> Result<()> {
                 .ok_or_else(|| anyhow!("--types: unknown type {s:?} (one of {})", FileType::NAMES))
         })
         .collect::<Result<Vec<_>>>()?;
+    let target_bpws = match &a.target_bpw {
+        None => Vec::new(),
+        Some(list) => list
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(crate::quantize::optimize::parse_target_bpw)
+            .collect::<Result<Vec<_>>>()?,
+    };
     if a.ctx == 0 {
         bail!("--ctx-size must be > 0");
     }
@@ -66,6 +79,7 @@ pub fn run(g: &super::GlobalArgs, a: Args) -> Result<()> {
         calib: pick(a.calib, "calib.txt"),
         eval: pick(a.eval, "eval.txt"),
         types,
+        target_bpws,
         out_dir: a.out_dir,
         n_ctx: a.ctx,
         imatrix_chunks: a.imatrix_chunks,

@@ -38,6 +38,8 @@ pub struct RunOptions {
     pub eval: PathBuf,
     /// (name as given, e.g. "Q4_K_M", type).
     pub types: Vec<(String, FileType)>,
+    /// Optimized mixes (`--target-bpw`), reported next to the stock types as `mix-B`.
+    pub target_bpws: Vec<f64>,
     pub out_dir: PathBuf,
     /// Tokens per chunk for imatrix and KLD.
     pub n_ctx: usize,
@@ -253,8 +255,8 @@ fn size_bpw(path: &Path) -> Result<(u64, f64)> {
 
 /// The whole pipeline. Returns the report (also written to `out_dir`).
 pub fn run(o: &RunOptions) -> Result<RunReport> {
-    if o.types.is_empty() {
-        bail!("--types: give at least one quantization type");
+    if o.types.is_empty() && o.target_bpws.is_empty() {
+        bail!("--types: give at least one quantization type (or --target-bpw)");
     }
     for (p, what) in [
         (&o.model, "MODEL"),
@@ -318,7 +320,9 @@ pub fn run(o: &RunOptions) -> Result<RunReport> {
             let per_chunk = o.n_ctx as f64 / tps;
             let i = fi.unwrap_or(((o.budget_s / 3.0) / per_chunk) as usize);
             let k = fk.unwrap_or(
-                ((o.budget_s * 2.0 / 3.0) / (2.0 * per_chunk * o.types.len() as f64)) as usize,
+                ((o.budget_s * 2.0 / 3.0)
+                    / (2.0 * per_chunk * (o.types.len() + o.target_bpws.len()) as f64))
+                    as usize,
             );
             (
                 Some(tps),
@@ -378,14 +382,42 @@ pub fn run(o: &RunOptions) -> Result<RunReport> {
 
     // 4. Quantize + 5. KLD per type.
     let mut results = Vec::new();
-    for (name, ft) in &o.types {
-        let (name, ft) = (name.clone(), *ft);
+    // Stock types, then optimized mixes (None: a `--target-bpw` of the mix optimizer).
+    let jobs: Vec<(String, FileType, Option<f64>)> = o
+        .types
+        .iter()
+        .map(|(n, ft)| (n.clone(), *ft, None))
+        .chain(
+            o.target_bpws
+                .iter()
+                .map(|b| (format!("mix-{b}"), FileType::Q4KM, Some(*b))),
+        )
+        .collect();
+    for (name, ft, target) in jobs {
         let qpath = o.out_dir.join(format!("model-{name}.gguf"));
         let key = key_of(&["quantize", &name, &base_hash, &imatrix_hash]);
         let qhash = steps.step(&format!("quantize {name}"), &key, &qpath, || {
             let mut p = QuantizeParams::new(ft);
             p.imatrix = Some(imatrix.clone());
-            quantize_file(&base, &qpath, &p, &mut |_, _| {}).map(|_| ())
+            match target {
+                None => quantize_file(&base, &qpath, &p, &mut |_, _| {}).map(|_| ()),
+                Some(b) => {
+                    use crate::quantize::optimize::{self, OptimizeParams, Sensitivity, Target};
+                    let op = OptimizeParams {
+                        target: Target::Bpw(b),
+                        types: optimize::DEFAULT_TYPES.to_vec(),
+                        sensitivity: Sensitivity::Proxy,
+                        calib_text: None,
+                        calib_chunks: 2,
+                        calib_ctx: o.n_ctx,
+                        device: o.device.clone(),
+                        quantize: p,
+                        quiet: o.quiet,
+                    };
+                    optimize::optimize_file(&base, &qpath, &op, &mut |_| {}, &mut |_, _| {})
+                        .map(|_| ())
+                }
+            }
         })?;
         let qsecs = steps.log.last().map(|l| l.1).unwrap_or(0.0);
         let kpath = o.out_dir.join(format!("kld-{name}.json"));
