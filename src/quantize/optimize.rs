@@ -193,17 +193,12 @@ impl Problem {
     }
 }
 
-/// The default per-role sensitivity factor of the proxy: how much one unit of relative
-/// output error of a tensor of this role moves the KLD, relative to the others. Measured once
-/// on SmolLM2-135M with `--sensitivity measured` (the mean measured gain of each role, rounded;
-/// see README) — a tied embedding is the output head and counts as one.
-pub fn role_factor(name: &str, tied_embeddings: bool) -> f64 {
-    match mix::category(name) {
-        Category::Output => 1.0,
-        Category::TokenEmbd if tied_embeddings => 1.0,
-        Category::TokenEmbd => 0.05,
-        _ => 1.0,
-    }
+/// The proxy's per-role sensitivity factor. Uniform: with the error taken relative to the
+/// tensor's own output energy, every role (a tied embedding included, which is also the head)
+/// starts equal, and this alone gave the SmolLM2 result in the README; `--sensitivity measured`
+/// replaces it per group by a measured gain. Kept as a function so roles can be weighted.
+pub fn role_factor(_name: &str, _tied_embeddings: bool) -> f64 {
+    1.0
 }
 
 /// The tensors that may be quantized (llama.cpp's tensor_allows_quantization).
