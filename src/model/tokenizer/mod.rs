@@ -338,7 +338,7 @@ impl Tokenizer {
             .collect();
         user_defined.sort_by(|a, b| b.text.len().cmp(&a.text.len()));
 
-        let (model, add_bos_default, (bos_default, eos_default)) = if is_spm {
+        let model = if is_spm {
             let scores = num_array(f, "tokenizer.ggml.scores", n)?.map_or_else(
                 || vec![0.0; n],
                 |v| v.into_iter().map(|s| s as f32).collect(),
@@ -358,15 +358,9 @@ impl Tokenizer {
                     .get_bool("tokenizer.ggml.add_space_prefix")
                     .unwrap_or(true),
             };
-            (Model::Spm(spm), true, (1, 2))
+            Model::Spm(spm)
         } else {
-            let pre = f.get_str("tokenizer.ggml.pre").unwrap_or("default");
-            let Some(pn) = PRE_NAMES.iter().find(|p| p.name == pre) else {
-                bail!(
-                    "{path}: tokenizer.ggml.pre = {pre:?} is not supported (supported: {})",
-                    supported_pre().join(", ")
-                );
-            };
+            let pn = pre_name_of(f)?;
             let merges = str_array(f, "tokenizer.ggml.merges")?;
             let mut merge_rank = HashMap::with_capacity(merges.len());
             for (i, m) in merges.iter().enumerate() {
@@ -387,45 +381,22 @@ impl Tokenizer {
                 pre: pn.pre,
                 ignore_merges: pn.ignore_merges,
             };
-            (Model::Bpe(bpe), pn.add_bos, (11, 11))
+            Model::Bpe(bpe)
         };
-        // Special ids from the file; an id outside the vocabulary is an error (llama.cpp falls
-        // back to its default with a warning). Defaults outside the vocabulary are none.
-        let id = |key: &str, default: usize| -> Result<Option<u32>> {
-            match f.get(key) {
-                None => Ok((default < n).then_some(default as u32)),
-                Some(v) => match v.as_i64() {
-                    Some(v) if v >= 0 && (v as usize) < n => Ok(Some(v as u32)),
-                    _ => {
-                        bail!("{path}: {key} = {v:?} is not a token id of the {n}-token vocabulary")
-                    }
-                },
-            }
-        };
-        let bos = id("tokenizer.ggml.bos_token_id", bos_default)?;
-        let eos = id("tokenizer.ggml.eos_token_id", eos_default)?;
-        let add_bos = f
-            .get_bool("tokenizer.ggml.add_bos_token")
-            .unwrap_or(add_bos_default);
-        let add_eos = f.get_bool("tokenizer.ggml.add_eos_token").unwrap_or(false);
+        let sp = specials(f, n, is_spm)?;
         let mut model = model;
         if let Model::Spm(spm) = &mut model {
-            spm.unk = id("tokenizer.ggml.unknown_token_id", 0)?;
-        }
-        for (add, tok, what) in [(add_bos, bos, "bos"), (add_eos, eos, "eos")] {
-            if add && tok.is_none() {
-                bail!("{path}: tokenizer.ggml.add_{what}_token is true but the vocabulary has no {what} token");
-            }
+            spm.unk = sp.unk;
         }
         Ok(Tokenizer {
             tokens,
             token_to_id,
             user_defined,
             model,
-            bos,
-            eos,
-            add_bos,
-            add_eos,
+            bos: sp.bos,
+            eos: sp.eos,
+            add_bos: sp.add_bos,
+            add_eos: sp.add_eos,
         })
     }
 
@@ -550,6 +521,87 @@ impl Tokenizer {
         }
         frags
     }
+}
+
+/// The `tokenizer.ggml.pre` entry of a BPE vocabulary (missing: `default`, as llama.cpp).
+fn pre_name_of(f: &GgufFile) -> Result<&'static PreName> {
+    let pre = f.get_str("tokenizer.ggml.pre").unwrap_or("default");
+    PRE_NAMES.iter().find(|p| p.name == pre).ok_or_else(|| {
+        anyhow::anyhow!(
+            "{}: tokenizer.ggml.pre = {pre:?} is not supported (supported: {})",
+            f.path.display(),
+            supported_pre().join(", ")
+        )
+    })
+}
+
+/// Special token ids and whether BOS/EOS are added.
+struct Specials {
+    bos: Option<u32>,
+    eos: Option<u32>,
+    unk: Option<u32>,
+    add_bos: bool,
+    add_eos: bool,
+}
+
+/// The special tokens of an `n`-token vocabulary: from the file, else llama.cpp's defaults for
+/// the vocabulary type (SentencePiece: BOS 1, EOS 2, UNK 0, BOS added; BPE: BOS = EOS = 11,
+/// BOS added only for the pre-tokenizers that ask for it, e.g. Llama 3's). An id outside the
+/// vocabulary in the file is an error (llama.cpp falls back to its default with a warning);
+/// a default outside it is none.
+fn specials(f: &GgufFile, n: usize, is_spm: bool) -> Result<Specials> {
+    let path = f.path.display();
+    let (bos_default, eos_default, unk_default, add_bos_default) = if is_spm {
+        (1, 2, Some(0), true)
+    } else {
+        (11, 11, None, pre_name_of(f)?.add_bos)
+    };
+    let id = |key: &str, default: Option<usize>| -> Result<Option<u32>> {
+        match f.get(key) {
+            None => Ok(default.filter(|&d| d < n).map(|d| d as u32)),
+            Some(v) => match v.as_i64() {
+                Some(v) if v >= 0 && (v as usize) < n => Ok(Some(v as u32)),
+                _ => bail!("{path}: {key} = {v:?} is not a token id of the {n}-token vocabulary"),
+            },
+        }
+    };
+    let s = Specials {
+        bos: id("tokenizer.ggml.bos_token_id", Some(bos_default))?,
+        eos: id("tokenizer.ggml.eos_token_id", Some(eos_default))?,
+        unk: id("tokenizer.ggml.unknown_token_id", unk_default)?,
+        add_bos: f
+            .get_bool("tokenizer.ggml.add_bos_token")
+            .unwrap_or(add_bos_default),
+        add_eos: f.get_bool("tokenizer.ggml.add_eos_token").unwrap_or(false),
+    };
+    for (add, tok, what) in [(s.add_bos, s.bos, "bos"), (s.add_eos, s.eos, "eos")] {
+        if add && tok.is_none() {
+            bail!("{path}: tokenizer.ggml.add_{what}_token is true but the vocabulary has no {what} token");
+        }
+    }
+    Ok(s)
+}
+
+/// The token llama-perplexity and llama-imatrix put at the start of every chunk for the model
+/// in `f` (BOS when its vocabulary adds one), from the metadata alone: for runs that take
+/// their tokens from a file rather than the tokenizer.
+pub fn chunk_bos_of(f: &GgufFile) -> Result<Option<u32>> {
+    let path = f.path.display();
+    let is_spm = match f.get_str("tokenizer.ggml.model")? {
+        "gpt2" => false,
+        "llama" => true,
+        m => bail!(
+            "{path}: tokenizer.ggml.model = {m:?} is not supported (supported: {})",
+            SUPPORTED_MODELS.join(", ")
+        ),
+    };
+    let n = f
+        .get("tokenizer.ggml.tokens")
+        .and_then(|v| v.as_array())
+        .map(|(_, items)| items.len())
+        .ok_or_else(|| anyhow::anyhow!("{path}: missing key tokenizer.ggml.tokens"))?;
+    let s = specials(f, n, is_spm)?;
+    Ok(if s.add_bos { s.bos } else { None })
 }
 
 /// llama.cpp's per-token attributes as far as tokenizing plain text depends on them: the type,
