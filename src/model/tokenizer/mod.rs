@@ -219,7 +219,7 @@ const AUTO_SPECIAL: &[(&str, &[&str])] = &[
 /// The tokenizer model of a vocabulary.
 enum Model {
     Bpe(bpe::Bpe),
-    Spm(spm::Spm),
+    Spm(Box<spm::Spm>),
 }
 
 /// A USER_DEFINED token cut out of the raw text before tokenization, with llama.cpp's
@@ -336,7 +336,7 @@ impl Tokenizer {
                 rstrip: a & ATTR_RSTRIP != 0,
             })
             .collect();
-        user_defined.sort_by(|a, b| b.text.len().cmp(&a.text.len()));
+        user_defined.sort_by_key(|s| std::cmp::Reverse(s.text.len()));
 
         let model = if is_spm {
             let scores = num_array(f, "tokenizer.ggml.scores", n)?.map_or_else(
@@ -358,7 +358,7 @@ impl Tokenizer {
                     .get_bool("tokenizer.ggml.add_space_prefix")
                     .unwrap_or(true),
             };
-            Model::Spm(spm)
+            Model::Spm(Box::new(spm))
         } else {
             let pn = pre_name_of(f)?;
             let merges = str_array(f, "tokenizer.ggml.merges")?;
