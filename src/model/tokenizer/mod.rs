@@ -218,7 +218,7 @@ const AUTO_SPECIAL: &[(&str, &[&str])] = &[
 
 /// The tokenizer model of a vocabulary.
 enum Model {
-    Bpe(bpe::Bpe),
+    Bpe(Box<bpe::Bpe>),
     Spm(Box<spm::Spm>),
 }
 
@@ -381,7 +381,7 @@ impl Tokenizer {
                 pre: pn.pre,
                 ignore_merges: pn.ignore_merges,
             };
-            Model::Bpe(bpe)
+            Model::Bpe(Box::new(bpe))
         };
         let sp = specials(f, n, is_spm)?;
         let mut model = model;
