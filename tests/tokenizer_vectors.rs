@@ -168,7 +168,8 @@ fn gemma3_calib_and_eval_match_llama_tokenize() {
 
 #[test]
 fn qwen25_model_calib_and_eval_match_llama_tokenize() {
-    // The model's own vocabulary (tests/tokenizer_qwen2.rs checks the vocab-only file's).
+    // The model's own vocabulary (qwen2_vectors and qwen2_vocab_calib_and_eval check the
+    // vocabulary-only file's).
     let f = GgufFile::open(assets_dir().join("qwen2.5-coder-1.5b-q4_k_m.gguf")).unwrap();
     let t = Tokenizer::from_gguf(&f).unwrap();
     assert!(!t.add_bos);
