@@ -166,18 +166,9 @@ pub fn check_layer_shapes(file: &GgufFile, c: &Config, il: usize) -> Result<()> 
     let kv = c.n_head_kv * c.head_dim;
     let q = c.n_head * c.head_dim;
     check_shape(file, &n("attn_norm"), &[c.n_embd])?;
-    check_shape(file, &n("attn_q"), &[c.n_embd, q])?;
-    check_shape(file, &n("attn_k"), &[c.n_embd, kv])?;
-    check_shape(file, &n("attn_v"), &[c.n_embd, kv])?;
-    check_shape(file, &n("attn_output"), &[q, c.n_embd])?;
-    if c.spec.qkv_bias {
-        let b = |s: &str| format!("blk.{il}.{s}.bias");
-        check_shape(file, &b("attn_q"), &[q])?;
-        check_shape(file, &b("attn_k"), &[kv])?;
-        check_shape(file, &b("attn_v"), &[kv])?;
-    }
     if c.spec.qk_norm {
-        // One weight per head width, shared by all heads (llama.cpp: {n_embd_head_k}).
+        // One weight per head width, shared by all heads (llama.cpp: {n_embd_head_k}): checked
+        // first, as the plainest witness of a head size that does not match the file's.
         for t in ["attn_q_norm", "attn_k_norm"] {
             check_shape(file, &n(t), &[c.head_dim]).with_context(|| {
                 format!(
@@ -187,6 +178,16 @@ pub fn check_layer_shapes(file: &GgufFile, c: &Config, il: usize) -> Result<()> 
                 )
             })?;
         }
+    }
+    check_shape(file, &n("attn_q"), &[c.n_embd, q])?;
+    check_shape(file, &n("attn_k"), &[c.n_embd, kv])?;
+    check_shape(file, &n("attn_v"), &[c.n_embd, kv])?;
+    check_shape(file, &n("attn_output"), &[q, c.n_embd])?;
+    if c.spec.qkv_bias {
+        let b = |s: &str| format!("blk.{il}.{s}.bias");
+        check_shape(file, &b("attn_q"), &[q])?;
+        check_shape(file, &b("attn_k"), &[kv])?;
+        check_shape(file, &b("attn_v"), &[kv])?;
     }
     check_shape(file, &n("ffn_norm"), &[c.n_embd])?;
     if c.spec.post_norms {
