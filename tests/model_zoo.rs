@@ -312,11 +312,10 @@ fn bad_gemma3_keys_and_shapes_are_named() {
         move |k: &str, v: &Value| Some(if k == key { val.clone() } else { v.clone() })
     };
     let same = |_: &str, v: &Value| Some(v.clone());
-    let case =
-        |kv: &dyn Fn(&str, &Value) -> Option<Value>,
-         tensor: &dyn Fn(&str, &[u64], &[u8]) -> Option<(Vec<u64>, Vec<u8>)>| {
-            edited_copy(&src, "gemma3", dir.path(), kv, &[], tensor)
-        };
+    type TensorEdit<'a> = &'a dyn Fn(&str, &[u64], &[u8]) -> Option<(Vec<u64>, Vec<u8>)>;
+    let case = |kv: &dyn Fn(&str, &Value) -> Option<Value>, tensor: TensorEdit| {
+        edited_copy(&src, "gemma3", dir.path(), kv, &[], tensor)
+    };
     let added =
         |key: &str, val: Value| edited_copy(&src, "gemma3", dir.path(), same, &[(key, val)], keep);
     // A period from the file (3: layers 2 and 5 global), and a per-layer array.
