@@ -287,6 +287,51 @@ pub fn run_checks<R: crate::kld::KldReduce>(
             nmse(&got, &want),
         ));
 
+        // GELU·u (gemma3): g over ±12 crosses the ±10 cut-offs; the first values are the edges
+        // (the cut-offs, f16 subnormals, an f16 rounding tie, a value past f16's finest step).
+        let mut g12: Vec<f32> = g.iter().map(|v| v * 2.0).collect();
+        let edges = [
+            -10.0f32,
+            10.0,
+            -9.999,
+            9.999,
+            0.0,
+            -0.0,
+            3.0e-6,
+            -5.9e-8,
+            1.000_488_3,
+            7.0e-5,
+        ];
+        for (d, e) in g12.iter_mut().zip(edges) {
+            *d = e;
+        }
+        let want = r.download(&r.gelu_mul(&r.upload(&g12, m, k), &r.upload(&u, m, k)));
+        let got = gpu.download(&gpu.gelu_mul(&gpu.upload(&g12, m, k), &gpu.upload(&u, m, k)));
+        let same = got
+            .iter()
+            .zip(&want)
+            .filter(|(a, b)| a.to_bits() == b.to_bits())
+            .count();
+        let mut row = CheckRow::nmse("gelu_mul", "-", format!("{m}x{k}"), nmse(&got, &want));
+        row.note = format!("{same}/{} bit-equal", want.len());
+        rows.push(row);
+
+        // x·s (gemma3's embedding and Q scales): one rounding each, bit-equal.
+        let s = 25.298_221f32;
+        let mut rs = r.upload(&g, m, k);
+        r.scale(&mut rs, s);
+        let mut gs = gpu.upload(&g, m, k);
+        gpu.scale(&mut gs, s);
+        let (got, want) = (gpu.download(&gs), r.download(&rs));
+        rows.push(CheckRow::exact(
+            "scale",
+            "-",
+            format!("{m}x{k}"),
+            bits_equal(&got, &want),
+            nmse(&got, &want),
+            "vs reference",
+        ));
+
         let mut ra = r.upload(&g, m, k);
         r.add_assign(&mut ra, &r.upload(&u, m, k));
         let mut ga = gpu.upload(&g, m, k);

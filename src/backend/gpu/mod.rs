@@ -778,6 +778,16 @@ impl Backend for GpuBackend {
         y
     }
 
+    fn gelu_mul(&self, g: &GpuTensor, u: &GpuTensor) -> GpuTensor {
+        let y = self.alloc(g.rows, g.cols);
+        kernels::gelu_mul::run(&self.ctx, g, u, &y);
+        y
+    }
+
+    fn scale(&self, x: &mut GpuTensor, s: f32) {
+        kernels::scale::run(&self.ctx, x, s);
+    }
+
     fn add_bias(&self, x: &mut GpuTensor, bias: &GpuWeight) {
         kernels::add_bias::run(&self.ctx, x, bias);
     }

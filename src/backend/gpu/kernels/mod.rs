@@ -7,6 +7,7 @@ pub mod add_bias;
 pub mod attention;
 pub mod attention_flash;
 pub mod gather_rows;
+pub mod gelu_mul;
 pub mod get_rows;
 pub mod matmul;
 pub mod matmul_sgemm;
@@ -16,6 +17,7 @@ pub mod nll;
 pub mod quant_block;
 pub mod rms_norm;
 pub mod rope;
+pub mod scale;
 pub mod scatter_add;
 pub mod silu_mul;
 
@@ -113,6 +115,8 @@ pub fn all_sources() -> Vec<(String, String)> {
     v.push(("attention.wgsl".into(), attention::SHADER.into()));
     v.extend(attention_flash::sources());
     v.push(("silu_mul.wgsl".into(), silu_mul::SHADER.into()));
+    v.push(("gelu_mul.wgsl".into(), gelu_mul::SHADER.into()));
+    v.push(("scale.wgsl".into(), scale::SHADER.into()));
     v.push(("add.wgsl".into(), add::SHADER.into()));
     v.push(("add_bias.wgsl".into(), add_bias::SHADER.into()));
     v.push(("gather_rows.wgsl".into(), gather_rows::SHADER.into()));
@@ -143,6 +147,8 @@ pub fn shader_files() -> Vec<&'static str> {
         "attention.wgsl",
         "attention_flash.wgsl",
         "silu_mul.wgsl",
+        "gelu_mul.wgsl",
+        "scale.wgsl",
         "add.wgsl",
         "add_bias.wgsl",
         "gather_rows.wgsl",
