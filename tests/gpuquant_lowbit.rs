@@ -2,13 +2,12 @@
 //! sampled check `--device auto` uses on an exact adapter) equal llama-quantize's tensor hashes
 //! (golden/lowbit): the synthetic dense and MoE models for every low-bit mix (their imatrix;
 //! Q3_K_M also without), where every tensor holds the new types, and SmolLM2 with the 100-chunk
-//! imatrix for a subset of the mixes that runs every new kernel on real weights: Q2_K_S (Q2_K),
-//! Q3_K_S (Q3_K) and IQ4_XS (IQ4_XS and IQ4_NL). The CPU goldens (golden_lowbit.rs) cover every
-//! SmolLM2 list; the full-model GPU runs are a subset to keep lavapipe's time modest.
+//! imatrix for all seven mixes (IQ4_XS through the CLI, with its `(N on GPU, 0 on CPU)` summary;
+//! on SmolLM2 only ffn_down holds Q2_K/Q3_K/IQ4_XS, the rest their fallbacks).
 
 mod common;
 
-use common::{f32_model, golden_dir, tensors_differing};
+use common::{f32_model, golden_dir, output_ok, tensors_differing};
 use std::sync::Arc;
 use wquant::gguf::{GgmlType, GgufFile};
 use wquant::quant::mix::FileType;
@@ -107,11 +106,11 @@ fn gpu_synth_moe_low_bit_mixes() {
 }
 
 #[test]
-fn gpu_smollm2_low_bit_subset() {
+fn gpu_smollm2_low_bit_mixes() {
     let g = gpu();
     let mut bad = Vec::new();
     let mut seen = Vec::new();
-    for mix in ["Q2_K_S", "Q3_K_S", "IQ4_XS"] {
+    for mix in MIXES.into_iter().filter(|m| *m != "IQ4_XS") {
         let mut p = QuantizeParams::new(FileType::parse(mix).unwrap());
         p.imatrix = Some(golden_dir().join("imatrix.gguf"));
         let (b, types) = run(
@@ -124,9 +123,48 @@ fn gpu_smollm2_low_bit_subset() {
         bad.extend(b);
         seen.extend(types);
     }
-    // Every new kernel ran on real weights.
-    for t in NEW_TYPES {
+    // Every new kernel ran on real weights (IQ4_XS in `cli_strict_smollm2_iq4_xs`).
+    for t in [GgmlType::Q2K, GgmlType::Q3K, GgmlType::IQ4NL] {
         assert!(seen.contains(&t), "{t} not exercised");
     }
+    assert!(bad.is_empty(), "tensors differ:\n{}", bad.join("\n"));
+}
+
+/// `wquant --device gpu quantize` (strict) of SmolLM2 to IQ4_XS (IQ4_XS on ffn_down, IQ4_NL
+/// elsewhere): llama-quantize's bytes, and the summary says every tensor came from the GPU.
+#[test]
+fn cli_strict_smollm2_iq4_xs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out.gguf");
+    let o = output_ok(
+        std::process::Command::new(env!("CARGO_BIN_EXE_wquant"))
+            .args(["--device", "gpu", "quantize", "--imatrix"])
+            .arg(golden_dir().join("imatrix.gguf"))
+            .arg(f32_model())
+            .arg(&out)
+            .arg("IQ4_XS"),
+    );
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let f = GgufFile::open(&out).unwrap();
+    let n_blocks = f
+        .tensors()
+        .iter()
+        .filter(|t| t.ggml_type.block_size() > 1)
+        .count();
+    assert!(
+        text.contains(&format!("({n_blocks} on GPU, 0 on CPU)")),
+        "summary: {text}"
+    );
+    let types: Vec<GgmlType> = f.tensors().iter().map(|t| t.ggml_type).collect();
+    assert!(types.contains(&GgmlType::IQ4XS) && types.contains(&GgmlType::IQ4NL));
+    let bad = tensors_differing(
+        &out,
+        &golden_dir().join("lowbit/smollm2-IQ4_XS.tensors.sha256"),
+        "SmolLM2 IQ4_XS (--device gpu)",
+    );
     assert!(bad.is_empty(), "tensors differ:\n{}", bad.join("\n"));
 }
