@@ -458,13 +458,22 @@ fn check_quant_kernels_on(
     let (n_rows, ne0) = (12, 512);
     let x = qc::edge_case_rows(0x5EED, n_rows, ne0);
     let imp = qc::edge_case_importance(0x1AB, ne0);
+    // Uniform importance 0 (every weight zero) and 1e30 (sums overflow f32: every row of a
+    // weighted type is outside `row_is_gpu_exact` and goes to the CPU reference).
+    let zeros = vec![0f32; ne0];
+    let huge = vec![1e30f32; ne0];
     let mut rows = Vec::new();
     for t in crate::backend::gpu::kernels::quant_block::TYPES {
-        for (label, w) in [("ref", None), ("imatrix", Some(&imp[..]))] {
+        for (label, w) in [
+            ("ref", None),
+            ("imatrix", Some(&imp[..])),
+            ("w=0", Some(&zeros[..])),
+            ("w=1e30", Some(&huge[..])),
+        ] {
             let got = gq::kernel_rows_on(gpu, path, t, &x, ne0, w)?;
             let want = gq::cpu_quantize(t, &x, ne0, w)?;
             let rb = want.len() / n_rows;
-            let (mut same, mut total) = (0, 0);
+            let (mut same, mut total, mut routed) = (0, 0, 0);
             for (r, row) in x.chunks_exact(ne0).enumerate() {
                 if gq::row_is_gpu_exact(t, row, w) {
                     let (s, n) = qc::blocks_identical(
@@ -474,19 +483,31 @@ fn check_quant_kernels_on(
                     );
                     same += s;
                     total += n;
+                } else {
+                    routed += 1;
                 }
             }
+            // Importance 1e30 is meant to leave the kernel nothing: then the row checks that
+            // every row was routed to the CPU.
+            let all_routed = label == "w=1e30" && routed == n_rows;
             let mut row = CheckRow::exact(
                 &format!("quantize{suffix}"),
                 t.name(),
                 format!("{n_rows}x{ne0} {label}"),
-                same == total && total > 0,
+                same == total && (total > 0 || all_routed),
                 0.0,
                 "bytes",
             );
+            let kernel = if total > 0 {
+                format!(
+                    "{same}/{total} blocks identical ({:.2}%)",
+                    100.0 * same as f64 / total as f64
+                )
+            } else {
+                "no rows for the kernel".to_string()
+            };
             row.note = format!(
-                "{same}/{total} blocks identical ({:.2}%)",
-                100.0 * same as f64 / total.max(1) as f64
+                "{kernel}; {routed}/{n_rows} rows to the CPU reference (outside row_is_gpu_exact)"
             );
             rows.push(row);
         }
