@@ -74,6 +74,10 @@ pub struct Args {
     /// What the block quantizer inside --gptq weighs column errors by.
     #[arg(long, value_enum, default_value_t = Default::default(), requires = "gptq")]
     pub gptq_importance: crate::quantize::gptq::GptqImportance,
+    /// With --gptq: do not re-round, on the block's fixed scales, the columns that in-block
+    /// error feedback moved (each block stays as the type's quantizer chose it).
+    #[arg(long, requires = "gptq")]
+    pub gptq_no_reround: bool,
 }
 
 fn parse_type(flag: &str, s: &str) -> Result<GgmlType> {
@@ -138,6 +142,7 @@ pub fn run(g: &super::GlobalArgs, a: Args) -> Result<()> {
             covariance: c.clone(),
             damp: a.gptq_damp,
             importance: a.gptq_importance,
+            reround: !a.gptq_no_reround,
         });
     }
     p.gpu =

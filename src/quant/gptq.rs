@@ -169,13 +169,17 @@ fn lower_inverse(l: &[f64], n: usize) -> Vec<f64> {
 }
 
 /// Quantize one row `x` (whole blocks of `t`) into `dst` with error feedback through `p`; the
-/// block quantizer sees `qw` (one importance per column, as `quantize_row`).
+/// block quantizer sees `qw` (one importance per column, as `quantize_row`). With
+/// `in_block_rounding`, a column that the feedback of earlier columns of its own block moved
+/// after the block's scales were chosen is re-rounded to the nearest point of its (fixed)
+/// grid ([`FixedGrid`]); columns the quantizer saw as they are keep its choice.
 pub fn quantize_row_gptq(
     t: GgmlType,
     p: &Prepared,
     x: &[f32],
     dst: &mut [u8],
     qw: Option<&[f32]>,
+    in_block_rounding: bool,
 ) -> Result<(), GptqError> {
     let n = p.cols;
     let bs = t.block_size();
@@ -195,6 +199,16 @@ pub fn quantize_row_gptq(
         }));
     }
     let u = &p.u;
+    let grid = if in_block_rounding {
+        FixedGrid::of(t)
+    } else {
+        None
+    };
+    let reads_whole_row = super::block_type(t)
+        .and_then(|b| b.gpu_quantize)
+        .is_some_and(|g| g.row_sigma2);
+    let mut whole_row =
+        (reads_whole_row && qw.is_some()).then(|| (vec![0f32; n], vec![0u8; dst.len()]));
     let mut w: Vec<f64> = x.iter().map(|&v| v as f64).collect();
     let mut xb = vec![0f32; bs];
     let mut qb = vec![0f32; bs];
@@ -204,11 +218,26 @@ pub fn quantize_row_gptq(
         for (d, &v) in xb.iter_mut().zip(&w[s..s + bs]) {
             *d = v as f32;
         }
-        quantize_row(t, &xb, out, qw.map(|q| &q[s..s + bs]))?;
+        if let Some(row) = whole_row.as_mut() {
+            // The legacy types' importance path weighs by the whole row's σ²: quantize the row
+            // as it now stands and keep this block's bytes.
+            let (xs, bytes) = row;
+            for (d, &v) in xs.iter_mut().zip(&w) {
+                *d = v as f32;
+            }
+            quantize_row(t, xs, bytes, qw)?;
+            out.copy_from_slice(&bytes[blk * bb..(blk + 1) * bb]);
+        } else {
+            quantize_row(t, &xb, out, qw.map(|q| &q[s..s + bs]))?;
+        }
         dequantize_row(t, out, &mut qb)?;
         // Errors fed forward one column at a time inside the block...
         for k in 0..bs {
             let i = s + k;
+            let moved = w[i] as f32 != xb[k];
+            if let (true, Some(g)) = (moved, grid) {
+                qb[k] = g.round_into(out, k, w[i] as f32);
+            }
             let e = (w[i] - qb[k] as f64) / u[i * n + i];
             err[k] = e;
             let ui = &u[i * n..(i + 1) * n];
@@ -255,4 +284,175 @@ pub fn output_error(w: &[f32], q: &[f32], h: &[f32], cols: usize) -> f64 {
             s
         })
         .sum()
+}
+
+/// The grid of one element of a quantized block whose scales are fixed: value = a·q − mm for an
+/// integer q in qmin..=qmax (computed exactly as the type's dequantization does), and where q
+/// is stored. For the types whose blocks are affine per element; `None` for the others
+/// (Q2_K, Q3_K, IQ4: the block is quantized at once, without in-block feedback).
+#[derive(Clone, Copy, Debug)]
+pub enum FixedGrid {
+    Q4K,
+    Q5K,
+    Q6K,
+    Q8_0,
+    /// Q4_0/Q5_0 (`with_min` false) and Q4_1/Q5_1.
+    Legacy {
+        bits: u32,
+        with_min: bool,
+    },
+}
+
+impl FixedGrid {
+    pub fn of(t: GgmlType) -> Option<FixedGrid> {
+        Some(match t {
+            GgmlType::Q4K => FixedGrid::Q4K,
+            GgmlType::Q5K => FixedGrid::Q5K,
+            GgmlType::Q6K => FixedGrid::Q6K,
+            GgmlType::Q8_0 => FixedGrid::Q8_0,
+            GgmlType::Q4_0 => FixedGrid::Legacy {
+                bits: 4,
+                with_min: false,
+            },
+            GgmlType::Q5_0 => FixedGrid::Legacy {
+                bits: 5,
+                with_min: false,
+            },
+            GgmlType::Q4_1 => FixedGrid::Legacy {
+                bits: 4,
+                with_min: true,
+            },
+            GgmlType::Q5_1 => FixedGrid::Legacy {
+                bits: 5,
+                with_min: true,
+            },
+            _ => return None,
+        })
+    }
+
+    /// (a, mm, qmin, qmax) of element `k` of `block`.
+    pub fn grid(self, b: &[u8], k: usize) -> (f32, f32, i32, i32) {
+        use super::h2f;
+        match self {
+            FixedGrid::Q4K | FixedGrid::Q5K => {
+                let (sc, m) = super::q4_k::get_scale_min_k4(k / 32, &b[4..16]);
+                let (d, dmin) = (h2f(&b[0..2]), h2f(&b[2..4]));
+                let qmax = if matches!(self, FixedGrid::Q4K) {
+                    15
+                } else {
+                    31
+                };
+                (d * sc as f32, dmin * m as f32, 0, qmax)
+            }
+            FixedGrid::Q6K => {
+                let (n, r) = (k / 128, k % 128);
+                let (quarter, l) = (r / 32, r % 32);
+                let sc = b[192 + 8 * n + l / 16 + 2 * quarter] as i8;
+                (h2f(&b[208..210]) * sc as f32, 0.0, -32, 31)
+            }
+            FixedGrid::Q8_0 => (h2f(&b[0..2]), 0.0, -128, 127),
+            FixedGrid::Legacy { bits, with_min } => {
+                let d = h2f(&b[0..2]);
+                if with_min {
+                    (d, -h2f(&b[2..4]), 0, (1 << bits) - 1)
+                } else {
+                    let half = 1 << (bits - 1);
+                    (d, 0.0, -half, half - 1)
+                }
+            }
+        }
+    }
+
+    /// Store quant `q` (in qmin..=qmax) of element `k`.
+    pub fn set(self, b: &mut [u8], k: usize, q: i32) {
+        let nib = |byte: &mut u8, high: bool, v: u8| {
+            if high {
+                *byte = (*byte & 0x0F) | (v << 4);
+            } else {
+                *byte = (*byte & 0xF0) | v;
+            }
+        };
+        match self {
+            FixedGrid::Q4K => {
+                let (g, w) = (k / 64, k % 64);
+                nib(&mut b[16 + 32 * g + w % 32], w >= 32, q as u8);
+            }
+            FixedGrid::Q5K => {
+                let (g, w) = (k / 64, k % 64);
+                let l = w % 32;
+                nib(&mut b[48 + 32 * g + l], w >= 32, q as u8 & 0xF);
+                let bit = 1u8 << (2 * g + usize::from(w >= 32));
+                if q & 16 != 0 {
+                    b[16 + l] |= bit;
+                } else {
+                    b[16 + l] &= !bit;
+                }
+            }
+            FixedGrid::Q6K => {
+                let (n, r) = (k / 128, k % 128);
+                let (quarter, l) = (r / 32, r % 32);
+                let v = (q + 32) as u8;
+                let ql = 64 * n + l + if quarter % 2 == 1 { 32 } else { 0 };
+                nib(&mut b[ql], quarter >= 2, v & 0xF);
+                let qh = 128 + 32 * n + l;
+                let shift = 2 * quarter;
+                b[qh] = (b[qh] & !(3 << shift)) | ((v >> 4) << shift);
+            }
+            FixedGrid::Q8_0 => b[2 + k] = q as i8 as u8,
+            FixedGrid::Legacy { bits, with_min } => {
+                let header = if with_min { 4 } else { 2 };
+                let qs = header + if bits == 5 { 4 } else { 0 };
+                let v = if with_min { q } else { q + (1 << (bits - 1)) } as u8;
+                nib(&mut b[qs + k % 16], k >= 16, v & 0xF);
+                if bits == 5 {
+                    let qh = header + k / 8;
+                    let bit = 1u8 << (k % 8);
+                    if v & 16 != 0 {
+                        b[qh] |= bit;
+                    } else {
+                        b[qh] &= !bit;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Round `v` to the nearest point of element `k`'s grid, store it, return its value (as
+    /// the type's dequantization computes it). A zero scale leaves the element as it is.
+    pub fn round_into(self, b: &mut [u8], k: usize, v: f32) -> f32 {
+        let (a, mm, qmin, qmax) = self.grid(b, k);
+        if a == 0.0 || !a.is_finite() {
+            return self.value_of(b, k);
+        }
+        let q = (((v + mm) / a).round() as i32).clamp(qmin, qmax);
+        self.set(b, k, q);
+        a * q as f32 - mm
+    }
+
+    /// Element `k`'s value as the type's dequantization gives it.
+    fn value_of(self, b: &[u8], k: usize) -> f32 {
+        let mut buf = [0f32; 256];
+        let t = match self {
+            FixedGrid::Q4K => GgmlType::Q4K,
+            FixedGrid::Q5K => GgmlType::Q5K,
+            FixedGrid::Q6K => GgmlType::Q6K,
+            FixedGrid::Q8_0 => GgmlType::Q8_0,
+            FixedGrid::Legacy {
+                bits: 4,
+                with_min: false,
+            } => GgmlType::Q4_0,
+            FixedGrid::Legacy {
+                bits: _,
+                with_min: false,
+            } => GgmlType::Q5_0,
+            FixedGrid::Legacy {
+                bits: 4,
+                with_min: true,
+            } => GgmlType::Q4_1,
+            FixedGrid::Legacy { .. } => GgmlType::Q5_1,
+        };
+        let n = t.block_size();
+        let _ = dequantize_row(t, b, &mut buf[..n]);
+        buf[k]
+    }
 }

@@ -41,6 +41,9 @@ pub struct GptqOptions {
     /// λ of H + λ·mean(diag H)·I.
     pub damp: f64,
     pub importance: GptqImportance,
+    /// Re-round columns moved by in-block feedback on the block's fixed grid
+    /// (`quant::gptq::FixedGrid`); off: each block as its quantizer leaves it.
+    pub reround: bool,
 }
 
 /// The open covariance file, checked against the model, and the factorizations of the layer
@@ -172,6 +175,7 @@ impl GptqState {
             ),
         };
         Ok(Some(GptqQuantizer {
+            reround: self.opts.reround,
             factored,
             importance,
         }))
@@ -225,6 +229,7 @@ struct Factored {
 pub struct GptqQuantizer {
     factored: Arc<Factored>,
     importance: Option<Vec<Vec<f32>>>,
+    reround: bool,
 }
 
 impl RowQuantizer for GptqQuantizer {
@@ -251,8 +256,15 @@ impl RowQuantizer for GptqQuantizer {
                     Some(v) => Some(&v[e][..]),
                     None => tensor.importance_of_row(r),
                 };
-                quantize_row_gptq(tensor.dst_type, &self.factored.prepared[e], buf, dst, qw)
-                    .with_context(|| format!("tensor {}, row {r}", tensor.name))?;
+                quantize_row_gptq(
+                    tensor.dst_type,
+                    &self.factored.prepared[e],
+                    buf,
+                    dst,
+                    qw,
+                    self.reround,
+                )
+                .with_context(|| format!("tensor {}, row {r}", tensor.name))?;
                 Ok(())
             },
         )
