@@ -449,8 +449,11 @@ fn quantize_gptq_on_a_synthetic_model() {
     }
 }
 
-/// A covariance GGUF written by hand: (first weight, weights served, cols, values).
-fn write_cov(path: &Path, inputs: &[(&str, &[&str], usize, Vec<f32>)]) {
+/// One input of a hand-written covariance file: (first weight, weights served, cols, values).
+type CovInput<'a> = (&'a str, &'a [&'a str], usize, Vec<f32>);
+
+/// A covariance GGUF written by hand.
+fn write_cov(path: &Path, inputs: &[CovInput]) {
     let mut kvs = vec![
         ("general.type".to_string(), Value::str("covariance")),
         ("covariance.datasets".to_string(), Value::str_array(&["x"])),
@@ -510,7 +513,7 @@ fn bad_covariance_files_are_refused_and_missing_entries_fall_back() {
         "blk.0.attn_k.weight",
         "blk.0.attn_v.weight",
     ];
-    let cases: Vec<(&str, Vec<(&str, &[&str], usize, Vec<f32>)>, &str)> = vec![
+    let cases: Vec<(&str, Vec<CovInput>, &str)> = vec![
         (
             "width",
             vec![("blk.0.attn_q.weight", qkv, 32, identity(32))],

@@ -87,7 +87,7 @@ pub fn prepare(h: &[f32], cols: usize, damp: f64) -> Result<Prepared, GptqError>
     }
     let n = cols;
     let mean = (0..n).map(|i| h[i * n + i] as f64).sum::<f64>() / n.max(1) as f64;
-    if !(mean > 0.0) {
+    if mean.is_nan() || mean <= 0.0 {
         return Err(GptqError::NoTokens { mean });
     }
     let add = damp * mean;
@@ -120,10 +120,10 @@ fn cholesky_lower(a: &mut [f64], n: usize, damp: f64) -> Result<(), GptqError> {
         let _ = done;
         let (row_j, below) = rest.split_at_mut(n);
         let mut s = row_j[j];
-        for k in 0..j {
-            s -= row_j[k] * row_j[k];
+        for &v in &row_j[..j] {
+            s -= v * v;
         }
-        if !(s > 0.0) || !s.is_finite() {
+        if s.is_nan() || s <= 0.0 || !s.is_finite() {
             return Err(GptqError::NotPositiveDefinite {
                 col: n - 1 - j,
                 pivot: s,

@@ -69,7 +69,7 @@ impl GptqState {
     /// Open the covariance and check it belongs to `model`: every weight it names exists, with
     /// the covariance's width as its row length.
     pub fn open(opts: &GptqOptions, model: &GgufFile) -> Result<GptqState> {
-        if !(opts.damp >= 0.0) || !opts.damp.is_finite() {
+        if opts.damp.is_nan() || opts.damp < 0.0 || !opts.damp.is_finite() {
             bail!("--gptq-damp {}: must be a finite number ≥ 0", opts.damp);
         }
         let file = CovarianceFile::open(&opts.covariance)?;
