@@ -626,3 +626,42 @@ fn covariance_on_the_gpu() {
         assert_eq!(g.counts, c.counts);
     }
 }
+
+/// The command line: `--gptq` needs `--covariance`; with it, the summary names the fallbacks.
+#[test]
+fn quantize_cli_flags() {
+    let d = tempfile::tempdir().unwrap();
+    let model = d.path().join("synth.gguf");
+    synth_llama(&model, &SYNTH).unwrap();
+    let cov = d.path().join("cov.gguf");
+    collect_cov(&model, 1, &cov);
+    let out = d.path().join("q.gguf");
+    let run = |extra: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_wquant"))
+            .args(["--device", "cpu", "quantize"])
+            .args(extra)
+            .arg(&model)
+            .arg(&out)
+            .arg("Q4_0")
+            .output()
+            .unwrap()
+    };
+    let o = run(&["--gptq"]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--covariance"));
+    let o = run(&[
+        "--gptq",
+        "--covariance",
+        cov.to_str().unwrap(),
+        "--gptq-damp",
+        "0.05",
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(
+        err.contains("gptq: 14 tensor(s) with error feedback; 1 without a covariance entry"),
+        "{err}"
+    );
+    let g = GgufFile::open(&out).unwrap();
+    assert_eq!(g.get_f64("quantize.gptq.damp").unwrap() as f32, 0.05);
+}
