@@ -213,6 +213,12 @@ pub trait Backend {
     /// in one call: rows of a later call are summed onto the earlier total.
     fn stats_add(&self, x: &Self::Tensor, runs: &[StatsRows], s: &mut Self::Stats);
 
+    /// Covariance accumulation (`imatrix --covariance`): `acc` (`[cols, cols]`, cols = x's)
+    /// += Σ xᵣᵀ·xᵣ over rows `row0..row0 + n` of `x`. Every element is summed from zero in row
+    /// order (x[r][i]·x[r][j], r ascending), then added to `acc`, so one call per sequence gives
+    /// the same bits whatever the batch. The CPU reference is `cpu::gram::gram_add_rows`.
+    fn gram_add(&self, x: &Self::Tensor, row0: usize, n: usize, acc: &mut Self::Tensor);
+
     /// A zeroed accumulator of `n_slots` slots of `n_cols` columns.
     fn stats_new(&self, n_cols: usize, n_slots: usize) -> Self::Stats;
     /// Every slot of every accumulator in `s`, `[accumulator][slot]`, read back at once (one

@@ -303,6 +303,21 @@ impl Backend for HostRef {
         }
     }
 
+    /// Plain triple loop, each element summed in f64 over the rows in order.
+    fn gram_add(&self, x: &HostTensor, row0: usize, n: usize, acc: &mut HostTensor) {
+        let k = x.cols;
+        assert!(acc.rows == k && acc.cols == k, "gram accumulator shape");
+        for i in 0..k {
+            for j in 0..k {
+                let mut s = 0f64;
+                for r in row0..row0 + n {
+                    s += x.data[r * k + i] as f64 * x.data[r * k + j] as f64;
+                }
+                acc.data[i * k + j] += s as f32;
+            }
+        }
+    }
+
     fn stats_new(&self, n_cols: usize, n_slots: usize) -> Vec<StatsHost> {
         let zero = StatsHost {
             sum2: vec![0.0; n_cols],

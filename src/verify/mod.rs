@@ -8,6 +8,7 @@
 
 pub mod attention;
 pub mod gen;
+pub mod gram;
 pub mod host_ref;
 pub mod kld;
 pub mod nll;
@@ -181,6 +182,7 @@ pub fn run_checks<R: crate::kld::KldReduce>(
         }
     }
     rows.extend(check_stats(gpu, r, &mut rng)?);
+    rows.extend(gram::check_gram(gpu, r, &mut rng));
 
     // get_rows over every weight type.
     for t in kernels::WEIGHT_TYPES {

@@ -14,6 +14,7 @@
 //!   thread count and the batch size; it differs from the reference by rounding only.
 
 mod gemm;
+pub mod gram;
 pub mod nll;
 
 use super::{AttnParams, Backend, RopeParams, StatsHost, StatsRows, WeightSource};
@@ -733,6 +734,14 @@ impl Backend for CpuBackend {
         for r in runs {
             accumulate_stats_rows(&mut s[r.slot], x, r.row0, r.n)
         }
+    }
+
+    fn gram_add(&self, x: &CpuTensor, row0: usize, n: usize, acc: &mut CpuTensor) {
+        assert!(
+            acc.rows == x.cols && acc.cols == x.cols,
+            "gram accumulator shape"
+        );
+        gram::gram_add_rows(&mut acc.data, &x.data, x.cols, row0, n);
     }
 
     fn stats_new(&self, n_cols: usize, n_slots: usize) -> Vec<StatsHost> {

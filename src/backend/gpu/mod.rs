@@ -810,6 +810,10 @@ impl Backend for GpuBackend {
         kernels::mm_stats::run(&self.ctx, &self.stats_counts, x, runs, s);
     }
 
+    fn gram_add(&self, x: &GpuTensor, row0: usize, n: usize, acc: &mut GpuTensor) {
+        kernels::gram::run(&self.ctx, x, row0, n, acc);
+    }
+
     fn stats_new(&self, n_cols: usize, n_slots: usize) -> GpuStats {
         // A recorded clear: no upload.
         let buf = self.ctx.zeroed((2 * n_cols * n_slots) as u64 * 4);
