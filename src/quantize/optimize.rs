@@ -253,11 +253,7 @@ pub fn weighted_error(
         .row_bytes(ne0 as u64)
         .ok_or_else(|| anyhow!("row of {ne0} values does not fit {t} blocks"))?
         as usize;
-    let n_rows = if src_row == 0 {
-        0
-    } else {
-        data.len() / src_row
-    };
+    let n_rows = data.len().checked_div(src_row).unwrap_or(0);
     let per_row: Vec<(f64, f64)> = (0..n_rows)
         .into_par_iter()
         .map_init(
