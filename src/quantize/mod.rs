@@ -12,8 +12,8 @@ use crate::gguf::split::{SplitLayout, SplitWriter};
 use crate::gguf::GgmlType;
 use crate::gguf::{GgufFile, TensorSpec, Value};
 use crate::imatrix::file::Imatrix;
+use crate::quant::dequantize_row;
 use crate::quant::mix::{self, FileType, MixOptions, ModelFacts, TensorMeta};
-use crate::quant::{dequantize_row, quantize_row};
 use anyhow::{bail, Context, Result};
 use rayon::prelude::*;
 use std::path::{Path, PathBuf};
@@ -36,6 +36,9 @@ pub struct QuantizeParams {
     pub gpu: Option<std::sync::Arc<gpu::GpuQuantizer>>,
     /// How the output is split over files.
     pub split: OutputSplit,
+    /// `--search`/`--weighting` (default: llama.cpp's bytes). A non-llama search runs on the
+    /// CPU (the GPU kernels implement llama.cpp's search only).
+    pub search: crate::quant::better::SearchOptions,
 }
 
 /// The output's files: one, the input's parts (`--keep-split`, as llama-quantize), or parts of
@@ -60,6 +63,7 @@ impl QuantizeParams {
             prior_weight: 0.0,
             gpu: None,
             split: OutputSplit::Single,
+            search: Default::default(),
         }
     }
 }
@@ -109,6 +113,8 @@ pub struct TensorRows<'a> {
     /// Importance, `ne0` values per expert.
     pub importance: Option<&'a [f32]>,
     pub dst_type: GgmlType,
+    /// The scale search (`quant::better`); llama.cpp's by default.
+    pub search: crate::quant::better::SearchOptions,
 }
 
 impl TensorRows<'_> {
@@ -178,7 +184,13 @@ impl RowQuantizer for CpuQuantizer {
             |buf, (k, dst)| -> Result<()> {
                 let r = row0 + k;
                 tensor.read_row(r, buf)?;
-                quantize_row(tensor.dst_type, buf, dst, tensor.importance_of_row(r))?;
+                crate::quant::better::quantize_row_searched(
+                    tensor.dst_type,
+                    buf,
+                    dst,
+                    tensor.importance_of_row(r),
+                    tensor.search,
+                )?;
                 Ok(())
             },
         )
@@ -425,7 +437,7 @@ pub fn quantize_file(
         let rows_per_slab = (SLAB_BYTES / dst_row.max(1)).clamp(1, n_rows.max(1));
         let mut out = vec![0u8; rows_per_slab.min(n_rows) * dst_row];
         let gpu = match &p.gpu {
-            Some(g) if g.accepts(*nt)? => Some(g.as_ref()),
+            Some(g) if p.search.is_llama() && g.accepts(*nt)? => Some(g.as_ref()),
             _ => None,
         };
         let quantizer: &dyn RowQuantizer = match gpu {
@@ -440,6 +452,7 @@ pub fn quantize_file(
             rows_per_expert,
             importance: qw.map(|v| &v[..]),
             dst_type: *nt,
+            search: p.search,
         };
         let mut row0 = 0;
         while row0 < n_rows {
@@ -486,6 +499,15 @@ fn output_kvs(
         .collect();
     kvs.push(("general.quantization_version".into(), Value::U32(2)));
     kvs.push(("general.file_type".into(), Value::U32(p.ftype.id())));
+    if !p.search.is_llama() {
+        kvs.push(("quantize.search".into(), Value::str(p.search.search.name())));
+    }
+    if p.search.weighting != crate::quant::better::Weighting::Llama {
+        kvs.push((
+            "quantize.weighting".into(),
+            Value::str(p.search.weighting.name()),
+        ));
+    }
     if let (Some(im), Some(path)) = (imatrix, &p.imatrix) {
         let mut file = path.to_string_lossy().into_owned().into_bytes();
         file.truncate(127);
