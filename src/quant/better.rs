@@ -386,7 +386,7 @@ fn sym_fit(
     let s0 = lmax / amax;
     match search {
         Search::Llama => unreachable!("llama's search is the type's own"),
-        Search::Wide => {
+        Search::Wide | Search::Exhaustive => {
             const STEPS: i32 = 24;
             let (lo, hi) = window(levels);
             for sign in [1.0f64, -1.0] {
@@ -400,7 +400,10 @@ fn sym_fit(
                 }
             }
         }
-        Search::Exhaustive => {
+    }
+    // Exhaustive: the sweep on top of wide's candidates.
+    if search == Search::Exhaustive {
+        {
             for sign in [1.0f64, -1.0] {
                 if let Some(d) = sym_sweep(x, w, levels, sign * s0, &mut tmp[..n]) {
                     consider(d, &mut tmp, &mut best, idx);
@@ -616,7 +619,7 @@ fn min_fit(
     let s0 = nmax as f64 / (xmax - xmin);
     match search {
         Search::Llama => unreachable!("llama's search is the type's own"),
-        Search::Wide => {
+        Search::Wide | Search::Exhaustive => {
             const STEPS: i32 = 24;
             for k in 0..=STEPS {
                 let s = s0 * (0.7 + 0.6 * k as f64 / STEPS as f64);
@@ -628,7 +631,10 @@ fn min_fit(
                 }
             }
         }
-        Search::Exhaustive => {
+    }
+    // Exhaustive: the sweeps on top of wide's candidates.
+    if search == Search::Exhaustive {
+        {
             let mut m0 = xmin;
             for _ in 0..2 {
                 let s0 = nmax as f64 / (xmax - m0);
