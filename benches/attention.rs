@@ -44,6 +44,7 @@ fn main() {
             head_dim: hd,
             seq_len: seq,
             scale: 1.0 / (hd as f32).sqrt(),
+            window: 0,
         };
         let mut line = format!("  {model:<14} {n_head}/{n_head_kv} × {hd:<3}");
         for variant in [AttentionVariant::PerRow, AttentionVariant::Flash] {

@@ -1,6 +1,7 @@
-// Causal softmax attention per sequence with grouped-query heads. One invocation per
-// (query row, head): pass 1 finds the max score, pass 2 sums exp(score - max) and the weighted
-// values (numerically stable softmax without storing scores).
+// Causal softmax attention per sequence with grouped-query heads, optionally inside a sliding
+// window (the query at position i sees keys j with i − j < window; 0 = no window). One
+// invocation per (query row, head): pass 1 finds the max score, pass 2 sums exp(score - max) and
+// the weighted values (numerically stable softmax without storing scores).
 struct Params {
     rows: u32,
     n_head: u32,
@@ -8,7 +9,7 @@ struct Params {
     head_dim: u32,
     seq_len: u32,
     scale: f32,
-    _pad0: u32,
+    window: u32,
     _pad1: u32,
 }
 
@@ -30,7 +31,10 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     let hd = p.head_dim;
     let hk = h / (p.n_head / p.n_head_kv);
     let qo = (r * p.n_head + h) * hd;
-    let first = (r / p.seq_len) * p.seq_len;
+    var first = (r / p.seq_len) * p.seq_len;
+    if (p.window > 0u && r + 1u > first + p.window) {
+        first = r + 1u - p.window;
+    }
     let ldkv = p.n_head_kv * hd;
     var mx = -3.4028235e38;
     for (var j = first; j <= r; j++) {

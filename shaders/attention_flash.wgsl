@@ -1,4 +1,6 @@
-// Flash-style causal attention with grouped-query heads: one pass with an online softmax.
+// Flash-style causal attention with grouped-query heads: one pass with an online softmax;
+// optionally inside a sliding window (the query at position i sees keys j with i − j < window;
+// 0 = no window).
 //
 // The host prepends the tile constants (kernels/attention_flash.rs):
 //   HD   head_dim               TPR  threads per query row (they split head_dim)
@@ -9,7 +11,8 @@
 // position t / G of query head hk·G + t % G (G = n_head / n_head_kv), so all the query heads that
 // share a KV head read the same K/V tiles. Tiles are counted from the sequence's first token and
 // walked in order, and a group never mixes sequences: a row's bits do not depend on how many
-// sequences the batch holds or where its sequence sits.
+// sequences the batch holds or where its sequence sits. Tiles before the group's first visible
+// key are skipped; a row sees no key of them anyway, so skipping changes none of its bits.
 //
 // Per key tile: K tile → shared; each thread dots its HDP/TPR slice of q (registers) with every
 // key the row may see; the TPR partials are summed in lane order; V tile → shared over K; each
@@ -24,7 +27,7 @@ struct Params {
     // Workgroups per (sequence, KV head), and in all (the grid may be folded into y).
     n_blocks: u32,
     n_groups: u32,
-    _pad0: u32,
+    window: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -88,6 +91,18 @@ fn main(
     // The last position any row of this group sees: the tiles every thread walks (uniform).
     let last_pos = (min(blk * BR + BR, n_items) - 1u) / group;
     let n_tiles = last_pos / BC + 1u;
+    // The first key this row may see, and the first tile any row of the group sees (uniform).
+    var lo = 0u;
+    var t0 = 0u;
+    if (p.window > 0u) {
+        if (pos + 1u > p.window) {
+            lo = pos + 1u - p.window;
+        }
+        let first_pos = (blk * BR) / group;
+        if (first_pos + 1u > p.window) {
+            t0 = (first_pos + 1u - p.window) / BC;
+        }
+    }
 
     var qr: array<f32, DPT>;
     var acc: array<f32, DPT>;
@@ -103,17 +118,21 @@ fn main(
     var m = NO_MAX;
     var l = 0.0;
 
-    for (var t = 0u; t < n_tiles; t++) {
+    for (var t = t0; t < n_tiles; t++) {
         let j0 = t * BC;
         let nk = min(BC, p.seq_len - j0);
-        // Keys j0 .. j0 + nv of this tile that the row may see (causal).
+        // Keys j0 + ja .. j0 + nv of this tile that the row may see (causal, in the window).
         var nv = 0u;
         if (valid && pos >= j0) {
             nv = min(nk, pos + 1u - j0);
         }
+        var ja = 0u;
+        if (lo > j0) {
+            ja = min(lo - j0, nv);
+        }
         load_tile(false, tid, first + j0, nk, ldkv, hk * HD);
         workgroupBarrier();
-        for (var jj = 0u; jj < nv; jj++) {
+        for (var jj = ja; jj < nv; jj++) {
             var s = 0.0;
             for (var i = 0u; i < DPT; i++) {
                 s += qr[i] * kv[jj * HDP + lane + i * TPR];
@@ -122,7 +141,7 @@ fn main(
         }
         workgroupBarrier();
         load_tile(true, tid, first + j0, nk, ldkv, hk * HD);
-        for (var jj = lane; jj < nv; jj += TPR) {
+        for (var jj = ja + lane; jj < nv; jj += TPR) {
             var s = 0.0;
             for (var u = 0u; u < TPR; u++) {
                 s += part[(r * BC + jj) * TPR + u];
@@ -130,9 +149,9 @@ fn main(
             sc[r * BC + jj] = s * p.scale;
         }
         workgroupBarrier();
-        if (nv > 0u) {
+        if (nv > ja) {
             var mt = m;
-            for (var jj = 0u; jj < nv; jj++) {
+            for (var jj = ja; jj < nv; jj++) {
                 mt = max(mt, sc[r * BC + jj]);
             }
             let alpha = select(exp(m - mt), 0.0, m == NO_MAX);
@@ -140,7 +159,7 @@ fn main(
             for (var i = 0u; i < DPT; i++) {
                 acc[i] *= alpha;
             }
-            for (var jj = 0u; jj < nv; jj++) {
+            for (var jj = ja; jj < nv; jj++) {
                 let pj = exp(sc[r * BC + jj] - mt);
                 l += pj;
                 for (var i = 0u; i < DPT; i++) {

@@ -43,10 +43,11 @@ var<private> WT: array<f32, 256>;
 var<private> L: array<u32, 256>;
 var<private> LAUX: array<u32, 32>;
 var<private> OB: array<u32, 53>;
-// make_qp_quants operands (8 sub-block scales or mins, their weights, their quants).
-var<private> QPX: array<f32, 8>;
-var<private> QPW: array<f32, 8>;
-var<private> QPL: array<u32, 8>;
+// make_qp_quants / make_qx_quants_qp operands (8 or 16 sub-block scales or mins, their
+// weights, their quants).
+var<private> QPX: array<f32, 16>;
+var<private> QPW: array<f32, 16>;
+var<private> QPL: array<u32, 16>;
 
 const GROUP_MAX_EPS: f32 = 1e-15;
 
@@ -412,10 +413,19 @@ fn quant_at(iscale: f32, x: f32, mn: f32, nmax: i32) -> u32 {
     return u32(clamp_i(nearest_int(mul_rn(iscale, xm)), 0, nmax));
 }
 
-// make_qkx2_quants (v3 false) / make_qkx3_quants (v3 true), use_mad false, over X[off..off+32]
-// with weights WT[off..]. L gets the quants. Returns (scale, −min).
-fn kx_search(off: u32, nmax: i32, rmin: f32, rdelta: f32, nstep: i32, v3: bool) -> vec2<f32> {
-    let n = 32u;
+// The error term of kx_search: w·|diff| (use_mad, Q2_K's reference path) or w·diff².
+fn kx_err(w: f32, diff: f32, mad: bool) -> f32 {
+    if (mad) {
+        return mul_rn(w, abs(diff));
+    }
+    let d2 = mul_rn(diff, diff);
+    return mul_rn(w, d2);
+}
+
+// make_qkx2_quants (v3 false) / make_qkx3_quants (v3 true) over X[off..off+n] (n ≤ 32) with
+// weights WT[off..], the error Σw·|diff| with `mad` (use_mad), else Σw·diff². L gets the
+// quants. Returns (scale, −min).
+fn kx_search(off: u32, n: u32, nmax: i32, rmin: f32, rdelta: f32, nstep: i32, v3: bool, mad: bool) -> vec2<f32> {
     var mn = X[off];
     var mx = X[off];
     var sum_w = WT[off];
@@ -456,8 +466,7 @@ fn kx_search(off: u32, nmax: i32, rmin: f32, rdelta: f32, nstep: i32, v3: bool) 
         L[off + i] = q;
         let sq = mul_rn(scale, f32(q));
         let diff = (sq + mn) - X[off + i];
-        let d2 = mul_rn(diff, diff);
-        let e = mul_rn(WT[off + i], d2);
+        let e = kx_err(WT[off + i], diff, mad);
         best_error += e;
     }
     if (nstep < 1) {
@@ -502,8 +511,7 @@ fn kx_search(off: u32, nmax: i32, rmin: f32, rdelta: f32, nstep: i32, v3: bool) 
             for (var i = 0u; i < n; i++) {
                 let sq = mul_rn(this_scale, f32(LAUX[i]));
                 let diff = (sq + this_min) - X[off + i];
-                let d2 = mul_rn(diff, diff);
-                let e = mul_rn(WT[off + i], d2);
+                let e = kx_err(WT[off + i], diff, mad);
                 cur_error += e;
             }
             if (cur_error < best_error) {
@@ -519,9 +527,9 @@ fn kx_search(off: u32, nmax: i32, rmin: f32, rdelta: f32, nstep: i32, v3: bool) 
     return vec2<f32>(scale, -mn);
 }
 
-// make_qp_quants over QPX[0..8] with weights QPW; QPL gets the quants (Rust `as u8` kept).
-fn make_qp_quants(nmax: i32) -> f32 {
-    let n = 8u;
+// make_qp_quants over QPX[0..n] (n ≤ 16) with weights QPW; QPL gets the quants (Rust `as u8`
+// kept).
+fn make_qp_quants(nmax: i32, n: u32) -> f32 {
     var mx = 0.0;
     for (var i = 0u; i < n; i++) {
         if (!(mx > QPX[i])) {
@@ -691,7 +699,7 @@ fn k_super_block(nmax: i32, ref_rmin: f32, ref_rdelta: f32, ref_nstep: i32) {
             for (var i = 0u; i < 32u; i++) {
                 WT[32u * j + i] = av_x + abs(X[32u * j + i]);
             }
-            let r = kx_search(32u * j, nmax, ref_rmin, ref_rdelta, ref_nstep, false);
+            let r = kx_search(32u * j, 32u, nmax, ref_rmin, ref_rdelta, ref_nstep, false, false);
             scales[j] = r.x;
             mins[j] = r.y;
             if (r.x > max_scale) {
@@ -733,19 +741,19 @@ fn k_super_block(nmax: i32, ref_rmin: f32, ref_rdelta: f32, ref_nstep: i32) {
                 sumw += WT[k];
             }
             QPW[j] = sumw;
-            let r = kx_search(32u * j, nmax, -0.9, 0.05, 36, true);
+            let r = kx_search(32u * j, 32u, nmax, -0.9, 0.05, 36, true, false);
             scales[j] = r.x;
             mins[j] = r.y;
         }
         for (var j = 0u; j < 8u; j++) {
             QPX[j] = scales[j];
         }
-        d_block = make_qp_quants(63);
+        d_block = make_qp_quants(63, 8u);
         for (var j = 0u; j < 8u; j++) {
             ls[j] = min(QPL[j], 63u);
             QPX[j] = mins[j];
         }
-        m_block = make_qp_quants(63);
+        m_block = make_qp_quants(63, 8u);
         for (var j = 0u; j < 8u; j++) {
             lm[j] = min(QPL[j], 63u);
         }
@@ -788,4 +796,156 @@ fn k_super_block(nmax: i32, ref_rmin: f32, ref_rdelta: f32, ref_nstep: i32) {
             L[k] = u32(clamp_i(nearest_int(div_rn(num, dd)), 0, nmax));
         }
     }
+}
+
+// make_q3_quants (do_rmse, weights x²) over X[off..off+n]; L gets q + nmax. Returns the scale.
+fn make_q3_quants(nmax: i32, off: u32, n: u32) -> f32 {
+    var mx = 0.0;
+    var amax = 0.0;
+    for (var i = 0u; i < n; i++) {
+        let ax = abs(X[off + i]);
+        if (ax > amax) {
+            amax = ax;
+            mx = X[off + i];
+        }
+    }
+    if (amax < GROUP_MAX_EPS) {
+        for (var i = 0u; i < n; i++) {
+            L[off + i] = 0u;
+        }
+        return 0.0;
+    }
+    let iscale = div_rn(-f32(nmax), mx);
+    var sumlx = 0.0;
+    var suml2 = 0.0;
+    for (var i = 0u; i < n; i++) {
+        let xi = X[off + i];
+        let q = clamp_i(nearest_int(mul_rn(iscale, xi)), -nmax, nmax - 1);
+        L[off + i] = u32(q + nmax);
+        let qf = f32(q);
+        let w = mul_rn(xi, xi);
+        let wx = mul_rn(w, xi);
+        let wxq = mul_rn(wx, qf);
+        sumlx += wxq;
+        let wq = mul_rn(w, qf);
+        let wqq = mul_rn(wq, qf);
+        suml2 += wqq;
+    }
+    for (var itry = 0; itry < 5; itry++) {
+        var n_changed = 0;
+        for (var i = 0u; i < n; i++) {
+            let xi = X[off + i];
+            let w = mul_rn(xi, xi);
+            let li_i = i32(L[off + i]) - nmax;
+            let li = f32(li_i);
+            let wx = mul_rn(w, xi);
+            let wxl = mul_rn(wx, li);
+            var slx = sumlx - wxl;
+            if (slx > 0.0) {
+                let wl = mul_rn(w, li);
+                let wll = mul_rn(wl, li);
+                var sl2 = suml2 - wll;
+                let xs = mul_rn(xi, sl2);
+                let new_l = clamp_i(nearest_int(div_rn(xs, slx)), -nmax, nmax - 1);
+                if (new_l != li_i) {
+                    let nf = f32(new_l);
+                    let a = mul_rn(wx, nf);
+                    slx += a;
+                    let wn = mul_rn(w, nf);
+                    let b = mul_rn(wn, nf);
+                    sl2 += b;
+                    let s1 = mul_rn(slx, slx);
+                    let lhs = mul_rn(s1, suml2);
+                    let s2 = mul_rn(sumlx, sumlx);
+                    let rhs = mul_rn(s2, sl2);
+                    if (sl2 > 0.0 && lhs > rhs) {
+                        L[off + i] = u32(new_l + nmax);
+                        sumlx = slx;
+                        suml2 = sl2;
+                        n_changed += 1;
+                    }
+                }
+            }
+        }
+        if (n_changed == 0) {
+            break;
+        }
+    }
+    if (suml2 > 0.0) {
+        return div_rn(sumlx, suml2);
+    }
+    return 0.0;
+}
+
+// make_qx_quants (rmse_type 1) over QPX[0..n] (n ≤ 16) with weights QPW: Q3_K's 6-bit scales of
+// the sub-block scales. QPL gets q + nmax. Returns the scale.
+fn make_qx_quants_qp(nmax: i32, n: u32) -> f32 {
+    var mx = 0.0;
+    var amax = 0.0;
+    for (var i = 0u; i < n; i++) {
+        let ax = abs(QPX[i]);
+        if (ax > amax) {
+            amax = ax;
+            mx = QPX[i];
+        }
+    }
+    if (amax < GROUP_MAX_EPS) {
+        for (var i = 0u; i < n; i++) {
+            QPL[i] = 0u;
+        }
+        return 0.0;
+    }
+    let nmaxf = f32(nmax);
+    var best_iscale = div_rn(-nmaxf, mx);
+    var sumlx = 0.0;
+    var suml2 = 0.0;
+    for (var i = 0u; i < n; i++) {
+        let xi = QPX[i];
+        let lf = f32(clamp_i(nearest_int(mul_rn(best_iscale, xi)), -nmax, nmax - 1));
+        let w = QPW[i];
+        let wx = mul_rn(w, xi);
+        let wxl = mul_rn(wx, lf);
+        sumlx += wxl;
+        let wl = mul_rn(w, lf);
+        let wll = mul_rn(wl, lf);
+        suml2 += wll;
+    }
+    var scale = 0.0;
+    if (suml2 != 0.0) {
+        scale = div_rn(sumlx, suml2);
+    }
+    var best = mul_rn(scale, sumlx);
+    for (var is = -9; is <= 9; is++) {
+        if (is == 0) {
+            continue;
+        }
+        let tenth = mul_rn(0.1, f32(is));
+        let num = nmaxf + tenth;
+        let iscale = div_rn(-num, mx);
+        sumlx = 0.0;
+        suml2 = 0.0;
+        for (var i = 0u; i < n; i++) {
+            let xi = QPX[i];
+            let lf = f32(clamp_i(nearest_int(mul_rn(iscale, xi)), -nmax, nmax - 1));
+            let w = QPW[i];
+            let wx = mul_rn(w, xi);
+            let wxl = mul_rn(wx, lf);
+            sumlx += wxl;
+            let wl = mul_rn(w, lf);
+            let wll = mul_rn(wl, lf);
+            suml2 += wll;
+        }
+        let lhs = mul_rn(sumlx, sumlx);
+        let rhs = mul_rn(best, suml2);
+        if (suml2 > 0.0 && lhs > rhs) {
+            best_iscale = iscale;
+            scale = div_rn(sumlx, suml2);
+            best = mul_rn(scale, sumlx);
+        }
+    }
+    for (var i = 0u; i < n; i++) {
+        let l = clamp_i(nearest_int(mul_rn(best_iscale, QPX[i])), -nmax, nmax - 1);
+        QPL[i] = u32(l + nmax);
+    }
+    return scale;
 }

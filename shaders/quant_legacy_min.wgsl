@@ -27,7 +27,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
         }
     } else {
         legacy_weights(src_sigma2[b / p.blocks_per_row]);
-        let r = kx_search(0u, NMAX, -0.9, 0.05, 36, true);
+        let r = kx_search(0u, 32u, NMAX, -0.9, 0.05, 36, true, false);
         d = r.x;
         m = -r.y;
     }

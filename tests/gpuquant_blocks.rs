@@ -114,7 +114,16 @@ fn rows_with_several_blocks_and_odd_counts() {
     for (rows, ne0) in [(1usize, 256usize), (3, 512), (67, 256)] {
         let x = edge_case_rows(rows as u64, rows, ne0);
         let imp = edge_case_importance(3, ne0);
-        for t in [GgmlType::Q4K, GgmlType::Q6K, GgmlType::Q5_1, GgmlType::Q8_0] {
+        for t in [
+            GgmlType::Q4K,
+            GgmlType::Q6K,
+            GgmlType::Q5_1,
+            GgmlType::Q8_0,
+            GgmlType::Q2K,
+            GgmlType::Q3K,
+            GgmlType::IQ4NL,
+            GgmlType::IQ4XS,
+        ] {
             let got = g.quantize_rows_raw(t, &x, ne0, Some(&imp)).unwrap();
             let want = cpu_quantize(t, &x, ne0, Some(&imp)).unwrap();
             assert_eq!(got, want, "{t}, {rows}×{ne0}");

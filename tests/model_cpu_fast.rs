@@ -162,6 +162,13 @@ fn fast_logits_match_the_reference_on_smollm2() {
 
 #[test]
 fn fast_attention_matches_the_reference_and_ignores_threads_and_sequences() {
+    // Causal, and inside a sliding window of 37 (gemma3's local layers) that crosses the blocks.
+    for window in [0, 37] {
+        fast_attention_case(window);
+    }
+}
+
+fn fast_attention_case(window: usize) {
     use wquant::backend::AttnParams;
     // 100 tokens per sequence crosses the 64-row query blocks; 4 query heads share 2 kv heads.
     let (n_head, n_head_kv, hd, seq_len) = (4, 2, 16, 100);
@@ -171,6 +178,7 @@ fn fast_attention_matches_the_reference_and_ignores_threads_and_sequences() {
         head_dim: hd,
         seq_len,
         scale: 1.0 / (hd as f32).sqrt(),
+        window,
     };
     let rows = 2 * seq_len;
     let (reference, fast) = (CpuBackend::new(), CpuBackend::fast());

@@ -148,13 +148,27 @@ fn edited(
     kv: impl Fn(&str, &wquant::gguf::Value) -> Option<wquant::gguf::Value>,
     tensor: impl Fn(&str, &[u64], &[u8]) -> Option<(Vec<u64>, Vec<u8>)>,
 ) -> PathBuf {
+    edited_copy(&synth_model(name), name, dir, kv, &[], tensor)
+}
+
+/// A copy of the model at `src` (called `name` in the copy's file name), edited as `edited`,
+/// with the keys `extra` appended.
+fn edited_copy(
+    src: &std::path::Path,
+    name: &str,
+    dir: &std::path::Path,
+    kv: impl Fn(&str, &wquant::gguf::Value) -> Option<wquant::gguf::Value>,
+    extra: &[(&str, wquant::gguf::Value)],
+    tensor: impl Fn(&str, &[u64], &[u8]) -> Option<(Vec<u64>, Vec<u8>)>,
+) -> PathBuf {
     use wquant::gguf::writer::{write_gguf, TensorSpec};
-    let f = wquant::gguf::GgufFile::open(synth_model(name)).unwrap();
-    let kvs: Vec<_> = f
+    let f = wquant::gguf::GgufFile::open(src).unwrap();
+    let mut kvs: Vec<_> = f
         .kvs()
         .iter()
         .filter_map(|(k, v)| kv(k, v).map(|v| (k.clone(), v)))
         .collect();
+    kvs.extend(extra.iter().map(|(k, v)| (k.to_string(), v.clone())));
     let tensors: Vec<_> = f
         .tensors()
         .iter()
@@ -253,6 +267,149 @@ fn bad_architecture_keys_and_shapes_are_named() {
     ];
     for (path, needles) in cases {
         let err = load_error(&path);
+        for n in needles {
+            assert!(err.contains(n), "{needles:?}: {err}");
+        }
+    }
+}
+
+/// gemma3's own keys (a synthetic gemma3: 7 layers, head size 48 from key_length, window 16):
+/// each bad value is refused naming its key, and the unedited model loads.
+#[test]
+fn bad_gemma3_keys_and_shapes_are_named() {
+    use wquant::gguf::Value;
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("synth-gemma3.gguf");
+    common::synth_gemma3(
+        &src,
+        &common::SynthGemma3 {
+            n_layer: 7,
+            n_embd: 64,
+            n_ff: 96,
+            n_head: 4,
+            n_head_kv: 2,
+            head_dim: 48,
+            n_vocab: 300,
+            window: 16,
+            seed: 3,
+        },
+    )
+    .unwrap();
+    let file = std::sync::Arc::new(wquant::gguf::GgufFile::open(&src).unwrap());
+    let b = wquant::backend::cpu::CpuBackend::new();
+    let model = wquant::model::ModelRunner::resident(&b, &file, 1).unwrap();
+    let c = &model.config;
+    assert_eq!(
+        (c.n_swa, c.head_dim, c.attn_scale),
+        (16, 48, 1.0 / 48f32.sqrt())
+    );
+    let local: Vec<usize> = (0..7).filter(|&il| c.is_swa(il)).collect();
+    assert_eq!(local, [0, 1, 2, 3, 4, 6], "every 6th layer is global");
+    assert_eq!((c.rope_swa.freq_base, c.rope.freq_base), (10000.0, 1e6));
+
+    let keep = |_: &str, d: &[u64], b: &[u8]| Some((d.to_vec(), b.to_vec()));
+    let with = |key: &'static str, val: Value| {
+        move |k: &str, v: &Value| Some(if k == key { val.clone() } else { v.clone() })
+    };
+    let same = |_: &str, v: &Value| Some(v.clone());
+    type TensorEdit<'a> = &'a dyn Fn(&str, &[u64], &[u8]) -> Option<(Vec<u64>, Vec<u8>)>;
+    let case = |kv: &dyn Fn(&str, &Value) -> Option<Value>, tensor: TensorEdit| {
+        edited_copy(&src, "gemma3", dir.path(), kv, &[], tensor)
+    };
+    let added =
+        |key: &str, val: Value| edited_copy(&src, "gemma3", dir.path(), same, &[(key, val)], keep);
+    // A period from the file (3: layers 2 and 5 global), and a per-layer array.
+    let local_layers = |p: &std::path::Path| {
+        let c = wquant::model::config::Config::from_gguf(&wquant::gguf::GgufFile::open(p).unwrap())
+            .unwrap();
+        (0..c.n_layer)
+            .filter(|&il| c.is_swa(il))
+            .collect::<Vec<_>>()
+    };
+    let period = added("gemma3.attention.sliding_window_pattern", Value::U32(3));
+    assert_eq!(local_layers(&period), [0, 1, 3, 4, 6]);
+    let flags = [true, false, true, true, false, false, true].map(Value::Bool);
+    let array = added(
+        "gemma3.attention.sliding_window_pattern",
+        Value::Array(wquant::gguf::ValueType::Bool, flags.to_vec()),
+    );
+    assert_eq!(local_layers(&array), [0, 2, 3, 6]);
+    let cases: Vec<(PathBuf, &[&str])> = vec![
+        (
+            case(
+                &with("gemma3.attention.sliding_window", Value::U32(0)),
+                &keep,
+            ),
+            &["gemma3.attention.sliding_window", "= 0"],
+        ),
+        (
+            // key_length no longer the head size the q/k norms (and projections) were made for.
+            case(
+                &|k, v| {
+                    Some(match k {
+                        "gemma3.attention.key_length" | "gemma3.attention.value_length" => {
+                            Value::U32(32)
+                        }
+                        _ => v.clone(),
+                    })
+                },
+                &keep,
+            ),
+            &[
+                "gemma3.attention.key_length",
+                "blk.0.attn_q_norm.weight",
+                "[32]",
+            ],
+        ),
+        (
+            // A k-norm of layer 2 one value short of the head size.
+            case(&|_, v| Some(v.clone()), &|n, d, b| {
+                if n == "blk.2.attn_k_norm.weight" {
+                    Some((vec![d[0] - 1], b[..b.len() - 4].to_vec()))
+                } else {
+                    Some((d.to_vec(), b.to_vec()))
+                }
+            }),
+            &[
+                "blk.2.attn_k_norm.weight",
+                "[48]",
+                "gemma3.attention.key_length",
+            ],
+        ),
+        (
+            // A per-layer pattern one layer short.
+            added(
+                "gemma3.attention.sliding_window_pattern",
+                Value::Array(wquant::gguf::ValueType::Bool, vec![Value::Bool(true); 6]),
+            ),
+            &["gemma3.attention.sliding_window_pattern", "6 entries"],
+        ),
+        (
+            added(
+                "gemma3.attention.sliding_window_pattern",
+                Value::String(b"5:1".to_vec()),
+            ),
+            &["gemma3.attention.sliding_window_pattern"],
+        ),
+        (
+            added("gemma3.rope.freq_base_swa", Value::F32(-1.0)),
+            &["gemma3.rope.freq_base_swa", "-1"],
+        ),
+        (
+            added("gemma3.final_logit_softcapping", Value::F32(30.0)),
+            &["gemma3.final_logit_softcapping", "30"],
+        ),
+        (
+            // A post-norm missing.
+            case(&|_, v| Some(v.clone()), &|n, d, b| {
+                (n != "blk.3.post_ffw_norm.weight").then(|| (d.to_vec(), b.to_vec()))
+            }),
+            &["blk.3.post_ffw_norm.weight"],
+        ),
+    ];
+    for (path, needles) in cases {
+        let err = load_error(&path);
+        println!("{err}");
         for n in needles {
             assert!(err.contains(n), "{needles:?}: {err}");
         }

@@ -1,12 +1,11 @@
 //! Q2_K, Q3_K, IQ4_NL and IQ4_XS beyond the golden hashes: the round trip stays within
 //! llama.cpp's own error bounds (tests/test-quantize-fns.cpp), Q2_K_S without an imatrix is
-//! refused as llama-quantize refuses it, the GPU quantization paths (no kernels for these types
-//! yet) refuse clearly with --device gpu (strict) and fall back to the CPU in a lenient GPU
-//! quantizer, and the GPU matmul dequantizes them.
+//! refused as llama-quantize refuses it, strict GPU quantization refuses a type without a kernel
+//! (these four have kernels: gpuquant_lowbit.rs), and the GPU matmul dequantizes them.
 
 mod common;
 
-use common::{f32_model, golden_dir, tensors_differing};
+use common::golden_dir;
 use std::process::Command;
 use wquant::gguf::GgmlType;
 use wquant::quant::{dequantize_to_vec, quantize_row};
@@ -105,49 +104,19 @@ fn q2_k_s_without_an_imatrix_is_refused() {
 
 #[test]
 fn strict_gpu_quantize_refuses_types_without_kernels() {
-    // --device gpu is strict: the IQ4_XS mix's types (IQ4_NL first, then IQ4_XS) have no GPU
-    // kernel, so the run is an error naming the type (and writes nothing) instead of a silent
-    // CPU fallback.
-    let tmp = tempfile::tempdir().unwrap();
-    let out = tmp.path().join("out.gguf");
-    let r = wquant()
-        .args(["--device", "gpu", "quantize", "--imatrix"])
-        .arg(golden_dir().join("imatrix.gguf"))
-        .arg(f32_model())
-        .arg(&out)
-        .arg("IQ4_XS")
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&r.stderr);
-    assert!(!r.status.success(), "IQ4_XS on --device gpu succeeded");
+    // Every type `quantize` writes has a GPU kernel now; the strict refusal stays for a block
+    // type without one (Q8_K, which wquant reads only): an error naming it, not a CPU fallback.
+    let mut gpu =
+        wquant::quantize::gpu::GpuQuantizer::open("gpu").expect("a GPU adapter (lavapipe)");
+    gpu.strict = true;
+    let err = gpu.usable(GgmlType::Q8K).unwrap_err().to_string();
     assert!(
-        err.contains("no GPU quantization kernel for type IQ4_NL")
-            || err.contains("no GPU quantization kernel for type IQ4_XS"),
+        err.contains("no GPU quantization kernel for type Q8_K"),
         "unclear refusal: {err}"
     );
-    assert!(!out.exists(), "an output was written");
-}
-
-#[test]
-fn lenient_gpu_quantize_falls_back_to_the_cpu_for_types_without_kernels() {
-    // A non-strict GPU quantizer (what --device auto builds on a hardware GPU) quantizes IQ4_XS
-    // on the CPU: the bytes are llama-quantize's and the summary counts those tensors on the CPU.
-    let gpu = wquant::quantize::gpu::GpuQuantizer::open("gpu").expect("a GPU adapter (lavapipe)");
-    let mut p = wquant::quantize::QuantizeParams::new(
-        wquant::quant::mix::FileType::parse("IQ4_XS").unwrap(),
-    );
-    p.imatrix = Some(golden_dir().join("imatrix.gguf"));
-    p.gpu = Some(std::sync::Arc::new(gpu));
-    let tmp = tempfile::tempdir().unwrap();
-    let out = tmp.path().join("out.gguf");
-    let report = wquant::quantize::quantize_file(&f32_model(), &out, &p, &mut |_, _| {}).unwrap();
-    assert!(report.n_on_cpu > 0, "no tensor counted on the CPU");
-    let bad = tensors_differing(
-        &out,
-        &golden_dir().join("lowbit/smollm2-IQ4_XS.tensors.sha256"),
-        "SmolLM2 IQ4_XS via a lenient GPU quantizer",
-    );
-    assert!(bad.is_empty(), "{}", bad.join("\n"));
+    for t in TYPES {
+        assert!(wquant::quantize::gpu::supports(t), "{t} has no GPU kernel");
+    }
 }
 
 /// The GPU matmul dequantizes these types (their `dq32` helpers): rows quantized by the CPU

@@ -119,6 +119,20 @@ pub struct AttnParams {
     /// Tokens per sequence; the causal mask stays inside each sequence.
     pub seq_len: usize,
     pub scale: f32,
+    /// Sliding window: the query at position i sees keys j with i − j < window (llama.cpp's
+    /// LLAMA_SWA_TYPE_STANDARD: masked when p1 − p0 ≥ n_swa); 0 = no window.
+    pub window: usize,
+}
+
+impl AttnParams {
+    /// The first key position the query at position `i` of its sequence sees.
+    pub fn first_key(&self, i: usize) -> usize {
+        if self.window == 0 {
+            0
+        } else {
+            (i + 1).saturating_sub(self.window)
+        }
+    }
 }
 
 pub trait Backend {
@@ -160,7 +174,8 @@ pub trait Backend {
         seq_len: usize,
         p: &RopeParams,
     );
-    /// Causal softmax attention per sequence: q `[rows, n_head·hd]`, k/v `[rows, n_head_kv·hd]`.
+    /// Causal softmax attention per sequence: q `[rows, n_head·hd]`, k/v `[rows, n_head_kv·hd]`;
+    /// with `p.window` > 0 each query sees only the last `window` positions (itself included).
     fn attention(
         &self,
         q: &Self::Tensor,
@@ -170,6 +185,12 @@ pub trait Backend {
     ) -> Self::Tensor;
     /// silu(g)·u element-wise.
     fn silu_mul(&self, g: &Self::Tensor, u: &Self::Tensor) -> Self::Tensor;
+    /// gelu(g)·u element-wise with ggml's CPU GELU (tanh approximation, looked up on g rounded
+    /// to f16 and rounded to f16 itself; 0 for g ≤ −10, g for g ≥ 10): `cpu::gelu_ggml`
+    /// (gemma3's GEGLU FFN).
+    fn gelu_mul(&self, g: &Self::Tensor, u: &Self::Tensor) -> Self::Tensor;
+    /// x *= s element-wise (gemma3: the embeddings by √n_embd, Q by the attention scale).
+    fn scale(&self, x: &mut Self::Tensor, s: f32);
     /// x[r][c] += bias[c] for every row (the Q/K/V biases of qwen2; bias is F32 `[cols]`).
     fn add_bias(&self, x: &mut Self::Tensor, bias: &Self::Weight);
     /// a += b element-wise.
@@ -191,6 +212,12 @@ pub trait Backend {
     /// slot's sums never depend on the other slots or on the batch. Give a slot all its rows
     /// in one call: rows of a later call are summed onto the earlier total.
     fn stats_add(&self, x: &Self::Tensor, runs: &[StatsRows], s: &mut Self::Stats);
+
+    /// Covariance accumulation (`imatrix --covariance`): `acc` (`[cols, cols]`, cols = x's)
+    /// += Σ xᵣᵀ·xᵣ over rows `row0..row0 + n` of `x`. Every element is summed from zero in row
+    /// order (x[r][i]·x[r][j], r ascending), then added to `acc`, so one call per sequence gives
+    /// the same bits whatever the batch. The CPU reference is `cpu::gram::gram_add_rows`.
+    fn gram_add(&self, x: &Self::Tensor, row0: usize, n: usize, acc: &mut Self::Tensor);
 
     /// A zeroed accumulator of `n_slots` slots of `n_cols` columns.
     fn stats_new(&self, n_cols: usize, n_slots: usize) -> Self::Stats;

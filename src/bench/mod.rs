@@ -22,6 +22,7 @@ use crate::imatrix::Imatrix;
 use crate::kld::driver::{self, Chunks};
 use crate::kld::{BaseFileReader, BaseFileWriter, BaseHeader, KldReduce};
 use crate::model::plan::{plan_run, ModelSizes, PassShape};
+use crate::model::tokenizer::with_chunk_bos;
 use crate::model::{Config, ModelRunner, Tokenizer};
 use crate::quant::mix::FileType;
 use crate::quantize::{quantize_file, QuantizeParams};
@@ -886,7 +887,9 @@ fn kld_section<B: BenchDevice>(
                 n_chunk: n,
                 seqs_per_pass: model.plan.seqs_per_pass.min(n),
             };
-            driver::write_base_file(b, model, &m.kld_tokens, &ch, &mut w, |_, _| {})?;
+            // BOS at each chunk start, as llama-perplexity (the file keeps the text's tokens).
+            let input = with_chunk_bos(&m.kld_tokens, n_ctx, m.bos);
+            driver::write_base_file(b, model, &input, &ch, &mut w, |_, _| {})?;
             w.finish()?;
             Ok(t.elapsed().as_secs_f64())
         };
@@ -912,6 +915,8 @@ fn kld_section<B: BenchDevice>(
      -> Result<(f64, crate::kld::KldAccumulator)> {
         let t = Instant::now();
         let mut reader = BaseFileReader::open(path)?;
+        reader.tokens =
+            with_chunk_bos(&reader.tokens, reader.header.n_ctx as usize, m.bos).into_owned();
         let seqs = qm.plan.seqs_per_pass.min(k);
         let acc = driver::file_mode(b, qm, &mut reader, k, seqs, |_, _| {})?;
         Ok((t.elapsed().as_secs_f64(), acc))

@@ -8,7 +8,7 @@
 use crate::backend::select::select;
 use crate::backend::Backend;
 use crate::gguf::GgufFile;
-use crate::imatrix::collect::{collect, plan_chunks, CollectOptions};
+use crate::imatrix::collect::{collect_with_covariance, plan_chunks, CollectOptions};
 use crate::imatrix::Imatrix;
 use crate::model::plan::{parse_size, plan_run, ModelSizes, PassShape};
 use crate::model::{Config, ModelRunner, Tokenizer};
@@ -72,6 +72,11 @@ pub struct Args {
     /// Print the statistics of the single `--in-file` (as `wquant stats`) and exit.
     #[arg(long)]
     pub show_statistics: bool,
+    /// Also accumulate each distinct matmul input's covariance Σ x·xᵀ over this run's chunks
+    /// into FILE (a GGUF for `quantize --gptq`; 3·n_embd² + n_ff² f32 per layer held on the
+    /// device during the run).
+    #[arg(long, value_name = "FILE")]
+    pub covariance: Option<PathBuf>,
 }
 
 /// llama.cpp spells some flags with one dash and several letters (`-ofreq`); clap cannot, so
@@ -243,20 +248,56 @@ fn collect_with<B: Backend>(
         }));
     }
     let t0 = std::time::Instant::now();
-    let res = collect(b, &mut model, &tokens, base, &o, &STOP, |i, ppl| {
-        pb.inc(1);
-        if let Some(p) = ppl {
-            pb.suspend(|| {
-                print!("[{}]{p:.4},", i + 1);
-                let _ = std::io::stdout().flush();
-            });
-        }
-    })?;
+    let mut cov = a
+        .covariance
+        .as_ref()
+        .map(|_| crate::imatrix::covariance::CovarianceCollector::<B::Tensor>::new());
+    let res = collect_with_covariance(
+        b,
+        &mut model,
+        &tokens,
+        base,
+        &o,
+        &STOP,
+        cov.as_mut(),
+        |i, ppl| {
+            pb.inc(1);
+            if let Some(p) = ppl {
+                pb.suspend(|| {
+                    print!("[{}]{p:.4},", i + 1);
+                    let _ = std::io::stdout().flush();
+                });
+            }
+        },
+    )?;
     pb.finish_and_clear();
     if res.chunks_done > 0 {
         res.imatrix.save(&a.output, a.dat())?;
     }
     let secs = t0.elapsed().as_secs_f64();
+    if let (Some(c), Some(path)) = (&cov, &a.covariance) {
+        if res.interrupted {
+            eprintln!("imatrix: interrupted: the covariance is not saved");
+        } else if res.chunks_done > 0 {
+            let t = std::time::Instant::now();
+            c.save(
+                b,
+                path,
+                &[text_path.display().to_string()],
+                res.chunks_done as u32,
+                a.ctx as u32,
+            )?;
+            if !g.quiet {
+                eprintln!(
+                    "imatrix: covariance of {} inputs ({:.1} MiB on the device) saved to {} in {:.1} s",
+                    c.sets.len(),
+                    c.bytes() as f64 / 1048576.0,
+                    path.display(),
+                    t.elapsed().as_secs_f64()
+                );
+            }
+        }
+    }
     if let Some((ppl, unc)) = res.ppl {
         println!("\nFinal estimate: PPL = {ppl:.4} +/- {unc:.5}");
     }

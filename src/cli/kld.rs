@@ -14,6 +14,7 @@ use crate::kld::output::{
 };
 use crate::kld::{KldAccumulator, KldReduce};
 use crate::model::plan::{parse_size, plan_run, ModelSizes, PassShape};
+use crate::model::tokenizer::{chunk_bos_of, with_chunk_bos};
 use crate::model::{Config, ModelRunner, Tokenizer};
 use anyhow::{bail, Context, Result};
 use std::io::Write;
@@ -355,7 +356,8 @@ fn own<B: KldReduce>(b: &B, g: &super::GlobalArgs, a: &Args, base_path: &Path) -
             quant_cfg.n_vocab
         );
     }
-    let tokens = tokenizer(&base_file)?.encode(&text);
+    let base_tokenizer = tokenizer(&base_file)?;
+    let tokens = base_tokenizer.encode(&text);
     if tokenizer(&quant_file)?.encode(&text) != tokens {
         bail!(
             "{} and {} tokenize the text differently: not the same tokenizer",
@@ -386,6 +388,8 @@ fn own<B: KldReduce>(b: &B, g: &super::GlobalArgs, a: &Args, base_path: &Path) -
     // The bar covers the base pass; in text mode the table's lines take over after it.
     let pb = super::common::progress(2 * n_chunk as u64, "kld", g.quiet);
     let mut table = Table::new(a.json);
+    // llama-perplexity's input: BOS at the start of every chunk when the vocabulary adds it.
+    let input = with_chunk_bos(&tokens, n_ctx, base_tokenizer.chunk_bos());
     let acc = driver::own_mode(
         b,
         base,
@@ -393,7 +397,7 @@ fn own<B: KldReduce>(b: &B, g: &super::GlobalArgs, a: &Args, base_path: &Path) -
             let (q, _) = open_runner(b, g, &a.model, n_ctx, ch.seqs_per_pass, base_head)?;
             Ok(q)
         },
-        &tokens,
+        &input,
         &ch,
         |done| pb.set_position(done as u64),
         |c, acc| {
@@ -424,7 +428,8 @@ fn write_base<B: Backend>(b: &B, g: &super::GlobalArgs, a: &Args, out: &Path) ->
     let text = read_text(text_path)?;
     let n_ctx = a.ctx.unwrap_or(512);
     let (mut model, file) = open_runner(b, g, &a.model, n_ctx, (a.batch / n_ctx).max(1), 0)?;
-    let tokens = tokenizer(&file)?.encode(&text);
+    let tok = tokenizer(&file)?;
+    let tokens = tok.encode(&text);
     let n_chunk = chunk_count(tokens.len(), n_ctx, a.chunks)
         .with_context(|| format!("{}", text_path.display()))?;
     let ch = Chunks {
@@ -446,8 +451,11 @@ fn write_base<B: Backend>(b: &B, g: &super::GlobalArgs, a: &Args, out: &Path) ->
     }
     let mut w = BaseFileWriter::create(out, header, &tokens[..n_chunk * n_ctx])?;
     let json = a.json;
+    // The file holds the text's tokens; the model sees BOS at each chunk start as in
+    // llama-perplexity.
+    let input = with_chunk_bos(&tokens, n_ctx, tok.chunk_bos());
     let (running, ppl, unc) =
-        driver::write_base_file(b, &mut model, &tokens, &ch, &mut w, |c, p| {
+        driver::write_base_file(b, &mut model, &input, &ch, &mut w, |c, p| {
             if !json {
                 print!("[{}]{:.4},", c + 1, p);
                 let _ = std::io::stdout().flush();
@@ -517,6 +525,10 @@ fn from_file<B: KldReduce>(b: &B, g: &super::GlobalArgs, a: &Args, path: &Path) 
             );
         }
     }
+    // The model's input: BOS at the start of every chunk when its vocabulary adds it (the
+    // targets, never a chunk's first token, stay the text's).
+    reader.tokens =
+        with_chunk_bos(&reader.tokens, h.n_ctx as usize, chunk_bos_of(&quant_file)?).into_owned();
     let n_chunk = a
         .chunks
         .unwrap_or(h.n_chunk as usize)

@@ -5,7 +5,7 @@ use crate::backend::select::select;
 use crate::backend::Backend;
 use crate::gguf::GgufFile;
 use crate::model::plan::{parse_size, PassShape};
-use crate::model::tokenizer::read_prompt_file;
+use crate::model::tokenizer::{read_prompt_file, with_chunk_bos};
 use crate::model::{ModelRunner, Tokenizer};
 use anyhow::{bail, Context, Result};
 use std::io::Write;
@@ -55,6 +55,8 @@ pub use crate::model::plan::chunk_count;
 
 /// Score `n_chunk` chunks of `tokens` with `seqs_per_pass` chunks per forward pass. `on_chunk`
 /// gets (chunk index, running PPL) after each chunk.
+/// `tokens` is the model's input (with BOS at each chunk start when the vocabulary adds it,
+/// `tokenizer::with_chunk_bos`): a chunk's first token is never a target.
 pub fn perplexity<B: Backend>(
     b: &B,
     model: &mut ModelRunner<B>,
@@ -178,7 +180,9 @@ fn run_with<B: Backend>(b: &B, g: &super::GlobalArgs, a: &Args) -> Result<()> {
         );
     }
     let mut out = std::io::stdout();
-    let res = perplexity(b, &mut model, &tokens, a.ctx, n_chunk, n_seq, |i, ppl| {
+    // llama-perplexity's input: BOS at the start of every chunk when the vocabulary adds it.
+    let input = with_chunk_bos(&tokens, a.ctx, tokenizer.chunk_bos());
+    let res = perplexity(b, &mut model, &input, a.ctx, n_chunk, n_seq, |i, ppl| {
         let _ = write!(out, "[{}]{:.4},", i + 1, ppl);
         let _ = out.flush();
     })?;

@@ -71,6 +71,23 @@ pub struct Args {
     /// (qw = imatrix importance; ik_llama.cpp discussion #140).
     #[arg(long, default_value = "llama", value_name = "WEIGHTING")]
     pub weighting: String,
+    /// GPTQ-style rounding with error feedback for every tensor whose input has a covariance
+    /// in --covariance (the others: plain quantization). Same output format.
+    #[arg(long, requires = "covariance")]
+    pub gptq: bool,
+    /// Input covariances from `wquant imatrix --covariance FILE` (for --gptq).
+    #[arg(long, value_name = "FILE", requires = "gptq")]
+    pub covariance: Option<PathBuf>,
+    /// λ of the damping H + λ·mean(diag H)·I before the Cholesky factorization.
+    #[arg(long, default_value_t = crate::quant::gptq::DEFAULT_DAMP, requires = "gptq")]
+    pub gptq_damp: f64,
+    /// What the block quantizer inside --gptq weighs column errors by.
+    #[arg(long, value_enum, default_value_t = Default::default(), requires = "gptq")]
+    pub gptq_importance: crate::quantize::gptq::GptqImportance,
+    /// With --gptq: do not re-round, on the block's fixed scales, the columns that in-block
+    /// error feedback moved (each block stays as the type's quantizer chose it).
+    #[arg(long, requires = "gptq")]
+    pub gptq_no_reround: bool,
 }
 
 /// `--search` and `--weighting`; a weighting other than llama needs a search other than llama.
@@ -155,6 +172,14 @@ pub fn run(g: &super::GlobalArgs, a: Args) -> Result<()> {
         ),
         (false, None) => OutputSplit::Single,
     };
+    if let Some(c) = &a.covariance {
+        p.gptq = Some(crate::quantize::gptq::GptqOptions {
+            covariance: c.clone(),
+            damp: a.gptq_damp,
+            importance: a.gptq_importance,
+            reround: !a.gptq_no_reround,
+        });
+    }
     p.search = parse_search(&a.search, &a.weighting)?;
     p.gpu = if p.search.is_llama() {
         crate::quantize::gpu::choose(&g.device, a.verify_gpu, g.quiet)?.map(std::sync::Arc::new)
@@ -174,6 +199,9 @@ pub fn run(g: &super::GlobalArgs, a: Args) -> Result<()> {
         let mut inputs = f.split_paths();
         if let Some(im) = &a.imatrix {
             inputs.push(im);
+        }
+        if let Some(c) = &a.covariance {
+            inputs.push(c);
         }
         crate::util::check_output_is_not_input(&inputs, &a.output)?;
         f.tensors().iter().map(|t| t.n_elements()).sum()
@@ -200,6 +228,19 @@ pub fn run(g: &super::GlobalArgs, a: Args) -> Result<()> {
     pb.finish_and_clear();
     for w in &report.warnings {
         eprintln!("warning: {w}");
+    }
+    if p.gptq.is_some() && !g.quiet {
+        eprintln!(
+            "gptq: {} tensor(s) with error feedback; {} without a covariance entry, quantized \
+             plainly{}",
+            report.gptq_tensors,
+            report.gptq_fallbacks.len(),
+            if report.gptq_fallbacks.is_empty() {
+                String::new()
+            } else {
+                format!(": {}", report.gptq_fallbacks.join(", "))
+            }
+        );
     }
     if !g.quiet {
         let written = match report.outputs.as_slice() {

@@ -10,6 +10,7 @@
 //! order as an uninterrupted run.
 
 use super::collector::{HostStats, StatsCollector, MIN_STATS_ROWS};
+use super::covariance::{BothObservers, CovarianceCollector};
 use super::file::Imatrix;
 use crate::backend::Backend;
 use crate::model::ModelRunner;
@@ -145,6 +146,23 @@ pub fn collect<B: Backend>(
     base: Imatrix,
     o: &CollectOptions,
     stop: &AtomicBool,
+    on_chunk: impl FnMut(usize, Option<f64>),
+) -> Result<CollectResult> {
+    collect_with_covariance(b, model, tokens, base, o, stop, None, on_chunk)
+}
+
+/// As [`collect`], also adding every chunk's Σ x·xᵀ to `cov` (`imatrix --covariance`) during the
+/// same forward passes. An interrupted pass's chunks are dropped from the imatrix but may be in
+/// `cov`; the caller saves `cov` only after a complete run.
+#[allow(clippy::too_many_arguments)]
+pub fn collect_with_covariance<B: Backend>(
+    b: &B,
+    model: &mut ModelRunner<B>,
+    tokens: &[u32],
+    base: Imatrix,
+    o: &CollectOptions,
+    stop: &AtomicBool,
+    mut cov: Option<&mut CovarianceCollector<B::Tensor>>,
     mut on_chunk: impl FnMut(usize, Option<f64>),
 ) -> Result<CollectResult> {
     if base.chunk_size as usize != o.n_ctx {
@@ -186,7 +204,21 @@ pub fn collect<B: Backend>(
         } else {
             StatsCollector::batched(o.process_output, k, n_ctx)
         };
-        let hidden = model.hidden(b, &batch, n_ctx, Some(&mut sc))?;
+        let hidden = match cov.as_deref_mut() {
+            None => model.hidden(b, &batch, n_ctx, Some(&mut sc))?,
+            Some(c) => {
+                c.begin_pass(k, n_ctx);
+                let mut both = BothObservers {
+                    first: &mut sc,
+                    second: c,
+                };
+                let h = model.hidden(b, &batch, n_ctx, Some(&mut both))?;
+                if let Some(e) = c.error.take() {
+                    bail!("{e}");
+                }
+                h
+            }
+        };
         // Per chunk of the pass: the −log p of its scored tokens, in token order.
         let mut nlls: Vec<Vec<f64>> = Vec::with_capacity(k);
         for j in 0..k {

@@ -2,6 +2,7 @@
 
 pub mod collect;
 pub mod collector;
+pub mod covariance;
 pub mod file;
 pub mod merge;
 

@@ -6,7 +6,7 @@ use crate::gguf::GgufFile;
 use anyhow::{bail, Context, Result};
 
 /// Architectures the forward graph implements.
-pub const SUPPORTED_ARCHITECTURES: &[&str] = &["llama", "qwen2", "qwen3", "qwen3moe"];
+pub const SUPPORTED_ARCHITECTURES: &[&str] = &["gemma3", "llama", "qwen2", "qwen3", "qwen3moe"];
 
 /// The variations of the one graph (`graph::layer_forward`) an architecture uses.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -20,6 +20,20 @@ pub struct ArchSpec {
     pub rope_neox: bool,
     /// The FFN is always MoE; experts are `expert_feed_forward_length` wide (qwen3moe.cpp).
     pub moe_only: bool,
+    /// Token embeddings scaled by √n_embd (src/models/gemma3.cpp: ggml_scale by sqrtf(n_embd)).
+    pub embd_scale: bool,
+    /// Norms after attention and FFN too: `post_attention_norm`, `post_ffw_norm` (gemma3).
+    pub post_norms: bool,
+    /// GELU-gated FFN (LLM_FFN_GELU + LLM_FFN_PAR: ggml_geglu_split) instead of SwiGLU.
+    pub ffn_gelu: bool,
+    /// The attention scale multiplies Q after RoPE (ggml_scale) and the scores are not scaled
+    /// again (build_attn's kq_scale 1.0), as gemma3.cpp does; otherwise the scores are scaled.
+    pub scale_q: bool,
+    /// Layers use a sliding window when `attention.sliding_window` is set: every layer but each
+    /// `swa_period`-th (llama_hparams::set_swa_pattern, dense_first = false; gemma3's
+    /// load_swa_pattern(ml, 6)), unless `attention.sliding_window_pattern` says otherwise.
+    /// 0: the architecture has no sliding window.
+    pub swa_period: usize,
 }
 
 impl ArchSpec {
@@ -29,6 +43,11 @@ impl ArchSpec {
             qk_norm: false,
             rope_neox: false,
             moe_only: false,
+            embd_scale: false,
+            post_norms: false,
+            ffn_gelu: false,
+            scale_q: false,
+            swa_period: 0,
         };
         Some(match arch {
             "llama" => base,
@@ -46,6 +65,16 @@ impl ArchSpec {
                 qk_norm: true,
                 rope_neox: true,
                 moe_only: true,
+                ..base
+            },
+            "gemma3" => ArchSpec {
+                qk_norm: true,
+                rope_neox: true,
+                embd_scale: true,
+                post_norms: true,
+                ffn_gelu: true,
+                scale_q: true,
+                swa_period: 6,
                 ..base
             },
             _ => return None,
@@ -77,6 +106,15 @@ pub struct Config {
     pub expert_weights_scale: f32,
     /// `output.weight` exists; otherwise the head is tied to `token_embd.weight`.
     pub has_output: bool,
+    /// The attention scale (llama.cpp's kq_scale, or gemma3's f_attention_scale).
+    pub attn_scale: f32,
+    /// Sliding window of the local layers (`attention.sliding_window`; 0 = none).
+    pub n_swa: usize,
+    /// Per layer: uses the sliding window (and `rope_swa`).
+    pub swa_layers: Vec<bool>,
+    /// RoPE of the sliding-window layers: base `rope.freq_base_swa`, else 10,000
+    /// (llama_hparams::rope_freq_base_train_swa's default), scale 1.
+    pub rope_swa: RopeParams,
 }
 
 impl Config {
@@ -270,7 +308,31 @@ impl Config {
                 key("expert_weights_scale")
             );
         }
+        let (n_swa, swa_layers, rope_swa) =
+            sliding_window(f, &arch, &spec, n_layer, n_rot, freq_scale)?;
+        // llama.cpp's kq_scale is 1/√n_embd_head_k; gemma3's f_attention_scale is the same but
+        // for the 27B model (62 layers), which uses 1/√(n_embd / n_head) (gemma3.cpp).
+        let attn_scale = if arch == "gemma3" && n_layer == 62 {
+            1.0f32 / ((n_embd / n_head) as f32).sqrt()
+        } else {
+            1.0f32 / (head_dim as f32).sqrt()
+        };
+        // gemma3.cpp soft-caps the logits when this key is non-zero; Gemma 3 files do not set
+        // it and the graph does not implement it.
+        if let Some(v) = f.get(&key("final_logit_softcapping")) {
+            let cap = v.as_f64().unwrap_or(f64::NAN);
+            if cap != 0.0 {
+                bail!(
+                    "{path}: {} = {cap} is not supported (final logit soft-capping)",
+                    key("final_logit_softcapping")
+                );
+            }
+        }
         Ok(Config {
+            attn_scale,
+            n_swa,
+            swa_layers,
+            rope_swa,
             n_layer,
             n_embd,
             n_ff,
@@ -299,8 +361,83 @@ impl Config {
         self.n_expert > 0
     }
 
-    /// 1/sqrt(head_dim), as llama.cpp's kq_scale.
-    pub fn kq_scale(&self) -> f32 {
-        1.0f32 / (self.head_dim as f32).sqrt()
+    /// Layer `il` attends inside the sliding window (with `rope_swa`).
+    pub fn is_swa(&self, il: usize) -> bool {
+        self.swa_layers.get(il).copied().unwrap_or(false)
     }
+}
+
+/// The sliding window, which layers use it and their RoPE, as llama.cpp's gemma3
+/// load_arch_hparams reads them: `attention.sliding_window` (absent: no window anywhere; 0 is
+/// refused, a window of no positions), `attention.sliding_window_pattern` (a bool per layer, or a
+/// period n: layer il is local unless il % n == n − 1; 0: every layer local), and
+/// `rope.freq_base_swa` (default 10,000, llama_hparams' rope_freq_base_train_swa).
+fn sliding_window(
+    f: &GgufFile,
+    arch: &str,
+    spec: &ArchSpec,
+    n_layer: usize,
+    n_rot: usize,
+    freq_scale: f32,
+) -> Result<(usize, Vec<bool>, RopeParams)> {
+    let path = f.path.display();
+    let key = |k: &str| format!("{arch}.{k}");
+    let none = RopeParams {
+        n_rot,
+        freq_base: 10000.0,
+        freq_scale,
+        neox: spec.rope_neox,
+    };
+    if spec.swa_period == 0 || f.get(&key("attention.sliding_window")).is_none() {
+        return Ok((0, vec![false; n_layer], none));
+    }
+    let k_swa = key("attention.sliding_window");
+    let n_swa = f.get_int(&k_swa)?;
+    if n_swa <= 0 || n_swa > u32::MAX as i64 {
+        bail!("{path}: {k_swa} = {n_swa} is not a window of at least one position");
+    }
+    let k_pat = key("attention.sliding_window_pattern");
+    let layers: Vec<bool> = match f.get(&k_pat) {
+        Some(v) if v.as_array().is_some() => {
+            let (_, items) = v.as_array().expect("checked");
+            let flags: Option<Vec<bool>> = items.iter().map(|x| x.as_bool()).collect();
+            match flags {
+                Some(flags) if flags.len() == n_layer => flags,
+                Some(flags) => bail!(
+                    "{path}: {k_pat} has {} entries, {} is {n_layer}",
+                    flags.len(),
+                    key("block_count")
+                ),
+                None => bail!("{path}: {k_pat} is an array of something other than bools"),
+            }
+        }
+        Some(v) => {
+            let Some(n) = v.as_i64().filter(|&n| (0..=u32::MAX as i64).contains(&n)) else {
+                bail!("{path}: {k_pat} is neither a layer period nor an array of bools");
+            };
+            let n = n as usize;
+            (0..n_layer).map(|il| n == 0 || il % n < n - 1).collect()
+        }
+        None => {
+            let n = spec.swa_period;
+            (0..n_layer).map(|il| il % n < n - 1).collect()
+        }
+    };
+    let k_base = key("rope.freq_base_swa");
+    let freq_base = match f.get(&k_base) {
+        Some(_) => f.get_f64(&k_base)? as f32,
+        None => 10000.0,
+    };
+    if !(freq_base.is_finite() && freq_base > 0.0) {
+        bail!("{path}: {k_base} = {freq_base} is not a positive number");
+    }
+    Ok((
+        n_swa as usize,
+        layers,
+        RopeParams {
+            freq_base,
+            freq_scale: 1.0,
+            ..none
+        },
+    ))
 }

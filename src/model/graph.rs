@@ -1,6 +1,7 @@
 //! The forward pass (SPEC §8.2), written once over `backend::Backend` for every supported
 //! architecture (`config::ArchSpec` says which variations a model uses: Q/K/V biases, per-head q/k
-//! norms, NEOX RoPE, MoE): the weights of one layer (`LayerWeights`) and `layer_forward`, which
+//! norms, NEOX RoPE, MoE, gemma3's post-norms, GELU FFN, Q scaling and sliding-window layers): the
+//! weights of one layer (`LayerWeights`) and `layer_forward`, which
 //! `model::runner::ModelRunner` drives layer by layer (resident or streamed).
 //!
 //! A batch is `n_seq` whole sequences of `seq_len` tokens laid out one after the other (row =
@@ -11,7 +12,7 @@ use super::config::Config;
 use super::observer::{MatmulObserver, SeqRows};
 use crate::backend::{AttnParams, Backend, WeightSource};
 use crate::gguf::GgufFile;
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use std::sync::Arc;
 
 /// The observer of a pass, if any (`None`: plain inference).
@@ -50,6 +51,9 @@ pub struct LayerWeights<W> {
     pub qk_norm: Option<[Named<W>; 2]>,
     pub ffn_norm: Named<W>,
     pub ffn: Ffn<W>,
+    /// `post_attention_norm`, `post_ffw_norm`: applied to the attention and FFN outputs before
+    /// each residual add (gemma3).
+    pub post_norms: Option<[Named<W>; 2]>,
 }
 
 pub(crate) fn load<B: Backend>(
@@ -133,7 +137,16 @@ impl<W> LayerWeights<W> {
         } else {
             None
         };
+        let post_norms = if c.spec.post_norms {
+            Some([
+                load(b, file, &n("post_attention_norm"))?,
+                load(b, file, &n("post_ffw_norm"))?,
+            ])
+        } else {
+            None
+        };
         Ok(LayerWeights {
+            post_norms,
             qkv_bias,
             qk_norm,
             attn_norm: load(b, file, &n("attn_norm"))?,
@@ -153,6 +166,19 @@ pub fn check_layer_shapes(file: &GgufFile, c: &Config, il: usize) -> Result<()> 
     let kv = c.n_head_kv * c.head_dim;
     let q = c.n_head * c.head_dim;
     check_shape(file, &n("attn_norm"), &[c.n_embd])?;
+    if c.spec.qk_norm {
+        // One weight per head width, shared by all heads (llama.cpp: {n_embd_head_k}): checked
+        // first, as the plainest witness of a head size that does not match the file's.
+        for t in ["attn_q_norm", "attn_k_norm"] {
+            check_shape(file, &n(t), &[c.head_dim]).with_context(|| {
+                format!(
+                    "the head size is {} ({}.attention.key_length, else embedding_length / \
+                     attention.head_count)",
+                    c.head_dim, c.arch
+                )
+            })?;
+        }
+    }
     check_shape(file, &n("attn_q"), &[c.n_embd, q])?;
     check_shape(file, &n("attn_k"), &[c.n_embd, kv])?;
     check_shape(file, &n("attn_v"), &[c.n_embd, kv])?;
@@ -163,12 +189,11 @@ pub fn check_layer_shapes(file: &GgufFile, c: &Config, il: usize) -> Result<()> 
         check_shape(file, &b("attn_k"), &[kv])?;
         check_shape(file, &b("attn_v"), &[kv])?;
     }
-    if c.spec.qk_norm {
-        // One weight per head width, shared by all heads (llama.cpp: {n_embd_head_k}).
-        check_shape(file, &n("attn_q_norm"), &[c.head_dim])?;
-        check_shape(file, &n("attn_k_norm"), &[c.head_dim])?;
-    }
     check_shape(file, &n("ffn_norm"), &[c.n_embd])?;
+    if c.spec.post_norms {
+        check_shape(file, &n("post_attention_norm"), &[c.n_embd])?;
+        check_shape(file, &n("post_ffw_norm"), &[c.n_embd])?;
+    }
     if c.is_moe() {
         let e = c.n_expert;
         check_shape(file, &n("ffn_gate_inp"), &[c.n_embd, e])?;
@@ -232,12 +257,13 @@ fn mm<B: Backend>(b: &B, x: &B::Tensor, w: &Named<B::Weight>, obs: &mut Observer
     b.matmul(x, &w.w, None)
 }
 
-/// One transformer block: `h += attn(norm(h))`, then `h += ffn(norm(h))`.
+/// One transformer block: `h += attn(norm(h))`, then `h += ffn(norm(h))` (with post-norms:
+/// `h += post_norm(attn(norm(h)))`, the same for the FFN).
 pub fn layer_forward<B: Backend>(
     b: &B,
     c: &Config,
     layer: &LayerWeights<B::Weight>,
-    _il: usize,
+    il: usize,
     h: &mut B::Tensor,
     seq_len: usize,
     mut obs: Observer<B>,
@@ -257,8 +283,16 @@ pub fn layer_forward<B: Backend>(
         q = b.rms_norm(&q, &qn.w, c.rms_eps);
         k = b.rms_norm(&k, &kn.w, c.rms_eps);
     }
-    b.rope(&mut q, c.n_head, c.head_dim, seq_len, &c.rope);
-    b.rope(&mut k, c.n_head_kv, c.head_dim, seq_len, &c.rope);
+    let swa = c.is_swa(il);
+    let rope = if swa { &c.rope_swa } else { &c.rope };
+    b.rope(&mut q, c.n_head, c.head_dim, seq_len, rope);
+    b.rope(&mut k, c.n_head_kv, c.head_dim, seq_len, rope);
+    let scale = if c.spec.scale_q {
+        b.scale(&mut q, c.attn_scale);
+        1.0
+    } else {
+        c.attn_scale
+    };
     let attn = b.attention(
         &q,
         &k,
@@ -268,10 +302,14 @@ pub fn layer_forward<B: Backend>(
             n_head_kv: c.n_head_kv,
             head_dim: c.head_dim,
             seq_len,
-            scale: c.kq_scale(),
+            scale,
+            window: if swa { c.n_swa } else { 0 },
         },
     );
-    let o = mm(b, &attn, &layer.wo, &mut obs);
+    let mut o = mm(b, &attn, &layer.wo, &mut obs);
+    if let Some([post_attn, _]) = &layer.post_norms {
+        o = b.rms_norm(&o, &post_attn.w, c.rms_eps);
+    }
     b.add_assign(h, &o);
 
     let f = b.rms_norm(h, &layer.ffn_norm.w, c.rms_eps);
@@ -280,7 +318,11 @@ pub fn layer_forward<B: Backend>(
             observe(b, &f, &[gate, up], &mut obs);
             let g = b.matmul(&f, &gate.w, None);
             let u = b.matmul(&f, &up.w, None);
-            let m = b.silu_mul(&g, &u);
+            let m = if c.spec.ffn_gelu {
+                b.gelu_mul(&g, &u)
+            } else {
+                b.silu_mul(&g, &u)
+            };
             mm(b, &m, down, &mut obs)
         }
         Ffn::Moe {
@@ -291,6 +333,10 @@ pub fn layer_forward<B: Backend>(
         } => moe_ffn(
             b, c, &f, seq_len, gate_inp, gate_exps, up_exps, down_exps, &mut obs,
         ),
+    };
+    let out = match &layer.post_norms {
+        Some([_, post_ffn]) => b.rms_norm(&out, &post_ffn.w, c.rms_eps),
+        None => out,
     };
     b.add_assign(h, &out);
 }

@@ -71,6 +71,10 @@ impl ModelSizes {
         // explicit head sizes).
         let q = (c.n_head * c.head_dim) as u64;
         let mut floats = 5 * e + 2 * q + 2 * kv + 3 * f;
+        if c.spec.post_norms {
+            // The normalized attention and FFN outputs (gemma3).
+            floats += 2 * e;
+        }
         if c.is_moe() {
             let k = c.n_expert_used as u64;
             floats += k * (3 * e + 3 * f) + c.n_expert as u64;

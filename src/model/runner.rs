@@ -128,7 +128,8 @@ impl<B: Backend> ModelRunner<B> {
         })
     }
 
-    /// Embedding rows of `tokens`, dequantized on the host.
+    /// Embedding rows of `tokens`, dequantized on the host (and scaled by √n_embd on the device
+    /// where the architecture does: gemma3).
     pub fn embed(&self, b: &B, tokens: &[u32]) -> Result<B::Tensor> {
         let c = &self.config;
         let t = self.file.require_tensor("token_embd.weight")?;
@@ -146,7 +147,11 @@ impl<B: Backend> ModelRunner<B> {
             crate::quant::dequantize_row(t.ggml_type, &bytes[off..off + row_bytes], row)
                 .map_err(|e| anyhow::anyhow!("token_embd.weight row {id}: {e}"))?;
         }
-        Ok(b.upload(&out, tokens.len(), c.n_embd))
+        let mut h = b.upload(&out, tokens.len(), c.n_embd);
+        if c.spec.embd_scale {
+            b.scale(&mut h, (c.n_embd as f32).sqrt());
+        }
+        Ok(h)
     }
 
     /// Final hidden states (after `output_norm`) of whole sequences of `seq_len` tokens,

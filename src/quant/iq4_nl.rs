@@ -2,7 +2,7 @@
 //! scale first (dequantize_row_iq4_nl). The block search (quantize_row_iq4_nl_impl) is shared
 //! with IQ4_XS, which runs it over 256-value super-blocks.
 use super::search::{nearest_int, GROUP_MAX_EPS};
-use super::{f2h, h2f, BlockType, Wgsl};
+use super::{f2h, h2f, BlockType, GpuQuantize, RefWeightBound, Wgsl};
 use crate::gguf::GgmlType;
 
 pub const BLOCK_BYTES: usize = 18;
@@ -39,6 +39,37 @@ pub(crate) fn best_index(x: f32) -> u8 {
     }
 }
 
+/// The level `best_index` picks, as a float, without branches (so the search's candidate
+/// lanes vectorize): the largest level ≤ x and the smallest > x (both the end level outside
+/// the table's range, also for NaN), then best_index's f32 tie rule between them.
+#[inline(always)]
+fn nearest_level(x: f32) -> f32 {
+    let v = &KVALUES_F32;
+    let mut lo = v[0];
+    for &vk in v {
+        lo = if vk <= x { vk } else { lo };
+    }
+    let mut hi = v[15];
+    for &vk in v.iter().rev() {
+        hi = if vk > x { vk } else { hi };
+    }
+    if x - lo < hi - x {
+        lo
+    } else {
+        hi
+    }
+}
+
+const KVALUES_F32: [f32; 16] = {
+    let mut v = [0f32; 16];
+    let mut i = 0;
+    while i < 16 {
+        v[i] = KVALUES_IQ4NL[i] as f32;
+        i += 1;
+    }
+    v
+};
+
 pub fn dequantize(src: &[u8], dst: &mut [f32]) {
     for (b, y) in src.chunks_exact(BLOCK_BYTES).zip(dst.chunks_exact_mut(32)) {
         let d = h2f(&b[0..2]);
@@ -67,6 +98,7 @@ pub(crate) struct Iq4Super {
 /// and a second index pass with the quantized block scales.
 pub(crate) fn quantize_super(x: &[f32], qw: Option<&[f32]>) -> Iq4Super {
     const NTRY: i32 = 7;
+    const LANES: usize = 2 * NTRY as usize + 2;
     let n = x.len();
     let nblocks = n / 32;
     let mut out = Iq4Super {
@@ -87,7 +119,6 @@ pub(crate) fn quantize_super(x: &[f32], qw: Option<&[f32]>) -> Iq4Super {
     let mut amax_scale = 0f32;
     for ib in 0..nblocks {
         let xb = &x[32 * ib..32 * ib + 32];
-        let lb = &mut l[32 * ib..32 * ib + 32];
         match qw {
             Some(q) => {
                 let qb = &q[32 * ib..32 * ib + 32];
@@ -113,33 +144,34 @@ pub(crate) fn quantize_super(x: &[f32], qw: Option<&[f32]>) -> Iq4Super {
             scales[ib] = 0.0;
             continue;
         }
-        let mut d = -max / v0;
-        let mut id = 1.0 / d;
-        let mut sumqx = 0f32;
-        let mut sumq2 = 0f32;
-        for j in 0..32 {
-            let k = best_index(id * xb[j]);
-            lb[j] = k;
-            let q = KVALUES_IQ4NL[k as usize] as f32;
-            let wq = weight[j] * q;
-            sumqx += wq * xb[j];
-            sumq2 += wq * q;
+        // The first guess (lane 0) and the 2·NTRY + 1 tries (lanes 1..) are independent until
+        // the comparisons: their sums are accumulated side by side, each lane in the C order.
+        let mut iscales = [0f32; LANES];
+        iscales[0] = 1.0 / (-max / v0);
+        for (c, v) in iscales.iter_mut().enumerate().skip(1) {
+            *v = (c as i32 - 1 - NTRY + KVALUES_IQ4NL[0] as i32) as f32 / max;
         }
-        d = if sumq2 > 0.0 { sumqx / sumq2 } else { 0.0 };
-        let mut best = d * sumqx;
-        for itry in -NTRY..=NTRY {
-            id = (itry + KVALUES_IQ4NL[0] as i32) as f32 / max;
-            sumqx = 0.0;
-            sumq2 = 0.0;
-            for j in 0..32 {
-                let q = KVALUES_IQ4NL[best_index(id * xb[j]) as usize] as f32;
-                let wq = weight[j] * q;
-                sumqx += wq * xb[j];
-                sumq2 += wq * q;
+        let mut sumqx = [0f32; LANES];
+        let mut sumq2 = [0f32; LANES];
+        for j in 0..32 {
+            let (xj, wj) = (xb[j], weight[j]);
+            for c in 0..LANES {
+                let q = nearest_level(iscales[c] * xj);
+                let wq = wj * q;
+                sumqx[c] += wq * xj;
+                sumq2[c] += wq * q;
             }
-            if sumq2 > 0.0 && sumqx * sumqx > best * sumq2 {
-                d = sumqx / sumq2;
-                best = d * sumqx;
+        }
+        let mut d = if sumq2[0] > 0.0 {
+            sumqx[0] / sumq2[0]
+        } else {
+            0.0
+        };
+        let mut best = d * sumqx[0];
+        for c in 1..LANES {
+            if sumq2[c] > 0.0 && sumqx[c] * sumqx[c] > best * sumq2[c] {
+                d = sumqx[c] / sumq2[c];
+                best = d * sumqx[c];
             }
         }
         scales[ib] = d;
@@ -193,7 +225,7 @@ pub fn quantize(x: &[f32], dst: &mut [u8], qw: Option<&[f32]>) {
     }
 }
 
-/// This type's row of the per-type table (`quant::BLOCK_TYPES`). No GPU kernels yet.
+/// This type's row of the per-type table (`quant::BLOCK_TYPES`).
 pub const BLOCK: BlockType = BlockType {
     ggml: GgmlType::IQ4NL,
     dequantize,
@@ -205,5 +237,13 @@ pub const BLOCK: BlockType = BlockType {
         source: include_str!("../../shaders/dq_iq4.wgsl"),
         consts: "const XS = false;",
     }),
-    gpu_quantize: None,
+    gpu_quantize: Some(GpuQuantize {
+        kernel: Wgsl {
+            file: "quant_iq4.wgsl",
+            source: include_str!("../../shaders/quant_iq4.wgsl"),
+            consts: "const NB = 1u; const SLOT_WORDS = 5u;",
+        },
+        row_sigma2: false,
+        ref_weight_bound: RefWeightBound::AbsMaxSquared,
+    }),
 };

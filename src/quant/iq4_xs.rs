@@ -2,7 +2,7 @@
 //! block scales (dequantize_row_iq4_xs): d, scales_h (u16, 2 high bits per block), scales_l
 //! (4 low bits per block), then 128 bytes of indices.
 use super::iq4_nl::{quantize_super, KVALUES_IQ4NL};
-use super::{h2f, BlockType, Wgsl};
+use super::{h2f, BlockType, GpuQuantize, RefWeightBound, Wgsl};
 use crate::gguf::GgmlType;
 
 pub const BLOCK_BYTES: usize = 136;
@@ -46,7 +46,7 @@ pub fn quantize(x: &[f32], dst: &mut [u8], qw: Option<&[f32]>) {
     }
 }
 
-/// This type's row of the per-type table (`quant::BLOCK_TYPES`). No GPU kernels yet.
+/// This type's row of the per-type table (`quant::BLOCK_TYPES`).
 pub const BLOCK: BlockType = BlockType {
     ggml: GgmlType::IQ4XS,
     dequantize,
@@ -58,5 +58,13 @@ pub const BLOCK: BlockType = BlockType {
         source: include_str!("../../shaders/dq_iq4.wgsl"),
         consts: "const XS = true;",
     }),
-    gpu_quantize: None,
+    gpu_quantize: Some(GpuQuantize {
+        kernel: Wgsl {
+            file: "quant_iq4.wgsl",
+            source: include_str!("../../shaders/quant_iq4.wgsl"),
+            consts: "const NB = 8u; const SLOT_WORDS = 34u;",
+        },
+        row_sigma2: false,
+        ref_weight_bound: RefWeightBound::AbsMaxSquared,
+    }),
 };

@@ -10,6 +10,7 @@ pub mod better;
 pub mod bf16;
 pub mod f16;
 pub mod f32;
+pub mod gptq;
 pub mod iq4_nl;
 pub mod iq4_xs;
 pub mod legacy;

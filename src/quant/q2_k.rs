@@ -3,7 +3,7 @@
 use super::search::{
     make_qkx2_quants_mad, make_qkx3_quants, make_qp_quants, nearest_int, KxSearch,
 };
-use super::{f2h, h2f, BlockType, Wgsl};
+use super::{f2h, h2f, BlockType, GpuQuantize, RefWeightBound, Wgsl};
 use crate::gguf::GgmlType;
 
 pub const BLOCK_BYTES: usize = 84;
@@ -165,7 +165,7 @@ pub fn quantize(x: &[f32], dst: &mut [u8], qw: Option<&[f32]>) {
     }
 }
 
-/// This type's row of the per-type table (`quant::BLOCK_TYPES`). No GPU kernels yet.
+/// This type's row of the per-type table (`quant::BLOCK_TYPES`).
 pub const BLOCK: BlockType = BlockType {
     ggml: GgmlType::Q2K,
     dequantize,
@@ -177,5 +177,13 @@ pub const BLOCK: BlockType = BlockType {
         source: include_str!("../../shaders/dq_q2_k.wgsl"),
         consts: "",
     }),
-    gpu_quantize: None,
+    gpu_quantize: Some(GpuQuantize {
+        kernel: Wgsl {
+            file: "quant_q2_k.wgsl",
+            source: include_str!("../../shaders/quant_q2_k.wgsl"),
+            consts: "",
+        },
+        row_sigma2: false,
+        ref_weight_bound: RefWeightBound::TwoAbsMax,
+    }),
 };

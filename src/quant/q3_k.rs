@@ -2,7 +2,7 @@
 //! bit in hmask, sixteen 6-bit signed sub-block scales (+32) packed in 12 bytes, f16 d last
 //! (block_q3_K: hmask[32], qs[64], scales[12], d).
 use super::search::{make_q3_quants, make_qx_quants, nearest_int, requantize_sym16};
-use super::{f2h, h2f, BlockType, Wgsl};
+use super::{f2h, h2f, BlockType, GpuQuantize, RefWeightBound, Wgsl};
 use crate::gguf::GgmlType;
 
 pub const BLOCK_BYTES: usize = 110;
@@ -170,7 +170,7 @@ pub fn quantize(x: &[f32], dst: &mut [u8], qw: Option<&[f32]>) {
     }
 }
 
-/// This type's row of the per-type table (`quant::BLOCK_TYPES`). No GPU kernels yet.
+/// This type's row of the per-type table (`quant::BLOCK_TYPES`).
 pub const BLOCK: BlockType = BlockType {
     ggml: GgmlType::Q3K,
     dequantize,
@@ -182,5 +182,13 @@ pub const BLOCK: BlockType = BlockType {
         source: include_str!("../../shaders/dq_q3_k.wgsl"),
         consts: "",
     }),
-    gpu_quantize: None,
+    gpu_quantize: Some(GpuQuantize {
+        kernel: Wgsl {
+            file: "quant_q3_k.wgsl",
+            source: include_str!("../../shaders/quant_q3_k.wgsl"),
+            consts: "",
+        },
+        row_sigma2: false,
+        ref_weight_bound: RefWeightBound::AbsMaxSquared,
+    }),
 };

@@ -480,8 +480,11 @@ pub fn kernel_rows_on(
 
 /// Whether the kernel's f32 intermediates stay finite for this row (then its bytes are exact):
 /// with A = max|x| and W a bound on the effective weights, the largest sums the searches form
-/// are ~(32·W·A·64)² and (32·W)²·32⁴; W·A ≤ 1e15 and W ≤ 1e15 keep them far below f32's max.
-/// Real weights (|x| ≲ 1e3, importance ≲ 1e8) are always inside.
+/// are ~(32·W·A·127)² (IQ4's levels) and (32·W)²·32⁴; W·A ≤ 1e15 and W ≤ 1e15 keep them below
+/// f32's max. Real weights (|x| ≲ 1e3, importance ≲ 1e8) are always inside. (Importance 1e30
+/// is outside for every weighted type: there the sums overflow, and on lavapipe the IQ4_XS
+/// kernel's bytes differed in 13 of 24 edge-case blocks; the conformance rows' `w=1e30` cases
+/// check that such rows go to the CPU.)
 pub fn row_is_gpu_exact(t: GgmlType, row: &[f32], qw: Option<&[f32]>) -> bool {
     let a = row.iter().fold(0f64, |m, v| m.max(v.abs() as f64));
     let Some(b) = quant::block_type(t) else {

@@ -6,6 +6,7 @@
 //! reference) or [`gpu::GpuQuantizer`] (for the types whose kernel passed its canary).
 
 pub mod canary;
+pub mod gptq;
 pub mod gpu;
 
 use crate::gguf::split::{SplitLayout, SplitWriter};
@@ -39,6 +40,8 @@ pub struct QuantizeParams {
     /// `--search`/`--weighting` (default: llama.cpp's bytes). A non-llama search runs on the
     /// CPU (the GPU kernels implement llama.cpp's search only).
     pub search: crate::quant::better::SearchOptions,
+    /// `--gptq --covariance FILE`: error-feedback rounding for tensors with a covariance.
+    pub gptq: Option<gptq::GptqOptions>,
 }
 
 /// The output's files: one, the input's parts (`--keep-split`, as llama-quantize), or parts of
@@ -64,6 +67,7 @@ impl QuantizeParams {
             gpu: None,
             split: OutputSplit::Single,
             search: Default::default(),
+            gptq: None,
         }
     }
 }
@@ -84,6 +88,10 @@ pub struct QuantizeReport {
     pub outputs: Vec<PathBuf>,
     /// e.g. "did not find weights for X" (llama-quantize's warnings).
     pub warnings: Vec<String>,
+    /// With `--gptq`: tensors quantized with error feedback, and the quantized tensors without
+    /// a covariance entry (plain quantization).
+    pub gptq_tensors: usize,
+    pub gptq_fallbacks: Vec<String>,
 }
 
 /// `--include-weights` / `--exclude-weights`: keep the imatrix entries whose names contain one
@@ -124,7 +132,7 @@ impl TensorRows<'_> {
 
     /// Row r's values, dequantized into `buf` (`ne0` values); non-finite weights are an error
     /// naming the tensor.
-    fn read_row(&self, r: usize, buf: &mut [f32]) -> Result<()> {
+    pub(crate) fn read_row(&self, r: usize, buf: &mut [f32]) -> Result<()> {
         let sr = self.src_row_bytes();
         dequantize_row(self.src_type, &self.data[r * sr..(r + 1) * sr], buf)?;
         if let Some(c) = buf.iter().position(|x| !x.is_finite()) {
@@ -138,7 +146,7 @@ impl TensorRows<'_> {
     }
 
     /// The importance of row r's expert.
-    fn importance_of_row(&self, r: usize) -> Option<&[f32]> {
+    pub(crate) fn importance_of_row(&self, r: usize) -> Option<&[f32]> {
         let e = r / self.rows_per_expert.max(1);
         self.importance
             .map(|v| &v[e * self.ne0..(e + 1) * self.ne0])
@@ -346,7 +354,13 @@ pub fn quantize_file(
         }
     }
 
-    let kvs = output_kvs(&src, p, imatrix.as_ref());
+    let mut gptq = p
+        .gptq
+        .as_ref()
+        .map(|o| gptq::GptqState::open(o, &src))
+        .transpose()?;
+    let mut kvs = output_kvs(&src, p, imatrix.as_ref());
+    kvs.extend(gptq.iter().flat_map(|g| g.kvs()));
     let specs: Vec<TensorSpec> = plan
         .iter()
         .map(|(t, nt)| TensorSpec::new(t.name.clone(), &t.dims, *nt))
@@ -440,9 +454,14 @@ pub fn quantize_file(
             Some(g) if p.search.is_llama() && g.accepts(*nt)? => Some(g.as_ref()),
             _ => None,
         };
-        let quantizer: &dyn RowQuantizer = match gpu {
-            Some(g) => g,
-            None => &CpuQuantizer,
+        let with_gptq = match &mut gptq {
+            Some(g) => g.quantizer(&t.name, *nt)?,
+            None => None,
+        };
+        let quantizer: &dyn RowQuantizer = match (&with_gptq, gpu) {
+            (Some(q), _) => q,
+            (None, Some(g)) => g,
+            (None, None) => &CpuQuantizer,
         };
         let rows = TensorRows {
             name: &t.name,
@@ -464,7 +483,7 @@ pub fn quantize_file(
             row0 += nr;
         }
         if nt.is_quantized() {
-            if gpu.is_some_and(|g| !g.touched_cpu(&t.name)) {
+            if with_gptq.is_none() && gpu.is_some_and(|g| !g.touched_cpu(&t.name)) {
                 report.n_on_gpu += 1;
             } else {
                 report.n_on_cpu += 1;
@@ -472,6 +491,10 @@ pub fn quantize_file(
         }
         src.release_tensor_pages(info);
         on_tensor(&t.name, info.n_elements());
+    }
+    if let Some(g) = gptq {
+        report.gptq_tensors = g.n_gptq;
+        report.gptq_fallbacks = g.fallbacks;
     }
     report.outputs = w.finish()?;
     Ok(report)

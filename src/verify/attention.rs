@@ -1,7 +1,8 @@
 //! Attention conformance: both GPU kernels (per-row and flash) against the reference on head
-//! widths 16…256, GQA ratios 1/3/7, sequences that end mid-tile and several sequences per batch;
-//! and the flash kernel's batch independence (a sequence alone and in the middle of a batch of
-//! three: identical bits).
+//! widths 16…256, GQA ratios 1/3/7, sequences that end mid-tile, several sequences per batch and
+//! sliding windows (gemma3's local layers: narrower than a tile, crossing tiles, of one key,
+//! wider than the sequence); and the flash kernel's batch independence (a sequence alone and in
+//! the middle of a batch of three: identical bits).
 
 use super::{bits_equal, nmse, CheckRow};
 use crate::backend::gpu::kernels::attention::AttentionVariant;
@@ -10,16 +11,21 @@ use crate::backend::gpu::GpuBackend;
 use crate::backend::{AttnParams, Backend};
 use crate::util::rng::Rng;
 
-/// (n_head, n_head_kv, head_dim, seq_len, sequences per batch).
-const CASES: [(usize, usize, usize, usize, usize); 8] = [
-    (4, 4, 16, 7, 1),
-    (9, 3, 64, 11, 2),
-    (6, 2, 24, 5, 3),
-    (2, 2, 64, 70, 2),
-    (6, 2, 128, 45, 3),
-    (7, 1, 256, 33, 2),
-    (14, 2, 64, 37, 2),
-    (3, 1, 256, 19, 1),
+/// (n_head, n_head_kv, head_dim, seq_len, sequences per batch, sliding window or 0).
+const CASES: [(usize, usize, usize, usize, usize, usize); 13] = [
+    (4, 4, 16, 7, 1, 0),
+    (9, 3, 64, 11, 2, 0),
+    (6, 2, 24, 5, 3, 0),
+    (2, 2, 64, 70, 2, 0),
+    (6, 2, 128, 45, 3, 0),
+    (7, 1, 256, 33, 2, 0),
+    (14, 2, 64, 37, 2, 0),
+    (3, 1, 256, 19, 1, 0),
+    (4, 1, 256, 90, 2, 5),
+    (4, 1, 256, 150, 2, 70),
+    (9, 3, 64, 45, 2, 1),
+    (6, 2, 128, 40, 3, 17),
+    (2, 2, 64, 30, 2, 64),
 ];
 
 struct Inputs {
@@ -38,6 +44,7 @@ impl Inputs {
         hd: usize,
         seq: usize,
         nseq: usize,
+        window: usize,
     ) -> Inputs {
         let rows = seq * nseq;
         Inputs {
@@ -50,6 +57,7 @@ impl Inputs {
                 head_dim: hd,
                 seq_len: seq,
                 scale: 1.0 / (hd as f32).sqrt(),
+                window,
             },
             rows,
         }
@@ -76,8 +84,12 @@ impl Inputs {
 
     fn shape(&self) -> String {
         let p = &self.p;
+        let window = match p.window {
+            0 => String::new(),
+            w => format!(", window {w}"),
+        };
         format!(
-            "{} rows, {}/{} heads x{}, seq {}",
+            "{} rows, {}/{} heads x{}, seq {}{window}",
             self.rows, p.n_head, p.n_head_kv, p.head_dim, p.seq_len
         )
     }
@@ -101,8 +113,8 @@ fn flash_note(gpu: &GpuBackend, hd: usize) -> String {
 
 pub fn check_attention<R: Backend>(gpu: &GpuBackend, r: &R, rng: &mut Rng) -> Vec<CheckRow> {
     let mut rows = Vec::new();
-    for (n_head, n_head_kv, hd, seq, nseq) in CASES {
-        let x = Inputs::random(rng, n_head, n_head_kv, hd, seq, nseq);
+    for (n_head, n_head_kv, hd, seq, nseq, window) in CASES {
+        let x = Inputs::random(rng, n_head, n_head_kv, hd, seq, nseq, window);
         let want = x.run(r, |q, k, v| r.attention(q, k, v, &x.p));
         for variant in [AttentionVariant::PerRow, AttentionVariant::Flash] {
             let got = x.gpu(gpu, variant);
@@ -120,8 +132,12 @@ pub fn check_attention<R: Backend>(gpu: &GpuBackend, r: &R, rng: &mut Rng) -> Ve
     }
 
     // WebGPU's minimum workgroup memory (16 KiB): fewer keys per tile than most adapters get.
-    for (n_head, n_head_kv, hd, seq) in [(7usize, 1usize, 256usize, 45usize), (6, 2, 128, 40)] {
-        let x = Inputs::random(rng, n_head, n_head_kv, hd, seq, 2);
+    for (n_head, n_head_kv, hd, seq, window) in [
+        (7usize, 1usize, 256usize, 45usize, 0usize),
+        (6, 2, 128, 40, 0),
+        (4, 1, 256, 60, 9),
+    ] {
+        let x = Inputs::random(rng, n_head, n_head_kv, hd, seq, 2, window);
         let t = attention_flash::Tiles::choose(hd, 16384).expect("fits 16 KiB");
         let want = x.run(r, |q, k, v| r.attention(q, k, v, &x.p));
         let got = x.run(gpu, |q, k, v| {
@@ -137,8 +153,8 @@ pub fn check_attention<R: Backend>(gpu: &GpuBackend, r: &R, rng: &mut Rng) -> Ve
     // One sequence alone, then as the middle of a batch of three: the flash kernel's rows must
     // not see the batch.
     for (n_head, n_head_kv, hd, seq) in [(9usize, 3usize, 64usize, 45usize), (8, 1, 128, 29)] {
-        let alone = Inputs::random(rng, n_head, n_head_kv, hd, seq, 1);
-        let mut batch = Inputs::random(rng, n_head, n_head_kv, hd, seq, 3);
+        let alone = Inputs::random(rng, n_head, n_head_kv, hd, seq, 1, 0);
+        let mut batch = Inputs::random(rng, n_head, n_head_kv, hd, seq, 3, 0);
         let (lq, lkv) = (n_head * hd * seq, n_head_kv * hd * seq);
         batch.q[lq..2 * lq].copy_from_slice(&alone.q);
         batch.k[lkv..2 * lkv].copy_from_slice(&alone.k);

@@ -167,7 +167,12 @@ impl Backend for HostRef {
             for h in 0..p.n_head {
                 let hk = h / group;
                 let qv = &q.data[r * q.cols + h * hd..][..hd];
-                let scores: Vec<f64> = (first..=r)
+                // Causal, and inside the sliding window (p.window > 0): i − j < window.
+                let lo = match p.window {
+                    0 => first,
+                    w => first.max((r + 1).saturating_sub(w)),
+                };
+                let scores: Vec<f64> = (lo..=r)
                     .map(|j| {
                         let kv = &k.data[j * k.cols + hk * hd..][..hd];
                         qv.iter()
@@ -181,7 +186,7 @@ impl Backend for HostRef {
                 let e: Vec<f64> = scores.iter().map(|s| (s - mx).exp()).collect();
                 let sum: f64 = e.iter().sum();
                 for d in 0..hd {
-                    let acc: f64 = (first..=r)
+                    let acc: f64 = (lo..=r)
                         .zip(&e)
                         .map(|(j, &w)| w * v.data[j * v.cols + hk * hd + d] as f64)
                         .sum();
@@ -207,6 +212,40 @@ impl Backend for HostRef {
             data,
             rows: g.rows,
             cols: g.cols,
+        }
+    }
+
+    fn gelu_mul(&self, g: &HostTensor, u: &HostTensor) -> HostTensor {
+        // ggml's GELU: tanh approximation (here in f64) of g rounded to f16, rounded to f16;
+        // 0 at g ≤ −10, g at g ≥ 10.
+        let gelu = |x: f32| -> f32 {
+            if x <= -10.0 {
+                return 0.0;
+            }
+            if x >= 10.0 {
+                return x;
+            }
+            let h = half::f16::from_f32(x).to_f64();
+            let c = (2.0 / std::f64::consts::PI).sqrt();
+            let y = 0.5 * h * (1.0 + (c * h * (1.0 + 0.044715 * h * h)).tanh());
+            half::f16::from_f64(y).to_f32()
+        };
+        let data = g
+            .data
+            .iter()
+            .zip(&u.data)
+            .map(|(&a, &b)| if a <= -10.0 { 0.0 } else { gelu(a) * b })
+            .collect();
+        HostTensor {
+            data,
+            rows: g.rows,
+            cols: g.cols,
+        }
+    }
+
+    fn scale(&self, x: &mut HostTensor, s: f32) {
+        for v in x.data.iter_mut() {
+            *v *= s;
         }
     }
 
@@ -261,6 +300,21 @@ impl Backend for HostRef {
                 }
             }
             s.count += run.n as u64;
+        }
+    }
+
+    /// Plain triple loop, each element summed in f64 over the rows in order.
+    fn gram_add(&self, x: &HostTensor, row0: usize, n: usize, acc: &mut HostTensor) {
+        let k = x.cols;
+        assert!(acc.rows == k && acc.cols == k, "gram accumulator shape");
+        for i in 0..k {
+            for j in 0..k {
+                let mut s = 0f64;
+                for r in row0..row0 + n {
+                    s += x.data[r * k + i] as f64 * x.data[r * k + j] as f64;
+                }
+                acc.data[i * k + j] += s as f32;
+            }
         }
     }
 

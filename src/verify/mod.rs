@@ -8,6 +8,7 @@
 
 pub mod attention;
 pub mod gen;
+pub mod gram;
 pub mod host_ref;
 pub mod kld;
 pub mod nll;
@@ -181,6 +182,7 @@ pub fn run_checks<R: crate::kld::KldReduce>(
         }
     }
     rows.extend(check_stats(gpu, r, &mut rng)?);
+    rows.extend(gram::check_gram(gpu, r, &mut rng));
 
     // get_rows over every weight type.
     for t in kernels::WEIGHT_TYPES {
@@ -285,6 +287,51 @@ pub fn run_checks<R: crate::kld::KldReduce>(
             "-",
             format!("{m}x{k}"),
             nmse(&got, &want),
+        ));
+
+        // GELU·u (gemma3): g over ±12 crosses the ±10 cut-offs; the first values are the edges
+        // (the cut-offs, f16 subnormals, an f16 rounding tie, a value past f16's finest step).
+        let mut g12: Vec<f32> = g.iter().map(|v| v * 2.0).collect();
+        let edges = [
+            -10.0f32,
+            10.0,
+            -9.999,
+            9.999,
+            0.0,
+            -0.0,
+            3.0e-6,
+            -5.9e-8,
+            1.000_488_3,
+            7.0e-5,
+        ];
+        for (d, e) in g12.iter_mut().zip(edges) {
+            *d = e;
+        }
+        let want = r.download(&r.gelu_mul(&r.upload(&g12, m, k), &r.upload(&u, m, k)));
+        let got = gpu.download(&gpu.gelu_mul(&gpu.upload(&g12, m, k), &gpu.upload(&u, m, k)));
+        let same = got
+            .iter()
+            .zip(&want)
+            .filter(|(a, b)| a.to_bits() == b.to_bits())
+            .count();
+        let mut row = CheckRow::nmse("gelu_mul", "-", format!("{m}x{k}"), nmse(&got, &want));
+        row.note = format!("{same}/{} bit-equal", want.len());
+        rows.push(row);
+
+        // x·s (gemma3's embedding and Q scales): one rounding each, bit-equal.
+        let s = 25.298_221f32;
+        let mut rs = r.upload(&g, m, k);
+        r.scale(&mut rs, s);
+        let mut gs = gpu.upload(&g, m, k);
+        gpu.scale(&mut gs, s);
+        let (got, want) = (gpu.download(&gs), r.download(&rs));
+        rows.push(CheckRow::exact(
+            "scale",
+            "-",
+            format!("{m}x{k}"),
+            bits_equal(&got, &want),
+            nmse(&got, &want),
+            "vs reference",
         ));
 
         let mut ra = r.upload(&g, m, k);
@@ -413,13 +460,22 @@ fn check_quant_kernels_on(
     let (n_rows, ne0) = (12, 512);
     let x = qc::edge_case_rows(0x5EED, n_rows, ne0);
     let imp = qc::edge_case_importance(0x1AB, ne0);
+    // Uniform importance 0 (every weight zero) and 1e30 (sums overflow f32: every row of a
+    // weighted type is outside `row_is_gpu_exact` and goes to the CPU reference).
+    let zeros = vec![0f32; ne0];
+    let huge = vec![1e30f32; ne0];
     let mut rows = Vec::new();
     for t in crate::backend::gpu::kernels::quant_block::TYPES {
-        for (label, w) in [("ref", None), ("imatrix", Some(&imp[..]))] {
+        for (label, w) in [
+            ("ref", None),
+            ("imatrix", Some(&imp[..])),
+            ("w=0", Some(&zeros[..])),
+            ("w=1e30", Some(&huge[..])),
+        ] {
             let got = gq::kernel_rows_on(gpu, path, t, &x, ne0, w)?;
             let want = gq::cpu_quantize(t, &x, ne0, w)?;
             let rb = want.len() / n_rows;
-            let (mut same, mut total) = (0, 0);
+            let (mut same, mut total, mut routed) = (0, 0, 0);
             for (r, row) in x.chunks_exact(ne0).enumerate() {
                 if gq::row_is_gpu_exact(t, row, w) {
                     let (s, n) = qc::blocks_identical(
@@ -429,19 +485,31 @@ fn check_quant_kernels_on(
                     );
                     same += s;
                     total += n;
+                } else {
+                    routed += 1;
                 }
             }
+            // Importance 1e30 is meant to leave the kernel nothing: then the row checks that
+            // every row was routed to the CPU.
+            let all_routed = label == "w=1e30" && routed == n_rows;
             let mut row = CheckRow::exact(
                 &format!("quantize{suffix}"),
                 t.name(),
                 format!("{n_rows}x{ne0} {label}"),
-                same == total && total > 0,
+                same == total && (total > 0 || all_routed),
                 0.0,
                 "bytes",
             );
+            let kernel = if total > 0 {
+                format!(
+                    "{same}/{total} blocks identical ({:.2}%)",
+                    100.0 * same as f64 / total as f64
+                )
+            } else {
+                "no rows for the kernel".to_string()
+            };
             row.note = format!(
-                "{same}/{total} blocks identical ({:.2}%)",
-                100.0 * same as f64 / total.max(1) as f64
+                "{kernel}; {routed}/{n_rows} rows to the CPU reference (outside row_is_gpu_exact)"
             );
             rows.push(row);
         }

@@ -1,6 +1,7 @@
 //! Helpers shared by the integration tests and the benches (`mod common;`, or in a bench
 //! `#[path = "../tests/common/mod.rs"] mod common;`): where the assets and llama.cpp's golden
-//! data live, the F32 SmolLM2, llama.cpp's hash lists, the synthetic Llama writer, token streams.
+//! data live, the F32 SmolLM2, llama.cpp's hash lists, the synthetic Llama and gemma3 writers,
+//! token streams.
 //! Not part of the library: nothing here ships in the binary.
 #![allow(dead_code)]
 
@@ -281,6 +282,112 @@ pub fn synth_llama(path: &std::path::Path, s: &SynthLlama) -> anyhow::Result<()>
                 // Uniform in [-√3, √3): unit variance.
                 let u = (state >> 40) as f32 / (1u64 << 24) as f32;
                 (u * 2.0 - 1.0) * 1.732_050_8 * scale
+            })
+            .collect();
+        w.write_tensor(bytemuck::cast_slice(&data))?;
+    }
+    w.finish()?;
+    Ok(())
+}
+
+/// Shape of a synthetic gemma3 model from `synth_gemma3`.
+#[derive(Clone, Copy, Debug)]
+pub struct SynthGemma3 {
+    pub n_layer: usize,
+    pub n_embd: usize,
+    pub n_ff: usize,
+    pub n_head: usize,
+    pub n_head_kv: usize,
+    /// `attention.key_length` (need not be n_embd / n_head, as in Gemma 3).
+    pub head_dim: usize,
+    pub n_vocab: usize,
+    /// `attention.sliding_window` (0: the key is left out).
+    pub window: usize,
+    pub seed: u64,
+}
+
+/// Write a gemma3 GGUF with random F32 weights (tied output, q/k norms, post-norms; norms
+/// 1 ± 0.25 as Gemma's converter stores them, already + 1): models for the sliding window and
+/// for bad-input edits, fed token ids directly.
+pub fn synth_gemma3(path: &std::path::Path, s: &SynthGemma3) -> anyhow::Result<()> {
+    use wquant::gguf::{GgmlType, GgufWriter, TensorSpec, Value};
+    let arch = "gemma3";
+    let u = |v: usize| Value::U32(v as u32);
+    let (q, kv) = (s.n_head * s.head_dim, s.n_head_kv * s.head_dim);
+    let tokens: Vec<String> = (0..s.n_vocab).map(|i| format!("<t{i}>")).collect();
+    let mut kvs: Vec<(String, Value)> = vec![
+        ("general.architecture".into(), Value::str(arch)),
+        ("general.name".into(), Value::str("synth-gemma3")),
+        ("general.file_type".into(), Value::U32(0)),
+        (format!("{arch}.block_count"), u(s.n_layer)),
+        (format!("{arch}.context_length"), u(4096)),
+        (format!("{arch}.embedding_length"), u(s.n_embd)),
+        (format!("{arch}.feed_forward_length"), u(s.n_ff)),
+        (format!("{arch}.attention.head_count"), u(s.n_head)),
+        (format!("{arch}.attention.head_count_kv"), u(s.n_head_kv)),
+        (format!("{arch}.attention.key_length"), u(s.head_dim)),
+        (format!("{arch}.attention.value_length"), u(s.head_dim)),
+        (format!("{arch}.rope.freq_base"), Value::F32(1_000_000.0)),
+        (
+            format!("{arch}.attention.layer_norm_rms_epsilon"),
+            Value::F32(1e-6),
+        ),
+        ("tokenizer.ggml.model".into(), Value::str("llama")),
+        ("tokenizer.ggml.tokens".into(), Value::str_array(&tokens)),
+        ("tokenizer.ggml.bos_token_id".into(), Value::U32(2)),
+        ("tokenizer.ggml.eos_token_id".into(), Value::U32(1)),
+    ];
+    if s.window > 0 {
+        kvs.push((format!("{arch}.attention.sliding_window"), u(s.window)));
+    }
+    // (name, ne0, ne1, scale); a negative scale marks a norm vector (1 ± |scale|).
+    let mut specs: Vec<(String, usize, usize, f32)> = vec![
+        ("token_embd.weight".into(), s.n_embd, s.n_vocab, 0.05),
+        ("output_norm.weight".into(), s.n_embd, 1, -0.25),
+    ];
+    let inv = |n: usize| 1.0 / (n as f32).sqrt();
+    for il in 0..s.n_layer {
+        let n = |t: &str| format!("blk.{il}.{t}.weight");
+        specs.push((n("attn_norm"), s.n_embd, 1, -0.25));
+        specs.push((n("attn_q"), s.n_embd, q, inv(s.n_embd)));
+        specs.push((n("attn_k"), s.n_embd, kv, inv(s.n_embd)));
+        specs.push((n("attn_v"), s.n_embd, kv, inv(s.n_embd)));
+        specs.push((n("attn_q_norm"), s.head_dim, 1, -0.25));
+        specs.push((n("attn_k_norm"), s.head_dim, 1, -0.25));
+        specs.push((n("attn_output"), q, s.n_embd, inv(q)));
+        specs.push((n("post_attention_norm"), s.n_embd, 1, -0.25));
+        specs.push((n("ffn_norm"), s.n_embd, 1, -0.25));
+        specs.push((n("ffn_gate"), s.n_embd, s.n_ff, 2.0 * inv(s.n_embd)));
+        specs.push((n("ffn_up"), s.n_embd, s.n_ff, inv(s.n_embd)));
+        specs.push((n("ffn_down"), s.n_ff, s.n_embd, inv(s.n_ff)));
+        specs.push((n("post_ffw_norm"), s.n_embd, 1, -0.25));
+    }
+    let tensors = specs
+        .iter()
+        .map(|(name, ne0, ne1, _)| {
+            let dims: Vec<u64> = if *ne1 == 1 {
+                vec![*ne0 as u64]
+            } else {
+                vec![*ne0 as u64, *ne1 as u64]
+            };
+            TensorSpec::new(name.clone(), &dims, GgmlType::F32)
+        })
+        .collect();
+    let mut w = GgufWriter::create(path, &kvs, tensors)?;
+    let mut state = s.seed ^ 0x9e37_79b9_7f4a_7c15;
+    for (_, ne0, ne1, scale) in &specs {
+        let data: Vec<f32> = (0..ne0 * ne1)
+            .map(|_| {
+                state = state
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                // Uniform in [-1, 1).
+                let u = (state >> 40) as f32 / (1u64 << 23) as f32 - 1.0;
+                if *scale < 0.0 {
+                    1.0 - scale * u
+                } else {
+                    u * 1.732_050_8 * scale
+                }
             })
             .collect();
         w.write_tensor(bytemuck::cast_slice(&data))?;

@@ -118,7 +118,7 @@ const ATTN_QUERY_BLOCK: usize = 64;
 
 /// Causal attention with sgemm for the scores (Q·Kᵀ) and the weighted values (P·V): one task
 /// per (sequence, head, block of query rows); scores scaled and soft-maxed per row exactly as
-/// the reference does (`softmax_attention` over keys `0..=i`).
+/// the reference does (`softmax_attention` over keys `first_key(i)..=i`).
 pub(super) fn attention_blocked(
     q: &CpuTensor,
     k: &CpuTensor,
@@ -166,12 +166,15 @@ pub(super) fn attention_blocked(
         }
         for (r, row) in scores.chunks_exact_mut(nk).enumerate() {
             let i = i0 + r;
-            let (live, masked) = row.split_at_mut(i + 1);
+            let (seen, after) = row.split_at_mut(i + 1);
+            // Keys before the sliding window (if any) weigh exactly 0, as the ones after i.
+            let (before, live) = seen.split_at_mut(p.first_key(i));
             for x in live.iter_mut() {
                 *x *= p.scale;
             }
             super::softmax_attention(live);
-            masked.fill(0.0);
+            before.fill(0.0);
+            after.fill(0.0);
         }
         // SAFETY: `scores` is [mb, nk]; v rows base..base+nk, head kh's hd columns; y rows
         // base+i0..base+i1, head h's columns, written by this task only; y outlives the loop.

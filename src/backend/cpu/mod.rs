@@ -14,6 +14,7 @@
 //!   thread count and the batch size; it differs from the reference by rounding only.
 
 mod gemm;
+pub mod gram;
 pub mod nll;
 
 use super::{AttnParams, Backend, RopeParams, StatsHost, StatsRows, WeightSource};
@@ -335,6 +336,35 @@ pub fn exp_for_softmax(x: f32) -> f32 {
     }
 }
 
+/// ggml's GELU (tanh approximation) in f32: 0.5·x·(1 + tanh(√(2/π)·x·(1 + 0.044715·x²))).
+pub fn gelu_tanh_f32(x: f32) -> f32 {
+    const GELU_COEF_A: f32 = 0.044715;
+    const SQRT_2_OVER_PI: f32 = 0.797_884_6;
+    0.5 * x * (1.0 + (SQRT_2_OVER_PI * x * (1.0 + GELU_COEF_A * x * x)).tanh())
+}
+
+/// ggml-cpu's GELU of f32 values as llama.cpp computes it (vec.h, GGML_GELU_FP16 defined): 0 at
+/// x ≤ −10, x at x ≥ 10, else a table lookup on x rounded to f16 (round to nearest even) whose
+/// entries are `gelu_tanh_f32` of that f16 value, rounded to f16. The table is built once.
+pub fn gelu_ggml(x: f32) -> f32 {
+    static TABLE: std::sync::OnceLock<Vec<f32>> = std::sync::OnceLock::new();
+    if x <= -10.0 {
+        return 0.0;
+    }
+    if x >= 10.0 {
+        return x;
+    }
+    let t = TABLE.get_or_init(|| {
+        (0..=u16::MAX)
+            .map(|h| {
+                let v = half::f16::from_bits(h).to_f32();
+                half::f16::from_f32(gelu_tanh_f32(v)).to_f32()
+            })
+            .collect()
+    });
+    t[half::f16::from_f32(x).to_bits() as usize]
+}
+
 /// The attention softmax of `x` in place: max subtracted, `exp_for_softmax`, the f32 exps summed
 /// in f64 over 8 fixed interleaved lanes (lane j takes elements ≡ j mod 8, the lanes added in
 /// order: a fixed order that depends only on the row's length), scaled by (f32)(1/sum).
@@ -599,15 +629,17 @@ impl Backend for CpuBackend {
                 let mut out = vec![0.0f32; p.seq_len * hd];
                 let mut scores = vec![0.0f32; p.seq_len];
                 for i in 0..p.seq_len {
+                    // Keys j0..=i: causal, and inside the sliding window if there is one.
+                    let j0 = p.first_key(i);
                     let qi = &q.row(base + i)[h * hd..(h + 1) * hd];
-                    let sc = &mut scores[..=i];
-                    for (j, sj) in sc.iter_mut().enumerate() {
+                    let sc = &mut scores[j0..=i];
+                    for (j, sj) in (j0..).zip(sc.iter_mut()) {
                         let kj = &k.row(base + j)[kh * hd..(kh + 1) * hd];
                         *sj = dot(qi, kj) * p.scale;
                     }
                     softmax_attention(sc);
                     let o = &mut out[i * hd..(i + 1) * hd];
-                    for (j, &pj) in sc.iter().enumerate() {
+                    for (j, &pj) in (j0..).zip(sc.iter()) {
                         let vj = &v.row(base + j)[kh * hd..(kh + 1) * hd];
                         for d in 0..hd {
                             o[d] += pj * vj[d];
@@ -640,6 +672,23 @@ impl Backend for CpuBackend {
                 *o = (a / (1.0f32 + (-a).exp())) * b;
             });
         out
+    }
+
+    fn gelu_mul(&self, g: &CpuTensor, u: &CpuTensor) -> CpuTensor {
+        assert_eq!((g.rows, g.cols), (u.rows, u.cols));
+        let mut out = CpuTensor::zeros(g.rows, g.cols);
+        out.data
+            .par_iter_mut()
+            .zip(g.data.par_iter().zip(u.data.par_iter()))
+            .for_each(|(o, (&a, &b))| {
+                // ggml_vec_geglu_f32: exactly 0 below −10 (not 0·u).
+                *o = if a <= -10.0 { 0.0 } else { gelu_ggml(a) * b };
+            });
+        out
+    }
+
+    fn scale(&self, x: &mut CpuTensor, s: f32) {
+        x.data.par_iter_mut().for_each(|v| *v *= s);
     }
 
     fn add_bias(&self, x: &mut CpuTensor, bias: &CpuWeight) {
@@ -685,6 +734,14 @@ impl Backend for CpuBackend {
         for r in runs {
             accumulate_stats_rows(&mut s[r.slot], x, r.row0, r.n)
         }
+    }
+
+    fn gram_add(&self, x: &CpuTensor, row0: usize, n: usize, acc: &mut CpuTensor) {
+        assert!(
+            acc.rows == x.cols && acc.cols == x.cols,
+            "gram accumulator shape"
+        );
+        gram::gram_add_rows(&mut acc.data, &x.data, x.cols, row0, n);
     }
 
     fn stats_new(&self, n_cols: usize, n_slots: usize) -> Vec<StatsHost> {

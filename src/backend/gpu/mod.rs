@@ -778,6 +778,16 @@ impl Backend for GpuBackend {
         y
     }
 
+    fn gelu_mul(&self, g: &GpuTensor, u: &GpuTensor) -> GpuTensor {
+        let y = self.alloc(g.rows, g.cols);
+        kernels::gelu_mul::run(&self.ctx, g, u, &y);
+        y
+    }
+
+    fn scale(&self, x: &mut GpuTensor, s: f32) {
+        kernels::scale::run(&self.ctx, x, s);
+    }
+
     fn add_bias(&self, x: &mut GpuTensor, bias: &GpuWeight) {
         kernels::add_bias::run(&self.ctx, x, bias);
     }
@@ -798,6 +808,10 @@ impl Backend for GpuBackend {
 
     fn stats_add(&self, x: &GpuTensor, runs: &[StatsRows], s: &mut GpuStats) {
         kernels::mm_stats::run(&self.ctx, &self.stats_counts, x, runs, s);
+    }
+
+    fn gram_add(&self, x: &GpuTensor, row0: usize, n: usize, acc: &mut GpuTensor) {
+        kernels::gram::run(&self.ctx, x, row0, n, acc);
     }
 
     fn stats_new(&self, n_cols: usize, n_slots: usize) -> GpuStats {

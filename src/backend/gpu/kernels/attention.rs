@@ -1,6 +1,6 @@
-//! `shaders/attention.wgsl`: causal softmax attention per sequence, grouped-query heads, one
-//! thread per (row, head) with no workgroup memory. Also where the backend picks between it and
-//! the flash kernel (`attention_flash`).
+//! `shaders/attention.wgsl`: causal softmax attention per sequence (optionally inside a sliding
+//! window), grouped-query heads, one thread per (row, head) with no workgroup memory. Also where
+//! the backend picks between it and the flash kernel (`attention_flash`).
 
 use super::super::{Ctx, GpuTensor};
 use crate::backend::AttnParams;
@@ -89,6 +89,7 @@ pub fn run(ctx: &Ctx, q: &GpuTensor, k: &GpuTensor, v: &GpuTensor, p: &AttnParam
         p.head_dim as u32,
         p.seq_len as u32,
         p.scale.to_bits(),
+        p.window as u32,
     ];
     let groups = [p.n_head.div_ceil(64) as u32, q.rows as u32, 1];
     ctx.dispatch(

@@ -1,7 +1,8 @@
-//! `shaders/attention_flash.wgsl`: flash-style causal attention (one pass, online softmax, K/V
-//! tiles in workgroup memory shared by `ROWS` query rows, accumulators in registers), grouped-query
-//! heads. Tile sizes are compiled in per head_dim and chosen from the adapter's workgroup-memory
-//! limit; on one adapter they never change, so neither do a row's bits.
+//! `shaders/attention_flash.wgsl`: flash-style causal attention, optionally inside a sliding
+//! window (one pass, online softmax, K/V tiles in workgroup memory shared by `ROWS` query rows,
+//! accumulators in registers), grouped-query heads. Tile sizes are compiled in per head_dim and
+//! chosen from the adapter's workgroup-memory limit; on one adapter they never change, so neither
+//! do a row's bits.
 
 use super::super::{Ctx, GpuTensor};
 use crate::backend::AttnParams;
@@ -144,6 +145,7 @@ pub fn run_tiles(
         p.scale.to_bits(),
         n_blocks as u32,
         n_groups as u32,
+        p.window as u32,
     ];
     ctx.dispatch(
         &pipe,

@@ -7,7 +7,9 @@ pub mod add_bias;
 pub mod attention;
 pub mod attention_flash;
 pub mod gather_rows;
+pub mod gelu_mul;
 pub mod get_rows;
+pub mod gram;
 pub mod matmul;
 pub mod matmul_sgemm;
 pub mod matmul_unrolled;
@@ -16,6 +18,7 @@ pub mod nll;
 pub mod quant_block;
 pub mod rms_norm;
 pub mod rope;
+pub mod scale;
 pub mod scatter_add;
 pub mod silu_mul;
 
@@ -108,11 +111,14 @@ pub fn all_sources() -> Vec<(String, String)> {
         v.push((format!("get_rows.wgsl+{t}"), get_rows::source(t)));
     }
     v.push(("mm_stats.wgsl".into(), mm_stats::SHADER.into()));
+    v.push(("gram.wgsl".into(), gram::SHADER.into()));
     v.push(("rms_norm.wgsl".into(), rms_norm::SHADER.into()));
     v.push(("rope.wgsl".into(), rope::SHADER.into()));
     v.push(("attention.wgsl".into(), attention::SHADER.into()));
     v.extend(attention_flash::sources());
     v.push(("silu_mul.wgsl".into(), silu_mul::SHADER.into()));
+    v.push(("gelu_mul.wgsl".into(), gelu_mul::SHADER.into()));
+    v.push(("scale.wgsl".into(), scale::SHADER.into()));
     v.push(("add.wgsl".into(), add::SHADER.into()));
     v.push(("add_bias.wgsl".into(), add_bias::SHADER.into()));
     v.push(("gather_rows.wgsl".into(), gather_rows::SHADER.into()));
@@ -138,11 +144,14 @@ pub fn shader_files() -> Vec<&'static str> {
         "matmul_unrolled.wgsl",
         "get_rows.wgsl",
         "mm_stats.wgsl",
+        "gram.wgsl",
         "rms_norm.wgsl",
         "rope.wgsl",
         "attention.wgsl",
         "attention_flash.wgsl",
         "silu_mul.wgsl",
+        "gelu_mul.wgsl",
+        "scale.wgsl",
         "add.wgsl",
         "add_bias.wgsl",
         "gather_rows.wgsl",

@@ -1,0 +1,458 @@
+//! GPTQ-style rounding with error feedback (`quantize --gptq`), the CPU reference.
+//!
+//! For a weight W (`[rows, cols]`, y = W·x) and its input covariance H = Σ x·xᵀ, the output
+//! error of a quantized row q is (w − q)ᵀ H (w − q). GPTQ (Frantar et al. 2022) quantizes a row
+//! column by column and, after fixing column i, moves the not-yet-quantized columns j > i to
+//! cancel as much of its error as H allows: with U the upper Cholesky factor of H⁻¹
+//! (H⁻¹ = UᵀU), w_j −= (w_i − q_i)/U_ii · U_ij. The file format fixes blocks of 32 or 256
+//! columns that share scales, so here a whole block is quantized at once by the type's own
+//! quantizer (`quant::quantize_row`, its scale search, with the importance given) on the
+//! error-updated weights; then its columns' errors are fed forward one by one (each error uses
+//! the column's updated value, which makes the compensation of the later columns the exact
+//! least-squares one given the block's values); then the next block. The output is ordinary
+//! blocks of the type.
+//!
+//! H is damped first: H + λ·mean(diag H)·I (λ = `--gptq-damp`, default 0.01), so inputs that
+//! were never seen (zero rows) and near-collinear ones keep the factorization stable.
+//!
+//! The rule for a diagonal H: U is diagonal, every feedback term U_ij (j ≠ i) is exactly zero,
+//! the weights are never changed, and each block is `quantize_row` of the original values with
+//! the same importance: the bytes equal plain quantization's.
+//!
+//! All arithmetic of a row is sequential f64 in a fixed order, and rows are independent, so the
+//! bytes do not depend on the thread count.
+
+use super::{dequantize_row, quantize_row, QuantError};
+use crate::gguf::GgmlType;
+use rayon::prelude::*;
+
+/// λ of H + λ·mean(diag H)·I when `--gptq-damp` is not given.
+pub const DEFAULT_DAMP: f64 = 0.01;
+
+/// Why a covariance cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum GptqError {
+    #[error("the covariance is {got} values; a {cols}-column input needs {cols}×{cols}")]
+    Shape { got: usize, cols: usize },
+    #[error("the covariance has a non-finite value {value} at [{row}, {col}]")]
+    NonFinite { value: f32, row: usize, col: usize },
+    #[error("the covariance's diagonal is not positive (mean {mean}): no tokens were seen")]
+    NoTokens { mean: f64 },
+    #[error(
+        "the covariance is not positive definite even after damping (pivot {pivot} at column \
+         {col}, λ = {damp}); use a larger --gptq-damp"
+    )]
+    NotPositiveDefinite { col: usize, pivot: f64, damp: f64 },
+    #[error(transparent)]
+    Quant(#[from] QuantError),
+}
+
+/// A covariance prepared for quantization: U, the upper Cholesky factor of (H + λ·mean·I)⁻¹.
+#[derive(Clone, Debug)]
+pub struct Prepared {
+    pub cols: usize,
+    /// Row-major `[cols, cols]`, zero below the diagonal.
+    pub u: Vec<f64>,
+}
+
+impl Prepared {
+    /// 1/U_ii²: how much an error on column i costs once the later columns have compensated
+    /// it (the diagonal of the remaining inverse Hessian's inverse) — an importance for the
+    /// block quantizer (`--gptq-importance obs`).
+    pub fn obs_importance(&self) -> Vec<f32> {
+        (0..self.cols)
+            .map(|i| {
+                let d = self.u[i * self.cols + i];
+                (1.0 / (d * d)) as f32
+            })
+            .collect()
+    }
+}
+
+/// Damp `h` (`[cols, cols]` row-major, symmetric) and factor it: U with (H + λ·mean·I)⁻¹ = UᵀU.
+///
+/// With J the order-reversing permutation, J·H·J = L·Lᵀ (L lower, a Cholesky factorization)
+/// gives H = (J·L·J)·(J·L·J)ᵀ, so H⁻¹ = UᵀU with U = J·L⁻¹·J, upper triangular: one Cholesky
+/// factorization and one triangular inverse.
+pub fn prepare(h: &[f32], cols: usize, damp: f64) -> Result<Prepared, GptqError> {
+    if h.len() != cols * cols {
+        return Err(GptqError::Shape { got: h.len(), cols });
+    }
+    if let Some(k) = h.iter().position(|v| !v.is_finite()) {
+        return Err(GptqError::NonFinite {
+            value: h[k],
+            row: k / cols,
+            col: k % cols,
+        });
+    }
+    let n = cols;
+    let mean = (0..n).map(|i| h[i * n + i] as f64).sum::<f64>() / n.max(1) as f64;
+    if mean.is_nan() || mean <= 0.0 {
+        return Err(GptqError::NoTokens { mean });
+    }
+    let add = damp * mean;
+    // a = J·(H + add·I)·J, lower triangle used.
+    let mut a = vec![0f64; n * n];
+    for i in 0..n {
+        for j in 0..=i {
+            let v = h[(n - 1 - i) * n + (n - 1 - j)] as f64 + if i == j { add } else { 0.0 };
+            a[i * n + j] = v;
+        }
+    }
+    cholesky_lower(&mut a, n, damp)?;
+    let linv = lower_inverse(&a, n);
+    // U = J·L⁻¹·J.
+    let mut u = vec![0f64; n * n];
+    for i in 0..n {
+        for j in i..n {
+            u[i * n + j] = linv[(n - 1 - i) * n + (n - 1 - j)];
+        }
+    }
+    Ok(Prepared { cols: n, u })
+}
+
+/// In-place Cholesky factorization of the lower triangle of `a` (row-major): a = L·Lᵀ. Row by
+/// row (each entry a dot product of two contiguous row prefixes, in column order), the rows
+/// below a pivot in parallel: the same bits with any number of threads.
+fn cholesky_lower(a: &mut [f64], n: usize, damp: f64) -> Result<(), GptqError> {
+    for j in 0..n {
+        let (done, rest) = a.split_at_mut(j * n);
+        let _ = done;
+        let (row_j, below) = rest.split_at_mut(n);
+        let mut s = row_j[j];
+        for &v in &row_j[..j] {
+            s -= v * v;
+        }
+        if s.is_nan() || s <= 0.0 || !s.is_finite() {
+            return Err(GptqError::NotPositiveDefinite {
+                col: n - 1 - j,
+                pivot: s,
+                damp,
+            });
+        }
+        let d = s.sqrt();
+        row_j[j] = d;
+        let lj = &row_j[..j];
+        below.par_chunks_mut(n).for_each(|row_i| {
+            let mut s = row_i[j];
+            for k in 0..j {
+                s -= row_i[k] * lj[k];
+            }
+            row_i[j] = s / d;
+        });
+    }
+    Ok(())
+}
+
+/// The inverse of a lower-triangular `l` (row-major), column by column (forward substitution,
+/// columns in parallel).
+fn lower_inverse(l: &[f64], n: usize) -> Vec<f64> {
+    // Column c of L⁻¹, stored as row c of `cols_t`.
+    let mut cols_t = vec![0f64; n * n];
+    cols_t.par_chunks_mut(n).enumerate().for_each(|(c, x)| {
+        for i in c..n {
+            let mut s = if i == c { 1.0 } else { 0.0 };
+            let li = &l[i * n..i * n + i];
+            for k in c..i {
+                s -= li[k] * x[k];
+            }
+            x[i] = s / l[i * n + i];
+        }
+    });
+    let mut out = vec![0f64; n * n];
+    for c in 0..n {
+        for i in c..n {
+            out[i * n + c] = cols_t[c * n + i];
+        }
+    }
+    out
+}
+
+/// Quantize one row `x` (whole blocks of `t`) into `dst` with error feedback through `p`; the
+/// block quantizer sees `qw` (one importance per column, as `quantize_row`). With
+/// `in_block_rounding`, a column that the feedback of earlier columns of its own block moved
+/// after the block's scales were chosen is re-rounded to the nearest point of its (fixed)
+/// grid ([`FixedGrid`]); columns the quantizer saw as they are keep its choice.
+pub fn quantize_row_gptq(
+    t: GgmlType,
+    p: &Prepared,
+    x: &[f32],
+    dst: &mut [u8],
+    qw: Option<&[f32]>,
+    in_block_rounding: bool,
+) -> Result<(), GptqError> {
+    let n = p.cols;
+    let bs = t.block_size();
+    if x.len() != n || !n.is_multiple_of(bs) {
+        return Err(GptqError::Quant(QuantError::BadLength {
+            t,
+            n: x.len(),
+            bs,
+        }));
+    }
+    let bb = t.type_size();
+    if dst.len() != n / bs * bb {
+        return Err(GptqError::Quant(QuantError::BadLength {
+            t,
+            n: x.len(),
+            bs,
+        }));
+    }
+    let u = &p.u;
+    let grid = if in_block_rounding {
+        FixedGrid::of(t)
+    } else {
+        None
+    };
+    let reads_whole_row = super::block_type(t)
+        .and_then(|b| b.gpu_quantize)
+        .is_some_and(|g| g.row_sigma2);
+    let mut whole_row =
+        (reads_whole_row && qw.is_some()).then(|| (vec![0f32; n], vec![0u8; dst.len()]));
+    let mut w: Vec<f64> = x.iter().map(|&v| v as f64).collect();
+    let mut xb = vec![0f32; bs];
+    let mut qb = vec![0f32; bs];
+    let mut err = vec![0f64; bs];
+    for (blk, out) in dst.chunks_exact_mut(bb).enumerate() {
+        let s = blk * bs;
+        for (d, &v) in xb.iter_mut().zip(&w[s..s + bs]) {
+            *d = v as f32;
+        }
+        if let Some(row) = whole_row.as_mut() {
+            // The legacy types' importance path weighs by the whole row's σ²: quantize the row
+            // as it now stands and keep this block's bytes.
+            let (xs, bytes) = row;
+            for (d, &v) in xs.iter_mut().zip(&w) {
+                *d = v as f32;
+            }
+            quantize_row(t, xs, bytes, qw)?;
+            out.copy_from_slice(&bytes[blk * bb..(blk + 1) * bb]);
+        } else {
+            quantize_row(t, &xb, out, qw.map(|q| &q[s..s + bs]))?;
+        }
+        dequantize_row(t, out, &mut qb)?;
+        // Errors fed forward one column at a time inside the block...
+        for k in 0..bs {
+            let i = s + k;
+            let moved = w[i] as f32 != xb[k];
+            if let (true, Some(g)) = (moved, grid) {
+                qb[k] = g.round_into(out, k, w[i] as f32);
+            }
+            let e = (w[i] - qb[k] as f64) / u[i * n + i];
+            err[k] = e;
+            let ui = &u[i * n..(i + 1) * n];
+            for j in i + 1..s + bs {
+                w[j] -= e * ui[j];
+            }
+        }
+        // ...then to every later column, block rows in order.
+        let rest = s + bs;
+        if rest < n {
+            for (k, &e) in err.iter().enumerate() {
+                if e == 0.0 {
+                    continue;
+                }
+                let ui = &u[(s + k) * n..(s + k + 1) * n];
+                for (wj, &uj) in w[rest..].iter_mut().zip(&ui[rest..]) {
+                    *wj -= e * uj;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// tr(ΔW·H·ΔWᵀ) for `rows` rows: Σ_r (w_r − q_r)ᵀ H (w_r − q_r), in f64 (the output error GPTQ
+/// minimizes, for tests and reports).
+pub fn output_error(w: &[f32], q: &[f32], h: &[f32], cols: usize) -> f64 {
+    w.chunks(cols)
+        .zip(q.chunks(cols))
+        .map(|(wr, qr)| {
+            let d: Vec<f64> = wr
+                .iter()
+                .zip(qr)
+                .map(|(a, b)| *a as f64 - *b as f64)
+                .collect();
+            let mut s = 0.0;
+            for i in 0..cols {
+                let mut hi = 0.0;
+                for j in 0..cols {
+                    hi += h[i * cols + j] as f64 * d[j];
+                }
+                s += d[i] * hi;
+            }
+            s
+        })
+        .sum()
+}
+
+/// The grid of one element of a quantized block whose scales are fixed: value = a·q − mm for an
+/// integer q in qmin..=qmax (computed exactly as the type's dequantization does), and where q
+/// is stored. For the types whose blocks are affine per element; `None` for the others
+/// (Q2_K, Q3_K, IQ4: the block is quantized at once, without in-block feedback).
+#[derive(Clone, Copy, Debug)]
+pub enum FixedGrid {
+    Q4K,
+    Q5K,
+    Q6K,
+    Q8_0,
+    /// Q4_0/Q5_0 (`with_min` false) and Q4_1/Q5_1.
+    Legacy {
+        bits: u32,
+        with_min: bool,
+    },
+}
+
+impl FixedGrid {
+    pub fn of(t: GgmlType) -> Option<FixedGrid> {
+        Some(match t {
+            GgmlType::Q4K => FixedGrid::Q4K,
+            GgmlType::Q5K => FixedGrid::Q5K,
+            GgmlType::Q6K => FixedGrid::Q6K,
+            GgmlType::Q8_0 => FixedGrid::Q8_0,
+            GgmlType::Q4_0 => FixedGrid::Legacy {
+                bits: 4,
+                with_min: false,
+            },
+            GgmlType::Q5_0 => FixedGrid::Legacy {
+                bits: 5,
+                with_min: false,
+            },
+            GgmlType::Q4_1 => FixedGrid::Legacy {
+                bits: 4,
+                with_min: true,
+            },
+            GgmlType::Q5_1 => FixedGrid::Legacy {
+                bits: 5,
+                with_min: true,
+            },
+            _ => return None,
+        })
+    }
+
+    /// (a, mm, qmin, qmax) of element `k` of `block`.
+    pub fn grid(self, b: &[u8], k: usize) -> (f32, f32, i32, i32) {
+        use super::h2f;
+        match self {
+            FixedGrid::Q4K | FixedGrid::Q5K => {
+                let (sc, m) = super::q4_k::get_scale_min_k4(k / 32, &b[4..16]);
+                let (d, dmin) = (h2f(&b[0..2]), h2f(&b[2..4]));
+                let qmax = if matches!(self, FixedGrid::Q4K) {
+                    15
+                } else {
+                    31
+                };
+                (d * sc as f32, dmin * m as f32, 0, qmax)
+            }
+            FixedGrid::Q6K => {
+                let (n, r) = (k / 128, k % 128);
+                let (quarter, l) = (r / 32, r % 32);
+                let sc = b[192 + 8 * n + l / 16 + 2 * quarter] as i8;
+                (h2f(&b[208..210]) * sc as f32, 0.0, -32, 31)
+            }
+            FixedGrid::Q8_0 => (h2f(&b[0..2]), 0.0, -128, 127),
+            FixedGrid::Legacy { bits, with_min } => {
+                let d = h2f(&b[0..2]);
+                if with_min {
+                    (d, -h2f(&b[2..4]), 0, (1 << bits) - 1)
+                } else {
+                    let half = 1 << (bits - 1);
+                    (d, 0.0, -half, half - 1)
+                }
+            }
+        }
+    }
+
+    /// Store quant `q` (in qmin..=qmax) of element `k`.
+    pub fn set(self, b: &mut [u8], k: usize, q: i32) {
+        let nib = |byte: &mut u8, high: bool, v: u8| {
+            if high {
+                *byte = (*byte & 0x0F) | (v << 4);
+            } else {
+                *byte = (*byte & 0xF0) | v;
+            }
+        };
+        match self {
+            FixedGrid::Q4K => {
+                let (g, w) = (k / 64, k % 64);
+                nib(&mut b[16 + 32 * g + w % 32], w >= 32, q as u8);
+            }
+            FixedGrid::Q5K => {
+                let (g, w) = (k / 64, k % 64);
+                let l = w % 32;
+                nib(&mut b[48 + 32 * g + l], w >= 32, q as u8 & 0xF);
+                let bit = 1u8 << (2 * g + usize::from(w >= 32));
+                if q & 16 != 0 {
+                    b[16 + l] |= bit;
+                } else {
+                    b[16 + l] &= !bit;
+                }
+            }
+            FixedGrid::Q6K => {
+                let (n, r) = (k / 128, k % 128);
+                let (quarter, l) = (r / 32, r % 32);
+                let v = (q + 32) as u8;
+                let ql = 64 * n + l + if quarter % 2 == 1 { 32 } else { 0 };
+                nib(&mut b[ql], quarter >= 2, v & 0xF);
+                let qh = 128 + 32 * n + l;
+                let shift = 2 * quarter;
+                b[qh] = (b[qh] & !(3 << shift)) | ((v >> 4) << shift);
+            }
+            FixedGrid::Q8_0 => b[2 + k] = q as i8 as u8,
+            FixedGrid::Legacy { bits, with_min } => {
+                let header = if with_min { 4 } else { 2 };
+                let qs = header + if bits == 5 { 4 } else { 0 };
+                let v = if with_min { q } else { q + (1 << (bits - 1)) } as u8;
+                nib(&mut b[qs + k % 16], k >= 16, v & 0xF);
+                if bits == 5 {
+                    let qh = header + k / 8;
+                    let bit = 1u8 << (k % 8);
+                    if v & 16 != 0 {
+                        b[qh] |= bit;
+                    } else {
+                        b[qh] &= !bit;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Round `v` to the nearest point of element `k`'s grid, store it, return its value (as
+    /// the type's dequantization computes it). A zero scale leaves the element as it is.
+    pub fn round_into(self, b: &mut [u8], k: usize, v: f32) -> f32 {
+        let (a, mm, qmin, qmax) = self.grid(b, k);
+        if a == 0.0 || !a.is_finite() {
+            return self.value_of(b, k);
+        }
+        let q = (((v + mm) / a).round() as i32).clamp(qmin, qmax);
+        self.set(b, k, q);
+        a * q as f32 - mm
+    }
+
+    /// Element `k`'s value as the type's dequantization gives it.
+    fn value_of(self, b: &[u8], k: usize) -> f32 {
+        let mut buf = [0f32; 256];
+        let t = match self {
+            FixedGrid::Q4K => GgmlType::Q4K,
+            FixedGrid::Q5K => GgmlType::Q5K,
+            FixedGrid::Q6K => GgmlType::Q6K,
+            FixedGrid::Q8_0 => GgmlType::Q8_0,
+            FixedGrid::Legacy {
+                bits: 4,
+                with_min: false,
+            } => GgmlType::Q4_0,
+            FixedGrid::Legacy {
+                bits: _,
+                with_min: false,
+            } => GgmlType::Q5_0,
+            FixedGrid::Legacy {
+                bits: 4,
+                with_min: true,
+            } => GgmlType::Q4_1,
+            FixedGrid::Legacy { .. } => GgmlType::Q5_1,
+        };
+        let n = t.block_size();
+        let _ = dequantize_row(t, b, &mut buf[..n]);
+        buf[k]
+    }
+}

@@ -1,0 +1,272 @@
+//! `quantize --gptq --covariance FILE`: the tensors whose input has a covariance in FILE are
+//! quantized with error feedback (`quant::gptq`), on the CPU, rows in parallel; the others
+//! fall back to plain quantization (listed in the summary).
+
+use super::{RowQuantizer, TensorRows};
+use crate::gguf::{GgmlType, GgufFile, Value};
+use crate::imatrix::covariance::CovarianceFile;
+use crate::quant::gptq::{prepare, quantize_row_gptq, Prepared};
+use anyhow::{bail, Context, Result};
+use rayon::prelude::*;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// What the block quantizer inside GPTQ weighs each column's error by.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum GptqImportance {
+    /// The imatrix's importance, as plain quantization (none without --imatrix).
+    #[default]
+    Imatrix,
+    /// The covariance's diagonal over its token count (the imatrix of the covariance's run).
+    Diag,
+    /// 1/U_ii²: the cost of a column's error after the later columns compensate it.
+    Obs,
+}
+
+impl GptqImportance {
+    pub fn name(self) -> &'static str {
+        match self {
+            GptqImportance::Imatrix => "imatrix",
+            GptqImportance::Diag => "diag",
+            GptqImportance::Obs => "obs",
+        }
+    }
+}
+
+/// `--gptq` settings (`QuantizeParams::gptq`).
+#[derive(Clone, Debug)]
+pub struct GptqOptions {
+    pub covariance: PathBuf,
+    /// λ of H + λ·mean(diag H)·I.
+    pub damp: f64,
+    pub importance: GptqImportance,
+    /// Re-round columns moved by in-block feedback on the block's fixed grid
+    /// (`quant::gptq::FixedGrid`); off: each block as its quantizer leaves it.
+    pub reround: bool,
+}
+
+/// The open covariance file, checked against the model, and the factorizations of the layer
+/// being quantized (q/k/v and gate/up share theirs).
+pub struct GptqState {
+    pub file: CovarianceFile,
+    pub opts: GptqOptions,
+    cache: BTreeMap<String, Arc<Factored>>,
+    /// Quantized tensors that had no covariance entry (plain quantization).
+    pub fallbacks: Vec<String>,
+    pub n_gptq: usize,
+}
+
+/// "blk.N." of a tensor name (the cache keeps one layer's factorizations).
+fn layer_prefix(name: &str) -> &str {
+    match name.match_indices('.').nth(1) {
+        Some((i, _)) if name.starts_with("blk.") => &name[..=i],
+        _ => name,
+    }
+}
+
+impl GptqState {
+    /// Open the covariance and check it belongs to `model`: every weight it names exists, with
+    /// the covariance's width as its row length.
+    pub fn open(opts: &GptqOptions, model: &GgufFile) -> Result<GptqState> {
+        if opts.damp.is_nan() || opts.damp < 0.0 || !opts.damp.is_finite() {
+            bail!("--gptq-damp {}: must be a finite number ≥ 0", opts.damp);
+        }
+        let file = CovarianceFile::open(&opts.covariance)?;
+        let p = opts.covariance.display();
+        for w in file.weight_names() {
+            let Some(t) = model.tensor(w) else {
+                bail!(
+                    "--covariance {p}: it has an entry for {w}, which the model does not have \
+                     (a covariance of another model?)"
+                );
+            };
+            let base = file.input_of(w).unwrap_or(w);
+            let ct = file
+                .find_tensor(base)
+                .with_context(|| format!("--covariance {p}"))?;
+            if ct.0 != t.ne(0) as usize {
+                bail!(
+                    "--covariance {p}: the input of {w} is {} wide in the covariance but the \
+                     tensor has {} columns (a covariance of another model?)",
+                    ct.0,
+                    t.ne(0)
+                );
+            }
+            if ct.1 != t.ne(2).max(1) as usize {
+                bail!(
+                    "--covariance {p}: {w} has {} experts but the covariance {}",
+                    t.ne(2).max(1),
+                    ct.1
+                );
+            }
+        }
+        Ok(GptqState {
+            file,
+            opts: opts.clone(),
+            cache: BTreeMap::new(),
+            fallbacks: Vec::new(),
+            n_gptq: 0,
+        })
+    }
+
+    /// The quantizer for tensor `name` of type `t`, or None (no covariance: plain quantization,
+    /// recorded in `fallbacks`; or an unquantized output type).
+    pub fn quantizer(&mut self, name: &str, t: GgmlType) -> Result<Option<GptqQuantizer>> {
+        if !t.is_quantized() {
+            return Ok(None);
+        }
+        let Some(base) = self.file.input_of(name).map(str::to_string) else {
+            self.fallbacks.push(name.to_string());
+            return Ok(None);
+        };
+        let prefix = layer_prefix(name).to_string();
+        self.cache.retain(|k, _| layer_prefix(k) == prefix);
+        let factored = match self.cache.get(&base) {
+            Some(p) => p.clone(),
+            None => {
+                let p = self.opts.covariance.display();
+                let cov = self
+                    .file
+                    .get(name)?
+                    .with_context(|| format!("--covariance {p}: no entry for {name}"))?;
+                let prepared = cov
+                    .per_expert
+                    .iter()
+                    .enumerate()
+                    .map(|(e, h)| {
+                        prepare(h, cov.cols, self.opts.damp).with_context(|| {
+                            format!(
+                                "--covariance {p}: tensor {name}{}",
+                                if cov.per_expert.len() > 1 {
+                                    format!(", expert {e}")
+                                } else {
+                                    String::new()
+                                }
+                            )
+                        })
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                let diag: Vec<Vec<f32>> = cov
+                    .per_expert
+                    .iter()
+                    .zip(&cov.counts)
+                    .map(|(h, &c)| {
+                        (0..cov.cols)
+                            .map(|i| h[i * cov.cols + i] / c.max(1.0))
+                            .collect()
+                    })
+                    .collect();
+                let p = Arc::new(Factored { prepared, diag });
+                self.cache.insert(base.clone(), p.clone());
+                p
+            }
+        };
+        self.n_gptq += 1;
+        let importance = match self.opts.importance {
+            GptqImportance::Imatrix => None,
+            GptqImportance::Diag => Some(factored.diag.clone()),
+            GptqImportance::Obs => Some(
+                factored
+                    .prepared
+                    .iter()
+                    .map(|p| p.obs_importance())
+                    .collect(),
+            ),
+        };
+        Ok(Some(GptqQuantizer {
+            reround: self.opts.reround,
+            factored,
+            importance,
+        }))
+    }
+
+    /// The `quantize.gptq.*` metadata of the output.
+    pub fn kvs(&self) -> Vec<(String, Value)> {
+        let mut file = self
+            .opts
+            .covariance
+            .to_string_lossy()
+            .into_owned()
+            .into_bytes();
+        file.truncate(127);
+        let mut kvs = vec![
+            (
+                "quantize.gptq.damp".to_string(),
+                Value::F32(self.opts.damp as f32),
+            ),
+            (
+                "quantize.gptq.importance".to_string(),
+                Value::str(self.opts.importance.name()),
+            ),
+            (
+                "quantize.gptq.covariance.file".to_string(),
+                Value::String(file),
+            ),
+        ];
+        if let Some(d) = self.file.datasets.first() {
+            kvs.push((
+                "quantize.gptq.covariance.dataset".to_string(),
+                Value::str(d),
+            ));
+        }
+        kvs.push((
+            "quantize.gptq.covariance.chunks_count".to_string(),
+            Value::U32(self.file.chunk_count),
+        ));
+        kvs
+    }
+}
+
+/// An input's factorization per expert, and its covariance's diagonal over the token count.
+struct Factored {
+    prepared: Vec<Prepared>,
+    diag: Vec<Vec<f32>>,
+}
+
+/// One tensor's GPTQ: a factorization per expert and, unless the imatrix is used, the block
+/// quantizer's importance per expert.
+pub struct GptqQuantizer {
+    factored: Arc<Factored>,
+    importance: Option<Vec<Vec<f32>>>,
+    reround: bool,
+}
+
+impl RowQuantizer for GptqQuantizer {
+    fn accepts(&self, t: GgmlType) -> Result<bool> {
+        Ok(crate::quant::can_quantize(t))
+    }
+
+    fn quantize_rows(
+        &self,
+        tensor: &TensorRows,
+        row0: usize,
+        nr: usize,
+        out: &mut [u8],
+    ) -> Result<()> {
+        let dst_row = out.len() / nr.max(1);
+        let rpe = tensor.rows_per_expert.max(1);
+        out.par_chunks_mut(dst_row).enumerate().try_for_each_init(
+            || vec![0f32; tensor.ne0],
+            |buf, (k, dst)| -> Result<()> {
+                let r = row0 + k;
+                let e = r / rpe;
+                tensor.read_row(r, buf)?;
+                let qw = match &self.importance {
+                    Some(v) => Some(&v[e][..]),
+                    None => tensor.importance_of_row(r),
+                };
+                quantize_row_gptq(
+                    tensor.dst_type,
+                    &self.factored.prepared[e],
+                    buf,
+                    dst,
+                    qw,
+                    self.reround,
+                )
+                .with_context(|| format!("tensor {}, row {r}", tensor.name))?;
+                Ok(())
+            },
+        )
+    }
+}
