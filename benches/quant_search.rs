@@ -29,6 +29,9 @@ const TYPES: [GgmlType; 12] = [
 
 const ROW_STEP: usize = 4;
 
+/// (name, ne0, sampled rows, importance)
+type Sampled = (String, usize, Vec<Vec<f32>>, Option<Vec<f32>>);
+
 fn main() {
     let wanted: Vec<String> = std::env::args()
         .skip(1)
@@ -37,8 +40,7 @@ fn main() {
     let model = common::f32_model();
     let f = GgufFile::open(&model).unwrap();
     let im = Imatrix::load(common::golden_dir().join("imatrix.gguf")).unwrap();
-    // (name, ne0, sampled rows, importance)
-    let mut tensors: Vec<(String, usize, Vec<Vec<f32>>, Option<Vec<f32>>)> = Vec::new();
+    let mut tensors: Vec<Sampled> = Vec::new();
     for t in f.tensors() {
         if t.dims.len() != 2 || t.ggml_type != GgmlType::F32 || !t.name.ends_with(".weight") {
             continue;

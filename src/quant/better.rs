@@ -15,6 +15,11 @@
 //! ([`Weighting::Llama`]); the other forms are those of ik_llama.cpp discussion #140, for
 //! measurement. All sums here are f64, so importance up to 1e30 stays finite.
 
+// `!(v > 0.0)` is meant: it is true for NaN too, which must take the degenerate branch.
+#![allow(clippy::neg_cmp_op_on_partial_ord)]
+// Index loops mirror the block layouts (several arrays indexed together).
+#![allow(clippy::needless_range_loop)]
+
 use super::search::make_qp_quants;
 use super::{dequantize_row, f2h, h2f, quantize_row, QuantError};
 use crate::gguf::GgmlType;
