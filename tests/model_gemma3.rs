@@ -172,6 +172,23 @@ fn imatrix_on<B: Backend>(b: &B, what: &str) {
     );
 }
 
+/// The whole command on calib.txt: SentencePiece tokenization, BOS at each chunk start (as
+/// llama-perplexity), the forward pass and the NLL reduction.
+#[test]
+fn perplexity_cli_matches_llama_cpp_cpu() {
+    let out = output_ok(
+        wquant()
+            .args(["--device", "cpu", "-q", "perplexity", "-m"])
+            .arg(gemma_f32())
+            .arg("-f")
+            .arg(assets_dir().join("calib.txt"))
+            .args(["-c", "512", "--chunks", "2"]),
+    );
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert_ppl_matches(&running_ppl(&text), "cpu reference, wquant perplexity");
+}
+
 #[test]
 fn perplexity_matches_llama_cpp_cpu() {
     perplexity_on(&CpuBackend::new(), "cpu reference");

@@ -53,6 +53,97 @@ pub struct Args {
     /// Print the report as JSON on stdout.
     #[arg(long)]
     pub json: bool,
+    /// Write every scored token's KLD to FILE (text, one per line, in token order), for a
+    /// paired comparison with another quantization (--compare-per-token).
+    #[arg(long, value_name = "FILE")]
+    pub per_token_out: Option<PathBuf>,
+    /// A per-token file of another quantization of the same base on the same tokens: report
+    /// the paired difference of mean KLD (this − other) and the ratio, with uncertainties
+    /// (JSON: under `comparison`).
+    #[arg(long, value_name = "FILE")]
+    pub compare_per_token: Option<PathBuf>,
+}
+
+/// The paired comparison of two runs' per-token KLDs on the same tokens.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct PairedComparison {
+    pub other: String,
+    pub tokens: usize,
+    pub mean_this: f64,
+    pub mean_other: f64,
+    /// mean(this − other) and its standard error over tokens.
+    pub mean_diff: f64,
+    pub mean_diff_se: f64,
+    /// The same over chunk means (tokens of one chunk are correlated: the more cautious one).
+    pub mean_diff_se_chunks: f64,
+    /// mean_this / mean_other, with the delta-method standard error over tokens and chunks.
+    pub ratio: f64,
+    pub ratio_se: f64,
+    pub ratio_se_chunks: f64,
+}
+
+/// Mean and standard error of the mean.
+fn mean_se(v: &[f64]) -> (f64, f64) {
+    let n = v.len() as f64;
+    let m = v.iter().sum::<f64>() / n;
+    if v.len() < 2 {
+        return (m, f64::NAN);
+    }
+    let var = v.iter().map(|x| (x - m) * (x - m)).sum::<f64>() / (n - 1.0);
+    (m, (var / n).sqrt())
+}
+
+fn paired_comparison(this: &[f32], other_path: &Path, n_chunk: usize) -> Result<PairedComparison> {
+    let text = std::fs::read_to_string(other_path)
+        .with_context(|| format!("--compare-per-token {}", other_path.display()))?;
+    let other: Vec<f64> = text
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| l.trim().parse::<f64>())
+        .collect::<std::result::Result<_, _>>()
+        .with_context(|| {
+            format!(
+                "--compare-per-token {}: not one KLD per line",
+                other_path.display()
+            )
+        })?;
+    if other.len() != this.len() || this.is_empty() {
+        bail!(
+            "--compare-per-token {}: {} tokens, this run scored {}: not the same tokens",
+            other_path.display(),
+            other.len(),
+            this.len()
+        );
+    }
+    let a: Vec<f64> = this.iter().map(|&v| v as f64).collect();
+    let (ma, mb) = (mean_se(&a).0, mean_se(&other).0);
+    let diff: Vec<f64> = a.iter().zip(&other).map(|(x, y)| x - y).collect();
+    let ratio = ma / mb;
+    // Delta method: var(R) ≈ var(a − R·b)/(n·mean(b)²).
+    let lin: Vec<f64> = a
+        .iter()
+        .zip(&other)
+        .map(|(x, y)| (x - ratio * y) / mb)
+        .collect();
+    let per_chunk = |v: &[f64]| -> Vec<f64> {
+        let k = (v.len() / n_chunk.max(1)).max(1);
+        v.chunks(k)
+            .map(|c| c.iter().sum::<f64>() / c.len() as f64)
+            .collect()
+    };
+    let (mean_diff, mean_diff_se) = mean_se(&diff);
+    Ok(PairedComparison {
+        other: other_path.display().to_string(),
+        tokens: a.len(),
+        mean_this: ma,
+        mean_other: mb,
+        mean_diff,
+        mean_diff_se,
+        mean_diff_se_chunks: mean_se(&per_chunk(&diff)).1,
+        ratio,
+        ratio_se: mean_se(&lin).1,
+        ratio_se_chunks: mean_se(&per_chunk(&lin)).1,
+    })
 }
 
 pub fn run(g: &super::GlobalArgs, a: Args) -> Result<()> {
@@ -191,8 +282,25 @@ fn finish_report(
         seconds,
         tokens_per_second: (ch.n_chunk * ch.n_ctx) as f64 / seconds,
     };
+    if let Some(path) = &a.per_token_out {
+        let mut text = String::with_capacity(acc.kld_values.len() * 12);
+        for v in &acc.kld_values {
+            text += &format!("{v:e}\n");
+        }
+        std::fs::write(path, text)
+            .with_context(|| format!("--per-token-out {}", path.display()))?;
+    }
+    let comparison = a
+        .compare_per_token
+        .as_deref()
+        .map(|p| paired_comparison(&acc.kld_values, p, ch.n_chunk))
+        .transpose()?;
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        let mut v = serde_json::to_value(&report)?;
+        if let (Some(c), Some(o)) = (&comparison, v.as_object_mut()) {
+            o.insert("comparison".into(), serde_json::to_value(c)?);
+        }
+        println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
         println!();
         // The text keeps llama-perplexity's rule (no statistics below 100 tokens); the JSON
@@ -200,6 +308,21 @@ fn finish_report(
         match &report.summary {
             Some(s) if acc.count >= MIN_TOKENS_FOR_SUMMARY => print!("{}", summary_text(s)),
             _ => {}
+        }
+        if let Some(c) = &comparison {
+            println!(
+                "Paired vs {}: mean KLD {:.6} vs {:.6}, difference {:+.6} ± {:.6} (tokens) \
+                 ± {:.6} (chunks), ratio {:.4} ± {:.4} (tokens) ± {:.4} (chunks)",
+                c.other,
+                c.mean_this,
+                c.mean_other,
+                c.mean_diff,
+                c.mean_diff_se,
+                c.mean_diff_se_chunks,
+                c.ratio,
+                c.ratio_se,
+                c.ratio_se_chunks
+            );
         }
     }
     eprintln!(

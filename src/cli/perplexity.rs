@@ -129,6 +129,8 @@ pub fn run(g: &super::GlobalArgs, a: Args) -> Result<()> {
             kl_divergence_base: a.kl_divergence_base,
             kl_divergence: a.kl_divergence,
             json: false,
+            per_token_out: None,
+            compare_per_token: None,
         };
         return super::kld::run(g, k);
     }

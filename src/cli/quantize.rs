@@ -91,6 +91,16 @@ pub struct Args {
     /// gguf-split's naming and keys, so llama.cpp loads it from the first part).
     #[arg(long, value_name = "SIZE")]
     pub split_max_size: Option<String>,
+    /// Scale search: llama (llama.cpp's, byte-identical), wide (many more candidate scales,
+    /// least-squares refits, joint super-block scales) or exhaustive (every distinct rounding
+    /// in a window). wide/exhaustive keep a block's llama.cpp bytes unless their weighted error
+    /// is lower, and run on the CPU (with --device gpu too).
+    #[arg(long, default_value = "llama", value_name = "SEARCH")]
+    pub search: String,
+    /// Error weights of wide/exhaustive: llama (llama.cpp's per type), qw, qw-x2 or qw-sigma
+    /// (qw = imatrix importance; ik_llama.cpp discussion #140).
+    #[arg(long, default_value = "llama", value_name = "WEIGHTING")]
+    pub weighting: String,
     /// GPTQ-style rounding with error feedback for every tensor whose input has a covariance
     /// in --covariance (the others: plain quantization). Same output format.
     #[arg(long, requires = "covariance")]
@@ -108,6 +118,31 @@ pub struct Args {
     /// error feedback moved (each block stays as the type's quantizer chose it).
     #[arg(long, requires = "gptq")]
     pub gptq_no_reround: bool,
+}
+
+/// `--search` and `--weighting`; a weighting other than llama needs a search other than llama.
+fn parse_search(search: &str, weighting: &str) -> Result<crate::quant::better::SearchOptions> {
+    use crate::quant::better::{Search, SearchOptions, Weighting};
+    let search = Search::parse(search).ok_or_else(|| {
+        anyhow!(
+            "--search: unknown search {search:?} (one of {})",
+            Search::NAMES
+        )
+    })?;
+    let weighting = Weighting::parse(weighting).ok_or_else(|| {
+        anyhow!(
+            "--weighting: unknown weighting {weighting:?} (one of {})",
+            Weighting::NAMES
+        )
+    })?;
+    if search == Search::Llama && weighting != Weighting::Llama {
+        bail!(
+            "--weighting {}: only --search wide or exhaustive use it (--search llama is \
+             llama.cpp's own search)",
+            weighting.name()
+        );
+    }
+    Ok(SearchOptions { search, weighting })
 }
 
 fn parse_type(flag: &str, s: &str) -> Result<GgmlType> {
@@ -202,8 +237,18 @@ pub fn run(g: &super::GlobalArgs, mut a: Args) -> Result<()> {
             reround: !a.gptq_no_reround,
         });
     }
-    p.gpu =
-        crate::quantize::gpu::choose(&g.device, a.verify_gpu, g.quiet)?.map(std::sync::Arc::new);
+    p.search = parse_search(&a.search, &a.weighting)?;
+    p.gpu = if p.search.is_llama() {
+        crate::quantize::gpu::choose(&g.device, a.verify_gpu, g.quiet)?.map(std::sync::Arc::new)
+    } else {
+        if a.verify_gpu {
+            bail!(
+                "--verify-gpu: --search {} quantizes on the CPU only",
+                a.search
+            );
+        }
+        None
+    };
 
     let total: u64 = {
         let f = crate::gguf::GgufFile::open(&a.input)
@@ -266,8 +311,17 @@ pub fn run(g: &super::GlobalArgs, mut a: Args) -> Result<()> {
                 many.len().saturating_sub(1)
             ),
         };
+        let search = if p.search.is_llama() {
+            String::new()
+        } else {
+            format!(
+                ", search {} (CPU), weighting {}",
+                p.search.search.name(),
+                p.search.weighting.name()
+            )
+        };
         eprintln!(
-            "{}: {} tensors ({} quantized, {} of them to block types) ({} on GPU, {} on CPU), \
+            "{}: {} tensors ({} quantized, {} of them to block types) ({} on GPU, {} on CPU{}), \
              {:.1} MiB → {:.1} MiB in {:.2} s",
             written,
             report.n_tensors,
@@ -275,6 +329,7 @@ pub fn run(g: &super::GlobalArgs, mut a: Args) -> Result<()> {
             report.n_on_gpu + report.n_on_cpu,
             report.n_on_gpu,
             report.n_on_cpu,
+            search,
             report.bytes_in as f64 / 1048576.0,
             report.bytes_out as f64 / 1048576.0,
             started.elapsed().as_secs_f64()

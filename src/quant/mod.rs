@@ -6,6 +6,7 @@
 //! reads the table, so a new type is its file plus its row. Ids, names, block sizes and bytes
 //! stay with `gguf::GgmlType` (the file format).
 
+pub mod better;
 pub mod bf16;
 pub mod f16;
 pub mod f32;

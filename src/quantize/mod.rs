@@ -15,8 +15,8 @@ use crate::gguf::split::{SplitLayout, SplitWriter};
 use crate::gguf::GgmlType;
 use crate::gguf::{GgufFile, TensorSpec, Value};
 use crate::imatrix::file::Imatrix;
+use crate::quant::dequantize_row;
 use crate::quant::mix::{self, FileType, MixOptions, ModelFacts, TensorMeta};
-use crate::quant::{dequantize_row, quantize_row};
 use anyhow::{bail, Context, Result};
 use rayon::prelude::*;
 use std::path::{Path, PathBuf};
@@ -41,6 +41,9 @@ pub struct QuantizeParams {
     pub split: OutputSplit,
     /// Key-values appended to the output's metadata (the mix optimizer's recipe).
     pub extra_kvs: Vec<(String, Value)>,
+    /// `--search`/`--weighting` (default: llama.cpp's bytes). A non-llama search runs on the
+    /// CPU (the GPU kernels implement llama.cpp's search only).
+    pub search: crate::quant::better::SearchOptions,
     /// `--gptq --covariance FILE`: error-feedback rounding for tensors with a covariance.
     pub gptq: Option<gptq::GptqOptions>,
 }
@@ -68,6 +71,7 @@ impl QuantizeParams {
             gpu: None,
             split: OutputSplit::Single,
             extra_kvs: Vec::new(),
+            search: Default::default(),
             gptq: None,
         }
     }
@@ -122,6 +126,8 @@ pub struct TensorRows<'a> {
     /// Importance, `ne0` values per expert.
     pub importance: Option<&'a [f32]>,
     pub dst_type: GgmlType,
+    /// The scale search (`quant::better`); llama.cpp's by default.
+    pub search: crate::quant::better::SearchOptions,
 }
 
 impl TensorRows<'_> {
@@ -191,7 +197,13 @@ impl RowQuantizer for CpuQuantizer {
             |buf, (k, dst)| -> Result<()> {
                 let r = row0 + k;
                 tensor.read_row(r, buf)?;
-                quantize_row(tensor.dst_type, buf, dst, tensor.importance_of_row(r))?;
+                crate::quant::better::quantize_row_searched(
+                    tensor.dst_type,
+                    buf,
+                    dst,
+                    tensor.importance_of_row(r),
+                    tensor.search,
+                )?;
                 Ok(())
             },
         )
@@ -444,7 +456,7 @@ pub fn quantize_file(
         let rows_per_slab = (SLAB_BYTES / dst_row.max(1)).clamp(1, n_rows.max(1));
         let mut out = vec![0u8; rows_per_slab.min(n_rows) * dst_row];
         let gpu = match &p.gpu {
-            Some(g) if g.accepts(*nt)? => Some(g.as_ref()),
+            Some(g) if p.search.is_llama() && g.accepts(*nt)? => Some(g.as_ref()),
             _ => None,
         };
         let with_gptq = match &mut gptq {
@@ -464,6 +476,7 @@ pub fn quantize_file(
             rows_per_expert,
             importance: qw.map(|v| &v[..]),
             dst_type: *nt,
+            search: p.search,
         };
         let mut row0 = 0;
         while row0 < n_rows {
@@ -514,6 +527,15 @@ pub(crate) fn output_kvs(
         .collect();
     kvs.push(("general.quantization_version".into(), Value::U32(2)));
     kvs.push(("general.file_type".into(), Value::U32(p.ftype.id())));
+    if !p.search.is_llama() {
+        kvs.push(("quantize.search".into(), Value::str(p.search.search.name())));
+    }
+    if p.search.weighting != crate::quant::better::Weighting::Llama {
+        kvs.push((
+            "quantize.weighting".into(),
+            Value::str(p.search.weighting.name()),
+        ));
+    }
     if let (Some(im), Some(path)) = (imatrix, &p.imatrix) {
         let mut file = path.to_string_lossy().into_owned().into_bytes();
         file.truncate(127);
