@@ -12,7 +12,9 @@
 
 mod common;
 
-use common::{assert_imatrix_close, assert_same_tensors, assets_dir, golden_dir, output_ok};
+use common::{
+    assert_imatrix_close, assert_same_tensors, assets_dir, golden_dir, output_ok, running_ppl,
+};
 use std::path::PathBuf;
 use std::process::Command;
 use std::sync::atomic::AtomicBool;
@@ -93,15 +95,6 @@ fn chunks_with_bos(ids: &[u32], n_ctx: usize) -> Vec<u32> {
         c[0] = BOS;
     }
     v
-}
-
-/// The running PPL values `[1]a,[2]b,…` of llama-perplexity's output.
-fn running_ppl(text: &str) -> Vec<f64> {
-    text.split(|c: char| c == ',' || c.is_whitespace())
-        .filter_map(|w| w.strip_prefix('['))
-        .filter_map(|w| w.split_once(']'))
-        .filter_map(|(_, v)| v.parse().ok())
-        .collect()
 }
 
 /// `got` running PPL within 0.05 % of llama-perplexity's on the F32 base (f32 KV cache, no flash

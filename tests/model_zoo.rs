@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::{assert_imatrix_close, assets_dir, golden_dir, output_ok};
+use common::{assert_imatrix_close, assets_dir, golden_dir, output_ok, running_ppl};
 use std::path::PathBuf;
 use std::process::Command;
 use std::sync::Mutex;
@@ -28,15 +28,6 @@ fn synth_model(name: &str) -> PathBuf {
 
 fn wquant() -> Command {
     Command::new(env!("CARGO_BIN_EXE_wquant"))
-}
-
-/// The running PPL values `[1]a,[2]b,…` of llama-perplexity's (or wquant's) output.
-fn running_ppl(text: &str) -> Vec<f64> {
-    text.split(|c: char| c == ',' || c.is_whitespace())
-        .filter_map(|w| w.strip_prefix('['))
-        .filter_map(|w| w.split_once(']'))
-        .filter_map(|(_, v)| v.parse().ok())
-        .collect()
 }
 
 /// wquant perplexity -c 128 --chunks 4 vs llama-perplexity (f32 KV cache, no flash attention) on

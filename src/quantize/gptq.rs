@@ -7,7 +7,6 @@ use crate::gguf::{GgmlType, GgufFile, Value};
 use crate::imatrix::covariance::CovarianceFile;
 use crate::quant::gptq::{prepare, quantize_row_gptq, Prepared};
 use anyhow::{bail, Context, Result};
-use rayon::prelude::*;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -244,29 +243,22 @@ impl RowQuantizer for GptqQuantizer {
         nr: usize,
         out: &mut [u8],
     ) -> Result<()> {
-        let dst_row = out.len() / nr.max(1);
         let rpe = tensor.rows_per_expert.max(1);
-        out.par_chunks_mut(dst_row).enumerate().try_for_each_init(
-            || vec![0f32; tensor.ne0],
-            |buf, (k, dst)| -> Result<()> {
-                let r = row0 + k;
-                let e = r / rpe;
-                tensor.read_row(r, buf)?;
-                let qw = match &self.importance {
-                    Some(v) => Some(&v[e][..]),
-                    None => tensor.importance_of_row(r),
-                };
-                quantize_row_gptq(
-                    tensor.dst_type,
-                    &self.factored.prepared[e],
-                    buf,
-                    dst,
-                    qw,
-                    self.reround,
-                )
-                .with_context(|| format!("tensor {}, row {r}", tensor.name))?;
-                Ok(())
-            },
-        )
+        tensor.par_rows(row0, nr, out, |r, x, dst| {
+            let e = r / rpe;
+            let qw = match &self.importance {
+                Some(v) => Some(&v[e][..]),
+                None => tensor.importance_of_row(r),
+            };
+            quantize_row_gptq(
+                tensor.dst_type,
+                &self.factored.prepared[e],
+                x,
+                dst,
+                qw,
+                self.reround,
+            )
+            .with_context(|| format!("tensor {}, row {r}", tensor.name))
+        })
     }
 }

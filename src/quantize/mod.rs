@@ -131,6 +131,26 @@ pub struct TensorRows<'a> {
 }
 
 impl TensorRows<'_> {
+    /// Rows `row0..row0 + nr`, in parallel with rayon (bytes independent of the thread count):
+    /// each row read as f32 and handed to `f` with its index and its bytes of `out`.
+    pub(crate) fn par_rows(
+        &self,
+        row0: usize,
+        nr: usize,
+        out: &mut [u8],
+        f: impl Fn(usize, &[f32], &mut [u8]) -> Result<()> + Send + Sync,
+    ) -> Result<()> {
+        let dst_row = out.len() / nr.max(1);
+        out.par_chunks_mut(dst_row).enumerate().try_for_each_init(
+            || vec![0f32; self.ne0],
+            |buf, (k, dst)| -> Result<()> {
+                let r = row0 + k;
+                self.read_row(r, buf)?;
+                f(r, buf, dst)
+            },
+        )
+    }
+
     fn src_row_bytes(&self) -> usize {
         self.src_type.row_bytes(self.ne0 as u64).unwrap_or(0) as usize
     }
@@ -191,22 +211,16 @@ impl RowQuantizer for CpuQuantizer {
         nr: usize,
         out: &mut [u8],
     ) -> Result<()> {
-        let dst_row = out.len() / nr.max(1);
-        out.par_chunks_mut(dst_row).enumerate().try_for_each_init(
-            || vec![0f32; tensor.ne0],
-            |buf, (k, dst)| -> Result<()> {
-                let r = row0 + k;
-                tensor.read_row(r, buf)?;
-                crate::quant::better::quantize_row_searched(
-                    tensor.dst_type,
-                    buf,
-                    dst,
-                    tensor.importance_of_row(r),
-                    tensor.search,
-                )?;
-                Ok(())
-            },
-        )
+        tensor.par_rows(row0, nr, out, |r, x, dst| {
+            crate::quant::better::quantize_row_searched(
+                tensor.dst_type,
+                x,
+                dst,
+                tensor.importance_of_row(r),
+                tensor.search,
+            )?;
+            Ok(())
+        })
     }
 }
 

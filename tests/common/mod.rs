@@ -575,3 +575,12 @@ pub fn assert_kld_close_to_cpu(
         assert!((pc - pg).abs() <= 1e-4, "token {i}: Δp cpu {pc} gpu {pg}");
     }
 }
+
+/// The running PPL values `[1]a,[2]b,…` of llama-perplexity's output.
+pub fn running_ppl(text: &str) -> Vec<f64> {
+    text.split(|c: char| c == ',' || c.is_whitespace())
+        .filter_map(|w| w.strip_prefix('['))
+        .filter_map(|w| w.split_once(']'))
+        .filter_map(|(_, v)| v.parse().ok())
+        .collect()
+}
