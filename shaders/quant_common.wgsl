@@ -636,13 +636,33 @@ fn make_qp_quants(nmax: i32, n: u32) -> f32 {
     return 0.0;
 }
 
+// WT = qw·sqrt(σ² + x²) over X[start..start + n]; returns their sequential sum (the sub-block's
+// Σw of the K-quants' scale searches).
+fn importance_weights(sigma2: f32, start: u32, n: u32) -> f32 {
+    var sumw = 0.0;
+    for (var k = 0u; k < n; k++) {
+        let i = start + k;
+        let x2 = mul_rn(X[i], X[i]);
+        let s = sqrt_rn(sigma2 + x2);
+        WT[i] = mul_rn(QW[i], s);
+        sumw += WT[i];
+    }
+    return sumw;
+}
+
+// Σx² over the 256-value super-block, sequential as in C.
+fn superblock_sum_x2() -> f32 {
+    var sum_x2 = 0.0;
+    for (var i = 0u; i < 256u; i++) {
+        let v2 = mul_rn(X[i], X[i]);
+        sum_x2 += v2;
+    }
+    return sum_x2;
+}
+
 // Legacy blocks with importance: WT = qw·sqrt(σ² + x²) over the block's 32 values.
 fn legacy_weights(sigma2: f32) {
-    for (var j = 0u; j < 32u; j++) {
-        let x2 = mul_rn(X[j], X[j]);
-        let s = sqrt_rn(sigma2 + x2);
-        WT[j] = mul_rn(QW[j], s);
-    }
+    _ = importance_weights(sigma2, 0u, 32u);
 }
 
 // Block min and max with strict comparisons from ±FLT_MAX.
@@ -724,23 +744,9 @@ fn k_super_block(nmax: i32, ref_rmin: f32, ref_rdelta: f32, ref_nstep: i32) {
         d_block = div_rn(max_scale, 63.0);
         m_block = div_rn(max_min, 63.0);
     } else {
-        var sum_x2 = 0.0;
-        for (var i = 0u; i < 256u; i++) {
-            let v2 = mul_rn(X[i], X[i]);
-            sum_x2 += v2;
-        }
-        let two = mul_rn(2.0, sum_x2);
-        let sigma2 = div_rn(two, 256.0);
+        let sigma2 = div_rn(mul_rn(2.0, superblock_sum_x2()), 256.0);
         for (var j = 0u; j < 8u; j++) {
-            var sumw = 0.0;
-            for (var i = 0u; i < 32u; i++) {
-                let k = 32u * j + i;
-                let x2 = mul_rn(X[k], X[k]);
-                let s = sqrt_rn(sigma2 + x2);
-                WT[k] = mul_rn(QW[k], s);
-                sumw += WT[k];
-            }
-            QPW[j] = sumw;
+            QPW[j] = importance_weights(sigma2, 32u * j, 32u);
             let r = kx_search(32u * j, 32u, nmax, -0.9, 0.05, 36, true, false);
             scales[j] = r.x;
             mins[j] = r.y;

@@ -56,23 +56,10 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     } else {
         // make_qkx3_quants weighted by qw·√(σ² + x²), σ² = Σx²/256; the scales and mins by
         // make_qp_quants(15) weighted by each sub-block's Σw.
-        var sum_x2 = 0.0;
-        for (var i = 0u; i < 256u; i++) {
-            let v2 = mul_rn(X[i], X[i]);
-            sum_x2 += v2;
-        }
-        let sigma2 = div_rn(sum_x2, 256.0);
+        let sigma2 = div_rn(superblock_sum_x2(), 256.0);
         var sw: array<f32, 16>;
         for (var j = 0u; j < 16u; j++) {
-            var sumw = 0.0;
-            for (var k = 0u; k < 16u; k++) {
-                let i = 16u * j + k;
-                let x2 = mul_rn(X[i], X[i]);
-                let s = sqrt_rn(sigma2 + x2);
-                WT[i] = mul_rn(QW[i], s);
-                sumw += WT[i];
-            }
-            sw[j] = sumw;
+            sw[j] = importance_weights(sigma2, 16u * j, 16u);
             let r = kx_search(16u * j, 16u, 3, -0.9, 0.05, 36, true, false);
             scales[j] = r.x;
             mins[j] = r.y;

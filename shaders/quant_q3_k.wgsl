@@ -37,23 +37,9 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     } else {
         // make_qx_quants weighted by qw·√(σ² + x²), σ² = 2Σx²/256; the scales by
         // make_qx_quants(32) weighted by each sub-block's Σw.
-        var sum_x2 = 0.0;
-        for (var i = 0u; i < 256u; i++) {
-            let v2 = mul_rn(X[i], X[i]);
-            sum_x2 += v2;
-        }
-        let two = mul_rn(2.0, sum_x2);
-        let sigma2 = div_rn(two, 256.0);
+        let sigma2 = div_rn(mul_rn(2.0, superblock_sum_x2()), 256.0);
         for (var j = 0u; j < 16u; j++) {
-            var sumw = 0.0;
-            for (var k = 0u; k < 16u; k++) {
-                let i = 16u * j + k;
-                let x2 = mul_rn(X[i], X[i]);
-                let s = sqrt_rn(sigma2 + x2);
-                WT[i] = mul_rn(QW[i], s);
-                sumw += WT[i];
-            }
-            QPW[j] = sumw;
+            QPW[j] = importance_weights(sigma2, 16u * j, 16u);
             QPX[j] = make_qx_quants(4, 16u * j, 16u, 2u);
         }
         dh = f2h(make_qx_quants_qp(32, 16u));
