@@ -20,13 +20,20 @@ pub enum GgmlType {
     Q8K,
     IQ4NL,
     IQ4XS,
+    IQ2XXS,
+    IQ2XS,
+    IQ2S,
+    IQ3XXS,
+    IQ3S,
+    IQ1S,
+    IQ1M,
     BF16,
 }
 
 pub const QK_K: usize = 256;
 
 impl GgmlType {
-    pub const ALL: [GgmlType; 16] = [
+    pub const ALL: [GgmlType; 23] = [
         GgmlType::F32,
         GgmlType::F16,
         GgmlType::Q4_0,
@@ -42,6 +49,13 @@ impl GgmlType {
         GgmlType::Q8K,
         GgmlType::IQ4NL,
         GgmlType::IQ4XS,
+        GgmlType::IQ2XXS,
+        GgmlType::IQ2XS,
+        GgmlType::IQ2S,
+        GgmlType::IQ3XXS,
+        GgmlType::IQ3S,
+        GgmlType::IQ1S,
+        GgmlType::IQ1M,
         GgmlType::BF16,
     ];
 
@@ -60,8 +74,15 @@ impl GgmlType {
             13 => GgmlType::Q5K,
             14 => GgmlType::Q6K,
             15 => GgmlType::Q8K,
+            16 => GgmlType::IQ2XXS,
+            17 => GgmlType::IQ2XS,
+            18 => GgmlType::IQ3XXS,
+            19 => GgmlType::IQ1S,
             20 => GgmlType::IQ4NL,
+            21 => GgmlType::IQ3S,
+            22 => GgmlType::IQ2S,
             23 => GgmlType::IQ4XS,
+            29 => GgmlType::IQ1M,
             30 => GgmlType::BF16,
             _ => return None,
         })
@@ -82,8 +103,15 @@ impl GgmlType {
             GgmlType::Q5K => 13,
             GgmlType::Q6K => 14,
             GgmlType::Q8K => 15,
+            GgmlType::IQ2XXS => 16,
+            GgmlType::IQ2XS => 17,
+            GgmlType::IQ3XXS => 18,
+            GgmlType::IQ1S => 19,
             GgmlType::IQ4NL => 20,
+            GgmlType::IQ3S => 21,
+            GgmlType::IQ2S => 22,
             GgmlType::IQ4XS => 23,
+            GgmlType::IQ1M => 29,
             GgmlType::BF16 => 30,
         }
     }
@@ -120,6 +148,13 @@ impl GgmlType {
             GgmlType::Q8K => 292,
             GgmlType::IQ4NL => 18,
             GgmlType::IQ4XS => 136,
+            GgmlType::IQ2XXS => 66,
+            GgmlType::IQ2XS => 74,
+            GgmlType::IQ2S => 82,
+            GgmlType::IQ3XXS => 98,
+            GgmlType::IQ3S => 110,
+            GgmlType::IQ1S => 50,
+            GgmlType::IQ1M => 56,
         }
     }
 
@@ -145,6 +180,13 @@ impl GgmlType {
             GgmlType::Q8K => "Q8_K",
             GgmlType::IQ4NL => "IQ4_NL",
             GgmlType::IQ4XS => "IQ4_XS",
+            GgmlType::IQ2XXS => "IQ2_XXS",
+            GgmlType::IQ2XS => "IQ2_XS",
+            GgmlType::IQ2S => "IQ2_S",
+            GgmlType::IQ3XXS => "IQ3_XXS",
+            GgmlType::IQ3S => "IQ3_S",
+            GgmlType::IQ1S => "IQ1_S",
+            GgmlType::IQ1M => "IQ1_M",
             GgmlType::BF16 => "BF16",
         }
     }

@@ -13,6 +13,7 @@ pub mod f32;
 pub mod gptq;
 pub mod iq4_nl;
 pub mod iq4_xs;
+pub mod iq_grids;
 pub mod legacy;
 pub mod mix;
 pub mod q2_k;
