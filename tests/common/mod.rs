@@ -584,3 +584,41 @@ pub fn running_ppl(text: &str) -> Vec<f64> {
         .filter_map(|(_, v)| v.parse().ok())
         .collect()
 }
+
+/// The IQ goldens (golden/iq) one block type at a time, independent of the mix rules: quantize
+/// `model` with `imatrix`, forcing (`--tensor-type ^name$=TYPE`) every tensor the hash list
+/// `list` gives one of `types` to that type, and compare those tensors' bytes with the list.
+/// Returns how many tensors were checked and the ones that differ (`"what: name"`).
+pub fn typed_tensors_differing(
+    model: &Path,
+    imatrix: &Path,
+    list: &Path,
+    types: &[wquant::gguf::GgmlType],
+    what: &str,
+) -> (usize, Vec<String>) {
+    let want = hash_list(list);
+    let picked: Vec<(&String, &TensorHash)> = want
+        .iter()
+        .filter(|(_, h)| types.iter().any(|t| t.name() == h.ggml_type))
+        .collect();
+    let mut params = wquant::quantize::QuantizeParams::new(
+        wquant::quant::mix::FileType::parse("Q4_K_M").unwrap(),
+    );
+    params.imatrix = Some(imatrix.to_path_buf());
+    for (name, h) in &picked {
+        let re = regex::Regex::new(&format!("^{}$", regex::escape(name))).unwrap();
+        let t = wquant::gguf::GgmlType::from_name(&h.ggml_type).unwrap();
+        params.mix.tensor_types.push((re, t));
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("typed.gguf");
+    wquant::quantize::quantize_file(model, &out, &params, &mut |_, _| {})
+        .unwrap_or_else(|e| panic!("{what}: {e:#}"));
+    let got = gguf_hashes(&out);
+    let bad = picked
+        .iter()
+        .filter(|(name, h)| got.get(*name) != Some(h))
+        .map(|(name, h)| format!("{what}: {name} ({})", h.ggml_type))
+        .collect();
+    (picked.len(), bad)
+}
