@@ -22,6 +22,7 @@ pub const BLOCK: BlockType = BlockType {
     dequantize,
     quantize: Some(quantize),
     uses_importance: false,
+    requires_importance: false,
     f16_fields: &[],
     wgsl_dequantize: Some(Wgsl {
         file: "dq_bf16.wgsl",

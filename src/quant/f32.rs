@@ -13,6 +13,7 @@ pub const BLOCK: BlockType = BlockType {
     dequantize,
     quantize: Some(quantize),
     uses_importance: false,
+    requires_importance: false,
     f16_fields: &[],
     wgsl_dequantize: Some(Wgsl {
         file: "dq_f32.wgsl",

@@ -52,6 +52,7 @@ pub const BLOCK: BlockType = BlockType {
     dequantize,
     quantize: Some(quantize),
     uses_importance: true,
+    requires_importance: false,
     f16_fields: &[0],
     wgsl_dequantize: Some(Wgsl {
         file: "dq_iq4.wgsl",

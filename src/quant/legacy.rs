@@ -241,6 +241,7 @@ pub const Q4_0: BlockType = BlockType {
     dequantize: dequantize_sym::<4>,
     quantize: Some(quantize_sym::<4>),
     uses_importance: true,
+    requires_importance: false,
     f16_fields: &[0],
     wgsl_dequantize: Some(Wgsl {
         file: "dq_legacy_sym.wgsl",
@@ -255,6 +256,7 @@ pub const Q5_0: BlockType = BlockType {
     dequantize: dequantize_sym::<5>,
     quantize: Some(quantize_sym::<5>),
     uses_importance: true,
+    requires_importance: false,
     f16_fields: &[0],
     wgsl_dequantize: Some(Wgsl {
         file: "dq_legacy_sym.wgsl",
@@ -269,6 +271,7 @@ pub const Q4_1: BlockType = BlockType {
     dequantize: dequantize_min::<4>,
     quantize: Some(quantize_min::<4>),
     uses_importance: true,
+    requires_importance: false,
     f16_fields: &[0, 2],
     wgsl_dequantize: Some(Wgsl {
         file: "dq_legacy_min.wgsl",
@@ -283,6 +286,7 @@ pub const Q5_1: BlockType = BlockType {
     dequantize: dequantize_min::<5>,
     quantize: Some(quantize_min::<5>),
     uses_importance: true,
+    requires_importance: false,
     f16_fields: &[0, 2],
     wgsl_dequantize: Some(Wgsl {
         file: "dq_legacy_min.wgsl",

@@ -32,6 +32,8 @@ pub enum QuantError {
     Unsupported(GgmlType),
     #[error("{n} values are not a multiple of {t}'s block size {bs}")]
     BadLength { t: GgmlType, n: usize, bs: usize },
+    #[error("type {0} needs importance weights (an imatrix)")]
+    NeedsImportance(GgmlType),
 }
 
 /// Read little-endian f16 at `b[0..2]` as f32 (exact).
@@ -148,6 +150,9 @@ pub struct BlockType {
     pub quantize: Option<QuantizeFn>,
     /// Whether `quantize` reads the importance (Q8_0 ignores it, as llama.cpp does).
     pub uses_importance: bool,
+    /// Whether `quantize` needs it (llama.cpp asserts "missing quantization weights": IQ2_XXS,
+    /// IQ2_XS, IQ1_S, IQ1_M); `quantize_row` refuses such a type without importance.
+    pub requires_importance: bool,
     /// Byte offsets of the f16 scale fields in a block: generated test weights set these to
     /// finite, moderate values (random bytes there give Inf/NaN scales).
     pub f16_fields: &'static [usize],
@@ -212,9 +217,11 @@ pub fn quantize_row(
     if dst.len() != need || qw.is_some_and(|w| w.len() != x.len()) {
         return Err(QuantError::BadLength { t, n: x.len(), bs });
     }
-    let quantize = block_type(t)
-        .and_then(|b| b.quantize)
-        .ok_or(QuantError::Unsupported(t))?;
+    let b = block_type(t).ok_or(QuantError::Unsupported(t))?;
+    let quantize = b.quantize.ok_or(QuantError::Unsupported(t))?;
+    if b.requires_importance && qw.is_none() {
+        return Err(QuantError::NeedsImportance(t));
+    }
     quantize(x, dst, qw);
     Ok(())
 }

@@ -171,6 +171,7 @@ pub const BLOCK: BlockType = BlockType {
     dequantize,
     quantize: Some(quantize),
     uses_importance: true,
+    requires_importance: false,
     f16_fields: &[80, 82],
     wgsl_dequantize: Some(Wgsl {
         file: "dq_q2_k.wgsl",

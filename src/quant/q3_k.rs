@@ -176,6 +176,7 @@ pub const BLOCK: BlockType = BlockType {
     dequantize,
     quantize: Some(quantize),
     uses_importance: true,
+    requires_importance: false,
     f16_fields: &[108],
     wgsl_dequantize: Some(Wgsl {
         file: "dq_q3_k.wgsl",

@@ -196,6 +196,7 @@ pub const BLOCK: BlockType = BlockType {
     dequantize,
     quantize: Some(quantize),
     uses_importance: true,
+    requires_importance: false,
     f16_fields: &[0, 2],
     wgsl_dequantize: Some(Wgsl {
         file: "dq_q4_k.wgsl",

@@ -91,6 +91,7 @@ pub const BLOCK: BlockType = BlockType {
     dequantize,
     quantize: Some(quantize),
     uses_importance: true,
+    requires_importance: false,
     f16_fields: &[208],
     wgsl_dequantize: Some(Wgsl {
         file: "dq_q6_k.wgsl",

@@ -37,6 +37,7 @@ pub const BLOCK: BlockType = BlockType {
     dequantize,
     quantize: Some(quantize),
     uses_importance: false,
+    requires_importance: false,
     f16_fields: &[0],
     wgsl_dequantize: Some(Wgsl {
         file: "dq_q8_0.wgsl",
