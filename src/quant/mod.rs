@@ -11,6 +11,8 @@ pub mod bf16;
 pub mod f16;
 pub mod f32;
 pub mod gptq;
+pub mod iq1_m;
+pub mod iq1_s;
 pub mod iq2_lattice;
 pub mod iq4_nl;
 pub mod iq4_xs;
@@ -81,7 +83,7 @@ pub(crate) fn min_max(x: &[f32]) -> (f32, f32) {
 }
 
 /// The per-type table: one row per block type wquant implements.
-pub const BLOCK_TYPES: [&BlockType; 15] = [
+pub const BLOCK_TYPES: [&BlockType; 17] = [
     &f32::BLOCK,
     &f16::BLOCK,
     &bf16::BLOCK,
@@ -97,6 +99,8 @@ pub const BLOCK_TYPES: [&BlockType; 15] = [
     &q3_k::BLOCK,
     &iq4_nl::BLOCK,
     &iq4_xs::BLOCK,
+    &iq1_s::BLOCK,
+    &iq1_m::BLOCK,
 ];
 
 /// The table row of type `t`, if wquant implements it.
