@@ -10,10 +10,10 @@
 // iq1s_grid's 2048 points, two per word (point 2i in bits 0..16, 2i+1 in 16..32), coordinate j
 // as the level c + 1 in bits 2j..2j+2: llama.cpp's kgrid_1bit_2048 (the u16 point indices its
 // IQ1 lattice init uses), derived from quant::iq_grids::IQ1S_GRID; tests/quant_iq1.rs checks
-// every entry against it. A module-scope `const`, not a `var<private>`: a private array is
-// initialised per invocation (4 KiB of stores each on lavapipe), while naga turns dynamic
-// indexing of a const array into a read of constant data the driver's compiler keeps shared.
-const IQ1S_GRID_PACKED = array<u32, 1024>(
+// every entry against it. A `var<private>`, not a module-scope `const`: naga lowers dynamic
+// indexing of a const array by copying the whole array into a local at each use, which made
+// the IQ1 matmul ~10x slower on lavapipe (64x2048x512: 1.3 vs 12-15 GFLOP/s).
+var<private> IQ1S_GRID_PACKED: array<u32, 1024> = array<u32, 1024>(
     0x00020000u, 0x00080005u, 0x0011000au, 0x00200015u, 0x00280022u, 0x0045002au, 0x00540051u, 0x00650056u,
     0x00820080u, 0x008a0088u, 0x00a00095u, 0x00a800a2u, 0x010400aau, 0x01110105u, 0x01160114u, 0x011a0119u,
     0x01410125u, 0x01490146u, 0x01550152u, 0x0161015au, 0x01660164u, 0x01850168u, 0x01940191u, 0x01a50196u,

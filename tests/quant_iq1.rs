@@ -7,7 +7,7 @@
 mod common;
 
 use common::{f32_model, golden_dir, typed_tensors_differing};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use wquant::gguf::GgmlType;
 use wquant::quant::{dequantize_row, quantize_row, QuantError};
 
@@ -22,7 +22,7 @@ fn synth(model: &str) -> (PathBuf, PathBuf) {
 }
 
 /// Check one (model, imatrix) pair against the lists `prefix-IQ1_S` and `prefix-IQ1_M`.
-fn check(model: &PathBuf, imatrix: &PathBuf, prefix: &str) {
+fn check(model: &Path, imatrix: &Path, prefix: &str) {
     let mut bad = Vec::new();
     for t in TYPES {
         let list = golden_dir().join(format!("iq/{prefix}-{}.tensors.sha256", t.name()));

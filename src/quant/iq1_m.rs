@@ -6,6 +6,8 @@
 //! the 3-bit scale of its half of a 32-value pair of blocks. The quantizer
 //! (quantize_row_iq1_m_impl) takes optional importance: without it the weights are x² (ggml
 //! does not assert for IQ1_M; llama-quant.cpp refuses per tensor, token_embd/output excepted).
+// Index loops mirror llama.cpp's (several arrays indexed together, in its order).
+#![allow(clippy::needless_range_loop)]
 use super::iq1_s::{cmax, grid_levels, grid_value, group_index, sort_indices, DELTA};
 use super::iq2_lattice::{lattice, Iq2Grid, Iq2Lattice};
 use super::search::nearest_int;
@@ -100,7 +102,7 @@ fn block_weights(xb: &[f32], qw: Option<&[f32]>, sigma2: f32, weight: &mut [f32;
 /// (0: +,+ 1: +,− 2: −,+ 3: −,−; + is x_p, − is x_m).
 #[inline(always)]
 fn group_levels<'a>(shift: usize, k: usize, x_p: &'a [f32; 3], x_m: &'a [f32; 3]) -> &'a [f32; 3] {
-    let plus = if k == 0 { shift < 2 } else { shift % 2 == 0 };
+    let plus = if k == 0 { shift < 2 } else { shift.is_multiple_of(2) };
     if plus {
         x_p
     } else {

@@ -6,6 +6,8 @@
 //!
 //! Shared with IQ1_M (`iq1_m.rs`): the stable sort of a block's values, the neighbour search
 //! for a group that falls off the grid, the grid's coordinates as ternary levels.
+// Index loops mirror llama.cpp's (several arrays indexed together, in its order).
+#![allow(clippy::needless_range_loop)]
 use super::iq2_lattice::{lattice, Iq2Grid, Iq2Lattice};
 use super::iq_grids::IQ1S_GRID;
 use super::search::nearest_int;
