@@ -11,6 +11,7 @@ pub mod bf16;
 pub mod f16;
 pub mod f32;
 pub mod gptq;
+pub mod iq2_lattice;
 pub mod iq4_nl;
 pub mod iq4_xs;
 pub mod iq_grids;
