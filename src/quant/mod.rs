@@ -15,6 +15,9 @@ pub mod iq2_lattice;
 pub mod iq2_s;
 pub mod iq2_xs;
 pub mod iq2_xxs;
+pub mod iq3_lattice;
+pub mod iq3_s;
+pub mod iq3_xxs;
 pub mod iq4_nl;
 pub mod iq4_xs;
 pub mod iq_grids;
@@ -84,7 +87,7 @@ pub(crate) fn min_max(x: &[f32]) -> (f32, f32) {
 }
 
 /// The per-type table: one row per block type wquant implements.
-pub const BLOCK_TYPES: [&BlockType; 18] = [
+pub const BLOCK_TYPES: [&BlockType; 20] = [
     &f32::BLOCK,
     &f16::BLOCK,
     &bf16::BLOCK,
@@ -103,6 +106,8 @@ pub const BLOCK_TYPES: [&BlockType; 18] = [
     &iq2_xxs::BLOCK,
     &iq2_xs::BLOCK,
     &iq2_s::BLOCK,
+    &iq3_xxs::BLOCK,
+    &iq3_s::BLOCK,
 ];
 
 /// The table row of type `t`, if wquant implements it.
