@@ -7,15 +7,14 @@
 //       index bits each), 8 bytes of scales.
 // Value j of a point = (d·(0.5 + s)·0.25) · grid byte j · ±1, in the CPU's order.
 //
-// The grids are module-scope `const` arrays (two u32 words per 8-byte point, little-endian),
-// not `var<private>` like dq_iq4's 16-entry KVALUES: a private table is per-invocation memory
-// initialised at every invocation (8 KiB for IQ2_S), while a const array is read-only data the
-// driver can keep in constant memory (Mesa's nir_opt_large_constants turns naga's spilled
-// constant into exactly that, so lavapipe indexes it without a copy). The three tables sit in
-// this one file; `KIND` selects one (the others sit in dead `if` branches, never indexed).
+// The grids are `var<private>` tables (two u32 words per 8-byte point, little-endian), as in
+// dq_iq1/dq_iq3, not module-scope `const` arrays: naga lowers a dynamically indexed const
+// array to a copy into a local at each use, which measured ~10x slower on lavapipe (`wquant
+// bench --types IQ2_XS,IQ2_S --matmul-shape 64x2048x512`: 1.4 / 0.6 GFLOP/s as const). The three
+// tables sit in this one file; `KIND` selects one (the others sit in dead `if` branches).
 // tests/quant_iq2.rs checks these words equal quant::iq_grids.
 
-const GRID_XXS = array<u32, 512>(
+var<private> GRID_XXS: array<u32, 512> = array<u32, 512>(
     0x08080808u, 0x08080808u, 0x0808082bu, 0x08080808u, 0x08081919u, 0x08080808u, 0x08082b08u, 0x08080808u,
     0x08082b2bu, 0x08080808u, 0x08190819u, 0x08080808u, 0x08191908u, 0x08080808u, 0x082b0808u, 0x08080808u,
     0x082b082bu, 0x08080808u, 0x082b2b08u, 0x08080808u, 0x082b2b2bu, 0x08080808u, 0x19080819u, 0x08080808u,
@@ -82,7 +81,7 @@ const GRID_XXS = array<u32, 512>(
     0x08080808u, 0x2b2b082bu, 0x08192b08u, 0x2b2b1908u, 0x19190808u, 0x2b2b2b08u, 0x08081908u, 0x2b2b2b19u,
 );
 
-const GRID_XS = array<u32, 1024>(
+var<private> GRID_XS: array<u32, 1024> = array<u32, 1024>(
     0x08080808u, 0x08080808u, 0x0808082bu, 0x08080808u, 0x08081919u, 0x08080808u, 0x08082b08u, 0x08080808u,
     0x08082b2bu, 0x08080808u, 0x08190819u, 0x08080808u, 0x08191908u, 0x08080808u, 0x0819192bu, 0x08080808u,
     0x08192b19u, 0x08080808u, 0x082b0808u, 0x08080808u, 0x082b082bu, 0x08080808u, 0x082b1919u, 0x08080808u,
@@ -213,7 +212,7 @@ const GRID_XS = array<u32, 1024>(
     0x082b2b08u, 0x2b2b2b2bu, 0x082b2b2bu, 0x2b2b2b2bu, 0x2b190819u, 0x2b2b2b2bu, 0x2b2b2b2bu, 0x2b2b2b2bu,
 );
 
-const GRID_S = array<u32, 2048>(
+var<private> GRID_S: array<u32, 2048> = array<u32, 2048>(
     0x08080808u, 0x08080808u, 0x0808082bu, 0x08080808u, 0x08081919u, 0x08080808u, 0x08082b08u, 0x08080808u,
     0x08082b2bu, 0x08080808u, 0x08190819u, 0x08080808u, 0x08191908u, 0x08080808u, 0x0819192bu, 0x08080808u,
     0x08192b19u, 0x08080808u, 0x082b0808u, 0x08080808u, 0x082b082bu, 0x08080808u, 0x082b1919u, 0x08080808u,

@@ -166,8 +166,9 @@ pub struct BlockType {
     pub quantize: Option<QuantizeFn>,
     /// Whether `quantize` reads the importance (Q8_0 ignores it, as llama.cpp does).
     pub uses_importance: bool,
-    /// Whether `quantize` needs it (llama.cpp asserts "missing quantization weights": IQ2_XXS,
-    /// IQ2_XS, IQ1_S, IQ1_M); `quantize_row` refuses such a type without importance.
+    /// Whether `quantize` needs it (ggml asserts "missing quantization weights": IQ2_XXS,
+    /// IQ2_XS, IQ1_S; IQ1_M falls back to x², its refusal is llama-quant's per-tensor rule in
+    /// `mix::requires_imatrix`); `quantize_row` refuses such a type without importance.
     pub requires_importance: bool,
     /// Byte offsets of the f16 scale fields in a block: generated test weights set these to
     /// finite, moderate values (random bytes there give Inf/NaN scales).
