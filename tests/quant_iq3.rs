@@ -258,3 +258,25 @@ fn lattice_maps_and_neighbours() {
         assert_eq!(off, iq3_lattice::KMAP_SIZE - g);
     }
 }
+
+/// The GPU helper's grid tables (written into shaders/dq_iq3.wgsl) equal `iq_grids`.
+#[test]
+fn wgsl_grids_equal_iq_grids() {
+    let src = include_str!("../shaders/dq_iq3.wgsl");
+    let table = |name: &str| -> Vec<u32> {
+        let start = src
+            .find(&format!("var<private> {name}:"))
+            .unwrap_or_else(|| panic!("{name} not in dq_iq3.wgsl"));
+        let body = &src[start..];
+        let body = &body[body.find(">(").unwrap() + 2..body.find(");").unwrap()];
+        body.split(',')
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+            .map(|v| {
+                u32::from_str_radix(v.trim_start_matches("0x").trim_end_matches('u'), 16).unwrap()
+            })
+            .collect()
+    };
+    assert_eq!(table("IQ3XXS_GRID"), wquant::quant::iq_grids::IQ3XXS_GRID);
+    assert_eq!(table("IQ3S_GRID"), wquant::quant::iq_grids::IQ3S_GRID);
+}

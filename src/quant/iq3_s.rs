@@ -6,7 +6,7 @@
 use super::iq3_lattice::{lattice, search_block};
 use super::iq_grids::IQ3S_GRID;
 use super::search::nearest_int;
-use super::{f2h, h2f, BlockType};
+use super::{f2h, h2f, BlockType, Wgsl};
 use crate::gguf::GgmlType;
 
 pub const BLOCK_BYTES: usize = 110;
@@ -124,6 +124,10 @@ pub const BLOCK: BlockType = BlockType {
     uses_importance: true,
     requires_importance: false,
     f16_fields: &[0],
-    wgsl_dequantize: None,
+    wgsl_dequantize: Some(Wgsl {
+        file: "dq_iq3.wgsl",
+        source: include_str!("../../shaders/dq_iq3.wgsl"),
+        consts: "const S = true;",
+    }),
     gpu_quantize: None,
 };

@@ -6,7 +6,7 @@
 use super::iq3_lattice::{lattice, search_block};
 use super::iq_grids::IQ3XXS_GRID;
 use super::search::nearest_int;
-use super::{f2h, h2f, BlockType};
+use super::{f2h, h2f, BlockType, Wgsl};
 use crate::gguf::GgmlType;
 
 pub const BLOCK_BYTES: usize = 98;
@@ -130,6 +130,10 @@ pub const BLOCK: BlockType = BlockType {
     uses_importance: true,
     requires_importance: false,
     f16_fields: &[0],
-    wgsl_dequantize: None,
+    wgsl_dequantize: Some(Wgsl {
+        file: "dq_iq3.wgsl",
+        source: include_str!("../../shaders/dq_iq3.wgsl"),
+        consts: "const S = false;",
+    }),
     gpu_quantize: None,
 };
