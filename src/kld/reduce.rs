@@ -5,7 +5,7 @@
 
 use super::logits_file::BaseRecord;
 use super::stats::{tokens_kld_from_logits, tokens_kld_from_records, TokenKld};
-use crate::backend::cpu::CpuBackend;
+use crate::backend::cpu::{CpuBackend, CpuTensor};
 use crate::backend::Backend;
 
 pub trait KldReduce: Backend {
@@ -39,5 +39,18 @@ pub trait KldReduce: Backend {
     }
 }
 
-/// The logits are already on the host: the CPU reference itself.
-impl KldReduce for CpuBackend {}
+/// The logits are already on the host: the CPU reference itself, on them in place.
+impl KldReduce for CpuBackend {
+    fn kld_tokens(&self, quant: &CpuTensor, base: &CpuTensor, targets: &[u32]) -> Vec<TokenKld> {
+        tokens_kld_from_logits(&quant.data, &base.data, quant.cols, targets)
+    }
+
+    fn kld_tokens_from_records(
+        &self,
+        quant: &CpuTensor,
+        base: &[BaseRecord],
+        targets: &[u32],
+    ) -> Vec<TokenKld> {
+        tokens_kld_from_records(&quant.data, quant.cols, base, targets)
+    }
+}

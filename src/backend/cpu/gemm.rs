@@ -22,25 +22,47 @@ use super::{CpuTensor, CpuWeight};
 use crate::gguf::GgmlType;
 use rayon::prelude::*;
 
-/// The widest tile of weight rows per task. sgemm packs all of x once per call, so wide tiles
-/// amortise that copy (it was 15% of the time at 256); the f32 copy of a quantized tile is
-/// 512 × ne0 × 4 bytes (1.1 MiB at ne0 = 576, 3 MiB at 1536).
-const MAX_TILE: usize = 512;
+/// The widest block of weight rows per task when the weights are dequantized into a buffer:
+/// the f32 copy is up to 512 × ne0 × 4 bytes (1.1 MiB at ne0 = 576, 3 MiB at 1536).
+const MAX_DEQUANT_COLS: usize = 512;
+/// sgemm's NC: columns of the right-hand matrix packed at once. x (the left-hand matrix) is
+/// packed again for every NC columns and every call, so wider blocks only add calls.
+const SGEMM_NC: usize = 1024;
 
-/// Tile width for `n` output columns on `threads` threads: as wide as allowed, but a multiple of
-/// the thread count of tiles, so every thread gets the same work (a multiple of 16 for the
-/// kernel's register tile). Any width gives the same bits; this only balances the load.
-fn tile_width(n: usize, threads: usize) -> usize {
+/// How `matmul_blocked` splits y `[m, n]` among tasks: blocks of `rows` activation rows ×
+/// `cols` weight rows (multiples of 16, the kernel's register tile).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Grid {
+    rows: usize,
+    cols: usize,
+}
+
+/// The split of y `[m, n]` into at least `threads` blocks of at most `max_cols` columns that
+/// packs the least: each column block packs (copies) all of its rows of x once, each row block
+/// its columns of W once (`w_cost` times as dear when W is dequantized rather than copied).
+/// Which block computes an element never changes its bits (module comment), only the time.
+fn grid(m: usize, n: usize, threads: usize, max_cols: usize, w_cost: usize) -> Grid {
     let threads = threads.max(1);
-    let rounds = n.div_ceil(threads * MAX_TILE).max(1);
-    let w = n.div_ceil(threads * rounds);
-    (w.div_ceil(16) * 16).clamp(16, MAX_TILE)
+    let min_c = n.div_ceil(max_cols).max(1);
+    let (mut best_cost, mut best) = (usize::MAX, (1, min_c));
+    for r in 1..=threads.min(m.div_ceil(16)).max(1) {
+        let c = min_c.max(threads.div_ceil(r));
+        let cost = m * c + w_cost * n * r;
+        if cost < best_cost {
+            (best_cost, best) = (cost, (r, c));
+        }
+    }
+    let (r, c) = best;
+    Grid {
+        rows: (m.div_ceil(r).div_ceil(16) * 16).max(16),
+        cols: (n.div_ceil(c).div_ceil(16) * 16).clamp(16, max_cols),
+    }
 }
 
 /// Raw output pointer shared by the tasks; each writes a disjoint column range.
 #[derive(Clone, Copy)]
 struct OutPtr(*mut f32);
-// SAFETY: tasks write disjoint column ranges of one live buffer (see `matmul_blocked`).
+// SAFETY: tasks write disjoint blocks of one live buffer (see `matmul_blocked`).
 unsafe impl Send for OutPtr {}
 unsafe impl Sync for OutPtr {}
 
@@ -49,6 +71,25 @@ impl OutPtr {
     fn at(self, i: usize) -> *mut f32 {
         self.0.wrapping_add(i)
     }
+}
+
+thread_local! {
+    /// Each thread's buffer of dequantized weight rows and of attention scores, kept between
+    /// tasks (fresh megabyte allocations are page faults). Taken out while in use, so a task
+    /// that another one interrupts (rayon work stealing) never shares it.
+    static SCRATCH: std::cell::Cell<Vec<f32>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
+/// Run `f` on this thread's scratch buffer grown to `len` values (contents unspecified: `f`
+/// must write before it reads).
+fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
+    let mut buf = SCRATCH.with(|c| c.take());
+    if buf.len() < len {
+        buf.resize(len, 0.0);
+    }
+    let r = f(&mut buf[..len]);
+    SCRATCH.with(|c| c.set(buf));
+    r
 }
 
 /// y = x·Wᵀ with the order of operations stated in the module comment.
@@ -70,42 +111,46 @@ pub(super) fn matmul_blocked(x: &CpuTensor, w: &CpuWeight) -> CpuTensor {
     } else {
         None
     };
-    let tw = tile_width(n, rayon::current_num_threads());
+    let threads = rayon::current_num_threads();
+    let g = match in_place {
+        Some(_) => grid(m, n, threads, SGEMM_NC, 1),
+        None => grid(m, n, threads, MAX_DEQUANT_COLS, 2),
+    };
+    let (n_rb, n_cb) = (m.div_ceil(g.rows), n.div_ceil(g.cols));
     let out = OutPtr(y.data.as_mut_ptr());
-    (0..n.div_ceil(tw)).into_par_iter().for_each(|t| {
-        let j0 = t * tw;
-        let j1 = (j0 + tw).min(n);
-        let nt = j1 - j0;
-        let owned;
-        let tile: &[f32] = match in_place {
-            Some(all) => &all[j0 * k..j1 * k],
-            None => {
-                let mut buf = vec![0.0f32; nt * k];
-                w.dequantize_rows(j0, j1, &mut buf);
-                owned = buf;
-                &owned
+    (0..n_rb * n_cb).into_par_iter().for_each(|t| {
+        let (i0, j0) = ((t / n_cb) * g.rows, (t % n_cb) * g.cols);
+        let (mt, nt) = (g.rows.min(m - i0), g.cols.min(n - j0));
+        let run = |tile: &[f32]| {
+            // SAFETY: x is [m, k] row-major, of which rows i0..i0+mt are read; the tile is
+            // [nt, k] row-major read as the k × nt matrix Wᵀ (row stride 1, column stride k);
+            // y is [m, n] row-major whose block rows i0..i0+mt × columns j0..j0+nt (row stride
+            // n) only this task writes; y outlives the parallel loop.
+            unsafe {
+                matrixmultiply::sgemm(
+                    mt,
+                    k,
+                    nt,
+                    1.0,
+                    x.data.as_ptr().add(i0 * k),
+                    k as isize,
+                    1,
+                    tile.as_ptr(),
+                    1,
+                    k as isize,
+                    0.0,
+                    out.at(i0 * n + j0),
+                    n as isize,
+                    1,
+                );
             }
         };
-        // SAFETY: x is [m, k] row-major (m·k values), the tile is [nt, k] row-major read as the
-        // k × nt matrix Wᵀ (row stride 1, column stride k), and y is [m, n] row-major whose
-        // columns j0..j1 (row stride n) only this task writes; y outlives the parallel loop.
-        unsafe {
-            matrixmultiply::sgemm(
-                m,
-                k,
-                nt,
-                1.0,
-                x.data.as_ptr(),
-                k as isize,
-                1,
-                tile.as_ptr(),
-                1,
-                k as isize,
-                0.0,
-                out.at(j0),
-                n as isize,
-                1,
-            );
+        match in_place {
+            Some(all) => run(&all[j0 * k..(j0 + nt) * k]),
+            None => with_scratch(nt * k, |buf| {
+                w.dequantize_rows(j0, j0 + nt, buf);
+                run(buf)
+            }),
         }
     });
     y
@@ -143,74 +188,83 @@ pub(super) fn attention_blocked(
         let i0 = qb * ATTN_QUERY_BLOCK;
         let i1 = (i0 + ATTN_QUERY_BLOCK).min(l);
         let (mb, nk) = (i1 - i0, i1);
-        let mut scores = vec![0.0f32; mb * nk];
-        // SAFETY: q/k/v rows base..base+l exist (rows % l == 0, checked by the caller); the
-        // head slices are hd wide at column offsets inside each row; `scores` is [mb, nk].
-        unsafe {
-            matrixmultiply::sgemm(
-                mb,
-                hd,
-                nk,
-                1.0,
-                q.data.as_ptr().add((base + i0) * q.cols + h * hd),
-                q.cols as isize,
-                1,
-                k.data.as_ptr().add(base * k.cols + kh * hd),
-                1,
-                k.cols as isize,
-                0.0,
-                scores.as_mut_ptr(),
-                nk as isize,
-                1,
-            );
-        }
-        for (r, row) in scores.chunks_exact_mut(nk).enumerate() {
-            let i = i0 + r;
-            let (seen, after) = row.split_at_mut(i + 1);
-            // Keys before the sliding window (if any) weigh exactly 0, as the ones after i.
-            let (before, live) = seen.split_at_mut(p.first_key(i));
-            for x in live.iter_mut() {
-                *x *= p.scale;
+        with_scratch(mb * nk, |scores| {
+            // SAFETY: q/k/v rows base..base+l exist (rows % l == 0, checked by the caller); the
+            // head slices are hd wide at column offsets inside each row; `scores` is [mb, nk].
+            unsafe {
+                matrixmultiply::sgemm(
+                    mb,
+                    hd,
+                    nk,
+                    1.0,
+                    q.data.as_ptr().add((base + i0) * q.cols + h * hd),
+                    q.cols as isize,
+                    1,
+                    k.data.as_ptr().add(base * k.cols + kh * hd),
+                    1,
+                    k.cols as isize,
+                    0.0,
+                    scores.as_mut_ptr(),
+                    nk as isize,
+                    1,
+                );
             }
-            super::softmax_attention(live);
-            before.fill(0.0);
-            after.fill(0.0);
-        }
-        // SAFETY: `scores` is [mb, nk]; v rows base..base+nk, head kh's hd columns; y rows
-        // base+i0..base+i1, head h's columns, written by this task only; y outlives the loop.
-        unsafe {
-            matrixmultiply::sgemm(
-                mb,
-                nk,
-                hd,
-                1.0,
-                scores.as_ptr(),
-                nk as isize,
-                1,
-                v.data.as_ptr().add(base * v.cols + kh * hd),
-                v.cols as isize,
-                1,
-                0.0,
-                out.at((base + i0) * y_cols + h * hd),
-                y_cols as isize,
-                1,
-            );
-        }
+            for (r, row) in scores.chunks_exact_mut(nk).enumerate() {
+                let i = i0 + r;
+                let (seen, after) = row.split_at_mut(i + 1);
+                // Keys before the sliding window (if any) weigh exactly 0, as the ones after i.
+                let (before, live) = seen.split_at_mut(p.first_key(i));
+                for x in live.iter_mut() {
+                    *x *= p.scale;
+                }
+                super::softmax_attention(live);
+                before.fill(0.0);
+                after.fill(0.0);
+            }
+            // SAFETY: `scores` is [mb, nk]; v rows base..base+nk, head kh's hd columns; y rows
+            // base+i0..base+i1, head h's columns, written by this task only; y outlives the loop.
+            unsafe {
+                matrixmultiply::sgemm(
+                    mb,
+                    nk,
+                    hd,
+                    1.0,
+                    scores.as_ptr(),
+                    nk as isize,
+                    1,
+                    v.data.as_ptr().add(base * v.cols + kh * hd),
+                    v.cols as isize,
+                    1,
+                    0.0,
+                    out.at((base + i0) * y_cols + h * hd),
+                    y_cols as isize,
+                    1,
+                );
+            }
+        });
     });
     y
 }
 
 #[cfg(test)]
 mod tests {
-    use super::tile_width;
+    use super::{grid, Grid, MAX_DEQUANT_COLS, SGEMM_NC};
 
     #[test]
-    fn tiles_cover_the_columns_evenly() {
-        // 576 columns on 2 threads: 2 tiles of 288; 1536 on 2: 4 of 384 (2 of 768 pass 512).
-        assert_eq!(tile_width(576, 2), 288);
-        assert_eq!(tile_width(1536, 2), 384);
-        assert_eq!(tile_width(49152, 2), 512);
-        assert_eq!(tile_width(5, 7), 16);
-        assert_eq!(tile_width(192, 1), 192);
+    fn grids_pack_little_and_cover_the_threads() {
+        let g = |m, n, t, mc, wc| {
+            let Grid { rows, cols } = grid(m, n, t, mc, wc);
+            (rows, cols)
+        };
+        // Many rows, few columns: split the rows (x packed once, W twice).
+        assert_eq!(g(2048, 576, 2, SGEMM_NC, 1), (1024, 576));
+        assert_eq!(g(2048, 192, 2, SGEMM_NC, 1), (1024, 192));
+        // The output head: 48 blocks of 1024 columns, x packed 48 times, W once.
+        assert_eq!(g(2048, 49152, 2, SGEMM_NC, 1), (2048, 1024));
+        // Few rows (KLD's scored half): split the columns.
+        assert_eq!(g(256, 576, 2, SGEMM_NC, 1), (256, 288));
+        assert_eq!(g(256, 49152, 2, MAX_DEQUANT_COLS, 2), (256, 512));
+        assert_eq!(g(5, 5, 7, SGEMM_NC, 1), (16, 16));
+        assert_eq!(g(100, 192, 1, SGEMM_NC, 1), (112, 192));
     }
 }

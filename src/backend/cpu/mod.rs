@@ -16,6 +16,7 @@
 mod gemm;
 pub mod gram;
 pub mod nll;
+mod pool;
 
 use super::{AttnParams, Backend, RopeParams, StatsHost, StatsRows, WeightSource};
 use crate::quant::dequantize_row;
@@ -31,9 +32,10 @@ pub struct CpuTensor {
 }
 
 impl CpuTensor {
+    /// A zeroed tensor (its buffer possibly a reused one: `pool`).
     pub fn zeros(rows: usize, cols: usize) -> CpuTensor {
         CpuTensor {
-            data: vec![0.0; rows * cols],
+            data: pool::zeroed(rows * cols),
             rows,
             cols,
         }
@@ -41,6 +43,13 @@ impl CpuTensor {
 
     pub fn row(&self, r: usize) -> &[f32] {
         &self.data[r * self.cols..(r + 1) * self.cols]
+    }
+}
+
+impl Drop for CpuTensor {
+    /// The buffer goes back to the pool for the next tensor of about its size.
+    fn drop(&mut self) {
+        pool::recycle(std::mem::take(&mut self.data));
     }
 }
 
@@ -755,6 +764,11 @@ impl Backend for CpuBackend {
 
     fn stats_read(&self, s: &[&Vec<StatsHost>]) -> Vec<Vec<StatsHost>> {
         s.iter().map(|v| v.to_vec()).collect()
+    }
+
+    /// The reference on the logits in place (the default would copy them first).
+    fn token_nlls(&self, logits: &CpuTensor, targets: &[u32]) -> Vec<f64> {
+        nll::token_nlls(&logits.data, logits.cols, targets)
     }
 }
 
