@@ -173,7 +173,7 @@ fn iq1_s_refuses_without_importance() {
 fn wgsl_packed_grid_equals_iq1s_grid() {
     let src = include_str!("../shaders/dq_iq1.wgsl");
     let start = src
-        .find("const IQ1S_GRID_PACKED")
+        .find("var<private> IQ1S_GRID_PACKED")
         .expect("table in dq_iq1.wgsl");
     let body = &src[start..];
     let body = &body[body.find("(").unwrap() + 1..body.find(");").unwrap()];

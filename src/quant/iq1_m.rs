@@ -102,7 +102,11 @@ fn block_weights(xb: &[f32], qw: Option<&[f32]>, sigma2: f32, weight: &mut [f32;
 /// (0: +,+ 1: +,− 2: −,+ 3: −,−; + is x_p, − is x_m).
 #[inline(always)]
 fn group_levels<'a>(shift: usize, k: usize, x_p: &'a [f32; 3], x_m: &'a [f32; 3]) -> &'a [f32; 3] {
-    let plus = if k == 0 { shift < 2 } else { shift.is_multiple_of(2) };
+    let plus = if k == 0 {
+        shift < 2
+    } else {
+        shift.is_multiple_of(2)
+    };
     if plus {
         x_p
     } else {
