@@ -211,3 +211,37 @@ fn xxs_and_xs_need_importance() {
         ));
     }
 }
+
+/// The grids written into shaders/dq_iq2.wgsl (two u32 words per point) are quant::iq_grids'.
+#[test]
+fn wgsl_grids_equal_iq_grids() {
+    use wquant::quant::iq_grids::{IQ2S_GRID, IQ2XS_GRID, IQ2XXS_GRID};
+    let src = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("shaders/dq_iq2.wgsl"),
+    )
+    .unwrap();
+    for (name, grid) in [
+        ("GRID_XXS", &IQ2XXS_GRID[..]),
+        ("GRID_XS", &IQ2XS_GRID[..]),
+        ("GRID_S", &IQ2S_GRID[..]),
+    ] {
+        let start = src
+            .find(&format!("const {name} = array<u32, {}>(", 2 * grid.len()))
+            .unwrap_or_else(|| panic!("{name} with {} words", 2 * grid.len()));
+        let body = &src[start..];
+        let body = &body[body.find('(').unwrap() + 1..body.find(");").unwrap()];
+        let words: Vec<u32> = body
+            .split(',')
+            .map(str::trim)
+            .filter(|w| !w.is_empty())
+            .map(|w| {
+                u32::from_str_radix(w.trim_start_matches("0x").trim_end_matches('u'), 16).unwrap()
+            })
+            .collect();
+        let want: Vec<u32> = grid
+            .iter()
+            .flat_map(|&g| [g as u32, (g >> 32) as u32])
+            .collect();
+        assert_eq!(words, want, "{name}");
+    }
+}

@@ -7,7 +7,7 @@ use super::iq2_lattice::{lattice, Iq2Grid};
 use super::iq2_xs::search16;
 use super::iq2_xxs::{point_index, scale_code, sum_x2, write_point};
 use super::iq_grids::IQ2S_GRID;
-use super::{f2h, h2f, BlockType};
+use super::{f2h, h2f, BlockType, Wgsl};
 use crate::gguf::GgmlType;
 
 pub const BLOCK_BYTES: usize = 82;
@@ -130,6 +130,10 @@ pub const BLOCK: BlockType = BlockType {
     uses_importance: true,
     requires_importance: false,
     f16_fields: &[0],
-    wgsl_dequantize: None,
+    wgsl_dequantize: Some(Wgsl {
+        file: "dq_iq2.wgsl",
+        source: include_str!("../../shaders/dq_iq2.wgsl"),
+        consts: "const KIND = 2u;",
+    }),
     gpu_quantize: None,
 };

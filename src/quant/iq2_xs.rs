@@ -8,7 +8,7 @@ use super::iq2_xxs::{
 };
 use super::iq_grids::IQ2XS_GRID;
 use super::search::GROUP_MAX_EPS;
-use super::{f2h, h2f, BlockType};
+use super::{f2h, h2f, BlockType, Wgsl};
 use crate::gguf::GgmlType;
 
 pub const BLOCK_BYTES: usize = 74;
@@ -183,6 +183,10 @@ pub const BLOCK: BlockType = BlockType {
     uses_importance: true,
     requires_importance: true,
     f16_fields: &[0],
-    wgsl_dequantize: None,
+    wgsl_dequantize: Some(Wgsl {
+        file: "dq_iq2.wgsl",
+        source: include_str!("../../shaders/dq_iq2.wgsl"),
+        consts: "const KIND = 1u;",
+    }),
     gpu_quantize: None,
 };

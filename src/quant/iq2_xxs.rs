@@ -6,7 +6,7 @@
 use super::iq2_lattice::{find_best_neighbour, lattice, Iq2Grid, Iq2Lattice};
 use super::iq_grids::IQ2XXS_GRID;
 use super::search::{make_qp_quants, nearest_int, GROUP_MAX_EPS};
-use super::{f2h, h2f, BlockType};
+use super::{f2h, h2f, BlockType, Wgsl};
 use crate::gguf::GgmlType;
 
 pub const BLOCK_BYTES: usize = 66;
@@ -277,6 +277,10 @@ pub const BLOCK: BlockType = BlockType {
     uses_importance: true,
     requires_importance: true,
     f16_fields: &[0],
-    wgsl_dequantize: None,
+    wgsl_dequantize: Some(Wgsl {
+        file: "dq_iq2.wgsl",
+        source: include_str!("../../shaders/dq_iq2.wgsl"),
+        consts: "const KIND = 0u;",
+    }),
     gpu_quantize: None,
 };
