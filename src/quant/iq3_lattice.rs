@@ -60,6 +60,8 @@ pub fn code_tuples(grid_size: usize) -> Vec<u16> {
         .collect()
 }
 
+// Index loops over parallel arrays, in the C's order.
+#[allow(clippy::needless_range_loop)]
 fn build(grid_size: usize) -> Iq3Lattice {
     let nwant = if grid_size == 256 { 2 } else { 3 };
     let kgrid = code_tuples(grid_size);
@@ -182,6 +184,7 @@ pub(crate) struct Iq3Block {
 /// then one refinement of the off-grid groups (IQ3_S: of all groups) at the best scale.
 /// `None`: an all-zero block (IQ3_XXS: max < 1e-8; IQ3_S: max == 0), which the callers skip.
 #[inline]
+#[allow(clippy::needless_range_loop)] // parallel arrays, in the C's order
 pub(crate) fn search_block<const XXS: bool>(
     lat: &Iq3Lattice,
     xb: &[f32],
