@@ -390,10 +390,11 @@ fn weighted_energy(w: &[f32], ne0: usize, a: &[f32]) -> f64 {
 }
 
 #[test]
-fn proxy_weights_the_head_by_output_norm_and_blocks_by_their_energy() {
+fn proxy_weights_the_head_by_output_norm_and_blocks_by_propagated_energy() {
     // The synth imatrix has no output.weight entry (as llama-imatrix without
     // --process-output): the head's error is weighted by output_norm², it is not quantized
-    // with importance, and each block's factor is its output energy over the residual's.
+    // with importance, and each block's factor is its output energy over the residual's,
+    // amplified by the later blocks' response (optimize::set_factors).
     let (model, im) = synth();
     let f = GgufFile::open(&model).unwrap();
     let im = Imatrix::load(&im).unwrap();
@@ -441,13 +442,20 @@ fn proxy_weights_the_head_by_output_norm_and_blocks_by_their_energy() {
         })
         .collect();
     let total = emb + blocks.iter().sum::<f64>();
+    // Residual energy before each block, and the amplification by the blocks after one.
+    let before: Vec<f64> = (0..4)
+        .map(|k| emb + blocks[..k].iter().sum::<f64>())
+        .collect();
+    let after = |k: usize| (k..4).map(|j| blocks[j] / before[j]).sum::<f64>();
     let close = |a: f64, b: f64| (a - b).abs() <= 1e-9 * b;
-    assert!(close(get("token_embd.weight").factor, emb / total));
+    let want_emb = emb / total * (1.0 + after(0));
+    assert!(close(get("token_embd.weight").factor, want_emb));
     for l in 0..2 {
         for (part, k) in [("attn_q", 0), ("attn_v", 0), ("ffn_up", 1), ("ffn_down", 1)] {
             let t = get(&format!("blk.{l}.{part}.weight"));
             assert_eq!(t.weights, ErrorWeights::Imatrix);
-            let want = blocks[2 * l + k] / total;
+            let b = 2 * l + k;
+            let want = blocks[b] / total * (1.0 + after(b + 1));
             assert!(close(t.factor, want), "{}: {} vs {want}", t.name, t.factor);
         }
     }

@@ -258,29 +258,32 @@ fn role_of(name: &str, tied_embeddings: bool) -> Role {
 }
 
 /// The proxy's factors: each tensor's relative error is turned into an estimate of its ΔKLD
-/// (in units of ½·A, A = the mean energy of one logit's row error scale; the unit is common
-/// to all tensors and cancels in the assignment) by a model of where its error goes.
+/// (in units of ½·A, A = the mean energy of a logit row's error at unit relative error; the
+/// unit is common to all tensors and cancels in the assignment) by a model of where its
+/// error goes.
 ///
 /// - The head: logits z = W·x; an error ΔW gives δz with E[δz_i²] = Σ_j a_j ΔW_ij², and
 ///   KLD ≈ ½·Var_p(δz) ≈ ½·mean_i E[δz_i²] = ½·A·rel_err. Factor 1.
 /// - A block's output (attention: attn_output's, FFN: ffn_down's) is added to the residual
-///   stream; its expected energy is that tensor's `energy` (imatrix-weighted Σ w²). An error of
-///   relative size ε in a block's output (q, k, v, output of the attention; gate, up, down of
-///   the FFN: each tensor's relative output error, to first order, is a relative error of
-///   its block's output) adds ε·E_block to the residual, which the final norm divides by
-///   E_final, the residual's energy at the head; an isotropic residual error δh then gives
-///   the head's input a relative error ‖δh‖²/E_final and the logits ½·A·that. So the factor
-///   is E_block/E_final, with E_final = E_embedding + Σ E_block (block outputs taken as
-///   uncorrelated).
-/// - The embedding: a row lookup added to the residual; factor E_embedding/E_final with
-///   E_embedding = the mean row energy. A tied embedding (also the head) gets 1 + that.
+///   stream; its expected energy E_b is that tensor's `energy` (imatrix-weighted Σ w²). Each
+///   tensor's relative output error ε is, to first order, a relative error of its block's
+///   output (q, k, v, output for attention; gate, up, down for the FFN), so it adds an error
+///   of energy ε·E_b to the residual. That error reaches the head directly (the final norm
+///   divides by E_final, the residual's energy there: a relative error of the head's input,
+///   worth 1 per unit like the head's own) and through every later block j, whose input
+///   norm sees it as a relative change ε·E_b/R_j (R_j: the residual's energy before j); a
+///   block that responds with unit gain adds ε·E_b·E_j/R_j more. So the factor is
+///   (E_b/E_final)·(1 + Σ_{j after b} E_j/R_j), E_final = E_emb + Σ E_b (block outputs
+///   taken as uncorrelated). Early blocks, whose errors every later block amplifies, weigh
+///   more than their share of the final residual.
+/// - The embedding: a row lookup added to the residual first; E_emb = its mean row energy and
+///   the same formula over all blocks. A tied embedding (also the head) gets 1 + that.
 ///
 /// Without the imatrix entries a block's energy is unknown: it gets the median of the known
 /// blocks; with none known (no imatrix), or where the block outputs pass through another norm
-/// before the residual (Gemma's post-norms), every block and the embedding get an equal share
-/// 1/(blocks + 1). The previous proxy weighted every tensor's relative error equally, which
-/// let the optimizer move Qwen2.5's 233M-weight head to Q3_K (ratio 1.30 against stock);
-/// here the head weighs about as much as all blocks together.
+/// before the residual (Gemma's post-norms), every block and the embedding get energy 1.
+/// The previous proxy weighted every tensor's relative error equally, which let the
+/// optimizer move Qwen2.5's 233M-weight head to Q3_K (ratio 1.30 against stock).
 pub fn set_factors(p: &mut Problem, post_norms: bool) {
     let roles: Vec<Role> = p
         .tensors
@@ -319,39 +322,52 @@ pub fn set_factors(p: &mut Problem, post_norms: bool) {
         .find(|(t, r)| matches!(r, Role::Embedding | Role::Head) && t.name == "token_embd.weight")
         .map(|(t, _)| t.row_energy);
     let n_parts = blocks.len() as f64 + 1.0;
-    let block_energy = |r: Role| -> f64 {
-        if equal {
-            return 1.0;
-        }
-        blocks
-            .iter()
-            .find(|b| b.0 == r)
-            .and_then(|b| b.1)
-            .unwrap_or(median)
+    // Blocks in the order they write to the residual: by layer, attention before FFN.
+    let key = |r: &Role| match *r {
+        Role::Attn(l) => (l, 0),
+        Role::Ffn(l) => (l, 1),
+        _ => (i64::MAX, 2),
     };
+    blocks.sort_by_key(|b| key(&b.0));
+    let energies: Vec<f64> = blocks
+        .iter()
+        .map(|b| if equal { 1.0 } else { b.1.unwrap_or(median) })
+        .collect();
     let emb = if equal {
         1.0
     } else {
         emb_energy.unwrap_or(0.0)
     };
-    let total: f64 = if equal {
-        n_parts
-    } else {
-        emb + blocks.iter().map(|b| block_energy(b.0)).sum::<f64>()
-    };
-    let share = |e: f64| {
+    let total = emb + energies.iter().sum::<f64>();
+    // gain[k]: Σ over the blocks after k of E_j / (residual energy before j) — the energy
+    // later blocks add in response to a unit relative change of their input (see above).
+    let mut gain = vec![0.0; energies.len()];
+    let mut acc = 0.0;
+    let mut before = total;
+    for k in (0..energies.len()).rev() {
+        gain[k] = acc;
+        before -= energies[k];
+        if before > 0.0 {
+            acc += energies[k] / before;
+        }
+    }
+    let emb_gain = acc;
+    let part = |e: f64, g: f64| {
         if total > 0.0 {
-            e / total
+            e / total * (1.0 + g)
         } else {
             1.0 / n_parts
         }
     };
     for (t, r) in p.tensors.iter_mut().zip(roles) {
         let f = match r {
-            Role::Head if t.name == "token_embd.weight" => 1.0 + share(emb),
+            Role::Head if t.name == "token_embd.weight" => 1.0 + part(emb, emb_gain),
             Role::Head => 1.0,
-            Role::Embedding => share(emb),
-            Role::Attn(_) | Role::Ffn(_) => share(block_energy(r)),
+            Role::Embedding => part(emb, emb_gain),
+            Role::Attn(_) | Role::Ffn(_) => {
+                let k = blocks.iter().position(|b| b.0 == r).unwrap_or(0);
+                part(energies[k], gain[k])
+            }
             Role::Other => 1.0 / n_parts,
         };
         t.set_factor(f);
