@@ -10,22 +10,9 @@ use rayon::prelude::*;
 use std::time::Instant;
 use wquant::gguf::{GgmlType, GgufFile};
 use wquant::imatrix::file::Imatrix;
-use wquant::quant::better::{error_weights, quantize_row_searched, Search, SearchOptions};
-
-const TYPES: [GgmlType; 12] = [
-    GgmlType::Q4K,
-    GgmlType::Q5K,
-    GgmlType::Q6K,
-    GgmlType::Q3K,
-    GgmlType::Q2K,
-    GgmlType::Q8_0,
-    GgmlType::Q4_0,
-    GgmlType::Q4_1,
-    GgmlType::Q5_0,
-    GgmlType::Q5_1,
-    GgmlType::IQ4NL,
-    GgmlType::IQ4XS,
-];
+use wquant::quant::better::{
+    error_weights, quantize_row_searched, Search, SearchOptions, SEARCH_TYPES as TYPES,
+};
 
 const ROW_STEP: usize = 4;
 

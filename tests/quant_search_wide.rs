@@ -8,23 +8,9 @@ mod common;
 use wquant::gguf::{GgmlType, GgufFile};
 use wquant::quant::better::{
     error_weights, has_search, quantize_row_searched, Search, SearchOptions, Weighting,
+    SEARCH_TYPES as TYPES,
 };
 use wquant::quant::{dequantize_row, quantize_row};
-
-const TYPES: [GgmlType; 12] = [
-    GgmlType::Q4K,
-    GgmlType::Q5K,
-    GgmlType::Q6K,
-    GgmlType::Q3K,
-    GgmlType::Q2K,
-    GgmlType::Q8_0,
-    GgmlType::Q4_0,
-    GgmlType::Q4_1,
-    GgmlType::Q5_0,
-    GgmlType::Q5_1,
-    GgmlType::IQ4NL,
-    GgmlType::IQ4XS,
-];
 
 const WEIGHTINGS: [Weighting; 4] = [
     Weighting::Llama,
@@ -295,4 +281,12 @@ fn wide_file_records_search_and_keeps_layout() {
         }
     }
     assert!(differing > 0, "wide changed no tensor");
+}
+
+/// SEARCH_TYPES (what the tests and the bench cover) is exactly the types with a search.
+#[test]
+fn search_types_are_the_searched_types() {
+    for t in GgmlType::ALL {
+        assert_eq!(has_search(t), TYPES.contains(&t), "{t}");
+    }
 }

@@ -178,3 +178,23 @@ fn qwen25_model_calib_and_eval_match_llama_tokenize() {
         matches_golden(&t, &format!("{text}.txt"), &golden);
     }
 }
+
+/// Long runs of whitespace, newlines, digits and punctuation (the look-ahead patterns' worst
+/// case) tokenize without an error from the regex engine, for every BPE pre-tokenizer; the
+/// same run twice gives the same ids.
+#[test]
+fn pathological_runs_tokenize() {
+    let text = format!(
+        "{}x{}y{}z {}",
+        " ".repeat(200_000),
+        "\n \t".repeat(50_000),
+        "9".repeat(100_000),
+        "!?".repeat(50_000)
+    );
+    for name in ["llama-bpe", "gpt-2", "qwen2"] {
+        let t = vocab(name);
+        let a = t.tokenize(&text, false);
+        assert!(a.len() > 1000, "{name}: {} tokens", a.len());
+        assert_eq!(a, t.tokenize(&text, false), "{name}");
+    }
+}

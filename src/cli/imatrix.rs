@@ -206,11 +206,7 @@ fn collect_with<B: Backend>(
         save_frequency: a.save_frequency,
         out: a.output.clone(),
         dat: a.dat(),
-        bos: if tokenizer.add_bos {
-            tokenizer.bos
-        } else {
-            None
-        },
+        bos: tokenizer.chunk_bos(),
     };
     let (_, n_chunk) =
         plan_chunks(tokens.len(), &o).with_context(|| text_path.display().to_string())?;

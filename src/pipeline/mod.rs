@@ -258,6 +258,16 @@ pub fn run(o: &RunOptions) -> Result<RunReport> {
     if o.types.is_empty() && o.target_bpws.is_empty() {
         bail!("--types: give at least one quantization type (or --target-bpw)");
     }
+    // Fail before the imatrix and the other types are computed. Every type is quantized with
+    // the collected imatrix, which the IQ mixes (IQ2_XS, IQ1_S, ...) require.
+    for (name, ft) in &o.types {
+        if !crate::quant::can_quantize(ft.default_type()) {
+            bail!(
+                "--types {name}: wquant cannot produce {} blocks in this build",
+                ft.default_type()
+            );
+        }
+    }
     for (p, what) in [
         (&o.model, "MODEL"),
         (&o.calib, "--calib"),

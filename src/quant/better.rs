@@ -111,6 +111,22 @@ impl SearchOptions {
     }
 }
 
+/// The types `wide`/`exhaustive` have a search of their own for (`has_search`).
+pub const SEARCH_TYPES: [GgmlType; 12] = [
+    GgmlType::Q4K,
+    GgmlType::Q5K,
+    GgmlType::Q6K,
+    GgmlType::Q3K,
+    GgmlType::Q2K,
+    GgmlType::Q8_0,
+    GgmlType::Q4_0,
+    GgmlType::Q4_1,
+    GgmlType::Q5_0,
+    GgmlType::Q5_1,
+    GgmlType::IQ4NL,
+    GgmlType::IQ4XS,
+];
+
 /// Whether `wide`/`exhaustive` have a search of their own for type `t` (otherwise they write
 /// llama.cpp's bytes).
 pub fn has_search(t: GgmlType) -> bool {

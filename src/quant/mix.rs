@@ -29,6 +29,18 @@ pub enum FileType {
     Q5KS,
     Q5KM,
     Q6K,
+    /// The imatrix-only mixes (llama-quantize refuses them without an imatrix, except IQ3_XS,
+    /// IQ3_S and IQ3_M, whose default IQ3_S does not need one).
+    IQ2XXS,
+    IQ2XS,
+    IQ2S,
+    IQ2M,
+    IQ3XXS,
+    IQ3XS,
+    IQ3S,
+    IQ3M,
+    IQ1S,
+    IQ1M,
 }
 
 impl FileType {
@@ -56,13 +68,24 @@ impl FileType {
             "Q5_K_S" => FileType::Q5KS,
             "Q5_K_M" | "Q5_K" => FileType::Q5KM,
             "Q6_K" => FileType::Q6K,
+            "IQ2_XXS" => FileType::IQ2XXS,
+            "IQ2_XS" => FileType::IQ2XS,
+            "IQ2_S" => FileType::IQ2S,
+            "IQ2_M" => FileType::IQ2M,
+            "IQ3_XXS" => FileType::IQ3XXS,
+            "IQ3_XS" => FileType::IQ3XS,
+            "IQ3_S" => FileType::IQ3S,
+            "IQ3_M" => FileType::IQ3M,
+            "IQ1_S" => FileType::IQ1S,
+            "IQ1_M" => FileType::IQ1M,
             _ => return None,
         })
     }
 
     pub const NAMES: &'static str =
-        "Q2_K, Q2_K_S, Q3_K_S, Q3_K_M (Q3_K), Q3_K_L, IQ4_NL, IQ4_XS, Q4_K_M (Q4_K), Q4_K_S, \
-         Q5_K_M (Q5_K), Q5_K_S, Q6_K, Q8_0, Q5_1, Q5_0, Q4_1, Q4_0, BF16, F16, F32";
+        "IQ1_S, IQ1_M, IQ2_XXS, IQ2_XS, IQ2_S, IQ2_M, IQ3_XXS, IQ3_XS, IQ3_S, IQ3_M, Q2_K, Q2_K_S, \
+         Q3_K_S, Q3_K_M (Q3_K), Q3_K_L, IQ4_NL, IQ4_XS, Q4_K_M (Q4_K), Q4_K_S, Q5_K_M (Q5_K), \
+         Q5_K_S, Q6_K, Q8_0, Q5_1, Q5_0, Q4_1, Q4_0, BF16, F16, F32";
 
     /// The name llama-quantize gives the type.
     pub fn name(self) -> &'static str {
@@ -87,6 +110,16 @@ impl FileType {
             FileType::Q5KS => "Q5_K_S",
             FileType::Q5KM => "Q5_K_M",
             FileType::Q6K => "Q6_K",
+            FileType::IQ2XXS => "IQ2_XXS",
+            FileType::IQ2XS => "IQ2_XS",
+            FileType::IQ2S => "IQ2_S",
+            FileType::IQ2M => "IQ2_M",
+            FileType::IQ3XXS => "IQ3_XXS",
+            FileType::IQ3XS => "IQ3_XS",
+            FileType::IQ3S => "IQ3_S",
+            FileType::IQ3M => "IQ3_M",
+            FileType::IQ1S => "IQ1_S",
+            FileType::IQ1M => "IQ1_M",
         }
     }
 
@@ -112,6 +145,16 @@ impl FileType {
             FileType::Q5KS => 16,
             FileType::Q5KM => 17,
             FileType::Q6K => 18,
+            FileType::IQ2XXS => 19,
+            FileType::IQ2XS => 20,
+            FileType::IQ3XS => 22,
+            FileType::IQ3XXS => 23,
+            FileType::IQ1S => 24,
+            FileType::IQ3S => 26,
+            FileType::IQ3M => 27,
+            FileType::IQ2S => 28,
+            FileType::IQ2M => 29,
+            FileType::IQ1M => 31,
             FileType::BF16 => 32,
         }
     }
@@ -134,8 +177,48 @@ impl FileType {
             FileType::Q4KS | FileType::Q4KM => GgmlType::Q4K,
             FileType::Q5KS | FileType::Q5KM => GgmlType::Q5K,
             FileType::Q6K => GgmlType::Q6K,
+            FileType::IQ2XXS => GgmlType::IQ2XXS,
+            FileType::IQ2XS | FileType::IQ2S => GgmlType::IQ2XS,
+            FileType::IQ2M => GgmlType::IQ2S,
+            FileType::IQ3XXS => GgmlType::IQ3XXS,
+            FileType::IQ3XS | FileType::IQ3S | FileType::IQ3M => GgmlType::IQ3S,
+            FileType::IQ1S => GgmlType::IQ1S,
+            FileType::IQ1M => GgmlType::IQ1M,
         }
     }
+
+    /// The ≤ 2-bit IQ mixes, which share one branch of llama_tensor_get_type_impl.
+    fn is_iq2_or_iq1(self) -> bool {
+        matches!(
+            self,
+            FileType::IQ2XXS
+                | FileType::IQ2XS
+                | FileType::IQ2S
+                | FileType::IQ2M
+                | FileType::IQ1S
+                | FileType::IQ1M
+        )
+    }
+
+    /// Whether llama-quantize refuses this mix without an imatrix on a plain model (its default
+    /// type needs one; `requires_imatrix` decides per tensor).
+    pub fn needs_imatrix(self) -> bool {
+        self == FileType::Q2KS || imatrix_only(self.default_type())
+    }
+}
+
+/// The block types llama-quantize's tensor_requires_imatrix names (ggml asserts "missing
+/// quantization weights" for them): IQ3_XXS, IQ2_XXS, IQ2_XS, IQ2_S, IQ1_S, IQ1_M.
+pub fn imatrix_only(t: GgmlType) -> bool {
+    matches!(
+        t,
+        GgmlType::IQ3XXS
+            | GgmlType::IQ2XXS
+            | GgmlType::IQ2XS
+            | GgmlType::IQ2S
+            | GgmlType::IQ1S
+            | GgmlType::IQ1M
+    )
 }
 
 /// tensor_get_category.
@@ -264,14 +347,15 @@ pub struct ModelFacts {
     pub n_gqa: i64,
 }
 
-/// tensor_requires_imatrix for the types wquant writes: a Q2_K tensor of a Q2_K_S file
-/// (token_embd and output excepted) needs importance data, else llama-quantize refuses.
+/// tensor_requires_imatrix: a tensor of an imatrix-only block type ([`imatrix_only`]),
+/// or a Q2_K tensor of a Q2_K_S file, needs importance data, else llama-quantize refuses
+/// (token_embd and output excepted).
 pub fn requires_imatrix(name: &str, t: GgmlType, ftype: FileType) -> bool {
     let cat = category(name);
     if matches!(cat, Category::TokenEmbd | Category::Output) {
         return false;
     }
-    t == GgmlType::Q2K && ftype == FileType::Q2KS
+    imatrix_only(t) || (t == GgmlType::Q2K && ftype == FileType::Q2KS)
 }
 
 /// category_is_attn_v: attn_v, attn_qkv and attn_kv_b share the attn_v rules and counter.
@@ -283,17 +367,25 @@ fn use_more_bits(i: i64, n: i64) -> bool {
     i < n / 8 || i >= 7 * n / 8 || (i - n / 8) % 3 == 2
 }
 
-/// tensor_type_fallback: a K-quant whose row does not divide into blocks moves to a legacy type.
+/// tensor_type_fallback: a 256-block type whose row does not divide into blocks moves to a
+/// 32-block type (the IQ types to IQ4_NL, the K-quants to a legacy type), else to F16.
 pub fn fallback(t: GgmlType, ne0: u64) -> GgmlType {
     if ne0.is_multiple_of(t.block_size() as u64) {
         return t;
     }
     let f = match t {
+        GgmlType::IQ1S
+        | GgmlType::IQ1M
+        | GgmlType::IQ2XXS
+        | GgmlType::IQ2XS
+        | GgmlType::IQ2S
+        | GgmlType::IQ3XXS
+        | GgmlType::IQ3S
+        | GgmlType::IQ4XS => GgmlType::IQ4NL,
         GgmlType::Q2K | GgmlType::Q3K => GgmlType::Q4_0,
         GgmlType::Q4K => GgmlType::Q5_0,
         GgmlType::Q5K => GgmlType::Q5_1,
         GgmlType::Q6K => GgmlType::Q8_0,
-        GgmlType::IQ4XS => GgmlType::IQ4NL,
         other => other,
     };
     if !ne0.is_multiple_of(f.block_size() as u64) {
@@ -319,8 +411,10 @@ pub fn plan(
         .filter(|t| is_attn_v(category(&t.name)))
         .count() as i64;
     let default = ftype.default_type();
-    let mut i_attention_wv = 0i64;
-    let mut i_ffn_down = 0i64;
+    let mut counters = Counters {
+        n_attention_wv,
+        ..Counters::default()
+    };
     let mut out = Vec::with_capacity(order.len());
     for t in order {
         let n_dims = (1..t.dims.len())
@@ -348,17 +442,14 @@ pub fn plan(
                 }
             }
             if !overridden && !opts.pure {
-                nt = rule(
-                    t,
-                    cat,
+                let rules = Rules {
                     ftype,
                     facts,
                     opts,
                     has_output,
                     default,
-                    (&mut i_attention_wv, n_attention_wv),
-                    &mut i_ffn_down,
-                );
+                };
+                nt = rules.tensor_type(t, cat, &mut counters);
             }
             fallback(nt, ne0)
         };
@@ -367,99 +458,225 @@ pub fn plan(
     out
 }
 
-#[allow(clippy::too_many_arguments)]
-fn rule(
-    t: &TensorMeta,
-    cat: Category,
+/// quantize_state_impl's counters: tensors of a category visited so far (the layer index of
+/// a dense model's ffn tensors).
+#[derive(Clone, Copy, Debug, Default)]
+struct Counters {
+    n_attention_wv: i64,
+    i_attention_wv: i64,
+    i_ffn_down: i64,
+    i_ffn_gate: i64,
+    i_ffn_up: i64,
+}
+
+/// What llama_tensor_get_type_impl reads besides the tensor.
+struct Rules<'a> {
     ftype: FileType,
     facts: ModelFacts,
-    opts: &MixOptions,
+    opts: &'a MixOptions,
     has_output: bool,
     default: GgmlType,
-    wv: (&mut i64, i64),
-    i_ffn_down: &mut i64,
-) -> GgmlType {
-    let ne0 = t.dims[0];
-    let tied_embd = !has_output && cat == Category::TokenEmbd;
-    if cat == Category::Output || tied_embd {
-        if let Some(tt) = opts.output_tensor_type {
-            return tt;
+}
+
+impl Rules<'_> {
+    /// layer_info: an MoE model's ffn layer comes from the tensor name (experts are not
+    /// consecutive), a dense model's from the category's counter.
+    fn layer(&self, name: &str, counter: i64) -> i64 {
+        if self.facts.n_expert > 1 {
+            layer_of(name)
+        } else {
+            counter
         }
-        if !ne0.is_multiple_of(default.block_size() as u64) {
-            return GgmlType::Q8_0;
-        }
-        if default != GgmlType::Q8_0 {
-            return GgmlType::Q6K;
-        }
-        return default;
     }
-    match cat {
-        c if is_attn_v(c) => {
-            let (i, n) = (*wv.0, wv.1);
-            *wv.0 += 1;
-            let gqa4 = facts.n_gqa >= 4;
-            let mut nt = match ftype {
-                FileType::Q2K if gqa4 => GgmlType::Q4K,
-                FileType::Q2K => GgmlType::Q3K,
-                FileType::Q2KS if gqa4 => GgmlType::Q4K,
-                FileType::Q3KM if i < 2 => GgmlType::Q5K,
-                FileType::Q3KM => GgmlType::Q4K,
-                FileType::Q3KL => GgmlType::Q5K,
-                FileType::IQ4NL | FileType::IQ4XS if gqa4 => GgmlType::Q5K,
-                FileType::Q4KM | FileType::Q5KM if use_more_bits(i, n) => GgmlType::Q6K,
-                FileType::Q4KS if i < 4 => GgmlType::Q5K,
-                _ => default,
-            };
-            if facts.n_expert == 8 {
-                nt = GgmlType::Q8_0;
+
+    /// llama_tensor_get_type_impl (the Llama-relevant part: no Falcon, 70B or GLM rules).
+    fn tensor_type(&self, t: &TensorMeta, cat: Category, c: &mut Counters) -> GgmlType {
+        let (ftype, facts, default) = (self.ftype, self.facts, self.default);
+        let ne0 = t.dims[0];
+        let tied_embd = !self.has_output && cat == Category::TokenEmbd;
+        if cat == Category::Output || tied_embd {
+            if let Some(tt) = self.opts.output_tensor_type {
+                return tt;
             }
-            nt
+            if !ne0.is_multiple_of(default.block_size() as u64) {
+                return GgmlType::Q8_0;
+            }
+            if matches!(
+                ftype,
+                FileType::IQ2XXS
+                    | FileType::IQ2XS
+                    | FileType::IQ3XXS
+                    | FileType::IQ1S
+                    | FileType::IQ2S
+                    | FileType::IQ2M
+                    | FileType::IQ1M
+            ) {
+                return GgmlType::Q5K;
+            }
+            if default != GgmlType::Q8_0 {
+                return GgmlType::Q6K;
+            }
+            return default;
         }
-        Category::AttnK if facts.n_expert == 8 => GgmlType::Q8_0,
-        Category::FfnDown => {
-            let i_layer = if facts.n_expert > 1 {
-                layer_of(&t.name)
-            } else {
-                *i_ffn_down
-            };
-            let n_layer = facts.n_layer;
-            *i_ffn_down += 1;
-            match ftype {
-                FileType::Q2K => GgmlType::Q3K,
-                FileType::Q2KS if i_layer < n_layer / 8 => GgmlType::Q4K,
-                FileType::Q3KM if i_layer < n_layer / 16 => GgmlType::Q5K,
-                FileType::Q3KM => GgmlType::Q4K,
-                FileType::Q3KL => GgmlType::Q5K,
-                FileType::Q4KM | FileType::Q5KM if use_more_bits(i_layer, n_layer) => GgmlType::Q6K,
-                FileType::IQ4NL | FileType::IQ4XS
-                    if !facts.has_imatrix && i_layer < n_layer / 8 =>
-                {
-                    GgmlType::Q5K
+        if cat == Category::TokenEmbd {
+            return match ftype {
+                FileType::IQ2XXS | FileType::IQ2XS | FileType::IQ1S | FileType::IQ1M => {
+                    GgmlType::Q2K
                 }
-                FileType::Q4KS if i_layer < n_layer / 8 => GgmlType::Q5K,
-                // Guard for the first ffn_down layers of Q4_0/Q5_0, only with an imatrix.
-                FileType::Q4_0 if facts.has_imatrix && i_layer < n_layer / 8 => GgmlType::Q4_1,
-                FileType::Q5_0 if facts.has_imatrix && i_layer < n_layer / 8 => GgmlType::Q5_1,
+                FileType::IQ2S | FileType::IQ2M | FileType::IQ3XXS => GgmlType::IQ3S,
                 _ => default,
-            }
+            };
         }
-        Category::AttnOutput if facts.n_expert == 8 => match ftype {
-            FileType::Q2K
-            | FileType::Q3KS
-            | FileType::Q3KM
-            | FileType::IQ4NL
-            | FileType::Q4KS
-            | FileType::Q4KM
-            | FileType::IQ4XS => GgmlType::Q5K,
+        if ftype.is_iq2_or_iq1() {
+            return self.iq2_iq1_type(cat, c);
+        }
+        let gqa4 = facts.n_gqa >= 4;
+        let n_layer = facts.n_layer;
+        match cat {
+            c_ if is_attn_v(c_) => {
+                let (i, n) = (c.i_attention_wv, c.n_attention_wv);
+                c.i_attention_wv += 1;
+                let mut nt = match ftype {
+                    FileType::Q2K if gqa4 => GgmlType::Q4K,
+                    FileType::Q2K => GgmlType::Q3K,
+                    FileType::Q2KS if gqa4 => GgmlType::Q4K,
+                    FileType::IQ3XXS if gqa4 => GgmlType::Q4K,
+                    FileType::IQ3XXS if !facts.has_imatrix => GgmlType::IQ3S,
+                    FileType::IQ3XXS => GgmlType::IQ3XXS,
+                    FileType::IQ3XS | FileType::IQ3S if gqa4 => GgmlType::Q4K,
+                    FileType::IQ3M => GgmlType::Q4K,
+                    FileType::Q3KM if i < 2 => GgmlType::Q5K,
+                    FileType::Q3KM => GgmlType::Q4K,
+                    FileType::Q3KL => GgmlType::Q5K,
+                    FileType::IQ4NL | FileType::IQ4XS if gqa4 => GgmlType::Q5K,
+                    FileType::Q4KM | FileType::Q5KM if use_more_bits(i, n) => GgmlType::Q6K,
+                    FileType::Q4KS if i < 4 => GgmlType::Q5K,
+                    _ => default,
+                };
+                if facts.n_expert == 8 {
+                    nt = GgmlType::Q8_0;
+                }
+                nt
+            }
+            Category::AttnK if facts.n_expert == 8 => GgmlType::Q8_0,
+            Category::AttnK | Category::AttnQ => match ftype {
+                FileType::IQ3XS => GgmlType::IQ3XXS,
+                FileType::IQ3XXS => GgmlType::IQ2S,
+                _ => default,
+            },
+            Category::FfnDown => {
+                let i_layer = self.layer(&t.name, c.i_ffn_down);
+                c.i_ffn_down += 1;
+                match ftype {
+                    FileType::Q2K => GgmlType::Q3K,
+                    FileType::Q2KS if i_layer < n_layer / 8 => GgmlType::Q4K,
+                    FileType::IQ3XXS if !facts.has_imatrix && i_layer < n_layer / 8 => {
+                        GgmlType::Q4K
+                    }
+                    FileType::IQ3XXS if !facts.has_imatrix => GgmlType::Q3K,
+                    FileType::Q3KM if i_layer < n_layer / 16 => GgmlType::Q5K,
+                    FileType::Q3KM => GgmlType::Q4K,
+                    FileType::IQ3M
+                        if i_layer < n_layer / 8
+                            || (facts.n_expert == 8 && use_more_bits(i_layer, n_layer)) =>
+                    {
+                        GgmlType::Q4K
+                    }
+                    FileType::Q3KL => GgmlType::Q5K,
+                    FileType::Q4KM | FileType::Q5KM if use_more_bits(i_layer, n_layer) => {
+                        GgmlType::Q6K
+                    }
+                    FileType::IQ4NL | FileType::IQ4XS
+                        if !facts.has_imatrix && i_layer < n_layer / 8 =>
+                    {
+                        GgmlType::Q5K
+                    }
+                    FileType::Q4KS if i_layer < n_layer / 8 => GgmlType::Q5K,
+                    // Guard for the first ffn_down layers of Q4_0/Q5_0, only with an imatrix.
+                    FileType::Q4_0 if facts.has_imatrix && i_layer < n_layer / 8 => GgmlType::Q4_1,
+                    FileType::Q5_0 if facts.has_imatrix && i_layer < n_layer / 8 => GgmlType::Q5_1,
+                    _ => default,
+                }
+            }
+            Category::AttnOutput if facts.n_expert == 8 => match ftype {
+                FileType::Q2K
+                | FileType::IQ3XS
+                | FileType::IQ3XXS
+                | FileType::Q3KS
+                | FileType::Q3KM
+                | FileType::IQ4NL
+                | FileType::Q4KS
+                | FileType::Q4KM
+                | FileType::IQ3S
+                | FileType::IQ3M
+                | FileType::IQ4XS => GgmlType::Q5K,
+                _ => default,
+            },
+            Category::AttnOutput => match ftype {
+                FileType::Q2K => GgmlType::Q3K,
+                FileType::IQ3XXS => GgmlType::IQ3S,
+                FileType::Q3KM => GgmlType::Q4K,
+                FileType::Q3KL => GgmlType::Q5K,
+                FileType::IQ3M => GgmlType::Q4K,
+                _ => default,
+            },
+            Category::FfnGate | Category::FfnUp => {
+                let counter = if cat == Category::FfnGate {
+                    &mut c.i_ffn_gate
+                } else {
+                    &mut c.i_ffn_up
+                };
+                let i_layer = self.layer(&t.name, *counter);
+                *counter += 1;
+                if ftype == FileType::IQ3XS && i_layer >= n_layer / 8 && i_layer < 7 * n_layer / 8 {
+                    GgmlType::IQ3XXS
+                } else {
+                    default
+                }
+            }
             _ => default,
-        },
-        Category::AttnOutput => match ftype {
-            FileType::Q2K => GgmlType::Q3K,
-            FileType::Q3KM => GgmlType::Q4K,
-            FileType::Q3KL => GgmlType::Q5K,
+        }
+    }
+
+    /// The branch of the ≤ 2-bit mixes (IQ2_XXS, IQ2_XS, IQ2_S, IQ2_M, IQ1_S, IQ1_M), which
+    /// replaces the per-category rules above. Its ffn_down rule counts tensors, even in an MoE
+    /// model.
+    fn iq2_iq1_type(&self, cat: Category, c: &mut Counters) -> GgmlType {
+        let (ftype, facts, default) = (self.ftype, self.facts, self.default);
+        let iq2_s_or_m = matches!(ftype, FileType::IQ2S | FileType::IQ2M);
+        match cat {
+            c_ if is_attn_v(c_) => {
+                c.i_attention_wv += 1;
+                if facts.n_gqa >= 4 || facts.n_expert >= 4 {
+                    GgmlType::Q4K
+                } else if iq2_s_or_m {
+                    GgmlType::IQ3S
+                } else {
+                    GgmlType::Q2K
+                }
+            }
+            Category::AttnK if facts.n_expert == 8 => GgmlType::Q4K,
+            Category::FfnDown => {
+                let i = c.i_ffn_down;
+                c.i_ffn_down += 1;
+                if i < facts.n_layer / 8 {
+                    if iq2_s_or_m {
+                        GgmlType::IQ3S
+                    } else {
+                        GgmlType::Q2K
+                    }
+                } else {
+                    default
+                }
+            }
+            Category::AttnOutput if facts.n_expert == 8 => GgmlType::Q5K,
+            Category::AttnOutput => match ftype {
+                FileType::IQ1S | FileType::IQ1M => GgmlType::IQ2XXS,
+                FileType::IQ2S | FileType::IQ2M => GgmlType::IQ3S,
+                _ => default,
+            },
             _ => default,
-        },
-        _ => default,
+        }
     }
 }
 

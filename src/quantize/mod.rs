@@ -266,6 +266,100 @@ impl RowQuantizer for gpu::GpuQuantizer {
     }
 }
 
+/// The imatrix of `p` with `--include-weights`/`--exclude-weights` applied; `None` without
+/// one or when no entry is left (llama-quantize then runs as without an imatrix).
+fn load_imatrix(p: &QuantizeParams) -> Result<Option<Imatrix>> {
+    let Some(path) = &p.imatrix else {
+        return Ok(None);
+    };
+    let mut im =
+        Imatrix::load(path).with_context(|| format!("loading imatrix {}", path.display()))?;
+    filter_entries(&mut im, &p.include_weights, &p.exclude_weights);
+    Ok((!im.entries.is_empty()).then_some(im))
+}
+
+/// The model facts the mix rules read (llama.cpp's hparams), from the GGUF metadata.
+pub fn model_facts(src: &GgufFile, has_imatrix: bool) -> ModelFacts {
+    let arch = src.get_str("general.architecture").unwrap_or("llama");
+    let n_layer = src.get_int(&format!("{arch}.block_count")).unwrap_or(0);
+    let n_expert = src.get_int(&format!("{arch}.expert_count")).unwrap_or(0);
+    let n_head = src
+        .get_int(&format!("{arch}.attention.head_count"))
+        .unwrap_or(0);
+    let n_head_kv = src
+        .get_int(&format!("{arch}.attention.head_count_kv"))
+        .unwrap_or(n_head);
+    let n_gqa = if n_head_kv > 0 { n_head / n_head_kv } else { 0 };
+    ModelFacts {
+        n_layer,
+        n_expert,
+        has_imatrix,
+        n_gqa,
+    }
+}
+
+fn plan_of(src: &GgufFile, p: &QuantizeParams, has_imatrix: bool) -> Vec<(TensorMeta, GgmlType)> {
+    let metas: Vec<TensorMeta> = src
+        .tensors()
+        .iter()
+        .map(|t| TensorMeta {
+            name: t.name.clone(),
+            dims: t.dims.clone(),
+            ggml_type: t.ggml_type,
+        })
+        .collect();
+    mix::plan(&metas, p.ftype, model_facts(src, has_imatrix), &p.mix)
+}
+
+/// The per-tensor types `quantize_file` would write for `input` and `p`, in output order,
+/// without quantizing anything (reads the metadata and the imatrix only).
+pub fn plan_types(input: &Path, p: &QuantizeParams) -> Result<Vec<(TensorMeta, GgmlType)>> {
+    let src = GgufFile::open(input).with_context(|| format!("reading {}", input.display()))?;
+    let imatrix = load_imatrix(p)?;
+    Ok(plan_of(&src, p, imatrix.is_some()))
+}
+
+/// Whether a tensor of type `nt` cannot be written without its importance: llama-quantize's
+/// tensor_requires_imatrix, or a block type whose quantizer needs the weights (ggml asserts
+/// there, e.g. for an IQ2_XXS token_embd forced by --token-embedding-type).
+fn needs_importance(name: &str, nt: GgmlType, ftype: FileType) -> bool {
+    mix::requires_imatrix(name, nt, ftype)
+        || crate::quant::block_type(nt).is_some_and(|b| b.requires_importance)
+}
+
+/// llama-quantize's refusal ("this quantization requires an imatrix!"): the first tensor of
+/// the plan that would need importance data, named with its type and what chose it.
+fn refuse_without_imatrix(plan: &[(TensorMeta, GgmlType)], p: &QuantizeParams) -> Result<()> {
+    let Some((t, nt)) = plan
+        .iter()
+        .find(|(t, nt)| *nt != t.ggml_type && needs_importance(&t.name, *nt, p.ftype))
+    else {
+        return Ok(());
+    };
+    let forced = match mix::category(&t.name) {
+        mix::Category::TokenEmbd if p.mix.token_embedding_type.is_some() => true,
+        mix::Category::Output if p.mix.output_tensor_type.is_some() => true,
+        _ => p
+            .mix
+            .tensor_types
+            .iter()
+            .any(|(re, _)| re.is_match(&t.name)),
+    };
+    if forced {
+        bail!(
+            "tensor {}: type {nt} (forced by a type option) requires an importance matrix; \
+             pass --imatrix",
+            t.name
+        );
+    }
+    bail!(
+        "{} requires an importance matrix: pass --imatrix (tensor {} would be {nt}, which \
+         llama-quantize refuses to write without one)",
+        p.ftype.name(),
+        t.name
+    );
+}
+
 /// Rows processed per parallel slab, so that at most this many output bytes are in memory.
 const SLAB_BYTES: usize = 32 << 20;
 
@@ -281,49 +375,14 @@ pub fn quantize_file(
     }
     let src = GgufFile::open(input).with_context(|| format!("reading {}", input.display()))?;
     let mut report = QuantizeReport::default();
+    let imatrix = load_imatrix(p)?;
+    let plan = plan_of(&src, p, imatrix.is_some());
 
-    let imatrix = match &p.imatrix {
-        None => None,
-        Some(path) => {
-            let mut im = Imatrix::load(path)
-                .with_context(|| format!("loading imatrix {}", path.display()))?;
-            filter_entries(&mut im, &p.include_weights, &p.exclude_weights);
-            (!im.entries.is_empty()).then_some(im)
-        }
-    };
-
-    let arch = src.get_str("general.architecture").unwrap_or("llama");
-    let n_layer = src.get_int(&format!("{arch}.block_count")).unwrap_or(0);
-    let n_expert = src.get_int(&format!("{arch}.expert_count")).unwrap_or(0);
-    let n_head = src
-        .get_int(&format!("{arch}.attention.head_count"))
-        .unwrap_or(0);
-    let n_head_kv = src
-        .get_int(&format!("{arch}.attention.head_count_kv"))
-        .unwrap_or(n_head);
-    let n_gqa = if n_head_kv > 0 { n_head / n_head_kv } else { 0 };
-    let metas: Vec<TensorMeta> = src
-        .tensors()
-        .iter()
-        .map(|t| TensorMeta {
-            name: t.name.clone(),
-            dims: t.dims.clone(),
-            ggml_type: t.ggml_type,
-        })
-        .collect();
-    let plan = mix::plan(
-        &metas,
-        p.ftype,
-        ModelFacts {
-            n_layer,
-            n_expert,
-            has_imatrix: imatrix.is_some(),
-            n_gqa,
-        },
-        &p.mix,
-    );
-
-    // Check the whole plan before writing anything.
+    // Check the whole plan before writing anything: first, as llama-quantize does, that no
+    // tensor needs the imatrix that was not given.
+    if imatrix.is_none() {
+        refuse_without_imatrix(&plan, p)?;
+    }
     for (t, nt) in &plan {
         if t.dims.contains(&0) {
             bail!(
@@ -337,14 +396,6 @@ pub fn quantize_file(
         }
         if !crate::quant::can_quantize(*nt) {
             bail!("tensor {}: cannot quantize to {nt}", t.name);
-        }
-        if imatrix.is_none() && mix::requires_imatrix(&t.name, *nt, p.ftype) {
-            bail!(
-                "quantizing to {} requires an importance matrix (--imatrix): tensor {} \
-                 would be {nt}",
-                p.ftype.name(),
-                t.name
-            );
         }
         if t.ggml_type.is_quantized() && !p.allow_requantize {
             bail!(
@@ -457,7 +508,7 @@ pub fn quantize_file(
                 }
             },
         };
-        if qw.is_none() && mix::requires_imatrix(&t.name, *nt, p.ftype) {
+        if qw.is_none() && needs_importance(&t.name, *nt, p.ftype) {
             bail!(
                 "tensor {}: missing importance matrix entry for a very low-bit quantization \
                  ({} to {nt})",

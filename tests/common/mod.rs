@@ -202,7 +202,7 @@ pub struct SynthLlama {
 /// stay O(1) through the layers; tensors are written one at a time (never the whole model in
 /// memory). The tokenizer is a byte-level stand-in: these models are fed token ids directly.
 pub fn synth_llama(path: &std::path::Path, s: &SynthLlama) -> anyhow::Result<()> {
-    use wquant::gguf::{GgmlType, GgufWriter, TensorSpec, Value};
+    use wquant::gguf::Value;
     let head_dim = s.n_embd / s.n_head;
     let kv = s.n_head_kv * head_dim;
     let arch = "llama";
@@ -257,6 +257,27 @@ pub fn synth_llama(path: &std::path::Path, s: &SynthLlama) -> anyhow::Result<()>
         specs.push((n("ffn_up"), s.n_embd, s.n_ff, inv(s.n_embd)));
         specs.push((n("ffn_down"), s.n_ff, s.n_embd, 0.5 * inv(s.n_ff)));
     }
+    write_synth(path, &kvs, &specs, s.seed, |scale, draw| {
+        if scale == 0.0 {
+            return 1.0;
+        }
+        // Uniform in [-√3, √3): unit variance.
+        let u = (draw() >> 40) as f32 / (1u64 << 24) as f32;
+        (u * 2.0 - 1.0) * 1.732_050_8 * scale
+    })
+}
+
+/// The synthetic writers' common part: F32 tensors `(name, ne0, ne1, scale)` (ne1 = 1: a
+/// vector), written one at a time, each value `value(scale, draw)` where `draw` steps one
+/// 64-bit LCG seeded from `seed` over the whole file.
+fn write_synth(
+    path: &std::path::Path,
+    kvs: &[(String, wquant::gguf::Value)],
+    specs: &[(String, usize, usize, f32)],
+    seed: u64,
+    mut value: impl FnMut(f32, &mut dyn FnMut() -> u64) -> f32,
+) -> anyhow::Result<()> {
+    use wquant::gguf::{GgmlType, GgufWriter, TensorSpec};
     let tensors = specs
         .iter()
         .map(|(name, ne0, ne1, _)| {
@@ -268,22 +289,16 @@ pub fn synth_llama(path: &std::path::Path, s: &SynthLlama) -> anyhow::Result<()>
             TensorSpec::new(name.clone(), &dims, GgmlType::F32)
         })
         .collect();
-    let mut w = GgufWriter::create(path, &kvs, tensors)?;
-    let mut state = s.seed ^ 0x9e37_79b9_7f4a_7c15;
-    for (_, ne0, ne1, scale) in &specs {
-        let data: Vec<f32> = (0..ne0 * ne1)
-            .map(|_| {
-                if *scale == 0.0 {
-                    return 1.0;
-                }
-                state = state
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                // Uniform in [-√3, √3): unit variance.
-                let u = (state >> 40) as f32 / (1u64 << 24) as f32;
-                (u * 2.0 - 1.0) * 1.732_050_8 * scale
-            })
-            .collect();
+    let mut w = GgufWriter::create(path, kvs, tensors)?;
+    let mut state = seed ^ 0x9e37_79b9_7f4a_7c15;
+    let mut draw = || {
+        state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        state
+    };
+    for (_, ne0, ne1, scale) in specs {
+        let data: Vec<f32> = (0..ne0 * ne1).map(|_| value(*scale, &mut draw)).collect();
         w.write_tensor(bytemuck::cast_slice(&data))?;
     }
     w.finish()?;
@@ -310,7 +325,7 @@ pub struct SynthGemma3 {
 /// 1 ± 0.25 as Gemma's converter stores them, already + 1): models for the sliding window and
 /// for bad-input edits, fed token ids directly.
 pub fn synth_gemma3(path: &std::path::Path, s: &SynthGemma3) -> anyhow::Result<()> {
-    use wquant::gguf::{GgmlType, GgufWriter, TensorSpec, Value};
+    use wquant::gguf::Value;
     let arch = "gemma3";
     let u = |v: usize| Value::U32(v as u32);
     let (q, kv) = (s.n_head * s.head_dim, s.n_head_kv * s.head_dim);
@@ -362,38 +377,15 @@ pub fn synth_gemma3(path: &std::path::Path, s: &SynthGemma3) -> anyhow::Result<(
         specs.push((n("ffn_down"), s.n_ff, s.n_embd, inv(s.n_ff)));
         specs.push((n("post_ffw_norm"), s.n_embd, 1, -0.25));
     }
-    let tensors = specs
-        .iter()
-        .map(|(name, ne0, ne1, _)| {
-            let dims: Vec<u64> = if *ne1 == 1 {
-                vec![*ne0 as u64]
-            } else {
-                vec![*ne0 as u64, *ne1 as u64]
-            };
-            TensorSpec::new(name.clone(), &dims, GgmlType::F32)
-        })
-        .collect();
-    let mut w = GgufWriter::create(path, &kvs, tensors)?;
-    let mut state = s.seed ^ 0x9e37_79b9_7f4a_7c15;
-    for (_, ne0, ne1, scale) in &specs {
-        let data: Vec<f32> = (0..ne0 * ne1)
-            .map(|_| {
-                state = state
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                // Uniform in [-1, 1).
-                let u = (state >> 40) as f32 / (1u64 << 23) as f32 - 1.0;
-                if *scale < 0.0 {
-                    1.0 - scale * u
-                } else {
-                    u * 1.732_050_8 * scale
-                }
-            })
-            .collect();
-        w.write_tensor(bytemuck::cast_slice(&data))?;
-    }
-    w.finish()?;
-    Ok(())
+    write_synth(path, &kvs, &specs, s.seed, |scale, draw| {
+        // Uniform in [-1, 1).
+        let u = (draw() >> 40) as f32 / (1u64 << 23) as f32 - 1.0;
+        if scale < 0.0 {
+            1.0 - scale * u
+        } else {
+            u * 1.732_050_8 * scale
+        }
+    })
 }
 
 /// Deterministic pseudo-random token ids (a 64-bit LCG): inputs for models whose tokenizer is

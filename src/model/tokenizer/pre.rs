@@ -107,7 +107,13 @@ fn collapsed_regexes() -> &'static [fancy_regex::Regex] {
                     // ASCII punctuation as llama.cpp's k_ucat_map lists it: !-#%-*,-/:-;?-@[-]_{}
                     .replace("{P}", &format!(r"!-#%-*,-/:-;?-@\[-\]_\{{\}}{PUNCT}"))
                     .replace("{WS}", "\t\n\x0B\x0C\r ");
-                fancy_regex::Regex::new(&p).expect("pre-tokenizer pattern compiles")
+                // No backtrack limit: the default (1e6 steps) makes matching a fallible call on
+                // long runs; these patterns (one bounded look-ahead, no backreferences) are
+                // linear per match, so without the limit `find_iter` cannot return an error.
+                fancy_regex::RegexBuilder::new(&p)
+                    .backtrack_limit(usize::MAX)
+                    .build()
+                    .expect("pre-tokenizer pattern compiles")
             })
             .collect()
     })
@@ -150,7 +156,7 @@ impl Collapsed {
             }
         };
         for m in re.find_iter(seg) {
-            // The patterns have no backreferences and bounded look-ahead: matching cannot fail.
+            // Built without a backtrack limit (collapsed_regexes): matching cannot fail.
             let m = m.expect("pre-tokenizer pattern match");
             let (a, b) = (cpt_of(m.start()), cpt_of(m.end()));
             push(prev, a);
