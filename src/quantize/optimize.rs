@@ -620,21 +620,6 @@ pub fn build_problem(
         tied_embeddings: tied,
     };
     set_factors(&mut p, post_norms);
-    if let Some(path) = std::env::var_os("WQUANT_MIX_DUMP") {
-        let mut s = String::new();
-        for t in &p.tensors {
-            s += &format!(
-                "{}\t{}\t{:?}\t{}\t{}\t{}",
-                t.name, t.n_elements, t.weights, t.energy, t.row_energy, t.factor
-            );
-            for c in &t.candidates {
-                s += &format!("\t{}:{}:{}", c.ggml_type.name(), c.bytes, c.rel_err);
-            }
-            s += "\n";
-        }
-        s += &format!("#fixed\t{}\t{}\n", p.fixed_bytes, p.fixed_elements);
-        std::fs::write(path, s)?;
-    }
     Ok(p)
 }
 
