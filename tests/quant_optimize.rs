@@ -10,7 +10,7 @@ use wquant::gguf::{GgmlType, GgufFile};
 use wquant::imatrix::Imatrix;
 use wquant::quant::mix::{self, FileType, MixOptions, ModelFacts, TensorMeta};
 use wquant::quantize::optimize::{
-    assign, build_problem, Candidate, Problem, TensorChoices, DEFAULT_TYPES,
+    assign, build_problem, Candidate, ErrorWeights, Problem, TensorChoices, DEFAULT_TYPES,
 };
 
 fn wquant() -> Command {
@@ -59,6 +59,9 @@ fn random_problem(n: usize, k: usize, seed: u64, scale: u64) -> Problem {
                 name: format!("t{i}"),
                 dims: vec![32, 1],
                 n_elements: 32,
+                weights: ErrorWeights::Uniform,
+                energy: 1.0,
+                row_energy: 1.0,
                 factor: 1.0,
                 candidates,
             }
@@ -358,6 +361,102 @@ fn recipe_reproduces_the_optimized_tensors() {
                 "{}: bytes differ",
                 t.name
             );
+        }
+    }
+}
+
+/// Rows of a tensor as f32 (row-major, ne0 per row).
+fn rows_f32(f: &GgufFile, name: &str) -> (Vec<f32>, usize) {
+    let t = f.require_tensor(name).unwrap();
+    let ne0 = t.ne(0) as usize;
+    let mut out = vec![0f32; t.n_elements() as usize];
+    let rb = t.ggml_type.row_bytes(ne0 as u64).unwrap() as usize;
+    for (r, row) in f.tensor_data(t).chunks(rb).enumerate() {
+        wquant::quant::dequantize_row(t.ggml_type, row, &mut out[r * ne0..(r + 1) * ne0]).unwrap();
+    }
+    (out, ne0)
+}
+
+/// Σ_col a[col]·Σ_row w² of a row-major matrix.
+fn weighted_energy(w: &[f32], ne0: usize, a: &[f32]) -> f64 {
+    w.chunks(ne0)
+        .map(|r| {
+            r.iter()
+                .zip(a)
+                .map(|(&x, &s)| s as f64 * x as f64 * x as f64)
+                .sum::<f64>()
+        })
+        .sum()
+}
+
+#[test]
+fn proxy_weights_the_head_by_output_norm_and_blocks_by_propagated_energy() {
+    // The synth imatrix has no output.weight entry (as llama-imatrix without
+    // --process-output): the head's error is weighted by output_norm², it is not quantized
+    // with importance, and each block's factor is its output energy over the residual's,
+    // amplified by the later blocks' response (optimize::set_factors).
+    let (model, im) = synth();
+    let f = GgufFile::open(&model).unwrap();
+    let im = Imatrix::load(&im).unwrap();
+    let p = synth_problem();
+    let get = |n: &str| p.tensors.iter().find(|t| t.name == n).unwrap();
+
+    let head = get("output.weight");
+    assert_eq!(head.weights, ErrorWeights::OutputNorm);
+    let (g, _) = rows_f32(&f, "output_norm.weight");
+    let g2: Vec<f32> = g.iter().map(|v| v * v).collect();
+    let (w, ne0) = rows_f32(&f, "output.weight");
+    for c in &head.candidates {
+        let mut q = vec![0u8; c.ggml_type.row_bytes(ne0 as u64).unwrap() as usize];
+        let mut back = vec![0f32; ne0];
+        let mut err = 0f64;
+        for row in w.chunks(ne0) {
+            wquant::quant::quantize_row(c.ggml_type, row, &mut q, None).unwrap();
+            wquant::quant::dequantize_row(c.ggml_type, &q, &mut back).unwrap();
+            for ((&x, &y), &a) in row.iter().zip(&back).zip(&g2) {
+                err += a as f64 * (x - y) as f64 * (x - y) as f64;
+            }
+        }
+        let want = err / weighted_energy(&w, ne0, &g2);
+        assert!(
+            (c.rel_err - want).abs() <= 1e-9 * want,
+            "{}: {} vs {want}",
+            c.ggml_type.name(),
+            c.rel_err
+        );
+    }
+    assert_eq!(head.factor, 1.0);
+
+    let energy = |n: &str| {
+        let (w, ne0) = rows_f32(&f, n);
+        weighted_energy(&w, ne0, &im.importance(n, 0.0).unwrap())
+    };
+    let (e, ne0) = rows_f32(&f, "token_embd.weight");
+    let emb = e.iter().map(|&x| x as f64 * x as f64).sum::<f64>() / (e.len() / ne0) as f64;
+    let blocks: Vec<f64> = (0..2)
+        .flat_map(|l| {
+            [
+                energy(&format!("blk.{l}.attn_output.weight")),
+                energy(&format!("blk.{l}.ffn_down.weight")),
+            ]
+        })
+        .collect();
+    let total = emb + blocks.iter().sum::<f64>();
+    // Residual energy before each block, and the amplification by the blocks after one.
+    let before: Vec<f64> = (0..4)
+        .map(|k| emb + blocks[..k].iter().sum::<f64>())
+        .collect();
+    let after = |k: usize| (k..4).map(|j| blocks[j] / before[j]).sum::<f64>();
+    let close = |a: f64, b: f64| (a - b).abs() <= 1e-9 * b;
+    let want_emb = emb / total * (1.0 + after(0));
+    assert!(close(get("token_embd.weight").factor, want_emb));
+    for l in 0..2 {
+        for (part, k) in [("attn_q", 0), ("attn_v", 0), ("ffn_up", 1), ("ffn_down", 1)] {
+            let t = get(&format!("blk.{l}.{part}.weight"));
+            assert_eq!(t.weights, ErrorWeights::Imatrix);
+            let b = 2 * l + k;
+            let want = blocks[b] / total * (1.0 + after(b + 1));
+            assert!(close(t.factor, want), "{}: {} vs {want}", t.name, t.factor);
         }
     }
 }

@@ -6,11 +6,17 @@
 //!    a 576-wide row cannot hold Q4_K and gets Q5_0), duplicates removed.
 //! 2. Proxy error (level 1): every tensor is quantized with every candidate by the CPU
 //!    quantizers (with its importance, exactly as the final file will be), dequantized, and
-//!    e = Σ_col imatrix[col]·Σ_row (w − ŵ)², relative to Σ_col imatrix[col]·Σ_row w² (the
-//!    expected relative output error of y = W·x for activations with those mean squares).
-//!    The estimated KLD contribution is that relative error times a per-role factor
-//!    ([`role_factor`]); the measured level (`sensitivity.rs`) replaces the factor of each
-//!    tensor group by one calibrated from a KLD measurement.
+//!    e = Σ_col a[col]·Σ_row (w − ŵ)², relative to Σ_col a[col]·Σ_row w², with a = the
+//!    imatrix (the mean square of each input column): the relative error of the tensor's
+//!    output y = W·x. The head without an imatrix entry (llama-imatrix skips output.weight)
+//!    is weighted by output_norm² instead ([`ErrorWeights`]). The estimated KLD contribution
+//!    is that relative error times a factor from a residual-stream model ([`set_factors`]):
+//!    1 for the head (its error is the logits' error), E_block/E_final for a tensor of an
+//!    attention or FFN block (how much of the residual stream at the head its block's output
+//!    is, from the imatrix-weighted energies). Cost: one trial quantization of every tensor to
+//!    every candidate on the CPU (SmolLM2 ~2 min, Qwen2.5-1.5B ~7 min on 2 shared cores).
+//!    The measured level (`sensitivity.rs`) rescales each tensor group's factors by a KLD
+//!    measurement.
 //! 3. Assignment: an exact multiple-choice knapsack (dynamic programming over the budget in
 //!    units of the greatest common divisor of every candidate's byte size, so no rounding for
 //!    llama-style tensor shapes; see [`assign`]). It is exact where a greedy by marginal KLD
@@ -112,7 +118,8 @@ pub enum Sensitivity {
 pub struct Candidate {
     pub ggml_type: GgmlType,
     pub bytes: u64,
-    /// Σ_col imatrix[col]·Σ_row (w − ŵ)² divided by Σ_col imatrix[col]·Σ_row w².
+    /// Σ_col a[col]·Σ_row (w − ŵ)² divided by Σ_col a[col]·Σ_row w², with `a` the tensor's
+    /// error weights ([`ErrorWeights`]): its output's relative error energy.
     pub rel_err: f64,
     /// Estimated contribution to the mean KLD (rel_err × the tensor's factor).
     pub cost: f64,
@@ -124,9 +131,30 @@ pub struct TensorChoices {
     pub name: String,
     pub dims: Vec<u64>,
     pub n_elements: u64,
+    /// Where the error weights came from.
+    pub weights: ErrorWeights,
+    /// Σ_col a[col]·Σ_row w²: the expected energy of the tensor's output per token (a = the
+    /// mean squared input of each column, so y = W·x has E‖y‖² ≈ this for independent inputs).
+    pub energy: f64,
+    /// Σ w² / rows: the mean energy of one row (for the embedding: of one token's vector).
+    pub row_energy: f64,
     /// Multiplies `rel_err` into `cost`.
     pub factor: f64,
     pub candidates: Vec<Candidate>,
+}
+
+/// The per-column weights of a tensor's error (the mean square of the column's input).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrorWeights {
+    /// The imatrix entry of the tensor (also the quantizer's importance).
+    Imatrix,
+    /// The output head without an imatrix entry (llama-imatrix skips output.weight unless
+    /// --process-output): its input is output_norm(h) = g ⊙ h/rms(h), whose columns have mean
+    /// square ≈ g² for an isotropic residual; the quantizer still gets no importance, as in
+    /// llama-quantize.
+    OutputNorm,
+    /// Uniform (no imatrix entry; the embedding is a row lookup, not a product).
+    Uniform,
 }
 
 impl TensorChoices {
@@ -193,12 +221,157 @@ impl Problem {
     }
 }
 
-/// The proxy's per-role sensitivity factor. Uniform: with the error taken relative to the
-/// tensor's own output energy, every role (a tied embedding included, which is also the head)
-/// starts equal, and this alone gave the SmolLM2 result in the README; `--sensitivity measured`
-/// replaces it per group by a measured gain. Kept as a function so roles can be weighted.
-pub fn role_factor(_name: &str, _tied_embeddings: bool) -> f64 {
-    1.0
+/// The role of a tensor in the residual-stream model of the proxy (see [`set_factors`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Role {
+    /// The output head (a tied embedding included): its error reaches the logits directly.
+    Head,
+    /// The token embedding (not tied): its error is added to the residual stream at the start.
+    Embedding,
+    /// A tensor of layer N's attention block (q, k, v, output).
+    Attn(i64),
+    /// A tensor of layer N's feed-forward block (gate, up, down; experts included).
+    Ffn(i64),
+    /// Anything else quantizable.
+    Other,
+}
+
+fn role_of(name: &str, tied_embeddings: bool) -> Role {
+    let layer = mix::layer_of(name);
+    match mix::category(name) {
+        Category::Output => Role::Head,
+        Category::TokenEmbd if tied_embeddings && name == "token_embd.weight" => Role::Head,
+        Category::TokenEmbd => Role::Embedding,
+        Category::AttnQ
+        | Category::AttnK
+        | Category::AttnV
+        | Category::AttnQkv
+        | Category::AttnKvB
+        | Category::AttnOutput
+            if layer >= 0 =>
+        {
+            Role::Attn(layer)
+        }
+        Category::FfnUp | Category::FfnGate | Category::FfnDown if layer >= 0 => Role::Ffn(layer),
+        _ => Role::Other,
+    }
+}
+
+/// The proxy's factors: each tensor's relative error is turned into an estimate of its ΔKLD
+/// (in units of ½·A, A = the mean energy of a logit row's error at unit relative error; the
+/// unit is common to all tensors and cancels in the assignment) by a model of where its
+/// error goes.
+///
+/// - The head: logits z = W·x; an error ΔW gives δz with E[δz_i²] = Σ_j a_j ΔW_ij², and
+///   KLD ≈ ½·Var_p(δz) ≈ ½·mean_i E[δz_i²] = ½·A·rel_err. Factor 1.
+/// - A block's output (attention: attn_output's, FFN: ffn_down's) is added to the residual
+///   stream; its expected energy E_b is that tensor's `energy` (imatrix-weighted Σ w²). Each
+///   tensor's relative output error ε is, to first order, a relative error of its block's
+///   output (q, k, v, output for attention; gate, up, down for the FFN), so it adds an error
+///   of energy ε·E_b to the residual. That error reaches the head directly (the final norm
+///   divides by E_final, the residual's energy there: a relative error of the head's input,
+///   worth 1 per unit like the head's own) and through every later block j, whose input
+///   norm sees it as a relative change ε·E_b/R_j (R_j: the residual's energy before j); a
+///   block that responds with unit gain adds ε·E_b·E_j/R_j more. So the factor is
+///   (E_b/E_final)·(1 + Σ_{j after b} E_j/R_j), E_final = E_emb + Σ E_b (block outputs
+///   taken as uncorrelated). Early blocks, whose errors every later block amplifies, weigh
+///   more than their share of the final residual.
+/// - The embedding: a row lookup added to the residual first; E_emb = its mean row energy and
+///   the same formula over all blocks. A tied embedding (also the head) gets 1 + that.
+///
+/// Without the imatrix entries a block's energy is unknown: it gets the median of the known
+/// blocks; with none known (no imatrix), or where the block outputs pass through another norm
+/// before the residual (Gemma's post-norms), every block and the embedding get energy 1.
+/// The previous proxy weighted every tensor's relative error equally, which let the
+/// optimizer move Qwen2.5's 233M-weight head to Q3_K (ratio 1.30 against stock).
+pub fn set_factors(p: &mut Problem, post_norms: bool) {
+    let roles: Vec<Role> = p
+        .tensors
+        .iter()
+        .map(|t| role_of(&t.name, p.tied_embeddings))
+        .collect();
+    // Block energies from their output tensors (attn_output, ffn_down) weighted by the imatrix.
+    let mut blocks: Vec<(Role, Option<f64>)> = Vec::new();
+    for (t, &r) in p.tensors.iter().zip(&roles) {
+        if !matches!(r, Role::Attn(_) | Role::Ffn(_)) {
+            continue;
+        }
+        let writer = matches!(
+            mix::category(&t.name),
+            Category::AttnOutput | Category::FfnDown
+        );
+        let known =
+            (writer && t.weights == ErrorWeights::Imatrix && t.energy > 0.0).then_some(t.energy);
+        match blocks.iter_mut().find(|(b, _)| *b == r) {
+            Some(e) => {
+                if known.is_some() {
+                    e.1 = Some(e.1.unwrap_or(0.0) + known.unwrap_or(0.0));
+                }
+            }
+            None => blocks.push((r, known)),
+        }
+    }
+    let mut known: Vec<f64> = blocks.iter().filter_map(|b| b.1).collect();
+    known.sort_by(f64::total_cmp);
+    let equal = post_norms || known.is_empty();
+    let median = known.get(known.len() / 2).copied().unwrap_or(1.0);
+    let emb_energy = p
+        .tensors
+        .iter()
+        .zip(&roles)
+        .find(|(t, r)| matches!(r, Role::Embedding | Role::Head) && t.name == "token_embd.weight")
+        .map(|(t, _)| t.row_energy);
+    let n_parts = blocks.len() as f64 + 1.0;
+    // Blocks in the order they write to the residual: by layer, attention before FFN.
+    let key = |r: &Role| match *r {
+        Role::Attn(l) => (l, 0),
+        Role::Ffn(l) => (l, 1),
+        _ => (i64::MAX, 2),
+    };
+    blocks.sort_by_key(|b| key(&b.0));
+    let energies: Vec<f64> = blocks
+        .iter()
+        .map(|b| if equal { 1.0 } else { b.1.unwrap_or(median) })
+        .collect();
+    let emb = if equal {
+        1.0
+    } else {
+        emb_energy.unwrap_or(0.0)
+    };
+    let total = emb + energies.iter().sum::<f64>();
+    // gain[k]: Σ over the blocks after k of E_j / (residual energy before j) — the energy
+    // later blocks add in response to a unit relative change of their input (see above).
+    let mut gain = vec![0.0; energies.len()];
+    let mut acc = 0.0;
+    let mut before = total;
+    for k in (0..energies.len()).rev() {
+        gain[k] = acc;
+        before -= energies[k];
+        if before > 0.0 {
+            acc += energies[k] / before;
+        }
+    }
+    let emb_gain = acc;
+    let part = |e: f64, g: f64| {
+        if total > 0.0 {
+            e / total * (1.0 + g)
+        } else {
+            1.0 / n_parts
+        }
+    };
+    for (t, r) in p.tensors.iter_mut().zip(roles) {
+        let f = match r {
+            Role::Head if t.name == "token_embd.weight" => 1.0 + part(emb, emb_gain),
+            Role::Head => 1.0,
+            Role::Embedding => part(emb, emb_gain),
+            Role::Attn(_) | Role::Ffn(_) => {
+                let k = blocks.iter().position(|b| b.0 == r).unwrap_or(0);
+                part(energies[k], gain[k])
+            }
+            Role::Other => 1.0 / n_parts,
+        };
+        t.set_factor(f);
+    }
 }
 
 /// The tensors that may be quantized (llama.cpp's tensor_allows_quantization).
@@ -237,49 +410,82 @@ pub fn importance_for(
     }
 }
 
-/// (Σ_col w[col]·Σ_row (x − x̂)², Σ_col w[col]·Σ_row x²) of one tensor quantized to `t` and
-/// back, with `qw` as the quantizer's importance and the error weights (uniform without).
-/// Rows run in parallel; the sums are taken in row order (thread-count independent).
+/// Sums over one tensor quantized to a type and back.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct ErrorSums {
+    /// Σ_col a[col]·Σ_row (x − x̂)² (a = the error weights; 1 without).
+    pub err: f64,
+    /// Σ_col a[col]·Σ_row x².
+    pub norm: f64,
+    /// Σ x² (unweighted).
+    pub plain_norm: f64,
+}
+
+/// [`ErrorSums`] of one tensor quantized to `t` and back, with `qw` as the quantizer's
+/// importance and `ew` as the error weights (uniform without). Rows run in parallel; the sums
+/// are taken in row order (thread-count independent).
 pub fn weighted_error(
     src_type: GgmlType,
     data: &[u8],
     ne0: usize,
     rows_per_expert: usize,
     qw: Option<&[f32]>,
+    ew: Option<&[f32]>,
     t: GgmlType,
-) -> Result<(f64, f64)> {
+) -> Result<ErrorSums> {
     let src_row = src_type.row_bytes(ne0 as u64).unwrap_or(0) as usize;
     let dst_row = t
         .row_bytes(ne0 as u64)
         .ok_or_else(|| anyhow!("row of {ne0} values does not fit {t} blocks"))?
         as usize;
     let n_rows = data.len().checked_div(src_row).unwrap_or(0);
-    let per_row: Vec<(f64, f64)> = (0..n_rows)
+    let per_row: Vec<ErrorSums> = (0..n_rows)
         .into_par_iter()
         .map_init(
             || (vec![0f32; ne0], vec![0u8; dst_row], vec![0f32; ne0]),
-            |(x, q, xq), r| -> Result<(f64, f64)> {
+            |(x, q, xq), r| -> Result<ErrorSums> {
                 dequantize_row(src_type, &data[r * src_row..(r + 1) * src_row], x)?;
-                let w = qw.map(|v| {
-                    let e = r / rows_per_expert.max(1);
-                    &v[e * ne0..(e + 1) * ne0]
-                });
+                let e = r / rows_per_expert.max(1);
+                let w = qw.map(|v| &v[e * ne0..(e + 1) * ne0]);
+                let a = ew.map(|v| &v[(e * ne0) % v.len()..][..ne0]);
                 quantize_row(t, x, q, w)?;
                 dequantize_row(t, q, xq)?;
-                let (mut err, mut norm) = (0f64, 0f64);
+                let mut s = ErrorSums::default();
                 for c in 0..ne0 {
-                    let wc = w.map_or(1.0, |w| w[c] as f64);
+                    let ac = a.map_or(1.0, |a| a[c] as f64);
                     let d = (x[c] - xq[c]) as f64;
-                    err += wc * d * d;
-                    norm += wc * (x[c] as f64) * (x[c] as f64);
+                    let x2 = (x[c] as f64) * (x[c] as f64);
+                    s.err += ac * d * d;
+                    s.norm += ac * x2;
+                    s.plain_norm += x2;
                 }
-                Ok((err, norm))
+                Ok(s)
             },
         )
         .collect::<Result<_>>()?;
-    Ok(per_row
-        .iter()
-        .fold((0.0, 0.0), |(e, n), (a, b)| (e + a, n + b)))
+    Ok(per_row.iter().fold(ErrorSums::default(), |s, r| ErrorSums {
+        err: s.err + r.err,
+        norm: s.norm + r.norm,
+        plain_norm: s.plain_norm + r.plain_norm,
+    }))
+}
+
+/// The head's error weights without an imatrix entry: g² of output_norm.weight (see
+/// [`ErrorWeights::OutputNorm`]); None when that norm is missing or has another width.
+fn output_norm_weights(src: &GgufFile, ne0: usize) -> Result<Option<Vec<f32>>> {
+    let Some(info) = src.tensor("output_norm.weight") else {
+        return Ok(None);
+    };
+    if info.ne(0) as usize != ne0 || info.n_elements() != ne0 as u64 {
+        return Ok(None);
+    }
+    let mut g = vec![0f32; ne0];
+    dequantize_row(info.ggml_type, src.tensor_data(info), &mut g)
+        .with_context(|| format!("tensor {}: reading", info.name))?;
+    if g.iter().any(|v| !v.is_finite()) {
+        bail!("tensor {}: non-finite value", info.name);
+    }
+    Ok(Some(g.iter().map(|v| v * v).collect()))
 }
 
 /// Options of the optimizer besides input and output.
@@ -343,19 +549,34 @@ pub fn build_problem(
                 eff.push(f);
             }
         }
+        let is_head = role_of(&info.name, tied) == Role::Head;
+        let (ew, weights) = match &qw {
+            Some(v) => (Some(v.clone()), ErrorWeights::Imatrix),
+            None => match is_head.then(|| output_norm_weights(src, ne0)).transpose()? {
+                Some(Some(g2)) => (Some(g2), ErrorWeights::OutputNorm),
+                _ => (None, ErrorWeights::Uniform),
+            },
+        };
         let data = src.tensor_data(info);
         let mut candidates = Vec::new();
+        let (mut energy, mut plain) = (0.0, 0.0);
         for t in eff {
             let bytes = TensorSpec::new(info.name.clone(), &info.dims, t).n_bytes();
-            let (err, norm) = weighted_error(
+            let ErrorSums {
+                err,
+                norm,
+                plain_norm,
+            } = weighted_error(
                 info.ggml_type,
                 data,
                 ne0,
                 info.ne(1) as usize,
                 qw.as_deref(),
+                ew.as_deref(),
                 t,
             )
             .with_context(|| format!("tensor {}: trial quantization to {t}", info.name))?;
+            (energy, plain) = (norm, plain_norm);
             let rel_err = if norm > 0.0 { err / norm } else { 0.0 };
             if !rel_err.is_finite() {
                 bail!(
@@ -373,23 +594,33 @@ pub fn build_problem(
         }
         src.release_tensor_pages(info);
         candidates.sort_by_key(|c| c.bytes);
-        let mut tc = TensorChoices {
+        let n_rows = (info.n_elements() / ne0.max(1) as u64).max(1);
+        tensors.push(TensorChoices {
             name: info.name.clone(),
             dims: info.dims.clone(),
             n_elements: info.n_elements(),
+            weights,
+            energy,
+            row_energy: plain / n_rows as f64,
             factor: 1.0,
             candidates,
-        };
-        tc.set_factor(role_factor(&info.name, tied));
-        tensors.push(tc);
+        });
         on_tensor(&info.name);
     }
-    Ok(Problem {
+    // Gemma-style blocks normalize their output before the residual add, so the output
+    // tensors' energies are not what reaches the residual.
+    let post_norms = src
+        .tensors()
+        .iter()
+        .any(|t| t.name.contains("post_attention_norm") || t.name.contains("post_ffw_norm"));
+    let mut p = Problem {
         tensors,
         fixed_bytes,
         fixed_elements,
         tied_embeddings: tied,
-    })
+    };
+    set_factors(&mut p, post_norms);
+    Ok(p)
 }
 
 fn gcd(a: u64, b: u64) -> u64 {
