@@ -385,6 +385,11 @@ fn random_weight_bytes(rng: &mut Rng, t: GgmlType, ne0: usize, rows: usize) -> V
                 for &o in fields {
                     blk[o..o + 2].copy_from_slice(&f16(rng.f32() * 0.02));
                 }
+                if t == GgmlType::IQ1M {
+                    // Its f16 scale is spread over four nibbles, not an f16 field.
+                    let v = crate::quant::f2h(rng.f32() * 0.02);
+                    crate::quant::iq1_m::set_super_scale(blk, v);
+                }
             }
             b
         }

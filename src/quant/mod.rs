@@ -11,6 +11,8 @@ pub mod bf16;
 pub mod f16;
 pub mod f32;
 pub mod gptq;
+pub mod iq1_m;
+pub mod iq1_s;
 pub mod iq2_lattice;
 pub mod iq2_s;
 pub mod iq2_xs;
@@ -87,7 +89,7 @@ pub(crate) fn min_max(x: &[f32]) -> (f32, f32) {
 }
 
 /// The per-type table: one row per block type wquant implements.
-pub const BLOCK_TYPES: [&BlockType; 20] = [
+pub const BLOCK_TYPES: [&BlockType; 22] = [
     &f32::BLOCK,
     &f16::BLOCK,
     &bf16::BLOCK,
@@ -108,6 +110,8 @@ pub const BLOCK_TYPES: [&BlockType; 20] = [
     &iq2_s::BLOCK,
     &iq3_xxs::BLOCK,
     &iq3_s::BLOCK,
+    &iq1_s::BLOCK,
+    &iq1_m::BLOCK,
 ];
 
 /// The table row of type `t`, if wquant implements it.

@@ -40,6 +40,11 @@ pub fn random_weight_bytes(rng: &mut Rng, t: GgmlType, ne0: usize, rows: usize) 
                     let v = rng.f32() * 0.02;
                     blk[o..o + 2].copy_from_slice(&f16(v));
                 }
+                if t == GgmlType::IQ1M {
+                    // Its f16 scale is spread over four nibbles, not an f16 field.
+                    let v = crate::quant::f2h(rng.f32() * 0.02);
+                    crate::quant::iq1_m::set_super_scale(blk, v);
+                }
             }
         }
     }
