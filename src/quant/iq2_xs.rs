@@ -2,6 +2,8 @@
 //! IQ2XS_GRID index and 7 signs, the eighth their parity, per 8 values), and 8 bytes of two
 //! 4-bit scales (one per 16 values). dequantize_row_iq2_xs and quantize_row_iq2_xs_impl of
 //! ggml-quants.c (SPEC's sdist, lines 2515 and 3472); llama.cpp refuses it without importance.
+// Index loops as in ggml-quants.c, so the float order can be checked line by line.
+#![allow(clippy::needless_range_loop)]
 use super::iq2_lattice::{lattice, Iq2Grid, Iq2Lattice};
 use super::iq2_xxs::{
     fold_signs_even, ksigns, point_index, scale_code, sum_x2, sums, to_grid, write_point,

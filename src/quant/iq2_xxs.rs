@@ -3,6 +3,8 @@
 //! group scale (bits 28..32). The eighth sign of each 8 is the parity of the other seven.
 //! dequantize_row_iq2_xxs and quantize_row_iq2_xxs_impl of ggml-quants.c (SPEC's sdist,
 //! lines 2488 and 3294); llama.cpp refuses it without importance.
+// Index loops as in ggml-quants.c, so the float order can be checked line by line.
+#![allow(clippy::needless_range_loop)]
 use super::iq2_lattice::{find_best_neighbour, lattice, Iq2Grid, Iq2Lattice};
 use super::iq_grids::IQ2XXS_GRID;
 use super::search::{make_qp_quants, nearest_int, GROUP_MAX_EPS};
