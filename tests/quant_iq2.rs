@@ -226,7 +226,10 @@ fn wgsl_grids_equal_iq_grids() {
         ("GRID_S", &IQ2S_GRID[..]),
     ] {
         let start = src
-            .find(&format!("var<private> {name}: array<u32, {}> = array<u32, {0}>(", 2 * grid.len()))
+            .find(&format!(
+                "var<private> {name}: array<u32, {}> = array<u32, {0}>(",
+                2 * grid.len()
+            ))
             .unwrap_or_else(|| panic!("{name} with {} words", 2 * grid.len()));
         let body = &src[start..];
         let body = &body[body.find('(').unwrap() + 1..body.find(");").unwrap()];
