@@ -150,6 +150,10 @@ pub struct GpuQuantize {
     /// a sequential sum over the whole row, computed in the CPU's order).
     pub row_sigma2: bool,
     pub ref_weight_bound: RefWeightBound,
+    /// Constant tables the kernel reads at binding 5 (`var<storage, read> tables: array<u32>`):
+    /// the IQ types' grids, kmaps and neighbour lists, in a layout the kernel and this function
+    /// agree on. Built once per device (`Ctx::table_u32`).
+    pub tables: Option<fn() -> Vec<u32>>,
 }
 
 /// A row quantizer: values (whole blocks) → bytes, with optional importance (one per value).

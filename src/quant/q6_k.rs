@@ -106,5 +106,6 @@ pub const BLOCK: BlockType = BlockType {
         },
         row_sigma2: false,
         ref_weight_bound: RefWeightBound::AbsMaxSquared,
+        tables: None,
     }),
 };

@@ -349,13 +349,18 @@ impl Ctx {
     /// A constant f32 table kept on the device under `key` (built by `build` the first time;
     /// the few most recent keys are kept).
     pub fn table_f32(&self, key: &str, build: impl FnOnce() -> Vec<f32>) -> wgpu::Buffer {
+        self.table_u32(key, || build().into_iter().map(f32::to_bits).collect())
+    }
+
+    /// As `table_f32`, for a table of u32 words (the IQ types' grids and lattice tables).
+    pub fn table_u32(&self, key: &str, build: impl FnOnce() -> Vec<u32>) -> wgpu::Buffer {
         let mut tables = self.tables.lock().expect("tables");
         if let Some((_, b)) = tables.iter().find(|(k, _)| k == key) {
             return b.clone();
         }
         let mut data = build();
         if data.is_empty() {
-            data.push(0.0);
+            data.push(0);
         }
         // Created initialised (mapped at creation): nothing is queued.
         let buf = self

@@ -84,7 +84,8 @@ pub fn slot_words(t: GgmlType) -> usize {
 
 /// The pipeline of `key` (assembled `src`) on `path`. The SPIR-V one has an explicit layout
 /// (passthrough modules carry no reflection): binding 0 the uniform parameters, 1–3 read-only
-/// storage, 4 the read-write output, as quant_common.wgsl declares them.
+/// storage, 4 the read-write output, as quant_common.wgsl declares them, and 5 the read-only
+/// constant tables of the kernels whose row has `tables`.
 fn pipeline(
     ctx: &Ctx,
     key: &str,
@@ -196,10 +197,16 @@ pub fn run_on(
     let pipe = pipeline(ctx, &key, path, || {
         source(t).expect("type with a quant kernel")
     });
+    let tables = quant::block_type(t)
+        .and_then(|b| b.gpu_quantize)
+        .and_then(|g| g.tables)
+        .map(|build| ctx.table_u32(&format!("{key}_tables"), build));
+    let mut buffers = vec![x, w, sigma2, out];
+    buffers.extend(tables.as_ref());
     ctx.dispatch(
         &pipe,
         &params(n_blocks as u32, blocks_per_row as u32, has_w as u32),
-        &[x, w, sigma2, out],
+        &buffers,
         Ctx::groups_1d(n_blocks),
     );
 }
