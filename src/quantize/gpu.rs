@@ -366,7 +366,14 @@ impl GpuQuantizer {
         let ne0 = 512;
         let x = canary::edge_case_rows(0xC0FFEE ^ t.type_size() as u64, 12, ne0);
         let qw = canary::edge_case_importance(0xBEEF, ne0);
-        for w in [None, Some(&qw[..])] {
+        // Types that need importance (IQ2_XXS, IQ2_XS, IQ1_S) have no reference path to check.
+        let needs_w = quant::block_type(t).is_some_and(|b| b.requires_importance);
+        let paths = if needs_w {
+            vec![Some(&qw[..])]
+        } else {
+            vec![None, Some(&qw[..])]
+        };
+        for w in paths {
             let gpu = self
                 .quantize_rows_raw(t, &x, ne0, w)
                 .map_err(|e| format!("{e:#}"))?;
