@@ -138,6 +138,51 @@ pub fn lattice(kind: Iq2Grid) -> &'static Iq2Lattice {
     TABLES[slot].get_or_init(|| build(kind))
 }
 
+/// Where each table of one grid kind lies in [`table_words`]' output (offsets in u32 words).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TableLayout {
+    /// `grid`: point i is words `grid + 2i` (positions 0..4, one byte each, little-endian) and
+    /// `grid + 2i + 1` (positions 4..8), as the two halves of [`Iq2Lattice::grid`]'s u64.
+    pub grid: usize,
+    /// `map`: point index u is word `map + u`, [`Iq2Lattice::map`]'s i32 as its bits.
+    pub map: usize,
+    /// `neighbours`: one u16 of [`Iq2Lattice::neighbours`] per word, so a negative map value m
+    /// puts its count at `neighbours + (-m - 1)` and its grid indices right after.
+    pub neighbours: usize,
+    /// The total length.
+    pub len: usize,
+}
+
+/// The layout of `kind`'s tables in [`table_words`] (builds them on first use).
+pub fn table_layout(kind: Iq2Grid) -> TableLayout {
+    let lat = lattice(kind);
+    let grid = 0;
+    let map = grid + 2 * lat.grid.len();
+    let neighbours = map + lat.map.len();
+    TableLayout {
+        grid,
+        map,
+        neighbours,
+        len: neighbours + lat.neighbours.len(),
+    }
+}
+
+/// `kind`'s search tables flattened into u32 words for a GPU kernel (a `GpuQuantize::tables`
+/// builder), laid out as [`table_layout`] says: the grid, the map, the neighbour lists.
+pub fn table_words(kind: Iq2Grid) -> Vec<u32> {
+    let lat = lattice(kind);
+    let layout = table_layout(kind);
+    let mut words = Vec::with_capacity(layout.len);
+    for &g in &lat.grid {
+        words.push(g as u32);
+        words.push((g >> 32) as u32);
+    }
+    words.extend(lat.map.iter().map(|&m| m as u32));
+    words.extend(lat.neighbours.iter().map(|&n| n as u32));
+    debug_assert_eq!(words.len(), layout.len);
+    words
+}
+
 /// The positions 2·code + 1 of point index `u`.
 fn positions(u: usize) -> [i8; 8] {
     std::array::from_fn(|k| (2 * ((u >> (2 * k)) & 3) + 1) as i8)
@@ -311,6 +356,35 @@ mod tests {
                 assert!(keys.last().unwrap().0 <= limit);
             }
             assert_eq!(next, lat.neighbours.len(), "{kind:?}");
+        }
+    }
+
+    #[test]
+    fn table_words_follow_their_layout() {
+        for kind in Iq2Grid::ALL {
+            let lat = lattice(kind);
+            let words = table_words(kind);
+            let lay = table_layout(kind);
+            assert_eq!(words.len(), lay.len, "{kind:?}");
+            for i in [0, kind.size() / 2, kind.size() - 1] {
+                let lo = words[lay.grid + 2 * i] as u64;
+                let hi = words[lay.grid + 2 * i + 1] as u64;
+                assert_eq!(lo | hi << 32, lat.grid[i], "{kind:?} point {i}");
+            }
+            // Every off-grid point's list, read through the words as a kernel reads it.
+            for u in 0..KMAP_SIZE {
+                let m = words[lay.map + u] as i32;
+                assert_eq!(m, lat.map[u], "{kind:?} {u}");
+                if m < 0 {
+                    let start = lay.neighbours + (-m - 1) as usize;
+                    let n = words[start] as usize;
+                    let list: Vec<u16> = words[start + 1..start + 1 + n]
+                        .iter()
+                        .map(|&w| w as u16)
+                        .collect();
+                    assert_eq!(list, lat.neighbours_of(m), "{kind:?} {u}");
+                }
+            }
         }
     }
 }
