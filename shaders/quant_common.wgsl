@@ -44,10 +44,10 @@ var<private> L: array<u32, 256>;
 var<private> LAUX: array<u32, 32>;
 var<private> OB: array<u32, 53>;
 // make_qp_quants / make_qx_quants_qp operands (8 or 16 sub-block scales or mins, their
-// weights, their quants).
-var<private> QPX: array<f32, 16>;
-var<private> QPW: array<f32, 16>;
-var<private> QPL: array<u32, 16>;
+// weights, their quants; IQ2_XXS: the 32 values of a group).
+var<private> QPX: array<f32, 32>;
+var<private> QPW: array<f32, 32>;
+var<private> QPL: array<u32, 32>;
 
 const GROUP_MAX_EPS: f32 = 1e-15;
 
@@ -527,7 +527,7 @@ fn kx_search(off: u32, n: u32, nmax: i32, rmin: f32, rdelta: f32, nstep: i32, v3
     return vec2<f32>(scale, -mn);
 }
 
-// make_qp_quants over QPX[0..n] (n ≤ 16) with weights QPW; QPL gets the quants (Rust `as u8`
+// make_qp_quants over QPX[0..n] (n ≤ 32) with weights QPW; QPL gets the quants (Rust `as u8`
 // kept).
 fn make_qp_quants(nmax: i32, n: u32) -> f32 {
     var mx = 0.0;

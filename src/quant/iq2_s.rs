@@ -7,7 +7,7 @@ use super::iq2_lattice::{lattice, Iq2Grid};
 use super::iq2_xs::search16;
 use super::iq2_xxs::{point_index, scale_code, sum_x2, write_point};
 use super::iq_grids::IQ2S_GRID;
-use super::{f2h, h2f, BlockType, Wgsl};
+use super::{f2h, h2f, BlockType, GpuQuantize, RefWeightBound, Wgsl};
 use crate::gguf::GgmlType;
 
 pub const BLOCK_BYTES: usize = 82;
@@ -135,5 +135,19 @@ pub const BLOCK: BlockType = BlockType {
         source: include_str!("../../shaders/dq_iq2.wgsl"),
         consts: "const KIND = 2u;",
     }),
-    gpu_quantize: None,
+    gpu_quantize: Some(GpuQuantize {
+        kernel: Wgsl {
+            file: "quant_iq2.wgsl",
+            source: include_str!("../../shaders/quant_iq2.wgsl"),
+            consts: "const KIND = 2u; const GRID_N = 1024u; const SLOT_WORDS = 21u;",
+        },
+        row_sigma2: false,
+        ref_weight_bound: RefWeightBound::AbsMaxSquared,
+        tables: Some(gpu_tables),
+    }),
 };
+
+/// The kernel's `tables` (quant_iq2.wgsl): this type's grid, map and neighbour lists.
+fn gpu_tables() -> Vec<u32> {
+    super::iq2_lattice::table_words(Iq2Grid::Iq2S)
+}

@@ -10,7 +10,7 @@ use super::iq2_xxs::{
 };
 use super::iq_grids::IQ2XS_GRID;
 use super::search::GROUP_MAX_EPS;
-use super::{f2h, h2f, BlockType, Wgsl};
+use super::{f2h, h2f, BlockType, GpuQuantize, RefWeightBound, Wgsl};
 use crate::gguf::GgmlType;
 
 pub const BLOCK_BYTES: usize = 74;
@@ -190,5 +190,19 @@ pub const BLOCK: BlockType = BlockType {
         source: include_str!("../../shaders/dq_iq2.wgsl"),
         consts: "const KIND = 1u;",
     }),
-    gpu_quantize: None,
+    gpu_quantize: Some(GpuQuantize {
+        kernel: Wgsl {
+            file: "quant_iq2.wgsl",
+            source: include_str!("../../shaders/quant_iq2.wgsl"),
+            consts: "const KIND = 1u; const GRID_N = 512u; const SLOT_WORDS = 19u;",
+        },
+        row_sigma2: false,
+        ref_weight_bound: RefWeightBound::AbsMaxSquared,
+        tables: Some(gpu_tables),
+    }),
 };
+
+/// The kernel's `tables` (quant_iq2.wgsl): this type's grid, map and neighbour lists.
+fn gpu_tables() -> Vec<u32> {
+    super::iq2_lattice::table_words(Iq2Grid::Iq2Xs)
+}

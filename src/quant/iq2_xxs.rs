@@ -8,7 +8,7 @@
 use super::iq2_lattice::{find_best_neighbour, lattice, Iq2Grid, Iq2Lattice};
 use super::iq_grids::IQ2XXS_GRID;
 use super::search::{make_qp_quants, nearest_int, GROUP_MAX_EPS};
-use super::{f2h, h2f, BlockType, Wgsl};
+use super::{f2h, h2f, BlockType, GpuQuantize, RefWeightBound, Wgsl};
 use crate::gguf::GgmlType;
 
 pub const BLOCK_BYTES: usize = 66;
@@ -284,5 +284,19 @@ pub const BLOCK: BlockType = BlockType {
         source: include_str!("../../shaders/dq_iq2.wgsl"),
         consts: "const KIND = 0u;",
     }),
-    gpu_quantize: None,
+    gpu_quantize: Some(GpuQuantize {
+        kernel: Wgsl {
+            file: "quant_iq2.wgsl",
+            source: include_str!("../../shaders/quant_iq2.wgsl"),
+            consts: "const KIND = 0u; const GRID_N = 256u; const SLOT_WORDS = 17u;",
+        },
+        row_sigma2: false,
+        ref_weight_bound: RefWeightBound::AbsMaxSquared,
+        tables: Some(gpu_tables),
+    }),
 };
+
+/// The kernel's `tables` (quant_iq2.wgsl): this type's grid, map and neighbour lists.
+fn gpu_tables() -> Vec<u32> {
+    super::iq2_lattice::table_words(Iq2Grid::Iq2Xxs)
+}

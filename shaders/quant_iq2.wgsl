@@ -1,0 +1,442 @@
+// IQ2_XXS / IQ2_XS / IQ2_S: one invocation per 256-value super-block (quantize_row_iq2_xxs_impl,
+// quantize_row_iq2_xs_impl, quantize_row_iq2_s_impl as src/quant/iq2_{xxs,xs,s}.rs reproduce
+// them, operation by operation). The host prepends KIND (0 XXS, 1 XS, 2 S), GRID_N (the grid's
+// points: 256, 512, 1024) and SLOT_WORDS (17, 19, 21: 66, 74, 82 bytes).
+//
+// `tables` is quant::iq2_lattice::table_words of the type's grid: GRID_N points as two words of
+// four positions (bytes 1, 3 or 5), the 43692-word point-index map (≥ 0: grid index, < 0:
+// −(offset + 1) of a neighbour list), the lists (a count, then grid indices; one u16 a word).
+@group(0) @binding(5) var<storage, read> tables: array<u32>;
+
+const MAP_OFF: u32 = 2u * GRID_N;
+const NBR_OFF: u32 = MAP_OFF + 43692u;
+const F32_MAX: f32 = 3.40282347e+38;
+
+// A group's result: its scale, its sign fields (XXS: four 7-bit fields; XS, S: two fields in
+// bytes 0 and 1), whether it was skipped (all near zero).
+struct Group {
+    scale: f32,
+    signs: u32,
+    skipped: bool,
+}
+
+// A group's best codes so far (`l` of the CPU code; IQ2_XXS keeps it across its 8 groups).
+var<private> LB: array<u32, 32>;
+// Whether each 8-value half of the group was on the grid (IQ2_XS/IQ2_S search).
+var<private> ON_GRID: array<bool, 2>;
+var<private> ON_GRID_AUX: array<bool, 2>;
+
+// Position i (1, 3 or 5) of grid point j.
+fn grid_pos(j: u32, i: u32) -> u32 {
+    return (tables[2u * j + (i >> 2u)] >> (8u * (i & 3u))) & 0xffu;
+}
+
+// The signs of 8 values X[o..o+8] folded into QPX[k..k+8] (|x|), as a bit field. With `even`
+// (IQ2_XXS, IQ2_XS: the eighth sign is the parity of the others), an odd count flips the value
+// of least w·x² back (fold_signs_even) and the field keeps 7 bits.
+fn fold_signs(o: u32, k: u32, even: bool) -> u32 {
+    var nflip = 0u;
+    var s = 0u;
+    for (var i = 0u; i < 8u; i++) {
+        let v = X[o + i];
+        if (v >= 0.0) {
+            QPX[k + i] = v;
+        } else {
+            QPX[k + i] = -v;
+            nflip += 1u;
+            s = s | (1u << i);
+        }
+    }
+    if (!even) {
+        return s;
+    }
+    if ((nflip & 1u) == 1u) {
+        var imin = 0u;
+        let w0 = mul_rn(QPW[k], X[o]);
+        var mn = mul_rn(w0, X[o]);
+        for (var i = 1u; i < 8u; i++) {
+            let wx = mul_rn(QPW[k + i], X[o + i]);
+            let ax = mul_rn(wx, X[o + i]);
+            if (ax < mn) {
+                mn = ax;
+                imin = i;
+            }
+        }
+        QPX[k + imin] = -QPX[k + imin];
+        s = s ^ (1u << imin);
+    }
+    return s & 127u;
+}
+
+// iq2_find_best_neighbour: of the list at `start` (tables[NBR_OFF + start] = n, then n grid
+// indices) the point nearest to QPX[k..k+8] at `scale` under the weights WT[k..k+8] (√w), first
+// on ties; its codes go to dst[k..k+8] (dst 0: LAUX, 1: LB). Returns its grid index.
+fn best_neighbour(start: u32, k: u32, scale: f32, dst: u32) -> u32 {
+    let n = tables[NBR_OFF + start];
+    var best_d2 = F32_MAX;
+    var gi = 0xffffffffu;
+    for (var m = 0u; m < n; m++) {
+        let j = tables[NBR_OFF + start + 1u + m];
+        var d2 = 0.0;
+        for (var i = 0u; i < 8u; i++) {
+            let q = f32(grid_pos(j, i));
+            let sq = mul_rn(scale, q);
+            let diff = sq - QPX[k + i];
+            let wd = mul_rn(WT[k + i], diff);
+            let e = mul_rn(wd, diff);
+            d2 += e;
+        }
+        if (d2 < best_d2) {
+            best_d2 = d2;
+            gi = j;
+        }
+    }
+    // The CPU's fallback for a NaN distance everywhere: the first of the list.
+    if (gi == 0xffffffffu) {
+        gi = tables[NBR_OFF + start + 1u];
+    }
+    for (var i = 0u; i < 8u; i++) {
+        let c = (grid_pos(gi, i) - 1u) / 2u;
+        if (dst == 0u) {
+            LAUX[k + i] = c;
+        } else {
+            LB[k + i] = c;
+        }
+    }
+    return gi;
+}
+
+// to_grid: QPX[k..k+8] rounded to codes at inverse scale `id`, then onto the grid (the best
+// neighbour at `scale` when off it); codes to dst[k..k+8]. Returns (grid index, on the grid).
+fn to_grid(k: u32, id: f32, scale: f32, dst: u32) -> vec2<u32> {
+    var u = 0u;
+    for (var i = 0u; i < 8u; i++) {
+        let t = mul_rn(id, QPX[k + i]);
+        let h = mul_rn(0.5, t - 1.0);
+        let q = u32(clamp_i(nearest_int(h), 0, 2));
+        if (dst == 0u) {
+            LAUX[k + i] = q;
+        } else {
+            LB[k + i] = q;
+        }
+        u = u | (q << (2u * i));
+    }
+    let m = bitcast<i32>(tables[MAP_OFF + u]);
+    if (m >= 0) {
+        return vec2<u32>(u32(m), 1u);
+    }
+    return vec2<u32>(best_neighbour(u32(-m - 1), k, scale, dst), 0u);
+}
+
+// Σw·x·q and Σw·q² over the first n values, q = 2·code + 1 (codes of src 0: LAUX, 1: LB).
+fn sums(n: u32, src: u32) -> vec2<f32> {
+    var sumqx = 0.0;
+    var sumq2 = 0.0;
+    for (var i = 0u; i < n; i++) {
+        var c = LB[i];
+        if (src == 0u) {
+            c = LAUX[i];
+        }
+        let q = f32(2u * c + 1u);
+        let w = QPW[i];
+        let wx = mul_rn(w, QPX[i]);
+        let wxq = mul_rn(wx, q);
+        sumqx += wxq;
+        let wq = mul_rn(w, q);
+        let wqq = mul_rn(wq, q);
+        sumq2 += wqq;
+    }
+    return vec2<f32>(sumqx, sumq2);
+}
+
+// The grid index of codes LB[k..k+8] (on the grid by construction; the CPU clamps at 0).
+fn lb_grid_index(k: u32) -> u32 {
+    var u = 0u;
+    for (var i = 0u; i < 8u; i++) {
+        u = u | (LB[k + i] << (2u * i));
+    }
+    return u32(max(bitcast<i32>(tables[MAP_OFF + u]), 0));
+}
+
+// The 4-bit group scale code of `scale` at inverse super-block scale `id`.
+fn scale_code(id: f32, scale: f32) -> u32 {
+    let t = mul_rn(id, scale);
+    let h = mul_rn(0.5, t - 1.0);
+    return u32(clamp_i(nearest_int(h), 0, 15));
+}
+
+// The largest of QPX[0..n] (`max = if max > v { max } else { v }` from QPX[0]).
+fn group_max(n: u32) -> f32 {
+    var mx = QPX[0];
+    for (var i = 1u; i < n; i++) {
+        if (!(mx > QPX[i])) {
+            mx = QPX[i];
+        }
+    }
+    return mx;
+}
+
+// search16 (IQ2_XS and IQ2_S): the scale over 19 trial inverse scales around 5/max, then the
+// off-grid halves rounded again at the chosen one. LB gets the codes.
+fn search16(mx: f32) -> f32 {
+    var best = 0.0;
+    var scale = div_rn(mx, 5.0);
+    ON_GRID[0] = true;
+    ON_GRID[1] = true;
+    for (var i = 0u; i < 16u; i++) {
+        LB[i] = 0u;
+    }
+    for (var is = -9; is <= 9; is++) {
+        let tenth = mul_rn(f32(is), 0.1);
+        let num = 5.0 + tenth;
+        let id = div_rn(num, mx);
+        let this_scale = div_rn(1.0, id);
+        for (var k = 0u; k < 2u; k++) {
+            ON_GRID_AUX[k] = to_grid(8u * k, id, this_scale, 0u).y == 1u;
+        }
+        let s = sums(16u, 0u);
+        let lhs = mul_rn(s.x, s.x);
+        let rhs = mul_rn(best, s.y);
+        if (s.y > 0.0 && lhs > rhs) {
+            scale = div_rn(s.x, s.y);
+            best = mul_rn(scale, s.x);
+            for (var i = 0u; i < 16u; i++) {
+                LB[i] = LAUX[i];
+            }
+            ON_GRID[0] = ON_GRID_AUX[0];
+            ON_GRID[1] = ON_GRID_AUX[1];
+        }
+    }
+    if ((!ON_GRID[0] || !ON_GRID[1]) && scale > 0.0) {
+        let id = div_rn(1.0, scale);
+        for (var k = 0u; k < 2u; k++) {
+            if (ON_GRID[k]) {
+                continue;
+            }
+            _ = to_grid(8u * k, id, scale, 1u);
+        }
+        let s = sums(16u, 1u);
+        if (s.y > 0.0) {
+            scale = div_rn(s.x, s.y);
+        }
+    }
+    return scale;
+}
+
+// IQ2_XXS group ib (32 values): the scale; LB gets the codes.
+fn group_xxs(ib: u32, sigma2: f32) -> Group {
+    let o = 32u * ib;
+    _ = importance_weights(sigma2, o, 32u);
+    for (var i = 0u; i < 32u; i++) {
+        QPW[i] = WT[o + i];
+    }
+    for (var i = 0u; i < 32u; i++) {
+        WT[i] = sqrt_rn(QPW[i]);
+    }
+    var signs = 0u;
+    for (var k = 0u; k < 4u; k++) {
+        signs = signs | (fold_signs(o + 8u * k, 8u * k, true) << (7u * k));
+    }
+    let mx = group_max(32u);
+    if (mx < GROUP_MAX_EPS) {
+        return Group(0.0, 0u, true);
+    }
+    var scale = make_qp_quants(4, 32u);
+    let eff_max = mul_rn(scale, 3.0);
+    if (eff_max <= 0.0) {
+        return Group(0.0, 0u, true);
+    }
+    var best = 0.0;
+    for (var is = -6; is <= 6; is++) {
+        let tenth = mul_rn(f32(is), 0.1);
+        let num = 5.0 + tenth;
+        let id = div_rn(num, eff_max);
+        let this_scale = div_rn(1.0, id);
+        for (var k = 0u; k < 4u; k++) {
+            _ = to_grid(8u * k, id, this_scale, 0u);
+        }
+        let s = sums(32u, 0u);
+        let lhs = mul_rn(s.x, s.x);
+        let rhs = mul_rn(best, s.y);
+        if (s.y > 0.0 && lhs > rhs) {
+            scale = div_rn(s.x, s.y);
+            best = mul_rn(scale, s.x);
+            for (var i = 0u; i < 32u; i++) {
+                LB[i] = LAUX[i];
+            }
+        }
+    }
+    if (scale > 0.0) {
+        let id = div_rn(1.0, scale);
+        for (var k = 0u; k < 4u; k++) {
+            _ = to_grid(8u * k, id, scale, 1u);
+        }
+        let s = sums(32u, 1u);
+        if (s.y > 0.0) {
+            scale = div_rn(s.x, s.y);
+        }
+    }
+    if (scale < 0.0) {
+        scale = -scale;
+        signs = ~signs & 0x0fffffffu;
+    }
+    return Group(scale, signs, false);
+}
+
+// IQ2_XS / IQ2_S group ib (16 values): the scale; LB gets the codes.
+fn group_16(ib: u32, sigma2: f32) -> Group {
+    let o = 16u * ib;
+    if (KIND == 2u && p.has_w == 0u) {
+        let quarter = mul_rn(0.25, sigma2);
+        for (var i = 0u; i < 16u; i++) {
+            let x2 = mul_rn(X[o + i], X[o + i]);
+            QPW[i] = quarter + x2;
+        }
+    } else {
+        _ = importance_weights(sigma2, o, 16u);
+        for (var i = 0u; i < 16u; i++) {
+            QPW[i] = WT[o + i];
+        }
+    }
+    for (var i = 0u; i < 16u; i++) {
+        WT[i] = sqrt_rn(QPW[i]);
+    }
+    var signs = 0u;
+    for (var k = 0u; k < 2u; k++) {
+        signs = signs | (fold_signs(o + 8u * k, 8u * k, KIND != 2u) << (8u * k));
+    }
+    let mx = group_max(16u);
+    var eps = GROUP_MAX_EPS;
+    if (KIND == 2u) {
+        eps = 1e-8;
+    }
+    if (mx < eps) {
+        return Group(0.0, 0u, true);
+    }
+    var scale = search16(mx);
+    if (scale < 0.0) {
+        scale = -scale;
+        if (KIND == 2u) {
+            signs = ~signs & 0xffffu;
+        } else {
+            signs = ~signs & 0x7f7fu;
+        }
+    }
+    return Group(scale, signs, false);
+}
+
+@compute @workgroup_size(64)
+fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let b = block_index(gid);
+    if (b >= p.n_blocks) {
+        return;
+    }
+    load_block(b, 256u);
+    out_clear(SLOT_WORDS);
+    // IQ2_XXS and IQ2_XS need importance (the CPU writes nothing without): zeros.
+    if (KIND != 2u && p.has_w == 0u) {
+        out_store(b, SLOT_WORDS);
+        return;
+    }
+    var scales: array<f32, 16>;
+    var max_scale = 0.0;
+    let sum_x2 = superblock_sum_x2();
+    var sigma2: f32;
+    if (KIND == 2u) {
+        sigma2 = div_rn(mul_rn(2.0, sum_x2), 256.0);
+    } else {
+        sigma2 = div_rn(sum_x2, 256.0);
+    }
+    // Grid index and sign words per group, written once max_scale is known (XXS: two u32 per
+    // group of 32; XS: one u16 per 8 values; S: written as it goes, as the CPU does).
+    var q2: array<u32, 16>;
+    for (var i = 0u; i < 16u; i++) {
+        q2[i] = 0u;
+    }
+    for (var i = 0u; i < 32u; i++) {
+        LB[i] = 0u;
+    }
+    if (KIND == 0u) {
+        for (var ib = 0u; ib < 8u; ib++) {
+            let r = group_xxs(ib, sigma2);
+            if (r.skipped) {
+                scales[ib] = 0.0;
+                continue;
+            }
+            let signs = r.signs;
+            for (var k = 0u; k < 4u; k++) {
+                q2[2u * ib] = q2[2u * ib] | (lb_grid_index(8u * k) << (8u * k));
+            }
+            q2[2u * ib + 1u] = signs;
+            scales[ib] = r.scale;
+            if (!(max_scale > r.scale)) {
+                max_scale = r.scale;
+            }
+        }
+    } else {
+        for (var ib = 0u; ib < 16u; ib++) {
+            let r = group_16(ib, sigma2);
+            if (r.skipped) {
+                scales[ib] = 0.0;
+                continue;
+            }
+            let signs = r.signs;
+            for (var k = 0u; k < 2u; k++) {
+                let gi = lb_grid_index(8u * k);
+                let s = (signs >> (8u * k)) & 0xffu;
+                let i8 = 2u * ib + k;
+                if (KIND == 1u) {
+                    // q2[i8] as u16 pairs: word i8 / 2.
+                    let v = gi | (s << 9u);
+                    q2[i8 / 2u] = q2[i8 / 2u] | (v << (16u * (i8 % 2u)));
+                } else {
+                    put8(2u + i8, gi & 0xffu);
+                    put8(66u + i8 / 4u, (gi >> 8u) << (2u * (i8 % 4u)));
+                    put8(34u + i8, s);
+                }
+            }
+            scales[ib] = r.scale;
+            if (!(max_scale > r.scale)) {
+                max_scale = r.scale;
+            }
+        }
+    }
+    if (max_scale == 0.0) {
+        if (KIND != 2u) {
+            out_clear(SLOT_WORDS);
+        }
+        out_store(b, SLOT_WORDS);
+        return;
+    }
+    let d = div_rn(max_scale, 31.0);
+    if (KIND == 2u) {
+        put16(0u, f2h(mul_rn(d, 0.9875)));
+    } else {
+        put16(0u, f2h(d));
+    }
+    let id = div_rn(1.0, d);
+    if (KIND == 0u) {
+        for (var ib = 0u; ib < 8u; ib++) {
+            q2[2u * ib + 1u] = q2[2u * ib + 1u] | (scale_code(id, scales[ib]) << 28u);
+        }
+        for (var i = 0u; i < 16u; i++) {
+            put16(2u + 4u * i, q2[i]);
+            put16(4u + 4u * i, q2[i] >> 16u);
+        }
+    } else {
+        var sc_off = 66u;
+        if (KIND == 2u) {
+            sc_off = 74u;
+        }
+        for (var ib = 0u; ib < 16u; ib++) {
+            put8(sc_off + ib / 2u, scale_code(id, scales[ib]) << (4u * (ib % 2u)));
+        }
+        if (KIND == 1u) {
+            for (var i = 0u; i < 16u; i++) {
+                put16(2u + 4u * i, q2[i]);
+                put16(4u + 4u * i, q2[i] >> 16u);
+            }
+        }
+    }
+    out_store(b, SLOT_WORDS);
+}
