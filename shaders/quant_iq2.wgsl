@@ -22,13 +22,33 @@ struct Group {
 
 // A group's best codes so far (`l` of the CPU code; IQ2_XXS keeps it across its 8 groups).
 var<private> LB: array<u32, 32>;
+// w·x of the group (the same in every trial's sums).
+var<private> WX: array<f32, 32>;
 // Whether each 8-value half of the group was on the grid (IQ2_XS/IQ2_S search).
 var<private> ON_GRID: array<bool, 2>;
 var<private> ON_GRID_AUX: array<bool, 2>;
 
-// Position i (1, 3 or 5) of grid point j.
-fn grid_pos(j: u32, i: u32) -> u32 {
-    return (tables[2u * j + (i >> 2u)] >> (8u * (i & 3u))) & 0xffu;
+// The 8 positions (1, 3 or 5) of grid point j as two vec4 (positions 0..4, 4..8).
+fn grid_point(j: u32) -> array<vec4<f32>, 2> {
+    let sh = vec4<u32>(0u, 8u, 16u, 24u);
+    let lo = (vec4<u32>(tables[2u * j]) >> sh) & vec4<u32>(0xffu);
+    let hi = (vec4<u32>(tables[2u * j + 1u]) >> sh) & vec4<u32>(0xffu);
+    return array<vec4<f32>, 2>(vec4<f32>(lo), vec4<f32>(hi));
+}
+
+// mul_rn per component.
+fn mul4(a: vec4<f32>, b: vec4<f32>) -> vec4<f32> {
+    return fma(a, b, vec4<f32>(p.neg_zero));
+}
+
+// Σ of the components in order 0, 1, 2, 3, added to `acc` one by one (the C loop's order).
+fn add_seq(acc: f32, v: vec4<f32>) -> f32 {
+    var s = acc;
+    s += v.x;
+    s += v.y;
+    s += v.z;
+    s += v.w;
+    return s;
 }
 
 // The signs of 8 values X[o..o+8] folded into QPX[k..k+8] (|x|), as a bit field. With `even`
@@ -70,22 +90,25 @@ fn fold_signs(o: u32, k: u32, even: bool) -> u32 {
 
 // iq2_find_best_neighbour: of the list at `start` (tables[NBR_OFF + start] = n, then n grid
 // indices) the point nearest to QPX[k..k+8] at `scale` under the weights WT[k..k+8] (√w), first
-// on ties; its codes go to dst[k..k+8] (dst 0: LAUX, 1: LB). Returns its grid index.
-fn best_neighbour(start: u32, k: u32, scale: f32, dst: u32) -> u32 {
+// on ties; its codes go to LAUX[k..k+8]. Returns its grid index.
+fn best_neighbour(start: u32, k: u32, scale: f32) -> u32 {
     let n = tables[NBR_OFF + start];
+    let xa = vec4<f32>(QPX[k], QPX[k + 1u], QPX[k + 2u], QPX[k + 3u]);
+    let xb = vec4<f32>(QPX[k + 4u], QPX[k + 5u], QPX[k + 6u], QPX[k + 7u]);
+    let wa = vec4<f32>(WT[k], WT[k + 1u], WT[k + 2u], WT[k + 3u]);
+    let wb = vec4<f32>(WT[k + 4u], WT[k + 5u], WT[k + 6u], WT[k + 7u]);
+    let sv = vec4<f32>(scale);
     var best_d2 = F32_MAX;
     var gi = 0xffffffffu;
     for (var m = 0u; m < n; m++) {
         let j = tables[NBR_OFF + start + 1u + m];
-        var d2 = 0.0;
-        for (var i = 0u; i < 8u; i++) {
-            let q = f32(grid_pos(j, i));
-            let sq = mul_rn(scale, q);
-            let diff = sq - QPX[k + i];
-            let wd = mul_rn(WT[k + i], diff);
-            let e = mul_rn(wd, diff);
-            d2 += e;
-        }
+        let q = grid_point(j);
+        // (w·(scale·q − x))·(scale·q − x), each product rounded once, summed in order.
+        let da = mul4(sv, q[0]) - xa;
+        let db = mul4(sv, q[1]) - xb;
+        let ea = mul4(mul4(wa, da), da);
+        let eb = mul4(mul4(wb, db), db);
+        let d2 = add_seq(add_seq(0.0, ea), eb);
         if (d2 < best_d2) {
             best_d2 = d2;
             gi = j;
@@ -95,54 +118,48 @@ fn best_neighbour(start: u32, k: u32, scale: f32, dst: u32) -> u32 {
     if (gi == 0xffffffffu) {
         gi = tables[NBR_OFF + start + 1u];
     }
-    for (var i = 0u; i < 8u; i++) {
-        let c = (grid_pos(gi, i) - 1u) / 2u;
-        if (dst == 0u) {
-            LAUX[k + i] = c;
-        } else {
-            LB[k + i] = c;
-        }
+    let q = grid_point(gi);
+    for (var i = 0u; i < 4u; i++) {
+        LAUX[k + i] = (u32(q[0][i]) - 1u) / 2u;
+        LAUX[k + 4u + i] = (u32(q[1][i]) - 1u) / 2u;
     }
     return gi;
 }
 
 // to_grid: QPX[k..k+8] rounded to codes at inverse scale `id`, then onto the grid (the best
-// neighbour at `scale` when off it); codes to dst[k..k+8]. Returns (grid index, on the grid).
-fn to_grid(k: u32, id: f32, scale: f32, dst: u32) -> vec2<u32> {
+// neighbour at `scale` when off it); codes to LAUX[k..k+8]. Returns (grid index, on the grid).
+fn to_grid(k: u32, id: f32, scale: f32) -> vec2<u32> {
     var u = 0u;
     for (var i = 0u; i < 8u; i++) {
         let t = mul_rn(id, QPX[k + i]);
         let h = mul_rn(0.5, t - 1.0);
         let q = u32(clamp_i(nearest_int(h), 0, 2));
-        if (dst == 0u) {
-            LAUX[k + i] = q;
-        } else {
-            LB[k + i] = q;
-        }
+        LAUX[k + i] = q;
         u = u | (q << (2u * i));
     }
     let m = bitcast<i32>(tables[MAP_OFF + u]);
     if (m >= 0) {
         return vec2<u32>(u32(m), 1u);
     }
-    return vec2<u32>(best_neighbour(u32(-m - 1), k, scale, dst), 0u);
+    return vec2<u32>(best_neighbour(u32(-m - 1), k, scale), 0u);
 }
 
-// Σw·x·q and Σw·q² over the first n values, q = 2·code + 1 (codes of src 0: LAUX, 1: LB).
-fn sums(n: u32, src: u32) -> vec2<f32> {
+// LB[k..k+8] = LAUX[k..k+8].
+fn keep_half(k: u32) {
+    for (var i = 0u; i < 8u; i++) {
+        LB[k + i] = LAUX[k + i];
+    }
+}
+
+// Σw·x·q and Σw·q² over the first n values, q = 2·code + 1 (codes LAUX; WX = w·x).
+fn sums(n: u32) -> vec2<f32> {
     var sumqx = 0.0;
     var sumq2 = 0.0;
     for (var i = 0u; i < n; i++) {
-        var c = LB[i];
-        if (src == 0u) {
-            c = LAUX[i];
-        }
-        let q = f32(2u * c + 1u);
-        let w = QPW[i];
-        let wx = mul_rn(w, QPX[i]);
-        let wxq = mul_rn(wx, q);
+        let q = f32(2u * LAUX[i] + 1u);
+        let wxq = mul_rn(WX[i], q);
         sumqx += wxq;
-        let wq = mul_rn(w, q);
+        let wq = mul_rn(QPW[i], q);
         let wqq = mul_rn(wq, q);
         sumq2 += wqq;
     }
@@ -163,6 +180,13 @@ fn scale_code(id: f32, scale: f32) -> u32 {
     let t = mul_rn(id, scale);
     let h = mul_rn(0.5, t - 1.0);
     return u32(clamp_i(nearest_int(h), 0, 15));
+}
+
+// WX = w·x over the group's first n values (after the signs are folded into QPX).
+fn set_wx(n: u32) {
+    for (var i = 0u; i < n; i++) {
+        WX[i] = mul_rn(QPW[i], QPX[i]);
+    }
 }
 
 // The largest of QPX[0..n] (`max = if max > v { max } else { v }` from QPX[0]).
@@ -192,9 +216,9 @@ fn search16(mx: f32) -> f32 {
         let id = div_rn(num, mx);
         let this_scale = div_rn(1.0, id);
         for (var k = 0u; k < 2u; k++) {
-            ON_GRID_AUX[k] = to_grid(8u * k, id, this_scale, 0u).y == 1u;
+            ON_GRID_AUX[k] = to_grid(8u * k, id, this_scale).y == 1u;
         }
-        let s = sums(16u, 0u);
+        let s = sums(16u);
         let lhs = mul_rn(s.x, s.x);
         let rhs = mul_rn(best, s.y);
         if (s.y > 0.0 && lhs > rhs) {
@@ -209,13 +233,17 @@ fn search16(mx: f32) -> f32 {
     }
     if ((!ON_GRID[0] || !ON_GRID[1]) && scale > 0.0) {
         let id = div_rn(1.0, scale);
+        for (var i = 0u; i < 16u; i++) {
+            LAUX[i] = LB[i];
+        }
         for (var k = 0u; k < 2u; k++) {
             if (ON_GRID[k]) {
                 continue;
             }
-            _ = to_grid(8u * k, id, scale, 1u);
+            _ = to_grid(8u * k, id, scale);
+            keep_half(8u * k);
         }
-        let s = sums(16u, 1u);
+        let s = sums(16u);
         if (s.y > 0.0) {
             scale = div_rn(s.x, s.y);
         }
@@ -237,6 +265,7 @@ fn group_xxs(ib: u32, sigma2: f32) -> Group {
     for (var k = 0u; k < 4u; k++) {
         signs = signs | (fold_signs(o + 8u * k, 8u * k, true) << (7u * k));
     }
+    set_wx(32u);
     let mx = group_max(32u);
     if (mx < GROUP_MAX_EPS) {
         return Group(0.0, 0u, true);
@@ -253,9 +282,9 @@ fn group_xxs(ib: u32, sigma2: f32) -> Group {
         let id = div_rn(num, eff_max);
         let this_scale = div_rn(1.0, id);
         for (var k = 0u; k < 4u; k++) {
-            _ = to_grid(8u * k, id, this_scale, 0u);
+            _ = to_grid(8u * k, id, this_scale);
         }
-        let s = sums(32u, 0u);
+        let s = sums(32u);
         let lhs = mul_rn(s.x, s.x);
         let rhs = mul_rn(best, s.y);
         if (s.y > 0.0 && lhs > rhs) {
@@ -269,9 +298,10 @@ fn group_xxs(ib: u32, sigma2: f32) -> Group {
     if (scale > 0.0) {
         let id = div_rn(1.0, scale);
         for (var k = 0u; k < 4u; k++) {
-            _ = to_grid(8u * k, id, scale, 1u);
+            _ = to_grid(8u * k, id, scale);
+            keep_half(8u * k);
         }
-        let s = sums(32u, 1u);
+        let s = sums(32u);
         if (s.y > 0.0) {
             scale = div_rn(s.x, s.y);
         }
@@ -305,6 +335,7 @@ fn group_16(ib: u32, sigma2: f32) -> Group {
     for (var k = 0u; k < 2u; k++) {
         signs = signs | (fold_signs(o + 8u * k, 8u * k, KIND != 2u) << (8u * k));
     }
+    set_wx(16u);
     let mx = group_max(16u);
     var eps = GROUP_MAX_EPS;
     if (KIND == 2u) {
