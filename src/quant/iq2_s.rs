@@ -4,10 +4,12 @@
 //! dequantize_row_iq2_s and quantize_row_iq2_s_impl of ggml-quants.c (SPEC's sdist, lines 2540
 //! and 5113); without importance it weighs by σ²/4 + x² (its `else` branch).
 use super::iq2_lattice::{lattice, Iq2Grid};
-use super::iq2_xs::search16;
-use super::iq2_xxs::{point_index, scale_code, sum_x2, write_point};
+use super::iq2_xs::{pack_d_scales16, search16};
+use super::iq2_xxs::{
+    fold_signs, group_max, imatrix_weights, point_index, sqrt_weights, sum_x2, write_point,
+};
 use super::iq_grids::IQ2S_GRID;
-use super::{f2h, h2f, BlockType, GpuQuantize, RefWeightBound, Wgsl};
+use super::{h2f, BlockType, GpuQuantize, RefWeightBound, Wgsl};
 use crate::gguf::GgmlType;
 
 pub const BLOCK_BYTES: usize = 82;
@@ -57,36 +59,20 @@ pub fn quantize(x: &[f32], dst: &mut [u8], qw: Option<&[f32]>) {
             match qw {
                 Some(qw) => {
                     let w = &qw[256 * ibl + 16 * ib..256 * ibl + 16 * ib + 16];
-                    for i in 0..16 {
-                        weight[i] = w[i] * (sigma2 + xb[i] * xb[i]).sqrt();
-                    }
+                    imatrix_weights(xb, w, sigma2, &mut weight, &mut waux);
                 }
                 None => {
                     for i in 0..16 {
                         weight[i] = 0.25f32 * sigma2 + xb[i] * xb[i];
                     }
+                    sqrt_weights(&weight, &mut waux);
                 }
             }
-            for i in 0..16 {
-                waux[i] = weight[i].sqrt();
+            for (k, s) in block_signs.iter_mut().enumerate() {
+                let r = 8 * k..8 * k + 8;
+                *s = fold_signs(&xb[r.clone()], &mut xval[r]);
             }
-            for k in 0..2 {
-                let mut s = 0u8;
-                for i in 0..8 {
-                    let v = xb[8 * k + i];
-                    if v >= 0.0 {
-                        xval[8 * k + i] = v;
-                    } else {
-                        xval[8 * k + i] = -v;
-                        s |= 1 << i;
-                    }
-                }
-                block_signs[k] = s;
-            }
-            let mut max = xval[0];
-            for &v in &xval[1..] {
-                max = if max > v { max } else { v };
-            }
+            let max = group_max(&xval);
             if max < GROUP_MAX_EPS_IQ2_S {
                 scales[ib] = 0.0;
                 continue;
@@ -113,12 +99,7 @@ pub fn quantize(x: &[f32], dst: &mut [u8], qw: Option<&[f32]>) {
         if max_scale == 0.0 {
             continue;
         }
-        let d = max_scale / 31.0;
-        y[0..2].copy_from_slice(&f2h(d * 0.9875f32).to_le_bytes());
-        let id = 1.0 / d;
-        for ib in 0..16 {
-            y[74 + ib / 2] |= (scale_code(id, scales[ib]) as u8) << (4 * (ib % 2));
-        }
+        pack_d_scales16(y, max_scale, 0.9875f32, &scales, 74);
     }
 }
 

@@ -6,7 +6,8 @@
 #![allow(clippy::needless_range_loop)]
 use super::iq2_lattice::{lattice, Iq2Grid, Iq2Lattice};
 use super::iq2_xxs::{
-    fold_signs_even, ksigns, point_index, scale_code, sum_x2, sums, to_grid, write_point,
+    fold_signs_even, group_max, imatrix_weights, ksigns, point_index, scale_code, sum_x2, sums,
+    to_grid, write_point,
 };
 use super::iq_grids::IQ2XS_GRID;
 use super::search::GROUP_MAX_EPS;
@@ -104,6 +105,25 @@ pub(crate) fn search16(
     scale
 }
 
+/// The super-block scale d = max_scale/31 (stored as f16 of d·`d_factor`) and the 16 4-bit
+/// group scale codes at byte `at` (IQ2_XS and IQ2_S).
+#[inline(always)]
+pub(crate) fn pack_d_scales16(
+    y: &mut [u8],
+    max_scale: f32,
+    d_factor: f32,
+    scales: &[f32; 16],
+    at: usize,
+) {
+    let d = max_scale / 31.0;
+    // ×1.0 (IQ2_XS) changes no value.
+    y[0..2].copy_from_slice(&f2h(d * d_factor).to_le_bytes());
+    let id = 1.0 / d;
+    for ib in 0..16 {
+        y[at + ib / 2] |= (scale_code(id, scales[ib]) as u8) << (4 * (ib % 2));
+    }
+}
+
 /// quantize_iq2_xs (one row). Without importance it writes nothing (`quantize_row` refuses
 /// the type before getting here, as llama.cpp asserts).
 pub fn quantize(x: &[f32], dst: &mut [u8], qw: Option<&[f32]>) {
@@ -127,20 +147,12 @@ pub fn quantize(x: &[f32], dst: &mut [u8], qw: Option<&[f32]>) {
         for ib in 0..16 {
             let xb = &xbl[16 * ib..16 * ib + 16];
             let w = &qw[256 * ibl + 16 * ib..256 * ibl + 16 * ib + 16];
-            for i in 0..16 {
-                weight[i] = w[i] * (sigma2 + xb[i] * xb[i]).sqrt();
-            }
-            for i in 0..16 {
-                waux[i] = weight[i].sqrt();
-            }
+            imatrix_weights(xb, w, sigma2, &mut weight, &mut waux);
             for k in 0..2 {
                 let r = 8 * k..8 * k + 8;
                 block_signs[k] = fold_signs_even(&xb[r.clone()], &weight[r.clone()], &mut xval[r]);
             }
-            let mut max = xval[0];
-            for &v in &xval[1..] {
-                max = if max > v { max } else { v };
-            }
+            let max = group_max(&xval);
             if max < GROUP_MAX_EPS {
                 scales[ib] = 0.0;
                 continue;
@@ -165,12 +177,7 @@ pub fn quantize(x: &[f32], dst: &mut [u8], qw: Option<&[f32]>) {
         if max_scale == 0.0 {
             continue;
         }
-        let d = max_scale / 31.0;
-        y[0..2].copy_from_slice(&f2h(d).to_le_bytes());
-        let id = 1.0 / d;
-        for ib in 0..16 {
-            y[66 + ib / 2] |= (scale_code(id, scales[ib]) as u8) << (4 * (ib % 2));
-        }
+        pack_d_scales16(y, max_scale, 1.0, &scales, 66);
         for (i, q) in q2.iter().enumerate() {
             y[2 + 2 * i..4 + 2 * i].copy_from_slice(&q.to_le_bytes());
         }

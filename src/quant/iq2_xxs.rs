@@ -44,22 +44,27 @@ pub fn dequantize(src: &[u8], dst: &mut [f32]) {
     }
 }
 
-/// Fold the signs of 8 values into `xval` (|x|) and a 7-bit field; with an odd count, the
-/// value of least w·x² keeps its sign flipped instead (its sign becomes the parity bit).
+/// Fold the signs of 8 values into `xval` (|x|) and a bit field (bit i: x_i < 0).
 #[inline(always)]
-pub(crate) fn fold_signs_even(xb: &[f32], weight: &[f32], xval: &mut [f32]) -> u8 {
-    let mut nflip = 0;
+pub(crate) fn fold_signs(xb: &[f32], xval: &mut [f32]) -> u8 {
     let mut s = 0u8;
     for i in 0..8 {
         if xb[i] >= 0.0 {
             xval[i] = xb[i];
         } else {
             xval[i] = -xb[i];
-            nflip += 1;
             s |= 1 << i;
         }
     }
-    if nflip % 2 == 1 {
+    s
+}
+
+/// As [`fold_signs`], keeping 7 bits: with an odd count, the value of least w·x² keeps its
+/// sign flipped instead (its sign becomes the parity bit).
+#[inline(always)]
+pub(crate) fn fold_signs_even(xb: &[f32], weight: &[f32], xval: &mut [f32]) -> u8 {
+    let mut s = fold_signs(xb, xval);
+    if s.count_ones() % 2 == 1 {
         let mut imin = 0;
         let mut min = weight[0] * xb[0] * xb[0];
         for i in 1..8 {
@@ -138,6 +143,40 @@ pub(crate) fn sum_x2(xbl: &[f32]) -> f32 {
     s
 }
 
+/// The imatrix weights of a group, w·√(σ² + x²), and their square roots (the neighbour
+/// search's weights).
+#[inline(always)]
+pub(crate) fn imatrix_weights(
+    xb: &[f32],
+    w: &[f32],
+    sigma2: f32,
+    weight: &mut [f32],
+    waux: &mut [f32],
+) {
+    for i in 0..xb.len() {
+        weight[i] = w[i] * (sigma2 + xb[i] * xb[i]).sqrt();
+    }
+    sqrt_weights(weight, waux);
+}
+
+/// waux = √weight.
+#[inline(always)]
+pub(crate) fn sqrt_weights(weight: &[f32], waux: &mut [f32]) {
+    for i in 0..weight.len() {
+        waux[i] = weight[i].sqrt();
+    }
+}
+
+/// The largest of `xval` (C's `max = max > v ? max : v` from the first).
+#[inline(always)]
+pub(crate) fn group_max(xval: &[f32]) -> f32 {
+    let mut max = xval[0];
+    for &v in &xval[1..] {
+        max = if max > v { max } else { v };
+    }
+    max
+}
+
 /// The 4-bit group scale code of `scale` at inverse super-block scale `id`.
 #[inline(always)]
 pub(crate) fn scale_code(id: f32, scale: f32) -> u32 {
@@ -171,21 +210,12 @@ pub fn quantize(x: &[f32], dst: &mut [u8], qw: Option<&[f32]>) {
         for ib in 0..8 {
             let xb = &xbl[32 * ib..32 * ib + 32];
             let w = &qw[256 * ibl + 32 * ib..256 * ibl + 32 * ib + 32];
-            for i in 0..32 {
-                weight[i] = w[i] * (sigma2 + xb[i] * xb[i]).sqrt();
-            }
-            for i in 0..32 {
-                waux[i] = weight[i].sqrt();
-            }
+            imatrix_weights(xb, w, sigma2, &mut weight, &mut waux);
             for k in 0..4 {
                 let r = 8 * k..8 * k + 8;
                 block_signs[k] = fold_signs_even(&xb[r.clone()], &weight[r.clone()], &mut xval[r]);
             }
-            let mut max = xval[0];
-            for &v in &xval[1..] {
-                max = if max > v { max } else { v };
-            }
-            if max < GROUP_MAX_EPS {
+            if group_max(&xval) < GROUP_MAX_EPS {
                 scales[ib] = 0.0;
                 continue;
             }
