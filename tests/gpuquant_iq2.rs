@@ -90,6 +90,27 @@ fn kernel_table_constants_match_the_layout() {
     }
 }
 
+/// IQ2_XXS and IQ2_XS without importance: the GPU quantizer refuses them as the CPU does (an
+/// error naming the type, not zeros); IQ2_S takes its reference path.
+#[test]
+fn gpu_refuses_xxs_xs_without_importance() {
+    let g = gpu();
+    let x: Vec<f32> = (0..512)
+        .map(|i| ((i * 37 % 101) as f32 - 50.0) / 40.0)
+        .collect();
+    for t in [GgmlType::IQ2XXS, GgmlType::IQ2XS] {
+        let err = g.quantize_rows("w", t, &x, 256, None).unwrap_err();
+        let msg = format!("{err:#}");
+        assert!(
+            msg.contains(t.name()) && msg.contains("importance"),
+            "{t}: {msg}"
+        );
+    }
+    let got = g.quantize_rows("w", GgmlType::IQ2S, &x, 256, None).unwrap();
+    let want = wquant::quantize::gpu::cpu_quantize(GgmlType::IQ2S, &x, 256, None).unwrap();
+    assert_eq!(got, want, "IQ2_S without importance");
+}
+
 /// The synthetic models' IQ2_XXS and IQ2_XS mixes, whole files on the GPU.
 #[test]
 fn gpu_synth_iq2_xxs_xs_mixes() {

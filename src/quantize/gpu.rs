@@ -421,6 +421,10 @@ pub fn kernel_rows_on(
     if !supports(t) {
         bail!("no GPU quantization kernel for type {t}");
     }
+    // As quant::quantize_row: the kernel would write zeros where the CPU refuses.
+    if qw.is_none() && quant::block_type(t).is_some_and(|b| b.requires_importance) {
+        return Err(quant::QuantError::NeedsImportance(t).into());
+    }
     let bs = t.block_size();
     if ne0 == 0 || !ne0.is_multiple_of(bs) || !x.len().is_multiple_of(ne0) {
         bail!(
