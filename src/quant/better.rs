@@ -414,22 +414,22 @@ fn sym_sums4(x: &[f32], w: &[f64], levels: Levels, s: [f64; 4]) -> [(f64, f64); 
     out
 }
 
-/// `sym_assign_eval::<SUMS>` for four scales in one pass, each result bit for bit its own
-/// pass's (independent sums run in parallel): (error, Σwxl, Σwl²). A zero scale is the
-/// caller's case.
+/// For each of L scales d (2 or 4, one pass): every value's nearest level of x/d, the error
+/// Σw(x − d·l)² and (when `SUMS`) Σwxl and Σwl², each sum bit for bit a pass of its own
+/// (independent sums run in parallel). A zero scale is the caller's case.
 #[inline(always)]
-fn sym_eval4<const SUMS: bool>(
+fn sym_eval_n<const L: usize, const SUMS: bool>(
     x: &[f32],
     w: &[f64],
     levels: Levels,
-    d: [f64; 4],
-    idx: &mut [[u8; 32]; 4],
-) -> [(f64, f64, f64); 4] {
-    let inv: [f64; 4] = std::array::from_fn(|c| 1.0 / d[c]);
-    let mut e = [(0f64, 0f64, 0f64); 4];
+    d: [f64; L],
+    idx: &mut [[u8; 32]; L],
+) -> [(f64, f64, f64); L] {
+    let inv: [f64; L] = std::array::from_fn(|c| 1.0 / d[c]);
+    let mut e = [(0f64, 0f64, 0f64); L];
     for i in 0..x.len() {
         let xi = x[i] as f64;
-        for c in 0..4 {
+        for c in 0..L {
             let (k, l) = level_of(levels, xi * inv[c]);
             idx[c][i] = k;
             let r = xi - d[c] * l;
@@ -463,7 +463,7 @@ fn sym_eval_all(x: &[f32], w: &[f64], levels: Levels, ds: &[f64], memo: &mut Vec
     for g in (0..n).step_by(4) {
         let d: [f64; 4] = std::array::from_fn(|c| ds[(g + c).min(n - 1)]);
         let mut idx = [[0u8; 32]; 4];
-        let r = sym_eval4::<true>(x, w, levels, d, &mut idx);
+        let r = sym_eval_n::<4, true>(x, w, levels, d, &mut idx);
         for c in 0..4.min(n - g) {
             let (e, sxl, sll) = r[c];
             memo.push(SymEval {
@@ -732,23 +732,23 @@ fn min_error(x: &[f32], w: &[f64], d: f64, m: f64, q: &[u8]) -> f64 {
 }
 
 /// Quants round((x − m)/d) clamped to [0, nmax] (0 where that is not finite), their error
-/// Σw(x − (d·q + m))² and (when `SUMS`) their `min_sums`, for four (d, m) pairs in one pass:
+/// Σw(x − (d·q + m))² and (when `SUMS`) their `min_sums`, for L (d, m) pairs in one pass:
 /// each result bit for bit a pass of its own (independent sums run in parallel). d = 0
 /// gives quants 0 and the error of y = m, as for a zero scale.
 #[inline(always)]
-fn min_eval4<const SUMS: bool>(
+fn min_eval_n<const L: usize, const SUMS: bool>(
     x: &[f32],
     w: &[f64],
     nmax: i32,
-    d: [f64; 4],
-    m: [f64; 4],
-    q: &mut [[u8; 32]; 4],
-) -> [(f64, MinSums); 4] {
-    let id: [f64; 4] = std::array::from_fn(|c| 1.0 / d[c]);
-    let mut e = [(0f64, MinSums::default()); 4];
+    d: [f64; L],
+    m: [f64; L],
+    q: &mut [[u8; 32]; L],
+) -> [(f64, MinSums); L] {
+    let id: [f64; L] = std::array::from_fn(|c| 1.0 / d[c]);
+    let mut e = [(0f64, MinSums::default()); L];
     for i in 0..x.len() {
         let xi = x[i] as f64;
-        for c in 0..4 {
+        for c in 0..L {
             let v = (xi - m[c]) * id[c];
             let qi = if v.is_finite() {
                 round_clamp(v, 0, nmax)
@@ -794,7 +794,7 @@ fn min_eval_all(
     for g in (0..n).step_by(4) {
         let p: [(f64, f64); 4] = std::array::from_fn(|c| dms[(g + c).min(n - 1)]);
         let mut q = [[0u8; 32]; 4];
-        let r = min_eval4::<true>(x, w, nmax, p.map(|v| v.0), p.map(|v| v.1), &mut q);
+        let r = min_eval_n::<4, true>(x, w, nmax, p.map(|v| v.0), p.map(|v| v.1), &mut q);
         for c in 0..4.min(n - g) {
             memo.push(MinEval {
                 dm: p[c],
@@ -1167,7 +1167,14 @@ fn sym_super(
                 // The k ≤ 4 candidate scales in one pass (independent sums: each error is its own
                 // pass's), then the first strictly lowest in order.
                 let dl: [f64; 4] = std::array::from_fn(|c| d * cands[c.min(k - 1)] as f64);
-                let mut errs = sym_eval4::<false>(xs, ws, levels, dl, tmp).map(|r| r.0);
+                let mut errs = [0f64; 4];
+                if k <= 2 {
+                    let t2: &mut [[u8; 32]; 2] = (&mut tmp[..2]).try_into().unwrap();
+                    let r = sym_eval_n::<2, false>(xs, ws, levels, [dl[0], dl[1]], t2);
+                    errs[..2].copy_from_slice(&r.map(|r| r.0));
+                } else {
+                    errs = sym_eval_n::<4, false>(xs, ws, levels, dl, tmp).map(|r| r.0);
+                }
                 for c in 0..k {
                     if dl[c] == 0.0 {
                         tmp[c][..sub].fill(levels.zero() as u8);
@@ -1324,7 +1331,15 @@ fn min_super(
                 let pick = |c: usize| pairs[(g + c).min(np - 1)];
                 let dl: [f64; 4] = std::array::from_fn(|c| d * pick(c).0 as f64);
                 let ml: [f64; 4] = std::array::from_fn(|c| -(dmin * pick(c).1 as f64));
-                let e = min_eval4::<false>(xs, ws, nmax, dl, ml, &mut tmp[g / 4]);
+                if np <= 2 {
+                    let t2: &mut [[u8; 32]; 2] = (&mut tmp[0][..2]).try_into().unwrap();
+                    let e =
+                        min_eval_n::<2, false>(xs, ws, nmax, [dl[0], dl[1]], [ml[0], ml[1]], t2);
+                    errs[0] = e[0].0;
+                    errs[1] = e[1].0;
+                    break;
+                }
+                let e = min_eval_n::<4, false>(xs, ws, nmax, dl, ml, &mut tmp[g / 4]);
                 for c in 0..4.min(np - g) {
                     errs[g + c] = e[c].0;
                 }
