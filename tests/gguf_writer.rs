@@ -115,7 +115,8 @@ fn small_file_round_trips_and_is_deterministic() {
 fn invalid_headers_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("bad.gguf");
-    let cases: Vec<(Vec<(String, Value)>, Vec<TensorSpec>, &str)> = vec![
+    type Case = (Vec<(String, Value)>, Vec<TensorSpec>, &'static str);
+    let cases: Vec<Case> = vec![
         (
             vec![("k".into(), Value::U8(1)), ("k".into(), Value::U8(2))],
             vec![],

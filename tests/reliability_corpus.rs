@@ -433,8 +433,16 @@ fn inputs_that_parse_but_are_wrong_through_every_command() {
     let strings =
         |v: &[&str]| Value::Array(ValueType::String, v.iter().map(|x| Value::str(x)).collect());
     // (name, MoE base, mutation, forward pass, quantize, what the error must name)
+    type Case = (
+        &'static str,
+        bool,
+        Mutation,
+        Expect,
+        Expect,
+        &'static [&'static str],
+    );
     #[rustfmt::skip]
-    let cases: Vec<(&str, bool, Mutation, Expect, Expect, &[&str])> = vec![
+    let cases: Vec<Case> = vec![
         ("n_embd-0", false, kv("llama.embedding_length", Value::U32(0)), Fail, Either, &["embedding_length"]),
         ("heads-0", false, kv("llama.attention.head_count", Value::U32(0)), Fail, Either, &["head_count"]),
         ("heads-not-dividing", false, kv("llama.attention.head_count", Value::U32(5)), Fail, Either, &["head_count"]),
@@ -649,8 +657,14 @@ fn flag_cases(o: &mut Outcome, c: &Ctx) {
     let imo = im.to_str().unwrap();
     let q = c.out("flag-q.gguf");
     let qo = q.to_str().unwrap();
+    type Run<'a> = (
+        &'static str,
+        Vec<&'a str>,
+        Option<&'a Path>,
+        &'static [&'static str],
+    );
     #[rustfmt::skip]
-    let runs: Vec<(&str, Vec<&str>, Option<&Path>, &[&str])> = vec![
+    let runs: Vec<Run> = vec![
         ("chunks-0", vec!["--device", "cpu", "perplexity", "-m", g, "-f", t, "-c", "32", "--chunks", "0"], None, &["--chunks"]),
         ("imatrix-chunks-0", vec!["--device", "cpu", "imatrix", "-m", g, "-f", t, "-c", "32", "--chunks", "0", "-o", imo], Some(&im), &["--chunks"]),
         ("ctx-0", vec!["--device", "cpu", "imatrix", "-m", g, "-f", t, "-c", "0", "-o", imo], Some(&im), &["-c"]),

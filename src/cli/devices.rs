@@ -104,7 +104,7 @@ pub fn run(_g: &super::GlobalArgs, a: Args) -> anyhow::Result<()> {
         println!(
             "  limits  buffer {}, storage binding {}, workgroup storage {}, invocations/workgroup {}, workgroups/dim {}, storage buffers/stage {}",
             mib(l.max_buffer_size),
-            mib(l.max_storage_buffer_binding_size as u64),
+            mib(l.max_storage_buffer_binding_size),
             kib(l.max_compute_workgroup_storage_size as u64),
             l.max_compute_invocations_per_workgroup,
             l.max_compute_workgroups_per_dimension,

@@ -14,6 +14,9 @@ use anyhow::{anyhow, bail, Context, Result};
 use std::collections::BTreeMap;
 use std::path::Path;
 
+/// A GGUF file's KVs and its tensors with their bytes, as `gguf::write` takes them.
+pub type GgufParts = (Vec<(String, Value)>, Vec<(TensorSpec, Vec<u8>)>);
+
 pub const KEY_DATASETS: &str = "imatrix.datasets";
 pub const KEY_CHUNK_COUNT: &str = "imatrix.chunk_count";
 pub const KEY_CHUNK_SIZE: &str = "imatrix.chunk_size";
@@ -420,7 +423,7 @@ impl Imatrix {
     /// their names, `<name>.in_sum2` [ne0, n_mat], `<name>.counts` [1, n_mat], then
     /// `<name>.in_sum` when present (where llama.cpp PR #14891 puts it). Trailing dims of 1 are
     /// dropped on disk, so dense entries are 1-D, as in llama.cpp's files.
-    pub fn to_gguf_parts(&self) -> (Vec<(String, Value)>, Vec<(TensorSpec, Vec<u8>)>) {
+    pub fn to_gguf_parts(&self) -> GgufParts {
         let kvs = vec![
             ("general.type".to_string(), Value::str("imatrix")),
             (KEY_DATASETS.to_string(), Value::str_array(&self.datasets)),

@@ -128,7 +128,7 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
 
 /// compute_statistics: None when every matrix has count 0.
 fn tensor_stats(name: &str, e: &ImatrixEntry) -> Option<TensorStats> {
-    if e.counts.is_empty() || e.in_sum2.len() % e.counts.len() != 0 {
+    if e.counts.is_empty() || !e.in_sum2.len().is_multiple_of(e.counts.len()) {
         return None;
     }
     let ne0 = e.ne0();

@@ -397,7 +397,7 @@ pub fn median(v: &[f32]) -> f32 {
     if n == 0 {
         return 0.0;
     }
-    if n % 2 == 0 {
+    if n.is_multiple_of(2) {
         0.5f32 * (v[n / 2] + v[n / 2 - 1])
     } else {
         v[n / 2]

@@ -230,7 +230,8 @@ pub fn route(logits: &[f32], k: usize, w_scale: f32) -> Route {
     for &w in &weights {
         sum += w;
     }
-    let sum = sum.max(6.103515625e-5);
+    // 2⁻¹⁴ (the smallest normal f16), llama.cpp's clamp of the renormalised expert weights.
+    let sum = sum.max(6.103_515_6e-5);
     for w in weights.iter_mut() {
         *w /= sum;
         if w_scale != 0.0 && w_scale != 1.0 {
@@ -433,6 +434,7 @@ fn moe_ffn<B: Backend>(
     }
     // Combine slot by slot so each token sums its experts in slot order, as llama.cpp does.
     let mut out = b.upload(&vec![0.0f32; rows * n_embd], rows, n_embd);
+    #[allow(clippy::needless_range_loop)] // slot-major over expert-major `seg`
     for s in 0..k {
         for e in 0..c.n_expert {
             let (lo, hi) = seg[e][s];

@@ -334,7 +334,7 @@ pub fn exp_for_softmax(x: f32) -> f32 {
     let p = ((((1.987_569_1e-4 * r + 1.398_199_9e-3) * r + 8.333_452e-3) * r + 4.166_579_6e-2) * r
         + 1.666_666_5e-1)
         * r
-        + 5.000_000_1e-1;
+        + 5e-1;
     let y = p * (r * r) + r + 1.0;
     let e = (t.to_bits() as i32).wrapping_sub(ROUND.to_bits() as i32);
     let v = y * f32::from_bits(((e + 127) << 23) as u32);
