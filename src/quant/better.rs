@@ -249,6 +249,20 @@ fn candidate_fn(t: GgmlType) -> Option<CandidateFn> {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Exact rounding without libm's `round` (a call per value, most of the search's time).
+
+/// `v.round().clamp(lo, hi)` (half away from zero) as an integer, bit for bit, for every v
+/// (NaN → 0 clamped into [lo, hi], as `NaN as i32` would): v is clamped to [lo − 1, hi + 1]
+/// first, so the truncation fits an i32 and `c − trunc(c)`, the fraction, is exact.
+#[inline(always)]
+fn round_clamp(v: f64, lo: i32, hi: i32) -> i32 {
+    let c = v.clamp(lo as f64 - 1.0, hi as f64 + 1.0);
+    let t = c as i32;
+    let f = c - t as f64;
+    (t + (f >= 0.5) as i32 - (f <= -0.5) as i32).clamp(lo, hi)
+}
+
+// ---------------------------------------------------------------------------------------------
 // Levels: the values a quant index stands for (before the scale).
 
 /// The sorted values of a symmetric type's quants: a uniform range or a table (IQ4).
@@ -293,7 +307,7 @@ impl Levels {
                 if !v.is_finite() {
                     return if v > 0.0 { (hi - lo) as usize } else { 0 };
                 }
-                (v.round().clamp(lo as f64, hi as f64) as i32 - lo) as usize
+                (round_clamp(v, lo, hi) - lo) as usize
             }
             Levels::Table(t) => {
                 let k = t.partition_point(|&l| (l as f64) < v);
@@ -347,6 +361,7 @@ fn sym_sums(x: &[f32], w: &[f64], levels: Levels, idx: &[u8]) -> (f64, f64) {
     (sxl, sll)
 }
 
+#[cfg(test)]
 fn sym_assign(x: &[f32], levels: Levels, inv_d: f64, idx: &mut [u8]) {
     for i in 0..x.len() {
         idx[i] = levels.nearest(x[i] as f64 * inv_d) as u8;
@@ -360,6 +375,105 @@ fn sym_error(x: &[f32], w: &[f64], levels: Levels, d: f64, idx: &[u8]) -> f64 {
         e += w[i] * r * r;
     }
     e
+}
+
+/// The level nearest `v`: (index, value), as `Levels::nearest` and `Levels::value`.
+#[inline(always)]
+fn level_of(levels: Levels, v: f64) -> (u8, f64) {
+    match levels {
+        Levels::Uniform { lo, hi } => {
+            let r = if v.is_finite() {
+                round_clamp(v, lo, hi)
+            } else if v > 0.0 {
+                hi
+            } else {
+                lo
+            };
+            ((r - lo) as u8, r as f64)
+        }
+        Levels::Table(t) => {
+            let k = levels.nearest(v);
+            (k as u8, t[k] as f64)
+        }
+    }
+}
+
+/// `sym_assign` with each of four inverse scales, then `sym_sums`: (Σwxl, Σwl²) of each, bit
+/// for bit a pass of its own (independent sums run in parallel).
+#[inline(always)]
+fn sym_sums4(x: &[f32], w: &[f64], levels: Levels, s: [f64; 4]) -> [(f64, f64); 4] {
+    let mut out = [(0f64, 0f64); 4];
+    for i in 0..x.len() {
+        let xi = x[i] as f64;
+        for c in 0..4 {
+            let (_, l) = level_of(levels, xi * s[c]);
+            out[c].0 += w[i] * xi * l;
+            out[c].1 += w[i] * l * l;
+        }
+    }
+    out
+}
+
+/// For each of L scales d (2 or 4, one pass): every value's nearest level of x/d, the error
+/// Σw(x − d·l)² and (when `SUMS`) Σwxl and Σwl², each sum bit for bit a pass of its own
+/// (independent sums run in parallel). A zero scale is the caller's case.
+#[inline(always)]
+fn sym_eval_n<const L: usize, const SUMS: bool>(
+    x: &[f32],
+    w: &[f64],
+    levels: Levels,
+    d: [f64; L],
+    idx: &mut [[u8; 32]; L],
+) -> [(f64, f64, f64); L] {
+    let inv: [f64; L] = std::array::from_fn(|c| 1.0 / d[c]);
+    let mut e = [(0f64, 0f64, 0f64); L];
+    for i in 0..x.len() {
+        let xi = x[i] as f64;
+        for c in 0..L {
+            let (k, l) = level_of(levels, xi * inv[c]);
+            idx[c][i] = k;
+            let r = xi - d[c] * l;
+            e[c].0 += w[i] * r * r;
+            if SUMS {
+                e[c].1 += w[i] * xi * l;
+                e[c].2 += w[i] * l * l;
+            }
+        }
+    }
+    e
+}
+
+/// One evaluated stored scale of a symmetric block: its error, the least-squares scale of its
+/// assignment (NaN when Σwl² is not positive) and the assignment.
+struct SymEval {
+    dq: f64,
+    e: f64,
+    next: f64,
+    idx: [u8; 32],
+}
+
+fn find(memo: &[SymEval], dq: f64) -> Option<usize> {
+    memo.iter().position(|m| m.dq == dq)
+}
+
+/// Evaluate the scales `ds` (nonzero, finite) four at a time into `memo`: each result is bit
+/// for bit `sym_assign_eval::<true>`'s.
+fn sym_eval_all(x: &[f32], w: &[f64], levels: Levels, ds: &[f64], memo: &mut Vec<SymEval>) {
+    let n = ds.len();
+    for g in (0..n).step_by(4) {
+        let d: [f64; 4] = std::array::from_fn(|c| ds[(g + c).min(n - 1)]);
+        let mut idx = [[0u8; 32]; 4];
+        let r = sym_eval_n::<4, true>(x, w, levels, d, &mut idx);
+        for c in 0..4.min(n - g) {
+            let (e, sxl, sll) = r[c];
+            memo.push(SymEval {
+                dq: d[c],
+                e,
+                next: if sll > 0.0 { sxl / sll } else { f64::NAN },
+                idx: idx[c],
+            });
+        }
+    }
 }
 
 /// The best scale and indices for one symmetric block (errors measured with `d` rounded by
@@ -380,56 +494,91 @@ fn sym_fit(
         idx[..n].fill(zero);
         return (0.0, sym_error(x, w, levels, 0.0, idx));
     }
-    let mut best = (0.0, f64::INFINITY);
-    let mut tmp = [0u8; 256];
-    let consider = |d_ls: f64, tmp: &mut [u8], best: &mut (f64, f64), idx: &mut [u8]| {
-        // Polish: store-round d, re-round to the nearest level, refit; twice.
-        let mut d = d_ls;
-        for _ in 0..2 {
-            let dq = round_d(d);
-            if dq == 0.0 || !dq.is_finite() {
-                break;
-            }
-            sym_assign(x, levels, 1.0 / dq, &mut tmp[..n]);
-            let e = sym_error(x, w, levels, dq, &tmp[..n]);
-            if e < best.1 {
-                *best = (dq, e);
-                idx[..n].copy_from_slice(&tmp[..n]);
-            }
-            let (sxl, sll) = sym_sums(x, w, levels, &tmp[..n]);
-            if !(sll > 0.0) {
-                break;
-            }
-            d = sxl / sll;
-        }
-    };
+    debug_assert!(n <= 32, "sym_fit takes blocks of at most 32 values");
+    // The candidate least-squares scales, in llama.cpp-independent but fixed order: wide's
+    // grid (both signs), then exhaustive's sweeps.
+    let mut cands: Vec<f64> = Vec::with_capacity(64);
     let lmax = levels.max_abs();
     let s0 = lmax / amax;
     match search {
         Search::Llama => unreachable!("llama's search is the type's own"),
         Search::Wide | Search::Exhaustive => {
             const STEPS: i32 = 24;
+            const NS: usize = 2 * (STEPS as usize + 1);
             let (lo, hi) = window(levels);
-            for sign in [1.0f64, -1.0] {
-                for k in 0..=STEPS {
-                    let s = sign * s0 * (lo + (hi - lo) * k as f64 / STEPS as f64);
-                    sym_assign(x, levels, s, &mut tmp[..n]);
-                    let (sxl, sll) = sym_sums(x, w, levels, &tmp[..n]);
+            let mut grid = [0f64; NS];
+            for (g, s) in grid.iter_mut().enumerate() {
+                let (sign, k) = if g <= STEPS as usize {
+                    (1.0f64, g)
+                } else {
+                    (-1.0, g - STEPS as usize - 1)
+                };
+                *s = sign * s0 * (lo + (hi - lo) * k as f64 / STEPS as f64);
+            }
+            // The grid's sums four scales at a time.
+            for g in (0..NS).step_by(4) {
+                let s: [f64; 4] = std::array::from_fn(|c| grid[(g + c).min(NS - 1)]);
+                let r = sym_sums4(x, w, levels, s);
+                for &(sxl, sll) in &r[..4.min(NS - g)] {
                     if sll > 0.0 && sxl != 0.0 {
-                        consider(sxl / sll, &mut tmp, &mut best, idx);
+                        cands.push(sxl / sll);
                     }
                 }
             }
         }
     }
-    // Exhaustive: the sweep on top of wide's candidates.
     if search == Search::Exhaustive {
-        {
-            for sign in [1.0f64, -1.0] {
-                if let Some(d) = sym_sweep(x, w, levels, sign * s0, &mut tmp[..n]) {
-                    consider(d, &mut tmp, &mut best, idx);
-                }
+        let mut tmp = [0u8; 32];
+        for sign in [1.0f64, -1.0] {
+            if let Some(d) = sym_sweep(x, w, levels, sign * s0, &mut tmp[..n]) {
+                cands.push(d);
             }
+        }
+    }
+    // Each candidate is polished: store-round d, re-round to the nearest level, refit; twice.
+    // Every distinct stored scale of those chains is evaluated once, four at a time (first
+    // steps, then second steps); then the chains are replayed in candidate order with strict
+    // comparisons: the same result as evaluating them one after the other.
+    let mut memo: Vec<SymEval> = Vec::with_capacity(2 * cands.len());
+    let valid = |dq: f64| dq != 0.0 && dq.is_finite();
+    let mut pending: Vec<f64> = Vec::with_capacity(cands.len());
+    let mut firsts: Vec<f64> = Vec::with_capacity(cands.len());
+    for &c in &cands {
+        let dq = round_d(c);
+        firsts.push(dq);
+        if valid(dq) && !pending.contains(&dq) {
+            pending.push(dq);
+        }
+    }
+    sym_eval_all(x, w, levels, &pending, &mut memo);
+    pending.clear();
+    for m in 0..memo.len() {
+        let dq = round_d(memo[m].next);
+        if memo[m].next.is_finite()
+            && valid(dq)
+            && !pending.contains(&dq)
+            && find(&memo, dq).is_none()
+        {
+            pending.push(dq);
+        }
+    }
+    sym_eval_all(x, w, levels, &pending, &mut memo);
+    let mut best = (0.0, f64::INFINITY);
+    for &dq0 in &firsts {
+        let mut dq = dq0;
+        for step in 0..2 {
+            if !valid(dq) {
+                break;
+            }
+            let m = &memo[find(&memo, dq).expect("every chain's scale was evaluated")];
+            if m.e < best.1 {
+                best = (dq, m.e);
+                idx[..n].copy_from_slice(&m.idx[..n]);
+            }
+            if step == 1 || m.next.is_nan() {
+                break;
+            }
+            dq = round_d(m.next);
         }
     }
     if best.1 == f64::INFINITY {
@@ -572,6 +721,7 @@ fn min_sums(x: &[f32], w: &[f64], q: &[u8]) -> MinSums {
     s
 }
 
+#[cfg(test)]
 fn min_error(x: &[f32], w: &[f64], d: f64, m: f64, q: &[u8]) -> f64 {
     let mut e = 0f64;
     for i in 0..x.len() {
@@ -581,15 +731,78 @@ fn min_error(x: &[f32], w: &[f64], d: f64, m: f64, q: &[u8]) -> f64 {
     e
 }
 
-fn min_assign(x: &[f32], nmax: i32, d: f64, m: f64, q: &mut [u8]) {
-    let id = 1.0 / d;
+/// Quants round((x − m)/d) clamped to [0, nmax] (0 where that is not finite), their error
+/// Σw(x − (d·q + m))² and (when `SUMS`) their `min_sums`, for L (d, m) pairs in one pass:
+/// each result bit for bit a pass of its own (independent sums run in parallel). d = 0
+/// gives quants 0 and the error of y = m, as for a zero scale.
+#[inline(always)]
+fn min_eval_n<const L: usize, const SUMS: bool>(
+    x: &[f32],
+    w: &[f64],
+    nmax: i32,
+    d: [f64; L],
+    m: [f64; L],
+    q: &mut [[u8; 32]; L],
+) -> [(f64, MinSums); L] {
+    let id: [f64; L] = std::array::from_fn(|c| 1.0 / d[c]);
+    let mut e = [(0f64, MinSums::default()); L];
     for i in 0..x.len() {
-        let v = ((x[i] as f64 - m) * id).round();
-        q[i] = if v.is_finite() {
-            v.clamp(0.0, nmax as f64) as u8
-        } else {
-            0
-        };
+        let xi = x[i] as f64;
+        for c in 0..L {
+            let v = (xi - m[c]) * id[c];
+            let qi = if v.is_finite() {
+                round_clamp(v, 0, nmax)
+            } else {
+                0
+            };
+            q[c][i] = qi as u8;
+            let qf = qi as f64;
+            let r = xi - (d[c] * qf + m[c]);
+            e[c].0 += w[i] * r * r;
+            if SUMS {
+                e[c].1.add(w[i], xi, qf);
+            }
+        }
+    }
+    e
+}
+
+/// One evaluated stored (d, m) of a block with a minimum: its error, the least-squares fit
+/// of its quants and the quants.
+struct MinEval {
+    dm: (f64, f64),
+    e: f64,
+    next: Option<(f64, f64)>,
+    q: [u8; 32],
+}
+
+fn find_min(memo: &[MinEval], dm: (f64, f64)) -> Option<usize> {
+    memo.iter().position(|m| m.dm == dm)
+}
+
+/// Evaluate the pairs `dms` (d > 0, finite) four at a time into `memo`: each result is bit
+/// for bit `min_assign_eval::<true>`'s and its fit.
+fn min_eval_all(
+    x: &[f32],
+    w: &[f64],
+    nmax: i32,
+    m_nonpos: bool,
+    dms: &[(f64, f64)],
+    memo: &mut Vec<MinEval>,
+) {
+    let n = dms.len();
+    for g in (0..n).step_by(4) {
+        let p: [(f64, f64); 4] = std::array::from_fn(|c| dms[(g + c).min(n - 1)]);
+        let mut q = [[0u8; 32]; 4];
+        let r = min_eval_n::<4, true>(x, w, nmax, p.map(|v| v.0), p.map(|v| v.1), &mut q);
+        for c in 0..4.min(n - g) {
+            memo.push(MinEval {
+                dm: p[c],
+                e: r[c].0,
+                next: r[c].1.fit(m_nonpos).map(|f| (f.0, f.1)),
+                q: q[c],
+            });
+        }
     }
 }
 
@@ -616,58 +829,94 @@ fn min_fit(
     if !(xmax > xmin) || !(xmax - xmin).is_finite() {
         return None;
     }
-    let mut best: Option<(f64, f64, f64)> = None;
-    let mut tmp = [0u8; 256];
-    let mut consider = |d0: f64, m0: f64, tmp: &mut [u8], best: &mut Option<(f64, f64, f64)>| {
-        let (mut d, mut m) = (d0, m0);
-        for _ in 0..2 {
-            let (dq, mq) = (round(d), round(m));
-            if !(dq > 0.0) || !dq.is_finite() || !mq.is_finite() {
-                break;
-            }
-            min_assign(x, nmax, dq, mq, &mut tmp[..n]);
-            let e = min_error(x, w, dq, mq, &tmp[..n]);
-            if best.is_none_or(|b| e < b.2) {
-                *best = Some((dq, mq, e));
-                q[..n].copy_from_slice(&tmp[..n]);
-            }
-            match min_sums(x, w, &tmp[..n]).fit(m_nonpos) {
-                Some((d2, m2, _)) => (d, m) = (d2, m2),
-                None => break,
-            }
-        }
-    };
+    debug_assert!(n <= 32, "min_fit takes blocks of at most 32 values");
+    // The candidate least-squares (d, m), in a fixed order: wide's grid, then exhaustive's
+    // sweeps.
+    let mut cands: Vec<(f64, f64)> = Vec::with_capacity(32);
     let s0 = nmax as f64 / (xmax - xmin);
     match search {
         Search::Llama => unreachable!("llama's search is the type's own"),
         Search::Wide | Search::Exhaustive => {
             const STEPS: i32 = 24;
-            for k in 0..=STEPS {
-                let s = s0 * (0.7 + 0.6 * k as f64 / STEPS as f64);
+            const NS: usize = STEPS as usize + 1;
+            // The grid's sums four scales at a time (independent sums, each bit for bit its
+            // own pass's).
+            for g in (0..NS).step_by(4) {
+                let s: [f64; 4] = std::array::from_fn(|c| {
+                    s0 * (0.7 + 0.6 * (g + c).min(NS - 1) as f64 / STEPS as f64)
+                });
+                let mut acc = [MinSums::default(); 4];
                 for i in 0..n {
-                    tmp[i] = (((x[i] as f64 - xmin) * s).round()).clamp(0.0, nmax as f64) as u8;
+                    let xi = x[i] as f64;
+                    for c in 0..4 {
+                        let qi = round_clamp((xi - xmin) * s[c], 0, nmax);
+                        acc[c].add(w[i], xi, qi as f64);
+                    }
                 }
-                if let Some((d, m, _)) = min_sums(x, w, &tmp[..n]).fit(m_nonpos) {
-                    consider(d, m, &mut tmp, &mut best);
+                for sums in &acc[..4.min(NS - g)] {
+                    if let Some((d, m, _)) = sums.fit(m_nonpos) {
+                        cands.push((d, m));
+                    }
                 }
             }
         }
     }
-    // Exhaustive: the sweeps on top of wide's candidates.
     if search == Search::Exhaustive {
-        {
-            let mut m0 = xmin;
-            for _ in 0..2 {
-                let s0 = nmax as f64 / (xmax - m0);
-                let Some((d, m)) = min_sweep(x, w, nmax, m_nonpos, m0, s0, &mut tmp[..n]) else {
-                    break;
-                };
-                consider(d, m, &mut tmp, &mut best);
-                // Sweep again from the fitted minimum (the rounding offsets move with it).
-                if m == m0 || !(m < xmax) {
-                    break;
-                }
-                m0 = m;
+        let mut tmp = [0u8; 32];
+        let mut m0 = xmin;
+        for _ in 0..2 {
+            let s0 = nmax as f64 / (xmax - m0);
+            let Some((d, m)) = min_sweep(x, w, nmax, m_nonpos, m0, s0, &mut tmp[..n]) else {
+                break;
+            };
+            cands.push((d, m));
+            // Sweep again from the fitted minimum (the rounding offsets move with it).
+            if m == m0 || !(m < xmax) {
+                break;
+            }
+            m0 = m;
+        }
+    }
+    // Each candidate is polished: store-round (d, m), re-round the quants, refit; twice. Every
+    // distinct stored pair of those chains is evaluated once, four at a time (first steps,
+    // then second steps); then the chains are replayed in candidate order: the same result as
+    // evaluating them one after the other (a pair met again cannot win: strict <).
+    let valid = |(dq, mq): (f64, f64)| dq > 0.0 && dq.is_finite() && mq.is_finite();
+    let rnd = |(d, m): (f64, f64)| (round(d), round(m));
+    let mut memo: Vec<MinEval> = Vec::with_capacity(2 * cands.len());
+    let mut pending: Vec<(f64, f64)> = Vec::with_capacity(cands.len());
+    for &c in &cands {
+        let p = rnd(c);
+        if valid(p) && !pending.contains(&p) {
+            pending.push(p);
+        }
+    }
+    min_eval_all(x, w, nmax, m_nonpos, &pending, &mut memo);
+    pending.clear();
+    for m in 0..memo.len() {
+        if let Some(next) = memo[m].next {
+            let p = rnd(next);
+            if valid(p) && !pending.contains(&p) && find_min(&memo, p).is_none() {
+                pending.push(p);
+            }
+        }
+    }
+    min_eval_all(x, w, nmax, m_nonpos, &pending, &mut memo);
+    let mut best: Option<(f64, f64, f64)> = None;
+    for &c in &cands {
+        let mut p = rnd(c);
+        for step in 0..2 {
+            if !valid(p) {
+                break;
+            }
+            let m = &memo[find_min(&memo, p).expect("every chain's pair was evaluated")];
+            if best.is_none_or(|b| m.e < b.2) {
+                best = Some((p.0, p.1, m.e));
+                q[..n].copy_from_slice(&m.q[..n]);
+            }
+            match m.next {
+                Some(next) if step == 0 => p = rnd(next),
+                _ => break,
             }
         }
     }
@@ -692,7 +941,7 @@ fn min_sweep(
     let mut cur = [0u8; 256];
     for i in 0..n {
         let y = x[i] as f64 - m0;
-        let c = (y * s_lo).round().clamp(0.0, nmax as f64) as i32;
+        let c = round_clamp(y * s_lo, 0, nmax);
         cur[i] = c as u8;
         if y > 0.0 {
             for k in c..nmax {
@@ -731,7 +980,7 @@ fn min_sweep(
     // Rebuild the best state from the start.
     for i in 0..n {
         let y = x[i] as f64 - m0;
-        q[i] = (y * s_lo).round().clamp(0.0, nmax as f64) as u8;
+        q[i] = round_clamp(y * s_lo, 0, nmax) as u8;
     }
     if let Some(b) = best_at {
         for &(_, i) in &ev[..=b] {
@@ -898,45 +1147,56 @@ fn sym_super(
     }
     let mut best: Option<SymSuper> = None;
     let mut best_err = f64::INFINITY;
-    let mut tmp = [0u8; 32];
-    let eval = |d: f64, best: &mut Option<SymSuper>, best_err: &mut f64, tmp: &mut [u8; 32]| {
-        let d = round_f16(d);
-        if d == 0.0 || !d.is_finite() {
-            return;
-        }
-        let mut cand = SymSuper {
-            d,
-            ls: [0; 16],
-            idx: [0; 256],
-        };
-        let mut total = 0f64;
-        for j in 0..nsub {
-            let r = j * sub..(j + 1) * sub;
-            let (xs, ws) = (&x[r.clone()], &w[r.clone()]);
-            let (cands, k) = int_neighbours(scales[j] / d, slo, shi, search);
-            let mut bj = f64::INFINITY;
-            for &l in &cands[..k] {
-                let dl = d * l as f64;
-                if dl == 0.0 {
-                    tmp[..sub].fill(levels.zero() as u8);
-                } else {
-                    sym_assign(xs, levels, 1.0 / dl, &mut tmp[..sub]);
-                }
-                let e = sym_error(xs, ws, levels, dl, &tmp[..sub]);
-                if e < bj {
-                    bj = e;
-                    cand.ls[j] = l;
-                    cand.idx[r.clone()].copy_from_slice(&tmp[..sub]);
-                }
-            }
-            total += bj;
-            if total >= *best_err {
+    let mut tmp = [[0u8; 32]; 4];
+    let eval =
+        |d: f64, best: &mut Option<SymSuper>, best_err: &mut f64, tmp: &mut [[u8; 32]; 4]| {
+            let d = round_f16(d);
+            if d == 0.0 || !d.is_finite() {
                 return;
             }
-        }
-        *best_err = total;
-        *best = Some(cand);
-    };
+            let mut cand = SymSuper {
+                d,
+                ls: [0; 16],
+                idx: [0; 256],
+            };
+            let mut total = 0f64;
+            for j in 0..nsub {
+                let r = j * sub..(j + 1) * sub;
+                let (xs, ws) = (&x[r.clone()], &w[r.clone()]);
+                let (cands, k) = int_neighbours(scales[j] / d, slo, shi, search);
+                // The k ≤ 4 candidate scales in one pass (independent sums: each error is its own
+                // pass's), then the first strictly lowest in order.
+                let dl: [f64; 4] = std::array::from_fn(|c| d * cands[c.min(k - 1)] as f64);
+                let mut errs = [0f64; 4];
+                if k <= 2 {
+                    let t2: &mut [[u8; 32]; 2] = (&mut tmp[..2]).try_into().unwrap();
+                    let r = sym_eval_n::<2, false>(xs, ws, levels, [dl[0], dl[1]], t2);
+                    errs[..2].copy_from_slice(&r.map(|r| r.0));
+                } else {
+                    errs = sym_eval_n::<4, false>(xs, ws, levels, dl, tmp).map(|r| r.0);
+                }
+                for c in 0..k {
+                    if dl[c] == 0.0 {
+                        tmp[c][..sub].fill(levels.zero() as u8);
+                        errs[c] = sym_error(xs, ws, levels, 0.0, &tmp[c][..sub]);
+                    }
+                }
+                let mut bj = f64::INFINITY;
+                for c in 0..k {
+                    if errs[c] < bj {
+                        bj = errs[c];
+                        cand.ls[j] = cands[c];
+                        cand.idx[r.clone()].copy_from_slice(&tmp[c][..sub]);
+                    }
+                }
+                total += bj;
+                if total >= *best_err {
+                    return;
+                }
+            }
+            *best_err = total;
+            *best = Some(cand);
+        };
     for &d in &ds {
         eval(d, &mut best, &mut best_err, &mut tmp);
     }
@@ -1045,7 +1305,7 @@ fn min_super(
             lm: [0; 16],
             q: [0; 256],
         };
-        let mut tmp = [0u8; 32];
+        let mut tmp = [[[0u8; 32]; 4]; 4];
         let mut total = 0f64;
         for j in 0..nsub {
             let r = j * sub..(j + 1) * sub;
@@ -1056,22 +1316,41 @@ fn min_super(
             } else {
                 ([0; 4], 1)
             };
-            let mut bj = f64::INFINITY;
+            // Every (ls, lm) pair, four at a time (independent sums, so each error is the one
+            // a pass of its own would give), then the first strictly lowest in the same order.
+            let mut pairs = [(0i32, 0i32); 16];
+            let mut np = 0;
             for &ls in &lsc[..ks] {
                 for &lm in &lmc[..km] {
-                    let (dl, ml) = (d * ls as f64, -(dmin * lm as f64));
-                    if dl > 0.0 {
-                        min_assign(xs, nmax, dl, ml, &mut tmp[..sub]);
-                    } else {
-                        tmp[..sub].fill(0);
-                    }
-                    let e = min_error(xs, ws, dl, ml, &tmp[..sub]);
-                    if e < bj {
-                        bj = e;
-                        cand.ls[j] = ls as u8;
-                        cand.lm[j] = lm as u8;
-                        cand.q[r.clone()].copy_from_slice(&tmp[..sub]);
-                    }
+                    pairs[np] = (ls, lm);
+                    np += 1;
+                }
+            }
+            let mut errs = [0f64; 16];
+            for g in (0..np).step_by(4) {
+                let pick = |c: usize| pairs[(g + c).min(np - 1)];
+                let dl: [f64; 4] = std::array::from_fn(|c| d * pick(c).0 as f64);
+                let ml: [f64; 4] = std::array::from_fn(|c| -(dmin * pick(c).1 as f64));
+                if np <= 2 {
+                    let t2: &mut [[u8; 32]; 2] = (&mut tmp[0][..2]).try_into().unwrap();
+                    let e =
+                        min_eval_n::<2, false>(xs, ws, nmax, [dl[0], dl[1]], [ml[0], ml[1]], t2);
+                    errs[0] = e[0].0;
+                    errs[1] = e[1].0;
+                    break;
+                }
+                let e = min_eval_n::<4, false>(xs, ws, nmax, dl, ml, &mut tmp[g / 4]);
+                for c in 0..4.min(np - g) {
+                    errs[g + c] = e[c].0;
+                }
+            }
+            let mut bj = f64::INFINITY;
+            for p in 0..np {
+                if errs[p] < bj {
+                    bj = errs[p];
+                    cand.ls[j] = pairs[p].0 as u8;
+                    cand.lm[j] = pairs[p].1 as u8;
+                    cand.q[r.clone()].copy_from_slice(&tmp[p / 4][p % 4][..sub]);
                 }
             }
             total += bj;
@@ -1316,6 +1595,35 @@ mod tests {
             let (dg, mg, _) = min_sums(&x, &w, &tmp).fit(false).unwrap();
             let eg = min_error(&x, &w, dg, mg, &tmp);
             assert!(e <= eg + 1e-9, "grid s={s}: {eg} < sweep {e}");
+        }
+    }
+
+    /// `round_clamp` is `f64::round` then clamp, bit for bit: halves, their neighbours one ulp
+    /// away, the ends of the range, huge values, infinities and NaN.
+    #[test]
+    fn round_clamp_is_round_then_clamp() {
+        let mut vs = vec![
+            0.0f64,
+            -0.0,
+            f64::INFINITY,
+            f64::NEG_INFINITY,
+            f64::NAN,
+            1e300,
+            -1e300,
+        ];
+        for k in -70..=70 {
+            let h = k as f64 * 0.5;
+            for v in [h, h.next_up(), h.next_down(), h + 0.25, h * 1.7 + 0.1] {
+                vs.push(v);
+            }
+        }
+        vs.push(0.49999999999999994);
+        vs.push(-0.49999999999999994);
+        for (lo, hi) in [(-4, 3), (0, 3), (0, 15), (-32, 31), (-127, 127), (0, 63)] {
+            for &v in &vs {
+                let want = v.round().clamp(lo as f64, hi as f64) as i32;
+                assert_eq!(round_clamp(v, lo, hi), want, "v = {v:e}, [{lo}, {hi}]");
+            }
         }
     }
 
