@@ -15,12 +15,18 @@ use wquant::imatrix::collect::collect_with_covariance;
 use wquant::imatrix::covariance::{CovarianceCollector, CovarianceFile};
 use wquant::imatrix::Imatrix;
 use wquant::model::ModelRunner;
+use wquant::quant::better::{quantize_row_searched, Search, SearchOptions, Weighting};
 use wquant::quant::gptq::{output_error, prepare, quantize_row_gptq, FixedGrid, GptqError};
 use wquant::quant::mix::FileType;
 use wquant::quant::{dequantize_row, quantize_row};
 use wquant::quantize::gptq::{GptqImportance, GptqOptions};
 use wquant::quantize::{quantize_file, QuantizeParams};
 use wquant::util::rng::Rng;
+
+const LLAMA: SearchOptions = SearchOptions {
+    search: Search::Llama,
+    weighting: Weighting::Llama,
+};
 
 const TYPES: [GgmlType; 7] = [
     GgmlType::Q4_0,
@@ -35,7 +41,7 @@ const TYPES: [GgmlType; 7] = [
 /// The rule for a diagonal H: U is diagonal, so no column's error is fed to any other column;
 /// the weights never change and every block is `quantize_row` of the original values with the
 /// same importance: byte-identical to plain quantization (with and without importance, any
-/// damping).
+/// damping, llama.cpp's search and the wide one).
 #[test]
 fn diagonal_covariance_reproduces_plain_quantization() {
     let mut rng = Rng::new(7);
@@ -51,13 +57,20 @@ fn diagonal_covariance_reproduces_plain_quantization() {
             let n_bytes = cols / t.block_size() * t.type_size();
             for row in 0..4 {
                 let x = rng.vec(cols, 0.05 * (row + 1) as f32);
-                for qw in [None, Some(&imp[..])] {
+                for (qw, search) in [None, Some(&imp[..])].into_iter().flat_map(|q| {
+                    [Search::Llama, Search::Wide].map(|search| {
+                        let weighting = Weighting::Llama;
+                        (q, SearchOptions { search, weighting })
+                    })
+                }) {
                     let mut plain = vec![0u8; n_bytes];
-                    quantize_row(t, &x, &mut plain, qw).unwrap();
+                    quantize_row_searched(t, &x, &mut plain, qw, search).unwrap();
                     for reround in [false, true] {
                         let mut gptq = vec![0u8; n_bytes];
-                        quantize_row_gptq(t, &p, &x, &mut gptq, qw, reround).unwrap();
-                        assert_eq!(plain, gptq, "{t} row {row} damp {damp} qw {}", qw.is_some());
+                        quantize_row_gptq(t, &p, &x, &mut gptq, qw, reround, search).unwrap();
+                        let s = search.search.name();
+                        let q = qw.is_some();
+                        assert_eq!(plain, gptq, "{t} row {row} damp {damp} qw {q} {s}");
                     }
                 }
             }
@@ -131,9 +144,9 @@ fn gptq_lowers_the_output_error_on_correlated_inputs() {
             let xr = &w[r * cols..(r + 1) * cols];
             let o = r * rb..(r + 1) * rb;
             quantize_row(t, xr, &mut plain[o.clone()], Some(&diag)).unwrap();
-            quantize_row_gptq(t, &p, xr, &mut gq[o.clone()], Some(&diag), true).unwrap();
-            quantize_row_gptq(t, &p, xr, &mut gq_obs[o.clone()], Some(&obs), true).unwrap();
-            quantize_row_gptq(t, &p, xr, &mut gq_block[o], Some(&diag), false).unwrap();
+            quantize_row_gptq(t, &p, xr, &mut gq[o.clone()], Some(&diag), true, LLAMA).unwrap();
+            quantize_row_gptq(t, &p, xr, &mut gq_obs[o.clone()], Some(&obs), true, LLAMA).unwrap();
+            quantize_row_gptq(t, &p, xr, &mut gq_block[o], Some(&diag), false, LLAMA).unwrap();
         }
         let e_plain = output_error(&w, &deq(&plain), &h, cols);
         let e_gptq = output_error(&w, &deq(&gq), &h, cols);

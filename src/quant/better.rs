@@ -143,19 +143,31 @@ pub fn quantize_row_searched(
     opts: SearchOptions,
 ) -> Result<(), QuantError> {
     quantize_row(t, x, dst, qw)?;
-    if opts.is_llama() {
+    if opts.is_llama() || !has_search(t) {
         return Ok(());
     }
+    let w = error_weights(t, x, qw, opts.weighting);
+    improve_blocks(t, x, dst, &w, opts.search)
+}
+
+/// Replace each block of `dst` (a quantization of `x`) whose searched candidate has a strictly
+/// lower error under the weights `w` (one per value, as `error_weights`).
+pub fn improve_blocks(
+    t: GgmlType,
+    x: &[f32],
+    dst: &mut [u8],
+    w: &[f64],
+    search: Search,
+) -> Result<(), QuantError> {
     let Some(cand_fn) = candidate_fn(t) else {
         return Ok(());
     };
-    let w = error_weights(t, x, qw, opts.weighting);
     let (bs, bb) = (t.block_size(), t.type_size());
     let mut cand = vec![0u8; bb];
     let (mut y0, mut y1) = (vec![0f32; bs], vec![0f32; bs]);
     for (k, (xb, b)) in x.chunks_exact(bs).zip(dst.chunks_exact_mut(bb)).enumerate() {
         let wb = &w[k * bs..(k + 1) * bs];
-        if !cand_fn(xb, wb, opts.search, &mut cand) {
+        if !cand_fn(xb, wb, search, &mut cand) {
             continue;
         }
         dequantize_row(t, b, &mut y0)?;
@@ -166,6 +178,19 @@ pub fn quantize_row_searched(
         }
     }
     Ok(())
+}
+
+/// Whether `error_weights` of a block depend on values outside it (llama.cpp's weighting of the
+/// types whose importance path uses the whole row's σ²), so a caller that quantizes a row block
+/// by block must take the weights from the whole row.
+pub fn weights_read_whole_row(t: GgmlType, has_importance: bool, weighting: Weighting) -> bool {
+    use GgmlType as G;
+    weighting == Weighting::Llama
+        && has_importance
+        && !matches!(
+            t,
+            G::Q2K | G::Q3K | G::Q4K | G::Q5K | G::Q6K | G::IQ4NL | G::IQ4XS
+        )
 }
 
 /// Σ w·(x − y)² in f64.

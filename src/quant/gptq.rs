@@ -22,6 +22,9 @@
 //! All arithmetic of a row is sequential f64 in a fixed order, and rows are independent, so the
 //! bytes do not depend on the thread count.
 
+use super::better::{
+    error_weights, improve_blocks, quantize_row_searched, weights_read_whole_row, SearchOptions,
+};
 use super::{dequantize_row, quantize_row, QuantError};
 use crate::gguf::GgmlType;
 use rayon::prelude::*;
@@ -172,7 +175,10 @@ fn lower_inverse(l: &[f64], n: usize) -> Vec<f64> {
 /// block quantizer sees `qw` (one importance per column, as `quantize_row`). With
 /// `in_block_rounding`, a column that the feedback of earlier columns of its own block moved
 /// after the block's scales were chosen is re-rounded to the nearest point of its (fixed)
-/// grid ([`FixedGrid`]); columns the quantizer saw as they are keep its choice.
+/// grid ([`FixedGrid`]); columns the quantizer saw as they are keep its choice. `search` is the
+/// block quantizer's scale search (`better::quantize_row_searched`; llama.cpp's by default), so
+/// `--gptq --search wide` chooses each block's scales by the wider search on the
+/// error-updated weights.
 pub fn quantize_row_gptq(
     t: GgmlType,
     p: &Prepared,
@@ -180,6 +186,7 @@ pub fn quantize_row_gptq(
     dst: &mut [u8],
     qw: Option<&[f32]>,
     in_block_rounding: bool,
+    search: SearchOptions,
 ) -> Result<(), GptqError> {
     let n = p.cols;
     let bs = t.block_size();
@@ -225,10 +232,21 @@ pub fn quantize_row_gptq(
             for (d, &v) in xs.iter_mut().zip(&w) {
                 *d = v as f32;
             }
-            quantize_row(t, xs, bytes, qw)?;
+            quantize_row_searched(t, xs, bytes, qw, search)?;
             out.copy_from_slice(&bytes[blk * bb..(blk + 1) * bb]);
         } else {
-            quantize_row(t, &xb, out, qw.map(|q| &q[s..s + bs]))?;
+            let qwb = qw.map(|q| &q[s..s + bs]);
+            quantize_row(t, &xb, out, qwb)?;
+            if !search.is_llama() {
+                // The search's error weights as for the whole row as it now stands.
+                let wts = if weights_read_whole_row(t, qw.is_some(), search.weighting) {
+                    let row: Vec<f32> = w.iter().map(|&v| v as f32).collect();
+                    error_weights(t, &row, qw, search.weighting)[s..s + bs].to_vec()
+                } else {
+                    error_weights(t, &xb, qwb, search.weighting)
+                };
+                improve_blocks(t, &xb, out, &wts, search.search)?;
+            }
         }
         dequantize_row(t, out, &mut qb)?;
         // Errors fed forward one column at a time inside the block...

@@ -257,6 +257,7 @@ impl RowQuantizer for GptqQuantizer {
                 dst,
                 qw,
                 self.reround,
+                tensor.search,
             )
             .with_context(|| format!("tensor {}, row {r}", tensor.name))
         })
