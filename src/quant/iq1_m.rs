@@ -8,10 +8,10 @@
 //! does not assert for IQ1_M; llama-quant.cpp refuses per tensor, token_embd/output excepted).
 // Index loops mirror llama.cpp's (several arrays indexed together, in its order).
 #![allow(clippy::needless_range_loop)]
-use super::iq1_s::{cmax, grid_levels, grid_value, group_index, sort_indices, DELTA};
+use super::iq1_s::{cmax, gpu_tables, grid_levels, grid_value, group_index, sort_indices, DELTA};
 use super::iq2_lattice::{lattice, Iq2Grid, Iq2Lattice};
 use super::search::nearest_int;
-use super::{f2h, BlockType, Wgsl};
+use super::{f2h, BlockType, GpuQuantize, RefWeightBound, Wgsl};
 use crate::gguf::GgmlType;
 
 pub const BLOCK_BYTES: usize = 56;
@@ -330,5 +330,14 @@ pub const BLOCK: BlockType = BlockType {
         source: include_str!("../../shaders/dq_iq1.wgsl"),
         consts: "const IQ1M = true;",
     }),
-    gpu_quantize: None,
+    gpu_quantize: Some(GpuQuantize {
+        kernel: Wgsl {
+            file: "quant_iq1.wgsl",
+            source: include_str!("../../shaders/quant_iq1.wgsl"),
+            consts: "const IQ1M = true; const GRID_N = 2048u; const SLOT_WORDS = 14u;",
+        },
+        row_sigma2: false,
+        ref_weight_bound: RefWeightBound::AbsMaxSquared,
+        tables: Some(gpu_tables),
+    }),
 };

@@ -11,7 +11,7 @@
 use super::iq2_lattice::{lattice, Iq2Grid, Iq2Lattice};
 use super::iq_grids::IQ1S_GRID;
 use super::search::nearest_int;
-use super::{f2h, h2f, BlockType, Wgsl};
+use super::{f2h, h2f, BlockType, GpuQuantize, RefWeightBound, Wgsl};
 use crate::gguf::GgmlType;
 
 pub const BLOCK_BYTES: usize = 50;
@@ -335,5 +335,20 @@ pub const BLOCK: BlockType = BlockType {
         source: include_str!("../../shaders/dq_iq1.wgsl"),
         consts: "const IQ1M = false;",
     }),
-    gpu_quantize: None,
+    gpu_quantize: Some(GpuQuantize {
+        kernel: Wgsl {
+            file: "quant_iq1.wgsl",
+            source: include_str!("../../shaders/quant_iq1.wgsl"),
+            consts: "const IQ1M = false; const GRID_N = 2048u; const SLOT_WORDS = 13u;",
+        },
+        row_sigma2: false,
+        ref_weight_bound: RefWeightBound::AbsMaxSquared,
+        tables: Some(gpu_tables),
+    }),
 };
+
+/// The kernel's `tables` (quant_iq1.wgsl, IQ1_S and IQ1_M): the 2048-point grid's points, map
+/// and neighbour lists.
+pub(crate) fn gpu_tables() -> Vec<u32> {
+    super::iq2_lattice::table_words(Iq2Grid::Iq1)
+}

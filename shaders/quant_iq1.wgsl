@@ -1,0 +1,521 @@
+// IQ1_S / IQ1_M: one invocation per 256-value super-block (quantize_row_iq1_s_impl and
+// quantize_row_iq1_m_impl as src/quant/iq1_s.rs and iq1_m.rs reproduce them, operation by
+// operation: same sums in the same order, products via mul_rn, divisions and square roots via
+// div_rn/sqrt_rn, decisions as comparisons on those exact values). The host prepends IQ1M (false:
+// IQ1_S, 32-value blocks; true: IQ1_M, 16-value blocks), GRID_N (2048, the grid's points) and
+// SLOT_WORDS (13: 50 bytes; 14: 56).
+//
+// `tables` is quant::iq2_lattice::table_words(Iq2Grid::Iq1): 2048 points as two words of four
+// positions (bytes 1, 3 or 5 = 2·level + 1), the 43692-word point-index map (≥ 0: grid index,
+// < 0: −(offset + 1) of a neighbour list), the lists (a count, then grid indices; a u16 a word).
+@group(0) @binding(5) var<storage, read> tables: array<u32>;
+
+const MAP_OFF: u32 = 2u * GRID_N;
+const NBR_OFF: u32 = MAP_OFF + 43692u;
+// FLT_MAX; GROUP_MAX_EPS_IQ1_S = 1e-12 and GROUP_MAX_EPS_IQ1_M = 1e-7 as hex literals of Rust's
+// f32 values (exact: no dependence on how a compiler rounds a decimal literal).
+const F32_MAX: f32 = 0x1.fffffep+127f;
+const EPS_IQ1_S: f32 = 0x1.197998p-40f;
+const EPS_IQ1_M: f32 = 0x1.ad7f2ap-24f;
+// IQ1_M's f16 scale factor 1.1125f32.
+const IQ1M_SCALE_FIX: f32 = 0x1.1cccccp+0f;
+
+// The block's values in ascending order (insertion sort), their column indices.
+var<private> SV: array<f32, 32>;
+var<private> IDX: array<u32, 32>;
+// Prefix sums of w·x and w in ascending order of x (IQ1_S: SX[0..33]; IQ1_M: one run of 17 per
+// half of the block, half h at 17·h).
+var<private> SX: array<f32, 34>;
+var<private> SW: array<f32, 34>;
+// Per block: scale, shift (IQ1_S: ±1; IQ1_M: 0..3), qh (IQ1_S: u16 per 32-value block; IQ1_M: a
+// byte per 16-value block). QS: the low 8 bits of the 32 grid indices.
+var<private> SCALES: array<f32, 16>;
+var<private> SHIFTS: array<i32, 16>;
+var<private> QH: array<u32, 16>;
+var<private> QS: array<u32, 32>;
+
+// Level (0, 1, 2) of position i of grid point j.
+fn grid_level(j: u32, i: u32) -> u32 {
+    let pos = (tables[2u * j + (i >> 2u)] >> (8u * (i & 3u))) & 0xffu;
+    return (pos - 1u) / 2u;
+}
+
+// x_p[lv] (plus: levels −1, 0, 1 shifted by +1/8) or x_m[lv] (shifted by −1/8): all exact.
+fn xlev(plus: bool, lv: u32) -> f32 {
+    let base = f32(lv) - 1.0;
+    if (plus) {
+        return base + 0.125;
+    }
+    return base - 0.125;
+}
+
+// The stable insertion sort of X[off..off+n] (iq1_s.rs `sort_indices`): IDX gets the indices
+// (0..n) in ascending order of value.
+fn sort_block(off: u32, n: u32) {
+    for (var j = 0u; j < n; j++) {
+        let key = X[off + j];
+        var p = j;
+        loop {
+            if (p == 0u) {
+                break;
+            }
+            if (!(SV[p - 1u] > key)) {
+                break;
+            }
+            SV[p] = SV[p - 1u];
+            IDX[p] = IDX[p - 1u];
+            p -= 1u;
+        }
+        SV[p] = key;
+        IDX[p] = j;
+    }
+}
+
+// max |x| over X[off..off+n] as C's MAX from |x[0]| (`mx = mx > a ? mx : a`).
+fn block_amax(off: u32, n: u32) -> f32 {
+    var mx = abs(X[off]);
+    for (var i = 1u; i < n; i++) {
+        let a = abs(X[off + i]);
+        if (!(mx > a)) {
+            mx = a;
+        }
+    }
+    return mx;
+}
+
+// Levels of the block's values from the search's boundaries: the b1 smallest get 0, up to b2
+// get 1, the rest 2 (into L[0..n]).
+fn assign_levels(n: u32, b1: u32, b2: u32) {
+    for (var j = 0u; j < n; j++) {
+        var v = 2u;
+        if (j < b1) {
+            v = 0u;
+        } else if (j < b2) {
+            v = 1u;
+        }
+        L[IDX[j]] = v;
+    }
+}
+
+// iq1_find_best_neighbour2 over the list at `start`: the point with the least Σw·(scale·q − x)²
+// for the 8 values at X[o..], WT[o..] (levels L[lo..]), first on ties, the list's first when
+// none scores below FLT_MAX. Its levels go to L[lo..lo+8]; returns its grid index.
+fn best_neighbour2(start: u32, o: u32, lo: u32, scale: f32, plus: bool) -> u32 {
+    let n = tables[NBR_OFF + start];
+    var best = F32_MAX;
+    var gi = tables[NBR_OFF + start + 1u];
+    for (var m = 0u; m < n; m++) {
+        let j = tables[NBR_OFF + start + 1u + m];
+        var d2 = 0.0;
+        for (var i = 0u; i < 8u; i++) {
+            let q = xlev(plus, grid_level(j, i));
+            let sq = mul_rn(scale, q);
+            let diff = sq - X[o + i];
+            let wd = mul_rn(WT[o + i], diff);
+            let e = mul_rn(wd, diff);
+            d2 += e;
+        }
+        if (d2 < best) {
+            best = d2;
+            gi = j;
+        }
+    }
+    for (var i = 0u; i < 8u; i++) {
+        L[lo + i] = grid_level(gi, i);
+    }
+    return gi;
+}
+
+// The grid index of the group with levels L[lo..lo+8] (values at X[o..]), or of its best
+// neighbour when off the grid; y: 1 when on the grid.
+fn group_index(o: u32, lo: u32, scale: f32, plus: bool) -> vec2<u32> {
+    var u = 0u;
+    for (var j = 0u; j < 8u; j++) {
+        u = u | (L[lo + j] << (2u * j));
+    }
+    let m = bitcast<i32>(tables[MAP_OFF + u]);
+    if (m >= 0) {
+        return vec2<u32>(u32(m), 1u);
+    }
+    return vec2<u32>(best_neighbour2(u32(-m - 1), o, lo, scale, plus), 0u);
+}
+
+// Σw·q·x and Σw·q² of the 8 values at X[o..] on grid point g with shift `plus`, `mult` times
+// the levels when `scaled` (IQ1_M's final pass), added to `acc`.
+fn group_sums(acc: vec2<f32>, o: u32, g: u32, plus: bool, scaled: bool, mult: f32) -> vec2<f32> {
+    var sumqx = acc.x;
+    var sumq2 = acc.y;
+    for (var j = 0u; j < 8u; j++) {
+        let w = WT[o + j];
+        var q = xlev(plus, grid_level(g, j));
+        if (scaled) {
+            q = mul_rn(q, mult);
+        }
+        let wq = mul_rn(w, q);
+        let wqx = mul_rn(wq, X[o + j]);
+        sumqx += wqx;
+        let wqq = mul_rn(wq, q);
+        sumq2 += wqq;
+    }
+    return vec2<f32>(sumqx, sumq2);
+}
+
+// WT over the super-block: qw·√(σ² + x²) with importance, else x² (IQ1_M only).
+fn iq1_weights(sigma2: f32) {
+    for (var i = 0u; i < 256u; i++) {
+        let x2 = mul_rn(X[i], X[i]);
+        if (p.has_w != 0u) {
+            WT[i] = mul_rn(QW[i], sqrt_rn(sigma2 + x2));
+        } else {
+            WT[i] = x2;
+        }
+    }
+}
+
+fn clear_state() {
+    for (var i = 0u; i < 16u; i++) {
+        SCALES[i] = 0.0;
+        SHIFTS[i] = 0;
+        QH[i] = 0u;
+    }
+    for (var i = 0u; i < 32u; i++) {
+        QS[i] = 0u;
+    }
+}
+
+// quantize_row_iq1_s_impl's body for one super-block.
+fn quantize_iq1_s() {
+    var max_scale = 0.0;
+    for (var ib = 0u; ib < 8u; ib++) {
+        let off = 32u * ib;
+        let amax = block_amax(off, 32u);
+        if (amax < EPS_IQ1_S) {
+            SCALES[ib] = 0.0;
+            SHIFTS[ib] = 1;
+            continue;
+        }
+        sort_block(off, 32u);
+        SX[0] = 0.0;
+        SW[0] = 0.0;
+        for (var j = 0u; j < 32u; j++) {
+            let i = off + IDX[j];
+            let wx = mul_rn(WT[i], X[i]);
+            SX[j + 1u] = SX[j] + wx;
+            SW[j + 1u] = SW[j] + WT[i];
+        }
+        var best_score = -F32_MAX;
+        var scale = amax;
+        var besti1 = -1;
+        var besti2 = -1;
+        var best_shift = 0;
+        let sx0 = SX[0];
+        let sxn = SX[32];
+        let sw0 = SW[0];
+        let swn = SW[32];
+        for (var i1 = 0u; i1 <= 32u; i1++) {
+            for (var i2 = i1; i2 <= 32u; i2++) {
+                let a = SX[i1] - sx0;
+                let b = SX[i2] - SX[i1];
+                let c = sxn - SX[i2];
+                let wa = SW[i1] - sw0;
+                let wb = SW[i2] - SW[i1];
+                let wc = swn - SW[i2];
+                for (var s = 0u; s < 2u; s++) {
+                    let plus = s == 0u;
+                    let q0 = xlev(plus, 0u);
+                    let q1 = xlev(plus, 1u);
+                    let q2 = xlev(plus, 2u);
+                    let ta = mul_rn(a, q0);
+                    let tb = mul_rn(b, q1);
+                    let tc = mul_rn(c, q2);
+                    let sumqx = (ta + tb) + tc;
+                    let ua = mul_rn(mul_rn(wa, q0), q0);
+                    let ub = mul_rn(mul_rn(wb, q1), q1);
+                    let uc = mul_rn(mul_rn(wc, q2), q2);
+                    let sumq2 = (ua + ub) + uc;
+                    let lhs = mul_rn(sumqx, sumqx);
+                    let rhs = mul_rn(best_score, sumq2);
+                    if (sumq2 > 0.0 && lhs > rhs) {
+                        scale = div_rn(sumqx, sumq2);
+                        best_score = mul_rn(scale, sumqx);
+                        besti1 = i32(i1);
+                        besti2 = i32(i2);
+                        best_shift = select(-1, 1, plus);
+                    }
+                }
+            }
+        }
+        if (besti1 < 0 || besti2 < 0 || best_shift == 0) {
+            SCALES[ib] = 0.0;
+            SHIFTS[ib] = 1;
+            continue;
+        }
+        assign_levels(32u, u32(besti1), u32(besti2));
+        if (scale < 0.0) {
+            for (var j = 0u; j < 32u; j++) {
+                L[j] = 2u - L[j];
+            }
+            scale = -scale;
+            best_shift = -best_shift;
+        }
+        let plus = best_shift == 1;
+        var index: array<u32, 4>;
+        var all_on_grid = true;
+        for (var k = 0u; k < 4u; k++) {
+            let r = group_index(off + 8u * k, 8u * k, scale, plus);
+            index[k] = r.x;
+            all_on_grid = all_on_grid && r.y == 1u;
+        }
+        if (!all_on_grid) {
+            var s = vec2<f32>(0.0, 0.0);
+            for (var k = 0u; k < 4u; k++) {
+                s = group_sums(s, off + 8u * k, index[k], plus, false, 1.0);
+            }
+            if (s.x > 0.0 && s.y > 0.0) {
+                scale = div_rn(s.x, s.y);
+            }
+        }
+        var h = 0u;
+        for (var k = 0u; k < 4u; k++) {
+            QS[4u * ib + k] = index[k] & 255u;
+            h = h | ((index[k] >> 8u) << (3u * k));
+        }
+        QH[ib] = h;
+        SCALES[ib] = scale;
+        SHIFTS[ib] = best_shift;
+        if (!(max_scale > scale)) {
+            max_scale = scale;
+        }
+    }
+    for (var i = 0u; i < 32u; i++) {
+        put8(2u + i, QS[i]);
+    }
+    if (max_scale != 0.0) {
+        let d = div_rn(max_scale, 15.0);
+        let id = div_rn(1.0, d);
+        for (var ib = 0u; ib < 8u; ib++) {
+            let t = mul_rn(id, SCALES[ib]);
+            let hv = mul_rn(0.5, t - 1.0);
+            var l = u32(clamp_i(nearest_int(hv), 0, 7));
+            if (SHIFTS[ib] == -1) {
+                l = l | 8u;
+            }
+            QH[ib] = QH[ib] | (l << 12u);
+        }
+        put16(0u, f2h(mul_rn(d, 1.125)));
+    }
+    for (var ib = 0u; ib < 8u; ib++) {
+        put16(34u + 2u * ib, QH[ib]);
+    }
+}
+
+// IQ1_M: whether group k (0: the block's first 8 values, 1: the next 8) takes x_p under shift
+// choice `shift` (0: +,+ 1: +,− 2: −,+ 3: −,−).
+fn group_plus(shift: i32, k: u32) -> bool {
+    if (k == 0u) {
+        return shift < 2;
+    }
+    return (shift & 1) == 0;
+}
+
+// quantize_row_iq1_m_impl's body for one super-block.
+fn quantize_iq1_m() {
+    // x_p[2], x_m[2] and the collapsed coefficients of iq1_m.rs (exact in f32).
+    let p2 = xlev(true, 2u);
+    let m2 = xlev(false, 2u);
+    let p0 = xlev(true, 0u);
+    let p1 = xlev(true, 1u);
+    let n0 = xlev(false, 0u);
+    let n1 = xlev(false, 1u);
+    let cp1 = mul_rn(p0, p0) - mul_rn(p1, p1);
+    let cp2 = mul_rn(p1, p1) - mul_rn(p2, p2);
+    let cm1 = mul_rn(n0, n0) - mul_rn(n1, n1);
+    let cm2 = mul_rn(n1, n1) - mul_rn(m2, m2);
+    var max_scale = 0.0;
+    for (var ib = 0u; ib < 16u; ib++) {
+        let off = 16u * ib;
+        let amax = block_amax(off, 16u);
+        if (amax < EPS_IQ1_M) {
+            SCALES[ib] = 0.0;
+            SHIFTS[ib] = 0;
+            continue;
+        }
+        sort_block(off, 16u);
+        SX[0] = 0.0;
+        SW[0] = 0.0;
+        SX[17] = 0.0;
+        SW[17] = 0.0;
+        for (var j = 0u; j < 16u; j++) {
+            let i = IDX[j];
+            let h = select(17u, 0u, i < 8u);
+            let o = 17u - h;
+            let wx = mul_rn(WT[off + i], X[off + i]);
+            SX[h + j + 1u] = SX[h + j] + wx;
+            SX[o + j + 1u] = SX[o + j];
+            SW[h + j + 1u] = SW[h + j] + WT[off + i];
+            SW[o + j + 1u] = SW[o + j];
+        }
+        var tx_p: array<f32, 2>;
+        var tx_m: array<f32, 2>;
+        var tw_p: array<f32, 2>;
+        var tw_m: array<f32, 2>;
+        for (var h = 0u; h < 2u; h++) {
+            let txs = SX[17u * h + 16u];
+            let tws = SW[17u * h + 16u];
+            tx_p[h] = mul_rn(txs, p2);
+            tx_m[h] = mul_rn(txs, m2);
+            tw_p[h] = mul_rn(mul_rn(tws, p2), p2);
+            tw_m[h] = mul_rn(mul_rn(tws, m2), m2);
+        }
+        var best_score = -F32_MAX;
+        var scale = amax;
+        var besti1 = -1;
+        var besti2 = -1;
+        var best_k = -1;
+        for (var i1 = 0u; i1 <= 16u; i1++) {
+            for (var i2 = i1; i2 <= 16u; i2++) {
+                var qx_p: array<f32, 2>;
+                var qx_m: array<f32, 2>;
+                var q2_p: array<f32, 2>;
+                var q2_m: array<f32, 2>;
+                for (var h = 0u; h < 2u; h++) {
+                    let sx = SX[17u * h + i1] + SX[17u * h + i2];
+                    qx_p[h] = tx_p[h] - sx;
+                    qx_m[h] = tx_m[h] - sx;
+                    let a1 = mul_rn(SW[17u * h + i1], cp1);
+                    let a2 = mul_rn(SW[17u * h + i2], cp2);
+                    q2_p[h] = (tw_p[h] + a1) + a2;
+                    let b1 = mul_rn(SW[17u * h + i1], cm1);
+                    let b2 = mul_rn(SW[17u * h + i2], cm2);
+                    q2_m[h] = (tw_m[h] + b1) + b2;
+                }
+                for (var k = 0; k < 4; k++) {
+                    var sumqx = 0.0;
+                    var sumq2 = 0.0;
+                    if (k == 0) {
+                        sumqx = qx_p[0] + qx_p[1];
+                        sumq2 = q2_p[0] + q2_p[1];
+                    } else if (k == 1) {
+                        sumqx = qx_p[0] + qx_m[1];
+                        sumq2 = q2_p[0] + q2_m[1];
+                    } else if (k == 2) {
+                        sumqx = qx_m[0] + qx_p[1];
+                        sumq2 = q2_m[0] + q2_p[1];
+                    } else {
+                        sumqx = qx_m[0] + qx_m[1];
+                        sumq2 = q2_m[0] + q2_m[1];
+                    }
+                    let lhs = mul_rn(sumqx, sumqx);
+                    let rhs = mul_rn(best_score, sumq2);
+                    if (sumq2 > 0.0 && lhs > rhs) {
+                        scale = div_rn(sumqx, sumq2);
+                        best_score = mul_rn(scale, sumqx);
+                        besti1 = i32(i1);
+                        besti2 = i32(i2);
+                        best_k = k;
+                    }
+                }
+            }
+        }
+        if (besti1 < 0 || besti2 < 0 || best_k < 0) {
+            SCALES[ib] = 0.0;
+            SHIFTS[ib] = 0;
+            continue;
+        }
+        assign_levels(16u, u32(besti1), u32(besti2));
+        if (scale < 0.0) {
+            for (var j = 0u; j < 16u; j++) {
+                L[j] = 2u - L[j];
+            }
+            scale = -scale;
+            best_k = 3 - best_k;
+        }
+        var index: array<u32, 2>;
+        var all_on_grid = true;
+        for (var k = 0u; k < 2u; k++) {
+            let r = group_index(off + 8u * k, 8u * k, scale, group_plus(best_k, k));
+            index[k] = r.x;
+            all_on_grid = all_on_grid && r.y == 1u;
+        }
+        if (!all_on_grid) {
+            var s = vec2<f32>(0.0, 0.0);
+            for (var k = 0u; k < 2u; k++) {
+                s = group_sums(s, off + 8u * k, index[k], group_plus(best_k, k), false, 1.0);
+            }
+            if (s.x > 0.0 && s.y > 0.0) {
+                scale = div_rn(s.x, s.y);
+            }
+        }
+        QS[2u * ib] = index[0] & 255u;
+        QS[2u * ib + 1u] = index[1] & 255u;
+        QH[ib] = (index[0] >> 8u) | ((index[1] >> 8u) << 4u);
+        SCALES[ib] = scale;
+        SHIFTS[ib] = best_k;
+        if (!(max_scale > scale)) {
+            max_scale = scale;
+        }
+    }
+    for (var i = 0u; i < 32u; i++) {
+        put8(i, QS[i]);
+    }
+    var sc: array<u32, 4>;
+    if (max_scale != 0.0) {
+        var d = div_rn(max_scale, 15.0);
+        let id = div_rn(1.0, d);
+        var s = vec2<f32>(0.0, 0.0);
+        for (var ib = 0u; ib < 16u; ib++) {
+            let t = mul_rn(id, SCALES[ib]);
+            let hv = mul_rn(0.5, t - 1.0);
+            let l = clamp_i(nearest_int(hv), 0, 7);
+            sc[ib / 4u] = sc[ib / 4u] | (u32(l) << (3u * (ib % 4u)));
+            let shift = SHIFTS[ib];
+            // MASKS = {0x00, 0x80, 0x08, 0x88}: bit 3 of a group's nibble marks x_m.
+            var mask = 0u;
+            if (!group_plus(shift, 0u)) {
+                mask = mask | 0x08u;
+            }
+            if (!group_plus(shift, 1u)) {
+                mask = mask | 0x80u;
+            }
+            QH[ib] = QH[ib] | mask;
+            let mult = f32(2 * l + 1);
+            for (var k = 0u; k < 2u; k++) {
+                let g = QS[2u * ib + k] | (((QH[ib] >> (4u * k)) & 7u) << 8u);
+                s = group_sums(s, 16u * ib + 8u * k, g, group_plus(shift, k), true, mult);
+            }
+        }
+        if (s.y > 0.0) {
+            d = div_rn(s.x, s.y);
+        }
+        let bits = f2h(mul_rn(d, IQ1M_SCALE_FIX));
+        sc[0] = sc[0] | ((bits & 0x000fu) << 12u);
+        sc[1] = sc[1] | ((bits & 0x00f0u) << 8u);
+        sc[2] = sc[2] | ((bits & 0x0f00u) << 4u);
+        sc[3] = sc[3] | (bits & 0xf000u);
+    }
+    for (var ib = 0u; ib < 16u; ib++) {
+        put8(32u + ib, QH[ib]);
+    }
+    for (var i = 0u; i < 4u; i++) {
+        put16(48u + 2u * i, sc[i]);
+    }
+}
+
+@compute @workgroup_size(64)
+fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let b = block_index(gid);
+    if (b >= p.n_blocks) {
+        return;
+    }
+    load_block(b, 256u);
+    out_clear(SLOT_WORDS);
+    clear_state();
+    let sigma2 = div_rn(mul_rn(2.0, superblock_sum_x2()), 256.0);
+    iq1_weights(sigma2);
+    if (IQ1M) {
+        quantize_iq1_m();
+    } else {
+        quantize_iq1_s();
+    }
+    out_store(b, SLOT_WORDS);
+}
