@@ -1,17 +1,20 @@
 //! IQ3_XXS and IQ3_S quantized on the GPU (lavapipe here) in strict mode with the sampled check
 //! (`--device auto`'s policy on an exact adapter):
 //! - with importance, llama-quantize's tensor hashes (golden/iq): the synthetic dense and MoE
-//!   models' IQ3_XS, IQ3_S and IQ3_M mixes (IQ3_XXS and IQ3_S tensors, the rest Q4_K/Q6_K, all
-//!   with kernels: whole files from the GPU), and SmolLM2's ffn_down tensors (rows of 1536, the
-//!   100-chunk imatrix; its only IQ3 tensors) of the IQ3_XXS and IQ3_S lists;
-//! - without importance (no golden list: llama-quantize refuses no IQ3 type, but the lists were
-//!   made with an imatrix), the kernel's bytes equal the CPU reference's (`quant::iq3_xxs`,
-//!   `iq3_s`, whose importance path the goldens pin) on SmolLM2 tensors;
+//!   models' IQ3_XXS, IQ3_XS, IQ3_S and IQ3_M mixes (IQ3_XXS and IQ3_S tensors, the rest IQ2_S,
+//!   Q4_K, Q5_K, Q6_K, all with kernels: whole files from the GPU), and SmolLM2's ffn_down
+//!   tensors (rows of 1536, the 100-chunk imatrix; its only IQ3 tensors) of the IQ3_XXS and
+//!   IQ3_S lists;
+//! - without importance (the x² weights; no golden list was made without an imatrix): the strict
+//!   GPU file of the synthetic models' IQ3_S mix equals the CPU reference's (`quant::iq3_s`,
+//!   whose importance path the goldens pin), the IQ3_XS mix is refused (IQ3_XXS tensors, as
+//!   llama-quantize), and the kernel's bytes alone equal `quant::iq3_xxs`/`iq3_s`'s on SmolLM2
+//!   tensors;
 //! - the CLI's strict summary `(N on GPU, 0 on CPU)` on the synthetic dense model.
 
 mod common;
 
-use common::{f32_model, golden_dir, hash_list, output_ok, tensors_differing};
+use common::{f32_model, gguf_hashes, golden_dir, hash_list, output_ok, tensors_differing};
 use std::path::Path;
 use std::sync::Arc;
 use wquant::gguf::{GgmlType, GgufFile};
@@ -84,15 +87,13 @@ fn kernel_tables_match_the_layout() {
     }
 }
 
-/// Quantize `input` with `p` on the GPU (strict): every quantized tensor on the GPU; the tensors
-/// that differ from `list`.
-fn gpu_file_differing(
+/// Quantize `input` with `p` on the GPU (strict): every quantized tensor on the GPU; the output.
+fn quantize_on_gpu(
     g: &Arc<GpuQuantizer>,
     input: &Path,
     mut p: QuantizeParams,
-    list: &Path,
     what: &str,
-) -> Vec<String> {
+) -> (tempfile::TempDir, std::path::PathBuf) {
     p.gpu = Some(g.clone());
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("out.gguf");
@@ -100,17 +101,18 @@ fn gpu_file_differing(
         quantize_file(input, &out, &p, &mut |_, _| {}).unwrap_or_else(|e| panic!("{what}: {e:#}"));
     assert!(report.n_on_gpu > 0, "{what}: nothing on the GPU");
     assert_eq!(report.n_on_cpu, 0, "{what}: tensors on the CPU");
-    tensors_differing(&out, list, what)
+    (tmp, out)
 }
 
-/// The synthetic models' IQ3_XS (IQ3_XXS + IQ3_S), IQ3_S and IQ3_M mixes, whole files on the GPU.
+/// The synthetic models' IQ3_XXS (IQ3_XXS + IQ3_S + IQ2_S), IQ3_XS (IQ3_XXS + IQ3_S), IQ3_S and
+/// IQ3_M mixes, whole files on the GPU.
 #[test]
 fn gpu_synth_iq3_mixes() {
     let g = gpu();
     let mut bad = Vec::new();
     for model in ["dense", "moe"] {
         let (input, imatrix) = synth_paths(model);
-        for mix in ["IQ3_XS", "IQ3_S", "IQ3_M"] {
+        for mix in ["IQ3_XXS", "IQ3_XS", "IQ3_S", "IQ3_M"] {
             let list = golden_dir().join(format!("iq/synth-{model}-{mix}.tensors.sha256"));
             let n_iq3 = hash_list(&list)
                 .values()
@@ -120,7 +122,8 @@ fn gpu_synth_iq3_mixes() {
             let mut p = QuantizeParams::new(FileType::parse(mix).unwrap());
             p.imatrix = Some(imatrix.clone());
             let what = format!("synth-{model} {mix}");
-            bad.extend(gpu_file_differing(&g, &input, p, &list, &what));
+            let (_tmp, out) = quantize_on_gpu(&g, &input, p, &what);
+            bad.extend(tensors_differing(&out, &list, &what));
         }
     }
     assert!(bad.is_empty(), "tensors differ:\n{}", bad.join("\n"));
@@ -178,13 +181,13 @@ fn gpu_smollm2_ffn_down_iq3() {
 }
 
 /// Without importance (the x² weights): the kernel alone (no sampled check, no CPU rows) equals
-/// the CPU reference on three SmolLM2 ffn_down tensors per type.
+/// the CPU reference on two SmolLM2 ffn_down tensors per type (layers 0 and 15).
 #[test]
 fn gpu_smollm2_iq3_without_importance_equals_cpu() {
     let g = gpu();
     let mut bad = Vec::new();
     for (t, list) in [(GgmlType::IQ3XXS, "IQ3_XXS"), (GgmlType::IQ3S, "IQ3_S")] {
-        for (name, _, x, ne0, _) in smollm2_ffn_down(t, list, 10, false) {
+        for (name, _, x, ne0, _) in smollm2_ffn_down(t, list, 15, false) {
             assert!(x
                 .chunks_exact(ne0)
                 .all(|r| wquant::quantize::gpu::row_is_gpu_exact(t, r, None)));
@@ -196,6 +199,52 @@ fn gpu_smollm2_iq3_without_importance_equals_cpu() {
         }
     }
     assert!(bad.is_empty(), "blocks differ:\n{}", bad.join("\n"));
+}
+
+/// Without an imatrix, the synthetic models' IQ3_S mix (IQ3_S tensors with the x² weights, Q6_K
+/// output; no golden list was made without an imatrix): the strict GPU file, every tensor from
+/// the GPU, equals the CPU reference's file tensor for tensor. The IQ3_XS mix (IQ3_XXS tensors)
+/// is refused without one, as llama-quantize does, naming the type, before anything is written.
+#[test]
+fn gpu_synth_iq3_s_without_imatrix_equals_cpu() {
+    let g = gpu();
+    let mut bad = Vec::new();
+    for model in ["dense", "moe"] {
+        let (input, _) = synth_paths(model);
+        let p = QuantizeParams::new(FileType::parse("IQ3_S").unwrap());
+        let tmp = tempfile::tempdir().unwrap();
+        let cpu_out = tmp.path().join("cpu.gguf");
+        quantize_file(&input, &cpu_out, &p, &mut |_, _| {}).unwrap();
+        let want = gguf_hashes(&cpu_out);
+        let n = want.values().filter(|h| h.ggml_type == "IQ3_S").count();
+        assert!(
+            n >= 10,
+            "synth-{model} IQ3_S without imatrix: {n} IQ3_S tensors"
+        );
+        let what = format!("synth-{model} IQ3_S without imatrix");
+        let (_tmp, gpu_out) = quantize_on_gpu(&g, &input, p, &what);
+        let got = gguf_hashes(&gpu_out);
+        assert_eq!(
+            got.keys().collect::<Vec<_>>(),
+            want.keys().collect::<Vec<_>>(),
+            "{what}: tensor names"
+        );
+        bad.extend(
+            want.iter()
+                .filter(|(k, v)| got[*k] != **v)
+                .map(|(k, _)| format!("{what}: {k}")),
+        );
+    }
+    assert!(bad.is_empty(), "tensors differ:\n{}", bad.join("\n"));
+    let (input, _) = synth_paths("dense");
+    let mut p = QuantizeParams::new(FileType::parse("IQ3_XS").unwrap());
+    p.gpu = Some(g);
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out.gguf");
+    let err = quantize_file(&input, &out, &p, &mut |_, _| {}).unwrap_err();
+    let msg = format!("{err:#}");
+    assert!(msg.contains("IQ3_XXS") && msg.contains("imatrix"), "{msg}");
+    assert!(!out.exists(), "an output was written");
 }
 
 /// `wquant --device gpu quantize` (strict) of the synthetic dense model to IQ3_XS (IQ3_XXS and
