@@ -129,14 +129,18 @@ fn gpu_synth_iq3_mixes() {
     assert!(bad.is_empty(), "tensors differ:\n{}", bad.join("\n"));
 }
 
-/// SmolLM2's ffn_down tensors of `t` in golden list `list`, every `stride`-th layer: the values,
-/// row length and importance (None: `with_importance` false).
-fn smollm2_ffn_down(
-    t: GgmlType,
-    list: &str,
-    stride: usize,
-    with_importance: bool,
-) -> Vec<(String, String, Vec<f32>, usize, Option<Vec<f32>>)> {
+/// One SmolLM2 tensor: name, llama-quantize's sha256 of its bytes, values, row length, importance.
+struct Tensor {
+    name: String,
+    sha256: String,
+    x: Vec<f32>,
+    ne0: usize,
+    qw: Option<Vec<f32>>,
+}
+
+/// SmolLM2's ffn_down tensors of `t` in golden list `list`, every `stride`-th layer (importance
+/// None: `with_importance` false).
+fn smollm2_ffn_down(t: GgmlType, list: &str, stride: usize, with_importance: bool) -> Vec<Tensor> {
     let model = GgufFile::open(f32_model()).unwrap();
     let imatrix = Imatrix::load(golden_dir().join("imatrix.gguf")).unwrap();
     let prior = QuantizeParams::new(FileType::parse(list).unwrap()).prior_weight;
@@ -150,13 +154,19 @@ fn smollm2_ffn_down(
         .into_iter()
         .filter(|(name, _)| {
             let layer: usize = name.split('.').nth(1).unwrap().parse().unwrap();
-            layer % stride == 0
+            layer.is_multiple_of(stride)
         })
         .map(|(name, h)| {
             let info = model.tensor(name).unwrap();
             let x: Vec<f32> = bytemuck::pod_collect_to_vec(model.tensor_data(info));
             let qw = with_importance.then(|| imatrix.importance(name, prior).expect("imatrix"));
-            (name.clone(), h.sha256.clone(), x, info.dims[0] as usize, qw)
+            Tensor {
+                name: name.clone(),
+                sha256: h.sha256.clone(),
+                x,
+                ne0: info.dims[0] as usize,
+                qw,
+            }
         })
         .collect()
 }
@@ -169,11 +179,17 @@ fn gpu_smollm2_ffn_down_iq3() {
     let g = gpu();
     let mut bad = Vec::new();
     for (t, list) in [(GgmlType::IQ3XXS, "IQ3_XXS"), (GgmlType::IQ3S, "IQ3_S")] {
-        for (name, sha, x, ne0, qw) in smollm2_ffn_down(t, list, 3, true) {
-            let got = g.quantize_rows(&name, t, &x, ne0, qw.as_deref()).unwrap();
-            assert!(!g.touched_cpu(&name), "{name} {t}: re-done on the CPU");
-            if wquant::util::sha256_hex(&got) != sha {
-                bad.push(format!("SmolLM2 {name} {t}"));
+        for w in smollm2_ffn_down(t, list, 3, true) {
+            let got = g
+                .quantize_rows(&w.name, t, &w.x, w.ne0, w.qw.as_deref())
+                .unwrap();
+            assert!(
+                !g.touched_cpu(&w.name),
+                "{} {t}: re-done on the CPU",
+                w.name
+            );
+            if wquant::util::sha256_hex(&got) != w.sha256 {
+                bad.push(format!("SmolLM2 {} {t}", w.name));
             }
         }
     }
@@ -187,14 +203,15 @@ fn gpu_smollm2_iq3_without_importance_equals_cpu() {
     let g = gpu();
     let mut bad = Vec::new();
     for (t, list) in [(GgmlType::IQ3XXS, "IQ3_XXS"), (GgmlType::IQ3S, "IQ3_S")] {
-        for (name, _, x, ne0, _) in smollm2_ffn_down(t, list, 15, false) {
-            assert!(x
-                .chunks_exact(ne0)
+        for w in smollm2_ffn_down(t, list, 15, false) {
+            assert!(w
+                .x
+                .chunks_exact(w.ne0)
                 .all(|r| wquant::quantize::gpu::row_is_gpu_exact(t, r, None)));
-            let got = g.kernel_rows(t, &x, ne0, None).unwrap();
-            let want = cpu_quantize(t, &x, ne0, None).unwrap();
+            let got = g.kernel_rows(t, &w.x, w.ne0, None).unwrap();
+            let want = cpu_quantize(t, &w.x, w.ne0, None).unwrap();
             if let Some(b) = wquant::quantize::gpu::first_mismatch(t, &got, &want) {
-                bad.push(format!("SmolLM2 {name} {t}: block {b}"));
+                bad.push(format!("SmolLM2 {} {t}: block {b}", w.name));
             }
         }
     }
