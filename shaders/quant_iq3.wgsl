@@ -16,11 +16,14 @@ const KMAXQ: i32 = 8;
 
 // The block's |x| (signs folded; IQ3_XXS: one value may be negated for even parity).
 var<private> XV: array<f32, 32>;
-// √weight of the block (the neighbour search's weights).
-var<private> WA: array<f32, 32>;
-// The best codes so far (`l`) and the current trial's (`laux`).
-var<private> LB: array<u32, 32>;
-var<private> LA: array<u32, 32>;
+// Per group of 4 values: |x|, the weights w, √w (the neighbour search's weights), w·|x|.
+var<private> XV4: array<vec4<f32>, 8>;
+var<private> W4: array<vec4<f32>, 8>;
+var<private> WA4: array<vec4<f32>, 8>;
+var<private> WX4: array<vec4<f32>, 8>;
+// The best codes so far (`l`) and the current trial's (`laux`), per group of 4.
+var<private> LB4: array<vec4<u32>, 8>;
+var<private> LA4: array<vec4<u32>, 8>;
 // Whether each group of 4 was on the grid at the best scale / at the trial scale.
 var<private> ON: array<bool, 8>;
 var<private> ONA: array<bool, 8>;
@@ -33,76 +36,77 @@ fn mul4(a: vec4<f32>, b: vec4<f32>) -> vec4<f32> {
     return fma(a, b, vec4<f32>(p.neg_zero));
 }
 
+// Σ of the components in order 0, 1, 2, 3, added to `acc` one by one (the C loop's order).
+fn add_seq(acc: f32, v: vec4<f32>) -> f32 {
+    var s = acc;
+    s += v.x;
+    s += v.y;
+    s += v.z;
+    s += v.w;
+    return s;
+}
+
+// The codes of packed tuple u (3 bits each).
+fn tuple_codes(u: u32) -> vec4<u32> {
+    return (vec4<u32>(u) >> vec4<u32>(0u, 3u, 6u, 9u)) & vec4<u32>(7u);
+}
+
 // Grid point j's coordinates 2l + 1.
 fn grid_point(j: u32) -> vec4<f32> {
-    let u = tables[j];
-    let l = (vec4<u32>(u) >> vec4<u32>(0u, 3u, 6u, 9u)) & vec4<u32>(7u);
-    return vec4<f32>(2u * l + vec4<u32>(1u));
+    return vec4<f32>(2u * tuple_codes(tables[j]) + vec4<u32>(1u));
 }
 
 // iq3_find_best_neighbour: of the list at `start` (n, then n grid indices) the point nearest to
-// XV[4k..4k+4] at `scale` under the weights WA (first of equals); its codes go to LA[4k..4k+4].
+// the |x| of group k at `scale` under the weights √w (first of equals); its codes go to LA4[k].
 // Returns its grid index.
 fn best_neighbour(start: u32, k: u32, scale: f32) -> u32 {
     let n = tables[NBR_OFF + start];
-    let o = 4u * k;
-    let xa = vec4<f32>(XV[o], XV[o + 1u], XV[o + 2u], XV[o + 3u]);
-    let wa = vec4<f32>(WA[o], WA[o + 1u], WA[o + 2u], WA[o + 3u]);
+    let xa = XV4[k];
+    let wa = WA4[k];
     let sv = vec4<f32>(scale);
     var best_d2 = F32_MAX;
     var gi = tables[NBR_OFF + start + 1u];
     for (var m = 0u; m < n; m++) {
         let j = tables[NBR_OFF + start + 1u + m];
-        // (w·(scale·q − x))·(scale·q − x), each product rounded once, summed in order.
+        // (w·(scale·q − x))·(scale·q − x), each product rounded once, summed in order from 0.
         let d = mul4(sv, grid_point(j)) - xa;
         let e = mul4(mul4(wa, d), d);
-        var d2 = 0.0;
-        d2 += e.x;
-        d2 += e.y;
-        d2 += e.z;
-        d2 += e.w;
+        let d2 = add_seq(0.0, e);
         if (d2 < best_d2) {
             best_d2 = d2;
             gi = j;
         }
     }
-    let u = tables[gi];
-    for (var i = 0u; i < 4u; i++) {
-        LA[o + i] = (u >> (3u * i)) & 7u;
-    }
+    LA4[k] = tuple_codes(tables[gi]);
     return gi;
 }
 
-// XV[4k..4k+4] rounded to codes at inverse scale `id` (into LA): the tuple.
+// The |x| of group k rounded to codes at inverse scale `id` (into LA4[k]), per component
+// nearest_int(0.5·(id·x − 1)) clamped to 0..7: the packed tuple.
 fn code_tuple(id: f32, k: u32) -> u32 {
-    var u = 0u;
-    for (var i = 0u; i < 4u; i++) {
-        let t = mul_rn(id, XV[4u * k + i]);
-        let h = mul_rn(0.5, t - 1.0);
-        let q = u32(clamp_i(nearest_int(h), 0, KMAXQ - 1));
-        LA[4u * k + i] = q;
-        u = u | (q << (3u * i));
-    }
-    return u;
+    let t = mul4(vec4<f32>(id), XV4[k]);
+    let h = mul4(vec4<f32>(0.5), t - vec4<f32>(1.0));
+    // nearest_int per component (quant_common.wgsl).
+    let v = h + vec4<f32>(12582912.0);
+    let n = (bitcast<vec4<i32>>(v) & vec4<i32>(0x7fffff)) - vec4<i32>(0x400000);
+    let q = vec4<u32>(clamp(n, vec4<i32>(0), vec4<i32>(KMAXQ - 1)));
+    LA4[k] = q;
+    return q.x | (q.y << 3u) | (q.z << 6u) | (q.w << 9u);
 }
 
-// Σw·x·q and Σw·q² of codes `lb` (LB when true, else LA), q = 2l + 1, weights WT[off..].
-fn sums(off: u32, lb: bool) -> vec2<f32> {
+// Σw·x·q and Σw·q² of codes LB4 (`lb`) or LA4, q = 2l + 1, each sum in value order.
+fn sums(lb: bool) -> vec2<f32> {
     var sumqx = 0.0;
     var sumq2 = 0.0;
-    for (var i = 0u; i < 32u; i++) {
-        let w = WT[off + i];
-        var l = LA[i];
+    for (var k = 0u; k < 8u; k++) {
+        var l = LA4[k];
         if (lb) {
-            l = LB[i];
+            l = LB4[k];
         }
-        let q = f32(2u * l + 1u);
-        let wx = mul_rn(w, XV[i]);
-        let wxq = mul_rn(wx, q);
-        sumqx += wxq;
-        let wq = mul_rn(w, q);
-        let wqq = mul_rn(wq, q);
-        sumq2 += wqq;
+        let q = vec4<f32>(2u * l + vec4<u32>(1u));
+        sumqx = add_seq(sumqx, mul4(WX4[k], q));
+        let wq = mul4(W4[k], q);
+        sumq2 = add_seq(sumq2, mul4(wq, q));
     }
     return vec2<f32>(sumqx, sumq2);
 }
@@ -110,9 +114,6 @@ fn sums(off: u32, lb: bool) -> vec2<f32> {
 // search_block over X[off..off+32] with weights WT[off..]: the block scale (SIGNS, GRIDI set),
 // or −1 for an all-zero block (IQ3_XXS: max < 1e-8; IQ3_S: max == 0), which the caller skips.
 fn search_block(off: u32) -> f32 {
-    for (var i = 0u; i < 32u; i++) {
-        WA[i] = sqrt_rn(WT[off + i]);
-    }
     for (var k = 0u; k < 4u; k++) {
         var nflip = 0u;
         var s = 0u;
@@ -157,8 +158,15 @@ fn search_block(off: u32) -> f32 {
     if ((XXS && mx < 1e-8) || (!XXS && mx == 0.0)) {
         return -1.0;
     }
-    for (var i = 0u; i < 32u; i++) {
-        LB[i] = 0u;
+    for (var k = 0u; k < 8u; k++) {
+        let o = off + 4u * k;
+        let w = vec4<f32>(WT[o], WT[o + 1u], WT[o + 2u], WT[o + 3u]);
+        let x = vec4<f32>(XV[4u * k], XV[4u * k + 1u], XV[4u * k + 2u], XV[4u * k + 3u]);
+        W4[k] = w;
+        XV4[k] = x;
+        WA4[k] = vec4<f32>(sqrt_rn(w.x), sqrt_rn(w.y), sqrt_rn(w.z), sqrt_rn(w.w));
+        WX4[k] = mul4(w, x);
+        LB4[k] = vec4<u32>(0u);
     }
     for (var k = 0u; k < 8u; k++) {
         ON[k] = XXS;
@@ -177,16 +185,14 @@ fn search_block(off: u32) -> f32 {
                 _ = best_neighbour(u32(-m - 1), k, this_scale);
             }
         }
-        let s = sums(off, false);
+        let s = sums(false);
         let lhs = mul_rn(s.x, s.x);
         let rhs = mul_rn(best, s.y);
         if (s.y > 0.0 && lhs > rhs) {
             scale = div_rn(s.x, s.y);
             best = mul_rn(scale, s.x);
-            for (var i = 0u; i < 32u; i++) {
-                LB[i] = LA[i];
-            }
             for (var k = 0u; k < 8u; k++) {
+                LB4[k] = LA4[k];
                 ON[k] = ONA[k];
             }
         }
@@ -209,12 +215,9 @@ fn search_block(off: u32) -> f32 {
             } else {
                 gi = best_neighbour(u32(-m - 1), k, scale);
             }
-            let g = tables[gi];
-            for (var i = 0u; i < 4u; i++) {
-                LB[4u * k + i] = (g >> (3u * i)) & 7u;
-            }
+            LB4[k] = tuple_codes(tables[gi]);
         }
-        let s = sums(off, true);
+        let s = sums(true);
         if (s.y > 0.0) {
             scale = div_rn(s.x, s.y);
         }
@@ -231,10 +234,8 @@ fn search_block(off: u32) -> f32 {
         }
     }
     for (var k = 0u; k < 8u; k++) {
-        var u = 0u;
-        for (var i = 0u; i < 4u; i++) {
-            u = u | (LB[4u * k + i] << (3u * i));
-        }
+        let l = LB4[k];
+        let u = l.x | (l.y << 3u) | (l.z << 6u) | (l.w << 9u);
         // Every group's codes are a grid point's by construction.
         GRIDI[k] = u32(max(bitcast<i32>(tables[MAP_OFF + u]), 0));
     }
