@@ -1,10 +1,10 @@
 //! IQ3_XXS and IQ3_S quantized on the GPU (lavapipe here) in strict mode with the sampled check
 //! (`--device auto`'s policy on an exact adapter):
 //! - with importance, llama-quantize's tensor hashes (golden/iq): the synthetic dense and MoE
-//!   models' IQ3_XXS, IQ3_XS, IQ3_S and IQ3_M mixes (IQ3_XXS and IQ3_S tensors, the rest IQ2_S,
-//!   Q4_K, Q5_K, Q6_K, all with kernels: whole files from the GPU), and SmolLM2's ffn_down
-//!   tensors (rows of 1536, the 100-chunk imatrix; its only IQ3 tensors) of the IQ3_XXS and
-//!   IQ3_S lists;
+//!   models' IQ3_XXS, IQ3_XS, IQ3_S, IQ3_M, IQ2_S and IQ2_M mixes (IQ3_XXS and IQ3_S tensors,
+//!   the rest IQ2_XS, IQ2_S, Q4_K, Q5_K, Q6_K, all with kernels: whole files from the GPU), and
+//!   SmolLM2's ffn_down tensors (rows of 1536, the 100-chunk imatrix; its only IQ3 tensors) of
+//!   the IQ3_XXS and IQ3_S lists;
 //! - without importance (the x² weights; no golden list was made without an imatrix): the strict
 //!   GPU file of the synthetic models' IQ3_S mix equals the CPU reference's (`quant::iq3_s`,
 //!   whose importance path the goldens pin), the IQ3_XS mix is refused (IQ3_XXS tensors, as
@@ -105,20 +105,22 @@ fn quantize_on_gpu(
 }
 
 /// The synthetic models' IQ3_XXS (IQ3_XXS + IQ3_S + IQ2_S), IQ3_XS (IQ3_XXS + IQ3_S), IQ3_S and
-/// IQ3_M mixes, whole files on the GPU.
+/// IQ3_M mixes, and the IQ2_S (IQ2_XS + IQ3_S) and IQ2_M (IQ2_S + IQ3_S) mixes whose IQ3_S
+/// tensors kept them off the GPU before: whole files on the GPU.
 #[test]
 fn gpu_synth_iq3_mixes() {
     let g = gpu();
     let mut bad = Vec::new();
     for model in ["dense", "moe"] {
         let (input, imatrix) = synth_paths(model);
-        for mix in ["IQ3_XXS", "IQ3_XS", "IQ3_S", "IQ3_M"] {
+        for mix in ["IQ3_XXS", "IQ3_XS", "IQ3_S", "IQ3_M", "IQ2_S", "IQ2_M"] {
             let list = golden_dir().join(format!("iq/synth-{model}-{mix}.tensors.sha256"));
             let n_iq3 = hash_list(&list)
                 .values()
                 .filter(|h| h.ggml_type.starts_with("IQ3"))
                 .count();
-            assert!(n_iq3 >= 10, "synth-{model} {mix}: {n_iq3} IQ3 tensors");
+            let least = if mix.starts_with("IQ3") { 10 } else { 2 };
+            assert!(n_iq3 >= least, "synth-{model} {mix}: {n_iq3} IQ3 tensors");
             let mut p = QuantizeParams::new(FileType::parse(mix).unwrap());
             p.imatrix = Some(imatrix.clone());
             let what = format!("synth-{model} {mix}");
