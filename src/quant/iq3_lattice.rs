@@ -122,6 +122,18 @@ pub fn lattice(grid_size: usize) -> &'static Iq3Lattice {
     }
 }
 
+/// The GPU kernel's `tables` (shaders/quant_iq3.wgsl) for the 256- or 512-point grid: the
+/// points' code tuples (`code_tuples`, one a word), the 4096-word map (i32 bits: ≥ 0 a grid index,
+/// < 0 −(offset + 1) of a neighbour list), then the neighbour lists (a count, then grid
+/// indices; one u16 a word), offsets as in `Iq3Lattice::neighbours`.
+pub fn table_words(grid_size: usize) -> Vec<u32> {
+    let lat = lattice(grid_size);
+    let mut words: Vec<u32> = code_tuples(grid_size).iter().map(|&u| u as u32).collect();
+    words.extend(lat.map.iter().map(|&m| m as u32));
+    words.extend(lat.neighbours.iter().map(|&n| n as u32));
+    words
+}
+
 impl Iq3Lattice {
     /// The neighbour list of an off-grid tuple whose map entry is `m` (< 0).
     #[inline]

@@ -6,7 +6,7 @@
 use super::iq3_lattice::{lattice, search_block};
 use super::iq_grids::IQ3S_GRID;
 use super::search::nearest_int;
-use super::{f2h, h2f, BlockType, Wgsl};
+use super::{f2h, h2f, BlockType, GpuQuantize, RefWeightBound, Wgsl};
 use crate::gguf::GgmlType;
 
 pub const BLOCK_BYTES: usize = 110;
@@ -129,5 +129,20 @@ pub const BLOCK: BlockType = BlockType {
         source: include_str!("../../shaders/dq_iq3.wgsl"),
         consts: "const S = true;",
     }),
-    gpu_quantize: None,
+    gpu_quantize: Some(GpuQuantize {
+        kernel: Wgsl {
+            file: "quant_iq3.wgsl",
+            source: include_str!("../../shaders/quant_iq3.wgsl"),
+            consts:
+                "const XXS = false; const GRID_N = 512u; const NIS = 9; const SLOT_WORDS = 28u;",
+        },
+        row_sigma2: false,
+        ref_weight_bound: RefWeightBound::AbsMaxSquared,
+        tables: Some(gpu_tables),
+    }),
 };
+
+/// The kernel's `tables` (quant_iq3.wgsl): the 512-point grid, its map and neighbour lists.
+fn gpu_tables() -> Vec<u32> {
+    super::iq3_lattice::table_words(512)
+}

@@ -6,7 +6,7 @@
 use super::iq3_lattice::{lattice, search_block};
 use super::iq_grids::IQ3XXS_GRID;
 use super::search::nearest_int;
-use super::{f2h, h2f, BlockType, Wgsl};
+use super::{f2h, h2f, BlockType, GpuQuantize, RefWeightBound, Wgsl};
 use crate::gguf::GgmlType;
 
 pub const BLOCK_BYTES: usize = 98;
@@ -135,5 +135,20 @@ pub const BLOCK: BlockType = BlockType {
         source: include_str!("../../shaders/dq_iq3.wgsl"),
         consts: "const S = false;",
     }),
-    gpu_quantize: None,
+    gpu_quantize: Some(GpuQuantize {
+        kernel: Wgsl {
+            file: "quant_iq3.wgsl",
+            source: include_str!("../../shaders/quant_iq3.wgsl"),
+            consts:
+                "const XXS = true; const GRID_N = 256u; const NIS = 15; const SLOT_WORDS = 25u;",
+        },
+        row_sigma2: false,
+        ref_weight_bound: RefWeightBound::AbsMaxSquared,
+        tables: Some(gpu_tables),
+    }),
 };
+
+/// The kernel's `tables` (quant_iq3.wgsl): the 256-point grid, its map and neighbour lists.
+fn gpu_tables() -> Vec<u32> {
+    super::iq3_lattice::table_words(256)
+}

@@ -1,10 +1,11 @@
 //! Wall time of quantizing SmolLM2's 30 ffn_down tensors (1536×576 each, the golden imatrix) to
-//! IQ2_XXS, IQ2_XS and IQ2_S: GPU (the `auto` adapter, strict, with the sampled check
-//! `--device auto` uses on an exact adapter; lavapipe on the project machine) vs the wquant CPU
-//! reference (all cores). The GPU's one-time setup (kernel compile, table upload, canary) is
+//! IQ1_S, IQ1_M, IQ2_XXS, IQ2_XS, IQ2_S, IQ3_XXS and IQ3_S: GPU (the `auto` adapter, strict, with the sampled
+//! check `--device auto` uses on an exact adapter; lavapipe on the project machine) vs the wquant
+//! CPU reference (all cores). The GPU's one-time setup (kernel compile, table upload, canary) is
 //! timed apart from the tensors. Each configuration runs `WQUANT_BENCH_RUNS` times (default 1),
 //! the best wall time is printed, and the GPU bytes are checked against the CPU's.
-//! Filter with an argument: `cargo bench --bench gpu_quant_iq2 -- IQ2_XS`.
+//! Filter with an argument: `cargo bench --bench gpu_quant_iq -- IQ2_XS` (a substring of the
+//! type's name: `IQ3` runs both IQ3 types, `IQ1` both IQ1 types).
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -28,6 +29,7 @@ fn main() {
         .unwrap_or(1);
     let model = GgufFile::open(common::f32_model()).unwrap();
     let imatrix = Imatrix::load(golden_dir().join("imatrix.gguf")).unwrap();
+    // The default prior (llama-quantize has none), whatever the mix.
     let prior = QuantizeParams::new(FileType::parse("IQ2_XS").unwrap()).prior_weight;
     // (name, values, row length, importance) of every ffn_down tensor.
     let tensors: Vec<(String, Vec<f32>, usize, Vec<f32>)> = model
@@ -46,7 +48,15 @@ fn main() {
         tensors.len(),
         n_values as f64 / 1e6
     );
-    for t in [GgmlType::IQ2XXS, GgmlType::IQ2XS, GgmlType::IQ2S] {
+    for t in [
+        GgmlType::IQ1S,
+        GgmlType::IQ1M,
+        GgmlType::IQ2XXS,
+        GgmlType::IQ2XS,
+        GgmlType::IQ2S,
+        GgmlType::IQ3XXS,
+        GgmlType::IQ3S,
+    ] {
         if !filter.is_empty() && !filter.iter().any(|f| t.name().contains(f.as_str())) {
             continue;
         }
