@@ -22,9 +22,7 @@
 //! All arithmetic of a row is sequential f64 in a fixed order, and rows are independent, so the
 //! bytes do not depend on the thread count.
 
-use super::better::{
-    error_weights, improve_blocks, quantize_row_searched, weights_read_whole_row, SearchOptions,
-};
+use super::better::{error_weights, improve_blocks, weights_read_whole_row, SearchOptions};
 use super::{dequantize_row, quantize_row, QuantError};
 use crate::gguf::GgmlType;
 use rayon::prelude::*;
@@ -225,6 +223,7 @@ pub fn quantize_row_gptq(
         for (d, &v) in xb.iter_mut().zip(&w[s..s + bs]) {
             *d = v as f32;
         }
+        let qwb = qw.map(|q| &q[s..s + bs]);
         if let Some(row) = whole_row.as_mut() {
             // The legacy types' importance path weighs by the whole row's σ²: quantize the row
             // as it now stands and keep this block's bytes.
@@ -232,21 +231,21 @@ pub fn quantize_row_gptq(
             for (d, &v) in xs.iter_mut().zip(&w) {
                 *d = v as f32;
             }
-            quantize_row_searched(t, xs, bytes, qw, search)?;
+            quantize_row(t, xs, bytes, qw)?;
             out.copy_from_slice(&bytes[blk * bb..(blk + 1) * bb]);
         } else {
-            let qwb = qw.map(|q| &q[s..s + bs]);
             quantize_row(t, &xb, out, qwb)?;
-            if !search.is_llama() {
-                // The search's error weights as for the whole row as it now stands.
-                let wts = if weights_read_whole_row(t, qw.is_some(), search.weighting) {
-                    let row: Vec<f32> = w.iter().map(|&v| v as f32).collect();
-                    error_weights(t, &row, qw, search.weighting)[s..s + bs].to_vec()
-                } else {
-                    error_weights(t, &xb, qwb, search.weighting)
-                };
-                improve_blocks(t, &xb, out, &wts, search.search)?;
-            }
+        }
+        if !search.is_llama() {
+            // The search on this block alone (`improve_blocks` treats blocks independently),
+            // its error weights as for the whole row as it now stands.
+            let wts = if weights_read_whole_row(t, qw.is_some(), search.weighting) {
+                let row: Vec<f32> = w.iter().map(|&v| v as f32).collect();
+                error_weights(t, &row, qw, search.weighting)[s..s + bs].to_vec()
+            } else {
+                error_weights(t, &xb, qwb, search.weighting)
+            };
+            improve_blocks(t, &xb, out, &wts, search.search)?;
         }
         dequantize_row(t, out, &mut qb)?;
         // Errors fed forward one column at a time inside the block...
