@@ -134,12 +134,17 @@ fn main() {
                 .fold(0xcbf2_9ce4_8422_2325, |h, p| fnv(h, &p.3.to_le_bytes()));
         }
         let rmse = |e: f64| (e / wx2).sqrt();
+        // llama.cpp's search can be exact (SmolLM2's base is a dequantized Q4_1): no ratio then.
+        let rel = |e: f64| match rmse(err[0]) {
+            0.0 => format!("{} (llama exact)", if e == 0.0 { "=" } else { ">" }),
+            r => format!("{:.4}", rmse(e) / r),
+        };
         println!(
-            "| {ty} | {} | {values} | {:.5} | {:.4} | {:.4} | {:.2} | {:.2} | {:.2} | {:.2} {:.2} {:.2} | {:016x} {:016x} {:016x} |",
+            "| {ty} | {} | {values} | {:.5} | {} | {} | {:.2} | {:.2} | {:.2} | {:.2} {:.2} {:.2} | {:016x} {:016x} {:016x} |",
             sel.len(),
             rmse(err[0]),
-            rmse(err[1]) / rmse(err[0]),
-            rmse(err[2]) / rmse(err[0]),
+            rel(err[1]),
+            rel(err[2]),
             secs[0],
             secs[1],
             secs[2],
