@@ -15,7 +15,7 @@
 
 mod common;
 
-use common::{f32_model, golden_dir, hash_list, output_ok, tensors_differing};
+use common::{cli_strict_gpu_quantize, f32_model, golden_dir, hash_list, tensors_differing};
 use std::sync::Arc;
 use wquant::backend::gpu::kernels::quant_block;
 use wquant::gguf::{GgmlType, GgufFile};
@@ -173,36 +173,12 @@ fn gpu_smollm2_ffn_down_iq1() {
 #[test]
 fn cli_strict_synth_iq1_m() {
     let (input, imatrix) = synth_paths("dense");
-    let tmp = tempfile::tempdir().unwrap();
-    let out = tmp.path().join("out.gguf");
-    let o = output_ok(
-        std::process::Command::new(env!("CARGO_BIN_EXE_wquant"))
-            .args(["--device", "gpu", "quantize", "--imatrix"])
-            .arg(&imatrix)
-            .arg(&input)
-            .arg(&out)
-            .arg("IQ1_M"),
+    let types = cli_strict_gpu_quantize(
+        &imatrix,
+        &input,
+        "IQ1_M",
+        "iq/synth-dense-IQ1_M.tensors.sha256",
     );
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    let f = GgufFile::open(&out).unwrap();
-    let n_blocks = f
-        .tensors()
-        .iter()
-        .filter(|t| t.ggml_type.block_size() > 1)
-        .count();
+    let n_blocks = types.iter().filter(|t| t.block_size() > 1).count();
     assert!(n_blocks >= 16, "{n_blocks} block tensors");
-    assert!(
-        text.contains(&format!("({n_blocks} on GPU, 0 on CPU)")),
-        "summary: {text}"
-    );
-    let bad = tensors_differing(
-        &out,
-        &golden_dir().join("iq/synth-dense-IQ1_M.tensors.sha256"),
-        "synth-dense IQ1_M (--device gpu)",
-    );
-    assert!(bad.is_empty(), "tensors differ:\n{}", bad.join("\n"));
 }

@@ -13,7 +13,9 @@
 
 mod common;
 
-use common::{f32_model, gguf_hashes, golden_dir, hash_list, output_ok, tensors_differing};
+use common::{
+    cli_strict_gpu_quantize, f32_model, gguf_hashes, golden_dir, hash_list, tensors_differing,
+};
 use std::path::Path;
 use std::sync::Arc;
 use wquant::gguf::{GgmlType, GgufFile};
@@ -219,35 +221,10 @@ fn gpu_smollm2_ffn_down_iq2() {
 #[test]
 fn cli_strict_synth_iq2_xs() {
     let (input, imatrix) = synth_paths("dense");
-    let tmp = tempfile::tempdir().unwrap();
-    let out = tmp.path().join("out.gguf");
-    let o = output_ok(
-        std::process::Command::new(env!("CARGO_BIN_EXE_wquant"))
-            .args(["--device", "gpu", "quantize", "--imatrix"])
-            .arg(&imatrix)
-            .arg(&input)
-            .arg(&out)
-            .arg("IQ2_XS"),
+    cli_strict_gpu_quantize(
+        &imatrix,
+        &input,
+        "IQ2_XS",
+        "iq/synth-dense-IQ2_XS.tensors.sha256",
     );
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    let f = GgufFile::open(&out).unwrap();
-    let n_blocks = f
-        .tensors()
-        .iter()
-        .filter(|t| t.ggml_type.block_size() > 1)
-        .count();
-    assert!(
-        text.contains(&format!("({n_blocks} on GPU, 0 on CPU)")),
-        "summary: {text}"
-    );
-    let bad = tensors_differing(
-        &out,
-        &golden_dir().join("iq/synth-dense-IQ2_XS.tensors.sha256"),
-        "synth-dense IQ2_XS (--device gpu)",
-    );
-    assert!(bad.is_empty(), "tensors differ:\n{}", bad.join("\n"));
 }

@@ -14,7 +14,9 @@
 
 mod common;
 
-use common::{f32_model, gguf_hashes, golden_dir, hash_list, output_ok, tensors_differing};
+use common::{
+    cli_strict_gpu_quantize, f32_model, gguf_hashes, golden_dir, hash_list, tensors_differing,
+};
 use std::path::Path;
 use std::sync::Arc;
 use wquant::gguf::{GgmlType, GgufFile};
@@ -271,37 +273,11 @@ fn gpu_synth_iq3_s_without_imatrix_equals_cpu() {
 #[test]
 fn cli_strict_synth_iq3_xs() {
     let (input, imatrix) = synth_paths("dense");
-    let tmp = tempfile::tempdir().unwrap();
-    let out = tmp.path().join("out.gguf");
-    let o = output_ok(
-        std::process::Command::new(env!("CARGO_BIN_EXE_wquant"))
-            .args(["--device", "gpu", "quantize", "--imatrix"])
-            .arg(&imatrix)
-            .arg(&input)
-            .arg(&out)
-            .arg("IQ3_XS"),
+    let types = cli_strict_gpu_quantize(
+        &imatrix,
+        &input,
+        "IQ3_XS",
+        "iq/synth-dense-IQ3_XS.tensors.sha256",
     );
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    let f = GgufFile::open(&out).unwrap();
-    let n_blocks = f
-        .tensors()
-        .iter()
-        .filter(|t| t.ggml_type.block_size() > 1)
-        .count();
-    assert!(
-        text.contains(&format!("({n_blocks} on GPU, 0 on CPU)")),
-        "summary: {text}"
-    );
-    let types: Vec<GgmlType> = f.tensors().iter().map(|t| t.ggml_type).collect();
     assert!(types.contains(&GgmlType::IQ3XXS) && types.contains(&GgmlType::IQ3S));
-    let bad = tensors_differing(
-        &out,
-        &golden_dir().join("iq/synth-dense-IQ3_XS.tensors.sha256"),
-        "synth-dense IQ3_XS (--device gpu)",
-    );
-    assert!(bad.is_empty(), "tensors differ:\n{}", bad.join("\n"));
 }

@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::{f32_model, golden_dir, output_ok, tensors_differing};
+use common::{cli_strict_gpu_quantize, f32_model, golden_dir, tensors_differing};
 use std::sync::Arc;
 use wquant::gguf::{GgmlType, GgufFile};
 use wquant::quant::mix::FileType;
@@ -134,37 +134,12 @@ fn gpu_smollm2_low_bit_mixes() {
 /// elsewhere): llama-quantize's bytes, and the summary says every tensor came from the GPU.
 #[test]
 fn cli_strict_smollm2_iq4_xs() {
-    let tmp = tempfile::tempdir().unwrap();
-    let out = tmp.path().join("out.gguf");
-    let o = output_ok(
-        std::process::Command::new(env!("CARGO_BIN_EXE_wquant"))
-            .args(["--device", "gpu", "quantize", "--imatrix"])
-            .arg(golden_dir().join("imatrix.gguf"))
-            .arg(f32_model())
-            .arg(&out)
-            .arg("IQ4_XS"),
+    let imatrix = golden_dir().join("imatrix.gguf");
+    let types = cli_strict_gpu_quantize(
+        &imatrix,
+        &f32_model(),
+        "IQ4_XS",
+        "lowbit/smollm2-IQ4_XS.tensors.sha256",
     );
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    let f = GgufFile::open(&out).unwrap();
-    let n_blocks = f
-        .tensors()
-        .iter()
-        .filter(|t| t.ggml_type.block_size() > 1)
-        .count();
-    assert!(
-        text.contains(&format!("({n_blocks} on GPU, 0 on CPU)")),
-        "summary: {text}"
-    );
-    let types: Vec<GgmlType> = f.tensors().iter().map(|t| t.ggml_type).collect();
     assert!(types.contains(&GgmlType::IQ4XS) && types.contains(&GgmlType::IQ4NL));
-    let bad = tensors_differing(
-        &out,
-        &golden_dir().join("lowbit/smollm2-IQ4_XS.tensors.sha256"),
-        "SmolLM2 IQ4_XS (--device gpu)",
-    );
-    assert!(bad.is_empty(), "tensors differ:\n{}", bad.join("\n"));
 }

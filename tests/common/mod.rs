@@ -153,6 +153,46 @@ pub fn output_ok(cmd: &mut std::process::Command) -> std::process::Output {
     out
 }
 
+/// `wquant --device gpu quantize --imatrix IMATRIX INPUT OUT MIX` (strict): asserts that the
+/// summary line says every block-quantized tensor came from the GPU, and that the tensors equal
+/// the golden list `golden_dir()/list` (llama-quantize's bytes). Returns the output's types.
+pub fn cli_strict_gpu_quantize(
+    imatrix: &Path,
+    input: &Path,
+    mix: &str,
+    list: &str,
+) -> Vec<wquant::gguf::GgmlType> {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out.gguf");
+    let o = output_ok(
+        std::process::Command::new(env!("CARGO_BIN_EXE_wquant"))
+            .args(["--device", "gpu", "quantize", "--imatrix"])
+            .arg(imatrix)
+            .arg(input)
+            .arg(&out)
+            .arg(mix),
+    );
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let f = wquant::gguf::GgufFile::open(&out).unwrap();
+    let types: Vec<_> = f.tensors().iter().map(|t| t.ggml_type).collect();
+    let n_blocks = types.iter().filter(|t| t.block_size() > 1).count();
+    assert!(
+        text.contains(&format!("({n_blocks} on GPU, 0 on CPU)")),
+        "{mix} summary: {text}"
+    );
+    let bad = tensors_differing(
+        &out,
+        &golden_dir().join(list),
+        &format!("{list} (--device gpu)"),
+    );
+    assert!(bad.is_empty(), "tensors differ:\n{}", bad.join("\n"));
+    types
+}
+
 /// The SmolLM2 demo model converted to F32 (`assets_dir()/smollm2-f32.gguf`), made with
 /// `convert_file` on first use. Safe when several test processes call it at once: each writes
 /// its own uniquely named file and renames it into place; an existing file is reused.
