@@ -141,8 +141,8 @@ fn main() {
         "adapter: {}  kernel: {}  (SGEMM tiles here: many {}, few {} up to {} tokens)",
         gpu.adapter_name(),
         variant.name(),
-        kernels::matmul_sgemm::Tile::many(lim).key(),
-        kernels::matmul_sgemm::Tile::few(lim).key(),
+        kernels::matmul_sgemm::Tile::many(lim, gpu.tile_elem()).key(),
+        kernels::matmul_sgemm::Tile::few(lim, gpu.tile_elem()).key(),
         kernels::matmul_sgemm::FEW_TOKENS
     );
     println!(

@@ -8,7 +8,7 @@
 // consecutive rows, so the transposing stores hit distinct banks) into xs[k][m]; then 32 steps of
 // a register outer product (vec4 loads from both tiles, 4·MV·NV vec4 FMAs).
 //
-// Summation order, for every tile shape: each output starts at 0 and takes acc = fma(x_k, w_k,
+// Summation order, for every tile shape and precision: each output starts at 0 and takes acc = fma(x_k, w_k,
 // acc) for k = 0, 1, … in order (a ragged last slice adds fma(0, 0, acc)). So a row's bits never
 // depend on m, on the row's position in the batch or on which tile shape the host picked.
 struct Params {
@@ -26,9 +26,9 @@ struct Params {
 @group(0) @binding(1) var<storage, read> wq: array<u32>;
 @group(0) @binding(3) var<storage, read_write> y: array<f32>;
 
-// Tiles, [k][m] and [k][n], as vec4s along m and n.
-var<workgroup> xs: array<vec4<f32>, 8u * BM>;
-var<workgroup> ws: array<vec4<f32>, 8u * BN>;
+// The tiles `xs` ([k][m]) and `ws` ([k][n]), vec4s along m and n, are generated with their
+// element type: f32, or f16 for `--precision f16` (put_x/put_w round each value to f16 once, as
+// it is stored; tile_mac widens back to f32, so every product and sum is f32 as above).
 
 @compute @workgroup_size(THREADS)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
@@ -47,7 +47,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
             let q = i / BM;
             let v = x4(min(mb + mr, p.m - 1u), k0 / 4u + q);
             for (var c = 0u; c < 4u; c++) {
-                xs[(4u * q + c) * (BM / 4u) + mr / 4u][mr % 4u] = v[c];
+                put_x((4u * q + c) * (BM / 4u) + mr / 4u, mr % 4u, v[c]);
             }
         }
         // Weights: one thread per row of the tile; rows past n repeat the last one.
@@ -65,7 +65,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
                 }
             }
             for (var j = 0u; j < 32u; j++) {
-                ws[j * (BN / 4u) + r / 4u][r % 4u] = w[j];
+                put_w(j * (BN / 4u) + r / 4u, r % 4u, w[j]);
             }
         }
         workgroupBarrier();

@@ -10,6 +10,26 @@ pub mod select;
 use crate::gguf::{GgmlType, GgufFile, TensorInfo};
 use std::sync::Arc;
 
+/// Storage precision of the GPU matmul's operand tiles (`--precision`). `F16` rounds each
+/// activation and dequantized weight to f16 (round to nearest even, saturated at ±65504) as the
+/// SGEMM kernel stores it into workgroup memory; products and sums stay f32 in the same order,
+/// so results still do not depend on the batch. The CPU backends compute in f32 only.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Precision {
+    #[default]
+    F32,
+    F16,
+}
+
+impl Precision {
+    pub fn name(self) -> &'static str {
+        match self {
+            Precision::F32 => "f32",
+            Precision::F16 => "f16",
+        }
+    }
+}
+
 /// Where a weight matrix's bytes live: a slice of a memory-mapped GGUF (one expert's slice for a
 /// 3-D expert tensor). Backends read it in place (cpu) or upload it (gpu).
 #[derive(Clone)]

@@ -11,6 +11,7 @@
 use super::cpu::CpuBackend;
 use super::gpu::device::{auto_has_hardware_gpu, DeviceSpec, GpuDevice};
 use super::gpu::GpuBackend;
+use super::Precision;
 use anyhow::{bail, Result};
 
 /// The backend `--device` chose (one per process, so the variants' sizes do not matter).
@@ -26,10 +27,38 @@ impl SelectedBackend {
     }
 }
 
-/// The backend `device` names for a command; `purpose` prefixes the message printed (unless
-/// `quiet`) when `auto` falls back to the CPU reference.
-pub fn select(device: &str, purpose: &str, quiet: bool) -> Result<SelectedBackend> {
+/// The backend `device` names for a command, its matmuls at `precision`; `purpose` prefixes the
+/// message printed (unless `quiet`) when `auto` falls back to the CPU reference. `--precision
+/// f16` where the CPU would run is an error: the CPU backends compute in f32 only, and running
+/// f32 under an f16 flag would report figures the user did not ask for.
+pub fn select(
+    device: &str,
+    precision: Precision,
+    purpose: &str,
+    quiet: bool,
+) -> Result<SelectedBackend> {
     let spec = DeviceSpec::parse(device)?;
+    let sel = select_device(spec, purpose, quiet)?;
+    Ok(match sel {
+        SelectedBackend::Cpu(_) if precision != Precision::F32 => bail!(
+            "--precision {}: {purpose} would run on the CPU (--device {device}{}), which \
+             computes in f32 only; drop --precision or pick a GPU with --device gpu[:N]",
+            precision.name(),
+            if spec == DeviceSpec::Auto {
+                ", no hardware GPU found"
+            } else {
+                ""
+            }
+        ),
+        SelectedBackend::Gpu(mut g) => {
+            g.set_precision(precision)?;
+            SelectedBackend::Gpu(g)
+        }
+        cpu => cpu,
+    })
+}
+
+fn select_device(spec: DeviceSpec, purpose: &str, quiet: bool) -> Result<SelectedBackend> {
     Ok(match spec {
         DeviceSpec::Cpu => SelectedBackend::Cpu(CpuBackend::fast()),
         DeviceSpec::Auto => {

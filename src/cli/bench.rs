@@ -133,7 +133,7 @@ fn options(g: &super::GlobalArgs, a: Args) -> Result<BenchOptions> {
 pub fn run(g: &super::GlobalArgs, a: Args) -> Result<()> {
     let o = options(g, a)?;
     bench::check_options(&o)?;
-    let sel = select(&g.device, "bench", g.quiet)?;
+    let sel = select(&g.device, g.precision, "bench", g.quiet)?;
     let report = crate::with_backend!(sel, |b| bench::run(&b, &o))?;
     if o.json {
         println!("{}", serde_json::to_string_pretty(&report)?);

@@ -160,7 +160,7 @@ pub fn run(g: &super::GlobalArgs, a: Args) -> Result<()> {
     if a.parse_special {
         bail!("--parse-special is not supported by wquant's tokenizer yet");
     }
-    let sel = select(&g.device, "imatrix", g.quiet)?;
+    let sel = select(&g.device, g.precision, "imatrix", g.quiet)?;
     crate::with_backend!(sel, |b| collect_with(&b, g, &a, &model, &text, merged))
 }
 

@@ -150,7 +150,7 @@ pub fn run(g: &super::GlobalArgs, a: Args) -> Result<()> {
     if a.batch == 0 {
         bail!("-b 0: the batch must hold at least one token");
     }
-    let sel = select(&g.device, "kld", g.quiet)?;
+    let sel = select(&g.device, g.precision, "kld", g.quiet)?;
     crate::with_backend!(sel, |b| run_with(&b, g, &a))
 }
 

@@ -22,6 +22,10 @@ pub struct GlobalArgs {
     /// adapter, lavapipe included) or gpu:N.
     #[arg(long, global = true, default_value = "auto")]
     pub device: String,
+    /// GPU matmul precision: f32, or f16 storage of the activation and weight tiles with f32
+    /// products and sums (hardware GPUs; the CPU computes in f32 only).
+    #[arg(long, global = true, value_enum, default_value = "f32")]
+    pub precision: crate::backend::Precision,
     /// Cap on GPU memory used for weights and activations (e.g. 6GiB).
     #[arg(long, global = true)]
     pub vram_budget: Option<String>,

@@ -134,7 +134,7 @@ pub fn run(g: &super::GlobalArgs, a: Args) -> Result<()> {
         };
         return super::kld::run(g, k);
     }
-    let sel = select(&g.device, "perplexity", g.quiet)?;
+    let sel = select(&g.device, g.precision, "perplexity", g.quiet)?;
     crate::with_backend!(sel, |b| run_with(&b, g, &a))
 }
 

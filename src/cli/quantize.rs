@@ -388,6 +388,7 @@ fn run_optimizer(
         calib_chunks: a.calib_chunks,
         calib_ctx: a.calib_ctx,
         device: g.device.clone(),
+        precision: g.precision,
         quantize: p,
         quiet: g.quiet,
     };

@@ -86,6 +86,7 @@ pub fn run(g: &super::GlobalArgs, a: Args) -> Result<()> {
         kld_chunks: a.kld_chunks,
         budget_s: a.budget,
         device: g.device.clone(),
+        precision: g.precision,
         vram_budget: g.vram_budget.clone(),
         threads: g.threads,
         quiet: g.quiet,

@@ -50,6 +50,8 @@ pub struct RunOptions {
     pub budget_s: f64,
     /// Global flags passed to the child commands.
     pub device: String,
+    /// `--precision`, passed on to the steps.
+    pub precision: crate::backend::Precision,
     /// `--vram-budget`, passed on to the steps.
     pub vram_budget: Option<String>,
     pub threads: Option<usize>,
@@ -170,6 +172,7 @@ fn child(o: &RunOptions) -> Result<Command> {
     let exe = std::env::current_exe().context("cannot find the wquant executable")?;
     let mut c = Command::new(exe);
     c.arg("--device").arg(&o.device);
+    c.arg("--precision").arg(o.precision.name());
     if let Some(b) = &o.vram_budget {
         c.arg("--vram-budget").arg(b);
     }
@@ -210,7 +213,12 @@ fn is_float_model(f: &GgufFile) -> bool {
 
 /// Tokens per second of one forward pass over `n_ctx` tokens (after a short warm-up), on the
 /// backend the child commands will use (`--device` chosen as they choose it).
-fn measure_speed(device: &str, base: &Path, n_ctx: usize) -> Result<f64> {
+fn measure_speed(
+    device: &str,
+    precision: crate::backend::Precision,
+    base: &Path,
+    n_ctx: usize,
+) -> Result<f64> {
     fn with<B: Backend>(b: &B, base: &Path, n_ctx: usize) -> Result<f64> {
         let file = Arc::new(GgufFile::open(base)?);
         let mut model = ModelRunner::resident(b, &file, 1)?;
@@ -223,7 +231,7 @@ fn measure_speed(device: &str, base: &Path, n_ctx: usize) -> Result<f64> {
         let _ = b.download(&model.hidden(b, &toks, n, None)?);
         Ok(n as f64 / t0.elapsed().as_secs_f64().max(1e-6))
     }
-    let sel = crate::backend::select::select(device, "run", true)?;
+    let sel = crate::backend::select::select(device, precision, "run", true)?;
     crate::with_backend!(sel, |b| with(&b, base, n_ctx))
 }
 
@@ -325,7 +333,7 @@ pub fn run(o: &RunOptions) -> Result<RunReport> {
     let (speed, imatrix_chunks, kld_chunks, choice) = match (o.imatrix_chunks, o.kld_chunks) {
         (Some(i), Some(k)) => (None, i, k, "given on the command line".to_string()),
         (fi, fk) => {
-            let tps = measure_speed(&o.device, &base, o.n_ctx)?;
+            let tps = measure_speed(&o.device, o.precision, &base, o.n_ctx)?;
             // A third of the budget to the imatrix, the rest to KLD (two models per token).
             let per_chunk = o.n_ctx as f64 / tps;
             let i = fi.unwrap_or(((o.budget_s / 3.0) / per_chunk) as usize);
@@ -421,6 +429,7 @@ pub fn run(o: &RunOptions) -> Result<RunReport> {
                         calib_chunks: 2,
                         calib_ctx: o.n_ctx,
                         device: o.device.clone(),
+                        precision: o.precision,
                         quantize: p,
                         quiet: o.quiet,
                     };

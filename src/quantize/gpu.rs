@@ -84,7 +84,7 @@ impl std::fmt::Debug for GpuQuantizer {
 /// reference. The check follows `trust_policy`; an explicit `gpu[:N]` is strict.
 pub fn choose(device: &str, verify: bool, quiet: bool) -> Result<Option<GpuQuantizer>> {
     let auto = DeviceSpec::parse(device)? == DeviceSpec::Auto;
-    let gpu = match crate::backend::select::select(device, "quantize", quiet)? {
+    let gpu = match crate::backend::select::select(device, Default::default(), "quantize", quiet)? {
         crate::backend::select::SelectedBackend::Cpu(_) => return Ok(None),
         crate::backend::select::SelectedBackend::Gpu(g) => g,
     };

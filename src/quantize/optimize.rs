@@ -499,8 +499,9 @@ pub struct OptimizeParams {
     /// Chunks of `calib_ctx` tokens for the measurement.
     pub calib_chunks: usize,
     pub calib_ctx: usize,
-    /// `--device` for the measurement's forward passes.
+    /// `--device` and `--precision` for the measurement's forward passes.
     pub device: String,
+    pub precision: crate::backend::Precision,
     /// The ordinary quantize parameters (imatrix, filters, leave_output_tensor, GPU, split…);
     /// `ftype` and `mix.tensor_types` are set by the optimizer.
     pub quantize: QuantizeParams,
@@ -830,7 +831,7 @@ pub fn optimize_file(
             .ok_or_else(|| anyhow!("--sensitivity measured needs calibration text (-f TEXT)"))?;
         on_step("measured sensitivity");
         let t1 = std::time::Instant::now();
-        let sel = crate::backend::select::select(&o.device, "quantize", o.quiet)?;
+        let sel = crate::backend::select::select(&o.device, o.precision, "quantize", o.quiet)?;
         let gains = crate::with_backend!(sel, |b| super::sensitivity::calibrate(
             &b,
             &src,

@@ -14,7 +14,7 @@ pub mod kld;
 pub mod nll;
 pub mod quant_cases;
 
-use crate::backend::gpu::{kernels, GpuBackend, GpuStats, MatmulVariant};
+use crate::backend::gpu::{kernels, GpuBackend, GpuStats, GpuTensor, GpuWeight, MatmulVariant};
 use crate::backend::{Backend, RopeParams, StatsHost, StatsRows, WeightSource};
 use crate::gguf::{GgmlType, GgufFile};
 use crate::util::rng::Rng;
@@ -129,7 +129,7 @@ pub fn run_checks<R: crate::kld::KldReduce>(
     for t in kernels::WEIGHT_TYPES {
         for (m, k, n) in matmul_shapes(t) {
             let wb = random_weight_bytes(&mut rng, t, k, n);
-            let file = memory_gguf(&[("w".into(), t, k, n, wb)])?;
+            let file = memory_gguf(&[("w".into(), t, k, n, wb.clone())])?;
             let src = source(&file, "w")?;
             let x = rng.vec(m * k, 1.0);
             let shape = format!("{m}x{k} · {n}x{k}ᵀ");
@@ -163,6 +163,15 @@ pub fn run_checks<R: crate::kld::KldReduce>(
                     "vs tiled-few",
                 ));
             }
+            rows.extend(check_f16_tiles(
+                gpu,
+                r,
+                t,
+                (&x, &gx),
+                (&wb, &gw),
+                (m, k, n),
+                &want,
+            )?);
             if m > 3 {
                 // Three rows from the middle alone (the default tiled choice for 3 tokens): a
                 // row's bits must not depend on the batch.
@@ -517,6 +526,81 @@ fn check_quant_kernels_on(
                 "{kernel}; {routed}/{n_rows} rows to the CPU reference (outside row_is_gpu_exact)"
             );
             rows.push(row);
+        }
+    }
+    Ok(rows)
+}
+
+/// f16 rounding as `--precision f16`'s tiles store a value: saturated, then to nearest even.
+pub fn f16_round(v: f32) -> f32 {
+    half::f16::from_f32(v.clamp(-65504.0, 65504.0)).to_f32()
+}
+
+/// NMSE allowed between `--precision f16` and the f32 reference. Rounding x and w to f16 gives
+/// each product a relative error of at most 2·2⁻¹¹ (RMS about 2⁻¹¹·√(2/3) = 4e-4, uniform
+/// rounding of both factors), so a sum of products with independent errors has an NMSE near
+/// (4e-4)² = 1.6e-7; 1e-5 leaves room for sums that cancel (small outputs weigh their errors
+/// more) while still catching a value rounded to 8 bits, or a tile stored wrongly.
+pub const NMSE_MAX_F16: f64 = 1e-5;
+
+/// The `--precision f16` tiles for weight type `t` (x `[m, k]`, weight bytes `wb` of `n` rows):
+/// against the CPU reference run on the f16-rounded x and dequantized w (the same inputs the
+/// kernel multiplies, so the f32 bound applies), against the f32 reference `want` (the f16
+/// bound) and the tiles against each other (bits). Adapters without `shader-f16` refuse
+/// `--precision f16` and have nothing to check.
+fn check_f16_tiles<R: Backend>(
+    gpu: &GpuBackend,
+    r: &R,
+    t: GgmlType,
+    (x, gx): (&[f32], &GpuTensor),
+    (wb, gw): (&[u8], &GpuWeight),
+    (m, k, n): (usize, usize, usize),
+    want: &[f32],
+) -> Result<Vec<CheckRow>> {
+    use crate::backend::gpu::kernels::matmul_sgemm::TileElem;
+    let shape = format!("{m}x{k} · {n}x{k}ᵀ");
+    let mut rows = Vec::new();
+    let mut w = vec![0f32; k * n];
+    let rb = wb.len() / n;
+    for (row, dst) in w.chunks_exact_mut(k).enumerate() {
+        crate::quant::dequantize_row(t, &wb[row * rb..(row + 1) * rb], dst)?;
+    }
+    let w16: Vec<u8> = w
+        .iter()
+        .flat_map(|&v| half::f16::from_f32(f16_round(v)).to_le_bytes())
+        .collect();
+    let x16: Vec<f32> = x.iter().map(|&v| f16_round(v)).collect();
+    let file = memory_gguf(&[("w16".into(), GgmlType::F16, k, n, w16)])?;
+    let rw16 = r.weight(&source(&file, "w16")?)?;
+    let want16 = r.download(&r.matmul(&r.upload(&x16, m, k), &rw16, None));
+    if !gpu.has_shader_f16() {
+        return Ok(rows);
+    }
+    {
+        let elem = TileElem::F16;
+        let y = gpu.download(&gpu.matmul_with_elem(gx, gw, MatmulVariant::TiledFew, elem));
+        let op = "matmul/tiled-few precision-f16";
+        rows.push(CheckRow::nmse(
+            &format!("{op} vs f16-rounded inputs"),
+            t.name(),
+            shape.clone(),
+            nmse(&y, &want16),
+        ));
+        let e = nmse(&y, want);
+        let mut row = CheckRow::nmse(&format!("{op} vs f32"), t.name(), shape.clone(), e);
+        row.pass = e <= NMSE_MAX_F16;
+        row.note = format!("bound {NMSE_MAX_F16:e} (f16 rounding)");
+        rows.push(row);
+        if check_tiled(gpu, t) {
+            let many = gpu.download(&gpu.matmul_with_elem(gx, gw, MatmulVariant::TiledMany, elem));
+            rows.push(CheckRow::exact(
+                "matmul tiled-many=tiled-few precision-f16",
+                t.name(),
+                shape.clone(),
+                bits_equal(&many, &y),
+                nmse(&many, &y),
+                "vs tiled-few",
+            ));
         }
     }
     Ok(rows)

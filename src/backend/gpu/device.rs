@@ -130,9 +130,12 @@ impl GpuDevice {
         let limits = adapter.limits();
         // Optional features, where offered: subgroups (the register matmul shares activation
         // loads across a subgroup; without them it falls back to plain loads) and SPIR-V
-        // passthrough (the exact quantization kernels: spirv.rs).
-        let features =
-            adapter.features() & (wgpu::Features::SUBGROUP | wgpu::Features::PASSTHROUGH_SHADERS);
+        // passthrough (the exact quantization kernels: spirv.rs); f16 in shaders (the
+        // `--precision f16` matmul tiles; without it they round values but store f32).
+        let features = adapter.features()
+            & (wgpu::Features::SUBGROUP
+                | wgpu::Features::PASSTHROUGH_SHADERS
+                | wgpu::Features::SHADER_F16);
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
             label: Some("wquant"),
             required_features: features,

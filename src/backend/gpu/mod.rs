@@ -551,6 +551,8 @@ pub struct GpuStats {
 pub struct GpuBackend {
     pub ctx: Ctx,
     pub matmul_variant: MatmulVariant,
+    /// `--precision`: the matmul tiles' storage (`kernels::matmul_sgemm::TileElem`).
+    pub precision: crate::backend::Precision,
     /// Statistics dispatches and readbacks so far.
     pub stats_counts: kernels::mm_stats::StatsCounts,
 }
@@ -575,6 +577,7 @@ impl GpuBackend {
         GpuBackend {
             ctx: Ctx::new(dev, pool),
             matmul_variant: variant,
+            precision: Default::default(),
             stats_counts: Default::default(),
         }
     }
@@ -685,15 +688,49 @@ impl GpuBackend {
         o
     }
 
+    /// Whether the device compiles f16 shader arithmetic and storage (`shader-f16`).
+    pub fn has_shader_f16(&self) -> bool {
+        self.ctx.dev.features.contains(wgpu::Features::SHADER_F16)
+    }
+
+    /// The matmul tiles' element for this backend's `precision`.
+    pub fn tile_elem(&self) -> kernels::matmul_sgemm::TileElem {
+        kernels::matmul_sgemm::TileElem::of(self.precision)
+    }
+
+    /// Set `--precision`: f16 needs `shader-f16` (an error naming the flag and the adapter).
+    pub fn set_precision(&mut self, p: crate::backend::Precision) -> Result<()> {
+        if p == crate::backend::Precision::F16 && !self.has_shader_f16() {
+            bail!(
+                "--precision f16: adapter {} does not offer shader-f16 (see `wquant devices`); \
+                 use --precision f32",
+                self.adapter_name()
+            );
+        }
+        self.precision = p;
+        Ok(())
+    }
+
     /// y = x·Wᵀ with an explicit kernel variant (the conformance suite checks both).
     pub fn matmul_with(&self, x: &GpuTensor, w: &GpuWeight, variant: MatmulVariant) -> GpuTensor {
+        self.matmul_with_elem(x, w, variant, self.tile_elem())
+    }
+
+    /// y = x·Wᵀ with an explicit kernel variant and tile element (conformance).
+    pub fn matmul_with_elem(
+        &self,
+        x: &GpuTensor,
+        w: &GpuWeight,
+        variant: MatmulVariant,
+        elem: kernels::matmul_sgemm::TileElem,
+    ) -> GpuTensor {
         assert_eq!(
             x.cols, w.ne0,
             "matmul: x has {} columns, weight {} has rows of {}",
             x.cols, w.name, w.ne0
         );
         let y = self.alloc(x.rows, w.ne1);
-        kernels::matmul::run(&self.ctx, variant, x, w, &y);
+        kernels::matmul::run(&self.ctx, variant, elem, x, w, &y);
         y
     }
 

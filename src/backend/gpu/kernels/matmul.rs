@@ -4,7 +4,7 @@
 //! otherwise (both give the same bits); the tiled variants run `matmul_sgemm.wgsl`.
 
 use super::super::{Ctx, GpuTensor, GpuWeight, MatmulVariant};
-use super::matmul_sgemm::{self, Tile};
+use super::matmul_sgemm::{self, Tile, TileElem};
 use crate::gguf::GgmlType;
 
 pub const SHADER: &str = include_str!("../../../../shaders/matmul.wgsl");
@@ -13,24 +13,33 @@ pub fn source(t: GgmlType) -> String {
     super::with_weights(t, SHADER)
 }
 
-/// The SGEMM tile a tiled variant runs for `m` tokens (None: not a tiled variant).
-pub fn sgemm_tile(ctx: &Ctx, variant: MatmulVariant, m: usize) -> Option<Tile> {
+/// The SGEMM tile a tiled variant runs for `m` tokens with `elem` tiles (None: the register
+/// kernel). The register kernels compute in f32 only (they suit CPU adapters, where f16 storage
+/// saves nothing), so with f16 tiles `Register` runs the tiled choice.
+pub fn sgemm_tile(ctx: &Ctx, variant: MatmulVariant, m: usize, elem: TileElem) -> Option<Tile> {
     let lim = &ctx.dev.limits;
     match variant {
-        MatmulVariant::Register => None,
-        MatmulVariant::TiledMany => Some(Tile::many(lim)),
-        MatmulVariant::TiledFew => Some(Tile::few(lim)),
-        MatmulVariant::Tiled if m <= matmul_sgemm::FEW_TOKENS => Some(Tile::few(lim)),
-        MatmulVariant::Tiled => Some(Tile::many(lim)),
+        MatmulVariant::Register if elem == TileElem::F32 => None,
+        MatmulVariant::TiledMany => Some(Tile::many(lim, elem)),
+        MatmulVariant::TiledFew => Some(Tile::few(lim, elem)),
+        _ if m <= matmul_sgemm::FEW_TOKENS => Some(Tile::few(lim, elem)),
+        _ => Some(Tile::many(lim, elem)),
     }
 }
 
 /// Record y = x·Wᵀ (one dispatch per weight slice; each writes its own output columns).
-pub fn run(ctx: &Ctx, variant: MatmulVariant, x: &GpuTensor, w: &GpuWeight, y: &GpuTensor) {
+pub fn run(
+    ctx: &Ctx,
+    variant: MatmulVariant,
+    elem: TileElem,
+    x: &GpuTensor,
+    w: &GpuWeight,
+    y: &GpuTensor,
+) {
     let t = w.ggml_type;
-    let tile = sgemm_tile(ctx, variant, x.rows);
+    let tile = sgemm_tile(ctx, variant, x.rows, elem);
     let pipe = match tile {
-        Some(tile) => matmul_sgemm::pipeline(ctx, t, tile, w.ne0),
+        Some(tile) => matmul_sgemm::pipeline(ctx, t, tile, w.ne0, elem),
         None => ctx.pipeline(&format!("matmul/{t}"), || source(t)),
     };
     if x.rows == 0 {
@@ -45,7 +54,7 @@ pub fn run(ctx: &Ctx, variant: MatmulVariant, x: &GpuTensor, w: &GpuWeight, y: &
     } else {
         (((maxb / widest) as usize) / 64 * 64).max(64)
     };
-    let unrolled = variant == MatmulVariant::Register && super::matmul_unrolled::usable(ctx, w);
+    let unrolled = tile.is_none() && super::matmul_unrolled::usable(ctx, w);
     if unrolled {
         rows_per = rows_per.min(super::matmul_unrolled::max_rows(ctx, w.ne0));
     }

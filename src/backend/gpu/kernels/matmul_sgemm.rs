@@ -2,7 +2,8 @@
 //! tile shape is chosen from the adapter's limits ([`Tile::many`], [`Tile::few`]) and substituted
 //! as constants with the unrolled `tile_mac`/`tile_store` generated here. Every shape sums each
 //! output in the same order (see the shader), so the choice by token count never changes bits.
-//! Dispatched by `matmul::run`.
+//! Dispatched by `matmul::run`. With `--precision f16` the tiles hold f16 ([`TileElem`]): half
+//! the workgroup memory per tile, so the 128×128 tile fits WebGPU's default 16 KiB.
 
 use super::super::Ctx;
 use crate::gguf::GgmlType;
@@ -19,6 +20,40 @@ pub struct Tile {
     pub bn: usize,
     pub mv: usize,
     pub nv: usize,
+}
+
+/// How the operand tiles store their values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TileElem {
+    /// f32 (`--precision f32`).
+    F32,
+    /// f16 in `vec4<f16>` tiles (`--precision f16`; needs the adapter's `shader-f16`: rounding
+    /// by hand in f32 tiles is not an option, Mesa folds unpack2x16float(pack2x16float(v)) to v).
+    F16,
+}
+
+impl TileElem {
+    pub fn of(precision: crate::backend::Precision) -> TileElem {
+        match precision {
+            crate::backend::Precision::F32 => TileElem::F32,
+            crate::backend::Precision::F16 => TileElem::F16,
+        }
+    }
+
+    /// Bytes of one stored value.
+    pub fn bytes(self) -> usize {
+        match self {
+            TileElem::F16 => 2,
+            TileElem::F32 => 4,
+        }
+    }
+
+    fn key(self) -> &'static str {
+        match self {
+            TileElem::F32 => "f32",
+            TileElem::F16 => "f16",
+        }
+    }
 }
 
 /// K per slice: `dq32`'s granularity.
@@ -74,28 +109,28 @@ impl Tile {
         (self.bm / (4 * self.mv)) * (self.bn / (4 * self.nv))
     }
 
-    /// Workgroup memory: the two f32 tiles, 32 × (bm + bn).
-    pub fn shared_bytes(self) -> usize {
-        BK * (self.bm + self.bn) * 4
+    /// Workgroup memory: the two tiles, 32 × (bm + bn) values of `elem`.
+    pub fn shared_bytes(self, elem: TileElem) -> usize {
+        BK * (self.bm + self.bn) * elem.bytes()
     }
 
-    fn fits(self, lim: &wgpu::Limits) -> bool {
-        self.shared_bytes() <= lim.max_compute_workgroup_storage_size as usize
+    fn fits(self, lim: &wgpu::Limits, elem: TileElem) -> bool {
+        self.shared_bytes(elem) <= lim.max_compute_workgroup_storage_size as usize
             && self.threads() <= lim.max_compute_invocations_per_workgroup as usize
             && self.threads() <= lim.max_compute_workgroup_size_x as usize
     }
 
-    /// Largest of the many-token tiles ([`MANY_TILES`]) the adapter allows.
-    pub fn many(lim: &wgpu::Limits) -> Tile {
+    /// Largest of the many-token tiles ([`MANY_TILES`]) the adapter allows with `elem` tiles.
+    pub fn many(lim: &wgpu::Limits, elem: TileElem) -> Tile {
         MANY_TILES
             .into_iter()
-            .find(|t| t.fits(lim))
+            .find(|t| t.fits(lim, elem))
             .unwrap_or(FALLBACK_TILE)
     }
 
     /// The few-token tile ([`FEW_TILE`]), if the adapter allows it.
-    pub fn few(lim: &wgpu::Limits) -> Tile {
-        if FEW_TILE.fits(lim) {
+    pub fn few(lim: &wgpu::Limits, elem: TileElem) -> Tile {
+        if FEW_TILE.fits(lim, elem) {
             FEW_TILE
         } else {
             FALLBACK_TILE
@@ -110,7 +145,7 @@ impl Tile {
 
 /// The generated part: constants, the activation reader `x4` and the unrolled tile loops.
 /// `x_vec4`: rows are whole vec4s (k % 4 == 0), so x is bound as `array<vec4<f32>>`.
-fn generated(tile: Tile, x_vec4: bool) -> String {
+fn generated(tile: Tile, x_vec4: bool, elem: TileElem) -> String {
     let Tile { bm, bn, mv, nv } = tile;
     let mut s = String::new();
     let _ = writeln!(
@@ -118,6 +153,21 @@ fn generated(tile: Tile, x_vec4: bool) -> String {
         "const BM: u32 = {bm}u;\nconst BN: u32 = {bn}u;\nconst MV: u32 = {mv}u;\nconst NV: u32 = {nv}u;\nconst THREADS: u32 = {}u;\n",
         tile.threads()
     );
+    // The tiles and their accessors. f16: saturate first (a value past ±65504 would become
+    // infinite and poison every sum it enters), then round to nearest.
+    let (ty, put, get) = match elem {
+        TileElem::F32 => ("f32", "v", "t"),
+        TileElem::F16 => ("f16", "f16(clamp(v, -65504.0, 65504.0))", "vec4<f32>(t)"),
+    };
+    for (tile, n) in [("xs", "BM"), ("ws", "BN")] {
+        let c = &tile[..1];
+        let _ = writeln!(
+            s,
+            "var<workgroup> {tile}: array<vec4<{ty}>, 8u * {n}>;\n\
+             fn put_{c}(i: u32, c: u32, v: f32) {{\n    {tile}[i][c] = {put};\n}}\n\
+             fn get_{c}(i: u32) -> vec4<f32> {{\n    let t = {tile}[i];\n    return {get};\n}}\n"
+        );
+    }
     if x_vec4 {
         s.push_str(
             "@group(0) @binding(2) var<storage, read> x: array<vec4<f32>>;\n\n\
@@ -147,7 +197,7 @@ fn generated(tile: Tile, x_vec4: bool) -> String {
     for g in 0..mv {
         let _ = writeln!(
             s,
-            "    let a{g} = xs[k * {}u + {}u + ty];",
+            "    let a{g} = get_x(k * {}u + {}u + ty);",
             bm / 4,
             g * bm / (4 * mv)
         );
@@ -155,7 +205,7 @@ fn generated(tile: Tile, x_vec4: bool) -> String {
     for h in 0..nv {
         let _ = writeln!(
             s,
-            "    let b{h} = ws[k * {}u + {}u + tx];",
+            "    let b{h} = get_w(k * {}u + {}u + tx);",
             bn / 4,
             h * bn / (4 * nv)
         );
@@ -201,30 +251,40 @@ fn generated(tile: Tile, x_vec4: bool) -> String {
     s
 }
 
-/// The assembled source for weight type `t`, tile `tile`, and x as vec4s or floats.
-pub fn source(t: GgmlType, tile: Tile, x_vec4: bool) -> String {
+/// The assembled source for weight type `t`, tile `tile`, x as vec4s or floats, and `elem`
+/// tiles.
+pub fn source(t: GgmlType, tile: Tile, x_vec4: bool, elem: TileElem) -> String {
+    // A directive must precede every declaration.
+    let enable = if elem == TileElem::F16 {
+        "enable f16;"
+    } else {
+        ""
+    };
     super::assemble(&[
+        enable,
         super::WBYTES,
         &super::dq_helper(t).expect("supported weight type"),
-        &generated(tile, x_vec4),
+        &generated(tile, x_vec4, elem),
         SHADER,
     ])
 }
 
-/// The pipeline for weight type `t` and tile `tile` over rows of `k` floats.
+/// The pipeline for weight type `t`, tile `tile` and `elem` tiles over rows of `k` floats.
 pub fn pipeline(
     ctx: &Ctx,
     t: GgmlType,
     tile: Tile,
     k: usize,
+    elem: TileElem,
 ) -> std::sync::Arc<wgpu::ComputePipeline> {
     let x_vec4 = k.is_multiple_of(4);
     let key = format!(
-        "matmul_sgemm/{t}/{}/{}",
+        "matmul_sgemm/{t}/{}/{}/{}",
         tile.key(),
-        if x_vec4 { "v4" } else { "f" }
+        if x_vec4 { "v4" } else { "f" },
+        elem.key()
     );
-    ctx.pipeline(&key, || source(t, tile, x_vec4))
+    ctx.pipeline(&key, || source(t, tile, x_vec4, elem))
 }
 
 /// Workgroup grids covering `tiles_n` × `tiles_m` tiles, each at most `max` (the adapter's
@@ -271,15 +331,18 @@ mod tests {
     #[test]
     fn tiles_fit_webgpu_default_limits() {
         let lim = wgpu::Limits::default();
-        assert_eq!(Tile::many(&lim), MANY_TILES[2]);
-        assert_eq!(Tile::few(&lim), FEW_TILE);
+        let f32 = TileElem::F32;
+        assert_eq!(Tile::many(&lim, f32), MANY_TILES[2]);
+        assert_eq!(Tile::few(&lim, f32), FEW_TILE);
+        // f16 tiles: 128×128 in 16 KiB.
+        assert_eq!(Tile::many(&lim, TileElem::F16), MANY_TILES[0]);
         let mut big = lim.clone();
         big.max_compute_workgroup_storage_size = 48 << 10;
-        assert_eq!(Tile::many(&big), MANY_TILES[0]);
+        assert_eq!(Tile::many(&big, f32), MANY_TILES[0]);
         let mut small = lim.clone();
         small.max_compute_workgroup_storage_size = 8 << 10;
         small.max_compute_invocations_per_workgroup = 64;
-        assert_eq!(Tile::many(&small), FALLBACK_TILE);
-        assert_eq!(Tile::few(&small), FALLBACK_TILE);
+        assert_eq!(Tile::many(&small, f32), FALLBACK_TILE);
+        assert_eq!(Tile::few(&small, f32), FALLBACK_TILE);
     }
 }

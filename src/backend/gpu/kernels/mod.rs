@@ -99,10 +99,13 @@ pub fn all_sources() -> Vec<(String, String)> {
             .into_iter()
             .chain([matmul_sgemm::FEW_TILE, matmul_sgemm::FALLBACK_TILE]);
         for (i, tile) in tiles.enumerate() {
-            v.push((
-                format!("matmul_sgemm.wgsl+{t}+{}", tile.key()),
-                matmul_sgemm::source(t, tile, i % 2 == 0),
-            ));
+            use matmul_sgemm::TileElem;
+            for elem in [TileElem::F32, TileElem::F16] {
+                v.push((
+                    format!("matmul_sgemm.wgsl+{t}+{}+{elem:?}", tile.key()),
+                    matmul_sgemm::source(t, tile, i % 2 == 0, elem),
+                ));
+            }
         }
         v.push((
             format!("matmul_unrolled.wgsl+{t}"),
