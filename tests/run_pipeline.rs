@@ -134,6 +134,8 @@ fn run_flag_errors() {
         (vec!["--types", "Q9_X"], "Q9_X"),
         (vec!["--types", ","], "--types"),
         (vec!["--budget", "0"], "--budget"),
+        (vec!["--variants", "gptq+fast"], "gptq+fast"),
+        (vec!["--variants", "wide,bogus"], "--variants"),
     ] {
         let out = Command::new(env!("CARGO_BIN_EXE_wquant"))
             .arg("run")
@@ -148,4 +150,90 @@ fn run_flag_errors() {
         );
         assert!(!err.contains("panicked at"), "{err}");
     }
+}
+
+/// `--variants gptq`: the imatrix pass also writes the covariance, each type is quantized both
+/// ways, and the gptq file's KLD is compared with the llama file's token by token; a second run
+/// redoes nothing. (`wide`/`exhaustive` take the same path with another search; they are slow on
+/// SmolLM2's 576-wide rows, so this test runs gptq.)
+#[test]
+fn run_variants_are_compared_with_the_llama_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let args = |dir: &Path| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_wquant"));
+        c.arg("--quiet")
+            .arg("run")
+            .arg(f32_model())
+            .arg("--calib")
+            .arg(assets_dir().join("calib.txt"))
+            .arg("--eval")
+            .arg(assets_dir().join("eval.txt"))
+            .args([
+                "-c",
+                "64",
+                "--imatrix-chunks",
+                "2",
+                "--kld-chunks",
+                "4",
+                "--types",
+                "Q4_0",
+                "--variants",
+                "gptq",
+                "-o",
+            ])
+            .arg(dir);
+        c
+    };
+    common::output_ok(&mut args(dir.path()));
+    let r: Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("report.json")).unwrap()).unwrap();
+    let types = r["types"].as_array().unwrap();
+    assert_eq!(types.len(), 2, "{r}");
+    let (llama, gptq) = (&types[0], &types[1]);
+    assert_eq!(
+        (&llama["ftype"], &llama["variant"]),
+        (&Value::from("Q4_0"), &Value::from("llama"))
+    );
+    assert_eq!(
+        (&gptq["ftype"], &gptq["variant"]),
+        (&Value::from("Q4_0-gptq"), &Value::from("gptq"))
+    );
+    assert!(llama["vs_llama"].is_null(), "{llama}");
+    // The paired ratio is the two files' mean KLDs over the same tokens.
+    let vs = &gptq["vs_llama"];
+    let ratio = vs["ratio"].as_f64().expect("a paired ratio");
+    let (a, b) = (
+        gptq["kld_mean"].as_f64().unwrap(),
+        llama["kld_mean"].as_f64().unwrap(),
+    );
+    assert!((ratio - a / b).abs() <= 1e-6 * ratio, "{ratio} vs {a}/{b}");
+    assert!(vs["ratio_se"].as_f64().unwrap() > 0.0, "{vs}");
+    // Same tensor data size (same type; the metadata grows by the gptq keys), different bytes,
+    // and the file says how it was made.
+    assert_eq!(llama["bits_per_weight"], gptq["bits_per_weight"]);
+    let (fl, fg) = (
+        dir.path().join("model-Q4_0.gguf"),
+        dir.path().join("model-Q4_0-gptq.gguf"),
+    );
+    assert_ne!(std::fs::read(&fl).unwrap(), std::fs::read(&fg).unwrap());
+    let g = GgufFile::open(&fg).unwrap();
+    assert!(g.get_str("quantize.gptq.covariance.file").is_ok());
+    let md = std::fs::read_to_string(dir.path().join("report.md")).unwrap();
+    assert!(md.contains("KLD / llama's (paired)"), "{md}");
+    assert!(md.contains(&format!("| {ratio:.3} ± ")), "{md}");
+
+    // Nothing to redo the second time.
+    common::output_ok(&mut args(dir.path()));
+    let r2: Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("report.json")).unwrap()).unwrap();
+    for s in [
+        "imatrix",
+        "quantize Q4_0",
+        "kld Q4_0",
+        "quantize Q4_0-gptq",
+        "kld Q4_0-gptq",
+    ] {
+        assert!(cached(&r2, s), "{s} was redone");
+    }
+    assert_eq!(r2["types"], r["types"]);
 }

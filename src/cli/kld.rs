@@ -287,7 +287,7 @@ fn finish_report(
         for v in &acc.kld_values {
             text += &format!("{v:e}\n");
         }
-        std::fs::write(path, text)
+        crate::util::write_atomic(path, text.as_bytes())
             .with_context(|| format!("--per-token-out {}", path.display()))?;
     }
     let comparison = a

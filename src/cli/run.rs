@@ -2,7 +2,7 @@
 //! MODEL it runs on the demo assets (fetched on first use), converting the Q4_1 demo model to
 //! F32 as the base.
 
-use crate::pipeline::{demo_assets, run as run_pipeline, RunOptions};
+use crate::pipeline::{demo_assets, run as run_pipeline, RunOptions, Variant};
 use crate::quant::mix::FileType;
 use anyhow::{anyhow, bail, Result};
 use std::path::PathBuf;
@@ -20,6 +20,13 @@ pub struct Args {
     /// Quantization types, comma-separated.
     #[arg(long, default_value = "Q4_K_M,Q5_K_M")]
     pub types: String,
+    /// How to quantize each type, comma-separated: llama (llama-quantize's bytes), wide,
+    /// exhaustive (wider scale searches), gptq (error feedback through the input covariance,
+    /// collected in the imatrix pass), gptq+wide, gptq+exhaustive. Every variant other than
+    /// llama is compared with the llama file of its type, token by token (paired ratio of mean
+    /// KLD); llama is added when missing.
+    #[arg(long, default_value = "llama", value_name = "V1,V2,...")]
+    pub variants: String,
     /// Output directory (re-running with the same one skips finished steps).
     #[arg(short = 'o', long = "out-dir", default_value = "wquant-run")]
     pub out_dir: PathBuf,
@@ -62,6 +69,23 @@ pub fn run(g: &super::GlobalArgs, a: Args) -> Result<()> {
             .map(crate::quantize::optimize::parse_target_bpw)
             .collect::<Result<Vec<_>>>()?,
     };
+    let mut variants = vec![Variant::LLAMA];
+    for s in a
+        .variants
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+    {
+        let v = Variant::parse(s).ok_or_else(|| {
+            anyhow!(
+                "--variants: unknown variant {s:?} (one of {})",
+                Variant::NAMES
+            )
+        })?;
+        if !variants.contains(&v) {
+            variants.push(v);
+        }
+    }
     if a.ctx == 0 {
         bail!("--ctx-size must be > 0");
     }
@@ -79,6 +103,7 @@ pub fn run(g: &super::GlobalArgs, a: Args) -> Result<()> {
         calib: pick(a.calib, "calib.txt"),
         eval: pick(a.eval, "eval.txt"),
         types,
+        variants,
         target_bpws,
         out_dir: a.out_dir,
         n_ctx: a.ctx,

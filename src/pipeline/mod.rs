@@ -7,6 +7,10 @@
 //! finished step (its input key and its output's sha256) right after the step, so an
 //! interrupted run resumes at the first unfinished step.
 //!
+//! With `--variants` each type is also quantized by wquant's own methods (`wide`/`exhaustive`
+//! searches, `gptq` with the covariance collected in the imatrix pass, or both), and each
+//! variant's KLD is compared token by token with the llama.cpp-identical file's (paired ratio).
+//!
 //! Imatrix collection and KLD run as child processes of the current executable (`wquant
 //! imatrix`, `wquant kld --json`) into `DIR/.work/` and are renamed into place when they succeed.
 
@@ -17,6 +21,7 @@ pub use report::{RunReport, TypeResult};
 use crate::backend::Backend;
 use crate::gguf::{GgmlType, GgufFile};
 use crate::model::{ModelRunner, Tokenizer};
+use crate::quant::better::Search;
 use crate::quant::mix::FileType;
 use crate::quantize::{quantize_file, QuantizeParams};
 use crate::util::{sha256_hex, write_atomic};
@@ -38,6 +43,9 @@ pub struct RunOptions {
     pub eval: PathBuf,
     /// (name as given, e.g. "Q4_K_M", type).
     pub types: Vec<(String, FileType)>,
+    /// How each type is quantized: `Variant::LLAMA` first, then the others, each compared with
+    /// it (`--variants`).
+    pub variants: Vec<Variant>,
     /// Optimized mixes (`--target-bpw`), reported next to the stock types as `mix-B`.
     pub target_bpws: Vec<f64>,
     pub out_dir: PathBuf,
@@ -56,6 +64,42 @@ pub struct RunOptions {
     pub vram_budget: Option<String>,
     pub threads: Option<usize>,
     pub quiet: bool,
+}
+
+/// How one quantization of a type is made (`wquant run --variants`): llama.cpp's search (the
+/// llama-quantize bytes), a wider search, GPTQ-style error feedback, or both.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Variant {
+    pub search: Search,
+    pub gptq: bool,
+}
+
+impl Variant {
+    pub const LLAMA: Variant = Variant {
+        search: Search::Llama,
+        gptq: false,
+    };
+    pub const NAMES: &'static str = "llama, wide, exhaustive, gptq, gptq+wide, gptq+exhaustive";
+
+    pub fn parse(s: &str) -> Option<Variant> {
+        let (gptq, search) = match s.strip_prefix("gptq") {
+            Some("") => (true, "llama"),
+            Some(rest) => (true, rest.strip_prefix('+')?),
+            None => (false, s),
+        };
+        Some(Variant {
+            search: Search::parse(search)?,
+            gptq,
+        })
+    }
+
+    pub fn name(self) -> String {
+        match (self.gptq, self.search) {
+            (false, s) => s.name().to_string(),
+            (true, Search::Llama) => "gptq".to_string(),
+            (true, s) => format!("gptq+{}", s.name()),
+        }
+    }
 }
 
 /// One finished step as recorded in `.state.json`.
@@ -362,21 +406,32 @@ pub fn run(o: &RunOptions) -> Result<RunReport> {
         );
     }
 
-    // 3. Imatrix.
+    // 3. Imatrix (and, for the gptq variants, the input covariances in the same passes).
     let imatrix = o.out_dir.join("imatrix.gguf");
+    let covariance = o.out_dir.join("covariance.gguf");
+    let need_cov = o.variants.iter().any(|v| v.gptq);
     let key = key_of(&[
         "imatrix",
         &base_hash,
         &calib_hash,
         &o.n_ctx.to_string(),
         &imatrix_chunks.to_string(),
+        if need_cov { "covariance" } else { "" },
     ]);
+    if need_cov && !covariance.is_file() {
+        steps.state.steps.remove("imatrix");
+    }
     let imatrix_hash = steps.step("imatrix", &key, &imatrix, || {
         let tmp = work.join("imatrix.gguf");
+        let tmp_cov = work.join("covariance.gguf");
         let _ = std::fs::remove_file(&tmp);
         let mut c = child(o)?;
-        c.arg("imatrix")
-            .arg("-m")
+        if need_cov {
+            c.arg("imatrix").arg("--covariance").arg(&tmp_cov);
+        } else {
+            c.arg("imatrix");
+        }
+        c.arg("-m")
             .arg(&base)
             .arg("-f")
             .arg(&o.calib)
@@ -394,29 +449,62 @@ pub fn run(o: &RunOptions) -> Result<RunReport> {
             .status()
             .context("starting wquant imatrix")?;
         check_status("wquant imatrix", out, "")?;
+        if need_cov {
+            std::fs::rename(&tmp_cov, &covariance)
+                .with_context(|| format!("{}: cannot rename into place", covariance.display()))?;
+        }
         std::fs::rename(&tmp, &imatrix)
             .with_context(|| format!("{}: cannot rename into place", imatrix.display()))
     })?;
+    // The covariance is written with the imatrix, in the same step; its content keys the
+    // gptq quantizations.
+    let cov_hash = if need_cov {
+        file_sha256(&covariance)?
+    } else {
+        String::new()
+    };
 
     // 4. Quantize + 5. KLD per type.
     let mut results = Vec::new();
-    // Stock types, then optimized mixes (None: a `--target-bpw` of the mix optimizer).
-    let jobs: Vec<(String, FileType, Option<f64>)> = o
-        .types
-        .iter()
-        .map(|(n, ft)| (n.clone(), *ft, None))
-        .chain(
-            o.target_bpws
-                .iter()
-                .map(|b| (format!("mix-{b}"), FileType::Q4KM, Some(*b))),
-        )
-        .collect();
-    for (name, ft, target) in jobs {
+    // Stock types in every variant, then optimized mixes (a `--target-bpw` of the mix
+    // optimizer): (name, type name, type, variant, target).
+    let mut jobs: Vec<(String, String, FileType, Variant, Option<f64>)> = Vec::new();
+    for (n, ft) in &o.types {
+        for &v in &o.variants {
+            let name = if v == Variant::LLAMA {
+                n.clone()
+            } else {
+                format!("{n}-{}", v.name())
+            };
+            jobs.push((name, n.clone(), *ft, v, None));
+        }
+    }
+    for b in &o.target_bpws {
+        let name = format!("mix-{b}");
+        jobs.push((name.clone(), name, FileType::Q4KM, Variant::LLAMA, Some(*b)));
+    }
+    // Per-token KLDs are kept where a variant is compared with its type's llama file.
+    let compare = o.variants.len() > 1;
+    for (name, type_name, ft, variant, target) in jobs {
         let qpath = o.out_dir.join(format!("model-{name}.gguf"));
-        let key = key_of(&["quantize", &name, &base_hash, &imatrix_hash]);
+        let key = if variant == Variant::LLAMA {
+            key_of(&["quantize", &name, &base_hash, &imatrix_hash])
+        } else {
+            let v = variant.name();
+            key_of(&["quantize", &name, &base_hash, &imatrix_hash, &v, &cov_hash])
+        };
         let qhash = steps.step(&format!("quantize {name}"), &key, &qpath, || {
             let mut p = QuantizeParams::new(ft);
             p.imatrix = Some(imatrix.clone());
+            p.search.search = variant.search;
+            if variant.gptq {
+                p.gptq = Some(crate::quantize::gptq::GptqOptions {
+                    covariance: covariance.clone(),
+                    damp: crate::quant::gptq::DEFAULT_DAMP,
+                    importance: Default::default(),
+                    reround: true,
+                });
+            }
             match target {
                 None => quantize_file(&base, &qpath, &p, &mut |_, _| {}).map(|_| ()),
                 Some(b) => {
@@ -440,6 +528,13 @@ pub fn run(o: &RunOptions) -> Result<RunReport> {
         })?;
         let qsecs = steps.log.last().map(|l| l.1).unwrap_or(0.0);
         let kpath = o.out_dir.join(format!("kld-{name}.json"));
+        let tok = |n: &str| o.out_dir.join(format!("kld-{n}.tok"));
+        // The llama file's per-token KLDs this variant is compared with (its step ran first).
+        let baseline = (compare && variant != Variant::LLAMA).then(|| tok(&type_name));
+        let baseline_hash = match &baseline {
+            Some(b) => file_sha256(b)?,
+            None => String::new(),
+        };
         let key = key_of(&[
             "kld",
             &base_hash,
@@ -447,7 +542,12 @@ pub fn run(o: &RunOptions) -> Result<RunReport> {
             &eval_hash,
             &o.n_ctx.to_string(),
             &kld_chunks.to_string(),
+            if compare { "per-token" } else { "" },
+            &baseline_hash,
         ]);
+        if compare && !tok(&name).is_file() {
+            steps.state.steps.remove(&format!("kld {name}"));
+        }
         steps.step(&format!("kld {name}"), &key, &kpath, || {
             let mut c = child(o)?;
             c.arg("kld")
@@ -462,6 +562,12 @@ pub fn run(o: &RunOptions) -> Result<RunReport> {
                 .arg("--chunks")
                 .arg(kld_chunks.to_string())
                 .arg("--json");
+            if compare {
+                c.arg("--per-token-out").arg(tok(&name));
+            }
+            if let Some(b) = &baseline {
+                c.arg("--compare-per-token").arg(b);
+            }
             let out = c
                 .stderr(std::process::Stdio::inherit())
                 .output()
@@ -480,8 +586,18 @@ pub fn run(o: &RunOptions) -> Result<RunReport> {
         .with_context(|| format!("{}: not JSON", kpath.display()))?;
         let s = &kj["summary"];
         let g = |v: &serde_json::Value| v.as_f64();
+        let c = &kj["comparison"];
+        let vs_llama = c.is_object().then(|| report::VsLlama {
+            ratio: g(&c["ratio"]),
+            ratio_se: g(&c["ratio_se"]),
+            ratio_se_chunks: g(&c["ratio_se_chunks"]),
+            mean_diff: g(&c["mean_diff"]),
+            mean_diff_se: g(&c["mean_diff_se"]),
+        });
         results.push(TypeResult {
             ftype: name,
+            variant: variant.name(),
+            vs_llama,
             file: qpath.display().to_string(),
             bytes,
             bits_per_weight: bpw,
@@ -560,4 +676,31 @@ pub fn demo_assets() -> Result<PathBuf> {
         return Err(anyhow!("{} failed ({st})", script.display()));
     }
     Ok(dir)
+}
+
+#[cfg(test)]
+mod variant_tests {
+    use super::*;
+
+    #[test]
+    fn variants_parse_and_name_round_trip() {
+        for s in [
+            "llama",
+            "wide",
+            "exhaustive",
+            "gptq",
+            "gptq+wide",
+            "gptq+exhaustive",
+        ] {
+            assert_eq!(
+                Variant::parse(s).map(|v| v.name()),
+                Some(s.to_string()),
+                "{s}"
+            );
+        }
+        assert_eq!(Variant::parse("gptq+llama"), Variant::parse("gptq"));
+        for bad in ["", "gptq+", "gptqwide", "wide+gptq", "fast", "gptq+gptq"] {
+            assert_eq!(Variant::parse(bad), None, "{bad}");
+        }
+    }
 }

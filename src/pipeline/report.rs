@@ -6,10 +6,27 @@ use plotters::prelude::*;
 use serde::Serialize;
 use std::fmt::Write;
 
+/// A variant's mean KLD against its type's llama.cpp-identical file, paired over the same
+/// tokens (`wquant kld --compare-per-token`): ± token-level and chunk-level standard errors.
+#[derive(Clone, Debug, Serialize)]
+pub struct VsLlama {
+    pub ratio: Option<f64>,
+    pub ratio_se: Option<f64>,
+    pub ratio_se_chunks: Option<f64>,
+    pub mean_diff: Option<f64>,
+    pub mean_diff_se: Option<f64>,
+}
+
 /// One quantization's results.
 #[derive(Clone, Debug, Serialize)]
 pub struct TypeResult {
+    /// The file's name in the report: the type (`Q4_K_M`), `TYPE-VARIANT` (`Q4_K_M-wide`) or
+    /// `mix-B`.
     pub ftype: String,
+    /// How it was quantized (`llama`, `wide`, `gptq`, `gptq+wide`, …).
+    pub variant: String,
+    /// Against the llama variant of the same type (variants other than llama).
+    pub vs_llama: Option<VsLlama>,
     pub file: String,
     pub bytes: u64,
     pub bits_per_weight: f64,
@@ -65,15 +82,27 @@ pub fn markdown(r: &RunReport) -> String {
         "- chunks of {} tokens: imatrix {} chunks, KLD {} chunks per type ({})\n",
         r.n_ctx, r.imatrix_chunks, r.kld_chunks, r.chunk_choice,
     );
+    // With variants: their mean KLD over the llama file's, paired (± token-level SE).
+    let paired = r.types.iter().any(|t| t.vs_llama.is_some());
     let _ = writeln!(
         o,
-        "| type | size (MiB) | bits/weight | mean KLD | same top p (%) | PPL(Q)/PPL(base) | quantize (s) | KLD (s) |"
+        "| type | size (MiB) | bits/weight | mean KLD |{} same top p (%) | PPL(Q)/PPL(base) | quantize (s) | KLD (s) |",
+        if paired { " KLD / llama's (paired) |" } else { "" }
     );
-    let _ = writeln!(o, "|---|---:|---:|---:|---:|---:|---:|---:|");
+    let _ = writeln!(
+        o,
+        "|---|---:|---:|---:|{}---:|---:|---:|---:|",
+        if paired { "---:|" } else { "" }
+    );
     for t in &r.types {
+        let vs = match (&t.vs_llama, paired) {
+            (_, false) => String::new(),
+            (Some(v), true) => format!(" {} |", pm(v.ratio, v.ratio_se, 3, 1.0)),
+            (None, true) => " |".to_string(),
+        };
         let _ = writeln!(
             o,
-            "| {} | {:.1} | {:.3} | {} | {} | {} | {:.1} | {:.1} |",
+            "| {} | {:.1} | {:.3} | {} |{vs} {} | {} | {:.1} | {:.1} |",
             t.ftype,
             t.bytes as f64 / (1024.0 * 1024.0),
             t.bits_per_weight,
