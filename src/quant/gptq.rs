@@ -112,61 +112,221 @@ pub fn prepare(h: &[f32], cols: usize, damp: f64) -> Result<Prepared, GptqError>
     Ok(Prepared { cols: n, u })
 }
 
-/// In-place Cholesky factorization of the lower triangle of `a` (row-major): a = L·Lᵀ. Row by
-/// row (each entry a dot product of two contiguous row prefixes, in column order), the rows
-/// below a pivot in parallel: the same bits with any number of threads.
+/// Block size of the factorizations: a diagonal block is factored (or inverted) element by
+/// element, everything else is `matrixmultiply::dgemm` on blocks (cache-blocked, vectorized).
+const NB: usize = 64;
+
+/// A raw pointer that rayon tasks writing disjoint parts of one buffer may share.
+#[derive(Clone, Copy)]
+struct SharedMut(*mut f64);
+// SAFETY: each use writes a region no other task touches (stated where it is used).
+unsafe impl Send for SharedMut {}
+unsafe impl Sync for SharedMut {}
+
+/// c[m × n] (row stride `ldc`) += alpha · a[m × k] (row stride `lda`) · b[k × n] (row stride
+/// `ldb`, or its transpose when `b_t`: b given as n × k with row stride `ldb`).
+///
+/// `matrixmultiply::dgemm` sums each element over k in fixed blocks, each a sequential chain, in
+/// an order that depends on neither m nor n (see backend/cpu/gemm.rs), so results do not depend
+/// on how the callers split their work among threads.
+///
+/// # Safety
+/// `a`, `b` must be valid for the reads and `c` for the writes described; `c` must not overlap
+/// `a` or `b`.
+#[allow(clippy::too_many_arguments)]
+unsafe fn dgemm(
+    m: usize,
+    k: usize,
+    n: usize,
+    alpha: f64,
+    a: *const f64,
+    lda: usize,
+    b: *const f64,
+    ldb: usize,
+    b_t: bool,
+    c: *mut f64,
+    ldc: usize,
+) {
+    if m == 0 || n == 0 || k == 0 {
+        return;
+    }
+    let (rsb, csb) = if b_t {
+        (1, ldb as isize)
+    } else {
+        (ldb as isize, 1)
+    };
+    matrixmultiply::dgemm(
+        m,
+        k,
+        n,
+        alpha,
+        a,
+        lda as isize,
+        1,
+        b,
+        rsb,
+        csb,
+        1.0,
+        c,
+        ldc as isize,
+        1,
+    );
+}
+
+/// In-place Cholesky factorization of the lower triangle of `a` (row-major): a = L·Lᵀ (the
+/// upper triangle is left as scratch). Right-looking, in blocks of `NB`: the diagonal block
+/// element by element, the panel below it by forward substitution (rows in parallel), the
+/// trailing lower triangle by dgemm (row blocks in parallel). Every element's operations and
+/// their order are fixed by n alone: the same bits with any number of threads.
 fn cholesky_lower(a: &mut [f64], n: usize, damp: f64) -> Result<(), GptqError> {
-    for j in 0..n {
-        let (done, rest) = a.split_at_mut(j * n);
-        let _ = done;
-        let (row_j, below) = rest.split_at_mut(n);
-        let mut s = row_j[j];
-        for &v in &row_j[..j] {
-            s -= v * v;
-        }
-        if s.is_nan() || s <= 0.0 || !s.is_finite() {
-            return Err(GptqError::NotPositiveDefinite {
-                col: n - 1 - j,
-                pivot: s,
-                damp,
-            });
-        }
-        let d = s.sqrt();
-        row_j[j] = d;
-        let lj = &row_j[..j];
-        below.par_chunks_mut(n).for_each(|row_i| {
-            let mut s = row_i[j];
-            for k in 0..j {
-                s -= row_i[k] * lj[k];
+    let mut k0 = 0;
+    while k0 < n {
+        let kb = NB.min(n - k0);
+        let e = k0 + kb;
+        for j in k0..e {
+            let mut s = a[j * n + j];
+            for c in k0..j {
+                s -= a[j * n + c] * a[j * n + c];
             }
-            row_i[j] = s / d;
+            if s.is_nan() || s <= 0.0 || !s.is_finite() {
+                return Err(GptqError::NotPositiveDefinite {
+                    col: n - 1 - j,
+                    pivot: s,
+                    damp,
+                });
+            }
+            let d = s.sqrt();
+            a[j * n + j] = d;
+            for i in j + 1..e {
+                let mut s = a[i * n + j];
+                for c in k0..j {
+                    s -= a[i * n + c] * a[j * n + c];
+                }
+                a[i * n + j] = s / d;
+            }
+        }
+        if e == n {
+            break;
+        }
+        let lkk: Vec<f64> = (0..kb * kb)
+            .map(|t| a[(k0 + t / kb) * n + k0 + t % kb])
+            .collect();
+        let (_, below) = a.split_at_mut(e * n);
+        below.par_chunks_mut(n).for_each(|row| {
+            for j in 0..kb {
+                let mut s = row[k0 + j];
+                for c in 0..j {
+                    s -= row[k0 + c] * lkk[j * kb + c];
+                }
+                row[k0 + j] = s / lkk[j * kb + j];
+            }
         });
+        // The panel P (rows e.., columns k0..e), copied so the update reads no row it writes.
+        let panel: Vec<f64> = below
+            .chunks_exact(n)
+            .flat_map(|row| row[k0..e].iter().copied())
+            .collect();
+        below
+            .par_chunks_mut(NB * n)
+            .enumerate()
+            .for_each(|(blk, rows)| {
+                let (r0, rb) = (blk * NB, rows.len() / n);
+                // A[rows, e..e + r0 + rb] -= P[rows] · P[0..r0 + rb]ᵀ: the lower triangle and
+                // the upper part of this block's diagonal square (scratch).
+                // SAFETY: `panel` is (n − e) × kb; `rows` holds rb whole rows of a, written at
+                // columns e..e + r0 + rb < n; panel is a separate buffer.
+                unsafe {
+                    dgemm(
+                        rb,
+                        kb,
+                        r0 + rb,
+                        -1.0,
+                        panel[r0 * kb..].as_ptr(),
+                        kb,
+                        panel.as_ptr(),
+                        kb,
+                        true,
+                        rows[e..].as_mut_ptr(),
+                        n,
+                    );
+                }
+            });
+        k0 = e;
     }
     Ok(())
 }
 
-/// The inverse of a lower-triangular `l` (row-major), column by column (forward substitution,
-/// columns in parallel).
+/// The inverse of a lower-triangular `l` (row-major, only the lower triangle read), by block
+/// rows: X_II = L_II⁻¹ element by element, X_I,<I = −X_II · (L_I,<I · X_<I,<I) by dgemm
+/// (column blocks in parallel). Fixed order per element: the same bits with any thread count.
 fn lower_inverse(l: &[f64], n: usize) -> Vec<f64> {
-    // Column c of L⁻¹, stored as row c of `cols_t`.
-    let mut cols_t = vec![0f64; n * n];
-    cols_t.par_chunks_mut(n).enumerate().for_each(|(c, x)| {
-        for i in c..n {
-            let mut s = if i == c { 1.0 } else { 0.0 };
-            let li = &l[i * n..i * n + i];
-            for k in c..i {
-                s -= li[k] * x[k];
+    let mut x = vec![0f64; n * n];
+    let mut i0 = 0;
+    while i0 < n {
+        let ib = NB.min(n - i0);
+        // X_II by forward substitution, column by column of the small block.
+        let mut xii = vec![0f64; ib * ib];
+        for c in 0..ib {
+            for i in c..ib {
+                let mut s = if i == c { 1.0 } else { 0.0 };
+                for k in c..i {
+                    s -= l[(i0 + i) * n + i0 + k] * xii[k * ib + c];
+                }
+                xii[i * ib + c] = s / l[(i0 + i) * n + i0 + i];
             }
-            x[i] = s / l[i * n + i];
         }
-    });
-    let mut out = vec![0f64; n * n];
-    for c in 0..n {
-        for i in c..n {
-            out[i * n + c] = cols_t[c * n + i];
+        let (done, rest) = x.split_at_mut(i0 * n);
+        if i0 > 0 {
+            // S = L[I, 0..i0] · X[0..i0, 0..i0], in column blocks.
+            let mut s = vec![0f64; ib * i0];
+            let sp = SharedMut(s.as_mut_ptr());
+            let done: &[f64] = done;
+            (0..i0.div_ceil(256)).into_par_iter().for_each(|cb| {
+                let (c0, cn) = (cb * 256, 256.min(i0 - cb * 256));
+                let sp = sp;
+                // SAFETY: l rows i0..i0+ib, columns 0..i0; done = X rows 0..i0 (row stride n),
+                // columns c0..c0+cn; each task writes only columns c0..c0+cn of s (ib × i0).
+                unsafe {
+                    dgemm(
+                        ib,
+                        i0,
+                        cn,
+                        1.0,
+                        l[i0 * n..].as_ptr(),
+                        n,
+                        done[c0..].as_ptr(),
+                        n,
+                        false,
+                        sp.0.add(c0),
+                        i0,
+                    );
+                }
+            });
+            // X[I, 0..i0] = −X_II · S.
+            // SAFETY: xii is ib × ib, s is ib × i0; rest's first ib rows, columns 0..i0, are
+            // written (zeros before: += is =).
+            unsafe {
+                dgemm(
+                    ib,
+                    ib,
+                    i0,
+                    -1.0,
+                    xii.as_ptr(),
+                    ib,
+                    s.as_ptr(),
+                    i0,
+                    false,
+                    rest.as_mut_ptr(),
+                    n,
+                );
+            }
         }
+        for i in 0..ib {
+            rest[i * n + i0..i * n + i0 + ib].copy_from_slice(&xii[i * ib..(i + 1) * ib]);
+        }
+        i0 += ib;
     }
-    out
+    x
 }
 
 /// Quantize one row `x` (whole blocks of `t`) into `dst` with error feedback through `p`; the
@@ -471,5 +631,55 @@ impl FixedGrid {
         let n = t.block_size();
         let _ = dequantize_row(t, b, &mut buf[..n]);
         buf[k]
+    }
+}
+
+#[cfg(test)]
+mod factor_tests {
+    use super::*;
+
+    /// UᵀU·(H + λ·mean·I) = I for random SPD H of sizes around the block size: the blocked
+    /// factorization and inverse are right wherever the blocks split.
+    #[test]
+    fn prepared_u_inverts_the_damped_covariance() {
+        let mut rng = crate::util::rng::Rng::new(5);
+        for n in [1usize, 2, 7, 63, 64, 65, 128, 130, 300] {
+            // H = G·Gᵀ/m + a little: SPD, correlated columns.
+            let m = n + 5;
+            let g: Vec<f32> = rng.vec(n * m, 1.0);
+            let mut h = vec![0f32; n * n];
+            for i in 0..n {
+                for j in 0..n {
+                    let s: f64 = (0..m)
+                        .map(|k| g[i * m + k] as f64 * g[j * m + k] as f64)
+                        .sum();
+                    h[i * n + j] = (s / m as f64) as f32;
+                }
+            }
+            let damp = 0.01;
+            let p = prepare(&h, n, damp).unwrap();
+            let mean = (0..n).map(|i| h[i * n + i] as f64).sum::<f64>() / n as f64;
+            let u = &p.u;
+            let mut worst = 0f64;
+            for i in 0..n {
+                for j in 0..n {
+                    // (UᵀU·Hd)[i][j] = Σ_k (UᵀU)[i][k]·Hd[k][j].
+                    let mut s = 0.0;
+                    for k in 0..n {
+                        let utu: f64 = (0..=i.min(k)).map(|r| u[r * n + i] * u[r * n + k]).sum();
+                        let hd = h[k * n + j] as f64 + if k == j { damp * mean } else { 0.0 };
+                        s += utu * hd;
+                    }
+                    let want = if i == j { 1.0 } else { 0.0 };
+                    worst = worst.max((s - want).abs());
+                }
+            }
+            assert!(worst < 1e-8, "n {n}: |UᵀU·H − I| up to {worst:e}");
+            for i in 0..n {
+                for j in 0..i {
+                    assert_eq!(u[i * n + j], 0.0, "n {n}: U[{i}][{j}] below the diagonal");
+                }
+            }
+        }
     }
 }
