@@ -123,6 +123,13 @@ struct SharedMut(*mut f64);
 unsafe impl Send for SharedMut {}
 unsafe impl Sync for SharedMut {}
 
+impl SharedMut {
+    /// The pointer (a method, so closures capture the Send wrapper, not its field).
+    fn get(self) -> *mut f64 {
+        self.0
+    }
+}
+
 /// c[m × n] (row stride `ldc`) += alpha · a[m × k] (row stride `lda`) · b[k × n] (row stride
 /// `ldb`, or its transpose when `b_t`: b given as n × k with row stride `ldb`).
 ///
@@ -283,7 +290,6 @@ fn lower_inverse(l: &[f64], n: usize) -> Vec<f64> {
             let done: &[f64] = done;
             (0..i0.div_ceil(256)).into_par_iter().for_each(|cb| {
                 let (c0, cn) = (cb * 256, 256.min(i0 - cb * 256));
-                let sp = sp;
                 // SAFETY: l rows i0..i0+ib, columns 0..i0; done = X rows 0..i0 (row stride n),
                 // columns c0..c0+cn; each task writes only columns c0..c0+cn of s (ib × i0).
                 unsafe {
@@ -297,7 +303,7 @@ fn lower_inverse(l: &[f64], n: usize) -> Vec<f64> {
                         done[c0..].as_ptr(),
                         n,
                         false,
-                        sp.0.add(c0),
+                        sp.get().add(c0),
                         i0,
                     );
                 }
