@@ -335,6 +335,12 @@ fn lower_inverse(l: &[f64], n: usize) -> Vec<f64> {
     x
 }
 
+/// Rows one task quantizes together: their updates beyond a group go through one dgemm.
+const ROWS_PER_TASK: usize = 32;
+/// Columns per group: inside a group each column's error updates the group's later columns at
+/// once; the group's errors reach the columns after it in one dgemm (GPTQ's lazy batch).
+const GROUP_COLS: usize = 128;
+
 /// Quantize one row `x` (whole blocks of `t`) into `dst` with error feedback through `p`; the
 /// block quantizer sees `qw` (one importance per column, as `quantize_row`). With
 /// `in_block_rounding`, a column that the feedback of earlier columns of its own block moved
@@ -342,8 +348,29 @@ fn lower_inverse(l: &[f64], n: usize) -> Vec<f64> {
 /// grid ([`FixedGrid`]); columns the quantizer saw as they are keep its choice. `search` is the
 /// block quantizer's scale search (`better::quantize_row_searched`; llama.cpp's by default), so
 /// `--gptq --search wide` chooses each block's scales by the wider search on the
-/// error-updated weights.
+/// error-updated weights. [`quantize_rows_gptq`] for one row.
 pub fn quantize_row_gptq(
+    t: GgmlType,
+    p: &Prepared,
+    x: &[f32],
+    dst: &mut [u8],
+    qw: Option<&[f32]>,
+    in_block_rounding: bool,
+    search: SearchOptions,
+) -> Result<(), GptqError> {
+    quantize_rows_gptq(t, p, x, dst, qw, in_block_rounding, search)
+}
+
+/// [`quantize_row_gptq`] for every row of `x` (`rows × p.cols`, row-major) into `dst` (the rows'
+/// blocks, in order), all with the same factorization and importance: tasks of
+/// `ROWS_PER_TASK` rows in parallel. Each task goes through the row in groups of columns
+/// (`GROUP_COLS`, whole blocks): inside a group, row by row, each block is quantized and each
+/// column's error is fed to the group's later columns at once; then the group's errors reach
+/// every later column of the task's rows in one dgemm. Where the block quantizer reads the
+/// whole row (the legacy types' σ² with an importance), a group is one block, so the row it
+/// reads has every earlier update. A row's bits depend on neither the task split nor the
+/// thread count (dgemm sums each element in an order fixed by the group width).
+pub fn quantize_rows_gptq(
     t: GgmlType,
     p: &Prepared,
     x: &[f32],
@@ -354,21 +381,33 @@ pub fn quantize_row_gptq(
 ) -> Result<(), GptqError> {
     let n = p.cols;
     let bs = t.block_size();
-    if x.len() != n || !n.is_multiple_of(bs) {
-        return Err(GptqError::Quant(QuantError::BadLength {
-            t,
-            n: x.len(),
-            bs,
-        }));
+    let bad = || GptqError::Quant(QuantError::BadLength { t, n: x.len(), bs });
+    if n == 0 || !n.is_multiple_of(bs) || !x.len().is_multiple_of(n) {
+        return Err(bad());
     }
-    let bb = t.type_size();
-    if dst.len() != n / bs * bb {
-        return Err(GptqError::Quant(QuantError::BadLength {
-            t,
-            n: x.len(),
-            bs,
-        }));
+    let row_bytes = n / bs * t.type_size();
+    if dst.len() != x.len() / n * row_bytes {
+        return Err(bad());
     }
+    x.par_chunks(ROWS_PER_TASK * n)
+        .zip(dst.par_chunks_mut(ROWS_PER_TASK * row_bytes))
+        .try_for_each(|(xs, ds)| rows_task(t, p, xs, ds, qw, in_block_rounding, search))
+}
+
+/// One task of [`quantize_rows_gptq`].
+fn rows_task(
+    t: GgmlType,
+    p: &Prepared,
+    xs: &[f32],
+    ds: &mut [u8],
+    qw: Option<&[f32]>,
+    in_block_rounding: bool,
+    search: SearchOptions,
+) -> Result<(), GptqError> {
+    let n = p.cols;
+    let m = xs.len() / n;
+    let (bs, bb) = (t.block_size(), t.type_size());
+    let row_bytes = n / bs * bb;
     let u = &p.u;
     let grid = if in_block_rounding {
         FixedGrid::of(t)
@@ -377,70 +416,109 @@ pub fn quantize_row_gptq(
     };
     let reads_whole_row = super::block_type(t)
         .and_then(|b| b.gpu_quantize)
-        .is_some_and(|g| g.row_sigma2);
-    let mut whole_row =
-        (reads_whole_row && qw.is_some()).then(|| (vec![0f32; n], vec![0u8; dst.len()]));
-    let mut w: Vec<f64> = x.iter().map(|&v| v as f64).collect();
+        .is_some_and(|g| g.row_sigma2)
+        && qw.is_some();
+    let weights_whole_row =
+        !search.is_llama() && weights_read_whole_row(t, qw.is_some(), search.weighting);
+    let group = if reads_whole_row || weights_whole_row {
+        bs
+    } else {
+        GROUP_COLS.div_ceil(bs) * bs
+    };
+    let mut w: Vec<f64> = xs.iter().map(|&v| v as f64).collect();
+    let mut err = vec![0f64; m * group];
     let mut xb = vec![0f32; bs];
     let mut qb = vec![0f32; bs];
-    let mut err = vec![0f64; bs];
-    for (blk, out) in dst.chunks_exact_mut(bb).enumerate() {
-        let s = blk * bs;
-        for (d, &v) in xb.iter_mut().zip(&w[s..s + bs]) {
-            *d = v as f32;
-        }
-        let qwb = qw.map(|q| &q[s..s + bs]);
-        if let Some(row) = whole_row.as_mut() {
-            // The legacy types' importance path weighs by the whole row's σ²: quantize the row
-            // as it now stands and keep this block's bytes.
-            let (xs, bytes) = row;
-            for (d, &v) in xs.iter_mut().zip(&w) {
-                *d = v as f32;
-            }
-            quantize_row(t, xs, bytes, qw)?;
-            out.copy_from_slice(&bytes[blk * bb..(blk + 1) * bb]);
+    let mut row_f32 = vec![
+        0f32;
+        if reads_whole_row || weights_whole_row {
+            n
         } else {
-            quantize_row(t, &xb, out, qwb)?;
+            0
         }
-        if !search.is_llama() {
-            // The search on this block alone (`improve_blocks` treats blocks independently),
-            // its error weights as for the whole row as it now stands.
-            let wts = if weights_read_whole_row(t, qw.is_some(), search.weighting) {
-                let row: Vec<f32> = w.iter().map(|&v| v as f32).collect();
-                error_weights(t, &row, qw, search.weighting)[s..s + bs].to_vec()
-            } else {
-                error_weights(t, &xb, qwb, search.weighting)
-            };
-            improve_blocks(t, &xb, out, &wts, search.search)?;
-        }
-        dequantize_row(t, out, &mut qb)?;
-        // Errors fed forward one column at a time inside the block...
-        for k in 0..bs {
-            let i = s + k;
-            let moved = w[i] as f32 != xb[k];
-            if let (true, Some(g)) = (moved, grid) {
-                qb[k] = g.round_into(out, k, w[i] as f32);
-            }
-            let e = (w[i] - qb[k] as f64) / u[i * n + i];
-            err[k] = e;
-            let ui = &u[i * n..(i + 1) * n];
-            for j in i + 1..s + bs {
-                w[j] -= e * ui[j];
-            }
-        }
-        // ...then to every later column, block rows in order.
-        let rest = s + bs;
-        if rest < n {
-            for (k, &e) in err.iter().enumerate() {
-                if e == 0.0 {
-                    continue;
+    ];
+    let mut g0 = 0;
+    while g0 < n {
+        let g1 = (g0 + group).min(n);
+        for r in 0..m {
+            let wr = &mut w[r * n..(r + 1) * n];
+            let out_row = &mut ds[r * row_bytes..(r + 1) * row_bytes];
+            let er = &mut err[r * group..(r + 1) * group];
+            for s in (g0..g1).step_by(bs) {
+                let blk = s / bs;
+                let out = &mut out_row[blk * bb..(blk + 1) * bb];
+                for (d, &v) in xb.iter_mut().zip(&wr[s..s + bs]) {
+                    *d = v as f32;
                 }
-                let ui = &u[(s + k) * n..(s + k + 1) * n];
-                for (wj, &uj) in w[rest..].iter_mut().zip(&ui[rest..]) {
-                    *wj -= e * uj;
+                let qwb = qw.map(|q| &q[s..s + bs]);
+                if reads_whole_row || weights_whole_row {
+                    for (d, &v) in row_f32.iter_mut().zip(wr.iter()) {
+                        *d = v as f32;
+                    }
+                }
+                if let (true, Some(q)) = (reads_whole_row, qwb) {
+                    // The legacy types' importance path weighs by the whole row's σ²: the
+                    // block as `quantize_row` of the row as it now stands would quantize it.
+                    let sigma2 = super::row_sigma2(&row_f32);
+                    if super::legacy::quantize_blocks_with_sigma2(t, &xb, out, q, sigma2).is_none()
+                    {
+                        // A σ² type without a block entry: quantize the whole row.
+                        let mut bytes = vec![0u8; row_bytes];
+                        quantize_row(t, &row_f32, &mut bytes, qw)?;
+                        out.copy_from_slice(&bytes[blk * bb..(blk + 1) * bb]);
+                    }
+                } else {
+                    quantize_row(t, &xb, out, qwb)?;
+                }
+                if !search.is_llama() {
+                    // The search on this block alone (`improve_blocks` treats blocks
+                    // independently), its error weights as for the whole row as it now stands.
+                    let wts = if weights_whole_row {
+                        error_weights(t, &row_f32, qw, search.weighting)[s..s + bs].to_vec()
+                    } else {
+                        error_weights(t, &xb, qwb, search.weighting)
+                    };
+                    improve_blocks(t, &xb, out, &wts, search.search)?;
+                }
+                dequantize_row(t, out, &mut qb)?;
+                // Each column's error, fed at once to the group's later columns.
+                for k in 0..bs {
+                    let i = s + k;
+                    let moved = wr[i] as f32 != xb[k];
+                    if let (true, Some(g)) = (moved, grid) {
+                        qb[k] = g.round_into(out, k, wr[i] as f32);
+                    }
+                    let e = (wr[i] - qb[k] as f64) / u[i * n + i];
+                    er[i - g0] = e;
+                    let ui = &u[i * n..(i + 1) * n];
+                    for j in i + 1..g1 {
+                        wr[j] -= e * ui[j];
+                    }
                 }
             }
         }
+        if g1 < n {
+            // W[:, g1..] −= E · U[g0..g1, g1..].
+            // SAFETY: err is m × group (row stride group), of which g1 − g0 columns are read;
+            // u is n × n, rows g0..g1 from column g1 read; w is m × n, columns g1.. written;
+            // three separate buffers.
+            unsafe {
+                dgemm(
+                    m,
+                    g1 - g0,
+                    n - g1,
+                    -1.0,
+                    err.as_ptr(),
+                    group,
+                    u[g0 * n + g1..].as_ptr(),
+                    n,
+                    false,
+                    w[g1..].as_mut_ptr(),
+                    n,
+                );
+            }
+        }
+        g0 = g1;
     }
     Ok(())
 }

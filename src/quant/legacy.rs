@@ -106,6 +106,17 @@ pub fn dequantize_min<const BITS: u32>(src: &[u8], dst: &mut [f32]) {
 /// largest magnitude with its sign) or quantize_row_q4_0_impl / quantize_row_q5_0_impl (one row,
 /// imatrix `qw`: make_qx_quants with weights qw·sqrt(σ² + x²)).
 pub fn quantize_sym<const BITS: u32>(x: &[f32], dst: &mut [u8], qw: Option<&[f32]>) {
+    quantize_sym_sigma2::<BITS>(x, dst, qw, None)
+}
+
+/// [`quantize_sym`] with the importance path's σ² given (`None`: the row's, `row_sigma2(x)`):
+/// blocks of a longer row quantized alone (GPTQ's feedback, `quantize_blocks_with_sigma2`).
+fn quantize_sym_sigma2<const BITS: u32>(
+    x: &[f32],
+    dst: &mut [u8],
+    qw: Option<&[f32]>,
+    sigma2: Option<f32>,
+) {
     let bb = block_bytes(BITS, false);
     let qs = qs_offset(BITS, false);
     let half = 1i32 << (BITS - 1);
@@ -134,7 +145,7 @@ pub fn quantize_sym<const BITS: u32>(x: &[f32], dst: &mut [u8], qw: Option<&[f32
             }
         }
         Some(qw) => {
-            let sigma2 = row_sigma2(x);
+            let sigma2 = sigma2.unwrap_or_else(|| row_sigma2(x));
             let mut weight = [0f32; 32];
             let mut li = [0i8; 32];
             for (ib, (xb, b)) in x.chunks_exact(32).zip(dst.chunks_exact_mut(bb)).enumerate() {
@@ -162,6 +173,16 @@ pub fn quantize_sym<const BITS: u32>(x: &[f32], dst: &mut [u8], qw: Option<&[f32
 /// (x − min)·(1/d) + 0.5 is below 32 whenever it is finite (1/d is finite only for d ≥ 2⁻¹²⁸,
 /// where d's relative error is ≤ 2⁻²¹), and ±∞/NaN convert to the same byte either way.
 pub fn quantize_min<const BITS: u32>(x: &[f32], dst: &mut [u8], qw: Option<&[f32]>) {
+    quantize_min_sigma2::<BITS>(x, dst, qw, None)
+}
+
+/// [`quantize_min`] with the importance path's σ² given (as [`quantize_sym_sigma2`]).
+fn quantize_min_sigma2<const BITS: u32>(
+    x: &[f32],
+    dst: &mut [u8],
+    qw: Option<&[f32]>,
+    sigma2: Option<f32>,
+) {
     let bb = block_bytes(BITS, true);
     let qs = qs_offset(BITS, true);
     let nmax = (1i32 << BITS) - 1;
@@ -185,7 +206,7 @@ pub fn quantize_min<const BITS: u32>(x: &[f32], dst: &mut [u8], qw: Option<&[f32
             }
         }
         Some(qw) => {
-            let sigma2 = row_sigma2(x);
+            let sigma2 = sigma2.unwrap_or_else(|| row_sigma2(x));
             let mut weight = [0f32; 32];
             let p = KxSearch {
                 nmax,
@@ -203,6 +224,28 @@ pub fn quantize_min<const BITS: u32>(x: &[f32], dst: &mut [u8], qw: Option<&[f32
             }
         }
     }
+}
+
+/// Blocks `x` (whole 32-blocks) of a legacy type `t` quantized with importance `qw` (theirs)
+/// and the σ² of the whole row they belong to: the bytes `quantize_row` gives those blocks
+/// inside that row, without quantizing the rest of it. None for other types.
+pub fn quantize_blocks_with_sigma2(
+    t: crate::gguf::GgmlType,
+    x: &[f32],
+    dst: &mut [u8],
+    qw: &[f32],
+    sigma2: f32,
+) -> Option<()> {
+    use crate::gguf::GgmlType as G;
+    let s = Some(sigma2);
+    match t {
+        G::Q4_0 => quantize_sym_sigma2::<4>(x, dst, Some(qw), s),
+        G::Q5_0 => quantize_sym_sigma2::<5>(x, dst, Some(qw), s),
+        G::Q4_1 => quantize_min_sigma2::<4>(x, dst, Some(qw), s),
+        G::Q5_1 => quantize_min_sigma2::<5>(x, dst, Some(qw), s),
+        _ => return None,
+    }
+    Some(())
 }
 
 const DQ_SYM: &str = include_str!("../../shaders/dq_legacy_sym.wgsl");

@@ -5,8 +5,9 @@
 use super::{RowQuantizer, TensorRows};
 use crate::gguf::{GgmlType, GgufFile, Value};
 use crate::imatrix::covariance::CovarianceFile;
-use crate::quant::gptq::{prepare, quantize_row_gptq, Prepared};
+use crate::quant::gptq::{prepare, quantize_rows_gptq, Prepared};
 use anyhow::{bail, Context, Result};
+use rayon::prelude::*;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -243,23 +244,35 @@ impl RowQuantizer for GptqQuantizer {
         nr: usize,
         out: &mut [u8],
     ) -> Result<()> {
+        let n = tensor.ne0;
+        let mut xs = vec![0f32; nr * n];
+        xs.par_chunks_mut(n)
+            .enumerate()
+            .try_for_each(|(k, buf)| tensor.read_row(row0 + k, buf))?;
+        let rb = out.len() / nr.max(1);
         let rpe = tensor.rows_per_expert.max(1);
-        tensor.par_rows(row0, nr, out, |r, x, dst| {
+        // Runs of rows of one expert (one factorization, one importance) at a time.
+        let mut r = row0;
+        while r < row0 + nr {
             let e = r / rpe;
+            let end = ((e + 1) * rpe).min(row0 + nr);
             let qw = match &self.importance {
                 Some(v) => Some(&v[e][..]),
                 None => tensor.importance_of_row(r),
             };
-            quantize_row_gptq(
+            let (a, b) = (r - row0, end - row0);
+            quantize_rows_gptq(
                 tensor.dst_type,
                 &self.factored.prepared[e],
-                x,
-                dst,
+                &xs[a * n..b * n],
+                &mut out[a * rb..b * rb],
                 qw,
                 self.reround,
                 tensor.search,
             )
-            .with_context(|| format!("tensor {}, row {r}", tensor.name))
-        })
+            .with_context(|| format!("tensor {}, rows {r}..{end}", tensor.name))?;
+            r = end;
+        }
+        Ok(())
     }
 }
