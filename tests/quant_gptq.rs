@@ -30,13 +30,16 @@ const LLAMA: SearchOptions = SearchOptions {
     weighting: Weighting::Llama,
 };
 
-const TYPES: [GgmlType; 7] = [
+const TYPES: [GgmlType; 10] = [
+    GgmlType::Q2K,
+    GgmlType::Q3K,
     GgmlType::Q4_0,
     GgmlType::Q5_1,
     GgmlType::Q8_0,
     GgmlType::Q4K,
     GgmlType::Q5K,
     GgmlType::Q6K,
+    GgmlType::IQ4NL,
     GgmlType::IQ4XS,
 ];
 
@@ -227,8 +230,11 @@ fn gptq_lowers_the_output_error_on_correlated_inputs() {
     let p = prepare(&h, cols, 0.01).unwrap();
     for t in [
         GgmlType::Q4_0,
+        GgmlType::Q2K,
+        GgmlType::Q3K,
         GgmlType::Q4K,
         GgmlType::Q6K,
+        GgmlType::IQ4NL,
         GgmlType::IQ4XS,
     ] {
         let rb = cols / t.block_size() * t.type_size();
@@ -282,48 +288,131 @@ fn gptq_lowers_the_output_error_on_correlated_inputs() {
     }
 }
 
-/// `FixedGrid` reads each element's grid as the type's dequantization does, and stores a quant
-/// where the dequantization reads it (every element, every type it covers).
+/// Every type with a [`FixedGrid`].
+const GRID_TYPES: [GgmlType; 12] = [
+    GgmlType::Q2K,
+    GgmlType::Q3K,
+    GgmlType::Q4K,
+    GgmlType::Q5K,
+    GgmlType::Q6K,
+    GgmlType::Q8_0,
+    GgmlType::Q4_0,
+    GgmlType::Q5_0,
+    GgmlType::Q4_1,
+    GgmlType::Q5_1,
+    GgmlType::IQ4NL,
+    GgmlType::IQ4XS,
+];
+
+/// Blocks of `t` from its own quantizer, without and with importance, at a few magnitudes.
+fn quantized_blocks(rng: &mut Rng, t: GgmlType) -> Vec<Vec<u8>> {
+    let bs = t.block_size();
+    let mut out = Vec::new();
+    for (i, scale) in [1.0f32, 0.02, 7.0].into_iter().enumerate() {
+        let x = rng.vec(bs, scale);
+        let imp: Vec<f32> = (0..bs).map(|_| 0.01 + rng.f32().abs()).collect();
+        let mut b = vec![0u8; t.type_size()];
+        quantize_row(t, &x, &mut b, (i % 2 == 1).then_some(&imp[..])).unwrap();
+        out.push(b);
+    }
+    out
+}
+
+/// `FixedGrid` reads each element's quant and grid as the type's dequantization does, and
+/// stores a quant where the dequantization reads it (every element, every level, every type
+/// it covers, blocks from the type's quantizer).
 #[test]
 fn fixed_grid_matches_dequantization() {
     let mut rng = Rng::new(5);
-    for t in [
-        GgmlType::Q4K,
-        GgmlType::Q5K,
-        GgmlType::Q6K,
-        GgmlType::Q8_0,
-        GgmlType::Q4_0,
-        GgmlType::Q5_0,
-        GgmlType::Q4_1,
-        GgmlType::Q5_1,
-    ] {
+    assert!(FixedGrid::of(GgmlType::IQ3S).is_none());
+    for t in GRID_TYPES {
         let g = FixedGrid::of(t).unwrap();
         let bs = t.block_size();
-        let x = rng.vec(bs, 1.0);
-        let mut b = vec![0u8; t.type_size()];
-        quantize_row(t, &x, &mut b, None).unwrap();
-        let mut y = vec![0f32; bs];
-        dequantize_row(t, &b, &mut y).unwrap();
-        for k in 0..bs {
-            let (a, mm, qmin, qmax) = g.grid(&b, k);
-            // The stored quant is the grid point whose value dequantization gives.
-            let q = (((y[k] + mm) / a).round() as i32).clamp(qmin, qmax);
-            assert_eq!((a * q as f32 - mm).to_bits(), y[k].to_bits(), "{t}[{k}]");
-            for nq in [qmin, qmax, (qmin + qmax) / 2] {
-                let mut b2 = b.clone();
-                g.set(&mut b2, k, nq);
-                let mut y2 = vec![0f32; bs];
-                dequantize_row(t, &b2, &mut y2).unwrap();
-                for j in 0..bs {
-                    let want = if j == k { a * nq as f32 - mm } else { y[j] };
-                    assert_eq!(
-                        y2[j].to_bits(),
-                        want.to_bits(),
-                        "{t}: set [{k}]={nq}, read [{j}]"
-                    );
+        for b in quantized_blocks(&mut rng, t) {
+            let mut y = vec![0f32; bs];
+            dequantize_row(t, &b, &mut y).unwrap();
+            for k in 0..bs {
+                let lv = g.grid(&b, k);
+                let q = g.get(&b, k);
+                assert!(lv.range().contains(&q), "{t}[{k}]: quant {q}");
+                assert_eq!(lv.value(q).to_bits(), y[k].to_bits(), "{t}[{k}]");
+                let mut same = b.clone();
+                g.set(&mut same, k, q);
+                assert_eq!(
+                    same, b,
+                    "{t}[{k}]: storing the read quant changed the block"
+                );
+                for nq in lv.range() {
+                    let mut b2 = b.clone();
+                    g.set(&mut b2, k, nq);
+                    assert_eq!(g.get(&b2, k), nq, "{t}[{k}] = {nq}");
+                    let mut y2 = vec![0f32; bs];
+                    dequantize_row(t, &b2, &mut y2).unwrap();
+                    for j in 0..bs {
+                        let want = if j == k { lv.value(nq) } else { y[j] };
+                        assert_eq!(
+                            y2[j].to_bits(),
+                            want.to_bits(),
+                            "{t}: set [{k}]={nq}, read [{j}]"
+                        );
+                    }
                 }
             }
         }
+    }
+}
+
+/// `round_into` moves an element to the level of its grid nearest to the value (by the values
+/// dequantization gives; ties either way), returns that level's value, and the block then
+/// dequantizes to it there and to the old values elsewhere.
+#[test]
+fn round_into_picks_the_nearest_level() {
+    let mut rng = Rng::new(9);
+    for t in GRID_TYPES {
+        let g = FixedGrid::of(t).unwrap();
+        let bs = t.block_size();
+        let mut moved = 0;
+        for b in quantized_blocks(&mut rng, t) {
+            let mut y = vec![0f32; bs];
+            dequantize_row(t, &b, &mut y).unwrap();
+            for k in 0..bs {
+                let lv = g.grid(&b, k);
+                let levels: Vec<f32> = lv.range().map(|q| lv.value(q)).collect();
+                let (lo, hi) = levels
+                    .iter()
+                    .fold((f32::MAX, f32::MIN), |(l, h), &v| (l.min(v), h.max(v)));
+                let span = (hi - lo).max(1e-3);
+                // Near the element, between two levels, at a level, and past both ends.
+                let tries = [
+                    y[k] + 0.3 * span * rng.f32(),
+                    lo + rng.f32().abs() * span,
+                    levels[rng.below(levels.len())],
+                    lo - span,
+                    hi + span,
+                ];
+                for v in tries {
+                    let mut b2 = b.clone();
+                    let got = g.round_into(&mut b2, k, v);
+                    let dist = |l: f32| (v as f64 - l as f64).abs();
+                    let best = levels.iter().map(|&l| dist(l)).fold(f64::MAX, f64::min);
+                    if lv.scale() != 0.0 {
+                        assert!(
+                            levels.iter().any(|l| l.to_bits() == got.to_bits()),
+                            "{t}[{k}]: {got} is not a level"
+                        );
+                        assert_eq!(dist(got), best, "{t}[{k}]: {v} → {got}, not the nearest");
+                    }
+                    moved += usize::from(got.to_bits() != y[k].to_bits());
+                    let mut y2 = vec![0f32; bs];
+                    dequantize_row(t, &b2, &mut y2).unwrap();
+                    for j in 0..bs {
+                        let want = if j == k { got } else { y[j] };
+                        assert_eq!(y2[j].to_bits(), want.to_bits(), "{t}: [{k}] ← {v}, [{j}]");
+                    }
+                }
+            }
+        }
+        assert!(moved > bs, "{t}: only {moved} elements moved");
     }
 }
 

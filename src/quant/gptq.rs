@@ -23,6 +23,7 @@
 //! bytes do not depend on the thread count.
 
 use super::better::{error_weights, improve_blocks, weights_read_whole_row, SearchOptions};
+use super::iq4_nl::KVALUES_IQ4NL;
 use super::{dequantize_row, quantize_row, QuantError};
 use crate::gguf::GgmlType;
 use rayon::prelude::*;
@@ -547,12 +548,77 @@ pub fn output_error(w: &[f32], q: &[f32], h: &[f32], cols: usize) -> f64 {
         .sum()
 }
 
-/// The grid of one element of a quantized block whose scales are fixed: value = a·q − mm for an
-/// integer q in qmin..=qmax (computed exactly as the type's dequantization does), and where q
-/// is stored. For the types whose blocks are affine per element; `None` for the others
-/// (Q2_K, Q3_K, IQ4: the block is quantized at once, without in-block feedback).
+/// The levels of one element of a quantized block whose scales are fixed, each computed
+/// exactly as the type's dequantization computes it.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Levels {
+    /// a·q − mm for an integer q in qmin..=qmax.
+    Affine {
+        a: f32,
+        mm: f32,
+        qmin: i32,
+        qmax: i32,
+    },
+    /// a·kvalues_iq4nl[q] for q in 0..=15 (IQ4_NL, IQ4_XS: non-uniform).
+    Iq4 { a: f32 },
+}
+
+impl Levels {
+    /// The quants' range, qmin..=qmax.
+    pub fn range(self) -> std::ops::RangeInclusive<i32> {
+        match self {
+            Levels::Affine { qmin, qmax, .. } => qmin..=qmax,
+            Levels::Iq4 { .. } => 0..=15,
+        }
+    }
+
+    /// The scale: every level is the same value when it is zero.
+    pub fn scale(self) -> f32 {
+        match self {
+            Levels::Affine { a, .. } | Levels::Iq4 { a } => a,
+        }
+    }
+
+    /// Quant `q`'s value (`q` in [`Levels::range`]).
+    pub fn value(self, q: i32) -> f32 {
+        match self {
+            Levels::Affine { a, mm, .. } => a * q as f32 - mm,
+            Levels::Iq4 { a } => a * KVALUES_IQ4NL[q as usize] as f32,
+        }
+    }
+
+    /// The quant whose value is nearest to `v` (distances of the values as dequantization gives
+    /// them; on a tie the first one found). Affine: round((v + mm)/a), then its neighbours;
+    /// IQ4: all 16 levels.
+    pub fn nearest(self, v: f32) -> i32 {
+        let dist = |q: i32| (v as f64 - self.value(q) as f64).abs();
+        let r = self.range();
+        let (lo, hi) = (*r.start(), *r.end());
+        let (start, cands) = match self {
+            Levels::Affine { a, mm, .. } => {
+                let q0 = (((v + mm) / a).round() as i32).clamp(lo, hi);
+                (q0, (q0 - 1).max(lo)..=(q0 + 1).min(hi))
+            }
+            Levels::Iq4 { .. } => (lo, r),
+        };
+        let mut best = (start, dist(start));
+        for q in cands {
+            let d = dist(q);
+            if d < best.1 {
+                best = (q, d);
+            }
+        }
+        best.0
+    }
+}
+
+/// Where one element of a quantized block is stored and the grid its block's (fixed) scales
+/// give it ([`Levels`], read as the type's dequantization reads them): the types whose blocks
+/// are quantized at once and then re-rounded element by element inside `quantize_row_gptq`.
 #[derive(Clone, Copy, Debug)]
 pub enum FixedGrid {
+    Q2K,
+    Q3K,
     Q4K,
     Q5K,
     Q6K,
@@ -562,11 +628,48 @@ pub enum FixedGrid {
         bits: u32,
         with_min: bool,
     },
+    Iq4Nl,
+    Iq4Xs,
+}
+
+/// Nibble `high` of `byte`.
+fn get_nib(byte: u8, high: bool) -> u8 {
+    if high {
+        byte >> 4
+    } else {
+        byte & 0xF
+    }
+}
+
+fn set_nib(byte: &mut u8, high: bool, v: u8) {
+    if high {
+        *byte = (*byte & 0x0F) | (v << 4);
+    } else {
+        *byte = (*byte & 0xF0) | (v & 0xF);
+    }
+}
+
+fn set_bit(byte: &mut u8, bit: u8, on: bool) {
+    if on {
+        *byte |= bit;
+    } else {
+        *byte &= !bit;
+    }
+}
+
+/// Q2_K/Q3_K element `k`: (qs byte offset within qs, shift of its 2 bits, hmask byte, hmask
+/// bit) — k = 128·n + 32·j + l32, qs[32·n + l32] >> 2·j, hmask[l32] bit 4·n + j.
+fn k_quant2(k: usize) -> (usize, u32, usize, u8) {
+    let (n, r) = (k / 128, k % 128);
+    let (j, l32) = (r / 32, r % 32);
+    (32 * n + l32, 2 * j as u32, l32, 1u8 << (4 * n + j))
 }
 
 impl FixedGrid {
     pub fn of(t: GgmlType) -> Option<FixedGrid> {
         Some(match t {
+            GgmlType::Q2K => FixedGrid::Q2K,
+            GgmlType::Q3K => FixedGrid::Q3K,
             GgmlType::Q4K => FixedGrid::Q4K,
             GgmlType::Q5K => FixedGrid::Q5K,
             GgmlType::Q6K => FixedGrid::Q6K,
@@ -587,14 +690,26 @@ impl FixedGrid {
                 bits: 5,
                 with_min: true,
             },
+            GgmlType::IQ4NL => FixedGrid::Iq4Nl,
+            GgmlType::IQ4XS => FixedGrid::Iq4Xs,
             _ => return None,
         })
     }
 
-    /// (a, mm, qmin, qmax) of element `k` of `block`.
-    pub fn grid(self, b: &[u8], k: usize) -> (f32, f32, i32, i32) {
+    /// The levels of element `k` of `block`.
+    pub fn grid(self, b: &[u8], k: usize) -> Levels {
         use super::h2f;
+        let affine = |a: f32, mm: f32, qmin: i32, qmax: i32| Levels::Affine { a, mm, qmin, qmax };
         match self {
+            FixedGrid::Q2K => {
+                let s = b[k / 16];
+                let (d, dmin) = (h2f(&b[80..82]), h2f(&b[82..84]));
+                affine(d * (s & 0xF) as f32, dmin * (s >> 4) as f32, 0, 3)
+            }
+            FixedGrid::Q3K => {
+                let sc = super::q3_k::scale_of(&b[96..108], k / 16);
+                affine(h2f(&b[108..110]) * (sc - 32) as f32, 0.0, -4, 3)
+            }
             FixedGrid::Q4K | FixedGrid::Q5K => {
                 let (sc, m) = super::q4_k::get_scale_min_k4(k / 32, &b[4..16]);
                 let (d, dmin) = (h2f(&b[0..2]), h2f(&b[2..4]));
@@ -603,58 +718,119 @@ impl FixedGrid {
                 } else {
                     31
                 };
-                (d * sc as f32, dmin * m as f32, 0, qmax)
+                affine(d * sc as f32, dmin * m as f32, 0, qmax)
             }
             FixedGrid::Q6K => {
                 let (n, r) = (k / 128, k % 128);
                 let (quarter, l) = (r / 32, r % 32);
                 let sc = b[192 + 8 * n + l / 16 + 2 * quarter] as i8;
-                (h2f(&b[208..210]) * sc as f32, 0.0, -32, 31)
+                affine(h2f(&b[208..210]) * sc as f32, 0.0, -32, 31)
             }
-            FixedGrid::Q8_0 => (h2f(&b[0..2]), 0.0, -128, 127),
+            FixedGrid::Q8_0 => affine(h2f(&b[0..2]), 0.0, -128, 127),
             FixedGrid::Legacy { bits, with_min } => {
                 let d = h2f(&b[0..2]);
                 if with_min {
-                    (d, -h2f(&b[2..4]), 0, (1 << bits) - 1)
+                    affine(d, -h2f(&b[2..4]), 0, (1 << bits) - 1)
                 } else {
                     let half = 1 << (bits - 1);
-                    (d, 0.0, -half, half - 1)
+                    affine(d, 0.0, -half, half - 1)
+                }
+            }
+            FixedGrid::Iq4Nl => Levels::Iq4 { a: h2f(&b[0..2]) },
+            FixedGrid::Iq4Xs => {
+                let ls = super::iq4_xs::block_scale(b, k / 32);
+                Levels::Iq4 {
+                    a: h2f(&b[0..2]) * (ls - 32) as f32,
                 }
             }
         }
     }
 
-    /// Store quant `q` (in qmin..=qmax) of element `k`.
-    pub fn set(self, b: &mut [u8], k: usize, q: i32) {
-        let nib = |byte: &mut u8, high: bool, v: u8| {
-            if high {
-                *byte = (*byte & 0x0F) | (v << 4);
-            } else {
-                *byte = (*byte & 0xF0) | v;
-            }
-        };
+    /// The quant stored for element `k` (in its [`Levels::range`]).
+    pub fn get(self, b: &[u8], k: usize) -> i32 {
         match self {
+            FixedGrid::Q2K => {
+                let (qs, shift, _, _) = k_quant2(k);
+                ((b[16 + qs] >> shift) & 3) as i32
+            }
+            FixedGrid::Q3K => {
+                let (qs, shift, hm, bit) = k_quant2(k);
+                let low = ((b[32 + qs] >> shift) & 3) as i32;
+                low - if b[hm] & bit != 0 { 0 } else { 4 }
+            }
             FixedGrid::Q4K => {
                 let (g, w) = (k / 64, k % 64);
-                nib(&mut b[16 + 32 * g + w % 32], w >= 32, q as u8);
+                get_nib(b[16 + 32 * g + w % 32], w >= 32) as i32
             }
             FixedGrid::Q5K => {
                 let (g, w) = (k / 64, k % 64);
                 let l = w % 32;
-                nib(&mut b[48 + 32 * g + l], w >= 32, q as u8 & 0xF);
                 let bit = 1u8 << (2 * g + usize::from(w >= 32));
-                if q & 16 != 0 {
-                    b[16 + l] |= bit;
-                } else {
-                    b[16 + l] &= !bit;
+                let high = if b[16 + l] & bit != 0 { 16 } else { 0 };
+                get_nib(b[48 + 32 * g + l], w >= 32) as i32 + high
+            }
+            FixedGrid::Q6K => {
+                let (n, r) = (k / 128, k % 128);
+                let (quarter, l) = (r / 32, r % 32);
+                let ql = 64 * n + l + if quarter % 2 == 1 { 32 } else { 0 };
+                let low = get_nib(b[ql], quarter >= 2) as i32;
+                let high = ((b[128 + 32 * n + l] >> (2 * quarter)) & 3) as i32;
+                (low | (high << 4)) - 32
+            }
+            FixedGrid::Q8_0 => b[2 + k] as i8 as i32,
+            FixedGrid::Legacy { bits, with_min } => {
+                let header = if with_min { 4 } else { 2 };
+                let qs = header + if bits == 5 { 4 } else { 0 };
+                let mut v = get_nib(b[qs + k % 16], k >= 16) as i32;
+                if bits == 5 && b[header + k / 8] & (1 << (k % 8)) != 0 {
+                    v |= 16;
                 }
+                if with_min {
+                    v
+                } else {
+                    v - (1 << (bits - 1))
+                }
+            }
+            FixedGrid::Iq4Nl => get_nib(b[2 + k % 16], k >= 16) as i32,
+            FixedGrid::Iq4Xs => {
+                let (ib, j) = (k / 32, k % 32);
+                get_nib(b[8 + 16 * ib + j % 16], j >= 16) as i32
+            }
+        }
+    }
+
+    /// Store quant `q` (in [`Levels::range`]) of element `k`.
+    pub fn set(self, b: &mut [u8], k: usize, q: i32) {
+        match self {
+            FixedGrid::Q2K => {
+                let (qs, shift, _, _) = k_quant2(k);
+                let byte = &mut b[16 + qs];
+                *byte = (*byte & !(3 << shift)) | (((q as u8) & 3) << shift);
+            }
+            FixedGrid::Q3K => {
+                let (qs, shift, hm, bit) = k_quant2(k);
+                let v = (q + 4) as u8;
+                let byte = &mut b[32 + qs];
+                *byte = (*byte & !(3 << shift)) | ((v & 3) << shift);
+                set_bit(&mut b[hm], bit, v & 4 != 0);
+            }
+            FixedGrid::Q4K => {
+                let (g, w) = (k / 64, k % 64);
+                set_nib(&mut b[16 + 32 * g + w % 32], w >= 32, q as u8);
+            }
+            FixedGrid::Q5K => {
+                let (g, w) = (k / 64, k % 64);
+                let l = w % 32;
+                set_nib(&mut b[48 + 32 * g + l], w >= 32, q as u8 & 0xF);
+                let bit = 1u8 << (2 * g + usize::from(w >= 32));
+                set_bit(&mut b[16 + l], bit, q & 16 != 0);
             }
             FixedGrid::Q6K => {
                 let (n, r) = (k / 128, k % 128);
                 let (quarter, l) = (r / 32, r % 32);
                 let v = (q + 32) as u8;
                 let ql = 64 * n + l + if quarter % 2 == 1 { 32 } else { 0 };
-                nib(&mut b[ql], quarter >= 2, v & 0xF);
+                set_nib(&mut b[ql], quarter >= 2, v & 0xF);
                 let qh = 128 + 32 * n + l;
                 let shift = 2 * quarter;
                 b[qh] = (b[qh] & !(3 << shift)) | ((v >> 4) << shift);
@@ -664,57 +840,30 @@ impl FixedGrid {
                 let header = if with_min { 4 } else { 2 };
                 let qs = header + if bits == 5 { 4 } else { 0 };
                 let v = if with_min { q } else { q + (1 << (bits - 1)) } as u8;
-                nib(&mut b[qs + k % 16], k >= 16, v & 0xF);
+                set_nib(&mut b[qs + k % 16], k >= 16, v & 0xF);
                 if bits == 5 {
-                    let qh = header + k / 8;
-                    let bit = 1u8 << (k % 8);
-                    if v & 16 != 0 {
-                        b[qh] |= bit;
-                    } else {
-                        b[qh] &= !bit;
-                    }
+                    set_bit(&mut b[header + k / 8], 1u8 << (k % 8), v & 16 != 0);
                 }
+            }
+            FixedGrid::Iq4Nl => set_nib(&mut b[2 + k % 16], k >= 16, q as u8),
+            FixedGrid::Iq4Xs => {
+                let (ib, j) = (k / 32, k % 32);
+                set_nib(&mut b[8 + 16 * ib + j % 16], j >= 16, q as u8);
             }
         }
     }
 
-    /// Round `v` to the nearest point of element `k`'s grid, store it, return its value (as
-    /// the type's dequantization computes it). A zero scale leaves the element as it is.
+    /// Move element `k` to the level of its grid nearest to `v` ([`Levels::nearest`]), store
+    /// it, return its value (as the type's dequantization computes it). A zero or non-finite
+    /// scale leaves the element as it is.
     pub fn round_into(self, b: &mut [u8], k: usize, v: f32) -> f32 {
-        let (a, mm, qmin, qmax) = self.grid(b, k);
-        if a == 0.0 || !a.is_finite() {
-            return self.value_of(b, k);
+        let g = self.grid(b, k);
+        if g.scale() == 0.0 || !g.scale().is_finite() {
+            return g.value(self.get(b, k));
         }
-        let q = (((v + mm) / a).round() as i32).clamp(qmin, qmax);
+        let q = g.nearest(v);
         self.set(b, k, q);
-        a * q as f32 - mm
-    }
-
-    /// Element `k`'s value as the type's dequantization gives it.
-    fn value_of(self, b: &[u8], k: usize) -> f32 {
-        let mut buf = [0f32; 256];
-        let t = match self {
-            FixedGrid::Q4K => GgmlType::Q4K,
-            FixedGrid::Q5K => GgmlType::Q5K,
-            FixedGrid::Q6K => GgmlType::Q6K,
-            FixedGrid::Q8_0 => GgmlType::Q8_0,
-            FixedGrid::Legacy {
-                bits: 4,
-                with_min: false,
-            } => GgmlType::Q4_0,
-            FixedGrid::Legacy {
-                bits: _,
-                with_min: false,
-            } => GgmlType::Q5_0,
-            FixedGrid::Legacy {
-                bits: 4,
-                with_min: true,
-            } => GgmlType::Q4_1,
-            FixedGrid::Legacy { .. } => GgmlType::Q5_1,
-        };
-        let n = t.block_size();
-        let _ = dequantize_row(t, b, &mut buf[..n]);
-        buf[k]
+        g.value(q)
     }
 }
 

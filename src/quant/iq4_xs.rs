@@ -7,13 +7,18 @@ use crate::gguf::GgmlType;
 
 pub const BLOCK_BYTES: usize = 136;
 
+/// The 6-bit scale (0..63, before the −32) of 32-value block `ib` of super-block `b`: 4 low
+/// bits from scales_l, 2 high bits from scales_h.
+pub(crate) fn block_scale(b: &[u8], ib: usize) -> i32 {
+    let scales_h = u16::from_le_bytes([b[2], b[3]]);
+    ((b[4 + ib / 2] >> (4 * (ib % 2))) & 0xF) as i32 | ((((scales_h >> (2 * ib)) & 3) as i32) << 4)
+}
+
 pub fn dequantize(src: &[u8], dst: &mut [f32]) {
     for (b, y) in src.chunks_exact(BLOCK_BYTES).zip(dst.chunks_exact_mut(256)) {
         let d = h2f(&b[0..2]);
-        let scales_h = u16::from_le_bytes([b[2], b[3]]);
         for ib in 0..8 {
-            let ls = ((b[4 + ib / 2] >> (4 * (ib % 2))) & 0xF) as i32
-                | ((((scales_h >> (2 * ib)) & 3) as i32) << 4);
+            let ls = block_scale(b, ib);
             let dl = d * (ls - 32) as f32;
             let qs = &b[8 + 16 * ib..8 + 16 * ib + 16];
             for j in 0..16 {

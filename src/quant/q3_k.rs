@@ -8,7 +8,7 @@ use crate::gguf::GgmlType;
 pub const BLOCK_BYTES: usize = 110;
 
 /// The 6-bit scale (0..63, before the −32) of sub-block `j` from the 12 packed bytes.
-fn scale_of(sc: &[u8], j: usize) -> i32 {
+pub(crate) fn scale_of(sc: &[u8], j: usize) -> i32 {
     let lo = if j < 8 { sc[j] & 0xF } else { sc[j - 8] >> 4 };
     let hi = (sc[8 + j % 4] >> (2 * (j / 4))) & 3;
     (lo | (hi << 4)) as i32
