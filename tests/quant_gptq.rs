@@ -535,6 +535,35 @@ fn covariance_diagonal_is_the_imatrix_and_batch_independent() {
         std::fs::read(&three).unwrap(),
         "covariance bytes depend on the chunks per pass"
     );
+    // The fast CPU mode (`--device cpu`: sgemm tiles) too, and close to the reference.
+    let (f1, f3) = (d.path().join("fast1.gguf"), d.path().join("fast3.gguf"));
+    collect_cov_on(&CpuBackend::fast(), &model, 1, &f1);
+    collect_cov_on(&CpuBackend::fast(), &model, 3, &f3);
+    assert_eq!(
+        std::fs::read(&f1).unwrap(),
+        std::fs::read(&f3).unwrap(),
+        "fast mode: covariance bytes depend on the chunks per pass"
+    );
+    let (reference, fast) = (
+        CovarianceFile::open(&one).unwrap(),
+        CovarianceFile::open(&f1).unwrap(),
+    );
+    for name in reference.weight_names() {
+        let (r, f) = (
+            reference.get(name).unwrap().unwrap(),
+            fast.get(name).unwrap().unwrap(),
+        );
+        let (mut num, mut den) = (0f64, 0f64);
+        for (a, b) in f.per_expert[0].iter().zip(&r.per_expert[0]) {
+            num += (*a as f64 - *b as f64).powi(2);
+            den += (*b as f64).powi(2);
+        }
+        assert!(
+            num <= 1e-10 * den,
+            "{name}: fast vs reference NMSE {:e}",
+            num / den
+        );
+    }
     let cf = CovarianceFile::open(&one).unwrap();
     assert_eq!(cf.chunk_count, 3);
     assert_eq!(cf.datasets, ["lcg"]);

@@ -750,7 +750,12 @@ impl Backend for CpuBackend {
             acc.rows == x.cols && acc.cols == x.cols,
             "gram accumulator shape"
         );
-        gram::gram_add_rows(&mut acc.data, &x.data, x.cols, row0, n);
+        match self.matmul {
+            CpuMatmul::Reference => gram::gram_add_rows(&mut acc.data, &x.data, x.cols, row0, n),
+            CpuMatmul::Blocked => {
+                gram::gram_add_rows_blocked(&mut acc.data, &x.data, x.cols, row0, n)
+            }
+        }
     }
 
     fn stats_new(&self, n_cols: usize, n_slots: usize) -> Vec<StatsHost> {
