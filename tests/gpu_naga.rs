@@ -1,7 +1,8 @@
 //! Every shader, as the host assembles it (helpers prepended), must pass naga's WGSL parser and
 //! its validator with the capabilities the device grants: wgpu grants `SHADER_FLOAT16_IN_FLOAT32`
-//! (WGSL's `unpack2x16float`) to every WebGPU-core adapter; the only optional feature requested is
-//! subgroups (`matmul_unrolled.wgsl`, used only where the adapter offers them).
+//! (WGSL's `unpack2x16float`) to every WebGPU-core adapter; the optional features requested are
+//! subgroups (`matmul_unrolled.wgsl`, used only where the adapter offers them) and shader-f16
+//! (only the `--precision f16` SGEMM tiles, labelled `+tiles-F16`, may use it).
 
 use wquant::backend::gpu::kernels;
 
@@ -31,11 +32,12 @@ fn every_assembled_shader_parses_and_validates() {
                 continue;
             }
         };
-        let mut v = naga::valid::Validator::new(
-            naga::valid::ValidationFlags::all(),
-            naga::valid::Capabilities::SHADER_FLOAT16_IN_FLOAT32
-                | naga::valid::Capabilities::SUBGROUP,
-        );
+        let mut caps = naga::valid::Capabilities::SHADER_FLOAT16_IN_FLOAT32
+            | naga::valid::Capabilities::SUBGROUP;
+        if label.ends_with("+tiles-F16") {
+            caps |= naga::valid::Capabilities::SHADER_FLOAT16;
+        }
+        let mut v = naga::valid::Validator::new(naga::valid::ValidationFlags::all(), caps);
         if let Err(e) = v.validate(&module) {
             failures.push(format!("{label}: validate: {}", e.emit_to_string(src)));
         }

@@ -102,7 +102,7 @@ pub fn all_sources() -> Vec<(String, String)> {
             use matmul_sgemm::TileElem;
             for elem in [TileElem::F32, TileElem::F16] {
                 v.push((
-                    format!("matmul_sgemm.wgsl+{t}+{}+{elem:?}", tile.key()),
+                    format!("matmul_sgemm.wgsl+{t}+{}+tiles-{elem:?}", tile.key()),
                     matmul_sgemm::source(t, tile, i % 2 == 0, elem),
                 ));
             }
