@@ -121,18 +121,8 @@ fn f16_imatrix_bytes_do_not_depend_on_the_batch_and_stay_close_to_f32() {
     let dir = tempfile::tempdir().unwrap();
     let gpu16 = ["--device", "gpu", "--precision", "f16"];
     for (name, batch) in [("a.gguf", "64"), ("b.gguf", "128")] {
-        common::output_ok(
-            Command::new(env!("CARGO_BIN_EXE_wquant"))
-                .args(gpu16)
-                .arg("--quiet")
-                .args(["imatrix", "-m"])
-                .arg(f32_model())
-                .arg("-f")
-                .arg(assets_dir().join("calib.txt"))
-                .arg("-o")
-                .arg(dir.path().join(name))
-                .args(["-c", "64", "--chunks", "2", "--no-ppl", "-b", batch]),
-        );
+        let o = imatrix(dir.path(), name, &gpu16, batch);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     }
     let read = |n: &str| std::fs::read(dir.path().join(n)).unwrap();
     assert!(

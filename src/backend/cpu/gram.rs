@@ -11,18 +11,29 @@ const ROWS_PER_TASK: usize = 4;
 /// Accumulator columns kept in registers while the rows of x stream past.
 const COLS_PER_TILE: usize = 64;
 
-/// `acc` (`[cols, cols]`) += Σ_{r ∈ row0..row0+n} x[r]ᵀ·x[r], x row-major `[_, cols]`.
-pub fn gram_add_rows(acc: &mut [f32], x: &[f32], cols: usize, row0: usize, n: usize) {
+/// The rows a gram call adds (None: nothing to add), after the shape invariants the collector
+/// guarantees.
+fn gram_rows<'a>(
+    acc: &[f32],
+    x: &'a [f32],
+    cols: usize,
+    row0: usize,
+    n: usize,
+) -> Option<&'a [f32]> {
     assert_eq!(
         acc.len(),
         cols * cols,
         "gram accumulator is not [cols, cols]"
     );
     assert!((row0 + n) * cols <= x.len(), "gram rows past the tensor");
-    if cols == 0 || n == 0 {
+    (cols > 0 && n > 0).then(|| &x[row0 * cols..(row0 + n) * cols])
+}
+
+/// `acc` (`[cols, cols]`) += Σ_{r ∈ row0..row0+n} x[r]ᵀ·x[r], x row-major `[_, cols]`.
+pub fn gram_add_rows(acc: &mut [f32], x: &[f32], cols: usize, row0: usize, n: usize) {
+    let Some(rows) = gram_rows(acc, x, cols, row0, n) else {
         return;
-    }
-    let rows = &x[row0 * cols..(row0 + n) * cols];
+    };
     acc.par_chunks_mut(ROWS_PER_TASK * cols)
         .enumerate()
         .for_each(|(task, out)| {
@@ -84,16 +95,9 @@ impl AccPtr {
 /// (nor on the batch: the collector calls once per sequence). Not bit-equal to the reference
 /// (another summation order); tests compare them by tolerance.
 pub fn gram_add_rows_blocked(acc: &mut [f32], x: &[f32], cols: usize, row0: usize, n: usize) {
-    assert_eq!(
-        acc.len(),
-        cols * cols,
-        "gram accumulator is not [cols, cols]"
-    );
-    assert!((row0 + n) * cols <= x.len(), "gram rows past the tensor");
-    if cols == 0 || n == 0 {
+    let Some(rows) = gram_rows(acc, x, cols, row0, n) else {
         return;
-    }
-    let rows = &x[row0 * cols..(row0 + n) * cols];
+    };
     let nt = cols.div_ceil(TILE);
     let tiles: Vec<(usize, usize)> = (0..nt).flat_map(|i| (i..nt).map(move |j| (i, j))).collect();
     let out = AccPtr(acc.as_mut_ptr());
