@@ -867,6 +867,135 @@ fn covariance_on_the_gpu() {
     }
 }
 
+/// GPTQ with the update on the GPU (`quantize_rows_gptq_gpu`): against the CPU path, block by
+/// block and by the H-weighted output error, for types with and without in-block re-rounding;
+/// rows alone give the bits they give in a batch; where the block quantizer reads the whole row
+/// (a legacy type's σ² with an importance) it declines and writes nothing.
+#[test]
+fn gptq_update_on_the_gpu() {
+    use wquant::backend::gpu::GpuBackend;
+    use wquant::quantize::gptq::quantize_rows_gptq_gpu;
+    use wquant::verify::gptq::{
+        correlated_covariance, GPTQ_GPU_MAX_ERROR_RATIO, GPTQ_GPU_MIN_EQUAL_BLOCKS,
+    };
+    let gpu = GpuBackend::new("gpu").expect("a wgpu adapter (lavapipe in CI)");
+    let mut rng = Rng::new(29);
+    let cols = 768;
+    let h = correlated_covariance(&mut rng, 900, cols);
+    let p = prepare(&h, cols, 0.01).unwrap();
+    let qw: Vec<f32> = (0..cols).map(|_| 0.1 + rng.f32().abs()).collect();
+    let m = 67;
+    for (t, with_qw) in [
+        (GgmlType::Q4K, true),
+        (GgmlType::Q3K, true),
+        (GgmlType::Q2K, true),
+        (GgmlType::Q5_1, false),
+        (GgmlType::Q8_0, true),
+        (GgmlType::IQ4NL, true),
+    ] {
+        let x = rng.vec(m * cols, 0.05);
+        let qw = with_qw.then_some(&qw[..]);
+        let rb = cols / t.block_size() * t.type_size();
+        let (mut cpu, mut dev) = (vec![0u8; m * rb], vec![0u8; m * rb]);
+        quantize_rows_gptq(t, &p, &x, &mut cpu, qw, true, LLAMA).unwrap();
+        assert!(quantize_rows_gptq_gpu(&gpu, t, &p, &x, &mut dev, qw, true, LLAMA).unwrap());
+        let bb = t.type_size();
+        let equal = cpu
+            .chunks(bb)
+            .zip(dev.chunks(bb))
+            .filter(|(a, b)| a == b)
+            .count() as f64
+            / (cpu.len() / bb) as f64;
+        let deq = |b: &[u8]| wquant::quant::dequantize_to_vec(t, b, m * cols).unwrap();
+        let ratio = output_error(&x, &deq(&dev), &h, cols) / output_error(&x, &deq(&cpu), &h, cols);
+        println!(
+            "{t}: {:.2} % blocks equal, error ratio {ratio:.6}",
+            equal * 100.0
+        );
+        assert!(equal >= GPTQ_GPU_MIN_EQUAL_BLOCKS, "{t}: {equal}");
+        assert!(
+            (ratio - 1.0).abs() <= GPTQ_GPU_MAX_ERROR_RATIO,
+            "{t}: {ratio}"
+        );
+        // GPTQ did something: not plain quantization of the rows.
+        let mut plain = vec![0u8; m * rb];
+        quantize_row(t, &x[..cols], &mut plain[..rb], qw).unwrap();
+        assert_ne!(
+            plain[..rb],
+            dev[..rb],
+            "{t}: row 0 equals plain quantization"
+        );
+        // Three rows from the middle alone.
+        let mut alone = vec![0u8; 3 * rb];
+        let x3 = &x[30 * cols..33 * cols];
+        assert!(quantize_rows_gptq_gpu(&gpu, t, &p, x3, &mut alone, qw, true, LLAMA).unwrap());
+        assert_eq!(
+            alone,
+            dev[30 * rb..33 * rb],
+            "{t}: rows alone vs in the batch"
+        );
+    }
+    // Q5_0 with an importance weighs by the whole row's σ²: declined, nothing written.
+    let x = rng.vec(4 * cols, 0.05);
+    let mut out = vec![0u8; 4 * cols / 32 * GgmlType::Q5_0.type_size()];
+    let ran = quantize_rows_gptq_gpu(
+        &gpu,
+        GgmlType::Q5_0,
+        &p,
+        &x,
+        &mut out,
+        Some(&qw),
+        true,
+        LLAMA,
+    )
+    .unwrap();
+    assert!(!ran);
+    assert!(out.iter().all(|&b| b == 0));
+}
+
+/// `quantize --gptq` with a GPU quantizer: every GPTQ tensor of the K-quant mix has its update
+/// on the device, the file's output error is the CPU file's within the conformance bound, and
+/// the bytes do not depend on the thread count.
+#[test]
+fn quantize_gptq_with_the_update_on_the_gpu() {
+    use wquant::quantize::gpu::GpuQuantizer;
+    let d = tempfile::tempdir().unwrap();
+    let model = d.path().join("synth.gguf");
+    synth_llama(&model, &SYNTH).unwrap();
+    let cov = d.path().join("cov.gguf");
+    let im = collect_cov(&model, 3, &cov);
+    let imf = d.path().join("im.gguf");
+    im.save_gguf(&imf).unwrap();
+    let cpu_out = d.path().join("cpu.gguf");
+    let p = params(Some(&cov), &imf, GptqImportance::Imatrix);
+    let cpu_report = quantize_file(&model, &cpu_out, &p, &mut |_, _| {}).unwrap();
+    assert_eq!(cpu_report.gptq_gpu_updates, 0);
+    let mut pg = p.clone();
+    pg.gpu = Some(Arc::new(GpuQuantizer::open("gpu").unwrap()));
+    let gpu_out = d.path().join("gpu.gguf");
+    let r = quantize_file(&model, &gpu_out, &pg, &mut |_, _| {}).unwrap();
+    assert_eq!(r.gptq_tensors, 7 * SYNTH.n_layer);
+    // Q4_K_M on 256/512-wide rows: K-quants and Q6_K only, none reads its whole row.
+    assert_eq!(r.gptq_gpu_updates, r.gptq_tensors);
+    let (e_cpu, e_gpu) = (
+        total_output_error(&model, &cpu_out, &cov),
+        total_output_error(&model, &gpu_out, &cov),
+    );
+    println!("output error: GPU update {e_gpu:.6e}, CPU {e_cpu:.6e}");
+    assert!((e_gpu / e_cpu - 1.0).abs() <= 0.01, "{e_gpu} vs {e_cpu}");
+    let one = d.path().join("gpu-1thread.gguf");
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .build()
+        .unwrap();
+    pool.install(|| quantize_file(&model, &one, &pg, &mut |_, _| {}))
+        .unwrap();
+    assert_eq!(
+        std::fs::read(&one).unwrap(),
+        std::fs::read(&gpu_out).unwrap()
+    );
+}
+
 /// The command line: `--gptq` needs `--covariance`; with it, the summary names the fallbacks.
 #[test]
 fn quantize_cli_flags() {
@@ -876,9 +1005,9 @@ fn quantize_cli_flags() {
     let cov = d.path().join("cov.gguf");
     collect_cov(&model, 1, &cov);
     let out = d.path().join("q.gguf");
-    let run = |extra: &[&str]| {
+    let run_on = |device: &str, extra: &[&str]| {
         std::process::Command::new(env!("CARGO_BIN_EXE_wquant"))
-            .args(["--device", "cpu", "quantize"])
+            .args(["--device", device, "quantize"])
             .args(extra)
             .arg(&model)
             .arg(&out)
@@ -886,6 +1015,7 @@ fn quantize_cli_flags() {
             .output()
             .unwrap()
     };
+    let run = |extra: &[&str]| run_on("cpu", extra);
     let o = run(&["--gptq"]);
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("--covariance"));
@@ -899,9 +1029,20 @@ fn quantize_cli_flags() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(o.status.success(), "{err}");
     assert!(
-        err.contains("gptq: 14 tensor(s) with error feedback; 1 without a covariance entry"),
+        err.contains(
+            "gptq: 14 tensor(s) with error feedback (0 with the update on the GPU); 1 without \
+             a covariance entry"
+        ),
         "{err}"
     );
     let g = GgufFile::open(&out).unwrap();
     assert_eq!(g.get_f64("quantize.gptq.damp").unwrap() as f32, 0.05);
+    // With a GPU every update runs there (Q4_0 without an importance reads no whole row).
+    let o = run_on("gpu", &["--gptq", "--covariance", cov.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(
+        err.contains("gptq: 14 tensor(s) with error feedback (14 with the update on the GPU)"),
+        "{err}"
+    );
 }

@@ -291,9 +291,10 @@ pub fn run(g: &super::GlobalArgs, mut a: Args) -> Result<()> {
     }
     if p.gptq.is_some() && !g.quiet {
         eprintln!(
-            "gptq: {} tensor(s) with error feedback; {} without a covariance entry, quantized \
-             plainly{}",
+            "gptq: {} tensor(s) with error feedback ({} with the update on the GPU); {} \
+             without a covariance entry, quantized plainly{}",
             report.gptq_tensors,
+            report.gptq_gpu_updates,
             report.gptq_fallbacks.len(),
             if report.gptq_fallbacks.is_empty() {
                 String::new()

@@ -395,6 +395,130 @@ pub fn quantize_rows_gptq(
         .try_for_each(|(xs, ds)| rows_task(t, p, xs, ds, qw, in_block_rounding, search))
 }
 
+/// How one tensor's rows go through GPTQ: the type's block layout, the group width, and what
+/// the block quantizer reads. Shared by the CPU tasks and the GPU driver
+/// (`quantize::gptq`), so both quantize a group's blocks the same way.
+#[derive(Clone, Copy)]
+pub struct GroupPlan<'a> {
+    pub t: GgmlType,
+    /// Columns per group: whole blocks; one block where the quantizer reads the whole row.
+    pub group: usize,
+    /// The block quantizer reads the whole row as it stands (the legacy types' σ², or a wide
+    /// search's row-level weights): every earlier update must have reached the row first.
+    pub whole_row: bool,
+    reads_whole_row: bool,
+    weights_whole_row: bool,
+    grid: Option<FixedGrid>,
+    qw: Option<&'a [f32]>,
+    search: SearchOptions,
+}
+
+impl<'a> GroupPlan<'a> {
+    pub fn new(
+        t: GgmlType,
+        qw: Option<&'a [f32]>,
+        in_block_rounding: bool,
+        search: SearchOptions,
+    ) -> GroupPlan<'a> {
+        let bs = t.block_size();
+        let reads_whole_row = super::block_type(t)
+            .and_then(|b| b.gpu_quantize)
+            .is_some_and(|g| g.row_sigma2)
+            && qw.is_some();
+        let weights_whole_row =
+            !search.is_llama() && weights_read_whole_row(t, qw.is_some(), search.weighting);
+        let whole_row = reads_whole_row || weights_whole_row;
+        GroupPlan {
+            t,
+            group: if whole_row {
+                bs
+            } else {
+                GROUP_COLS.div_ceil(bs) * bs
+            },
+            whole_row,
+            reads_whole_row,
+            weights_whole_row,
+            grid: if in_block_rounding {
+                FixedGrid::of(t)
+            } else {
+                None
+            },
+            qw,
+            search,
+        }
+    }
+
+    /// Quantize the blocks of columns `g0..g0 + wg.len()` of one row (`wg`, those columns'
+    /// values with every earlier group's update, changed in place by the group's own
+    /// feedback) into `out_row` (the row's bytes), and write each column's scaled error
+    /// (w − q)/U_ii into `er`. `row` is the whole row as it stands (read only when
+    /// `whole_row`; may be empty otherwise).
+    pub fn quantize_group(
+        &self,
+        p: &Prepared,
+        g0: usize,
+        wg: &mut [f64],
+        row: &[f32],
+        er: &mut [f64],
+        out_row: &mut [u8],
+    ) -> Result<(), GptqError> {
+        let (t, u, n) = (self.t, &p.u, p.cols);
+        let (bs, bb) = (t.block_size(), t.type_size());
+        let g1 = g0 + wg.len();
+        let mut xb = vec![0f32; bs];
+        let mut qb = vec![0f32; bs];
+        for s in (g0..g1).step_by(bs) {
+            let blk = s / bs;
+            let out = &mut out_row[blk * bb..(blk + 1) * bb];
+            for (d, &v) in xb.iter_mut().zip(&wg[s - g0..s - g0 + bs]) {
+                *d = v as f32;
+            }
+            let qwb = self.qw.map(|q| &q[s..s + bs]);
+            if let (true, Some(q)) = (self.reads_whole_row, qwb) {
+                // The legacy types' importance path weighs by the whole row's σ²: the block as
+                // `quantize_row` of the row as it now stands would quantize it.
+                let sigma2 = super::row_sigma2(row);
+                if super::legacy::quantize_blocks_with_sigma2(t, &xb, out, q, sigma2).is_none() {
+                    // A σ² type without a block entry: quantize the whole row.
+                    let mut bytes = vec![0u8; out_row.len()];
+                    quantize_row(t, row, &mut bytes, self.qw)?;
+                    let out = &mut out_row[blk * bb..(blk + 1) * bb];
+                    out.copy_from_slice(&bytes[blk * bb..(blk + 1) * bb]);
+                }
+            } else {
+                quantize_row(t, &xb, out, qwb)?;
+            }
+            let out = &mut out_row[blk * bb..(blk + 1) * bb];
+            if !self.search.is_llama() {
+                // The search on this block alone (`improve_blocks` treats blocks
+                // independently), its error weights as for the whole row as it now stands.
+                let wts = if self.weights_whole_row {
+                    error_weights(t, row, self.qw, self.search.weighting)[s..s + bs].to_vec()
+                } else {
+                    error_weights(t, &xb, qwb, self.search.weighting)
+                };
+                improve_blocks(t, &xb, out, &wts, self.search.search)?;
+            }
+            dequantize_row(t, out, &mut qb)?;
+            // Each column's error, fed at once to the group's later columns.
+            for k in 0..bs {
+                let i = s + k;
+                let wi = wg[i - g0];
+                if let (true, Some(g)) = (wi as f32 != xb[k], self.grid) {
+                    qb[k] = g.round_into(out, k, wi as f32);
+                }
+                let e = (wi - qb[k] as f64) / u[i * n + i];
+                er[i - g0] = e;
+                let ui = &u[i * n..(i + 1) * n];
+                for j in i + 1..g1 {
+                    wg[j - g0] -= e * ui[j];
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 /// One task of [`quantize_rows_gptq`].
 fn rows_task(
     t: GgmlType,
@@ -407,96 +531,31 @@ fn rows_task(
 ) -> Result<(), GptqError> {
     let n = p.cols;
     let m = xs.len() / n;
-    let (bs, bb) = (t.block_size(), t.type_size());
-    let row_bytes = n / bs * bb;
+    let row_bytes = n / t.block_size() * t.type_size();
     let u = &p.u;
-    let grid = if in_block_rounding {
-        FixedGrid::of(t)
-    } else {
-        None
-    };
-    let reads_whole_row = super::block_type(t)
-        .and_then(|b| b.gpu_quantize)
-        .is_some_and(|g| g.row_sigma2)
-        && qw.is_some();
-    let weights_whole_row =
-        !search.is_llama() && weights_read_whole_row(t, qw.is_some(), search.weighting);
-    let group = if reads_whole_row || weights_whole_row {
-        bs
-    } else {
-        GROUP_COLS.div_ceil(bs) * bs
-    };
+    let plan = GroupPlan::new(t, qw, in_block_rounding, search);
+    let group = plan.group;
     let mut w: Vec<f64> = xs.iter().map(|&v| v as f64).collect();
     let mut err = vec![0f64; m * group];
-    let mut xb = vec![0f32; bs];
-    let mut qb = vec![0f32; bs];
-    let mut row_f32 = vec![
-        0f32;
-        if reads_whole_row || weights_whole_row {
-            n
-        } else {
-            0
-        }
-    ];
+    let mut row_f32 = vec![0f32; if plan.whole_row { n } else { 0 }];
     let mut g0 = 0;
     while g0 < n {
         let g1 = (g0 + group).min(n);
         for r in 0..m {
             let wr = &mut w[r * n..(r + 1) * n];
-            let out_row = &mut ds[r * row_bytes..(r + 1) * row_bytes];
-            let er = &mut err[r * group..(r + 1) * group];
-            for s in (g0..g1).step_by(bs) {
-                let blk = s / bs;
-                let out = &mut out_row[blk * bb..(blk + 1) * bb];
-                for (d, &v) in xb.iter_mut().zip(&wr[s..s + bs]) {
+            if plan.whole_row {
+                for (d, &v) in row_f32.iter_mut().zip(wr.iter()) {
                     *d = v as f32;
                 }
-                let qwb = qw.map(|q| &q[s..s + bs]);
-                if reads_whole_row || weights_whole_row {
-                    for (d, &v) in row_f32.iter_mut().zip(wr.iter()) {
-                        *d = v as f32;
-                    }
-                }
-                if let (true, Some(q)) = (reads_whole_row, qwb) {
-                    // The legacy types' importance path weighs by the whole row's σ²: the
-                    // block as `quantize_row` of the row as it now stands would quantize it.
-                    let sigma2 = super::row_sigma2(&row_f32);
-                    if super::legacy::quantize_blocks_with_sigma2(t, &xb, out, q, sigma2).is_none()
-                    {
-                        // A σ² type without a block entry: quantize the whole row.
-                        let mut bytes = vec![0u8; row_bytes];
-                        quantize_row(t, &row_f32, &mut bytes, qw)?;
-                        out.copy_from_slice(&bytes[blk * bb..(blk + 1) * bb]);
-                    }
-                } else {
-                    quantize_row(t, &xb, out, qwb)?;
-                }
-                if !search.is_llama() {
-                    // The search on this block alone (`improve_blocks` treats blocks
-                    // independently), its error weights as for the whole row as it now stands.
-                    let wts = if weights_whole_row {
-                        error_weights(t, &row_f32, qw, search.weighting)[s..s + bs].to_vec()
-                    } else {
-                        error_weights(t, &xb, qwb, search.weighting)
-                    };
-                    improve_blocks(t, &xb, out, &wts, search.search)?;
-                }
-                dequantize_row(t, out, &mut qb)?;
-                // Each column's error, fed at once to the group's later columns.
-                for k in 0..bs {
-                    let i = s + k;
-                    let moved = wr[i] as f32 != xb[k];
-                    if let (true, Some(g)) = (moved, grid) {
-                        qb[k] = g.round_into(out, k, wr[i] as f32);
-                    }
-                    let e = (wr[i] - qb[k] as f64) / u[i * n + i];
-                    er[i - g0] = e;
-                    let ui = &u[i * n..(i + 1) * n];
-                    for j in i + 1..g1 {
-                        wr[j] -= e * ui[j];
-                    }
-                }
             }
+            plan.quantize_group(
+                p,
+                g0,
+                &mut wr[g0..g1],
+                &row_f32,
+                &mut err[r * group..r * group + (g1 - g0)],
+                &mut ds[r * row_bytes..(r + 1) * row_bytes],
+            )?;
         }
         if g1 < n {
             // W[:, g1..] −= E · U[g0..g1, g1..].

@@ -1,15 +1,22 @@
 //! `quantize --gptq --covariance FILE`: the tensors whose input has a covariance in FILE are
-//! quantized with error feedback (`quant::gptq`), on the CPU, rows in parallel; the others
-//! fall back to plain quantization (listed in the summary).
+//! quantized with error feedback (`quant::gptq`); the others fall back to plain quantization
+//! (listed in the summary). On the CPU rows go in parallel tasks (`quantize_rows_gptq`). With a
+//! GPU (`--device gpu`, or `auto` on a hardware adapter) the lazy-batch update — the
+//! rows × cols² part — runs on the device (`shaders/gptq_update.wgsl`), and each group's blocks
+//! are quantized on the CPU, rows in parallel, between two updates ([`quantize_rows_gptq_gpu`]).
 
 use super::{RowQuantizer, TensorRows};
+use crate::backend::gpu::kernels::gptq_update::{self, Update};
+use crate::backend::gpu::GpuBackend;
 use crate::gguf::{GgmlType, GgufFile, Value};
 use crate::imatrix::covariance::CovarianceFile;
-use crate::quant::gptq::{prepare, quantize_rows_gptq, Prepared};
+use crate::quant::better::SearchOptions;
+use crate::quant::gptq::{prepare, quantize_rows_gptq, GroupPlan, Prepared};
 use anyhow::{bail, Context, Result};
 use rayon::prelude::*;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 /// What the block quantizer inside GPTQ weighs each column's error by.
@@ -55,6 +62,8 @@ pub struct GptqState {
     /// Quantized tensors that had no covariance entry (plain quantization).
     pub fallbacks: Vec<String>,
     pub n_gptq: usize,
+    /// Of those, the tensors whose update ran on the GPU.
+    pub n_gpu_update: usize,
 }
 
 /// "blk.N." of a tensor name (the cache keeps one layer's factorizations).
@@ -107,12 +116,19 @@ impl GptqState {
             cache: BTreeMap::new(),
             fallbacks: Vec::new(),
             n_gptq: 0,
+            n_gpu_update: 0,
         })
     }
 
     /// The quantizer for tensor `name` of type `t`, or None (no covariance: plain quantization,
-    /// recorded in `fallbacks`; or an unquantized output type).
-    pub fn quantizer(&mut self, name: &str, t: GgmlType) -> Result<Option<GptqQuantizer>> {
+    /// recorded in `fallbacks`; or an unquantized output type). With `gpu`, the update runs on
+    /// it where the block quantizer allows ([`quantize_rows_gptq_gpu`]).
+    pub fn quantizer(
+        &mut self,
+        name: &str,
+        t: GgmlType,
+        gpu: Option<Arc<super::gpu::GpuQuantizer>>,
+    ) -> Result<Option<GptqQuantizer>> {
         if !t.is_quantized() {
             return Ok(None);
         }
@@ -178,6 +194,8 @@ impl GptqState {
             reround: self.opts.reround,
             factored,
             importance,
+            gpu,
+            used_gpu: AtomicBool::new(false),
         }))
     }
 
@@ -230,6 +248,16 @@ pub struct GptqQuantizer {
     factored: Arc<Factored>,
     importance: Option<Vec<Vec<f32>>>,
     reround: bool,
+    gpu: Option<Arc<super::gpu::GpuQuantizer>>,
+    /// Some rows' update ran on the GPU.
+    used_gpu: AtomicBool,
+}
+
+impl GptqQuantizer {
+    /// Whether the update of some of the tensor's rows ran on the GPU.
+    pub fn used_gpu(&self) -> bool {
+        self.used_gpu.load(Ordering::Relaxed)
+    }
 }
 
 impl RowQuantizer for GptqQuantizer {
@@ -261,18 +289,150 @@ impl RowQuantizer for GptqQuantizer {
                 None => tensor.importance_of_row(r),
             };
             let (a, b) = (r - row0, end - row0);
-            quantize_rows_gptq(
-                tensor.dst_type,
+            let (p, x, dst) = (
                 &self.factored.prepared[e],
                 &xs[a * n..b * n],
                 &mut out[a * rb..b * rb],
-                qw,
-                self.reround,
-                tensor.search,
-            )
-            .with_context(|| format!("tensor {}, rows {r}..{end}", tensor.name))?;
+            );
+            let on_gpu = match &self.gpu {
+                Some(g) => quantize_rows_gptq_gpu(
+                    g.backend(),
+                    tensor.dst_type,
+                    p,
+                    x,
+                    dst,
+                    qw,
+                    self.reround,
+                    tensor.search,
+                )?,
+                None => false,
+            };
+            if on_gpu {
+                self.used_gpu.store(true, Ordering::Relaxed);
+            } else {
+                quantize_rows_gptq(tensor.dst_type, p, x, dst, qw, self.reround, tensor.search)
+                    .with_context(|| format!("tensor {}, rows {r}..{end}", tensor.name))?;
+            }
             r = end;
         }
         Ok(())
     }
+}
+
+/// [`quantize_rows_gptq`] with the lazy-batch update on the GPU: the rows' weights live on the
+/// device in slabs of one group's columns; for each group its slab comes back, each row's
+/// blocks are quantized on the CPU with the in-group feedback (`GroupPlan::quantize_group`,
+/// f64, as the CPU path), and the group's errors go up to reach every later column in one
+/// dispatch (f32, k in order). Returns false (nothing done) where the block quantizer reads the
+/// whole row (`GroupPlan::whole_row`): that needs every update on the host after each block.
+///
+/// Not the CPU path's bytes: the update is f32 on the device rather than f64, so a weight near
+/// a rounding boundary can land on the other side. Conformance (`verify::gptq`) bounds the
+/// difference. A row's bits depend only on its values (rows are independent, every sum has a
+/// fixed order), never on how many rows go together.
+#[allow(clippy::too_many_arguments)]
+pub fn quantize_rows_gptq_gpu(
+    gpu: &GpuBackend,
+    t: GgmlType,
+    p: &Prepared,
+    x: &[f32],
+    dst: &mut [u8],
+    qw: Option<&[f32]>,
+    in_block_rounding: bool,
+    search: SearchOptions,
+) -> Result<bool> {
+    let n = p.cols;
+    let bs = t.block_size();
+    if n == 0 || !n.is_multiple_of(bs) || !x.len().is_multiple_of(n) {
+        bail!(
+            "gptq: {} values are not whole {n}-column rows of {t}",
+            x.len()
+        );
+    }
+    let row_bytes = n / bs * t.type_size();
+    if dst.len() != x.len() / n * row_bytes {
+        bail!(
+            "gptq: output of {} bytes for {} rows",
+            dst.len(),
+            x.len() / n
+        );
+    }
+    let plan = GroupPlan::new(t, qw, in_block_rounding, search);
+    if plan.whole_row {
+        return Ok(false);
+    }
+    let g = plan.group;
+    let n_slabs = n.div_ceil(g);
+    let ctx = &gpu.ctx;
+    // Rows per pass: the weight buffer under the binding limit, the grid under 65,535 groups.
+    let max_binding = ctx.dev.limits.max_storage_buffer_binding_size as usize;
+    let per_row = n_slabs * g * 4;
+    if per_row > max_binding {
+        bail!(
+            "gptq: a {n}-column row ({per_row} bytes on the device) exceeds the adapter's \
+             max_storage_buffer_binding_size ({max_binding}); use --device cpu"
+        );
+    }
+    let rows_per_pass = (max_binding / per_row).min(65_535 * 64);
+    for (xs, ds) in x
+        .chunks(rows_per_pass * n)
+        .zip(dst.chunks_mut(rows_per_pass * row_bytes))
+    {
+        let m = xs.len() / n;
+        let mut slabs = vec![0f32; m * g * n_slabs];
+        for (r, row) in xs.chunks(n).enumerate() {
+            for (j, &v) in row.iter().enumerate() {
+                slabs[(j / g) * m * g + r * g + j % g] = v;
+            }
+        }
+        let w = ctx.upload_f32(&slabs);
+        drop(slabs);
+        let e = ctx.zeroed((m * g * 4) as u64);
+        let mut errs = vec![0f32; m * g];
+        for gi in 0..n_slabs {
+            let (g0, g1) = (gi * g, ((gi + 1) * g).min(n));
+            let words = ctx
+                .read_many(&[(w.buffer(), (gi * m * g * 4) as u64, m * g)])
+                .pop()
+                .expect("one range read");
+            ds.par_chunks_mut(row_bytes)
+                .zip(words.par_chunks(g))
+                .zip(errs.par_chunks_mut(g))
+                .try_for_each(|((out_row, ws), es)| {
+                    let mut wg: Vec<f64> = ws[..g1 - g0]
+                        .iter()
+                        .map(|&b| f32::from_bits(b) as f64)
+                        .collect();
+                    let mut er = vec![0f64; g1 - g0];
+                    plan.quantize_group(p, g0, &mut wg, &[], &mut er, out_row)?;
+                    for (d, &v) in es.iter_mut().zip(&er) {
+                        *d = v as f32;
+                    }
+                    Ok::<(), crate::quant::gptq::GptqError>(())
+                })
+                .with_context(|| format!("gptq: columns {g0}..{g1}"))?;
+            if g1 < n {
+                ctx.write(e.buffer(), 0, bytemuck::cast_slice(&errs));
+                let mut u = Vec::with_capacity((g1 - g0) * (n - g1));
+                for k in g0..g1 {
+                    u.extend(p.u[k * n + g1..(k + 1) * n].iter().map(|&v| v as f32));
+                }
+                let u = ctx.upload_f32(&u);
+                gptq_update::run(
+                    ctx,
+                    w.buffer(),
+                    e.buffer(),
+                    u.buffer(),
+                    Update {
+                        rows: m,
+                        n,
+                        g,
+                        gw: g1 - g0,
+                        j0: g1,
+                    },
+                );
+            }
+        }
+    }
+    Ok(true)
 }

@@ -126,6 +126,11 @@ impl GpuQuantizer {
         }
     }
 
+    /// The device (for other kernels run during quantization, e.g. GPTQ's update).
+    pub fn backend(&self) -> &GpuBackend {
+        &self.gpu
+    }
+
     pub fn adapter_name(&self) -> String {
         self.gpu.adapter_name()
     }

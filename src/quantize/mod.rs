@@ -96,6 +96,9 @@ pub struct QuantizeReport {
     /// With `--gptq`: tensors quantized with error feedback, and the quantized tensors without
     /// a covariance entry (plain quantization).
     pub gptq_tensors: usize,
+    /// Of those, the tensors whose error propagation ran on the GPU (their blocks are
+    /// quantized on the CPU, so they count as CPU tensors above).
+    pub gptq_gpu_updates: usize,
     pub gptq_fallbacks: Vec<String>,
 }
 
@@ -525,7 +528,7 @@ pub fn quantize_file(
             _ => None,
         };
         let with_gptq = match &mut gptq {
-            Some(g) => g.quantizer(&t.name, *nt)?,
+            Some(g) => g.quantizer(&t.name, *nt, p.gpu.clone())?,
             None => None,
         };
         let quantizer: &dyn RowQuantizer = match (&with_gptq, gpu) {
@@ -552,6 +555,9 @@ pub fn quantize_file(
             report.bytes_out += out.len() as u64;
             row0 += nr;
         }
+        if let (Some(q), Some(g)) = (&with_gptq, &mut gptq) {
+            g.n_gpu_update += q.used_gpu() as usize;
+        }
         if nt.is_quantized() {
             if with_gptq.is_none() && gpu.is_some_and(|g| !g.touched_cpu(&t.name)) {
                 report.n_on_gpu += 1;
@@ -564,6 +570,7 @@ pub fn quantize_file(
     }
     if let Some(g) = gptq {
         report.gptq_tensors = g.n_gptq;
+        report.gptq_gpu_updates = g.n_gpu_update;
         report.gptq_fallbacks = g.fallbacks;
     }
     report.outputs = w.finish()?;

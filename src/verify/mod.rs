@@ -8,6 +8,7 @@
 
 pub mod attention;
 pub mod gen;
+pub mod gptq;
 pub mod gram;
 pub mod host_ref;
 pub mod kld;
@@ -192,6 +193,7 @@ pub fn run_checks<R: crate::kld::KldReduce>(
     }
     rows.extend(check_stats(gpu, r, &mut rng)?);
     rows.extend(gram::check_gram(gpu, r, &mut rng));
+    rows.extend(gptq::check_gptq(gpu, &mut rng)?);
 
     // get_rows over every weight type.
     for t in kernels::WEIGHT_TYPES {

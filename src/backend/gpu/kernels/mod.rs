@@ -9,6 +9,7 @@ pub mod attention_flash;
 pub mod gather_rows;
 pub mod gelu_mul;
 pub mod get_rows;
+pub mod gptq_update;
 pub mod gram;
 pub mod matmul;
 pub mod matmul_sgemm;
@@ -115,6 +116,7 @@ pub fn all_sources() -> Vec<(String, String)> {
     }
     v.push(("mm_stats.wgsl".into(), mm_stats::SHADER.into()));
     v.push(("gram.wgsl".into(), gram::SHADER.into()));
+    v.push(("gptq_update.wgsl".into(), gptq_update::SHADER.into()));
     v.push(("rms_norm.wgsl".into(), rms_norm::SHADER.into()));
     v.push(("rope.wgsl".into(), rope::SHADER.into()));
     v.push(("attention.wgsl".into(), attention::SHADER.into()));
@@ -148,6 +150,7 @@ pub fn shader_files() -> Vec<&'static str> {
         "get_rows.wgsl",
         "mm_stats.wgsl",
         "gram.wgsl",
+        "gptq_update.wgsl",
         "rms_norm.wgsl",
         "rope.wgsl",
         "attention.wgsl",

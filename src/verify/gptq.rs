@@ -1,0 +1,138 @@
+//! Conformance rows of GPTQ on the GPU (`quantize --gptq` with a device): the update kernel
+//! (`shaders/gptq_update.wgsl`) against an f64 reference, and whole rows quantized with the
+//! update on the device against the CPU path (`quant::gptq`, f64 throughout).
+
+use super::{nmse, CheckRow};
+use crate::backend::gpu::kernels::gptq_update::{self, Update};
+use crate::backend::gpu::GpuBackend;
+use crate::gguf::GgmlType;
+use crate::quant::better::SearchOptions;
+use crate::quant::dequantize_row;
+use crate::quant::gptq::{output_error, prepare, quantize_rows_gptq};
+use crate::quantize::gptq::quantize_rows_gptq_gpu;
+use crate::util::rng::Rng;
+use anyhow::Result;
+
+/// Blocks of the GPU result that must equal the CPU's: the f32 update moves a weight by about
+/// one ulp of its f64 value, which changes a rounding only for weights within that distance of
+/// a boundary (measured: 99.5 %–100 % equal on these inputs).
+pub const GPTQ_GPU_MIN_EQUAL_BLOCKS: f64 = 0.95;
+/// |error(GPU) / error(CPU) − 1|: the H-weighted output error GPTQ minimizes must be the same
+/// to well under any difference between methods (measured: ≤ 1e-3).
+pub const GPTQ_GPU_MAX_ERROR_RATIO: f64 = 0.01;
+
+/// Inputs with neighbouring columns correlated (as real activations are), and their Σ x·xᵀ.
+pub fn correlated_covariance(rng: &mut Rng, tokens: usize, cols: usize) -> Vec<f32> {
+    let mut h = vec![0f64; cols * cols];
+    let mut x = vec![0f64; cols];
+    for _ in 0..tokens {
+        let mut prev = 0f64;
+        for v in x.iter_mut() {
+            prev = 0.7 * prev + rng.f32() as f64;
+            *v = prev;
+        }
+        for i in 0..cols {
+            for j in 0..cols {
+                h[i * cols + j] += x[i] * x[j];
+            }
+        }
+    }
+    h.into_iter().map(|v| v as f32).collect()
+}
+
+pub(super) fn check_gptq(gpu: &GpuBackend, rng: &mut Rng) -> Result<Vec<CheckRow>> {
+    let mut rows = vec![check_update(gpu, rng)];
+    let cols = 512;
+    let h = correlated_covariance(rng, 600, cols);
+    let p = prepare(&h, cols, 0.01)?;
+    for t in [
+        GgmlType::Q4K,
+        GgmlType::Q4_0,
+        GgmlType::Q6K,
+        GgmlType::IQ4XS,
+    ] {
+        let m = 70;
+        let x = rng.vec(m * cols, 0.05);
+        let qw: Vec<f32> = (0..cols).map(|_| 0.1 + rng.f32().abs()).collect();
+        let row_bytes = cols / t.block_size() * t.type_size();
+        let (mut cpu, mut dev) = (vec![0u8; m * row_bytes], vec![0u8; m * row_bytes]);
+        let qw = (t != GgmlType::Q4_0).then_some(&qw[..]);
+        let search = SearchOptions::default();
+        quantize_rows_gptq(t, &p, &x, &mut cpu, qw, true, search)?;
+        let ran = quantize_rows_gptq_gpu(gpu, t, &p, &x, &mut dev, qw, true, search)?;
+        let (mut qc, mut qd) = (vec![0f32; m * cols], vec![0f32; m * cols]);
+        dequantize_row(t, &cpu, &mut qc)?;
+        dequantize_row(t, &dev, &mut qd)?;
+        let bb = t.type_size();
+        let blocks = cpu.len() / bb;
+        let equal = cpu
+            .chunks(bb)
+            .zip(dev.chunks(bb))
+            .filter(|(a, b)| a == b)
+            .count() as f64
+            / blocks as f64;
+        let ratio = output_error(&x, &qd, &h, cols) / output_error(&x, &qc, &h, cols);
+        rows.push(CheckRow {
+            op: "gptq update on GPU vs CPU".into(),
+            wtype: t.name().into(),
+            shape: format!("{m}x{cols}"),
+            nmse: nmse(&qd, &qc),
+            pass: ran
+                && equal >= GPTQ_GPU_MIN_EQUAL_BLOCKS
+                && (ratio - 1.0).abs() <= GPTQ_GPU_MAX_ERROR_RATIO,
+            note: format!(
+                "{:.2} % blocks equal (≥ {}), output error ratio {ratio:.5}{}",
+                equal * 100.0,
+                GPTQ_GPU_MIN_EQUAL_BLOCKS * 100.0,
+                if ran { "" } else { ", NOT RUN on the GPU" }
+            ),
+        });
+    }
+    Ok(rows)
+}
+
+/// The kernel alone: 70 rows (not a multiple of the 64-row tile) of a 700-column weight in
+/// 128-column slabs (the last one 60 wide), the second group's errors applied from column 256.
+fn check_update(gpu: &GpuBackend, rng: &mut Rng) -> CheckRow {
+    let (rows, n, g, g0, gw) = (70usize, 700usize, 128usize, 128usize, 128usize);
+    let j0 = g0 + gw;
+    let slabs = n.div_ceil(g);
+    let w = rng.vec(rows * g * slabs, 1.0);
+    let e = rng.vec(rows * g, 0.5);
+    let u = rng.vec(gw * (n - j0), 0.1);
+    let mut want = w.clone();
+    for r in 0..rows {
+        for j in j0..n {
+            let s: f64 = (0..gw)
+                .map(|k| e[r * g + k] as f64 * u[k * (n - j0) + j - j0] as f64)
+                .sum();
+            let at = (j / g) * rows * g + r * g + j % g;
+            want[at] = (w[at] as f64 - s) as f32;
+        }
+    }
+    let ctx = &gpu.ctx;
+    let (wb, eb, ub) = (ctx.upload_f32(&w), ctx.upload_f32(&e), ctx.upload_f32(&u));
+    let shape = Update { rows, n, g, gw, j0 };
+    gptq_update::run(ctx, wb.buffer(), eb.buffer(), ub.buffer(), shape);
+    let got: Vec<f32> = ctx
+        .read_u32(wb.buffer(), w.len())
+        .into_iter()
+        .map(f32::from_bits)
+        .collect();
+    let mut row = CheckRow::nmse(
+        "gptq_update W −= E·U",
+        "-",
+        format!("{rows}x{n}, slabs of {g}, from column {j0}"),
+        nmse(&got, &want),
+    );
+    // Columns before j0 are not touched at all.
+    let untouched = (0..rows).all(|r| {
+        (0..j0).all(|j| {
+            let at = (j / g) * rows * g + r * g + j % g;
+            got[at].to_bits() == w[at].to_bits()
+        })
+    });
+    row.pass &= untouched;
+    row.note = format!("columns before {j0} untouched: {untouched}");
+    row
+}
