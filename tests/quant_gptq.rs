@@ -869,15 +869,13 @@ fn covariance_on_the_gpu() {
 
 /// GPTQ with the update on the GPU (`quantize_rows_gptq_gpu`): against the CPU path, block by
 /// block and by the H-weighted output error, for types with and without in-block re-rounding;
-/// rows alone give the bits they give in a batch; where the block quantizer reads the whole row
-/// (a legacy type's σ² with an importance) it declines and writes nothing.
+/// rows alone give the bits they give in a batch. Q5_0/Q4_1 with an importance read their
+/// whole row as it stands (σ²): one-block groups with the row's later slabs read back.
 #[test]
 fn gptq_update_on_the_gpu() {
     use wquant::backend::gpu::GpuBackend;
     use wquant::quantize::gptq::quantize_rows_gptq_gpu;
-    use wquant::verify::gptq::{
-        correlated_covariance, GPTQ_GPU_MAX_ERROR_RATIO, GPTQ_GPU_MIN_EQUAL_BLOCKS,
-    };
+    use wquant::verify::gptq::{compare, correlated_covariance};
     let gpu = GpuBackend::new("gpu").expect("a wgpu adapter (lavapipe in CI)");
     let mut rng = Rng::new(29);
     let cols = 768;
@@ -885,41 +883,36 @@ fn gptq_update_on_the_gpu() {
     let p = prepare(&h, cols, 0.01).unwrap();
     let qw: Vec<f32> = (0..cols).map(|_| 0.1 + rng.f32().abs()).collect();
     let m = 67;
-    for (t, with_qw) in [
-        (GgmlType::Q4K, true),
-        (GgmlType::Q3K, true),
-        (GgmlType::Q2K, true),
-        (GgmlType::Q5_1, false),
-        (GgmlType::Q8_0, true),
-        (GgmlType::IQ4NL, true),
+    let wide = SearchOptions {
+        search: Search::Wide,
+        weighting: Weighting::Llama,
+    };
+    for (t, with_qw, search) in [
+        (GgmlType::Q4K, true, LLAMA),
+        (GgmlType::Q3K, true, LLAMA),
+        (GgmlType::Q2K, true, LLAMA),
+        (GgmlType::Q5_1, false, LLAMA),
+        (GgmlType::Q5_0, true, LLAMA),
+        (GgmlType::Q4_1, true, LLAMA),
+        (GgmlType::Q8_0, true, LLAMA),
+        (GgmlType::IQ4NL, true, LLAMA),
+        // The wide search: per block (Q4_K), and with row-level weights (Q8_0: whole rows).
+        (GgmlType::Q4K, true, wide),
+        (GgmlType::Q8_0, true, wide),
     ] {
         let x = rng.vec(m * cols, 0.05);
         let qw = with_qw.then_some(&qw[..]);
         let rb = cols / t.block_size() * t.type_size();
         let (mut cpu, mut dev) = (vec![0u8; m * rb], vec![0u8; m * rb]);
-        quantize_rows_gptq(t, &p, &x, &mut cpu, qw, true, LLAMA).unwrap();
-        assert!(quantize_rows_gptq_gpu(&gpu, t, &p, &x, &mut dev, qw, true, LLAMA).unwrap());
-        let bb = t.type_size();
-        let equal = cpu
-            .chunks(bb)
-            .zip(dev.chunks(bb))
-            .filter(|(a, b)| a == b)
-            .count() as f64
-            / (cpu.len() / bb) as f64;
-        let deq = |b: &[u8]| wquant::quant::dequantize_to_vec(t, b, m * cols).unwrap();
-        let ratio = output_error(&x, &deq(&dev), &h, cols) / output_error(&x, &deq(&cpu), &h, cols);
-        println!(
-            "{t}: {:.2} % blocks equal, error ratio {ratio:.6}",
-            equal * 100.0
-        );
-        assert!(equal >= GPTQ_GPU_MIN_EQUAL_BLOCKS, "{t}: {equal}");
-        assert!(
-            (ratio - 1.0).abs() <= GPTQ_GPU_MAX_ERROR_RATIO,
-            "{t}: {ratio}"
-        );
+        quantize_rows_gptq(t, &p, &x, &mut cpu, qw, true, search).unwrap();
+        quantize_rows_gptq_gpu(&gpu, t, &p, &x, &mut dev, qw, true, search).unwrap();
+        let d = compare(t, &cpu, &dev, &x, &h, cols).unwrap();
+        let s = search.search.name();
+        println!("{t} {s}: {d:?}");
+        assert!(d.pass(), "{t} {s}: {d:?}");
         // GPTQ did something: not plain quantization of the rows.
         let mut plain = vec![0u8; m * rb];
-        quantize_row(t, &x[..cols], &mut plain[..rb], qw).unwrap();
+        quantize_row_searched(t, &x[..cols], &mut plain[..rb], qw, search).unwrap();
         assert_ne!(
             plain[..rb],
             dev[..rb],
@@ -928,29 +921,13 @@ fn gptq_update_on_the_gpu() {
         // Three rows from the middle alone.
         let mut alone = vec![0u8; 3 * rb];
         let x3 = &x[30 * cols..33 * cols];
-        assert!(quantize_rows_gptq_gpu(&gpu, t, &p, x3, &mut alone, qw, true, LLAMA).unwrap());
+        quantize_rows_gptq_gpu(&gpu, t, &p, x3, &mut alone, qw, true, search).unwrap();
         assert_eq!(
             alone,
             dev[30 * rb..33 * rb],
             "{t}: rows alone vs in the batch"
         );
     }
-    // Q5_0 with an importance weighs by the whole row's σ²: declined, nothing written.
-    let x = rng.vec(4 * cols, 0.05);
-    let mut out = vec![0u8; 4 * cols / 32 * GgmlType::Q5_0.type_size()];
-    let ran = quantize_rows_gptq_gpu(
-        &gpu,
-        GgmlType::Q5_0,
-        &p,
-        &x,
-        &mut out,
-        Some(&qw),
-        true,
-        LLAMA,
-    )
-    .unwrap();
-    assert!(!ran);
-    assert!(out.iter().all(|&b| b == 0));
 }
 
 /// `quantize --gptq` with a GPU quantizer: every GPTQ tensor of the K-quant mix has its update

@@ -294,24 +294,17 @@ impl RowQuantizer for GptqQuantizer {
                 &xs[a * n..b * n],
                 &mut out[a * rb..b * rb],
             );
-            let on_gpu = match &self.gpu {
-                Some(g) => quantize_rows_gptq_gpu(
-                    g.backend(),
-                    tensor.dst_type,
-                    p,
-                    x,
-                    dst,
-                    qw,
-                    self.reround,
-                    tensor.search,
-                )?,
-                None => false,
-            };
-            if on_gpu {
-                self.used_gpu.store(true, Ordering::Relaxed);
-            } else {
-                quantize_rows_gptq(tensor.dst_type, p, x, dst, qw, self.reround, tensor.search)
-                    .with_context(|| format!("tensor {}, rows {r}..{end}", tensor.name))?;
+            let (t, search) = (tensor.dst_type, tensor.search);
+            let at = || format!("tensor {}, rows {r}..{end}", tensor.name);
+            match &self.gpu {
+                Some(g) => {
+                    quantize_rows_gptq_gpu(g.backend(), t, p, x, dst, qw, self.reround, search)
+                        .with_context(at)?;
+                    self.used_gpu.store(true, Ordering::Relaxed);
+                }
+                None => {
+                    quantize_rows_gptq(t, p, x, dst, qw, self.reround, search).with_context(at)?
+                }
             }
             r = end;
         }
@@ -323,8 +316,10 @@ impl RowQuantizer for GptqQuantizer {
 /// device in slabs of one group's columns; for each group its slab comes back, each row's
 /// blocks are quantized on the CPU with the in-group feedback (`GroupPlan::quantize_group`,
 /// f64, as the CPU path), and the group's errors go up to reach every later column in one
-/// dispatch (f32, k in order). Returns false (nothing done) where the block quantizer reads the
-/// whole row (`GroupPlan::whole_row`): that needs every update on the host after each block.
+/// dispatch (f32, k in order). Where the block quantizer reads the whole row as it stands
+/// (`GroupPlan::whole_row`: a legacy type's σ² with an importance, a wide search's row-level
+/// weights), groups are one block and every later slab comes back with the group's: the row is
+/// the values the quantized columns had when quantized followed by the later ones as updated.
 ///
 /// Not the CPU path's bytes: the update is f32 on the device rather than f64, so a weight near
 /// a rounding boundary can land on the other side. Conformance (`verify::gptq`) bounds the
@@ -340,7 +335,7 @@ pub fn quantize_rows_gptq_gpu(
     qw: Option<&[f32]>,
     in_block_rounding: bool,
     search: SearchOptions,
-) -> Result<bool> {
+) -> Result<()> {
     let n = p.cols;
     let bs = t.block_size();
     if n == 0 || !n.is_multiple_of(bs) || !x.len().is_multiple_of(n) {
@@ -358,9 +353,7 @@ pub fn quantize_rows_gptq_gpu(
         );
     }
     let plan = GroupPlan::new(t, qw, in_block_rounding, search);
-    if plan.whole_row {
-        return Ok(false);
-    }
+    let whole = plan.whole_row;
     let g = plan.group;
     let n_slabs = n.div_ceil(g);
     let ctx = &gpu.ctx;
@@ -389,24 +382,39 @@ pub fn quantize_rows_gptq_gpu(
         drop(slabs);
         let e = ctx.zeroed((m * g * 4) as u64);
         let mut errs = vec![0f32; m * g];
+        // With `whole`, each row as it stands: quantized columns as they were when quantized.
+        let row_len = if whole { n } else { 1 };
+        let mut rows_now = vec![0f32; m * row_len];
         for gi in 0..n_slabs {
             let (g0, g1) = (gi * g, ((gi + 1) * g).min(n));
+            let slabs_read = if whole { n_slabs - gi } else { 1 };
             let words = ctx
-                .read_many(&[(w.buffer(), (gi * m * g * 4) as u64, m * g)])
+                .read_many(&[(w.buffer(), (gi * m * g * 4) as u64, slabs_read * m * g)])
                 .pop()
                 .expect("one range read");
+            let value =
+                |r: usize, j: usize| f32::from_bits(words[(j / g - gi) * m * g + r * g + j % g]);
             ds.par_chunks_mut(row_bytes)
-                .zip(words.par_chunks(g))
                 .zip(errs.par_chunks_mut(g))
-                .try_for_each(|((out_row, ws), es)| {
-                    let mut wg: Vec<f64> = ws[..g1 - g0]
-                        .iter()
-                        .map(|&b| f32::from_bits(b) as f64)
-                        .collect();
+                .zip(rows_now.par_chunks_mut(row_len))
+                .enumerate()
+                .try_for_each(|(r, ((out_row, es), now))| {
+                    let mut wg: Vec<f64> = (g0..g1).map(|j| value(r, j) as f64).collect();
+                    if whole {
+                        for (j, d) in now.iter_mut().enumerate().skip(g0) {
+                            *d = value(r, j);
+                        }
+                    }
+                    let row: &[f32] = if whole { now } else { &[] };
                     let mut er = vec![0f64; g1 - g0];
-                    plan.quantize_group(p, g0, &mut wg, &[], &mut er, out_row)?;
+                    plan.quantize_group(p, g0, &mut wg, row, &mut er, out_row)?;
                     for (d, &v) in es.iter_mut().zip(&er) {
                         *d = v as f32;
+                    }
+                    if whole {
+                        for (d, &v) in now[g0..g1].iter_mut().zip(&wg) {
+                            *d = v as f32;
+                        }
                     }
                     Ok::<(), crate::quant::gptq::GptqError>(())
                 })
@@ -434,5 +442,5 @@ pub fn quantize_rows_gptq_gpu(
             }
         }
     }
-    Ok(true)
+    Ok(())
 }
