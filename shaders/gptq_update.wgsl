@@ -27,7 +27,7 @@ const TILE: u32 = 64u;
 const KS: u32 = 16u;
 
 var<workgroup> te: array<f32, 1024>; // KS × TILE: te[k·64 + row]
-var<workgroup> tu: array<f32, 1024>; // KS × TILE: tu[k·64 + column]
+var<workgroup> tu: array<vec4<f32>, 256>; // KS × TILE/4: tu[k·16 + column/4]
 
 @compute @workgroup_size(16, 16)
 fn main(
@@ -38,14 +38,15 @@ fn main(
     let c0 = wg.x * TILE;
     let ncol = p.n - p.j0;
     let tid = lid.y * 16u + lid.x;
-    var s: array<f32, 16>;
-    for (var q = 0u; q < 16u; q = q + 1u) {
-        s[q] = 0.0;
-    }
+    // Rows lid.y·4 + 0..3, columns lid.x·4 + 0..3 (one vec4 per row).
+    var s0 = vec4<f32>(0.0);
+    var s1 = vec4<f32>(0.0);
+    var s2 = vec4<f32>(0.0);
+    var s3 = vec4<f32>(0.0);
     for (var k0 = 0u; k0 < p.gw; k0 = k0 + KS) {
         for (var q = 0u; q < 4u; q = q + 1u) {
+            // E along k (contiguous in a row).
             let i = tid + q * 256u;
-            // E along k (contiguous in a row), U along the columns (contiguous in a k row).
             let er = i / KS;
             let ek = i % KS;
             var ev = 0.0;
@@ -53,35 +54,50 @@ fn main(
                 ev = e[(r0 + er) * p.g + k0 + ek];
             }
             te[ek * TILE + er] = ev;
-            let uk = i / TILE;
-            let uc = i % TILE;
-            var uv = 0.0;
-            if (k0 + uk < p.gw && c0 + uc < ncol) {
-                uv = u[(k0 + uk) * ncol + c0 + uc];
+        }
+        {
+            // U along the columns (contiguous in a k row), four per invocation.
+            let uk = tid / 16u;
+            let uc = (tid % 16u) * 4u;
+            var uv = vec4<f32>(0.0);
+            if (k0 + uk < p.gw) {
+                let base = (k0 + uk) * ncol + c0 + uc;
+                if (c0 + uc < ncol) { uv.x = u[base]; }
+                if (c0 + uc + 1u < ncol) { uv.y = u[base + 1u]; }
+                if (c0 + uc + 2u < ncol) { uv.z = u[base + 2u]; }
+                if (c0 + uc + 3u < ncol) { uv.w = u[base + 3u]; }
             }
-            tu[i] = uv;
+            tu[tid] = uv;
         }
         workgroupBarrier();
         let nk = min(KS, p.gw - k0);
         for (var k = 0u; k < nk; k = k + 1u) {
-            for (var a = 0u; a < 4u; a = a + 1u) {
-                let ev = te[k * TILE + lid.y * 4u + a];
-                for (var b = 0u; b < 4u; b = b + 1u) {
-                    s[a * 4u + b] = s[a * 4u + b] + ev * tu[k * TILE + lid.x * 4u + b];
-                }
-            }
+            let uv = tu[k * 16u + lid.x];
+            let eb = k * TILE + lid.y * 4u;
+            s0 = s0 + te[eb] * uv;
+            s1 = s1 + te[eb + 1u] * uv;
+            s2 = s2 + te[eb + 2u] * uv;
+            s3 = s3 + te[eb + 3u] * uv;
         }
         workgroupBarrier();
     }
-    for (var a = 0u; a < 4u; a = a + 1u) {
-        let r = r0 + lid.y * 4u + a;
-        for (var b = 0u; b < 4u; b = b + 1u) {
-            let c = c0 + lid.x * 4u + b;
-            if (r < p.rows && c < ncol) {
-                let j = p.j0 + c;
-                let at = (j / p.g) * p.rows * p.g + r * p.g + j % p.g;
-                w[at] = w[at] - s[a * 4u + b];
-            }
+    let c = c0 + lid.x * 4u;
+    store_row(r0 + lid.y * 4u, c, ncol, s0);
+    store_row(r0 + lid.y * 4u + 1u, c, ncol, s1);
+    store_row(r0 + lid.y * 4u + 2u, c, ncol, s2);
+    store_row(r0 + lid.y * 4u + 3u, c, ncol, s3);
+}
+
+// W[r][j0 + c + b] −= v[b] for the columns inside the weight.
+fn store_row(r: u32, c: u32, ncol: u32, v: vec4<f32>) {
+    if (r >= p.rows) {
+        return;
+    }
+    for (var b = 0u; b < 4u; b = b + 1u) {
+        if (c + b < ncol) {
+            let j = p.j0 + c + b;
+            let at = (j / p.g) * p.rows * p.g + r * p.g + j % p.g;
+            w[at] = w[at] - v[b];
         }
     }
 }
