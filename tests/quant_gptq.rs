@@ -596,6 +596,7 @@ fn params(cov: Option<&Path>, imatrix: &Path, importance: GptqImportance) -> Qua
         damp: 0.01,
         importance,
         reround: true,
+        act_order: false,
     });
     p
 }

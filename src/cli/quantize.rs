@@ -118,6 +118,11 @@ pub struct Args {
     /// error feedback moved (each block stays as the type's quantizer chose it).
     #[arg(long, requires = "gptq")]
     pub gptq_no_reround: bool,
+    /// With --gptq: keep each block's scales from the search on the original weights and round
+    /// the columns in order of decreasing input energy (diag H) on those fixed grids, with
+    /// error feedback (AutoGPTQ's static groups + act-order; CPU; not the IQ1–IQ3 types).
+    #[arg(long, requires = "gptq")]
+    pub gptq_act_order: bool,
 }
 
 /// `--search` and `--weighting`; a weighting other than llama needs a search other than llama.
@@ -235,6 +240,7 @@ pub fn run(g: &super::GlobalArgs, mut a: Args) -> Result<()> {
             damp: a.gptq_damp,
             importance: a.gptq_importance,
             reround: !a.gptq_no_reround,
+            act_order: a.gptq_act_order,
         });
     }
     p.search = parse_search(&a.search, &a.weighting)?;

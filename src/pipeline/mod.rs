@@ -503,6 +503,7 @@ pub fn run(o: &RunOptions) -> Result<RunReport> {
                     damp: crate::quant::gptq::DEFAULT_DAMP,
                     importance: Default::default(),
                     reround: true,
+                    act_order: false,
                 });
             }
             match target {

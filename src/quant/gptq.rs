@@ -22,7 +22,9 @@
 //! All arithmetic of a row is sequential f64 in a fixed order, and rows are independent, so the
 //! bytes do not depend on the thread count.
 
-use super::better::{error_weights, improve_blocks, weights_read_whole_row, SearchOptions};
+use super::better::{
+    error_weights, improve_blocks, quantize_row_searched, weights_read_whole_row, SearchOptions,
+};
 use super::iq4_nl::KVALUES_IQ4NL;
 use super::{dequantize_row, quantize_row, QuantError};
 use crate::gguf::GgmlType;
@@ -581,6 +583,109 @@ fn rows_task(
         g0 = g1;
     }
     Ok(())
+}
+
+/// The activation order of GPTQ's `desc_act`: columns by decreasing diag H (ties by index),
+/// and H permuted to it (H'[i][j] = H[perm[i]][perm[j]]), ready for [`prepare`].
+pub fn act_order(h: &[f32], cols: usize) -> (Vec<usize>, Vec<f32>) {
+    let mut perm: Vec<usize> = (0..cols).collect();
+    perm.sort_by(|&a, &b| h[b * cols + b].total_cmp(&h[a * cols + a]).then(a.cmp(&b)));
+    let mut hp = vec![0f32; cols * cols];
+    for (i, &pi) in perm.iter().enumerate() {
+        for (j, &pj) in perm.iter().enumerate() {
+            hp[i * cols + j] = h[pi * cols + pj];
+        }
+    }
+    (perm, hp)
+}
+
+/// GPTQ on fixed grids in activation order (AutoGPTQ's static groups + `desc_act`): every
+/// block's scales are the type's search on the original row (`quantize_row_searched`); then
+/// the columns, in the order `perm` gives, are each rounded to the nearest level of their
+/// block's grid ([`FixedGrid::round_into`]) and their error fed forward to the columns after
+/// them in that order. `p` factors H permuted by `perm` ([`act_order`]). The scales never see
+/// the updated weights, so the feedback only moves roundings inside the search's grids; the
+/// order puts the columns with the largest inputs first, where their errors can still be
+/// compensated by many others. Needs a [`FixedGrid`] type; rows in tasks and lazy batches as
+/// [`quantize_rows_gptq`] (the bytes depend on neither the thread count nor the task split).
+pub fn quantize_rows_gptq_static(
+    t: GgmlType,
+    p: &Prepared,
+    perm: &[usize],
+    x: &[f32],
+    dst: &mut [u8],
+    qw: Option<&[f32]>,
+    search: SearchOptions,
+) -> Result<(), GptqError> {
+    let n = p.cols;
+    let (bs, bb) = (t.block_size(), t.type_size());
+    let bad = || GptqError::Quant(QuantError::BadLength { t, n: x.len(), bs });
+    if n == 0 || !n.is_multiple_of(bs) || !x.len().is_multiple_of(n) || perm.len() != n {
+        return Err(bad());
+    }
+    let row_bytes = n / bs * bb;
+    if dst.len() != x.len() / n * row_bytes {
+        return Err(bad());
+    }
+    let Some(grid) = FixedGrid::of(t) else {
+        return Err(GptqError::Quant(QuantError::Unsupported(t)));
+    };
+    let u = &p.u;
+    x.par_chunks(ROWS_PER_TASK * n)
+        .zip(dst.par_chunks_mut(ROWS_PER_TASK * row_bytes))
+        .try_for_each(|(xs, ds)| {
+            let m = xs.len() / n;
+            for (xr, out) in xs.chunks(n).zip(ds.chunks_mut(row_bytes)) {
+                quantize_row_searched(t, xr, out, qw, search)?;
+            }
+            let mut w = vec![0f64; m * n];
+            for (wr, xr) in w.chunks_mut(n).zip(xs.chunks(n)) {
+                for (d, &c) in wr.iter_mut().zip(perm) {
+                    *d = xr[c] as f64;
+                }
+            }
+            let mut err = vec![0f64; m * GROUP_COLS];
+            let mut g0 = 0;
+            while g0 < n {
+                let g1 = (g0 + GROUP_COLS).min(n);
+                for r in 0..m {
+                    let wr = &mut w[r * n..(r + 1) * n];
+                    let out = &mut ds[r * row_bytes..(r + 1) * row_bytes];
+                    for i in g0..g1 {
+                        let c = perm[i];
+                        let blk = &mut out[c / bs * bb..(c / bs + 1) * bb];
+                        let q = grid.round_into(blk, c % bs, wr[i] as f32);
+                        let e = (wr[i] - q as f64) / u[i * n + i];
+                        err[r * GROUP_COLS + i - g0] = e;
+                        let ui = &u[i * n..(i + 1) * n];
+                        for j in i + 1..g1 {
+                            wr[j] -= e * ui[j];
+                        }
+                    }
+                }
+                if g1 < n {
+                    // SAFETY: as in `rows_task`: err m × GROUP_COLS, u n × n, w m × n; three
+                    // separate buffers.
+                    unsafe {
+                        dgemm(
+                            m,
+                            g1 - g0,
+                            n - g1,
+                            -1.0,
+                            err.as_ptr(),
+                            GROUP_COLS,
+                            u[g0 * n + g1..].as_ptr(),
+                            n,
+                            false,
+                            w[g1..].as_mut_ptr(),
+                            n,
+                        );
+                    }
+                }
+                g0 = g1;
+            }
+            Ok(())
+        })
 }
 
 /// tr(ΔW·H·ΔWᵀ) for `rows` rows: Σ_r (w_r − q_r)ᵀ H (w_r − q_r), in f64 (the output error GPTQ

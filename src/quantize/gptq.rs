@@ -11,7 +11,10 @@ use crate::backend::gpu::GpuBackend;
 use crate::gguf::{GgmlType, GgufFile, Value};
 use crate::imatrix::covariance::CovarianceFile;
 use crate::quant::better::SearchOptions;
-use crate::quant::gptq::{prepare, quantize_rows_gptq, GroupPlan, Prepared};
+use crate::quant::gptq::{
+    act_order, prepare, quantize_rows_gptq, quantize_rows_gptq_static, FixedGrid, GroupPlan,
+    Prepared,
+};
 use anyhow::{bail, Context, Result};
 use rayon::prelude::*;
 use std::collections::BTreeMap;
@@ -51,6 +54,9 @@ pub struct GptqOptions {
     /// Re-round columns moved by in-block feedback on the block's fixed grid
     /// (`quant::gptq::FixedGrid`); off: each block as its quantizer leaves it.
     pub reround: bool,
+    /// GPTQ on fixed grids in activation order (`quant::gptq::quantize_rows_gptq_static`):
+    /// scales from the search on the original rows, columns by decreasing diag H.
+    pub act_order: bool,
 }
 
 /// The open covariance file, checked against the model, and the factorizations of the layer
@@ -132,6 +138,11 @@ impl GptqState {
         if !t.is_quantized() {
             return Ok(None);
         }
+        if self.opts.act_order && FixedGrid::of(t).is_none() {
+            // Rounding element by element needs the type's grid (not the IQ lattices).
+            self.fallbacks.push(name.to_string());
+            return Ok(None);
+        }
         let Some(base) = self.file.input_of(name).map(str::to_string) else {
             self.fallbacks.push(name.to_string());
             return Ok(None);
@@ -146,11 +157,27 @@ impl GptqState {
                     .file
                     .get(name)?
                     .with_context(|| format!("--covariance {p}: no entry for {name}"))?;
+                let act = self.opts.act_order;
+                let perms: Vec<Vec<usize>> = if act {
+                    cov.per_expert
+                        .iter()
+                        .map(|h| act_order(h, cov.cols).0)
+                        .collect()
+                } else {
+                    Vec::new()
+                };
                 let prepared = cov
                     .per_expert
                     .iter()
                     .enumerate()
                     .map(|(e, h)| {
+                        let permuted;
+                        let h = if act {
+                            permuted = act_order(h, cov.cols).1;
+                            &permuted[..]
+                        } else {
+                            &h[..]
+                        };
                         prepare(h, cov.cols, self.opts.damp).with_context(|| {
                             format!(
                                 "--covariance {p}: tensor {name}{}",
@@ -173,7 +200,11 @@ impl GptqState {
                             .collect()
                     })
                     .collect();
-                let p = Arc::new(Factored { prepared, diag });
+                let p = Arc::new(Factored {
+                    prepared,
+                    perms,
+                    diag,
+                });
                 self.cache.insert(base.clone(), p.clone());
                 p
             }
@@ -218,6 +249,14 @@ impl GptqState {
                 Value::str(self.opts.importance.name()),
             ),
             (
+                "quantize.gptq.order".to_string(),
+                Value::str(if self.opts.act_order {
+                    "act-static"
+                } else {
+                    "natural"
+                }),
+            ),
+            (
                 "quantize.gptq.covariance.file".to_string(),
                 Value::String(file),
             ),
@@ -236,9 +275,12 @@ impl GptqState {
     }
 }
 
-/// An input's factorization per expert, and its covariance's diagonal over the token count.
+/// An input's factorization per expert (of H permuted to the activation order with
+/// `--gptq-act-order`, `perms` then holding each expert's order), and its covariance's diagonal
+/// over the token count.
 struct Factored {
     prepared: Vec<Prepared>,
+    perms: Vec<Vec<usize>>,
     diag: Vec<Vec<f32>>,
 }
 
@@ -296,6 +338,12 @@ impl RowQuantizer for GptqQuantizer {
             );
             let (t, search) = (tensor.dst_type, tensor.search);
             let at = || format!("tensor {}, rows {r}..{end}", tensor.name);
+            if let Some(perm) = self.factored.perms.get(e) {
+                // Fixed grids in activation order: CPU only.
+                quantize_rows_gptq_static(t, p, perm, x, dst, qw, search).with_context(at)?;
+                r = end;
+                continue;
+            }
             match &self.gpu {
                 Some(g) => {
                     quantize_rows_gptq_gpu(g.backend(), t, p, x, dst, qw, self.reround, search)
