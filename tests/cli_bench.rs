@@ -131,6 +131,95 @@ fn tiny_bench_gives_positive_finite_figures_in_json() {
     // --work-dir is kept, the base file removed.
     assert!(work.join("synthetic-tiny-f32.gguf").is_file());
     assert!(!work.join("bench-base.kld").exists());
+
+    // Time per op class, from an extra profiled run, wherever the adapter `--device gpu` picks
+    // (the auto one) offers timestamp queries; otherwise null and the reason.
+    let (ok, devs, stderr) = wquant(&["devices", "--json"], &[]);
+    assert!(ok, "{stderr}");
+    let devs: Value = serde_json::from_str(&devs).unwrap();
+    let auto = devs
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["auto"] == true)
+        .expect("an auto adapter");
+    let has_ts = auto["features"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|f| f == "timestamp-query");
+    println!("adapter {} timestamp-query: {has_ts}", auto["name"]);
+    for (name, sec) in [("imatrix", im), ("kld", kld)] {
+        let (t, prof) = (&sec["op_time_ms"], &sec["op_profile"]);
+        if !has_ts {
+            assert!(t.is_null(), "{name}: {t}");
+            assert_eq!(prof["available"], false, "{name}: {prof}");
+            assert!(
+                prof["why"].as_str().unwrap().contains("timestamp-query"),
+                "{prof}"
+            );
+            continue;
+        }
+        assert_eq!(prof["available"], true, "{name}: {prof}");
+        assert_eq!(prof["lost_dispatches"], 0, "{name}: {prof}");
+        positive(&t["matmul"], "matmul ms");
+        positive(&t["attention"], "attention ms");
+        for k in ["statistics", "other", "host"] {
+            let x = t[k].as_f64().unwrap();
+            assert!(x.is_finite() && x >= 0.0, "{name} {k}: {x}");
+        }
+        // The GPU classes sum to the GPU time; host is the rest of the wall time (≥ 0).
+        let gpu: f64 = ["matmul", "attention", "statistics", "other"]
+            .iter()
+            .map(|k| t[k].as_f64().unwrap())
+            .sum();
+        let (wall, gpu_ms) = (
+            prof["wall_ms"].as_f64().unwrap(),
+            prof["gpu_ms"].as_f64().unwrap(),
+        );
+        assert!((gpu - gpu_ms).abs() <= 1e-6 * gpu_ms.max(1.0), "{prof}");
+        let host = t["host"].as_f64().unwrap();
+        assert!(
+            (host - (wall - gpu_ms).max(0.0)).abs() <= 1e-6 * wall,
+            "{t} {prof}"
+        );
+        // Both imatrix chunks share one profiled pass; statistics only in the imatrix run.
+        assert_eq!(prof["chunks"], 2);
+        let stats = prof["dispatches"]["statistics"].as_u64().unwrap();
+        assert_eq!(stats > 0, name == "imatrix", "{name}: {prof}");
+    }
+}
+
+#[test]
+fn cpu_bench_says_time_per_op_class_is_unavailable() {
+    let (ok, stdout, stderr) = wquant(
+        &[
+            "--device",
+            "cpu",
+            "bench",
+            "--only",
+            "imatrix",
+            "--synthetic",
+            "tiny",
+            "-c",
+            "32",
+            "--chunks",
+            "1",
+            "--json",
+        ],
+        &[],
+    );
+    assert!(ok, "{stderr}");
+    let v: Value = serde_json::from_str(&stdout).unwrap();
+    let im = &v["imatrix"];
+    assert!(im["op_time_ms"].is_null(), "{im}");
+    assert_eq!(im["op_profile"]["available"], false);
+    let why = im["op_profile"]["why"].as_str().unwrap();
+    assert!(why.contains("CPU"), "{why}");
+    assert!(
+        stderr.contains("time per op class: not available"),
+        "{stderr}"
+    );
 }
 
 #[test]

@@ -13,7 +13,7 @@ pub mod peaks;
 pub mod synth;
 
 use crate::backend::cpu::CpuBackend;
-use crate::backend::gpu::{kernels, GpuBackend};
+use crate::backend::gpu::{kernels, GpuBackend, GpuProfile, OpClass};
 use crate::backend::{Backend, WeightSource};
 use crate::gguf::writer::{encode_header, TensorSpec};
 use crate::gguf::{GgmlType, GgufFile};
@@ -158,6 +158,11 @@ pub trait BenchDevice: KldReduce {
     fn counters(&self) -> Option<DeviceCounters>;
     /// Weight types the device's matmul supports.
     fn matmul_types(&self) -> Vec<GgmlType>;
+    /// Start timing every dispatch by op class (GPU timestamp queries); Err says why the
+    /// device cannot.
+    fn start_op_profile(&self) -> std::result::Result<(), String>;
+    /// Wait for queued work, stop timing and return the profile (None if not started).
+    fn finish_op_profile(&self) -> Option<GpuProfile>;
 }
 
 impl BenchDevice for CpuBackend {
@@ -170,6 +175,12 @@ impl BenchDevice for CpuBackend {
     }
     fn matmul_types(&self) -> Vec<GgmlType> {
         crate::quant::BLOCK_TYPES.iter().map(|b| b.ggml).collect()
+    }
+    fn start_op_profile(&self) -> std::result::Result<(), String> {
+        Err("the CPU reference backend has no GPU timestamp queries to time ops with".into())
+    }
+    fn finish_op_profile(&self) -> Option<GpuProfile> {
+        None
     }
 }
 
@@ -191,6 +202,13 @@ impl BenchDevice for GpuBackend {
     }
     fn matmul_types(&self) -> Vec<GgmlType> {
         kernels::WEIGHT_TYPES.to_vec()
+    }
+    fn start_op_profile(&self) -> std::result::Result<(), String> {
+        self.ctx.profiling_support()?;
+        self.ctx.start_profiling().map_err(|e| format!("{e:#}"))
+    }
+    fn finish_op_profile(&self) -> Option<GpuProfile> {
+        self.ctx.finish_profiling()
     }
 }
 
@@ -761,6 +779,96 @@ fn counted_line(c: &Value) -> String {
 }
 
 // ---------------------------------------------------------------------------------------------
+// time per op class
+
+/// What "host" is in the op-class table.
+const HOST_IS: &str =
+    "wall time of the profiled run minus the summed GPU time of its dispatches (at least 0)";
+
+/// Time per op class of `run` (`chunks` chunks = `tokens` tokens of the measured work, run
+/// again with every dispatch timed: an extra run, so the throughput figures above stay
+/// unprofiled). Returns (`op_time_ms`, `op_profile`) for the JSON; where the device cannot
+/// time dispatches, null and the reason, printed as such.
+fn op_times<B: BenchDevice>(
+    b: &B,
+    out: &Out,
+    chunks: usize,
+    tokens: usize,
+    run: impl FnOnce() -> Result<()>,
+) -> Result<(Value, Value)> {
+    b.wait();
+    if let Err(why) = b.start_op_profile() {
+        out.line(&format!("time per op class: not available ({why})"));
+        return Ok((Value::Null, json!({"available": false, "why": why})));
+    }
+    let t = Instant::now();
+    let res = run();
+    let profile = b.finish_op_profile();
+    let wall = t.elapsed().as_secs_f64();
+    res?;
+    let p = profile.context("internal: the op profile was started but not kept")?;
+    let ms = |ns: u64| ns as f64 / 1e6;
+    let wall_ms = wall * 1e3;
+    let gpu_ms = ms(p.total().ns);
+    let host_ms = (wall_ms - gpu_ms).max(0.0);
+    out.line(&format!(
+        "time per op class: an extra run of {chunks} chunk(s) = {tokens} tokens ({:.1} tokens/s) with every dispatch in a compute pass of its own, timed by GPU timestamp queries (which serializes the GPU's work); host = {HOST_IS}:",
+        tokens as f64 / wall
+    ));
+    out.line("| op class | ms | % of wall | dispatches |");
+    out.line("|---|--:|--:|--:|");
+    let pct = |x: f64| {
+        if wall_ms > 0.0 {
+            format!("{:.1} %", 100.0 * x / wall_ms)
+        } else {
+            "-".into()
+        }
+    };
+    let mut times = serde_json::Map::new();
+    let mut counts = serde_json::Map::new();
+    for c in OpClass::ALL {
+        let tc = p.class(c);
+        out.line(&format!(
+            "| {} | {:.2} | {} | {} |",
+            c.name(),
+            ms(tc.ns),
+            pct(ms(tc.ns)),
+            tc.dispatches
+        ));
+        times.insert(c.name().into(), json!(ms(tc.ns)));
+        counts.insert(c.name().into(), json!(tc.dispatches));
+    }
+    out.line(&format!("| host | {host_ms:.2} | {} | |", pct(host_ms)));
+    out.line(&format!(
+        "| wall | {wall_ms:.2} | 100 % | {} |",
+        p.total().dispatches
+    ));
+    times.insert("host".into(), json!(host_ms));
+    if p.lost > 0 {
+        out.line(&format!(
+            "(the timestamps of {} dispatch(es) could not be read back: they are in no class, host includes them)",
+            p.lost
+        ));
+    }
+    let kernels: serde_json::Map<String, Value> = p
+        .kernels
+        .iter()
+        .map(|(k, t)| {
+            (
+                k.clone(),
+                json!({"ms": ms(t.ns), "dispatches": t.dispatches}),
+            )
+        })
+        .collect();
+    let detail = json!({
+        "available": true, "chunks": chunks, "tokens": tokens, "wall_ms": wall_ms,
+        "gpu_ms": gpu_ms, "host_is": HOST_IS, "dispatches": counts, "kernels": kernels,
+        "lost_dispatches": p.lost, "timestamp_period_ns": p.period_ns,
+    });
+    Ok((Value::Object(times), detail))
+}
+
+// ---------------------------------------------------------------------------------------------
 // imatrix
 
 /// Returns the section and the seconds per chunk measured (for sizing the KLD run).
@@ -838,12 +946,27 @@ fn imatrix_section<B: BenchDevice>(
         fmt_opt(res.ppl.map(|p| p.0), 4)
     ));
     out.line(&counted_line(&c));
+    // Time per op class: one more pass (at most the chunks measured), profiled.
+    let k = n.min(seqs);
+    let (op_ms, op_profile) = op_times(b, out, k, k * o.n_ctx, || {
+        collect(
+            b,
+            &mut model,
+            &m.imatrix_tokens,
+            Imatrix::new(o.n_ctx as u32),
+            &opts(o.n_ctx, k),
+            &stop,
+            |_, _| {},
+        )
+        .map(drop)
+    })?;
     let mut v = json!({
         "model": m.what, "model_path": m.path.display().to_string(), "tokens_from": m.tokens_from,
         "n_ctx": o.n_ctx, "batch": o.batch, "chunks_per_pass": seqs, "chunks": n, "tokens": tokens,
         "load_seconds": load_s, "seconds": secs,
         "tokens_per_second": tps, "tokens_per_second_with_load": incl_load,
         "ppl": res.ppl.map(|p| p.0), "counted": c,
+        "op_time_ms": op_ms, "op_profile": op_profile,
     });
     v["llama_cpp"] = llama::imatrix_side(o, out, m, n, incl_load, work)?;
     Ok((v, warm_s))
@@ -945,12 +1068,18 @@ fn kld_section<B: BenchDevice>(
         fmt_opt(mean_kld, 6)
     ));
     out.line(&counted_line(&c));
+    // Time per op class of the --kl-divergence run: one more pass over the first chunks.
+    let k = n.min(qm.plan.seqs_per_pass);
+    let (op_ms, op_profile) = op_times(b, out, k, k * o.n_ctx, || {
+        run_file(&mut qm, &base_path, k).map(drop)
+    })?;
     let mut v = json!({
         "model": m.what, "quant_type": o.kld_type, "tokens_from": m.tokens_from,
         "n_ctx": o.n_ctx, "chunks": n, "tokens": tokens, "quantize_seconds": quantize_s,
         "base_seconds": base_s, "base_tokens_per_second": base_tps, "base_file_bytes": base_bytes,
         "load_seconds": load_s, "seconds": secs, "tokens_per_second": tps,
         "tokens_per_second_with_load": with_load, "mean_kld": mean_kld, "counted": c,
+        "op_time_ms": op_ms, "op_profile": op_profile,
     });
     v["llama_cpp"] = llama::kld_side(o, out, m, &quant, n, with_load, work)?;
     let _ = std::fs::remove_file(&base_path);

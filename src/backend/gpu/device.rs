@@ -131,11 +131,14 @@ impl GpuDevice {
         // Optional features, where offered: subgroups (the register matmul shares activation
         // loads across a subgroup; without them it falls back to plain loads) and SPIR-V
         // passthrough (the exact quantization kernels: spirv.rs); f16 in shaders (the
-        // `--precision f16` matmul tiles; without it they round values but store f32).
+        // `--precision f16` matmul tiles; without it they round values but store f32);
+        // timestamp queries (`Ctx::start_profiling`, `wquant bench`'s time per op class; unused
+        // unless profiling is started).
         let features = adapter.features()
             & (wgpu::Features::SUBGROUP
                 | wgpu::Features::PASSTHROUGH_SHADERS
-                | wgpu::Features::SHADER_F16);
+                | wgpu::Features::SHADER_F16
+                | wgpu::Features::TIMESTAMP_QUERY);
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
             label: Some("wquant"),
             required_features: features,

@@ -5,6 +5,7 @@
 pub mod device;
 pub mod kernels;
 pub mod pool;
+pub mod profile;
 pub mod record;
 pub mod spirv;
 
@@ -15,6 +16,7 @@ use crate::gguf::GgmlType;
 use anyhow::{bail, Result};
 use device::{DeviceSpec, GpuDevice};
 use pool::{Pool, PooledBuffer};
+pub use profile::{GpuProfile, OpClass};
 pub use record::Counters;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -54,6 +56,8 @@ pub struct Ctx {
     pub dev: GpuDevice,
     pub pool: Arc<Pool>,
     pipelines: Mutex<HashMap<String, Arc<wgpu::ComputePipeline>>>,
+    /// Each pipeline's key, for the profile's kernel names (read only while profiling).
+    kernel_names: Mutex<HashMap<wgpu::ComputePipeline, Arc<str>>>,
     pending: Mutex<record::Pending>,
     /// Parameters of the pending dispatches, one `PARAM_SLOT_BYTES` slot each.
     ring: wgpu::Buffer,
@@ -77,6 +81,7 @@ impl Ctx {
             dev,
             pool,
             pipelines: Mutex::new(HashMap::new()),
+            kernel_names: Mutex::new(HashMap::new()),
             pending: Mutex::new(record::Pending::default()),
             ring,
             bind_groups: Mutex::new(record::BindCache::new()),
@@ -125,6 +130,7 @@ impl Ctx {
             cache: None,
         }));
         map.insert(key.to_string(), p.clone());
+        self.name_kernel(&p, key);
         p
     }
 
@@ -141,7 +147,25 @@ impl Ctx {
         }
         let p = Arc::new(build(&self.dev.device));
         map.insert(key.to_string(), p.clone());
+        self.name_kernel(&p, key);
         p
+    }
+
+    fn name_kernel(&self, p: &wgpu::ComputePipeline, key: &str) {
+        self.kernel_names
+            .lock()
+            .expect("kernel names")
+            .insert(p.clone(), key.into());
+    }
+
+    /// The key `pipe` was made under ("?" for a pipeline not made here).
+    fn kernel_name(&self, pipe: &wgpu::ComputePipeline) -> Arc<str> {
+        self.kernel_names
+            .lock()
+            .expect("kernel names")
+            .get(pipe)
+            .cloned()
+            .unwrap_or_else(|| "?".into())
     }
 
     /// Record a dispatch binding `params` (uniform, binding 0) and whole `buffers` (bindings
@@ -262,6 +286,13 @@ impl Ctx {
         p.n_dispatch += 1;
         p.counters.dispatches += 1;
         p.counters.bind_groups += u64::from(new_bind_group);
+        // Profiling: a timed pass of its own (ended when dropped); else the shared open pass.
+        if let Some(mut pass) = p.timed_pass(&self.dev.device, || self.kernel_name(pipe)) {
+            pass.set_pipeline(pipe);
+            pass.set_bind_group(0, bg, &[offset]);
+            pass.dispatch_workgroups(groups[0], groups[1], groups[2]);
+            return;
+        }
         let pass = p.pass(&self.dev.device);
         pass.set_pipeline(pipe);
         pass.set_bind_group(0, bg, &[offset]);
@@ -397,6 +428,58 @@ impl Ctx {
             .device
             .poll(wgpu::PollType::wait_indefinitely())
             .expect("GPU device lost");
+        self.harvest_profile();
+    }
+
+    /// Read the timestamps whose mappings completed (profiling only).
+    fn harvest_profile(&self) {
+        if let Some(prof) = self.pending().profiler.as_mut() {
+            prof.harvest();
+        }
+    }
+
+    /// Whether this device can time dispatches (`start_profiling`); Err says why not.
+    pub fn profiling_support(&self) -> std::result::Result<(), String> {
+        if self.dev.features.contains(wgpu::Features::TIMESTAMP_QUERY) {
+            Ok(())
+        } else {
+            Err(format!(
+                "adapter {} does not offer timestamp-query (see `wquant devices`)",
+                self.dev.info.name
+            ))
+        }
+    }
+
+    /// Start timing every dispatch from here on (an error where the device lacks timestamp
+    /// queries; nothing if already started). What is recorded before is submitted first, so
+    /// it is not timed. Each dispatch then runs in a compute pass of its own: same results and
+    /// counters, but the GPU's work is serialized — profile a separate run, not a timed one.
+    pub fn start_profiling(&self) -> Result<()> {
+        if let Err(why) = self.profiling_support() {
+            bail!("cannot time GPU dispatches: {why}");
+        }
+        let mut p = self.pending();
+        if p.profiler.is_none() {
+            p.flush(&self.dev.queue, &self.ring);
+            p.profiler = Some(profile::Profiler::new(&self.dev.device, &self.dev.queue));
+        }
+        Ok(())
+    }
+
+    pub fn is_profiling(&self) -> bool {
+        self.pending().profiler.is_some()
+    }
+
+    /// Submit what is recorded, wait for it, stop timing and return what was measured since
+    /// `start_profiling` (None if it was not started).
+    pub fn finish_profiling(&self) -> Option<GpuProfile> {
+        self.sync();
+        let mut prof = self.pending().profiler.take()?;
+        prof.harvest();
+        // Every mapping has completed after the wait; one that has not is counted as lost.
+        let mut profile = std::mem::take(&mut prof.profile);
+        profile.lost += prof.unread_dispatches();
+        Some(profile)
     }
 
     /// Copy the first `n_words` words of `buf` back to the host (submits and waits).
@@ -440,6 +523,7 @@ impl Ctx {
         });
         d.poll(wgpu::PollType::wait_indefinitely())
             .expect("GPU device lost while waiting for results");
+        self.harvest_profile();
         rx.recv()
             .expect("map callback")
             .expect("mapping the readback buffer failed");

@@ -10,6 +10,10 @@
 //! pending command still reads it and handed out again is therefore only overwritten by commands
 //! recorded later. The only `queue.write_buffer` is the ring's, made right before the submit it
 //! belongs to (a write_buffer is applied before the next submit, after every earlier one).
+//!
+//! Profiling (`Ctx::start_profiling`, off by default): each dispatch gets a compute pass of its
+//! own with timestamp writes, and each flush resolves that recording's timestamps in the same
+//! submit (`profile`).
 
 use std::num::NonZeroU64;
 
@@ -56,6 +60,8 @@ pub(super) struct Pending {
     /// Dispatches per flush (0: `MAX_PENDING_DISPATCHES`); 1 submits each op on its own.
     pub max_pending: usize,
     pub counters: Counters,
+    /// Per-dispatch timestamps (`Ctx::start_profiling`); None: off, nothing recorded.
+    pub profiler: Option<super::profile::Profiler>,
 }
 
 impl Pending {
@@ -93,6 +99,26 @@ impl Pending {
         self.pass.as_mut().expect("pass just opened")
     }
 
+    /// While profiling: a compute pass of its own for the next dispatch (of `kernel`), its
+    /// beginning and end timestamped. None when not profiling.
+    pub fn timed_pass(
+        &mut self,
+        device: &wgpu::Device,
+        kernel: impl FnOnce() -> std::sync::Arc<str>,
+    ) -> Option<wgpu::ComputePass<'_>> {
+        let prof = self.profiler.as_mut()?;
+        self.pass = None;
+        let enc = self.encoder.get_or_insert_with(|| {
+            device.create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                label: Some("wquant"),
+            })
+        });
+        Some(enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
+            label: None,
+            timestamp_writes: Some(prof.next_writes(kernel())),
+        }))
+    }
+
     /// The ring slot for the next dispatch's `params` (zero-padded), as a dynamic offset.
     pub fn push_params(&mut self, params: &[u32]) -> u32 {
         let bytes: &[u8] = bytemuck::cast_slice(params);
@@ -120,14 +146,22 @@ impl Pending {
         extra: Option<wgpu::CommandBuffer>,
     ) {
         self.pass = None;
-        let enc = self.encoder.take();
+        let mut enc = self.encoder.take();
         if enc.is_none() && extra.is_none() {
             return;
         }
+        // Timed dispatches were recorded into `enc`: resolve their timestamps in this submit.
+        let resolved = match (&mut self.profiler, &mut enc) {
+            (Some(prof), Some(e)) => prof.resolve(e),
+            _ => None,
+        };
         if !self.params.is_empty() {
             queue.write_buffer(ring, 0, &self.params);
         }
         queue.submit(enc.map(|e| e.finish()).into_iter().chain(extra));
+        if let (Some(prof), Some(r)) = (&mut self.profiler, resolved) {
+            prof.submitted(r);
+        }
         self.params.clear();
         self.n_dispatch = 0;
         self.counters.submits += 1;
