@@ -152,10 +152,11 @@ fn run_flag_errors() {
     }
 }
 
-/// `--variants gptq`: the imatrix pass also writes the covariance, each type is quantized both
-/// ways, and the gptq file's KLD is compared with the llama file's token by token; a second run
-/// redoes nothing. (`wide`/`exhaustive` take the same path with another search; they are slow on
-/// SmolLM2's 576-wide rows, so this test runs gptq.)
+/// `--variants gptq-act`: the imatrix pass also writes the covariance, each type is quantized
+/// both ways, and the gptq-act file's KLD is compared with the llama file's token by token; a
+/// second run redoes nothing. (`wide`/`exhaustive` take the same path with another search; they
+/// are slow on SmolLM2's 576-wide rows, so this test runs GPTQ; `gptq` differs from `gptq-act`
+/// only in the options it passes.)
 #[test]
 fn run_variants_are_compared_with_the_llama_file() {
     let dir = tempfile::tempdir().unwrap();
@@ -178,7 +179,7 @@ fn run_variants_are_compared_with_the_llama_file() {
                 "--types",
                 "Q4_0",
                 "--variants",
-                "gptq",
+                "gptq-act",
                 "-o",
             ])
             .arg(dir);
@@ -196,7 +197,7 @@ fn run_variants_are_compared_with_the_llama_file() {
     );
     assert_eq!(
         (&gptq["ftype"], &gptq["variant"]),
-        (&Value::from("Q4_0-gptq"), &Value::from("gptq"))
+        (&Value::from("Q4_0-gptq-act"), &Value::from("gptq-act"))
     );
     assert!(llama["vs_llama"].is_null(), "{llama}");
     // The paired ratio is the two files' mean KLDs over the same tokens.
@@ -213,11 +214,12 @@ fn run_variants_are_compared_with_the_llama_file() {
     assert_eq!(llama["bits_per_weight"], gptq["bits_per_weight"]);
     let (fl, fg) = (
         dir.path().join("model-Q4_0.gguf"),
-        dir.path().join("model-Q4_0-gptq.gguf"),
+        dir.path().join("model-Q4_0-gptq-act.gguf"),
     );
     assert_ne!(std::fs::read(&fl).unwrap(), std::fs::read(&fg).unwrap());
     let g = GgufFile::open(&fg).unwrap();
     assert!(g.get_str("quantize.gptq.covariance.file").is_ok());
+    assert_eq!(g.get_str("quantize.gptq.order").unwrap(), "act-static");
     let md = std::fs::read_to_string(dir.path().join("report.md")).unwrap();
     assert!(md.contains("KLD / llama's (paired)"), "{md}");
     assert!(md.contains(&format!("| {ratio:.3} ± ")), "{md}");
@@ -230,8 +232,8 @@ fn run_variants_are_compared_with_the_llama_file() {
         "imatrix",
         "quantize Q4_0",
         "kld Q4_0",
-        "quantize Q4_0-gptq",
-        "kld Q4_0-gptq",
+        "quantize Q4_0-gptq-act",
+        "kld Q4_0-gptq-act",
     ] {
         assert!(cached(&r2, s), "{s} was redone");
     }

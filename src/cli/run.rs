@@ -22,7 +22,9 @@ pub struct Args {
     pub types: String,
     /// How to quantize each type, comma-separated: llama (llama-quantize's bytes), wide,
     /// exhaustive (wider scale searches), gptq (error feedback through the input covariance,
-    /// collected in the imatrix pass), gptq+wide, gptq+exhaustive. Every variant other than
+    /// collected in the imatrix pass), gptq+wide, gptq+exhaustive, gptq-act (error feedback on
+    /// the search's fixed grids in activation order), gptq-act+wide, gptq-act+exhaustive.
+    /// Every variant other than
     /// llama is compared with the llama file of its type, token by token (paired ratio of mean
     /// KLD); llama is added when missing.
     #[arg(long, default_value = "llama", value_name = "V1,V2,...")]

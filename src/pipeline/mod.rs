@@ -67,37 +67,53 @@ pub struct RunOptions {
 }
 
 /// How one quantization of a type is made (`wquant run --variants`): llama.cpp's search (the
-/// llama-quantize bytes), a wider search, GPTQ-style error feedback, or both.
+/// llama-quantize bytes), a wider search, GPTQ-style error feedback (block by block, or on the
+/// search's fixed grids in activation order: `gptq-act`), or a search and GPTQ together.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Variant {
     pub search: Search,
     pub gptq: bool,
+    /// With `gptq`: `--gptq-act-order`.
+    pub act_order: bool,
 }
 
 impl Variant {
     pub const LLAMA: Variant = Variant {
         search: Search::Llama,
         gptq: false,
+        act_order: false,
     };
-    pub const NAMES: &'static str = "llama, wide, exhaustive, gptq, gptq+wide, gptq+exhaustive";
+    pub const NAMES: &'static str = "llama, wide, exhaustive, gptq, gptq+wide, gptq+exhaustive, \
+                                     gptq-act, gptq-act+wide, gptq-act+exhaustive";
 
     pub fn parse(s: &str) -> Option<Variant> {
-        let (gptq, search) = match s.strip_prefix("gptq") {
-            Some("") => (true, "llama"),
-            Some(rest) => (true, rest.strip_prefix('+')?),
-            None => (false, s),
+        let (gptq, act_order, rest) = if let Some(r) = s.strip_prefix("gptq-act") {
+            (true, true, r)
+        } else if let Some(r) = s.strip_prefix("gptq") {
+            (true, false, r)
+        } else {
+            return Some(Variant {
+                search: Search::parse(s)?,
+                ..Variant::LLAMA
+            });
+        };
+        let search = match rest {
+            "" => "llama",
+            r => r.strip_prefix('+')?,
         };
         Some(Variant {
             search: Search::parse(search)?,
             gptq,
+            act_order,
         })
     }
 
     pub fn name(self) -> String {
+        let g = if self.act_order { "gptq-act" } else { "gptq" };
         match (self.gptq, self.search) {
             (false, s) => s.name().to_string(),
-            (true, Search::Llama) => "gptq".to_string(),
-            (true, s) => format!("gptq+{}", s.name()),
+            (true, Search::Llama) => g.to_string(),
+            (true, s) => format!("{g}+{}", s.name()),
         }
     }
 }
@@ -503,7 +519,7 @@ pub fn run(o: &RunOptions) -> Result<RunReport> {
                     damp: crate::quant::gptq::DEFAULT_DAMP,
                     importance: Default::default(),
                     reround: true,
-                    act_order: false,
+                    act_order: variant.act_order,
                 });
             }
             match target {
@@ -692,6 +708,9 @@ mod variant_tests {
             "gptq",
             "gptq+wide",
             "gptq+exhaustive",
+            "gptq-act",
+            "gptq-act+wide",
+            "gptq-act+exhaustive",
         ] {
             assert_eq!(
                 Variant::parse(s).map(|v| v.name()),
@@ -700,7 +719,18 @@ mod variant_tests {
             );
         }
         assert_eq!(Variant::parse("gptq+llama"), Variant::parse("gptq"));
-        for bad in ["", "gptq+", "gptqwide", "wide+gptq", "fast", "gptq+gptq"] {
+        assert_eq!(Variant::parse("gptq-act+llama"), Variant::parse("gptq-act"));
+        for bad in [
+            "",
+            "gptq+",
+            "gptqwide",
+            "wide+gptq",
+            "fast",
+            "gptq+gptq",
+            "gptq-act+",
+            "gptq-actwide",
+            "gptq-act+gptq",
+        ] {
             assert_eq!(Variant::parse(bad), None, "{bad}");
         }
     }
