@@ -996,7 +996,7 @@ fn gptq_update_on_the_gpu() {
         let rb = cols / t.block_size() * t.type_size();
         let (mut cpu, mut dev) = (vec![0u8; m * rb], vec![0u8; m * rb]);
         quantize_rows_gptq(t, &p, &x, &mut cpu, qw, true, search).unwrap();
-        quantize_rows_gptq_gpu(&gpu, t, &p, &x, &mut dev, qw, true, search).unwrap();
+        quantize_rows_gptq_gpu(&gpu, t, &p, None, &x, &mut dev, qw, true, search).unwrap();
         let d = compare(t, &cpu, &dev, &x, &h, cols).unwrap();
         let s = search.search.name();
         println!("{t} {s}: {d:?}");
@@ -1012,7 +1012,7 @@ fn gptq_update_on_the_gpu() {
         // Three rows from the middle alone.
         let mut alone = vec![0u8; 3 * rb];
         let x3 = &x[30 * cols..33 * cols];
-        quantize_rows_gptq_gpu(&gpu, t, &p, x3, &mut alone, qw, true, search).unwrap();
+        quantize_rows_gptq_gpu(&gpu, t, &p, None, x3, &mut alone, qw, true, search).unwrap();
         assert_eq!(
             alone,
             dev[30 * rb..33 * rb],
@@ -1062,6 +1062,20 @@ fn quantize_gptq_with_the_update_on_the_gpu() {
         std::fs::read(&one).unwrap(),
         std::fs::read(&gpu_out).unwrap()
     );
+    // --gptq-act-order with the update on the GPU against the CPU's act-order file.
+    let (mut pa, mut pag) = (p.clone(), pg.clone());
+    pa.gptq.as_mut().unwrap().act_order = true;
+    pag.gptq.as_mut().unwrap().act_order = true;
+    let (ca, ga) = (d.path().join("act-cpu.gguf"), d.path().join("act-gpu.gguf"));
+    quantize_file(&model, &ca, &pa, &mut |_, _| {}).unwrap();
+    let r = quantize_file(&model, &ga, &pag, &mut |_, _| {}).unwrap();
+    assert_eq!(r.gptq_gpu_updates, r.gptq_tensors);
+    let (e_cpu, e_gpu) = (
+        total_output_error(&model, &ca, &cov),
+        total_output_error(&model, &ga, &cov),
+    );
+    println!("act-order output error: GPU update {e_gpu:.6e}, CPU {e_cpu:.6e}");
+    assert!((e_gpu / e_cpu - 1.0).abs() <= 0.01, "{e_gpu} vs {e_cpu}");
 }
 
 /// The command line: `--gptq` needs `--covariance`; with it, the summary names the fallbacks.

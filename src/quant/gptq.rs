@@ -649,19 +649,16 @@ pub fn quantize_rows_gptq_static(
             while g0 < n {
                 let g1 = (g0 + GROUP_COLS).min(n);
                 for r in 0..m {
-                    let wr = &mut w[r * n..(r + 1) * n];
-                    let out = &mut ds[r * row_bytes..(r + 1) * row_bytes];
-                    for i in g0..g1 {
-                        let c = perm[i];
-                        let blk = &mut out[c / bs * bb..(c / bs + 1) * bb];
-                        let q = grid.round_into(blk, c % bs, wr[i] as f32);
-                        let e = (wr[i] - q as f64) / u[i * n + i];
-                        err[r * GROUP_COLS + i - g0] = e;
-                        let ui = &u[i * n..(i + 1) * n];
-                        for j in i + 1..g1 {
-                            wr[j] -= e * ui[j];
-                        }
-                    }
+                    static_group(
+                        t,
+                        grid,
+                        p,
+                        perm,
+                        g0,
+                        &mut w[r * n + g0..r * n + g1],
+                        &mut err[r * GROUP_COLS..r * GROUP_COLS + g1 - g0],
+                        &mut ds[r * row_bytes..(r + 1) * row_bytes],
+                    );
                 }
                 if g1 < n {
                     // SAFETY: as in `rows_task`: err m × GROUP_COLS, u n × n, w m × n; three
@@ -686,6 +683,39 @@ pub fn quantize_rows_gptq_static(
             }
             Ok(())
         })
+}
+
+/// Columns per group of [`quantize_rows_gptq_static`] (and of its GPU driver).
+pub const STATIC_GROUP_COLS: usize = GROUP_COLS;
+
+/// One row's group of [`quantize_rows_gptq_static`]: the columns `g0..g0 + wg.len()` of the
+/// activation order (`wg`, their values with every earlier group's update; changed in place by
+/// the group's own feedback) rounded on their blocks' grids in `out_row` (the row's bytes, from
+/// the search), each column's scaled error (w − q)/U_ii in `er`.
+#[allow(clippy::too_many_arguments)]
+pub fn static_group(
+    t: GgmlType,
+    grid: FixedGrid,
+    p: &Prepared,
+    perm: &[usize],
+    g0: usize,
+    wg: &mut [f64],
+    er: &mut [f64],
+    out_row: &mut [u8],
+) {
+    let (bs, bb, n, u) = (t.block_size(), t.type_size(), p.cols, &p.u);
+    let g1 = g0 + wg.len();
+    for i in g0..g1 {
+        let c = perm[i];
+        let blk = &mut out_row[c / bs * bb..(c / bs + 1) * bb];
+        let q = grid.round_into(blk, c % bs, wg[i - g0] as f32);
+        let e = (wg[i - g0] - q as f64) / u[i * n + i];
+        er[i - g0] = e;
+        let ui = &u[i * n..(i + 1) * n];
+        for j in i + 1..g1 {
+            wg[j - g0] -= e * ui[j];
+        }
+    }
 }
 
 /// tr(ΔW·H·ΔWᵀ) for `rows` rows: Σ_r (w_r − q_r)ᵀ H (w_r − q_r), in f64 (the output error GPTQ

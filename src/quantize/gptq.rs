@@ -10,10 +10,11 @@ use crate::backend::gpu::kernels::gptq_update::{self, Update};
 use crate::backend::gpu::GpuBackend;
 use crate::gguf::{GgmlType, GgufFile, Value};
 use crate::imatrix::covariance::CovarianceFile;
+use crate::quant::better::quantize_row_searched;
 use crate::quant::better::SearchOptions;
 use crate::quant::gptq::{
-    act_order, prepare, quantize_rows_gptq, quantize_rows_gptq_static, FixedGrid, GroupPlan,
-    Prepared,
+    act_order, prepare, quantize_rows_gptq, quantize_rows_gptq_static, static_group, FixedGrid,
+    GroupPlan, Prepared, STATIC_GROUP_COLS,
 };
 use anyhow::{bail, Context, Result};
 use rayon::prelude::*;
@@ -338,19 +339,18 @@ impl RowQuantizer for GptqQuantizer {
             );
             let (t, search) = (tensor.dst_type, tensor.search);
             let at = || format!("tensor {}, rows {r}..{end}", tensor.name);
-            if let Some(perm) = self.factored.perms.get(e) {
-                // Fixed grids in activation order: CPU only.
-                quantize_rows_gptq_static(t, p, perm, x, dst, qw, search).with_context(at)?;
-                r = end;
-                continue;
-            }
-            match &self.gpu {
-                Some(g) => {
-                    quantize_rows_gptq_gpu(g.backend(), t, p, x, dst, qw, self.reround, search)
+            let perm = self.factored.perms.get(e).map(|v| &v[..]);
+            match (&self.gpu, perm) {
+                (Some(g), _) => {
+                    let b = g.backend();
+                    quantize_rows_gptq_gpu(b, t, p, perm, x, dst, qw, self.reround, search)
                         .with_context(at)?;
                     self.used_gpu.store(true, Ordering::Relaxed);
                 }
-                None => {
+                (None, Some(perm)) => {
+                    quantize_rows_gptq_static(t, p, perm, x, dst, qw, search).with_context(at)?
+                }
+                (None, None) => {
                     quantize_rows_gptq(t, p, x, dst, qw, self.reround, search).with_context(at)?
                 }
             }
@@ -369,6 +369,11 @@ impl RowQuantizer for GptqQuantizer {
 /// weights), groups are one block and every later slab comes back with the group's: the row is
 /// the values the quantized columns had when quantized followed by the later ones as updated.
 ///
+/// With `perm` (`--gptq-act-order`; `p` factors H permuted to it) this is
+/// `quant::gptq::quantize_rows_gptq_static` instead: the rows are first quantized by the search,
+/// the slabs hold the columns in activation order, and each group's columns are rounded on
+/// their blocks' fixed grids (`quant::gptq::static_group`).
+///
 /// Not the CPU path's bytes: the update is f32 on the device rather than f64, so a weight near
 /// a rounding boundary can land on the other side. Conformance (`verify::gptq`) bounds the
 /// difference. A row's bits depend only on its values (rows are independent, every sum has a
@@ -378,6 +383,7 @@ pub fn quantize_rows_gptq_gpu(
     gpu: &GpuBackend,
     t: GgmlType,
     p: &Prepared,
+    perm: Option<&[usize]>,
     x: &[f32],
     dst: &mut [u8],
     qw: Option<&[f32]>,
@@ -401,8 +407,21 @@ pub fn quantize_rows_gptq_gpu(
         );
     }
     let plan = GroupPlan::new(t, qw, in_block_rounding, search);
-    let whole = plan.whole_row;
-    let g = plan.group;
+    let fixed = match perm {
+        Some(perm) if perm.len() == n => Some(
+            FixedGrid::of(t).with_context(|| format!("gptq act-order: {t} has no fixed grid"))?,
+        ),
+        Some(perm) => bail!("gptq: an order of {} columns for {n}", perm.len()),
+        None => None,
+    };
+    let whole = plan.whole_row && fixed.is_none();
+    let g = if fixed.is_some() {
+        STATIC_GROUP_COLS
+    } else {
+        plan.group
+    };
+    // Column of the row at position i of the processing order.
+    let col = |i: usize| perm.map_or(i, |p| p[i]);
     let n_slabs = n.div_ceil(g);
     let ctx = &gpu.ctx;
     // Rows per pass: the weight buffer under the binding limit, the grid under 65,535 groups.
@@ -422,9 +441,16 @@ pub fn quantize_rows_gptq_gpu(
         let m = xs.len() / n;
         let mut slabs = vec![0f32; m * g * n_slabs];
         for (r, row) in xs.chunks(n).enumerate() {
-            for (j, &v) in row.iter().enumerate() {
-                slabs[(j / g) * m * g + r * g + j % g] = v;
+            for j in 0..n {
+                slabs[(j / g) * m * g + r * g + j % g] = row[col(j)];
             }
+        }
+        if fixed.is_some() {
+            // The fixed grids: the search on the original rows.
+            xs.par_chunks(n)
+                .zip(ds.par_chunks_mut(row_bytes))
+                .try_for_each(|(xr, out)| quantize_row_searched(t, xr, out, qw, search))
+                .context("gptq: the search before the fixed-grid rounding")?;
         }
         let w = ctx.upload_f32(&slabs);
         drop(slabs);
@@ -455,7 +481,12 @@ pub fn quantize_rows_gptq_gpu(
                     }
                     let row: &[f32] = if whole { now } else { &[] };
                     let mut er = vec![0f64; g1 - g0];
-                    plan.quantize_group(p, g0, &mut wg, row, &mut er, out_row)?;
+                    match (fixed, perm) {
+                        (Some(grid), Some(perm)) => {
+                            static_group(t, grid, p, perm, g0, &mut wg, &mut er, out_row)
+                        }
+                        _ => plan.quantize_group(p, g0, &mut wg, row, &mut er, out_row)?,
+                    }
                     for (d, &v) in es.iter_mut().zip(&er) {
                         *d = v as f32;
                     }

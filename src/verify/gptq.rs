@@ -8,7 +8,9 @@ use crate::backend::gpu::GpuBackend;
 use crate::gguf::GgmlType;
 use crate::quant::better::SearchOptions;
 use crate::quant::dequantize_row;
-use crate::quant::gptq::{output_error, prepare, quantize_rows_gptq};
+use crate::quant::gptq::{
+    act_order, output_error, prepare, quantize_rows_gptq, quantize_rows_gptq_static,
+};
 use crate::quantize::gptq::quantize_rows_gptq_gpu;
 use crate::util::rng::Rng;
 use anyhow::Result;
@@ -62,7 +64,7 @@ pub(super) fn check_gptq(gpu: &GpuBackend, rng: &mut Rng) -> Result<Vec<CheckRow
         let qw = (t != GgmlType::Q4_0).then_some(&qw[..]);
         let search = SearchOptions::default();
         quantize_rows_gptq(t, &p, &x, &mut cpu, qw, true, search)?;
-        quantize_rows_gptq_gpu(gpu, t, &p, &x, &mut dev, qw, true, search)?;
+        quantize_rows_gptq_gpu(gpu, t, &p, None, &x, &mut dev, qw, true, search)?;
         let (mut qc, mut qd) = (vec![0f32; m * cols], vec![0f32; m * cols]);
         dequantize_row(t, &cpu, &mut qc)?;
         dequantize_row(t, &dev, &mut qd)?;
@@ -80,6 +82,47 @@ pub(super) fn check_gptq(gpu: &GpuBackend, rng: &mut Rng) -> Result<Vec<CheckRow
                 equal * 100.0,
                 GPTQ_GPU_MIN_EQUAL_BLOCKS * 100.0,
                 d.equal_rows,
+            ),
+        });
+    }
+    // --gptq-act-order: fixed grids in activation order.
+    let (perm, hp) = act_order(&h, cols);
+    let pa = prepare(&hp, cols, 0.01)?;
+    for t in [GgmlType::Q4K, GgmlType::Q5_0] {
+        let m = 70;
+        let x = rng.vec(m * cols, 0.05);
+        let qw: Vec<f32> = (0..cols).map(|_| 0.1 + rng.f32().abs()).collect();
+        let row_bytes = cols / t.block_size() * t.type_size();
+        let (mut cpu, mut dev) = (vec![0u8; m * row_bytes], vec![0u8; m * row_bytes]);
+        let search = SearchOptions::default();
+        quantize_rows_gptq_static(t, &pa, &perm, &x, &mut cpu, Some(&qw), search)?;
+        quantize_rows_gptq_gpu(
+            gpu,
+            t,
+            &pa,
+            Some(&perm),
+            &x,
+            &mut dev,
+            Some(&qw),
+            true,
+            search,
+        )?;
+        let d = compare(t, &cpu, &dev, &x, &h, cols)?;
+        let (mut qc, mut qd) = (vec![0f32; m * cols], vec![0f32; m * cols]);
+        dequantize_row(t, &cpu, &mut qc)?;
+        dequantize_row(t, &dev, &mut qd)?;
+        rows.push(CheckRow {
+            op: "gptq act-order on GPU vs CPU".into(),
+            wtype: t.name().into(),
+            shape: format!("{m}x{cols}"),
+            nmse: nmse(&qd, &qc),
+            pass: d.pass(),
+            note: format!(
+                "{:.2} % blocks equal (≥ {}), {} of {m} rows equal, output error ratio {:.5}",
+                d.equal_blocks * 100.0,
+                GPTQ_GPU_MIN_EQUAL_BLOCKS * 100.0,
+                d.equal_rows,
+                d.error_ratio,
             ),
         });
     }
