@@ -53,6 +53,7 @@ pub(super) fn check_gptq(gpu: &GpuBackend, rng: &mut Rng) -> Result<Vec<CheckRow
     for t in [
         GgmlType::Q4K,
         GgmlType::Q4_0,
+        GgmlType::Q5_0,
         GgmlType::Q6K,
         GgmlType::IQ4XS,
     ] {
