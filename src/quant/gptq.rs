@@ -28,6 +28,7 @@ use super::better::{
 use super::iq4_nl::KVALUES_IQ4NL;
 use super::{dequantize_row, quantize_row, QuantError};
 use crate::gguf::GgmlType;
+use crate::util::SharedMut;
 use rayon::prelude::*;
 
 /// λ of H + λ·mean(diag H)·I when `--gptq-damp` is not given.
@@ -118,20 +119,6 @@ pub fn prepare(h: &[f32], cols: usize, damp: f64) -> Result<Prepared, GptqError>
 /// Block size of the factorizations: a diagonal block is factored (or inverted) element by
 /// element, everything else is `matrixmultiply::dgemm` on blocks (cache-blocked, vectorized).
 const NB: usize = 64;
-
-/// A raw pointer that rayon tasks writing disjoint parts of one buffer may share.
-#[derive(Clone, Copy)]
-struct SharedMut(*mut f64);
-// SAFETY: each use writes a region no other task touches (stated where it is used).
-unsafe impl Send for SharedMut {}
-unsafe impl Sync for SharedMut {}
-
-impl SharedMut {
-    /// The pointer (a method, so closures capture the Send wrapper, not its field).
-    fn get(self) -> *mut f64 {
-        self.0
-    }
-}
 
 /// c[m × n] (row stride `ldc`) += alpha · a[m × k] (row stride `lda`) · b[k × n] (row stride
 /// `ldb`, or its transpose when `b_t`: b given as n × k with row stride `ldb`).

@@ -2,6 +2,21 @@
 
 pub mod rng;
 
+/// A raw pointer that rayon tasks writing disjoint parts of one buffer may share (each use
+/// states which region is its own).
+#[derive(Clone, Copy)]
+pub struct SharedMut<T>(pub *mut T);
+// SAFETY: every use writes a region no other task touches (stated where it is used).
+unsafe impl<T> Send for SharedMut<T> {}
+unsafe impl<T> Sync for SharedMut<T> {}
+
+impl<T> SharedMut<T> {
+    /// The pointer (a method, so closures capture the Send wrapper, not its field).
+    pub fn get(self) -> *mut T {
+        self.0
+    }
+}
+
 use std::path::{Path, PathBuf};
 
 /// Directory of the demo assets (SmolLM2 Q4_1, calib.txt, eval.txt) that `wquant run` and

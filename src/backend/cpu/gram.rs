@@ -4,6 +4,7 @@
 //! count. Only the upper triangle is computed (x[r][i]·x[r][j] = x[r][j]·x[r][i] exactly), then
 //! mirrored.
 
+use crate::util::SharedMut;
 use rayon::prelude::*;
 
 /// Accumulator rows per parallel task.
@@ -75,19 +76,6 @@ pub fn gram_add_rows(acc: &mut [f32], x: &[f32], cols: usize, row0: usize, n: us
 /// Accumulator tile of the blocked gram: rows × columns per sgemm call.
 const TILE: usize = 128;
 
-/// A raw pointer to the accumulator that tasks writing disjoint tiles share.
-#[derive(Clone, Copy)]
-struct AccPtr(*mut f32);
-// SAFETY: each task writes its own tile of the accumulator (see `gram_add_rows_blocked`).
-unsafe impl Send for AccPtr {}
-unsafe impl Sync for AccPtr {}
-
-impl AccPtr {
-    fn get(self) -> *mut f32 {
-        self.0
-    }
-}
-
 /// [`gram_add_rows`] for `CpuBackend::fast()`: the upper triangle's 128 × 128 tiles as
 /// `matrixmultiply::sgemm` products x[:, I]ᵀ·x[:, J] (J ≥ I), tiles in parallel, then mirrored.
 /// Each element is summed over the rows in sgemm's fixed k blocks (see gemm.rs) and added to
@@ -100,7 +88,7 @@ pub fn gram_add_rows_blocked(acc: &mut [f32], x: &[f32], cols: usize, row0: usiz
     };
     let nt = cols.div_ceil(TILE);
     let tiles: Vec<(usize, usize)> = (0..nt).flat_map(|i| (i..nt).map(move |j| (i, j))).collect();
-    let out = AccPtr(acc.as_mut_ptr());
+    let out = SharedMut(acc.as_mut_ptr());
     tiles.into_par_iter().for_each(|(ti, tj)| {
         let (i0, j0) = (ti * TILE, tj * TILE);
         let (ib, jb) = (TILE.min(cols - i0), TILE.min(cols - j0));
