@@ -546,30 +546,52 @@ fn rows_task(
                 &mut ds[r * row_bytes..(r + 1) * row_bytes],
             )?;
         }
-        if g1 < n {
-            // W[:, g1..] −= E · U[g0..g1, g1..].
-            // SAFETY: err is m × group (row stride group), of which g1 − g0 columns are read;
-            // u is n × n, rows g0..g1 from column g1 read; w is m × n, columns g1.. written;
-            // three separate buffers.
-            unsafe {
-                dgemm(
-                    m,
-                    g1 - g0,
-                    n - g1,
-                    -1.0,
-                    err.as_ptr(),
-                    group,
-                    u[g0 * n + g1..].as_ptr(),
-                    n,
-                    false,
-                    w[g1..].as_mut_ptr(),
-                    n,
-                );
-            }
-        }
+        update_later_columns(&mut w, &err, group, u, n, g0, g1);
         g0 = g1;
     }
     Ok(())
+}
+
+/// GPTQ's lazy-batch update of the rows `w` (m × n): W[:, g1..] −= E · U[g0..g1, g1..], E being
+/// the group's scaled errors (`err`, row stride `ld`, g1 − g0 used per row) and `u` U (n × n).
+fn update_later_columns(
+    w: &mut [f64],
+    err: &[f64],
+    ld: usize,
+    u: &[f64],
+    n: usize,
+    g0: usize,
+    g1: usize,
+) {
+    let m = w.len() / n;
+    if g1 >= n || m == 0 {
+        return;
+    }
+    assert!(
+        w.len() == m * n
+            && u.len() == n * n
+            && g1 - g0 <= ld
+            && err.len() >= (m - 1) * ld + g1 - g0,
+        "gptq update shapes"
+    );
+    // SAFETY: err is read as m × (g1 − g0) with row stride ld, u as rows g0..g1 from column g1,
+    // w written as m × (n − g1) from column g1, all within the lengths checked above; three
+    // separate buffers.
+    unsafe {
+        dgemm(
+            m,
+            g1 - g0,
+            n - g1,
+            -1.0,
+            err.as_ptr(),
+            ld,
+            u[g0 * n + g1..].as_ptr(),
+            n,
+            false,
+            w[g1..].as_mut_ptr(),
+            n,
+        );
+    }
 }
 
 /// The activation order of GPTQ's `desc_act`: columns by decreasing diag H (ties by index),
@@ -647,25 +669,7 @@ pub fn quantize_rows_gptq_static(
                         &mut ds[r * row_bytes..(r + 1) * row_bytes],
                     );
                 }
-                if g1 < n {
-                    // SAFETY: as in `rows_task`: err m × GROUP_COLS, u n × n, w m × n; three
-                    // separate buffers.
-                    unsafe {
-                        dgemm(
-                            m,
-                            g1 - g0,
-                            n - g1,
-                            -1.0,
-                            err.as_ptr(),
-                            GROUP_COLS,
-                            u[g0 * n + g1..].as_ptr(),
-                            n,
-                            false,
-                            w[g1..].as_mut_ptr(),
-                            n,
-                        );
-                    }
-                }
+                update_later_columns(&mut w, &err, GROUP_COLS, u, n, g0, g1);
                 g0 = g1;
             }
             Ok(())
