@@ -5,7 +5,7 @@
 mod common;
 
 use common::{collect_options, lcg_tokens, synth_llama, SynthLlama};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use wquant::backend::cpu::CpuBackend;
@@ -698,18 +698,24 @@ fn total_output_error(model: &Path, quantized: &Path, cov: &Path) -> f64 {
     total
 }
 
+/// The synthetic model in `dir`, its covariance (3 chunks) and its imatrix file.
+fn synth_with_covariance(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    let model = dir.join("synth.gguf");
+    synth_llama(&model, &SYNTH).unwrap();
+    let cov = dir.join("cov.gguf");
+    let im = collect_cov(&model, 3, &cov);
+    let imf = dir.join("im.gguf");
+    im.save_gguf(&imf).unwrap();
+    (model, cov, imf)
+}
+
 /// End to end on a synthetic model: `--gptq` lowers the summed output error against plain
 /// Q4_K_M with the same imatrix, records `quantize.gptq.*`, and its bytes do not depend on the
 /// thread count; bad covariance files are refused with errors naming the file and tensor.
 #[test]
 fn quantize_gptq_on_a_synthetic_model() {
     let d = tempfile::tempdir().unwrap();
-    let model = d.path().join("synth.gguf");
-    synth_llama(&model, &SYNTH).unwrap();
-    let cov = d.path().join("cov.gguf");
-    let im = collect_cov(&model, 3, &cov);
-    let imf = d.path().join("im.gguf");
-    im.save_gguf(&imf).unwrap();
+    let (model, cov, imf) = synth_with_covariance(d.path());
 
     let plain = d.path().join("plain.gguf");
     quantize_file(
@@ -1028,12 +1034,7 @@ fn gptq_update_on_the_gpu() {
 fn quantize_gptq_with_the_update_on_the_gpu() {
     use wquant::quantize::gpu::GpuQuantizer;
     let d = tempfile::tempdir().unwrap();
-    let model = d.path().join("synth.gguf");
-    synth_llama(&model, &SYNTH).unwrap();
-    let cov = d.path().join("cov.gguf");
-    let im = collect_cov(&model, 3, &cov);
-    let imf = d.path().join("im.gguf");
-    im.save_gguf(&imf).unwrap();
+    let (model, cov, imf) = synth_with_covariance(d.path());
     let cpu_out = d.path().join("cpu.gguf");
     let p = params(Some(&cov), &imf, GptqImportance::Imatrix);
     let cpu_report = quantize_file(&model, &cpu_out, &p, &mut |_, _| {}).unwrap();
