@@ -21,7 +21,10 @@ struct Params {
     _pad: u32,
     // −0.0 (0x80000000), the addend of `mul_rn`: a uniform, so no compiler can fold it away.
     neg_zero: f32,
-    _pad1: u32,
+    // 0 in production. 1 / 2 move every `div_rn` result one ulp up / down, as an adapter whose
+    // division is not correctly rounded would: blocks whose bytes change are near ties
+    // (`quantize::gpu::near_ties`), and the tests' faulty adapter.
+    perturb: u32,
     _pad2: u32,
     _pad3: u32,
 }
@@ -185,7 +188,14 @@ fn div_rn(a: f32, b: f32) -> f32 {
     }
     // r = 2·remainder: the exact quotient is (q + r / (2·mb))·2^(e − 150).
     let up = r > mb || (r == mb && (q & 1u) == 1u);
-    return pack_rounded(sign, q, e, up, r != 0u);
+    let res = bitcast<u32>(pack_rounded(sign, q, e, up, r != 0u));
+    // Perturbed: one ulp away from zero (1) or towards it (2), for finite results above the
+    // smallest subnormal.
+    let mag = res & 0x7fffffffu;
+    if (p.perturb != 0u && mag > 1u && mag < F32_INF) {
+        return bitcast<f32>(select(res - 1u, res + 1u, p.perturb == 1u));
+    }
+    return bitcast<f32>(res);
 }
 
 // sqrt(x) correctly rounded: the significand's integer square root, digit by digit (two bits

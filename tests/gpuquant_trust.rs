@@ -198,6 +198,7 @@ fn random_flips_caught_at_the_sampling_rate() {
             ne0,
             Some(&qw),
             &gpu,
+            &[],
         )
         .unwrap();
         assert_eq!(
@@ -219,7 +220,8 @@ fn random_flips_caught_at_the_sampling_rate() {
                 &x[..rows * ne0],
                 ne0,
                 Some(&qw),
-                &cpu[..gpu.len()]
+                &cpu[..gpu.len()],
+                &[],
             )
             .unwrap(),
             None

@@ -309,6 +309,19 @@ pub fn run(g: &super::GlobalArgs, mut a: Args) -> Result<()> {
             }
         );
     }
+    if let (Some(q), false) = (&p.gpu, g.quiet) {
+        if let crate::quantize::gpu::CheckPolicy::Sampled { one_in } = q.check {
+            let c = q.check_counts();
+            eprintln!(
+                "GPU check: {} blocks from the kernels; re-quantized on the CPU: {} in the \
+                 1-in-{one_in} sample and {} near ties ({:.2} %)",
+                c.blocks,
+                c.sampled,
+                c.near_ties,
+                100.0 * c.near_ties as f64 / c.blocks.max(1) as f64
+            );
+        }
+    }
     if !g.quiet {
         let written = match report.outputs.as_slice() {
             [one] => one.display().to_string(),

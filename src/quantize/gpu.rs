@@ -13,19 +13,21 @@
 //!
 //! Trust policy (`CheckPolicy`): on an adapter whose path is exact (`adapter_is_exact`), each
 //! tensor is checked on a deterministic sample of its blocks (1 in `SAMPLE_ONE_IN`, chosen by a
-//! hash of tensor name and block index, at least one per call) re-quantized on the CPU; a
-//! mismatch re-does the tensor on the CPU. Elsewhere `--device auto` checks every block
-//! (`--verify-gpu` does everywhere).
+//! hash of tensor name and block index, at least one per call) and on every near tie (the blocks
+//! whose bytes change when the kernel's divisions are one ulp off: `near_ties`, two more runs of
+//! the kernel), re-quantized on the CPU; a mismatch re-does the tensor on the CPU. Elsewhere
+//! `--device auto` checks every block (`--verify-gpu` does everywhere).
 
 use super::canary;
 use crate::backend::gpu::device::DeviceSpec;
-use crate::backend::gpu::kernels::quant_block::{self, KernelPath};
+use crate::backend::gpu::kernels::quant_block::{self, KernelPath, Perturb};
 use crate::backend::gpu::GpuBackend;
 use crate::gguf::GgmlType;
 use crate::quant::{self, RefWeightBound};
 use anyhow::{anyhow, bail, Context, Result};
 use rayon::prelude::*;
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 /// Input values per dispatch: 16 MiB of f32, far under every adapter's binding limit.
@@ -44,8 +46,9 @@ pub const SAMPLE_ONE_IN: u32 = 64;
 pub enum CheckPolicy {
     /// Nothing beyond the per-type canary.
     CanaryOnly,
-    /// The blocks `sampled_blocks` picks (1 in `one_in`); a mismatch re-does the tensor on the
-    /// CPU, also when strict (the output stays the CPU's bytes; the summary counts it as CPU).
+    /// The blocks `sampled_blocks` picks (1 in `one_in`) and every near tie (`near_ties`); a
+    /// mismatch re-does the tensor on the CPU, also when strict (the output stays the CPU's
+    /// bytes; the summary counts it as CPU).
     Sampled { one_in: u32 },
     /// Every block (`--verify-gpu`): a mismatch uses the CPU bytes, or is an error when strict.
     Full,
@@ -62,6 +65,10 @@ pub struct GpuQuantizer {
     pub check: CheckPolicy,
     #[doc(hidden)]
     pub fault_hook: Option<FaultHook>,
+    /// The kernels' divisions as this quantizer runs them: `Perturb::None` in production; the
+    /// tests' faulty adapter moves every one by an ulp.
+    #[doc(hidden)]
+    pub fault: Perturb,
     /// A failed canary is an error instead of a fallback to the CPU.
     pub strict: bool,
     /// Print what the canary decided (stderr).
@@ -72,6 +79,22 @@ pub struct GpuQuantizer {
     cpu_touched: Mutex<HashSet<String>>,
     /// Tensors a sampled check caught: their remaining rows are quantized on the CPU.
     distrusted: Mutex<HashSet<String>>,
+    /// Blocks the kernels quantized, and of them those the sampled check re-quantized on the
+    /// CPU: in the sample, and near ties (a block in both counts in both).
+    blocks_on_gpu: AtomicUsize,
+    blocks_sampled: AtomicUsize,
+    blocks_near_tie: AtomicUsize,
+}
+
+/// What the checks of a `GpuQuantizer` did so far (`GpuQuantizer::check_counts`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CheckCounts {
+    /// Blocks from the kernels.
+    pub blocks: usize,
+    /// Blocks in the sampled check's hash sample.
+    pub sampled: usize,
+    /// Near ties, all checked on the CPU.
+    pub near_ties: usize,
 }
 
 impl std::fmt::Debug for GpuQuantizer {
@@ -118,11 +141,24 @@ impl GpuQuantizer {
             gpu,
             check: CheckPolicy::CanaryOnly,
             fault_hook: None,
+            fault: Perturb::None,
             strict: false,
             verbose: false,
             canary: Mutex::new(HashMap::new()),
             cpu_touched: Mutex::new(HashSet::new()),
             distrusted: Mutex::new(HashSet::new()),
+            blocks_on_gpu: AtomicUsize::new(0),
+            blocks_sampled: AtomicUsize::new(0),
+            blocks_near_tie: AtomicUsize::new(0),
+        }
+    }
+
+    /// What the checks did so far.
+    pub fn check_counts(&self) -> CheckCounts {
+        CheckCounts {
+            blocks: self.blocks_on_gpu.load(Ordering::Relaxed),
+            sampled: self.blocks_sampled.load(Ordering::Relaxed),
+            near_ties: self.blocks_near_tie.load(Ordering::Relaxed),
         }
     }
 
@@ -220,7 +256,34 @@ impl GpuQuantizer {
         ne0: usize,
         qw: Option<&[f32]>,
     ) -> Result<Vec<u8>> {
-        kernel_rows(&self.gpu, t, x, ne0, qw)
+        let path = quant_block::best_path(&self.gpu.ctx);
+        kernel_rows_perturbed(&self.gpu, path, self.fault, t, x, ne0, qw)
+    }
+
+    /// The near ties of `bytes`, this quantizer's kernel output for `x`: the blocks where the
+    /// kernel with exact division and with division one ulp up and one ulp down do not all
+    /// agree (the two runs other than this quantizer's own).
+    pub fn near_ties(
+        &self,
+        t: GgmlType,
+        x: &[f32],
+        ne0: usize,
+        qw: Option<&[f32]>,
+        bytes: &[u8],
+    ) -> Result<Vec<usize>> {
+        let path = quant_block::best_path(&self.gpu.ctx);
+        let ts = t.type_size();
+        let mut near = vec![false; bytes.len() / ts];
+        for perturb in [Perturb::None, Perturb::DivUp, Perturb::DivDown] {
+            if perturb == self.fault {
+                continue;
+            }
+            let moved = kernel_rows_perturbed(&self.gpu, path, perturb, t, x, ne0, qw)?;
+            for (b, (m, e)) in moved.chunks(ts).zip(bytes.chunks(ts)).enumerate() {
+                near[b] |= m != e;
+            }
+        }
+        Ok((0..near.len()).filter(|&b| near[b]).collect())
     }
 
     /// Quantize rows of tensor `name` (the whole tensor, or the rows from its block `block0` on):
@@ -279,9 +342,22 @@ impl GpuQuantizer {
         match self.check {
             CheckPolicy::CanaryOnly => {}
             CheckPolicy::Sampled { one_in } => {
-                if let Some(b) = sampled_mismatch(name, block0, one_in, t, x, ne0, qw, &bytes)? {
+                let near = self
+                    .near_ties(t, x, ne0, qw, &bytes)
+                    .with_context(|| format!("tensor {name}: near ties of {t}"))?;
+                let n_blocks = bytes.len() / t.type_size();
+                self.blocks_on_gpu.fetch_add(n_blocks, Ordering::Relaxed);
+                self.blocks_sampled.fetch_add(
+                    sampled_blocks(name, block0, n_blocks, one_in).len(),
+                    Ordering::Relaxed,
+                );
+                self.blocks_near_tie
+                    .fetch_add(near.len(), Ordering::Relaxed);
+                if let Some(b) =
+                    sampled_mismatch(name, block0, one_in, t, x, ne0, qw, &bytes, &near)?
+                {
                     eprintln!(
-                        "quantize: tensor {name}: sampled block {b} of {t} differs from the CPU \
+                        "quantize: tensor {name}: checked block {b} of {t} differs from the CPU \
                          reference (adapter {}); re-doing the tensor on the CPU",
                         self.adapter_name()
                     );
@@ -365,6 +441,13 @@ impl GpuQuantizer {
         Ok(ok)
     }
 
+    /// Mark `t`'s canary as passed without running it: the tests' way to put a faulty adapter's
+    /// kernels past the canary, so that only the sampled check stands in their way.
+    #[doc(hidden)]
+    pub fn assume_canary_passed(&self, t: GgmlType) {
+        self.canary.lock().expect("canary cache").insert(t, true);
+    }
+
     /// Quantize the canary inputs (reference and importance paths) on both sides. `Ok(None)`:
     /// identical; `Ok(Some(why))`: a mismatch.
     pub fn run_canary(&self, t: GgmlType) -> std::result::Result<Option<String>, String> {
@@ -412,6 +495,19 @@ pub fn kernel_rows(
 pub fn kernel_rows_on(
     gpu: &GpuBackend,
     path: KernelPath,
+    t: GgmlType,
+    x: &[f32],
+    ne0: usize,
+    qw: Option<&[f32]>,
+) -> Result<Vec<u8>> {
+    kernel_rows_perturbed(gpu, path, Perturb::None, t, x, ne0, qw)
+}
+
+/// As `kernel_rows_on`, with every division moved by one ulp as `perturb` says.
+pub fn kernel_rows_perturbed(
+    gpu: &GpuBackend,
+    path: KernelPath,
+    perturb: Perturb,
     t: GgmlType,
     x: &[f32],
     ne0: usize,
@@ -474,6 +570,7 @@ pub fn kernel_rows_on(
         quant_block::run_on(
             ctx,
             path,
+            perturb,
             t,
             xbuf.buffer(),
             wbuf.buffer(),
@@ -567,9 +664,9 @@ pub fn sampled_blocks(name: &str, block0: usize, n_blocks: usize, one_in: u32) -
     picked
 }
 
-/// The sampled check (`sampled_blocks`) of `gpu`, the bytes of rows `x` (blocks from `block0`
-/// of tensor `name`): the first sampled block (tensor index) whose bytes differ from the CPU
-/// reference's. Each sampled block is re-quantized alone (the k-quants' blocks are independent;
+/// The sampled check (`sampled_blocks`, plus the blocks `near`, indices from `block0`) of `gpu`,
+/// the bytes of rows `x` (blocks from `block0` of tensor `name`): the first checked block
+/// (tensor index) whose bytes differ from the CPU reference's. Each sampled block is re-quantized alone (the k-quants' blocks are independent;
 /// with importance, the legacy types' σ² needs its whole row, so that row is re-quantized).
 #[allow(clippy::too_many_arguments)]
 pub fn sampled_mismatch(
@@ -581,6 +678,7 @@ pub fn sampled_mismatch(
     ne0: usize,
     qw: Option<&[f32]>,
     gpu: &[u8],
+    near: &[usize],
 ) -> Result<Option<usize>> {
     let bs = t.block_size();
     let ts = t.type_size();
@@ -598,7 +696,11 @@ pub fn sampled_mismatch(
             .is_some_and(|k| k.row_sigma2);
     let mut one = vec![0u8; ts];
     let mut row_bytes = vec![0u8; bpr * ts];
-    for b in sampled_blocks(name, block0, n_blocks, one_in) {
+    let mut check = sampled_blocks(name, block0, n_blocks, one_in);
+    check.extend(near.iter().copied().filter(|&b| b < n_blocks));
+    check.sort_unstable();
+    check.dedup();
+    for b in check {
         let got = &gpu[b * ts..(b + 1) * ts];
         let (r, c) = (b / bpr, b % bpr);
         let want: &[u8] = if row_sigma {

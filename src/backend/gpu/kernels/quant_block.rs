@@ -77,9 +77,20 @@ pub fn arith_source() -> String {
     super::assemble(&[COMMON, ARITH])
 }
 
-/// Words of the output slot one block occupies (the block's bytes rounded up to 4).
+/// Words of a block's bytes in its output slot (the bytes rounded up to 4).
 pub fn slot_words(t: GgmlType) -> usize {
     t.type_size().div_ceil(4)
+}
+
+/// Every `div_rn` result of a kernel moved by one ulp (`Params.perturb`), as on an adapter whose
+/// division is not correctly rounded: the near-tie detector (`quantize::gpu::near_ties`) and the
+/// tests' faulty adapter.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Perturb {
+    #[default]
+    None = 0,
+    DivUp = 1,
+    DivDown = 2,
 }
 
 /// The pipeline of `key` (assembled `src`) on `path`. The SPIR-V one has an explicit layout
@@ -146,8 +157,17 @@ fn pipeline(
 }
 
 /// The uniform parameters (quant_common.wgsl's `Params`): `neg_zero` is −0.0, `_pad` 0.
-fn params(n: u32, blocks_per_row: u32, has_w: u32) -> [u32; 8] {
-    [n, blocks_per_row, has_w, 0, 0x8000_0000, 0, 0, 0]
+fn params(n: u32, blocks_per_row: u32, has_w: u32, perturb: Perturb) -> [u32; 8] {
+    [
+        n,
+        blocks_per_row,
+        has_w,
+        0,
+        0x8000_0000,
+        perturb as u32,
+        0,
+        0,
+    ]
 }
 
 /// Quantize `n_blocks` blocks of `x` (`blocks_per_row` per row, `bs` values each). `w` holds one
@@ -168,6 +188,7 @@ pub fn run(
     run_on(
         ctx,
         best_path(ctx),
+        Perturb::None,
         t,
         x,
         w,
@@ -179,11 +200,12 @@ pub fn run(
     )
 }
 
-/// As `run`, on `path`.
+/// As `run`, on `path`, with the fault `perturb` injected.
 #[allow(clippy::too_many_arguments)]
 pub fn run_on(
     ctx: &Ctx,
     path: KernelPath,
+    perturb: Perturb,
     t: GgmlType,
     x: &wgpu::Buffer,
     w: &wgpu::Buffer,
@@ -205,7 +227,12 @@ pub fn run_on(
     buffers.extend(tables.as_ref());
     ctx.dispatch(
         &pipe,
-        &params(n_blocks as u32, blocks_per_row as u32, has_w as u32),
+        &params(
+            n_blocks as u32,
+            blocks_per_row as u32,
+            has_w as u32,
+            perturb,
+        ),
         &buffers,
         Ctx::groups_1d(n_blocks),
     );
@@ -235,7 +262,7 @@ pub fn arith(ctx: &Ctx, path: KernelPath, op: ArithOp, a: &[f32], b: &[f32]) -> 
     let obuf = ctx.pool.get((a.len() * 4) as u64);
     ctx.dispatch(
         &pipe,
-        &params(a.len() as u32, 1, op as u32),
+        &params(a.len() as u32, 1, op as u32, Perturb::None),
         &[abuf.buffer(), bbuf.buffer(), sbuf.buffer(), obuf.buffer()],
         Ctx::groups_1d(a.len()),
     );
