@@ -333,6 +333,13 @@ impl GpuQuantizer {
         let (mut bytes, n_cpu_rows) = self
             .quantize_rows_counted(t, x, ne0, qw)
             .with_context(|| format!("tensor {name}: GPU quantization to {t}"))?;
+        // Near ties of the kernel's own bytes (before any injected fault).
+        let near = match self.check {
+            CheckPolicy::Sampled { .. } => self
+                .near_ties(t, x, ne0, qw, &bytes)
+                .with_context(|| format!("tensor {name}: near ties of {t}"))?,
+            _ => Vec::new(),
+        };
         if let Some(hook) = &self.fault_hook {
             hook(name, block0, t, &mut bytes);
         }
@@ -342,9 +349,6 @@ impl GpuQuantizer {
         match self.check {
             CheckPolicy::CanaryOnly => {}
             CheckPolicy::Sampled { one_in } => {
-                let near = self
-                    .near_ties(t, x, ne0, qw, &bytes)
-                    .with_context(|| format!("tensor {name}: near ties of {t}"))?;
                 let n_blocks = bytes.len() / t.type_size();
                 self.blocks_on_gpu.fetch_add(n_blocks, Ordering::Relaxed);
                 self.blocks_sampled.fetch_add(
