@@ -38,12 +38,14 @@ struct Params {
 // One slot of SLOT_WORDS words per block; the host drops the padding.
 @group(0) @binding(4) var<storage, read_write> dst: array<u32>;
 
-var<private> X: array<f32, 256>;
+// PRIV_N (set by the host, `quant_block::source`): 256, the largest block, or 32 for the
+// kernels where each lane holds one 32-value sub-block (quant_coop.wgsl).
+var<private> X: array<f32, PRIV_N>;
 // Raw importance of the block.
-var<private> QW: array<f32, 256>;
+var<private> QW: array<f32, PRIV_N>;
 // Derived weights (legacy and K-quant imatrix paths).
-var<private> WT: array<f32, 256>;
-var<private> L: array<u32, 256>;
+var<private> WT: array<f32, PRIV_N>;
+var<private> L: array<u32, PRIV_N>;
 var<private> LAUX: array<u32, 32>;
 var<private> OB: array<u32, 53>;
 // make_qp_quants / make_qx_quants_qp operands (8 or 16 sub-block scales or mins, their

@@ -1,17 +1,24 @@
-// Q4_K: one invocation per 256-value super-block (quantize_row_q4_K_ref / _impl); 144 bytes.
+// Q4_K: 8 lanes per 256-value super-block (quantize_row_q4_K_ref / _impl; quant_coop.wgsl);
+// 144 bytes = 36 words.
 @compute @workgroup_size(64)
-fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
-    let b = block_index(gid);
-    if (b >= p.n_blocks) {
-        return;
-    }
-    load_block(b, 256u);
-    out_clear(36u);
-    k_super_block(15, -1.0, 0.1, 20);
-    for (var g = 0u; g < 4u; g++) {
-        for (var k = 0u; k < 32u; k++) {
-            put8(16u + 32u * g + k, L[64u * g + k] | (L[64u * g + 32u + k] << 4u));
+fn main(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(subgroup_id) sg_id: u32,
+    @builtin(subgroup_size) sg_size: u32,
+    @builtin(subgroup_invocation_id) sg_lane: u32,
+) {
+    let c = coop_lanes(wid, nwg, sg_id, sg_size, sg_lane);
+    coop_load(c.block, c.lane);
+    coop_k_super_block(c, 36u, 15, -1.0, 0.1, 20);
+    // Bytes 16 + 32g + k = L_2g[k] | L_2g+1[k] << 4 (L_j: sub-block j's quants, < 16): the even
+    // lane of each pair writes 8 words.
+    let o = c.block * 36u + 4u + 8u * (c.lane / 2u);
+    for (var t = 0u; t < 8u; t++) {
+        let own = coop_l_word(t);
+        let odd = subgroupShuffle(own, c.base + (c.lane | 1u));
+        if (c.live && c.lane % 2u == 0u) {
+            dst[o + t] = own | (odd << 4u);
         }
     }
-    out_store(b, 36u);
 }

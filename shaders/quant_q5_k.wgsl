@@ -1,38 +1,33 @@
-// Q5_K: one invocation per 256-value super-block (quantize_row_q5_K_ref / _impl); 176 bytes.
+// Q5_K: 8 lanes per 256-value super-block (quantize_row_q5_K_ref / _impl; quant_coop.wgsl);
+// 176 bytes = 44 words.
 @compute @workgroup_size(64)
-fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
-    let b = block_index(gid);
-    if (b >= p.n_blocks) {
-        return;
-    }
-    load_block(b, 256u);
-    out_clear(44u);
-    k_super_block(31, -0.5, 0.1, 15);
-    var qh: array<u32, 32>;
-    for (var j = 0u; j < 32u; j++) {
-        qh[j] = 0u;
-    }
-    var m1 = 1u;
-    var m2 = 2u;
-    for (var g = 0u; g < 4u; g++) {
-        for (var j = 0u; j < 32u; j++) {
-            var l1 = L[64u * g + j];
-            if (l1 > 15u) {
-                l1 -= 16u;
-                qh[j] = qh[j] | m1;
+fn main(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(subgroup_id) sg_id: u32,
+    @builtin(subgroup_size) sg_size: u32,
+    @builtin(subgroup_invocation_id) sg_lane: u32,
+) {
+    let c = coop_lanes(wid, nwg, sg_id, sg_size, sg_lane);
+    coop_load(c.block, c.lane);
+    coop_k_super_block(c, 44u, 31, -0.5, 0.1, 15);
+    let ob = c.block * 44u;
+    for (var t = 0u; t < 8u; t++) {
+        let own = coop_l_word(t);
+        // qh (bytes 16..48): bit j of byte k is L_j[k]'s fifth bit; OR over the group's lanes.
+        var h = ((own >> 4u) & 0x01010101u) << c.lane;
+        h = h | subgroupShuffleXor(h, 1u);
+        h = h | subgroupShuffleXor(h, 2u);
+        h = h | subgroupShuffleXor(h, 4u);
+        // qs (bytes 48..176): byte 32g + k = low nibbles of L_2g[k] and L_2g+1[k].
+        let odd = subgroupShuffle(own, c.base + (c.lane | 1u));
+        if (c.live) {
+            if (c.lane == 0u) {
+                dst[ob + 4u + t] = h;
             }
-            var l2 = L[64u * g + 32u + j];
-            if (l2 > 15u) {
-                l2 -= 16u;
-                qh[j] = qh[j] | m2;
+            if (c.lane % 2u == 0u) {
+                dst[ob + 12u + 8u * (c.lane / 2u) + t] = (own & 0x0f0f0f0fu) | ((odd & 0x0f0f0f0fu) << 4u);
             }
-            put8(48u + 32u * g + j, l1 | (l2 << 4u));
         }
-        m1 = m1 << 2u;
-        m2 = m2 << 2u;
     }
-    for (var j = 0u; j < 32u; j++) {
-        put8(16u + j, qh[j]);
-    }
-    out_store(b, 44u);
 }

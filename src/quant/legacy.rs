@@ -265,6 +265,7 @@ const fn gpu(file: &'static str, source: &'static str, consts: &'static str) -> 
         row_sigma2: true,
         ref_weight_bound: RefWeightBound::One,
         tables: None,
+        lanes_per_block: 1,
     }
 }
 

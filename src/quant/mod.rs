@@ -142,7 +142,8 @@ pub enum RefWeightBound {
     AbsMaxSquared,
 }
 
-/// A GPU quantization kernel (`shaders/quant_common.wgsl` + `kernel`, one invocation per block).
+/// A GPU quantization kernel (`shaders/quant_common.wgsl` + `kernel`, one invocation or 8 lanes
+/// per block).
 #[derive(Clone, Copy, Debug)]
 pub struct GpuQuantize {
     pub kernel: Wgsl,
@@ -154,6 +155,9 @@ pub struct GpuQuantize {
     /// the IQ types' grids, kmaps and neighbour lists, in a layout the kernel and this function
     /// agree on. Built once per device (`Ctx::table_u32`).
     pub tables: Option<fn() -> Vec<u32>>,
+    /// Invocations per block: 1, or 8 lanes of a subgroup, one per 32-value sub-block, with
+    /// `shaders/quant_coop.wgsl` (needs subgroups of at least 8 lanes).
+    pub lanes_per_block: u32,
 }
 
 /// A row quantizer: values (whole blocks) → bytes, with optional importance (one per value).

@@ -426,6 +426,20 @@ impl GpuQuantizer {
         if let Some(&ok) = self.canary.lock().expect("canary cache").get(&t) {
             return Ok(ok);
         }
+        if let Err(why) = quant_block::runnable(&self.gpu.ctx, t) {
+            let msg = format!(
+                "the GPU kernel for {t} cannot run on {} ({why})",
+                self.adapter_name()
+            );
+            if self.strict {
+                bail!("--device gpu: {msg}; use --device auto or --device cpu");
+            }
+            if self.verbose {
+                eprintln!("quantize: {msg}; quantizing {t} on the CPU");
+            }
+            self.canary.lock().expect("canary cache").insert(t, false);
+            return Ok(false);
+        }
         let outcome = self.run_canary(t);
         let ok = match outcome {
             Ok(None) => true,
@@ -525,6 +539,12 @@ pub fn kernel_rows_perturbed(
     }
     if !supports(t) {
         bail!("no GPU quantization kernel for type {t}");
+    }
+    if let Err(why) = quant_block::runnable(&gpu.ctx, t) {
+        bail!(
+            "the GPU kernel for {t} cannot run on {} ({why})",
+            gpu.adapter_name()
+        );
     }
     // As quant::quantize_row: the kernel would write zeros where the CPU refuses.
     if qw.is_none() && quant::block_type(t).is_some_and(|b| b.requires_importance) {

@@ -145,10 +145,14 @@ pub fn compile(wgsl: &str, g: &Guarantees) -> Result<Vec<u32>> {
 fn naga_spirv(wgsl: &str, lang_version: (u8, u8)) -> Result<Vec<u32>> {
     let module =
         naga::front::wgsl::parse_str(wgsl).map_err(|e| anyhow!("{}", e.emit_to_string(wgsl)))?;
+    // Subgroup operations (the 8-lanes-per-block kernels) only run where the device has them
+    // (`quant_block::runnable`), which on Vulkan means 1.1+ and SPIR-V 1.3 here.
     let info = naga::valid::Validator::new(
         naga::valid::ValidationFlags::all(),
-        naga::valid::Capabilities::default(),
+        naga::valid::Capabilities::SUBGROUP,
     )
+    .subgroup_stages(naga::valid::ShaderStages::COMPUTE)
+    .subgroup_operations(naga::valid::SubgroupOperationSet::all())
     .validate(&module)
     .map_err(|e| anyhow!("{}", e.emit_to_string(wgsl)))?;
     let options = naga::back::spv::Options {

@@ -165,6 +165,7 @@ pub fn shader_files() -> Vec<&'static str> {
         "lse_common.wgsl",
         "nll.wgsl",
         "quant_common.wgsl",
+        "quant_coop.wgsl",
         "quant_arith.wgsl",
     ];
     for b in quant::BLOCK_TYPES {

@@ -1,5 +1,6 @@
 //! `shaders/quant_<type>.wgsl` (+ the shared `quant_common.wgsl`): block quantization, one
-//! invocation per block, bytes identical to `quant::quantize_row` (see `quantize::gpu`). The kernel
+//! invocation per block, or 8 lanes of a subgroup per block for Q4_K and Q5_K
+//! (`quant_coop.wgsl`, where the device has subgroups of ≥ 8 lanes), bytes identical to `quant::quantize_row` (see `quantize::gpu`). The kernel
 //! of each type is its `quant::BlockType` row's `gpu_quantize`. On Vulkan the kernels go to the
 //! driver as SPIR-V with every float op `NoContraction` and the float-controls modes the device
 //! supports (`spirv.rs`); elsewhere as WGSL. `shaders/quant_arith.wgsl` runs the exact helpers
@@ -14,6 +15,7 @@ use std::sync::Arc;
 
 pub const COMMON: &str = include_str!("../../../../shaders/quant_common.wgsl");
 pub const ARITH: &str = include_str!("../../../../shaders/quant_arith.wgsl");
+pub const COOP: &str = include_str!("../../../../shaders/quant_coop.wgsl");
 
 /// Block types with a quantization kernel (the table's rows that have one).
 pub const TYPES: [GgmlType; N_TYPES] = super::table_types(false);
@@ -66,15 +68,51 @@ pub fn guarantees(ctx: &Ctx, path: KernelPath) -> Guarantees {
     }
 }
 
-/// The assembled source for type `t`: the shared helpers, the kernel's constants, the kernel.
+/// The assembled source for type `t`: the shared helpers (with the cooperative ones for a kernel
+/// of 8 lanes per block, whose lanes hold 32 values each: `PRIV_N`), the kernel's constants, the
+/// kernel.
 pub fn source(t: GgmlType) -> Option<String> {
-    let k = quant::block_type(t)?.gpu_quantize?.kernel;
-    Some(super::assemble(&[COMMON, k.consts, k.source]))
+    let g = quant::block_type(t)?.gpu_quantize?;
+    let k = g.kernel;
+    let (priv_n, coop) = if g.lanes_per_block > 1 {
+        ("const PRIV_N: u32 = 32u;", COOP)
+    } else {
+        (PRIV_N_BLOCK, "")
+    };
+    Some(super::assemble(&[COMMON, priv_n, coop, k.consts, k.source]))
+}
+
+/// quant_common.wgsl's private arrays for one invocation per block: the largest block.
+const PRIV_N_BLOCK: &str = "const PRIV_N: u32 = 256u;";
+
+/// Lanes of kernel `t` per block (1 or 8).
+fn lanes_per_block(t: GgmlType) -> usize {
+    quant::block_type(t)
+        .and_then(|b| b.gpu_quantize)
+        .map_or(1, |g| g.lanes_per_block as usize)
+}
+
+/// Whether kernel `t` can run on this device: those of 8 lanes per block need subgroups of at
+/// least 8 lanes. `Err` says why not.
+pub fn runnable(ctx: &Ctx, t: GgmlType) -> Result<(), String> {
+    if lanes_per_block(t) == 1 {
+        return Ok(());
+    }
+    if !ctx.dev.features.contains(wgpu::Features::SUBGROUP) {
+        return Err("the adapter has no subgroup operations".into());
+    }
+    if ctx.dev.info.subgroup_min_size < 8 {
+        return Err(format!(
+            "the adapter's subgroups may have {} lanes, fewer than the kernel's 8",
+            ctx.dev.info.subgroup_min_size
+        ));
+    }
+    Ok(())
 }
 
 /// The assembled arithmetic test kernel.
 pub fn arith_source() -> String {
-    super::assemble(&[COMMON, ARITH])
+    super::assemble(&[COMMON, PRIV_N_BLOCK, ARITH])
 }
 
 /// Words of a block's bytes in its output slot (the bytes rounded up to 4).
@@ -215,6 +253,9 @@ pub fn run_on(
     blocks_per_row: usize,
     has_w: bool,
 ) {
+    if n_blocks == 0 {
+        return;
+    }
     let key = format!("quant_{t}");
     let pipe = pipeline(ctx, &key, path, || {
         source(t).expect("type with a quant kernel")
@@ -234,7 +275,7 @@ pub fn run_on(
             perturb,
         ),
         &buffers,
-        Ctx::groups_1d(n_blocks),
+        Ctx::groups_1d(n_blocks * lanes_per_block(t)),
     );
 }
 
