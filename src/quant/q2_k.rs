@@ -187,6 +187,6 @@ pub const BLOCK: BlockType = BlockType {
         row_sigma2: false,
         ref_weight_bound: RefWeightBound::TwoAbsMax,
         tables: None,
-        lanes_per_block: 1,
+        lanes_per_block: 8,
     }),
 };

@@ -192,6 +192,6 @@ pub const BLOCK: BlockType = BlockType {
         row_sigma2: false,
         ref_weight_bound: RefWeightBound::AbsMaxSquared,
         tables: None,
-        lanes_per_block: 1,
+        lanes_per_block: 8,
     }),
 };
