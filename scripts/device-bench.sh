@@ -2,7 +2,9 @@
 # wquant on a lent GPU machine (../shared/device/README.md: an H200 with Vulkan, no Rust
 # toolchain, no network, no model files): nvidia-smi, `wquant devices`, `wquant conformance`,
 # `wquant bench --full` on a synthetic SmolLM2-shaped model and imatrix/KLD on a synthetic
-# Qwen2.5-Coder-1.5B-shaped one (both generated there by wquant), all written to $OUT.
+# Qwen2.5-Coder-1.5B-shaped one (both generated there by wquant), then Q4_K_M and Q5_K_M
+# quantization of the Qwen-shaped model with that imatrix, `--device cpu` on every core vs
+# `--device auto` (bytes compared), all written to $OUT.
 #
 # HERE, in the repository root, after each change (release build, stripped, into .devcheck/;
 # the Vulkan loader packages into .gl/ once; both folders are git-ignored locally):
@@ -76,7 +78,7 @@ else
   # --full's big shapes on the types the issue names (every type runs on the small shapes).
   FULL=(--full --types F32,F16,Q8_0,Q4_0,Q4_K,Q5_K,Q6_K,IQ4_XS)
   SMOL=(--synthetic smollm2 --work-dir /tmp/wqb)
-  QWEN=(--synthetic qwen2.5-1.5b)
+  QWEN=(--synthetic qwen2.5-1.5b --work-dir /tmp/wqq)
 fi
 
 echo "== $(date -u +%FT%TZ) budget ${BUD}s; $(nproc) cores"
@@ -111,5 +113,20 @@ fi
 echo "== wquant bench --only imatrix,kld ${QWEN[*]}"
 tm 200 "$W" --device gpu bench --only imatrix,kld "${QWEN[@]}" --seconds "$S" --json >"$O/bench-qwen2.5-1.5b.json"
 echo "exit $?"
+
+# #20's figure: --device auto vs --device cpu on every core, Qwen2.5-1.5B shapes, with imatrix.
+QM=/tmp/wqq/synthetic-qwen2.5-1.5b-f32.gguf
+if [ -z "${WQUANT_BENCH_QUICK:-}" ] && [ -f $QM ] && [ -f /tmp/wqq/bench-imatrix.gguf ]; then
+  for ft in Q4_K_M Q5_K_M; do
+    echo "== quantize $ft (Qwen2.5-1.5B shapes, imatrix): --device cpu --threads $(nproc) vs --device auto"
+    for d in cpu auto; do
+      t0=$(date +%s.%N)
+      tm 120 "$W" --device $d quantize --imatrix /tmp/wqq/bench-imatrix.gguf $QM /tmp/wqq/q-$ft-$d.gguf $ft $(nproc) 2>&1 | tail -3
+      echo "  $ft $d: rc ${PIPESTATUS[0]}, $(awk "BEGIN{printf \"%.2f\", $(date +%s.%N)-$t0}") s"
+    done
+    cmp -s /tmp/wqq/q-$ft-cpu.gguf /tmp/wqq/q-$ft-auto.gguf && echo "$ft: auto bytes == CPU bytes" || echo "$ft: auto file differs or is missing"
+    rm -f /tmp/wqq/q-$ft-*.gguf
+  done
+fi
 
 echo "== done in $(( $(date +%s) - END + BUD )) s; files in $O: $(ls "$O" | tr '\n' ' ')"
