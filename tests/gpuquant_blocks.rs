@@ -220,3 +220,40 @@ fn synth_moe_blocks_that_once_differed() {
         assert_eq!(kernel, want, "{name} row {row} ({t})");
     }
 }
+
+/// The 8-lane subgroup kernels (Q2_K … Q6_K) turned off, as on an adapter without subgroups of
+/// 8 lanes: `--device gpu` refuses, naming the type and why, and writes nothing; a type whose
+/// kernel is one invocation per block is still quantized on the GPU.
+#[test]
+fn strict_gpu_refuses_a_subgroup_kernel_it_cannot_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = |ftype: &str| {
+        let out = tmp.path().join(format!("{ftype}.gguf"));
+        let o = std::process::Command::new(env!("CARGO_BIN_EXE_wquant"))
+            .env("WQUANT_QUANT_SUBGROUPS", "0")
+            .args(["--device", "gpu", "quantize"])
+            .arg(common::f32_model())
+            .arg(&out)
+            .arg(ftype)
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        (o.status.success(), text, out.exists())
+    };
+    let (ok, text, written) = run("Q4_K");
+    assert!(!ok, "strict run succeeded: {text}");
+    // The pure Q4_K mix's first K-quant tensor may be Q6_K (output.weight): either is named.
+    assert!(
+        (text.contains("kernel for Q4_K") || text.contains("kernel for Q6_K"))
+            && text.contains("WQUANT_QUANT_SUBGROUPS=0"),
+        "error does not name the type and the reason: {text}"
+    );
+    assert!(!written, "a refused run left its output");
+    let (ok, text, written) = run("Q8_0");
+    assert!(ok && written, "Q8_0 failed: {text}");
+    assert!(text.contains(" on GPU, 0 on CPU)"), "{text}");
+}

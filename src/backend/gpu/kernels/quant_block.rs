@@ -93,10 +93,14 @@ fn lanes_per_block(t: GgmlType) -> usize {
 }
 
 /// Whether kernel `t` can run on this device: those of 8 lanes per block need subgroups of at
-/// least 8 lanes. `Err` says why not.
+/// least 8 lanes, and `WQUANT_QUANT_SUBGROUPS=0` turns them off (an escape hatch should a driver
+/// mishandle them, as `WQUANT_QUANT_PATH=wgsl` is for the SPIR-V path). `Err` says why not.
 pub fn runnable(ctx: &Ctx, t: GgmlType) -> Result<(), String> {
     if lanes_per_block(t) == 1 {
         return Ok(());
+    }
+    if std::env::var("WQUANT_QUANT_SUBGROUPS").is_ok_and(|v| v == "0") {
+        return Err("its subgroup kernel is turned off by WQUANT_QUANT_SUBGROUPS=0".into());
     }
     if !ctx.dev.features.contains(wgpu::Features::SUBGROUP) {
         return Err("the adapter has no subgroup operations".into());
