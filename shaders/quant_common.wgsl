@@ -1,5 +1,6 @@
-// Shared helpers of the block quantizers (quant_<type>.wgsl): one invocation quantizes one block,
-// reproducing src/quant/search.rs (llama.cpp's ggml-quants.c) operation by operation in f32.
+// Shared helpers of the block quantizers (quant_<type>.wgsl): one invocation quantizes one block
+// (or, in the kernels of quant_coop.wgsl, one 32-value slice of a super-block), reproducing
+// src/quant/search.rs (llama.cpp's ggml-quants.c) operation by operation in f32.
 // Exactness by construction (no dependence on the driver's float accuracy):
 // - every product that is later added is `mul_rn(a, b)` = fma(a, b, −0.0) with −0.0 read from a
 //   uniform: one rounding of a·b whether or not the fma is fused, and nothing left for a compiler
