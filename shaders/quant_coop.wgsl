@@ -18,11 +18,23 @@ struct Coop {
     live: bool,
 }
 
-fn coop_lanes(wid: vec3<u32>, nwg: vec3<u32>, sg_id: u32, sg_size: u32, sg_lane: u32) -> Coop {
-    let lin = sg_id * sg_size + sg_lane;
-    let lane = sg_lane % 8u;
-    let b = (wid.y * nwg.x + wid.x) * 8u + lin / 8u;
-    return Coop(min(b, p.n_blocks - 1u), lane, sg_lane - lane, b < p.n_blocks);
+// What a kernel's entry point takes.
+struct CoopIds {
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(subgroup_id) sg_id: u32,
+    @builtin(subgroup_size) sg_size: u32,
+    @builtin(subgroup_invocation_id) sg_lane: u32,
+}
+
+// The lane's place, with its 32 values loaded (coop_load).
+fn coop_start(ids: CoopIds) -> Coop {
+    let lin = ids.sg_id * ids.sg_size + ids.sg_lane;
+    let lane = ids.sg_lane % 8u;
+    let b = (ids.wid.y * ids.nwg.x + ids.wid.x) * 8u + lin / 8u;
+    let c = Coop(min(b, p.n_blocks - 1u), lane, ids.sg_lane - lane, b < p.n_blocks);
+    coop_load(c.block, c.lane);
+    return c;
 }
 
 // Sub-block `lane` (32 values) of block b into X[0..32], its importance into QW.
@@ -57,7 +69,8 @@ fn coop_l_word(t: u32) -> u32 {
     return L[4u * t] | (L[4u * t + 1u] << 8u) | (L[4u * t + 2u] << 16u) | (L[4u * t + 3u] << 24u);
 }
 
-// k_super_block (quant_common.wgsl) with lane j doing sub-block j: lane 0 writes the 16 header
+// A Q4_K / Q5_K super-block (quantize_row_q4_K / _q5_K's scale searches and 6-bit scales,
+// ref and importance paths) with lane j doing sub-block j: lane 0 writes the 16 header
 // bytes (scales, mins, d, dmin) as words 0..4 of block c.block's slot of `words`; L gets the lane's
 // final quants.
 fn coop_k_super_block(c: Coop, words: u32, nmax: i32, ref_rmin: f32, ref_rdelta: f32, ref_nstep: i32) {

@@ -2,15 +2,8 @@
 // j holding sub-blocks 2j and 2j + 1 (16 values each); 84 bytes in a slot of 21 words:
 // scales[16] (4-bit scale | 4-bit min << 4), qs[64], f16 d, f16 dmin.
 @compute @workgroup_size(64)
-fn main(
-    @builtin(workgroup_id) wid: vec3<u32>,
-    @builtin(num_workgroups) nwg: vec3<u32>,
-    @builtin(subgroup_id) sg_id: u32,
-    @builtin(subgroup_size) sg_size: u32,
-    @builtin(subgroup_invocation_id) sg_lane: u32,
-) {
-    let c = coop_lanes(wid, nwg, sg_id, sg_size, sg_lane);
-    coop_load(c.block, c.lane);
+fn main(ids: CoopIds) {
+    let c = coop_start(ids);
     var r0: vec2<f32>;
     var r1: vec2<f32>;
     var w0 = 0.0;

@@ -2,15 +2,8 @@
 // j holding sub-blocks 2j and 2j + 1 (16 values each); 110 bytes in a slot of 28 words:
 // hmask[32], qs[64], scales[12] (sixteen 6-bit scales + 32), f16 d.
 @compute @workgroup_size(64)
-fn main(
-    @builtin(workgroup_id) wid: vec3<u32>,
-    @builtin(num_workgroups) nwg: vec3<u32>,
-    @builtin(subgroup_id) sg_id: u32,
-    @builtin(subgroup_size) sg_size: u32,
-    @builtin(subgroup_invocation_id) sg_lane: u32,
-) {
-    let c = coop_lanes(wid, nwg, sg_id, sg_size, sg_lane);
-    coop_load(c.block, c.lane);
+fn main(ids: CoopIds) {
+    let c = coop_start(ids);
     // The 6-bit scales (0..63) and the f16 d.
     var ls: array<u32, 16>;
     var dh = 0u;

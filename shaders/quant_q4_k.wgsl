@@ -1,15 +1,8 @@
 // Q4_K: 8 lanes per 256-value super-block (quantize_row_q4_K_ref / _impl; quant_coop.wgsl);
 // 144 bytes = 36 words.
 @compute @workgroup_size(64)
-fn main(
-    @builtin(workgroup_id) wid: vec3<u32>,
-    @builtin(num_workgroups) nwg: vec3<u32>,
-    @builtin(subgroup_id) sg_id: u32,
-    @builtin(subgroup_size) sg_size: u32,
-    @builtin(subgroup_invocation_id) sg_lane: u32,
-) {
-    let c = coop_lanes(wid, nwg, sg_id, sg_size, sg_lane);
-    coop_load(c.block, c.lane);
+fn main(ids: CoopIds) {
+    let c = coop_start(ids);
     coop_k_super_block(c, 36u, 15, -1.0, 0.1, 20);
     // Bytes 16 + 32g + k = L_2g[k] | L_2g+1[k] << 4 (L_j: sub-block j's quants, < 16): the even
     // lane of each pair writes 8 words.

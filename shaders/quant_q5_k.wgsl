@@ -1,15 +1,8 @@
 // Q5_K: 8 lanes per 256-value super-block (quantize_row_q5_K_ref / _impl; quant_coop.wgsl);
 // 176 bytes = 44 words.
 @compute @workgroup_size(64)
-fn main(
-    @builtin(workgroup_id) wid: vec3<u32>,
-    @builtin(num_workgroups) nwg: vec3<u32>,
-    @builtin(subgroup_id) sg_id: u32,
-    @builtin(subgroup_size) sg_size: u32,
-    @builtin(subgroup_invocation_id) sg_lane: u32,
-) {
-    let c = coop_lanes(wid, nwg, sg_id, sg_size, sg_lane);
-    coop_load(c.block, c.lane);
+fn main(ids: CoopIds) {
+    let c = coop_start(ids);
     coop_k_super_block(c, 44u, 31, -0.5, 0.1, 15);
     let ob = c.block * 44u;
     for (var t = 0u; t < 8u; t++) {

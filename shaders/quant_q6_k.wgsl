@@ -1,15 +1,8 @@
 // Q6_K: 8 lanes per 256-value super-block (quantize_row_q6_K_ref / _impl; quant_coop.wgsl), lane
 // j holding sub-blocks 2j and 2j + 1 (16 values each); 210 bytes in a 212-byte slot (53 words).
 @compute @workgroup_size(64)
-fn main(
-    @builtin(workgroup_id) wid: vec3<u32>,
-    @builtin(num_workgroups) nwg: vec3<u32>,
-    @builtin(subgroup_id) sg_id: u32,
-    @builtin(subgroup_size) sg_size: u32,
-    @builtin(subgroup_invocation_id) sg_lane: u32,
-) {
-    let c = coop_lanes(wid, nwg, sg_id, sg_size, sg_lane);
-    coop_load(c.block, c.lane);
+fn main(ids: CoopIds) {
+    let c = coop_start(ids);
     let wmode = select(0u, 1u, p.has_w != 0u);
     let s0 = make_qx_quants(32, 0u, 16u, wmode);
     let s1 = make_qx_quants(32, 16u, 16u, wmode);

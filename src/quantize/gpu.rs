@@ -426,11 +426,7 @@ impl GpuQuantizer {
         if let Some(&ok) = self.canary.lock().expect("canary cache").get(&t) {
             return Ok(ok);
         }
-        if let Err(why) = quant_block::runnable(&self.gpu.ctx, t) {
-            let msg = format!(
-                "the GPU kernel for {t} cannot run on {} ({why})",
-                self.adapter_name()
-            );
+        if let Err(msg) = runnable(&self.gpu, t) {
             if self.strict {
                 bail!("--device gpu: {msg}; use --device auto or --device cpu");
             }
@@ -509,6 +505,16 @@ pub fn kernel_rows(
     kernel_rows_on(gpu, quant_block::best_path(&gpu.ctx), t, x, ne0, qw)
 }
 
+/// Whether `t`'s kernel can run on this adapter (`quant_block::runnable`); `Err`: the message.
+fn runnable(gpu: &GpuBackend, t: GgmlType) -> std::result::Result<(), String> {
+    quant_block::runnable(&gpu.ctx, t).map_err(|why| {
+        format!(
+            "the GPU kernel for {t} cannot run on {} ({why})",
+            gpu.adapter_name()
+        )
+    })
+}
+
 /// As `kernel_rows`, on `path`.
 pub fn kernel_rows_on(
     gpu: &GpuBackend,
@@ -540,12 +546,7 @@ pub fn kernel_rows_perturbed(
     if !supports(t) {
         bail!("no GPU quantization kernel for type {t}");
     }
-    if let Err(why) = quant_block::runnable(&gpu.ctx, t) {
-        bail!(
-            "the GPU kernel for {t} cannot run on {} ({why})",
-            gpu.adapter_name()
-        );
-    }
+    runnable(gpu, t).map_err(|msg| anyhow!("{msg}"))?;
     // As quant::quantize_row: the kernel would write zeros where the CPU refuses.
     if qw.is_none() && quant::block_type(t).is_some_and(|b| b.requires_importance) {
         return Err(quant::QuantError::NeedsImportance(t).into());

@@ -1,7 +1,8 @@
 //! `shaders/quant_<type>.wgsl` (+ the shared `quant_common.wgsl`): block quantization, one
 //! invocation per block, or 8 lanes of a subgroup per block for Q2_K, Q3_K, Q4_K, Q5_K and Q6_K
-//! (`quant_coop.wgsl`, where the device has subgroups of ≥ 8 lanes), bytes identical to `quant::quantize_row` (see `quantize::gpu`). The kernel
-//! of each type is its `quant::BlockType` row's `gpu_quantize`. On Vulkan the kernels go to the
+//! (`quant_coop.wgsl`, where the device has subgroups of ≥ 8 lanes), bytes identical to
+//! `quant::quantize_row` (see `quantize::gpu`). The kernel of each type is its
+//! `quant::BlockType` row's `gpu_quantize`. On Vulkan the kernels go to the
 //! driver as SPIR-V with every float op `NoContraction` and the float-controls modes the device
 //! supports (`spirv.rs`); elsewhere as WGSL. `shaders/quant_arith.wgsl` runs the exact helpers
 //! (`div_rn`, `sqrt_rn`, `mul_rn`) one operation per invocation, for the tests.
