@@ -39,8 +39,9 @@ struct Params {
 // One slot of SLOT_WORDS words per block; the host drops the padding.
 @group(0) @binding(4) var<storage, read_write> dst: array<u32>;
 
-// PRIV_N (set by the host, `quant_block::source`): 256, the largest block, or 32 for the
-// kernels where each lane holds one 32-value sub-block (quant_coop.wgsl).
+// PRIV_N (set by the host, `quant_block::source`): the values one invocation holds, 256 for the
+// one-invocation super-block kernels, 32 for 32-value blocks and for the kernels where each lane
+// holds one 32-value sub-block (quant_coop.wgsl).
 var<private> X: array<f32, PRIV_N>;
 // Raw importance of the block.
 var<private> QW: array<f32, PRIV_N>;

@@ -240,9 +240,12 @@ pub const BLOCK: BlockType = BlockType {
     }),
     gpu_quantize: Some(GpuQuantize {
         kernel: Wgsl {
-            file: "quant_iq4.wgsl",
-            source: include_str!("../../shaders/quant_iq4.wgsl"),
-            consts: "const NB = 1u; const SLOT_WORDS = 5u;",
+            file: "quant_iq4_nl.wgsl",
+            source: concat!(
+                include_str!("../../shaders/quant_iq4.wgsl"),
+                include_str!("../../shaders/quant_iq4_nl.wgsl")
+            ),
+            consts: "",
         },
         row_sigma2: false,
         ref_weight_bound: RefWeightBound::AbsMaxSquared,

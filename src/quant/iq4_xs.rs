@@ -66,13 +66,16 @@ pub const BLOCK: BlockType = BlockType {
     }),
     gpu_quantize: Some(GpuQuantize {
         kernel: Wgsl {
-            file: "quant_iq4.wgsl",
-            source: include_str!("../../shaders/quant_iq4.wgsl"),
-            consts: "const NB = 8u; const SLOT_WORDS = 34u;",
+            file: "quant_iq4_xs.wgsl",
+            source: concat!(
+                include_str!("../../shaders/quant_iq4.wgsl"),
+                include_str!("../../shaders/quant_iq4_xs.wgsl")
+            ),
+            consts: "",
         },
         row_sigma2: false,
         ref_weight_bound: RefWeightBound::AbsMaxSquared,
         tables: None,
-        lanes_per_block: 1,
+        lanes_per_block: 8,
     }),
 };

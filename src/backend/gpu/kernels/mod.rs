@@ -166,6 +166,7 @@ pub fn shader_files() -> Vec<&'static str> {
         "nll.wgsl",
         "quant_common.wgsl",
         "quant_coop.wgsl",
+        "quant_iq4.wgsl",
         "quant_arith.wgsl",
     ];
     for b in quant::BLOCK_TYPES {

@@ -1,6 +1,6 @@
 //! `shaders/quant_<type>.wgsl` (+ the shared `quant_common.wgsl`): block quantization, one
-//! invocation per block, or 8 lanes of a subgroup per block for Q2_K, Q3_K, Q4_K, Q5_K and Q6_K
-//! (`quant_coop.wgsl`, where the device has subgroups of ≥ 8 lanes), bytes identical to
+//! invocation per block, or 8 lanes of a subgroup per block for Q2_K, Q3_K, Q4_K, Q5_K, Q6_K and
+//! IQ4_XS (`quant_coop.wgsl`, where the device has subgroups of ≥ 8 lanes), bytes identical to
 //! `quant::quantize_row` (see `quantize::gpu`). The kernel of each type is its
 //! `quant::BlockType` row's `gpu_quantize`. On Vulkan the kernels go to the
 //! driver as SPIR-V with every float op `NoContraction` and the float-controls modes the device
@@ -70,20 +70,23 @@ pub fn guarantees(ctx: &Ctx, path: KernelPath) -> Guarantees {
 }
 
 /// The assembled source for type `t`: the shared helpers (with the cooperative ones for a kernel
-/// of 8 lanes per block, whose lanes hold 32 values each: `PRIV_N`), the kernel's constants, the
-/// kernel.
+/// of 8 lanes per block), quant_common's private arrays sized to what one invocation holds
+/// (`PRIV_N`: the block's values over its lanes, 32 or 256: private memory is what limits how many
+/// invocations a GPU keeps in flight), the kernel's constants, the kernel.
 pub fn source(t: GgmlType) -> Option<String> {
     let g = quant::block_type(t)?.gpu_quantize?;
     let k = g.kernel;
-    let (priv_n, coop) = if g.lanes_per_block > 1 {
-        ("const PRIV_N: u32 = 32u;", COOP)
-    } else {
-        (PRIV_N_BLOCK, "")
-    };
-    Some(super::assemble(&[COMMON, priv_n, coop, k.consts, k.source]))
+    let priv_n = format!(
+        "const PRIV_N: u32 = {}u;",
+        t.block_size() / g.lanes_per_block as usize
+    );
+    let coop = if g.lanes_per_block > 1 { COOP } else { "" };
+    Some(super::assemble(&[
+        COMMON, &priv_n, coop, k.consts, k.source,
+    ]))
 }
 
-/// quant_common.wgsl's private arrays for one invocation per block: the largest block.
+/// quant_common.wgsl's private arrays for the arithmetic test kernel.
 const PRIV_N_BLOCK: &str = "const PRIV_N: u32 = 256u;";
 
 /// Lanes of kernel `t` per block (1 or 8).
