@@ -1,6 +1,6 @@
-// Shared helpers of the block quantizers (quant_<type>.wgsl): one invocation quantizes one block
-// (or, in the kernels of quant_coop.wgsl, one 32-value slice of a super-block), reproducing
-// src/quant/search.rs (llama.cpp's ggml-quants.c) operation by operation in f32.
+// Shared helpers of the block quantizers (quant_<type>.wgsl): one invocation quantizes one
+// 32-value block (or, in the kernels of quant_coop.wgsl, one 32-value slice of a super-block),
+// reproducing src/quant/search.rs (llama.cpp's ggml-quants.c) operation by operation in f32.
 // Exactness by construction (no dependence on the driver's float accuracy):
 // - every product that is later added is `mul_rn(a, b)` = fma(a, b, −0.0) with −0.0 read from a
 //   uniform: one rounding of a·b whether or not the fma is fused, and nothing left for a compiler
@@ -39,9 +39,9 @@ struct Params {
 // One slot of SLOT_WORDS words per block; the host drops the padding.
 @group(0) @binding(4) var<storage, read_write> dst: array<u32>;
 
-// PRIV_N (set by the host, `quant_block::source`): the values one invocation holds, 256 for the
-// one-invocation super-block kernels, 32 for 32-value blocks and for the kernels where each lane
-// holds one 32-value sub-block (quant_coop.wgsl).
+// PRIV_N (set by the host, `quant_block::source`): the values one invocation holds, the block's
+// over its lanes (32 for every kernel: the 32-value types one invocation per block, the 256-value
+// ones 8 lanes per super-block).
 var<private> X: array<f32, PRIV_N>;
 // Raw importance of the block.
 var<private> QW: array<f32, PRIV_N>;
@@ -662,16 +662,6 @@ fn importance_weights(sigma2: f32, start: u32, n: u32) -> f32 {
         sumw += WT[i];
     }
     return sumw;
-}
-
-// Σx² over the 256-value super-block, sequential as in C.
-fn superblock_sum_x2() -> f32 {
-    var sum_x2 = 0.0;
-    for (var i = 0u; i < 256u; i++) {
-        let v2 = mul_rn(X[i], X[i]);
-        sum_x2 += v2;
-    }
-    return sum_x2;
 }
 
 // Legacy blocks with importance: WT = qw·sqrt(σ² + x²) over the block's 32 values.

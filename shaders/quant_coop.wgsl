@@ -1,13 +1,14 @@
 // Cooperative block quantization on subgroups: 8 lanes per 256-value super-block, lane j
-// quantizing sub-block j (32 values) with the one-invocation helpers of quant_common.wgsl on
-// private arrays of 32 (PRIV_N = 32), then the lanes exchanging the sub-blocks' scales and quants
-// with subgroup shuffles; no workgroup memory and no barriers. A workgroup of 64 takes 8
-// super-blocks. Exact by construction, as those helpers: each sub-block's search is the C code's
-// sequential loop in one lane, and what every lane needs from the others (the eight scales, mins
-// and weight sums) is moved, not recomputed, so the super-block's own steps run identically in
-// every lane of the group.
+// quantizing values 32j..32j+32 (one sub-block, or two of 16) with the one-invocation helpers
+// of quant_common.wgsl and the type's kernel on private arrays of 32 (PRIV_N = 32), then the
+// lanes exchanging the sub-blocks' scales and quants with subgroup shuffles; no workgroup memory
+// and no barriers. A workgroup of 64 takes 8 super-blocks. Exact by construction, as those
+// helpers: each sub-block's search is the C code's sequential loop in one lane, and what every
+// lane needs from the others (scales, mins, weight sums, grid indices, a running sum handed on
+// lane by lane) is moved, not recomputed, so the super-block's own steps run identically in
+// every lane of the group (or in lane 0, which then packs the block).
 // Every collective op is in subgroup-uniform control flow: groups past the last block redo it
-// and store nothing.
+// and store nothing. Kernels: Q2_K..Q6_K, IQ4_XS, IQ1_S/IQ1_M, IQ2_*, IQ3_*.
 
 // One lane's place: its block, its sub-block (lane in the group of 8), the subgroup lane of the
 // group's first lane, whether the block exists.

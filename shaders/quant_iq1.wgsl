@@ -1,4 +1,4 @@
-// IQ1_S / IQ1_M: one invocation per 256-value super-block (quantize_row_iq1_s_impl and
+// IQ1_S / IQ1_M: 8 subgroup lanes per 256-value super-block (quantize_row_iq1_s_impl and
 // quantize_row_iq1_m_impl as src/quant/iq1_s.rs and iq1_m.rs reproduce them, operation by
 // operation: same sums in the same order, products via mul_rn, divisions and square roots via
 // div_rn/sqrt_rn, decisions as comparisons on those exact values). The host prepends IQ1M (false:
@@ -33,6 +33,8 @@ var<private> SCALES: array<f32, 16>;
 var<private> SHIFTS: array<i32, 16>;
 var<private> QH: array<u32, 16>;
 var<private> QS: array<u32, 32>;
+// A block's grid indices, one per group of 8 (grid_groups).
+var<private> GI: array<u32, 4>;
 
 // Level (0, 1, 2) of position i of grid point j.
 fn grid_level(j: u32, i: u32) -> u32 {
@@ -160,9 +162,9 @@ fn group_sums(acc: vec2<f32>, o: u32, g: u32, plus: bool, scaled: bool, mult: f3
     return vec2<f32>(sumqx, sumq2);
 }
 
-// WT over the super-block: qw·√(σ² + x²) with importance, else x² (IQ1_M only).
+// WT over the lane's 32 values: qw·√(σ² + x²) with importance, else x² (IQ1_M only).
 fn iq1_weights(sigma2: f32) {
-    for (var i = 0u; i < 256u; i++) {
+    for (var i = 0u; i < 32u; i++) {
         let x2 = mul_rn(X[i], X[i]);
         if (p.has_w != 0u) {
             WT[i] = mul_rn(QW[i], sqrt_rn(sigma2 + x2));
@@ -172,119 +174,162 @@ fn iq1_weights(sigma2: f32) {
     }
 }
 
-fn clear_state() {
-    for (var i = 0u; i < 16u; i++) {
-        SCALES[i] = 0.0;
-        SHIFTS[i] = 0;
-        QH[i] = 0u;
-    }
-    for (var i = 0u; i < 32u; i++) {
-        QS[i] = 0u;
-    }
+// One block's result: its scale, shift (IQ1_S: ±1; IQ1_M: 0..3), the low bytes of its grid
+// indices (IQ1_S: 4; IQ1_M: 2) and their high bits (IQ1_S: qh's 12 index bits; IQ1_M: two
+// nibbles' 3 bits), whether it was skipped (all near zero, or no scale found).
+struct Iq1Block {
+    scale: f32,
+    shift: i32,
+    qs: u32,
+    qh: u32,
+    skipped: bool,
 }
 
-// quantize_row_iq1_s_impl's body for one super-block.
-fn quantize_iq1_s() {
-    var max_scale = 0.0;
-    for (var ib = 0u; ib < 8u; ib++) {
-        let off = 32u * ib;
-        let amax = block_amax(off, 32u);
-        if (amax < EPS_IQ1_S) {
-            SCALES[ib] = 0.0;
-            SHIFTS[ib] = 1;
-            continue;
+// The levels from the search's boundaries b1 ≤ b2 into L[0..n]; with a negative scale they are
+// flipped (2 − l) and the caller negates the scale and the shift: returns whether.
+fn set_levels(n: u32, b1: i32, b2: i32, scale: f32) -> bool {
+    assign_levels(n, u32(b1), u32(b2));
+    if (scale < 0.0) {
+        for (var j = 0u; j < n; j++) {
+            L[j] = 2u - L[j];
         }
-        sort_block(off, 32u);
-        SX[0] = 0.0;
-        SW[0] = 0.0;
-        for (var j = 0u; j < 32u; j++) {
-            let i = off + IDX[j];
-            let wx = mul_rn(WT[i], X[i]);
-            SX[j + 1u] = SX[j] + wx;
-            SW[j + 1u] = SW[j] + WT[i];
-        }
-        var best_score = -F32_MAX;
-        var scale = amax;
-        var besti1 = -1;
-        var besti2 = -1;
-        var best_shift = 0;
-        let sx0 = SX[0];
-        let sxn = SX[32];
-        let sw0 = SW[0];
-        let swn = SW[32];
-        for (var i1 = 0u; i1 <= 32u; i1++) {
-            for (var i2 = i1; i2 <= 32u; i2++) {
-                let a = SX[i1] - sx0;
-                let b = SX[i2] - SX[i1];
-                let c = sxn - SX[i2];
-                let wa = SW[i1] - sw0;
-                let wb = SW[i2] - SW[i1];
-                let wc = swn - SW[i2];
-                for (var s = 0u; s < 2u; s++) {
-                    let plus = s == 0u;
-                    let q0 = xlev(plus, 0u);
-                    let q1 = xlev(plus, 1u);
-                    let q2 = xlev(plus, 2u);
-                    let ta = mul_rn(a, q0);
-                    let tb = mul_rn(b, q1);
-                    let tc = mul_rn(c, q2);
-                    let sumqx = (ta + tb) + tc;
-                    let ua = mul_rn(mul_rn(wa, q0), q0);
-                    let ub = mul_rn(mul_rn(wb, q1), q1);
-                    let uc = mul_rn(mul_rn(wc, q2), q2);
-                    let sumq2 = (ua + ub) + uc;
-                    let lhs = mul_rn(sumqx, sumqx);
-                    let rhs = mul_rn(best_score, sumq2);
-                    if (sumq2 > 0.0 && lhs > rhs) {
-                        scale = div_rn(sumqx, sumq2);
-                        best_score = mul_rn(scale, sumqx);
-                        besti1 = i32(i1);
-                        besti2 = i32(i2);
-                        best_shift = select(-1, 1, plus);
-                    }
+        return true;
+    }
+    return false;
+}
+
+// The grid indices (into GI) of the n_groups groups of 8 at X[off..] with levels L, group k
+// shifted by +1/8 when bit k of `plus` is set (else −1/8): each on the grid or its best
+// neighbour's; when any was off the grid, the scale refit to them (if positive). Returns the
+// scale.
+fn grid_groups(off: u32, n_groups: u32, scale: f32, plus: u32) -> f32 {
+    var all_on_grid = true;
+    for (var k = 0u; k < n_groups; k++) {
+        let r = group_index(off + 8u * k, 8u * k, scale, ((plus >> k) & 1u) == 1u);
+        GI[k] = r.x;
+        all_on_grid = all_on_grid && r.y == 1u;
+    }
+    if (all_on_grid) {
+        return scale;
+    }
+    var s = vec2<f32>(0.0, 0.0);
+    for (var k = 0u; k < n_groups; k++) {
+        s = group_sums(s, off + 8u * k, GI[k], ((plus >> k) & 1u) == 1u, false, 1.0);
+    }
+    if (s.x > 0.0 && s.y > 0.0) {
+        return div_rn(s.x, s.y);
+    }
+    return scale;
+}
+
+// Lane `src`'s block result (every lane calls it: a collective).
+fn shuffle_block(r: Iq1Block, src: u32) -> Iq1Block {
+    return Iq1Block(
+        subgroupShuffle(r.scale, src),
+        subgroupShuffle(r.shift, src),
+        subgroupShuffle(r.qs, src),
+        subgroupShuffle(r.qh, src),
+        subgroupShuffle(select(0u, 1u, r.skipped), src) == 1u,
+    );
+}
+
+// quantize_row_iq1_s_impl's body for the 32-value block X[off..off+32].
+fn iq1_s_block(off: u32) -> Iq1Block {
+    let skip = Iq1Block(0.0, 1, 0u, 0u, true);
+    let amax = block_amax(off, 32u);
+    if (amax < EPS_IQ1_S) {
+        return skip;
+    }
+    sort_block(off, 32u);
+    SX[0] = 0.0;
+    SW[0] = 0.0;
+    for (var j = 0u; j < 32u; j++) {
+        let i = off + IDX[j];
+        let wx = mul_rn(WT[i], X[i]);
+        SX[j + 1u] = SX[j] + wx;
+        SW[j + 1u] = SW[j] + WT[i];
+    }
+    var best_score = -F32_MAX;
+    var scale = amax;
+    var besti1 = -1;
+    var besti2 = -1;
+    var best_shift = 0;
+    let sx0 = SX[0];
+    let sxn = SX[32];
+    let sw0 = SW[0];
+    let swn = SW[32];
+    for (var i1 = 0u; i1 <= 32u; i1++) {
+        for (var i2 = i1; i2 <= 32u; i2++) {
+            let a = SX[i1] - sx0;
+            let b = SX[i2] - SX[i1];
+            let c = sxn - SX[i2];
+            let wa = SW[i1] - sw0;
+            let wb = SW[i2] - SW[i1];
+            let wc = swn - SW[i2];
+            for (var s = 0u; s < 2u; s++) {
+                let plus = s == 0u;
+                let q0 = xlev(plus, 0u);
+                let q1 = xlev(plus, 1u);
+                let q2 = xlev(plus, 2u);
+                let ta = mul_rn(a, q0);
+                let tb = mul_rn(b, q1);
+                let tc = mul_rn(c, q2);
+                let sumqx = (ta + tb) + tc;
+                let ua = mul_rn(mul_rn(wa, q0), q0);
+                let ub = mul_rn(mul_rn(wb, q1), q1);
+                let uc = mul_rn(mul_rn(wc, q2), q2);
+                let sumq2 = (ua + ub) + uc;
+                let lhs = mul_rn(sumqx, sumqx);
+                let rhs = mul_rn(best_score, sumq2);
+                if (sumq2 > 0.0 && lhs > rhs) {
+                    scale = div_rn(sumqx, sumq2);
+                    best_score = mul_rn(scale, sumqx);
+                    besti1 = i32(i1);
+                    besti2 = i32(i2);
+                    best_shift = select(-1, 1, plus);
                 }
             }
         }
-        if (besti1 < 0 || besti2 < 0 || best_shift == 0) {
-            SCALES[ib] = 0.0;
-            SHIFTS[ib] = 1;
-            continue;
-        }
-        assign_levels(32u, u32(besti1), u32(besti2));
-        if (scale < 0.0) {
-            for (var j = 0u; j < 32u; j++) {
-                L[j] = 2u - L[j];
-            }
-            scale = -scale;
-            best_shift = -best_shift;
-        }
-        let plus = best_shift == 1;
-        var index: array<u32, 4>;
-        var all_on_grid = true;
+    }
+    if (besti1 < 0 || besti2 < 0 || best_shift == 0) {
+        return skip;
+    }
+    if (set_levels(32u, besti1, besti2, scale)) {
+        scale = -scale;
+        best_shift = -best_shift;
+    }
+    scale = grid_groups(off, 4u, scale, select(0u, 0xfu, best_shift == 1));
+    var qs = 0u;
+    var h = 0u;
+    for (var k = 0u; k < 4u; k++) {
+        qs = qs | ((GI[k] & 255u) << (8u * k));
+        h = h | ((GI[k] >> 8u) << (3u * k));
+    }
+    return Iq1Block(scale, best_shift, qs, h, false);
+}
+
+// IQ1_S, 8 lanes per super-block (quant_coop.wgsl): lane j quantizes block j; lane 0 packs.
+fn coop_iq1_s(c: Coop) {
+    let r = iq1_s_block(0u);
+    var blocks: array<Iq1Block, 8>;
+    for (var k = 0u; k < 8u; k++) {
+        let src = c.base + k;
+        blocks[k] = shuffle_block(r, src);
+    }
+    if (!c.live || c.lane != 0u) {
+        return;
+    }
+    var max_scale = 0.0;
+    for (var ib = 0u; ib < 8u; ib++) {
+        let r = blocks[ib];
+        SCALES[ib] = r.scale;
+        SHIFTS[ib] = r.shift;
+        QH[ib] = r.qh;
         for (var k = 0u; k < 4u; k++) {
-            let r = group_index(off + 8u * k, 8u * k, scale, plus);
-            index[k] = r.x;
-            all_on_grid = all_on_grid && r.y == 1u;
+            QS[4u * ib + k] = (r.qs >> (8u * k)) & 255u;
         }
-        if (!all_on_grid) {
-            var s = vec2<f32>(0.0, 0.0);
-            for (var k = 0u; k < 4u; k++) {
-                s = group_sums(s, off + 8u * k, index[k], plus, false, 1.0);
-            }
-            if (s.x > 0.0 && s.y > 0.0) {
-                scale = div_rn(s.x, s.y);
-            }
-        }
-        var h = 0u;
-        for (var k = 0u; k < 4u; k++) {
-            QS[4u * ib + k] = index[k] & 255u;
-            h = h | ((index[k] >> 8u) << (3u * k));
-        }
-        QH[ib] = h;
-        SCALES[ib] = scale;
-        SHIFTS[ib] = best_shift;
-        if (!(max_scale > scale)) {
-            max_scale = scale;
+        if (!r.skipped && !(max_scale > r.scale)) {
+            max_scale = r.scale;
         }
     }
     for (var i = 0u; i < 32u; i++) {
@@ -318,8 +363,9 @@ fn group_plus(shift: i32, k: u32) -> bool {
     return (shift & 1) == 0;
 }
 
-// quantize_row_iq1_m_impl's body for one super-block.
-fn quantize_iq1_m() {
+// quantize_row_iq1_m_impl's body for the 16-value block X[off..off+16].
+fn iq1_m_block(off: u32) -> Iq1Block {
+    let skip = Iq1Block(0.0, 0, 0u, 0u, true);
     // x_p[2], x_m[2] and the collapsed coefficients of iq1_m.rs (exact in f32).
     let p2 = xlev(true, 2u);
     let m2 = xlev(false, 2u);
@@ -331,158 +377,169 @@ fn quantize_iq1_m() {
     let cp2 = mul_rn(p1, p1) - mul_rn(p2, p2);
     let cm1 = mul_rn(n0, n0) - mul_rn(n1, n1);
     let cm2 = mul_rn(n1, n1) - mul_rn(m2, m2);
+    let amax = block_amax(off, 16u);
+    if (amax < EPS_IQ1_M) {
+        return skip;
+    }
+    sort_block(off, 16u);
+    SX[0] = 0.0;
+    SW[0] = 0.0;
+    SX[17] = 0.0;
+    SW[17] = 0.0;
+    for (var j = 0u; j < 16u; j++) {
+        let i = IDX[j];
+        let h = select(17u, 0u, i < 8u);
+        let o = 17u - h;
+        let wx = mul_rn(WT[off + i], X[off + i]);
+        SX[h + j + 1u] = SX[h + j] + wx;
+        SX[o + j + 1u] = SX[o + j];
+        SW[h + j + 1u] = SW[h + j] + WT[off + i];
+        SW[o + j + 1u] = SW[o + j];
+    }
+    var tx_p: array<f32, 2>;
+    var tx_m: array<f32, 2>;
+    var tw_p: array<f32, 2>;
+    var tw_m: array<f32, 2>;
+    for (var h = 0u; h < 2u; h++) {
+        let txs = SX[17u * h + 16u];
+        let tws = SW[17u * h + 16u];
+        tx_p[h] = mul_rn(txs, p2);
+        tx_m[h] = mul_rn(txs, m2);
+        tw_p[h] = mul_rn(mul_rn(tws, p2), p2);
+        tw_m[h] = mul_rn(mul_rn(tws, m2), m2);
+    }
+    var best_score = -F32_MAX;
+    var scale = amax;
+    var besti1 = -1;
+    var besti2 = -1;
+    var best_k = -1;
+    for (var i1 = 0u; i1 <= 16u; i1++) {
+        for (var i2 = i1; i2 <= 16u; i2++) {
+            var qx_p: array<f32, 2>;
+            var qx_m: array<f32, 2>;
+            var q2_p: array<f32, 2>;
+            var q2_m: array<f32, 2>;
+            for (var h = 0u; h < 2u; h++) {
+                let sx = SX[17u * h + i1] + SX[17u * h + i2];
+                qx_p[h] = tx_p[h] - sx;
+                qx_m[h] = tx_m[h] - sx;
+                let a1 = mul_rn(SW[17u * h + i1], cp1);
+                let a2 = mul_rn(SW[17u * h + i2], cp2);
+                q2_p[h] = (tw_p[h] + a1) + a2;
+                let b1 = mul_rn(SW[17u * h + i1], cm1);
+                let b2 = mul_rn(SW[17u * h + i2], cm2);
+                q2_m[h] = (tw_m[h] + b1) + b2;
+            }
+            for (var k = 0; k < 4; k++) {
+                var sumqx = 0.0;
+                var sumq2 = 0.0;
+                if (k == 0) {
+                    sumqx = qx_p[0] + qx_p[1];
+                    sumq2 = q2_p[0] + q2_p[1];
+                } else if (k == 1) {
+                    sumqx = qx_p[0] + qx_m[1];
+                    sumq2 = q2_p[0] + q2_m[1];
+                } else if (k == 2) {
+                    sumqx = qx_m[0] + qx_p[1];
+                    sumq2 = q2_m[0] + q2_p[1];
+                } else {
+                    sumqx = qx_m[0] + qx_m[1];
+                    sumq2 = q2_m[0] + q2_m[1];
+                }
+                let lhs = mul_rn(sumqx, sumqx);
+                let rhs = mul_rn(best_score, sumq2);
+                if (sumq2 > 0.0 && lhs > rhs) {
+                    scale = div_rn(sumqx, sumq2);
+                    best_score = mul_rn(scale, sumqx);
+                    besti1 = i32(i1);
+                    besti2 = i32(i2);
+                    best_k = k;
+                }
+            }
+        }
+    }
+    if (besti1 < 0 || besti2 < 0 || best_k < 0) {
+        return skip;
+    }
+    if (set_levels(16u, besti1, besti2, scale)) {
+        scale = -scale;
+        best_k = 3 - best_k;
+    }
+    let plus = select(0u, 1u, group_plus(best_k, 0u)) | select(0u, 2u, group_plus(best_k, 1u));
+    scale = grid_groups(off, 2u, scale, plus);
+    let qs = (GI[0] & 255u) | ((GI[1] & 255u) << 8u);
+    let qh = (GI[0] >> 8u) | ((GI[1] >> 8u) << 4u);
+    return Iq1Block(scale, best_k, qs, qh, false);
+}
+
+// IQ1_M, 8 lanes per super-block (quant_coop.wgsl): lane j quantizes blocks 2j and 2j + 1
+// (its 32 values); every lane gets every block's scale and shift; the final pass's sums run
+// through the lanes in order (lane j adds its blocks, then hands the sums on), as the C loop
+// adds them; lane 0 packs.
+fn coop_iq1_m(c: Coop) {
+    let r0 = iq1_m_block(0u);
+    let r1 = iq1_m_block(16u);
+    var blocks: array<Iq1Block, 16>;
+    for (var k = 0u; k < 8u; k++) {
+        let src = c.base + k;
+        blocks[2u * k] = shuffle_block(r0, src);
+        blocks[2u * k + 1u] = shuffle_block(r1, src);
+    }
     var max_scale = 0.0;
     for (var ib = 0u; ib < 16u; ib++) {
-        let off = 16u * ib;
-        let amax = block_amax(off, 16u);
-        if (amax < EPS_IQ1_M) {
-            SCALES[ib] = 0.0;
-            SHIFTS[ib] = 0;
-            continue;
+        let r = blocks[ib];
+        SCALES[ib] = r.scale;
+        SHIFTS[ib] = r.shift;
+        QH[ib] = r.qh;
+        QS[2u * ib] = r.qs & 255u;
+        QS[2u * ib + 1u] = (r.qs >> 8u) & 255u;
+        if (!r.skipped && !(max_scale > r.scale)) {
+            max_scale = r.scale;
         }
-        sort_block(off, 16u);
-        SX[0] = 0.0;
-        SW[0] = 0.0;
-        SX[17] = 0.0;
-        SW[17] = 0.0;
-        for (var j = 0u; j < 16u; j++) {
-            let i = IDX[j];
-            let h = select(17u, 0u, i < 8u);
-            let o = 17u - h;
-            let wx = mul_rn(WT[off + i], X[off + i]);
-            SX[h + j + 1u] = SX[h + j] + wx;
-            SX[o + j + 1u] = SX[o + j];
-            SW[h + j + 1u] = SW[h + j] + WT[off + i];
-            SW[o + j + 1u] = SW[o + j];
-        }
-        var tx_p: array<f32, 2>;
-        var tx_m: array<f32, 2>;
-        var tw_p: array<f32, 2>;
-        var tw_m: array<f32, 2>;
-        for (var h = 0u; h < 2u; h++) {
-            let txs = SX[17u * h + 16u];
-            let tws = SW[17u * h + 16u];
-            tx_p[h] = mul_rn(txs, p2);
-            tx_m[h] = mul_rn(txs, m2);
-            tw_p[h] = mul_rn(mul_rn(tws, p2), p2);
-            tw_m[h] = mul_rn(mul_rn(tws, m2), m2);
-        }
-        var best_score = -F32_MAX;
-        var scale = amax;
-        var besti1 = -1;
-        var besti2 = -1;
-        var best_k = -1;
-        for (var i1 = 0u; i1 <= 16u; i1++) {
-            for (var i2 = i1; i2 <= 16u; i2++) {
-                var qx_p: array<f32, 2>;
-                var qx_m: array<f32, 2>;
-                var q2_p: array<f32, 2>;
-                var q2_m: array<f32, 2>;
-                for (var h = 0u; h < 2u; h++) {
-                    let sx = SX[17u * h + i1] + SX[17u * h + i2];
-                    qx_p[h] = tx_p[h] - sx;
-                    qx_m[h] = tx_m[h] - sx;
-                    let a1 = mul_rn(SW[17u * h + i1], cp1);
-                    let a2 = mul_rn(SW[17u * h + i2], cp2);
-                    q2_p[h] = (tw_p[h] + a1) + a2;
-                    let b1 = mul_rn(SW[17u * h + i1], cm1);
-                    let b2 = mul_rn(SW[17u * h + i2], cm2);
-                    q2_m[h] = (tw_m[h] + b1) + b2;
-                }
-                for (var k = 0; k < 4; k++) {
-                    var sumqx = 0.0;
-                    var sumq2 = 0.0;
-                    if (k == 0) {
-                        sumqx = qx_p[0] + qx_p[1];
-                        sumq2 = q2_p[0] + q2_p[1];
-                    } else if (k == 1) {
-                        sumqx = qx_p[0] + qx_m[1];
-                        sumq2 = q2_p[0] + q2_m[1];
-                    } else if (k == 2) {
-                        sumqx = qx_m[0] + qx_p[1];
-                        sumq2 = q2_m[0] + q2_p[1];
-                    } else {
-                        sumqx = qx_m[0] + qx_m[1];
-                        sumq2 = q2_m[0] + q2_m[1];
-                    }
-                    let lhs = mul_rn(sumqx, sumqx);
-                    let rhs = mul_rn(best_score, sumq2);
-                    if (sumq2 > 0.0 && lhs > rhs) {
-                        scale = div_rn(sumqx, sumq2);
-                        best_score = mul_rn(scale, sumqx);
-                        besti1 = i32(i1);
-                        besti2 = i32(i2);
-                        best_k = k;
-                    }
+    }
+    // The 3-bit block scales and the final pass (run even when max_scale is 0, so that the
+    // shuffles stay in uniform control flow; its result is then unused).
+    var d = div_rn(max_scale, 15.0);
+    let id = div_rn(1.0, d);
+    var ls: array<i32, 16>;
+    for (var ib = 0u; ib < 16u; ib++) {
+        let t = mul_rn(id, SCALES[ib]);
+        let hv = mul_rn(0.5, t - 1.0);
+        ls[ib] = clamp_i(nearest_int(hv), 0, 7);
+    }
+    var s = vec2<f32>(0.0, 0.0);
+    for (var j = 0u; j < 8u; j++) {
+        if (c.lane == j) {
+            for (var h = 0u; h < 2u; h++) {
+                let ib = 2u * j + h;
+                let mult = f32(2 * ls[ib] + 1);
+                for (var k = 0u; k < 2u; k++) {
+                    let g = QS[2u * ib + k] | (((QH[ib] >> (4u * k)) & 7u) << 8u);
+                    s = group_sums(s, 16u * h + 8u * k, g, group_plus(SHIFTS[ib], k), true, mult);
                 }
             }
         }
-        if (besti1 < 0 || besti2 < 0 || best_k < 0) {
-            SCALES[ib] = 0.0;
-            SHIFTS[ib] = 0;
-            continue;
-        }
-        assign_levels(16u, u32(besti1), u32(besti2));
-        if (scale < 0.0) {
-            for (var j = 0u; j < 16u; j++) {
-                L[j] = 2u - L[j];
-            }
-            scale = -scale;
-            best_k = 3 - best_k;
-        }
-        var index: array<u32, 2>;
-        var all_on_grid = true;
-        for (var k = 0u; k < 2u; k++) {
-            let r = group_index(off + 8u * k, 8u * k, scale, group_plus(best_k, k));
-            index[k] = r.x;
-            all_on_grid = all_on_grid && r.y == 1u;
-        }
-        if (!all_on_grid) {
-            var s = vec2<f32>(0.0, 0.0);
-            for (var k = 0u; k < 2u; k++) {
-                s = group_sums(s, off + 8u * k, index[k], group_plus(best_k, k), false, 1.0);
-            }
-            if (s.x > 0.0 && s.y > 0.0) {
-                scale = div_rn(s.x, s.y);
-            }
-        }
-        QS[2u * ib] = index[0] & 255u;
-        QS[2u * ib + 1u] = index[1] & 255u;
-        QH[ib] = (index[0] >> 8u) | ((index[1] >> 8u) << 4u);
-        SCALES[ib] = scale;
-        SHIFTS[ib] = best_k;
-        if (!(max_scale > scale)) {
-            max_scale = scale;
-        }
+        s = vec2<f32>(subgroupShuffle(s.x, c.base + j), subgroupShuffle(s.y, c.base + j));
+    }
+    if (!c.live || c.lane != 0u) {
+        return;
     }
     for (var i = 0u; i < 32u; i++) {
         put8(i, QS[i]);
     }
     var sc: array<u32, 4>;
     if (max_scale != 0.0) {
-        var d = div_rn(max_scale, 15.0);
-        let id = div_rn(1.0, d);
-        var s = vec2<f32>(0.0, 0.0);
         for (var ib = 0u; ib < 16u; ib++) {
-            let t = mul_rn(id, SCALES[ib]);
-            let hv = mul_rn(0.5, t - 1.0);
-            let l = clamp_i(nearest_int(hv), 0, 7);
-            sc[ib / 4u] = sc[ib / 4u] | (u32(l) << (3u * (ib % 4u)));
-            let shift = SHIFTS[ib];
+            sc[ib / 4u] = sc[ib / 4u] | (u32(ls[ib]) << (3u * (ib % 4u)));
             // MASKS = {0x00, 0x80, 0x08, 0x88}: bit 3 of a group's nibble marks x_m.
             var mask = 0u;
-            if (!group_plus(shift, 0u)) {
+            if (!group_plus(SHIFTS[ib], 0u)) {
                 mask = mask | 0x08u;
             }
-            if (!group_plus(shift, 1u)) {
+            if (!group_plus(SHIFTS[ib], 1u)) {
                 mask = mask | 0x80u;
             }
             QH[ib] = QH[ib] | mask;
-            let mult = f32(2 * l + 1);
-            for (var k = 0u; k < 2u; k++) {
-                let g = QS[2u * ib + k] | (((QH[ib] >> (4u * k)) & 7u) << 8u);
-                s = group_sums(s, 16u * ib + 8u * k, g, group_plus(shift, k), true, mult);
-            }
         }
         if (s.y > 0.0) {
             d = div_rn(s.x, s.y);
@@ -502,20 +559,17 @@ fn quantize_iq1_m() {
 }
 
 @compute @workgroup_size(64)
-fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
-    let b = block_index(gid);
-    if (b >= p.n_blocks) {
-        return;
-    }
-    load_block(b, 256u);
+fn main(ids: CoopIds) {
+    let c = coop_start(ids);
     out_clear(SLOT_WORDS);
-    clear_state();
-    let sigma2 = div_rn(mul_rn(2.0, superblock_sum_x2()), 256.0);
+    let sigma2 = div_rn(mul_rn(2.0, coop_sum_x2(c.block)), 256.0);
     iq1_weights(sigma2);
     if (IQ1M) {
-        quantize_iq1_m();
+        coop_iq1_m(c);
     } else {
-        quantize_iq1_s();
+        coop_iq1_s(c);
     }
-    out_store(b, SLOT_WORDS);
+    if (c.live && c.lane == 0u) {
+        out_store(c.block, SLOT_WORDS);
+    }
 }

@@ -1,4 +1,4 @@
-// IQ2_XXS / IQ2_XS / IQ2_S: one invocation per 256-value super-block (quantize_row_iq2_xxs_impl,
+// IQ2_XXS / IQ2_XS / IQ2_S: 8 subgroup lanes per 256-value super-block (quantize_row_iq2_xxs_impl,
 // quantize_row_iq2_xs_impl, quantize_row_iq2_s_impl as src/quant/iq2_{xxs,xs,s}.rs reproduce
 // them, operation by operation). The host prepends KIND (0 XXS, 1 XS, 2 S), GRID_N (the grid's
 // points: 256, 512, 1024) and SLOT_WORDS (17, 19, 21: 66, 74, 82 bytes).
@@ -251,9 +251,8 @@ fn search16(mx: f32) -> f32 {
     return scale;
 }
 
-// IQ2_XXS group ib (32 values): the scale; LB gets the codes.
-fn group_xxs(ib: u32, sigma2: f32) -> Group {
-    let o = 32u * ib;
+// The IQ2_XXS group of 32 values at X[o..o+32]: the scale; LB gets the codes.
+fn group_xxs(o: u32, sigma2: f32) -> Group {
     _ = importance_weights(sigma2, o, 32u);
     for (var i = 0u; i < 32u; i++) {
         QPW[i] = WT[o + i];
@@ -313,9 +312,8 @@ fn group_xxs(ib: u32, sigma2: f32) -> Group {
     return Group(scale, signs, false);
 }
 
-// IQ2_XS / IQ2_S group ib (16 values): the scale; LB gets the codes.
-fn group_16(ib: u32, sigma2: f32) -> Group {
-    let o = 16u * ib;
+// The IQ2_XS / IQ2_S group of 16 values at X[o..o+16]: the scale; LB gets the codes.
+fn group_16(o: u32, sigma2: f32) -> Group {
     if (KIND == 2u && p.has_w == 0u) {
         let quarter = mul_rn(0.25, sigma2);
         for (var i = 0u; i < 16u; i++) {
@@ -356,87 +354,150 @@ fn group_16(ib: u32, sigma2: f32) -> Group {
     return Group(scale, signs, false);
 }
 
-@compute @workgroup_size(64)
-fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
-    let b = block_index(gid);
-    if (b >= p.n_blocks) {
-        return;
+// A lane's group in two words and its scale: XXS: the grid word and the sign word of q2; XS:
+// q2's word of the group (two u16 of grid index | signs << 9); S: the two grid indices (u16
+// each) and the two sign bytes.
+struct Packed {
+    a: u32,
+    b: u32,
+    scale: f32,
+    skipped: bool,
+}
+
+// The group at X[o..] (XXS: 32 values; XS, S: 16) quantized and packed.
+fn group_packed(o: u32, sigma2: f32) -> Packed {
+    if (KIND == 0u) {
+        let r = group_xxs(o, sigma2);
+        if (r.skipped) {
+            return Packed(0u, 0u, 0.0, true);
+        }
+        var a = 0u;
+        for (var k = 0u; k < 4u; k++) {
+            a = a | (lb_grid_index(8u * k) << (8u * k));
+        }
+        return Packed(a, r.signs, r.scale, false);
     }
-    load_block(b, 256u);
-    out_clear(SLOT_WORDS);
+    let r = group_16(o, sigma2);
+    if (r.skipped) {
+        return Packed(0u, 0u, 0.0, true);
+    }
+    let g0 = lb_grid_index(0u);
+    let g1 = lb_grid_index(8u);
+    let s0 = r.signs & 0xffu;
+    let s1 = (r.signs >> 8u) & 0xffu;
+    if (KIND == 1u) {
+        return Packed((g0 | (s0 << 9u)) | ((g1 | (s1 << 9u)) << 16u), 0u, r.scale, false);
+    }
+    return Packed(g0 | (g1 << 16u), s0 | (s1 << 8u), r.scale, false);
+}
+
+// 8 lanes per super-block (quant_coop.wgsl): lane j quantizes group j (XXS, 32 values) or groups
+// 2j and 2j + 1 (XS, S: 16 values each) on its own 32 values; the lanes trade the packed groups
+// and scales, and lane 0 assembles the block as the one-invocation code did.
+@compute @workgroup_size(64)
+fn main(ids: CoopIds) {
+    let c = coop_start(ids);
+    let o = c.block * SLOT_WORDS;
     // IQ2_XXS and IQ2_XS need importance (the CPU writes nothing without): zeros.
     if (KIND != 2u && p.has_w == 0u) {
-        out_store(b, SLOT_WORDS);
+        if (c.live && c.lane == 0u) {
+            for (var i = 0u; i < SLOT_WORDS; i++) {
+                dst[o + i] = 0u;
+            }
+        }
         return;
     }
-    var scales: array<f32, 16>;
-    var max_scale = 0.0;
-    let sum_x2 = superblock_sum_x2();
+    let sum_x2 = coop_sum_x2(c.block);
     var sigma2: f32;
     if (KIND == 2u) {
         sigma2 = div_rn(mul_rn(2.0, sum_x2), 256.0);
     } else {
         sigma2 = div_rn(sum_x2, 256.0);
     }
-    // Grid index and sign words per group, written once max_scale is known (XXS: two u32 per
-    // group of 32; XS: one u16 per 8 values; S: written as it goes, as the CPU does).
-    var q2: array<u32, 16>;
-    for (var i = 0u; i < 16u; i++) {
-        q2[i] = 0u;
-    }
     for (var i = 0u; i < 32u; i++) {
         LB[i] = 0u;
     }
+    // Groups per lane: 1 (XXS) or 2.
+    var per_lane = 2u;
     if (KIND == 0u) {
-        for (var ib = 0u; ib < 8u; ib++) {
-            let r = group_xxs(ib, sigma2);
-            if (r.skipped) {
-                scales[ib] = 0.0;
-                continue;
+        per_lane = 1u;
+    }
+    let own0 = group_packed(0u, sigma2);
+    var own1 = Packed(0u, 0u, 0.0, true);
+    if (per_lane == 2u) {
+        own1 = group_packed(16u, sigma2);
+    }
+    // Every group, in order, in every lane.
+    var pa: array<u32, 16>;
+    var pb: array<u32, 16>;
+    var scales: array<f32, 16>;
+    var skipped: array<bool, 16>;
+    for (var k = 0u; k < 8u; k++) {
+        let src = c.base + k;
+        let a0 = subgroupShuffle(own0.a, src);
+        let b0 = subgroupShuffle(own0.b, src);
+        let sc0 = subgroupShuffle(own0.scale, src);
+        let sk0 = subgroupShuffle(select(0u, 1u, own0.skipped), src);
+        let a1 = subgroupShuffle(own1.a, src);
+        let b1 = subgroupShuffle(own1.b, src);
+        let sc1 = subgroupShuffle(own1.scale, src);
+        let sk1 = subgroupShuffle(select(0u, 1u, own1.skipped), src);
+        let g = per_lane * k;
+        pa[g] = a0;
+        pb[g] = b0;
+        scales[g] = sc0;
+        skipped[g] = sk0 == 1u;
+        if (per_lane == 2u) {
+            pa[g + 1u] = a1;
+            pb[g + 1u] = b1;
+            scales[g + 1u] = sc1;
+            skipped[g + 1u] = sk1 == 1u;
+        }
+    }
+    if (!c.live || c.lane != 0u) {
+        return;
+    }
+    let n_groups = 8u * per_lane;
+    out_clear(SLOT_WORDS);
+    // Grid index and sign words per group, written once max_scale is known (XXS: two u32 per
+    // group of 32; XS: one u16 per 8 values; S: grid and sign bytes, written even when every
+    // group is skipped, as the CPU does).
+    var q2: array<u32, 16>;
+    var max_scale = 0.0;
+    for (var ib = 0u; ib < n_groups; ib++) {
+        if (skipped[ib]) {
+            scales[ib] = 0.0;
+            if (KIND == 0u) {
+                q2[2u * ib] = 0u;
+                q2[2u * ib + 1u] = 0u;
+            } else {
+                q2[ib] = 0u;
             }
-            let signs = r.signs;
-            for (var k = 0u; k < 4u; k++) {
-                q2[2u * ib] = q2[2u * ib] | (lb_grid_index(8u * k) << (8u * k));
-            }
-            q2[2u * ib + 1u] = signs;
-            scales[ib] = r.scale;
-            if (!(max_scale > r.scale)) {
-                max_scale = r.scale;
+            continue;
+        }
+        if (KIND == 0u) {
+            q2[2u * ib] = pa[ib];
+            q2[2u * ib + 1u] = pb[ib];
+        } else if (KIND == 1u) {
+            q2[ib] = pa[ib];
+        } else {
+            for (var k = 0u; k < 2u; k++) {
+                let gi = (pa[ib] >> (16u * k)) & 0xffffu;
+                let i8 = 2u * ib + k;
+                put8(2u + i8, gi & 0xffu);
+                put8(66u + i8 / 4u, (gi >> 8u) << (2u * (i8 % 4u)));
+                put8(34u + i8, pb[ib] >> (8u * k));
             }
         }
-    } else {
-        for (var ib = 0u; ib < 16u; ib++) {
-            let r = group_16(ib, sigma2);
-            if (r.skipped) {
-                scales[ib] = 0.0;
-                continue;
-            }
-            let signs = r.signs;
-            for (var k = 0u; k < 2u; k++) {
-                let gi = lb_grid_index(8u * k);
-                let s = (signs >> (8u * k)) & 0xffu;
-                let i8 = 2u * ib + k;
-                if (KIND == 1u) {
-                    // q2[i8] as u16 pairs: word i8 / 2.
-                    let v = gi | (s << 9u);
-                    q2[i8 / 2u] = q2[i8 / 2u] | (v << (16u * (i8 % 2u)));
-                } else {
-                    put8(2u + i8, gi & 0xffu);
-                    put8(66u + i8 / 4u, (gi >> 8u) << (2u * (i8 % 4u)));
-                    put8(34u + i8, s);
-                }
-            }
-            scales[ib] = r.scale;
-            if (!(max_scale > r.scale)) {
-                max_scale = r.scale;
-            }
+        if (!(max_scale > scales[ib])) {
+            max_scale = scales[ib];
         }
     }
     if (max_scale == 0.0) {
         if (KIND != 2u) {
             out_clear(SLOT_WORDS);
         }
-        out_store(b, SLOT_WORDS);
+        out_store(c.block, SLOT_WORDS);
         return;
     }
     let d = div_rn(max_scale, 31.0);
@@ -469,5 +530,5 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
             }
         }
     }
-    out_store(b, SLOT_WORDS);
+    out_store(c.block, SLOT_WORDS);
 }

@@ -1,4 +1,4 @@
-// IQ3_XXS / IQ3_S: one invocation per 256-value super-block (quantize_row_iq3_xxs_impl with
+// IQ3_XXS / IQ3_S: 8 subgroup lanes per 256-value super-block (quantize_row_iq3_xxs_impl with
 // grid 256, quantize_row_iq3_s_impl with block size 32, as src/quant/iq3_xxs.rs, iq3_s.rs and
 // iq3_lattice.rs's `search_block` reproduce them, operation by operation). The host prepends
 // XXS (true: IQ3_XXS), GRID_N (256, 512), NIS (the trial scales' half-range: 15, 9) and
@@ -242,67 +242,99 @@ fn search_block(off: u32) -> f32 {
     return scale;
 }
 
+// 8 lanes per super-block (quant_coop.wgsl): lane j searches block j (32 values); the lanes
+// trade the blocks' grid indices, signs and scales, and lane 0 assembles the super-block as the
+// one-invocation code did.
 @compute @workgroup_size(64)
-fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
-    let b = block_index(gid);
-    if (b >= p.n_blocks) {
+fn main(ids: CoopIds) {
+    let c = coop_start(ids);
+    let sigma2 = div_rn(mul_rn(2.0, coop_sum_x2(c.block)), 256.0);
+    for (var i = 0u; i < 32u; i++) {
+        let x = X[i];
+        let x2 = mul_rn(x, x);
+        if (p.has_w != 0u) {
+            WT[i] = mul_rn(QW[i], sqrt_rn(sigma2 + x2));
+        } else {
+            WT[i] = x2;
+        }
+    }
+    let own_scale = search_block(0u);
+    // The lane's grid indices (low bytes in two words, ninth bits in a third) and signs.
+    var own_lo0 = 0u;
+    var own_lo1 = 0u;
+    var own_hi = 0u;
+    for (var k = 0u; k < 4u; k++) {
+        own_lo0 = own_lo0 | ((GRIDI[k] & 0xffu) << (8u * k));
+        own_lo1 = own_lo1 | ((GRIDI[k + 4u] & 0xffu) << (8u * k));
+    }
+    for (var k = 0u; k < 8u; k++) {
+        own_hi = own_hi | ((GRIDI[k] >> 8u) << k);
+    }
+    let own_signs = SIGNS[0] | (SIGNS[1] << 8u) | (SIGNS[2] << 16u) | (SIGNS[3] << 24u);
+    var lo0: array<u32, 8>;
+    var lo1: array<u32, 8>;
+    var hi: array<u32, 8>;
+    var sgn: array<u32, 8>;
+    var scales: array<f32, 8>;
+    for (var k = 0u; k < 8u; k++) {
+        let src = c.base + k;
+        lo0[k] = subgroupShuffle(own_lo0, src);
+        lo1[k] = subgroupShuffle(own_lo1, src);
+        hi[k] = subgroupShuffle(own_hi, src);
+        sgn[k] = subgroupShuffle(own_signs, src);
+        scales[k] = subgroupShuffle(own_scale, src);
+    }
+    if (!c.live || c.lane != 0u) {
         return;
     }
-    load_block(b, 256u);
     out_clear(SLOT_WORDS);
-    let sigma2 = div_rn(mul_rn(2.0, superblock_sum_x2()), 256.0);
-    var scales: array<f32, 8>;
     var max_scale = 0.0;
     // IQ3_XXS: the 64 grid indices (L[0..64]) and the 8 sign/scale words, written at the end
     // (an all-zero super-block stays zero). IQ3_S: written as they come; llama.cpp advances its
     // qs and signs pointers only past blocks it quantizes (qh is indexed by block).
+    var grid: array<u32, 64>;
     var sas: array<u32, 8>;
     var qs = 2u;
     var sg = 74u;
     for (var ib = 0u; ib < 8u; ib++) {
-        let off = 32u * ib;
-        for (var i = 0u; i < 32u; i++) {
-            let x = X[off + i];
-            let x2 = mul_rn(x, x);
-            if (p.has_w != 0u) {
-                WT[off + i] = mul_rn(QW[off + i], sqrt_rn(sigma2 + x2));
-            } else {
-                WT[off + i] = x2;
-            }
-        }
         sas[ib] = 0u;
         for (var k = 0u; k < 8u; k++) {
-            L[8u * ib + k] = 0u;
+            grid[8u * ib + k] = 0u;
         }
-        let scale = search_block(off);
-        if (scale == -1.0) {
+        // search_block's −1: an all-zero block, skipped.
+        if (scales[ib] == -1.0) {
             scales[ib] = 0.0;
             continue;
         }
+        var gi: array<u32, 8>;
+        for (var k = 0u; k < 4u; k++) {
+            gi[k] = ((lo0[ib] >> (8u * k)) & 0xffu) | (((hi[ib] >> k) & 1u) << 8u);
+            gi[k + 4u] = ((lo1[ib] >> (8u * k)) & 0xffu) | (((hi[ib] >> (k + 4u)) & 1u) << 8u);
+        }
         if (XXS) {
             for (var k = 0u; k < 8u; k++) {
-                L[8u * ib + k] = GRIDI[k];
+                grid[8u * ib + k] = gi[k];
             }
-            sas[ib] = SIGNS[0] | (SIGNS[1] << 7u) | (SIGNS[2] << 14u) | (SIGNS[3] << 21u);
+            let s = sgn[ib];
+            sas[ib] = (s & 0xffu) | (((s >> 8u) & 0xffu) << 7u) | (((s >> 16u) & 0xffu) << 14u) | ((s >> 24u) << 21u);
         } else {
             for (var k = 0u; k < 8u; k++) {
-                put8(qs + k, GRIDI[k]);
-                put8(66u + ib, (GRIDI[k] >> 8u) << k);
+                put8(qs + k, gi[k]);
+                put8(66u + ib, (gi[k] >> 8u) << k);
             }
             qs += 8u;
             for (var k = 0u; k < 4u; k++) {
-                put8(sg + k, SIGNS[k]);
+                put8(sg + k, sgn[ib] >> (8u * k));
             }
             sg += 4u;
         }
-        scales[ib] = scale;
-        if (!(max_scale > scale)) {
-            max_scale = scale;
+        if (!(max_scale > scales[ib])) {
+            max_scale = scales[ib];
         }
     }
     if (max_scale == 0.0) {
         // IQ3_XXS: all zero; IQ3_S: the indices and signs written so far, d = 0.
-        out_store(b, SLOT_WORDS);
+        out_store(c.block, SLOT_WORDS);
         return;
     }
     let d = div_rn(max_scale, 31.0);
@@ -319,7 +351,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
         if (XXS) {
             let w = sas[ib] | (l << 28u);
             for (var k = 0u; k < 8u; k++) {
-                put8(2u + 8u * ib + k, L[8u * ib + k]);
+                put8(2u + 8u * ib + k, grid[8u * ib + k]);
             }
             put16(66u + 4u * ib, w);
             put16(68u + 4u * ib, w >> 16u);
@@ -327,5 +359,5 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
             put8(106u + ib / 2u, l << (4u * (ib % 2u)));
         }
     }
-    out_store(b, SLOT_WORDS);
+    out_store(c.block, SLOT_WORDS);
 }

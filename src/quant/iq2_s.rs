@@ -125,7 +125,7 @@ pub const BLOCK: BlockType = BlockType {
         row_sigma2: false,
         ref_weight_bound: RefWeightBound::AbsMaxSquared,
         tables: Some(gpu_tables),
-        lanes_per_block: 1,
+        lanes_per_block: 8,
     }),
 };
 

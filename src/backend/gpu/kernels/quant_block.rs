@@ -1,6 +1,7 @@
 //! `shaders/quant_<type>.wgsl` (+ the shared `quant_common.wgsl`): block quantization, one
-//! invocation per block, or 8 lanes of a subgroup per block for Q2_K, Q3_K, Q4_K, Q5_K, Q6_K and
-//! IQ4_XS (`quant_coop.wgsl`, where the device has subgroups of ≥ 8 lanes), bytes identical to
+//! invocation per 32-value block (Q8_0, the legacy types, IQ4_NL), or 8 lanes of a subgroup per
+//! 256-value super-block for the K-quants, IQ4_XS and the IQ1/IQ2/IQ3 types (`quant_coop.wgsl`,
+//! where the device has subgroups of ≥ 8 lanes), bytes identical to
 //! `quant::quantize_row` (see `quantize::gpu`). The kernel of each type is its
 //! `quant::BlockType` row's `gpu_quantize`. On Vulkan the kernels go to the
 //! driver as SPIR-V with every float op `NoContraction` and the float-controls modes the device
