@@ -213,18 +213,27 @@ impl GpuQuantizer {
         ne0: usize,
         qw: Option<&[f32]>,
     ) -> Result<Vec<u8>> {
-        Ok(self.quantize_rows_counted(t, x, ne0, qw)?.0)
+        Ok(self.quantize_rows_counted(t, x, ne0, qw, false)?.0)
     }
 
-    /// As `quantize_rows_raw`, with the number of rows the CPU quantized.
+    /// As `quantize_rows_raw`, with the number of rows the CPU quantized and, with `ties`, the
+    /// near ties of the bytes (`near_ties`; the three kernel runs share one upload of `x`).
     fn quantize_rows_counted(
         &self,
         t: GgmlType,
         x: &[f32],
         ne0: usize,
         qw: Option<&[f32]>,
-    ) -> Result<(Vec<u8>, usize)> {
-        let mut out = self.kernel_rows(t, x, ne0, qw)?;
+        ties: bool,
+    ) -> Result<(Vec<u8>, usize, Vec<usize>)> {
+        let path = quant_block::best_path(&self.gpu.ctx);
+        let mut perturbs = vec![self.fault];
+        if ties {
+            perturbs.extend(self.other_perturbs());
+        }
+        let mut runs = kernel_rows_variants(&self.gpu, path, &perturbs, t, x, ne0, qw)?;
+        let moved = runs.split_off(1);
+        let mut out = runs.pop().expect("one kernel run per variant");
         let rb = out.len() / (x.len() / ne0).max(1);
         let mut n_cpu = 0;
         for (r, row) in x.chunks_exact(ne0).enumerate() {
@@ -233,7 +242,8 @@ impl GpuQuantizer {
                 n_cpu += 1;
             }
         }
-        Ok((out, n_cpu))
+        let near = differing_blocks(t, &out, &moved);
+        Ok((out, n_cpu, near))
     }
 
     /// Whether some bytes of tensor `name` came from the CPU reference.
@@ -272,18 +282,17 @@ impl GpuQuantizer {
         bytes: &[u8],
     ) -> Result<Vec<usize>> {
         let path = quant_block::best_path(&self.gpu.ctx);
-        let ts = t.type_size();
-        let mut near = vec![false; bytes.len() / ts];
-        for perturb in [Perturb::None, Perturb::DivUp, Perturb::DivDown] {
-            if perturb == self.fault {
-                continue;
-            }
-            let moved = kernel_rows_perturbed(&self.gpu, path, perturb, t, x, ne0, qw)?;
-            for (b, (m, e)) in moved.chunks(ts).zip(bytes.chunks(ts)).enumerate() {
-                near[b] |= m != e;
-            }
-        }
-        Ok((0..near.len()).filter(|&b| near[b]).collect())
+        let others = self.other_perturbs();
+        let moved = kernel_rows_variants(&self.gpu, path, &others, t, x, ne0, qw)?;
+        Ok(differing_blocks(t, bytes, &moved))
+    }
+
+    /// The two division variants other than this quantizer's own (`fault`).
+    fn other_perturbs(&self) -> Vec<Perturb> {
+        [Perturb::None, Perturb::DivUp, Perturb::DivDown]
+            .into_iter()
+            .filter(|&p| p != self.fault)
+            .collect()
     }
 
     /// Quantize rows of tensor `name` (the whole tensor, or the rows from its block `block0` on):
@@ -330,16 +339,11 @@ impl GpuQuantizer {
             // An earlier part of this tensor failed its sample: the rest is the CPU's too.
             return cpu_quantize(t, x, ne0, qw);
         }
-        let (mut bytes, n_cpu_rows) = self
-            .quantize_rows_counted(t, x, ne0, qw)
-            .with_context(|| format!("tensor {name}: GPU quantization to {t}"))?;
         // Near ties of the kernel's own bytes (before any injected fault).
-        let near = match self.check {
-            CheckPolicy::Sampled { .. } => self
-                .near_ties(t, x, ne0, qw, &bytes)
-                .with_context(|| format!("tensor {name}: near ties of {t}"))?,
-            _ => Vec::new(),
-        };
+        let sampled = matches!(self.check, CheckPolicy::Sampled { .. });
+        let (mut bytes, n_cpu_rows, near) = self
+            .quantize_rows_counted(t, x, ne0, qw, sampled)
+            .with_context(|| format!("tensor {name}: GPU quantization to {t}"))?;
         if let Some(hook) = &self.fault_hook {
             hook(name, block0, t, &mut bytes);
         }
@@ -537,6 +541,32 @@ pub fn kernel_rows_perturbed(
     ne0: usize,
     qw: Option<&[f32]>,
 ) -> Result<Vec<u8>> {
+    let mut runs = kernel_rows_variants(gpu, path, &[perturb], t, x, ne0, qw)?;
+    Ok(runs.pop().expect("one kernel run per variant"))
+}
+
+/// The blocks of `bytes` that differ in any of `moved` (same length each).
+fn differing_blocks(t: GgmlType, bytes: &[u8], moved: &[Vec<u8>]) -> Vec<usize> {
+    let ts = t.type_size();
+    (0..bytes.len() / ts)
+        .filter(|&b| {
+            let r = b * ts..(b + 1) * ts;
+            moved.iter().any(|m| m[r.clone()] != bytes[r.clone()])
+        })
+        .collect()
+}
+
+/// The kernel's bytes for each of `perturbs` (one list per variant), every variant running on
+/// the same uploaded input: the near-tie check's three runs cost one upload.
+pub fn kernel_rows_variants(
+    gpu: &GpuBackend,
+    path: KernelPath,
+    perturbs: &[Perturb],
+    t: GgmlType,
+    x: &[f32],
+    ne0: usize,
+    qw: Option<&[f32]>,
+) -> Result<Vec<Vec<u8>>> {
     if path == KernelPath::Spirv && !quant_block::spirv_available(&gpu.ctx) {
         bail!(
             "no SPIR-V passthrough on adapter {} (Vulkan only)",
@@ -568,9 +598,9 @@ pub fn kernel_rows_perturbed(
     let bpr = ne0 / bs;
     let ts = t.type_size();
     let slot = quant_block::slot_words(t);
-    let mut out = vec![0u8; n_rows * bpr * ts];
+    let mut outs = vec![vec![0u8; n_rows * bpr * ts]; perturbs.len()];
     if n_rows == 0 {
-        return Ok(out);
+        return Ok(outs);
     }
     // The legacy types' σ² is a sequential sum over the whole row: done here, in the CPU's
     // order, rather than by one invocation per block.
@@ -591,29 +621,31 @@ pub fn kernel_rows_perturbed(
         let xbuf = ctx.upload_f32(xs);
         let sbuf = ctx.upload_f32(&sig);
         let n_blocks = nr * bpr;
-        let obuf = ctx.pool.get((n_blocks * slot * 4) as u64);
-        quant_block::run_on(
-            ctx,
-            path,
-            perturb,
-            t,
-            xbuf.buffer(),
-            wbuf.buffer(),
-            sbuf.buffer(),
-            obuf.buffer(),
-            n_blocks,
-            bpr,
-            qw.is_some(),
-        );
-        let words = ctx.read_u32(obuf.buffer(), n_blocks * slot);
-        let bytes: &[u8] = bytemuck::cast_slice(&words);
-        let dst = &mut out[r0 * bpr * ts..(r0 + nr) * bpr * ts];
-        for (d, s) in dst.chunks_exact_mut(ts).zip(bytes.chunks_exact(slot * 4)) {
-            d.copy_from_slice(&s[..ts]);
+        for (&perturb, out) in perturbs.iter().zip(outs.iter_mut()) {
+            let obuf = ctx.pool.get((n_blocks * slot * 4) as u64);
+            quant_block::run_on(
+                ctx,
+                path,
+                perturb,
+                t,
+                xbuf.buffer(),
+                wbuf.buffer(),
+                sbuf.buffer(),
+                obuf.buffer(),
+                n_blocks,
+                bpr,
+                qw.is_some(),
+            );
+            let words = ctx.read_u32(obuf.buffer(), n_blocks * slot);
+            let bytes: &[u8] = bytemuck::cast_slice(&words);
+            let dst = &mut out[r0 * bpr * ts..(r0 + nr) * bpr * ts];
+            for (d, s) in dst.chunks_exact_mut(ts).zip(bytes.chunks_exact(slot * 4)) {
+                d.copy_from_slice(&s[..ts]);
+            }
         }
         r0 += nr;
     }
-    Ok(out)
+    Ok(outs)
 }
 
 /// Whether the kernel's f32 intermediates stay finite for this row (then its bytes are exact):
