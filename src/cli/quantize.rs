@@ -310,16 +310,29 @@ pub fn run(g: &super::GlobalArgs, mut a: Args) -> Result<()> {
         );
     }
     if let (Some(q), false) = (&p.gpu, g.quiet) {
-        if let crate::quantize::gpu::CheckPolicy::Sampled { one_in } = q.check {
-            let c = q.check_counts();
-            eprintln!(
+        use crate::quantize::gpu::CheckPolicy;
+        let c = q.check_counts();
+        // Where the GPU path's time went: the kernels (uploads, runs, read-backs) and the CPU's
+        // share of the check.
+        let times = format!(
+            "kernels {:.2} s, CPU check {:.2} s",
+            c.kernel_us as f64 * 1e-6,
+            c.check_us as f64 * 1e-6
+        );
+        match q.check {
+            CheckPolicy::Sampled { one_in } => eprintln!(
                 "GPU check: {} blocks from the kernels; re-quantized on the CPU: {} in the \
-                 1-in-{one_in} sample and {} near ties ({:.2} %)",
+                 1-in-{one_in} sample and {} near ties ({:.2} %); {times} (the kernels' time \
+                 includes the two near-tie runs)",
                 c.blocks,
                 c.sampled,
                 c.near_ties,
                 100.0 * c.near_ties as f64 / c.blocks.max(1) as f64
-            );
+            ),
+            CheckPolicy::Full => {
+                eprintln!("GPU check: every block re-quantized on the CPU; {times}")
+            }
+            CheckPolicy::CanaryOnly => eprintln!("GPU check: the canary only; {times}"),
         }
     }
     if !g.quiet {

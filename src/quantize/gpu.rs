@@ -27,8 +27,9 @@ use crate::quant::{self, RefWeightBound};
 use anyhow::{anyhow, bail, Context, Result};
 use rayon::prelude::*;
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
+use std::time::Instant;
 
 /// Input values per dispatch: 16 MiB of f32, far under every adapter's binding limit.
 const MAX_VALUES_PER_DISPATCH: usize = 4 << 20;
@@ -84,6 +85,10 @@ pub struct GpuQuantizer {
     blocks_on_gpu: AtomicUsize,
     blocks_sampled: AtomicUsize,
     blocks_near_tie: AtomicUsize,
+    /// Wall time (µs) in the kernels (uploads, runs, read-backs: with the sampled check, the
+    /// near-tie runs too) and in the CPU check (sampled and near-tie blocks, or every block).
+    kernel_us: AtomicU64,
+    check_us: AtomicU64,
 }
 
 /// What the checks of a `GpuQuantizer` did so far (`GpuQuantizer::check_counts`).
@@ -95,6 +100,9 @@ pub struct CheckCounts {
     pub sampled: usize,
     /// Near ties, all checked on the CPU.
     pub near_ties: usize,
+    /// Wall time in the kernels and in the CPU check, µs.
+    pub kernel_us: u64,
+    pub check_us: u64,
 }
 
 impl std::fmt::Debug for GpuQuantizer {
@@ -150,6 +158,8 @@ impl GpuQuantizer {
             blocks_on_gpu: AtomicUsize::new(0),
             blocks_sampled: AtomicUsize::new(0),
             blocks_near_tie: AtomicUsize::new(0),
+            kernel_us: AtomicU64::new(0),
+            check_us: AtomicU64::new(0),
         }
     }
 
@@ -159,6 +169,8 @@ impl GpuQuantizer {
             blocks: self.blocks_on_gpu.load(Ordering::Relaxed),
             sampled: self.blocks_sampled.load(Ordering::Relaxed),
             near_ties: self.blocks_near_tie.load(Ordering::Relaxed),
+            kernel_us: self.kernel_us.load(Ordering::Relaxed),
+            check_us: self.check_us.load(Ordering::Relaxed),
         }
     }
 
@@ -341,14 +353,36 @@ impl GpuQuantizer {
         }
         // Near ties of the kernel's own bytes (before any injected fault).
         let sampled = matches!(self.check, CheckPolicy::Sampled { .. });
-        let (mut bytes, n_cpu_rows, near) = self
+        let t0 = Instant::now();
+        let (bytes, n_cpu_rows, near) = self
             .quantize_rows_counted(t, x, ne0, qw, sampled)
             .with_context(|| format!("tensor {name}: GPU quantization to {t}"))?;
-        if let Some(hook) = &self.fault_hook {
-            hook(name, block0, t, &mut bytes);
-        }
+        add_elapsed(&self.kernel_us, t0);
         if n_cpu_rows > 0 {
             self.mark_cpu(name);
+        }
+        let t0 = Instant::now();
+        let checked = self.check_rows(name, block0, t, x, ne0, qw, bytes, &near);
+        add_elapsed(&self.check_us, t0);
+        checked
+    }
+
+    /// `quantize_rows_at`'s check of the kernel's `bytes` (with near ties `near`) per
+    /// `self.check`: the bytes, or the CPU's where the check failed.
+    #[allow(clippy::too_many_arguments)]
+    fn check_rows(
+        &self,
+        name: &str,
+        block0: usize,
+        t: GgmlType,
+        x: &[f32],
+        ne0: usize,
+        qw: Option<&[f32]>,
+        mut bytes: Vec<u8>,
+        near: &[usize],
+    ) -> Result<Vec<u8>> {
+        if let Some(hook) = &self.fault_hook {
+            hook(name, block0, t, &mut bytes);
         }
         match self.check {
             CheckPolicy::CanaryOnly => {}
@@ -362,7 +396,7 @@ impl GpuQuantizer {
                 self.blocks_near_tie
                     .fetch_add(near.len(), Ordering::Relaxed);
                 if let Some(b) =
-                    sampled_mismatch(name, block0, one_in, t, x, ne0, qw, &bytes, &near)?
+                    sampled_mismatch(name, block0, one_in, t, x, ne0, qw, &bytes, near)?
                 {
                     eprintln!(
                         "quantize: tensor {name}: checked block {b} of {t} differs from the CPU \
@@ -543,6 +577,10 @@ pub fn kernel_rows_perturbed(
 ) -> Result<Vec<u8>> {
     let mut runs = kernel_rows_variants(gpu, path, &[perturb], t, x, ne0, qw)?;
     Ok(runs.pop().expect("one kernel run per variant"))
+}
+
+fn add_elapsed(total_us: &AtomicU64, since: Instant) {
+    total_us.fetch_add(since.elapsed().as_micros() as u64, Ordering::Relaxed);
 }
 
 /// The blocks of `bytes` that differ in any of `moved` (same length each).
