@@ -798,25 +798,23 @@ pub fn sampled_mismatch(
     let differs = check
         .par_iter()
         .map_init(
-            || {
-                (
-                    vec![0u8; ts],
-                    vec![0u8; if row_sigma { bpr * ts } else { 0 }],
-                )
-            },
-            |(one, row_bytes), &b| -> Result<bool> {
+            || vec![0u8; ts],
+            |want, &b| -> Result<bool> {
                 let got = &gpu[b * ts..(b + 1) * ts];
                 let (r, c) = (b / bpr, b % bpr);
-                let want: &[u8] = if row_sigma {
-                    quant::quantize_row(t, &x[r * ne0..(r + 1) * ne0], row_bytes, qw)?;
-                    &row_bytes[c * ts..(c + 1) * ts]
-                } else {
-                    let xb = &x[b * bs..(b + 1) * bs];
-                    let wb = qw.map(|w| &w[c * bs..(c + 1) * bs]);
-                    quant::quantize_row(t, xb, one, wb)?;
-                    one
-                };
-                Ok(got != want)
+                let xb = &x[b * bs..(b + 1) * bs];
+                let wb = qw.map(|w| &w[c * bs..(c + 1) * bs]);
+                match wb {
+                    // The legacy types' importance path reads the whole row's σ²: the block
+                    // alone with it gives the bytes it has inside the row.
+                    Some(wb) if row_sigma => {
+                        let sigma2 = quant::row_sigma2(&x[r * ne0..(r + 1) * ne0]);
+                        quant::legacy::quantize_blocks_with_sigma2(t, xb, want, wb, sigma2)
+                            .ok_or_else(|| anyhow!("{t}: no row-σ² quantizer"))?;
+                    }
+                    _ => quant::quantize_row(t, xb, want, wb)?,
+                }
+                Ok(got != want.as_slice())
             },
         )
         .collect::<Result<Vec<bool>>>()?;
