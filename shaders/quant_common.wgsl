@@ -101,10 +101,14 @@ fn out_store(b: u32, words: u32) {
 
 // The value `v`, hidden from the optimizer behind an integer xor with a uniform that is 0: no
 // constant folding or reassociation can cross it (a select on a uniform did not suffice for
-// kx_search's `num` on lavapipe: the constants were still folded). The SPIR-V path's
-// NoContraction makes it unnecessary there; the WGSL path (Metal, DX12) still needs it.
+// kx_search's `num` on lavapipe: the constants were still folded). OPAQUE_GUARD (set by the
+// host, `quant_block::path_consts`) is false on the SPIR-V path, whose NoContraction forbids
+// reassociation: there `opaque` is the identity. The WGSL path (Metal, DX12) keeps the guard.
 fn opaque(v: f32) -> f32 {
-    return bitcast<f32>(bitcast<u32>(v) ^ p._pad);
+    if (OPAQUE_GUARD) {
+        return bitcast<f32>(bitcast<u32>(v) ^ p._pad);
+    }
+    return v;
 }
 
 // a·b rounded once: fma(a, b, −0) = round(a·b) whether the fma is fused or computed as a

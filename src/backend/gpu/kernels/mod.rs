@@ -130,10 +130,15 @@ pub fn all_sources() -> Vec<(String, String)> {
     v.push(("scatter_add.wgsl".into(), scatter_add::SHADER.into()));
     v.push(("nll.wgsl".into(), nll::source()));
     for t in quant_block::TYPES {
-        v.push((
-            format!("quant+{t}"),
-            quant_block::source(t).expect("listed type"),
-        ));
+        for path in [
+            quant_block::KernelPath::Wgsl,
+            quant_block::KernelPath::Spirv,
+        ] {
+            v.push((
+                format!("quant+{t}@{}", path.name()),
+                quant_block::source(t, path).expect("listed type"),
+            ));
+        }
     }
     v.push(("quant_arith.wgsl".into(), quant_block::arith_source()));
     v

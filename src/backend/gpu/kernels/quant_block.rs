@@ -70,11 +70,12 @@ pub fn guarantees(ctx: &Ctx, path: KernelPath) -> Guarantees {
     }
 }
 
-/// The assembled source for type `t`: the shared helpers (with the cooperative ones for a kernel
-/// of 8 lanes per block), quant_common's private arrays sized to what one invocation holds
-/// (`PRIV_N`: the block's values over its lanes, 32 or 256: private memory is what limits how many
-/// invocations a GPU keeps in flight), the kernel's constants, the kernel.
-pub fn source(t: GgmlType) -> Option<String> {
+/// The assembled source for type `t` on `path`: the shared helpers (with the cooperative ones for
+/// a kernel of 8 lanes per block), quant_common's private arrays sized to what one invocation
+/// holds (`PRIV_N`: the block's values over its lanes, 32 or 256: private memory is what limits
+/// how many invocations a GPU keeps in flight), whether `opaque` guards against reassociation
+/// (`path_consts`), the kernel's constants, the kernel.
+pub fn source(t: GgmlType, path: KernelPath) -> Option<String> {
     let g = quant::block_type(t)?.gpu_quantize?;
     let k = g.kernel;
     let priv_n = format!(
@@ -83,8 +84,24 @@ pub fn source(t: GgmlType) -> Option<String> {
     );
     let coop = if g.lanes_per_block > 1 { COOP } else { "" };
     Some(super::assemble(&[
-        COMMON, &priv_n, coop, k.consts, k.source,
+        COMMON,
+        &priv_n,
+        path_consts(path),
+        coop,
+        k.consts,
+        k.source,
     ]))
+}
+
+/// quant_common.wgsl's `OPAQUE_GUARD`: on the SPIR-V path every float op is NoContraction,
+/// which in SPIR-V also forbids reassociation, so `opaque` is the identity there (the
+/// regression `gpuquant_blocks::synth_moe_blocks_that_once_differed` runs on that path); WGSL
+/// (Metal, DX12, or Vulkan without passthrough) has no such decoration and keeps the guard.
+fn path_consts(path: KernelPath) -> &'static str {
+    match path {
+        KernelPath::Spirv => "const OPAQUE_GUARD = false;",
+        KernelPath::Wgsl => "const OPAQUE_GUARD = true;",
+    }
 }
 
 /// quant_common.wgsl's private arrays for the arithmetic test kernel.
@@ -119,9 +136,9 @@ pub fn runnable(ctx: &Ctx, t: GgmlType) -> Result<(), String> {
     Ok(())
 }
 
-/// The assembled arithmetic test kernel.
+/// The assembled arithmetic test kernel (it calls no `opaque`).
 pub fn arith_source() -> String {
-    super::assemble(&[COMMON, PRIV_N_BLOCK, ARITH])
+    super::assemble(&[COMMON, PRIV_N_BLOCK, path_consts(KernelPath::Wgsl), ARITH])
 }
 
 /// Words of a block's bytes in its output slot (the bytes rounded up to 4).
@@ -267,7 +284,7 @@ pub fn run_on(
     }
     let key = format!("quant_{t}");
     let pipe = pipeline(ctx, &key, path, || {
-        source(t).expect("type with a quant kernel")
+        source(t, path).expect("type with a quant kernel")
     });
     let tables = quant::block_type(t)
         .and_then(|b| b.gpu_quantize)
