@@ -230,9 +230,9 @@ fn synth_moe_blocks_that_once_differed() {
     }
 }
 
-/// The 8-lane subgroup kernels (Q2_K … Q6_K) turned off, as on an adapter without subgroups of
-/// 8 lanes: `--device gpu` refuses, naming the type and why, and writes nothing; a type whose
-/// kernel is one invocation per block is still quantized on the GPU.
+/// The 8-lane subgroup kernels (the K-quants, IQ4_XS, IQ1/IQ2/IQ3) turned off, as on an adapter
+/// without subgroups of 8 lanes: `--device gpu` refuses, naming the type and why, and writes
+/// nothing; a type whose kernel is one invocation per block is still quantized on the GPU.
 #[test]
 fn strict_gpu_refuses_a_subgroup_kernel_it_cannot_run() {
     let tmp = tempfile::tempdir().unwrap();
