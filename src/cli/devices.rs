@@ -44,6 +44,8 @@ pub fn run(_g: &super::GlobalArgs, a: Args) -> anyhow::Result<()> {
         // What the exact quantization kernels get on this adapter (device.rs requests
         // passthrough wherever it is offered).
         let exact = crate::backend::gpu::spirv::guarantees(ad, f);
+        // The 256-value quantization kernels run 8 lanes of a subgroup per super-block.
+        let lanes8 = f.contains(wgpu::Features::SUBGROUP) && info.subgroup_min_size >= 8;
         let vram = crate::backend::gpu::device::vram_info(ad);
         let vram_text = match vram {
             Some(v) => format!(
@@ -79,6 +81,9 @@ pub fn run(_g: &super::GlobalArgs, a: Args) -> anyhow::Result<()> {
                     "min_storage_buffer_offset_alignment": l.min_storage_buffer_offset_alignment,
                 },
                 "features": feats,
+                "subgroup_min_size": info.subgroup_min_size,
+                "subgroup_max_size": info.subgroup_max_size,
+                "quantize_8_lane_kernels": lanes8,
                 "exact_quantize": {
                     "path": exact.path(),
                     "no_contraction": exact.spirv,
@@ -118,6 +123,16 @@ pub fn run(_g: &super::GlobalArgs, a: Args) -> anyhow::Result<()> {
                 "-".to_string()
             } else {
                 feats.join(", ")
+            }
+        );
+        println!(
+            "  subgroups {}–{} lanes: {}",
+            info.subgroup_min_size,
+            info.subgroup_max_size,
+            if lanes8 {
+                "the 8-lane quantization kernels run"
+            } else {
+                "no 8-lane quantization kernels (the CPU quantizes the 256-value types)"
             }
         );
     }
