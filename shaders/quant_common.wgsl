@@ -668,6 +668,18 @@ fn importance_weights(sigma2: f32, start: u32, n: u32) -> f32 {
     return sumw;
 }
 
+// WT over X[0..n]: qw·√(σ² + x²) with importance (importance_weights), else x² (the IQ
+// types' reference weights).
+fn weights_or_x2(sigma2: f32, n: u32) {
+    if (p.has_w != 0u) {
+        _ = importance_weights(sigma2, 0u, n);
+        return;
+    }
+    for (var i = 0u; i < n; i++) {
+        WT[i] = mul_rn(X[i], X[i]);
+    }
+}
+
 // Legacy blocks with importance: WT = qw·sqrt(σ² + x²) over the block's 32 values.
 fn legacy_weights(sigma2: f32) {
     _ = importance_weights(sigma2, 0u, 32u);

@@ -162,18 +162,6 @@ fn group_sums(acc: vec2<f32>, o: u32, g: u32, plus: bool, scaled: bool, mult: f3
     return vec2<f32>(sumqx, sumq2);
 }
 
-// WT over the lane's 32 values: qw·√(σ² + x²) with importance, else x² (IQ1_M only).
-fn iq1_weights(sigma2: f32) {
-    for (var i = 0u; i < 32u; i++) {
-        let x2 = mul_rn(X[i], X[i]);
-        if (p.has_w != 0u) {
-            WT[i] = mul_rn(QW[i], sqrt_rn(sigma2 + x2));
-        } else {
-            WT[i] = x2;
-        }
-    }
-}
-
 // One block's result: its scale, shift (IQ1_S: ±1; IQ1_M: 0..3), the low bytes of its grid
 // indices (IQ1_S: 4; IQ1_M: 2) and their high bits (IQ1_S: qh's 12 index bits; IQ1_M: two
 // nibbles' 3 bits), whether it was skipped (all near zero, or no scale found).
@@ -563,7 +551,8 @@ fn main(ids: CoopIds) {
     let c = coop_start(ids);
     out_clear(SLOT_WORDS);
     let sigma2 = div_rn(mul_rn(2.0, coop_sum_x2(c.block)), 256.0);
-    iq1_weights(sigma2);
+    // Without importance: IQ1_M's x² weights (IQ1_S refuses on the host).
+    weights_or_x2(sigma2, 32u);
     if (IQ1M) {
         coop_iq1_m(c);
     } else {

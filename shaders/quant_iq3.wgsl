@@ -249,15 +249,7 @@ fn search_block(off: u32) -> f32 {
 fn main(ids: CoopIds) {
     let c = coop_start(ids);
     let sigma2 = div_rn(mul_rn(2.0, coop_sum_x2(c.block)), 256.0);
-    for (var i = 0u; i < 32u; i++) {
-        let x = X[i];
-        let x2 = mul_rn(x, x);
-        if (p.has_w != 0u) {
-            WT[i] = mul_rn(QW[i], sqrt_rn(sigma2 + x2));
-        } else {
-            WT[i] = x2;
-        }
-    }
+    weights_or_x2(sigma2, 32u);
     let own_scale = search_block(0u);
     // The lane's grid indices (low bytes in two words, ninth bits in a third) and signs.
     var own_lo0 = 0u;

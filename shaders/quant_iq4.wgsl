@@ -54,15 +54,7 @@ fn iq4_sums(id: f32) -> vec2<f32> {
 // block's or super-block's 2·Σx²/n): the weights into WT, then the search over 15 candidate
 // inverse scales around −127/max (first strict improvement wins, as in C).
 fn iq4_scale(sigma2: f32) -> f32 {
-    for (var j = 0u; j < 32u; j++) {
-        let x = X[j];
-        let x2 = mul_rn(x, x);
-        if (p.has_w != 0u) {
-            WT[j] = mul_rn(QW[j], sqrt_rn(sigma2 + x2));
-        } else {
-            WT[j] = x2;
-        }
-    }
+    weights_or_x2(sigma2, 32u);
     var amax = 0.0;
     var mx = 0.0;
     for (var j = 0u; j < 32u; j++) {

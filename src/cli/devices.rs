@@ -45,7 +45,7 @@ pub fn run(_g: &super::GlobalArgs, a: Args) -> anyhow::Result<()> {
         // passthrough wherever it is offered).
         let exact = crate::backend::gpu::spirv::guarantees(ad, f);
         // The 256-value quantization kernels run 8 lanes of a subgroup per super-block.
-        let lanes8 = f.contains(wgpu::Features::SUBGROUP) && info.subgroup_min_size >= 8;
+        let lanes8 = crate::backend::gpu::kernels::quant_block::subgroups_fit(f, &info).is_ok();
         let vram = crate::backend::gpu::device::vram_info(ad);
         let vram_text = match vram {
             Some(v) => format!(

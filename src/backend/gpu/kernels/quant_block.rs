@@ -124,13 +124,19 @@ pub fn runnable(ctx: &Ctx, t: GgmlType) -> Result<(), String> {
     if std::env::var("WQUANT_QUANT_SUBGROUPS").is_ok_and(|v| v == "0") {
         return Err("its subgroup kernel is turned off by WQUANT_QUANT_SUBGROUPS=0".into());
     }
-    if !ctx.dev.features.contains(wgpu::Features::SUBGROUP) {
+    subgroups_fit(ctx.dev.features, &ctx.dev.info)
+}
+
+/// Whether an adapter with `features` and `info` can run the 8-lane kernels: subgroup
+/// operations with at least 8 lanes (`wquant devices` reports it). `Err` says why not.
+pub fn subgroups_fit(features: wgpu::Features, info: &wgpu::AdapterInfo) -> Result<(), String> {
+    if !features.contains(wgpu::Features::SUBGROUP) {
         return Err("the adapter has no subgroup operations".into());
     }
-    if ctx.dev.info.subgroup_min_size < 8 {
+    if info.subgroup_min_size < 8 {
         return Err(format!(
             "the adapter's subgroups may have {} lanes, fewer than the kernel's 8",
-            ctx.dev.info.subgroup_min_size
+            info.subgroup_min_size
         ));
     }
     Ok(())
